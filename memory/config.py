@@ -1,0 +1,105 @@
+"""`MemoryConfig`: everything needed to rebuild a memory, saved inside every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from memory.errors import InvalidInput
+
+# Calibration of the episodic (pattern book) familiarity per encoder: the cosine at which an
+# input is "half familiar", and how sharp that transition is. For MiniLM, paraphrases sit at
+# cosine >= 0.75, same-topic facts at 0.4-0.6 and unrelated text below 0.3 (measured on the
+# seed suite's sentences).
+ENCODER_CALIBRATION = {"minilm": (0.55, 0.08), "hash": (0.45, 0.08)}
+ENCODER_DIMS = {"minilm": 384, "hash": 384}
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    # --- encoder -------------------------------------------------------------------------
+    encoder: str = "minilm"  # text encoder name ("minilm" or "hash"); fixes `dim`
+    dim: int = 384  # encoder output size = key size of the neural memory
+    # --- the neural memory M: keys -> values (Titans, arXiv 2501.00663) --------------------
+    memory_depth: int = 2  # layers of the MLP memory (1 = a linear memory)
+    memory_width: int = 1024  # hidden width of the MLP memory
+    key_scale: float = 2.0  # std of first-layer weights on unit keys: higher = more local, less crosstalk
+    value_dim: int = 128  # size of the content (value) view, a random-Fourier map of the input
+    value_bandwidth: float = 2.5  # beta of that map: values of different texts are ~orthogonal
+    lr: float = 0.7  # base step: share of the output error the output layer removes per item
+    momentum: float = 0.25  # eta: how much past surprise carries into the next update (eq. 10)
+    forget: float = 2e-5  # alpha: weight decay per item, scaled by how surprising the item was
+    max_grad_norm: float = 500.0 # per-item gradient clip, keeps a pathological input from blowing up M
+    chunk_size: int = 16  # items per mini-batch when observing a batch (all graded at chunk start)
+    # --- consolidation (online EWC, Schwarz et al. 2018) ---------------------------------
+    ewc_lambda: float = 50.0  # strength of the pull back towards the consolidated weights
+    fisher_decay: float = 0.7  # how much of the previous Fisher estimate each consolidation keeps
+    replay_items: int = 512  # pattern-book exemplars replayed into the weights per consolidate()
+    replay_passes: int = 2  # passes over them
+    # --- pattern book (episodic store that decodes the network's output into text) --------
+    pattern_slots: int = 4096  # bounded number of pattern slots
+    exemplars_per_slot: int = 4  # texts (and their vectors) kept per slot
+    reinforce_below: float = 0.25  # an input less surprising than this reinforces its slot
+    merge_similarity: float = 0.85  # consolidate() merges slots whose centroids are this close
+    # --- scoring ----------------------------------------------------------------------------
+    familiar_cos: float | None = None  # episodic half-familiar cosine (None: encoder default)
+    familiar_width: float | None = None  # sharpness of that transition (None: encoder default)
+    recall_neural_weight: float = 0.3  # share of the network's recall in infer's ranking
+    surprise_ema: float = 0.05  # smoothing of the running average surprise in stats()
+    seed: int = 0  # seeds the fixed random maps and the initial weights
+    dtype: str = "float32"  # "float64" for exactness tests
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.encoder not in ENCODER_DIMS:
+            problems.append(f"encoder must be one of {sorted(ENCODER_DIMS)}, not {self.encoder!r}")
+        elif self.dim != ENCODER_DIMS[self.encoder]:
+            problems.append(f"dim must be {ENCODER_DIMS[self.encoder]} for encoder {self.encoder!r}")
+        for name in ("memory_depth", "memory_width", "value_dim", "chunk_size", "pattern_slots",
+                     "exemplars_per_slot", "replay_passes"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                problems.append(f"{name} must be a positive integer")
+        if self.memory_width > 16384 or self.value_dim > 4096 or self.memory_depth > 8:
+            problems.append("memory_width <= 16384, value_dim <= 4096, memory_depth <= 8")
+        if self.pattern_slots > 65536 or self.exemplars_per_slot > 64:
+            problems.append("pattern_slots <= 65536 and exemplars_per_slot <= 64")
+        for name in ("lr", "key_scale", "value_bandwidth", "max_grad_norm"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                problems.append(f"{name} must be a positive finite number")
+        for name in ("momentum", "forget", "fisher_decay", "reinforce_below", "merge_similarity",
+                     "recall_neural_weight", "surprise_ema"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value <= 1):
+                problems.append(f"{name} must be between 0 and 1")
+        if self.lr > 2:
+            problems.append("lr must be <= 2 (above that each step overshoots)")
+        if self.dtype not in ("float32", "float64"):
+            problems.append("dtype must be 'float32' or 'float64'")
+        if problems:
+            raise InvalidInput("invalid memory config: " + "; ".join(problems))
+
+    @property
+    def calibration(self) -> tuple[float, float]:
+        mid, width = ENCODER_CALIBRATION[self.encoder]
+        return (self.familiar_cos if self.familiar_cos is not None else mid,
+                self.familiar_width if self.familiar_width is not None else width)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "MemoryConfig":
+        """Build from a (possibly partial) dict; unknown fields are an error, not ignored."""
+        data = dict(data or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidInput(f"unknown memory config field(s) {unknown}; known: {sorted(known)}")
+        if "encoder" in data and "dim" not in data and data["encoder"] in ENCODER_DIMS:
+            data["dim"] = ENCODER_DIMS[data["encoder"]]
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise InvalidInput(f"invalid memory config: {exc}") from exc

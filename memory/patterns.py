@@ -1,0 +1,169 @@
+"""Pattern book: the episodic half of a memory, and the decoder from weights back to text.
+
+Text cannot come out of an MLP's weights without a decoder, so each memory keeps a bounded set
+of pattern slots: a centroid (unit vector), up to `exemplars_per_slot` exemplar texts with their
+vectors, a count (how often the slot was reinforced), the step it was last seen, and a domain.
+Unsurprising inputs reinforce their nearest slot instead of adding one; when the book is full
+the least recently seen slot is evicted (the neural memory keeps what it generalised from it);
+`merge_similar` compresses near-duplicate slots during consolidation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class PatternBook:
+    def __init__(self, slots: int, exemplars: int, dim: int, dtype: torch.dtype):
+        self.capacity, self.per_slot, self.dim, self.dtype = slots, exemplars, dim, dtype
+        self.used = 0
+        self.centroids = torch.zeros(slots, dim, dtype=dtype)  # (slots, dim), unit rows
+        self.exemplar_vectors = torch.zeros(slots, exemplars, dim, dtype=torch.float16)
+        self.counts = torch.zeros(slots, dtype=torch.int64)
+        self.last_seen = torch.zeros(slots, dtype=torch.int64)
+        self.texts: list[list[str]] = []  # per used slot, oldest first
+        self.domains: list[str | None] = []
+
+    # ---- lookup --------------------------------------------------------------------------
+    def candidates(self, query: torch.Tensor, slots: int) -> torch.Tensor:
+        """Indices of the `slots` slots whose centroids are closest to query (dim,)."""
+        sims = self.centroids[: self.used] @ query
+        return torch.topk(sims, min(slots, self.used)).indices
+
+    def exemplar_scores(self, query: torch.Tensor, slots: torch.Tensor):
+        """Cosine of query to every exemplar of the given slots: (slot, exemplar, cos) triples."""
+        vectors = self.exemplar_vectors[slots].to(self.dtype)  # (k, per_slot, dim)
+        sims = vectors @ query  # (k, per_slot)
+        out = []
+        for row, slot in enumerate(slots.tolist()):
+            for col in range(len(self.texts[slot])):
+                out.append((slot, col, float(sims[row, col])))
+        return out
+
+    def nearest(self, query: torch.Tensor) -> tuple[int, int, float] | None:
+        """The closest exemplar as (slot, exemplar, cosine); None while the book is empty."""
+        if not self.used:
+            return None
+        return max(self.exemplar_scores(query, self.candidates(query, 8)), key=lambda t: t[2])
+
+    def top_exemplars(self, query: torch.Tensor, k: int, pool: int = 32):
+        if not self.used:
+            return []
+        scores = self.exemplar_scores(query, self.candidates(query, pool))
+        return sorted(scores, key=lambda t: -t[2])[:k]
+
+    # ---- writes --------------------------------------------------------------------------
+    def reinforce(self, slot: int, vector: torch.Tensor, text: str, step: int, domain: str | None):
+        count = int(self.counts[slot]) + 1
+        mean = self.centroids[slot] * (count - 1) / count + vector / count
+        self.centroids[slot] = mean / mean.norm().clamp_min(1e-12)
+        self.counts[slot] = count
+        self.last_seen[slot] = step
+        if domain and not self.domains[slot]:
+            self.domains[slot] = domain
+        if text not in self.texts[slot]:
+            self._add_exemplar(slot, vector, text)
+
+    def add(self, vector: torch.Tensor, text: str, step: int, domain: str | None) -> int:
+        if self.used == self.capacity:
+            self._remove(self._least_recent())
+        slot = self.used
+        self.used += 1
+        self.centroids[slot] = vector
+        self.counts[slot] = 1
+        self.last_seen[slot] = step
+        self.texts.append([])
+        self.domains.append(domain)
+        self._add_exemplar(slot, vector, text)
+        return slot
+
+    def _add_exemplar(self, slot: int, vector: torch.Tensor, text: str):
+        texts = self.texts[slot]
+        if len(texts) == self.per_slot:  # keep the newest: drop the oldest exemplar
+            texts.pop(0)
+            self.exemplar_vectors[slot, :-1] = self.exemplar_vectors[slot, 1:].clone()
+        texts.append(text)
+        self.exemplar_vectors[slot, len(texts) - 1] = vector.to(torch.float16)
+
+    def _least_recent(self) -> int:
+        seen = self.last_seen[: self.used].to(torch.float64) - 1e-6 * self.counts[: self.used]
+        return int(torch.argmin(seen))
+
+    def _remove(self, slot: int):
+        """Swap-remove: the last used slot moves into `slot`."""
+        last = self.used - 1
+        if slot != last:
+            for tensor in (self.centroids, self.exemplar_vectors, self.counts, self.last_seen):
+                tensor[slot] = tensor[last]
+            self.texts[slot], self.domains[slot] = self.texts[last], self.domains[last]
+        self.texts.pop()
+        self.domains.pop()
+        self.centroids[last] = 0
+        self.exemplar_vectors[last] = 0
+        self.counts[last] = 0
+        self.last_seen[last] = 0
+        self.used -= 1
+
+    def _absorb(self, keep: int, gone: int):
+        """Fold slot `gone` into slot `keep` (gone is compacted away afterwards)."""
+        total = int(self.counts[keep] + self.counts[gone])
+        mean = (self.centroids[keep] * self.counts[keep] + self.centroids[gone] * self.counts[gone]) / total
+        self.centroids[keep] = mean / mean.norm().clamp_min(1e-12)
+        self.counts[keep] = total
+        self.last_seen[keep] = max(int(self.last_seen[keep]), int(self.last_seen[gone]))
+        self.domains[keep] = self.domains[keep] or self.domains[gone]
+        for col, text in enumerate(self.texts[gone]):
+            if text not in self.texts[keep]:
+                self._add_exemplar(keep, self.exemplar_vectors[gone, col].to(self.dtype), text)
+
+    def _compact(self, gone: set[int]):
+        keep = [slot for slot in range(self.used) if slot not in gone]
+        index = torch.tensor(keep, dtype=torch.int64)
+        for tensor in (self.centroids, self.exemplar_vectors, self.counts, self.last_seen):
+            tensor[: len(keep)] = tensor[index].clone()
+            tensor[len(keep) : self.used] = 0
+        self.texts = [self.texts[slot] for slot in keep]
+        self.domains = [self.domains[slot] for slot in keep]
+        self.used = len(keep)
+
+    def merge_similar(self, threshold: float, target_fill: float | None = None) -> int:
+        """Merge slots whose centroids are at least `threshold` alike; if the book is still
+        fuller than `target_fill`, keep merging the closest pairs until it is not.
+        Works in rounds: one similarity matrix per round, disjoint pairs merged greedily."""
+        merged = 0
+        while self.used > 1:
+            target = self.used if target_fill is None else int(target_fill * self.capacity)
+            wanted = max(0, self.used - target)
+            sims = self.centroids[: self.used] @ self.centroids[: self.used].T
+            sims = torch.triu(sims, diagonal=1) - torch.tril(torch.full_like(sims, 4.0))
+            top = torch.topk(sims.flatten(), min(sims.numel(), max(2 * wanted, 64)))
+            gone: set[int] = set()
+            for value, flat in zip(top.values.tolist(), top.indices.tolist()):
+                if value < threshold and len(gone) >= wanted:
+                    break
+                i, j = divmod(flat, self.used)
+                if i in gone or j in gone:
+                    continue
+                keep, drop = (i, j) if self.counts[i] >= self.counts[j] else (j, i)
+                self._absorb(keep, drop)
+                gone.add(drop)
+            if not gone:
+                break
+            self._compact(gone)
+            merged += len(gone)
+        return merged
+
+    def label(self, slot: int) -> str:
+        """A slot's description: its most recent exemplar."""
+        return self.texts[slot][-1]
+
+    def exemplar_pairs(self, limit: int):
+        """(vector, slot) of up to `limit` exemplars, most recently seen slots first."""
+        order = torch.argsort(self.last_seen[: self.used], descending=True).tolist()
+        out = []
+        for slot in order:
+            for col in range(len(self.texts[slot])):
+                out.append((self.exemplar_vectors[slot, col].to(self.dtype), slot))
+                if len(out) == limit:
+                    return out
+        return out

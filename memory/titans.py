@@ -1,0 +1,208 @@
+"""Titans neural long-term memory (arXiv 2501.00663), pure torch, with hand-written gradients.
+
+The memory M is a small MLP from keys to values, trained online on the associative loss
+ℓ(M; k, v) = ‖M(k) − v‖² (eq. 12). Each observed item takes one step of
+
+    S_t = η S_{t−1} − θ_t ∇ℓ(M_{t−1}; k_t, v_t)        (eq. 10: momentum = past surprise)
+    M_t = (1 − α_t) M_{t−1} + S_t                       (eq. 13: adaptive forgetting)
+
+where θ_t is surprise-scaled and normalised by the input's feature energy (so `lr` is the share
+of the output error one step removes), and α_t grows with surprise. A batch is processed in
+chunks: within a chunk every gradient is taken at the chunk-start weights (Titans' mini-batch
+form), which lets the recurrence above collapse into one weighted sum per chunk. With chunk
+size 1 this is exactly item-by-item streaming.
+
+Keys are the unit-length text embedding (the cue view); values are a fixed random-Fourier map
+of it (the content view). With k = v the network would learn the identity and soon find
+everything familiar; with random-Fourier values, different texts have near-orthogonal targets.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from memory.config import MemoryConfig
+
+Params = list[torch.Tensor]  # [W0, b0, W1, b1, ...]; W_l: (out, in), b_l: (out,)
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def gelu_grad(x: torch.Tensor) -> torch.Tensor:
+    cdf = 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+    pdf = torch.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+    return cdf + x * pdf
+
+
+class ValueMap:
+    """Fixed random-Fourier features: the content view v(x), unit length. Never trained."""
+
+    def __init__(self, config: MemoryConfig, dtype: torch.dtype):
+        gen = torch.Generator().manual_seed(config.seed * 7919 + 1)
+        self.weight = torch.randn(config.value_dim, config.dim, generator=gen, dtype=torch.float64)
+        self.weight = (self.weight * config.value_bandwidth).to(dtype)  # (value_dim, dim)
+        self.phase = (torch.rand(config.value_dim, generator=gen, dtype=torch.float64)
+                      * 2 * math.pi).to(dtype)
+
+    def __call__(self, keys: torch.Tensor) -> torch.Tensor:  # (n, dim) -> (n, value_dim)
+        v = torch.cos(keys @ self.weight.T + self.phase)
+        return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def init_params(config: MemoryConfig, dtype: torch.dtype) -> Params:
+    """Random first layers (they start as random features), zero output layer (M(k) = 0:
+    a new memory knows nothing, so everything is fully surprising)."""
+    gen = torch.Generator().manual_seed(config.seed * 7919 + 2)
+    sizes = [config.dim] + [config.memory_width] * (config.memory_depth - 1) + [config.value_dim]
+    params: Params = []
+    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = layer == len(sizes) - 2
+        if last:
+            weight = torch.zeros(fan_out, fan_in, dtype=torch.float64)
+        elif layer == 0:
+            weight = torch.randn(fan_out, fan_in, generator=gen, dtype=torch.float64) * config.key_scale
+        else:
+            weight = torch.randn(fan_out, fan_in, generator=gen, dtype=torch.float64) / math.sqrt(fan_in)
+        bias = torch.zeros(fan_out, dtype=torch.float64)
+        if not last:
+            bias = (torch.rand(fan_out, generator=gen, dtype=torch.float64) * 2 - 1)
+        params += [weight.to(dtype), bias.to(dtype)]
+    return params
+
+
+def forward(params: Params, keys: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """M(keys) and the per-layer (input, pre-activation) cache that `gradients` needs."""
+    cache = []
+    x = keys  # (n, dim)
+    n_layers = len(params) // 2
+    for layer in range(n_layers):
+        weight, bias = params[2 * layer], params[2 * layer + 1]
+        pre = x @ weight.T + bias  # (n, out)
+        cache.append((x, pre))
+        x = pre if layer == n_layers - 1 else gelu(pre)
+    return x, cache
+
+
+def output_error(params: Params, keys: torch.Tensor, values: torch.Tensor):
+    pred, cache = forward(params, keys)
+    return pred - values, cache  # (n, value_dim)
+
+
+def backprop(params: Params, err: torch.Tensor, cache, coeffs: torch.Tensor) -> Params:
+    """Σ_i coeffs_i · ∇ℓ_i for ℓ_i = ‖M(k_i) − v_i‖², as one matmul per layer."""
+    grads: Params = [torch.empty(0)] * len(params)
+    delta = 2.0 * err  # dℓ/dM(k), (n, out)
+    for layer in reversed(range(len(params) // 2)):
+        x, pre = cache[layer]
+        if layer != len(params) // 2 - 1:
+            delta = delta * gelu_grad(pre)
+        weighted = delta * coeffs[:, None]
+        grads[2 * layer] = weighted.T @ x  # (out, in)
+        grads[2 * layer + 1] = weighted.sum(0)
+        if layer:
+            delta = delta @ params[2 * layer]  # back through W to the previous activation
+    return grads
+
+
+def per_item_grad_norms(params: Params, err: torch.Tensor, cache) -> torch.Tensor:
+    """‖∇ℓ_i‖ for each item without forming per-item gradients (outer products: ‖a bᵀ‖ = ‖a‖‖b‖)."""
+    total = torch.zeros(err.shape[0], dtype=err.dtype)
+    delta = 2.0 * err
+    for layer in reversed(range(len(params) // 2)):
+        x, pre = cache[layer]
+        if layer != len(params) // 2 - 1:
+            delta = delta * gelu_grad(pre)
+        total += (delta * delta).sum(1) * ((x * x).sum(1) + 1.0)
+        if layer:
+            delta = delta @ params[2 * layer]
+    return total.sqrt()
+
+
+def feature_energy(cache) -> torch.Tensor:
+    """‖h‖² + 1 of the output layer's input, per item: the NLMS normaliser for the step size."""
+    x, _ = cache[-1]
+    return (x * x).sum(1) + 1.0
+
+
+class TitansMemory:
+    """The learnable part of a memory: MLP weights, momentum, and the EWC anchor."""
+
+    def __init__(self, config: MemoryConfig):
+        self.config = config
+        self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
+        self.values = ValueMap(config, self.dtype)
+        self.params: Params = init_params(config, self.dtype)
+        self.momentum: Params = [torch.zeros_like(p) for p in self.params]
+        # Online EWC: diagonal Fisher and the weights it anchors to (empty until consolidate()).
+        self.fisher: Params = []
+        self.anchor: Params = []
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+    def neural_surprise(self, keys: torch.Tensor) -> torch.Tensor:
+        """Relative recall error ‖M(k) − v(k)‖ / ‖v(k)‖ in [0, 1] per key (values are unit)."""
+        err, _ = output_error(self.params, keys, self.values(keys))
+        return err.norm(dim=1).clamp(max=1.0)
+
+    def recall(self, keys: torch.Tensor) -> torch.Tensor:
+        """What the memory returns for each cue: its predicted content view, (n, value_dim)."""
+        return forward(self.params, keys)[0]
+
+    def update(self, keys: torch.Tensor, lr_scale: float = 1.0) -> dict:
+        """Learn one chunk of keys (n, dim): one Titans step per item, graded at chunk start.
+
+        Returns the per-item neural surprise measured before the update and the weight delta.
+        """
+        cfg = self.config
+        params = self.params  # readers keep using this list until the swap below
+        err, cache = output_error(params, keys, self.values(keys))
+        surprise = err.norm(dim=1).clamp(max=1.0)  # (n,)
+        grad_norm = per_item_grad_norms(params, err, cache)
+        clip = (cfg.max_grad_norm / grad_norm.clamp_min(1e-12)).clamp(max=1.0)
+        # θ_j: surprise-scaled, normalised so the output layer alone removes `lr` of the error.
+        theta = cfg.lr * lr_scale * (0.25 + 0.75 * surprise) * clip / (2.0 * feature_energy(cache))
+        alpha = cfg.forget * surprise  # α_j: forget more when the input is new
+        coeff_m, coeff_s, decay_m, carry_s, carry_m = _chunk_coefficients(theta, alpha, cfg.momentum)
+        grad_m = backprop(params, err, cache, coeff_m)  # Σ_j c_j g_j
+        grad_s = backprop(params, err, cache, coeff_s)  # Σ_j η^{C−j} θ_j g_j
+        if self.fisher:
+            for i, (p, f, a) in enumerate(zip(params, self.fisher, self.anchor)):
+                pull = cfg.ewc_lambda * f * (p - a)  # ∇ of the EWC penalty, same for every item
+                grad_m[i] = grad_m[i] + coeff_m.sum() * pull
+                grad_s[i] = grad_s[i] + coeff_s.sum() * pull
+        new_params = [decay_m * p + carry_m * s - g for p, s, g in zip(params, self.momentum, grad_m)]
+        self.momentum = [carry_s * s - g for s, g in zip(self.momentum, grad_s)]
+        delta = math.sqrt(sum(float(((n - p) ** 2).sum()) for n, p in zip(new_params, params)))
+        self.params = new_params  # atomic swap: concurrent readers see old or new, never half
+        return {"surprise": surprise, "weight_delta": delta}
+
+
+def _chunk_coefficients(theta: torch.Tensor, alpha: torch.Tensor, eta: float):
+    """Collapse the per-item recurrence (eqs. 10, 13) over one chunk into weights on each g_j.
+
+    With gradients taken at the chunk start: M_C = A·M_0 + B·S_0 − Σ_j c_j g_j and
+    S_C = η^C·S_0 − Σ_j η^{C−j} θ_j g_j, where β_t = Π_{s>t}(1 − α_s), A = Π_s (1 − α_s),
+    B = Σ_t β_t η^t and c_j = θ_j Σ_{t≥j} β_t η^{t−j}.
+    """
+    n = theta.shape[0]
+    keep = (1.0 - alpha).to(torch.float64)
+    beta = torch.ones(n, dtype=torch.float64)  # β_t for t = 1..C
+    for t in range(n - 2, -1, -1):
+        beta[t] = beta[t + 1] * keep[t + 1]
+    powers = torch.tensor([eta ** i for i in range(n + 1)], dtype=torch.float64)
+    coeff_m = torch.empty(n, dtype=torch.float64)
+    for j in range(n):
+        coeff_m[j] = (beta[j:] * powers[: n - j]).sum()
+    coeff_m = coeff_m * theta.to(torch.float64)
+    coeff_s = theta.to(torch.float64) * powers[:n].flip(0)  # η^{C−j} θ_j
+    decay_m = float(keep.prod())
+    carry_m = float((beta * powers[1 : n + 1]).sum())
+    carry_s = eta ** n
+    dtype = theta.dtype
+    return coeff_m.to(dtype), coeff_s.to(dtype), decay_m, carry_s, carry_m
