@@ -1,9 +1,23 @@
-"""The learning memory: pure torch, no Ray, no network, no files — bytes in, bytes out."""
+"""The learning memory: pure torch, no Ray, no network, no files — bytes in, bytes out.
 
-from memory.config import MemoryConfig
-from memory.encoders import Encoder, HashEncoder, get_encoder
-from memory.errors import IncompatibleState, InvalidInput
-from memory.neural_memory import NeuralMemory
+Names are loaded lazily so that `import errors` (which re-exports `memory.errors`) does not
+pull in torch for processes that only need the exception tree.
+"""
+
+from importlib import import_module
 
 __all__ = ["MemoryConfig", "NeuralMemory", "Encoder", "HashEncoder", "get_encoder",
-           "IncompatibleState", "InvalidInput"]
+           "IncompatibleState", "InvalidInput", "TTTLinear", "TTTMLP"]
+
+_HOMES = {"MemoryConfig": "memory.config", "NeuralMemory": "memory.neural_memory",
+          "Encoder": "memory.encoders", "HashEncoder": "memory.encoders",
+          "get_encoder": "memory.encoders", "IncompatibleState": "memory.errors",
+          "InvalidInput": "memory.errors", "TTTLinear": "memory.ttt", "TTTMLP": "memory.ttt"}
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'memory' has no attribute {name!r}")
+    value = getattr(import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
