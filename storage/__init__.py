@@ -1,0 +1,33 @@
+"""Durable state of Neural Memory Cluster: Redis metadata + write-ahead log, checkpoint stores.
+
+    from storage import StorageSettings, open_storage
+    with open_storage(StorageSettings()) as storage:   # embedded Valkey + local dir by default
+        storage.metadata.create_memory("acme/notes", {...})
+        storage.checkpoints.put("acme/notes/v1.ckpt", state_bytes)
+
+Imports nothing of ours but `errors`; connects to nothing until open_storage / a store is used.
+"""
+
+from storage.checkpoints import CheckpointStore
+from storage.embedded import EmbeddedValkey
+from storage.factory import Storage, open_storage
+from storage.keys import Keys, check_name, check_tag, object_key
+from storage.local import LocalCheckpointStore
+from storage.metadata import MetadataStore
+from storage.s3 import S3CheckpointStore
+from storage.settings import StorageSettings
+
+__all__ = [
+    "StorageSettings",
+    "Storage",
+    "open_storage",
+    "EmbeddedValkey",
+    "CheckpointStore",
+    "S3CheckpointStore",
+    "LocalCheckpointStore",
+    "MetadataStore",
+    "Keys",
+    "object_key",
+    "check_name",
+    "check_tag",
+]

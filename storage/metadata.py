@@ -1,0 +1,322 @@
+"""MetadataStore: registry, stats, checkpoint index, lineage and history on Redis/Valkey.
+
+Names are fully qualified "tenant/memory". Every key comes from storage/keys.py; every
+multi-key update runs as one Lua script (storage/scripts.py) or one MULTI/EXEC, so readers
+never see half an update. Writes to a memory that is not registered raise MemoryNotFound,
+so a late write from a stale actor cannot resurrect a deleted memory. The write-ahead log
+methods live in storage/wal.py (WalMixin).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from errors import (
+    CheckpointConflict,
+    CheckpointNotFound,
+    InvalidInput,
+    MemoryExists,
+    MemoryNotFound,
+    MetadataError,
+)
+from storage import scripts
+from storage.codec import dumps_json, loads_json
+from storage.keys import Keys, check_name, check_tag
+from storage.translate import redacted_url, redis_errors
+from storage.wal import WalMixin
+
+__all__ = ["MetadataStore"]
+
+HISTORY_TEXT_LIMIT = 1000  # characters of observed text kept per history item
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _describe_client(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+class MetadataStore(WalMixin):
+    """Metadata of every memory, on one Redis/Valkey server (given as a URL or a redis.Redis)."""
+
+    def __init__(
+        self,
+        redis_url: str | redis.Redis,
+        *,
+        prefix: str = "nmem",
+        timeout: float = 5.0,
+        ema_alpha: float = 0.1,
+    ) -> None:
+        if not 0 < ema_alpha <= 1:
+            raise InvalidInput(f"ema_alpha must be in (0, 1], got {ema_alpha}")
+        if isinstance(redis_url, redis.Redis):
+            self._client, self._owns_client = redis_url, False
+            self.where = _describe_client(redis_url)
+        else:
+            self._client = redis.Redis.from_url(
+                redis_url,
+                socket_connect_timeout=timeout,
+                socket_timeout=timeout,
+                # Two quick retries ride out a server restart without hiding a real outage.
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                health_check_interval=30,
+            )
+            self._owns_client = True
+            self.where = redacted_url(redis_url)
+        self.ema_alpha = ema_alpha
+        self.keys = Keys(prefix)
+        self._scripts = {
+            name: self._client.register_script(getattr(scripts, name)) for name in scripts.__all__
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "MetadataStore":
+        if settings.redis_url is None:
+            raise InvalidInput(
+                "MetadataStore.from_settings needs a redis_url; use open_storage for the embedded default"
+            )
+        return cls(settings.redis_url, prefix=settings.redis_prefix, timeout=settings.redis_timeout)
+
+    @property
+    def client(self) -> redis.Redis:
+        """The underlying redis-py client (for tests and tools; prefer the methods)."""
+        return self._client
+
+    def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        with redis_errors(self.where):
+            return self._scripts[script](keys=keys, args=args)
+
+    def _registered_read(self, name: str, *reads: Callable[[Any], Any]) -> list[Any]:
+        """Run `reads` on one MULTI/EXEC pipeline after checking `name` is registered."""
+        check_name(name)
+        with redis_errors(self.where):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hexists(self.keys.registry(), name)
+            for read in reads:
+                read(pipe)
+            exists, *results = pipe.execute()
+        if not exists:
+            raise MemoryNotFound(f"memory {name} not found")
+        return results
+
+    def ping(self) -> None:
+        """Raise MetadataError unless the server answers."""
+        with redis_errors(self.where):
+            self._client.ping()
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    # -- registry ---------------------------------------------------------------------------
+
+    def create_memory(self, name: str, record: dict) -> None:
+        """Register `name`; MemoryExists if taken. A `parent` in the record also records the lineage edge."""
+        check_name(name)
+        if not isinstance(record, dict):
+            raise InvalidInput("memory record must be a dict")
+        rec = {"name": name, "tenant": name.split("/", 1)[0], "parent": None, "source_tag": None}
+        rec.update(record)
+        rec.setdefault("created_at", _now())
+        parent = rec["parent"]
+        if parent is not None:
+            check_name(parent)
+        keys = [self.keys.registry(), self.keys.children(parent or name), self.keys.child_seq()]
+        if not self._run("CREATE_MEMORY", keys, [name, dumps_json(rec), parent or ""]):
+            raise MemoryExists(f"memory {name} already exists")
+
+    def get_memory(self, name: str) -> dict:
+        check_name(name)
+        with redis_errors(self.where):
+            raw = self._client.hget(self.keys.registry(), name)
+        if raw is None:
+            raise MemoryNotFound(f"memory {name} not found")
+        return loads_json(raw)
+
+    def memory_exists(self, name: str) -> bool:
+        check_name(name)
+        with redis_errors(self.where):
+            return bool(self._client.hexists(self.keys.registry(), name))
+
+    def list_memories(self, tenant: str | None = None) -> list[dict]:
+        """Registry records, sorted by name; only `tenant`'s when given."""
+        match = None if tenant is None else f"{tenant}/*"
+        if tenant is not None and any(c in tenant for c in "*?[]\\/"):
+            raise InvalidInput(f"tenant {tenant!r} must not contain '/', '\\\\' or glob characters")
+        with redis_errors(self.where):
+            items = list(self._client.hscan_iter(self.keys.registry(), match=match, count=500))
+        return [loads_json(raw) for _name, raw in sorted(items)]
+
+    def delete_memory(self, name: str) -> None:
+        """Remove the registry entry, stats, checkpoint index, WAL, history and lineage edges."""
+        parent = self.get_memory(name).get("parent")
+        keys = [self.keys.registry(), self.keys.children(parent or name), *self.keys.memory_keys(name)]
+        if not self._run("DELETE_MEMORY", keys, [name, "1" if parent else "0"]):
+            raise MemoryNotFound(f"memory {name} not found")
+
+    # -- stats ------------------------------------------------------------------------------
+
+    def update_stats(
+        self,
+        name: str,
+        *,
+        observations: int,
+        surprise_mean: float,
+        domains: list[str],
+        step: int,
+        weight_hash: str,
+    ) -> None:
+        """Add `observations` to the total, fold `surprise_mean` into the EMA, record step and hash."""
+        check_name(name)
+        if isinstance(observations, bool) or not isinstance(observations, int) or observations < 0:
+            raise InvalidInput(f"observations must be an int >= 0, got {observations!r}")
+        if not math.isfinite(float(surprise_mean)):
+            raise InvalidInput(f"surprise_mean must be a finite number, got {surprise_mean!r}")
+        if not isinstance(step, int) or step < 0 or not isinstance(weight_hash, str):
+            raise InvalidInput("step must be an int >= 0 and weight_hash a string")
+        if not all(isinstance(d, str) and d for d in domains):
+            raise InvalidInput("domains must be a list of non-empty strings")
+        keys = [self.keys.registry(), self.keys.stats(name), self.keys.domains(name)]
+        args = [name, observations, repr(float(surprise_mean)), step, weight_hash, repr(self.ema_alpha), *domains]
+        if self._run("UPDATE_STATS", keys, args) == -1:
+            raise MemoryNotFound(f"memory {name} not found")
+
+    def get_stats(self, name: str) -> dict:
+        stats, domains = self._registered_read(
+            name,
+            lambda p: p.hgetall(self.keys.stats(name)),
+            lambda p: p.smembers(self.keys.domains(name)),
+        )
+        weight_hash = stats.get(b"weight_hash")
+        return {
+            "total_observations": int(stats.get(b"total_observations", 0)),
+            "avg_surprise": float(stats.get(b"avg_surprise", 0.0)),
+            "domains": sorted(d.decode() for d in domains),
+            "step": int(stats.get(b"step", 0)),
+            "weight_hash": weight_hash.decode() if weight_hash else None,
+        }
+
+    # -- checkpoint index -------------------------------------------------------------------
+
+    def add_checkpoint(self, name: str, tag: str, info: dict) -> None:
+        """Index checkpoint `tag`; CheckpointConflict if the tag exists (atomic across clients)."""
+        check_name(name)
+        check_tag(tag)
+        if not isinstance(info, dict):
+            raise InvalidInput("checkpoint info must be a dict")
+        stored = {"created_at": _now(), "description": "", **info, "tag": tag}
+        keys = [self.keys.registry(), self.keys.checkpoints(name), self.keys.checkpoint_order(name)]
+        result = self._run("ADD_CHECKPOINT", keys, [name, tag, dumps_json(stored)])
+        if result == -1:
+            raise MemoryNotFound(f"memory {name} not found")
+        if result == 0:
+            raise CheckpointConflict(f"checkpoint tag {tag!r} already exists for memory {name}")
+
+    def get_checkpoint(self, name: str, tag: str) -> dict:
+        check_tag(tag)
+        (raw,) = self._registered_read(name, lambda p: p.hget(self.keys.checkpoints(name), tag))
+        if raw is None:
+            raise CheckpointNotFound(f"no checkpoint tagged {tag!r} for memory {name}")
+        return loads_json(raw)
+
+    def list_checkpoints(self, name: str) -> list[dict]:
+        """Checkpoint infos, oldest first (creation order)."""
+        order, infos = self._registered_read(
+            name,
+            lambda p: p.lrange(self.keys.checkpoint_order(name), 0, -1),
+            lambda p: p.hgetall(self.keys.checkpoints(name)),
+        )
+        return [loads_json(infos[tag]) for tag in order if tag in infos]
+
+    def latest_checkpoint(self, name: str) -> dict | None:
+        (tag,) = self._registered_read(name, lambda p: p.lindex(self.keys.checkpoint_order(name), -1))
+        if tag is None:
+            return None
+        try:
+            return self.get_checkpoint(name, tag.decode())
+        except CheckpointNotFound:
+            # Deleted between the two reads: fall back to a consistent full listing.
+            infos = self.list_checkpoints(name)
+            return infos[-1] if infos else None
+
+    def delete_checkpoint(self, name: str, tag: str) -> None:
+        check_name(name)
+        check_tag(tag)
+        keys = [self.keys.checkpoints(name), self.keys.checkpoint_order(name)]
+        if not self._run("DELETE_CHECKPOINT", keys, [tag]):
+            raise CheckpointNotFound(f"no checkpoint tagged {tag!r} for memory {name}")
+
+    # -- lineage ----------------------------------------------------------------------------
+
+    def add_child(self, parent: str, child: str, source_tag: str | None) -> None:
+        """Record that `child` was forked from `parent` (at `source_tag`); both must be registered."""
+        check_name(parent)
+        keys = [self.keys.registry(), self.keys.children(parent), self.keys.child_seq()]
+        for _attempt in range(50):
+            raw = self._raw_record(child)
+            record = {**loads_json(raw), "parent": parent, "source_tag": source_tag}
+            result = self._run("ADD_CHILD", keys, [parent, child, dumps_json(record), raw])
+            if result == 1:
+                return
+            if result == -1:
+                raise MemoryNotFound(f"parent memory {parent} not found")
+            if result == -2:
+                raise MemoryNotFound(f"memory {child} not found")
+        raise MetadataError(f"memory {child} kept changing while recording its parent; retry")
+
+    def _raw_record(self, name: str) -> bytes:
+        check_name(name)
+        with redis_errors(self.where):
+            raw = self._client.hget(self.keys.registry(), name)
+        if raw is None:
+            raise MemoryNotFound(f"memory {name} not found")
+        return raw
+
+    def lineage(self, name: str) -> dict:
+        """{"parent", "source_tag", "children": [names, in fork order]}."""
+        check_name(name)
+        with redis_errors(self.where):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hget(self.keys.registry(), name)
+            pipe.zrange(self.keys.children(name), 0, -1)
+            raw, children = pipe.execute()
+        if raw is None:
+            raise MemoryNotFound(f"memory {name} not found")
+        record = loads_json(raw)
+        return {
+            "parent": record.get("parent"),
+            "source_tag": record.get("source_tag"),
+            "children": [c.decode() for c in children],
+        }
+
+    # -- history ----------------------------------------------------------------------------
+
+    def history_append(self, name: str, item: dict, cap: int = 1000) -> None:
+        """Append one observation summary, keeping only the newest `cap`."""
+        check_name(name)
+        if not isinstance(item, dict) or not isinstance(cap, int) or cap < 1:
+            raise InvalidInput("history item must be a dict and cap an int >= 1")
+        stored = {"at": _now(), **item}
+        if isinstance(stored.get("text"), str) and len(stored["text"]) > HISTORY_TEXT_LIMIT:
+            stored["text"] = stored["text"][: HISTORY_TEXT_LIMIT - 1] + "…"
+        keys = [self.keys.registry(), self.keys.history(name)]
+        if self._run("HISTORY_APPEND", keys, [name, dumps_json(stored), cap]) == -1:
+            raise MemoryNotFound(f"memory {name} not found")
+
+    def history(self, name: str, limit: int = 200) -> list[dict]:
+        """The newest `limit` items, newest last."""
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"history limit must be an int >= 1, got {limit!r}")
+        (items,) = self._registered_read(name, lambda p: p.lrange(self.keys.history(name), -limit, -1))
+        return [loads_json(raw) for raw in items]

@@ -1,0 +1,124 @@
+"""Where durable state lives: one settings object for the metadata store and the checkpoint store.
+
+Leave `redis_url` unset to get an embedded Valkey in `data_dir/valkey`; leave `s3_endpoint`
+unset to keep checkpoints in `data_dir/checkpoints`. Each side is chosen independently.
+Nothing here reads the environment until a `StorageSettings()` is built.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["StorageSettings"]
+
+# S3 bucket naming rules (the part every S3 implementation agrees on).
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class StorageSettings(BaseSettings):
+    """Settings for `open_storage`; every field can be set as `NMEM_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="NMEM_", extra="ignore")
+
+    # Metadata + write-ahead log. None = start an embedded Valkey in data_dir/valkey.
+    redis_url: str | None = None
+    # Every Redis key starts with this, so several deployments (or tests) can share one server.
+    redis_prefix: str = "nmem"
+    # Seconds to wait for a Redis connect / reply before raising MetadataError.
+    redis_timeout: float = Field(5.0, gt=0)
+    # Checkpoints. None = a LocalCheckpointStore in data_dir/checkpoints.
+    s3_endpoint: str | None = None
+    s3_bucket: str = "neural-memory"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = Field(None, repr=False)
+    s3_region: str = "us-east-1"
+    # Every object key starts with this (e.g. "prod/"), so one bucket can hold several deployments.
+    s3_prefix: str = ""
+    # Bounded waits so a down or black-holed S3 fails fast instead of hanging an actor.
+    s3_connect_timeout: float = Field(3.0, gt=0)
+    s3_read_timeout: float = Field(30.0, gt=0)
+    # Total attempts per S3 call (1 = no retry).
+    s3_max_attempts: int = Field(3, ge=1, le=10)
+    # States at least this big are uploaded in parts of s3_part_size bytes (S3 minimum part: 5 MiB).
+    s3_multipart_threshold: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    s3_part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    # Root of the embedded defaults (Valkey AOF, local checkpoints).
+    data_dir: Path = Path(".neural-memory")
+
+    @field_validator("redis_url", "s3_endpoint", "s3_access_key", "s3_secret_key", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        # NMEM_REDIS_URL= (set but empty) means "not set", as in most twelve-factor apps.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in _REDIS_SCHEMES:
+            raise ValueError(
+                f"NMEM_REDIS_URL must look like redis://host:6379/0 (got {value!r}); "
+                "leave it unset to use the embedded Valkey"
+            )
+        return value
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"NMEM_S3_ENDPOINT must look like http://host:9000 (got {value!r}); "
+                "leave it unset to keep checkpoints in the local data directory"
+            )
+        return value.rstrip("/")
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _check_bucket(cls, value: str) -> str:
+        if not _BUCKET_RE.match(value) or ".." in value:
+            raise ValueError(
+                f"NMEM_S3_BUCKET {value!r} is not a valid bucket name: use 3-63 characters "
+                "of lowercase letters, digits, '.' and '-', starting and ending with a letter or digit"
+            )
+        return value
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not value or any(c.isspace() or c in ":{}*?[]" for c in value):
+            raise ValueError(
+                f"NMEM_REDIS_PREFIX {value!r} must be non-empty, without spaces, ':', braces or glob characters"
+            )
+        return value
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _check_s3_prefix(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/"):
+            raise ValueError(f"NMEM_S3_PREFIX {value!r} must be relative and contain no '..' segment")
+        return value
+
+    @property
+    def embedded_redis(self) -> bool:
+        """True when open_storage will start (or has started) its own Valkey."""
+        return self.redis_url is None
+
+    @property
+    def valkey_dir(self) -> Path:
+        """Directory of the embedded Valkey's append-only file."""
+        return self.data_dir / "valkey"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Directory of the LocalCheckpointStore."""
+        return self.data_dir / "checkpoints"

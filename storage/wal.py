@@ -1,0 +1,82 @@
+"""The write-ahead log: one Redis Stream per memory (mixed into MetadataStore).
+
+An actor appends an entry (encoded vectors, texts, domain, options, step) *before* applying
+it, so an acknowledged observation is never lost: recovery loads the latest checkpoint and
+replays `wal_read_after(checkpoint_step)`. Once a checkpoint covers a step,
+`wal_trim_through(step)` drops the entries it contains. Stream ids (assigned by the server
+under its single-threaded lock) give all appends one total order, even from many clients.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from errors import MemoryNotFound
+from storage.codec import decode_wal_entry, encode_wal_entry
+from storage.keys import check_name
+from storage.translate import redis_errors
+
+__all__ = ["WalMixin"]
+
+
+class WalMixin:
+    """WAL methods of MetadataStore; relies on its `_client`, `keys`, `where`, `_run`, `_registered_read`."""
+
+    _client: Any
+    keys: Any
+    where: str
+    wal_page: int = 512  # entries per XRANGE / XDEL round trip
+
+    def wal_append(self, name: str, entry: dict) -> str:
+        """Durably append `entry` (step, vectors: bytes, texts, domain, options); returns its stream id."""
+        check_name(name)
+        fields = encode_wal_entry(entry)
+        keys = [self.keys.registry(), self.keys.wal(name)]
+        args = [name, fields["step"], fields["vectors"], fields["meta"]]
+        result = self._run("WAL_APPEND", keys, args)  # type: ignore[attr-defined]
+        if result == -1:
+            raise MemoryNotFound(f"memory {name} not found")
+        return result.decode() if isinstance(result, bytes) else str(result)
+
+    def _wal_pages(self, name: str) -> Iterator[list[tuple[bytes, dict[bytes, bytes]]]]:
+        """The whole stream, oldest first, in pages (consistent per page, not across pages)."""
+        start = "-"
+        while True:
+            with redis_errors(self.where):
+                page = self._client.xrange(self.keys.wal(name), min=start, max="+", count=self.wal_page)
+            if not page:
+                return
+            yield page
+            if len(page) < self.wal_page:
+                return
+            start = "(" + page[-1][0].decode()
+
+    def wal_read_after(self, name: str, step: int) -> list[dict]:
+        """Entries whose step is greater than `step`, in append order."""
+        self._registered_read(name)  # type: ignore[attr-defined]
+        entries = []
+        for page in self._wal_pages(name):
+            for _id, fields in page:
+                if int(fields[b"step"]) > step:
+                    entries.append(decode_wal_entry(fields))
+        return entries
+
+    def wal_trim_through(self, name: str, step: int) -> int:
+        """Delete the entries whose step is <= `step` (a checkpoint now covers them); returns how many."""
+        self._registered_read(name)  # type: ignore[attr-defined]
+        doomed = [
+            entry_id
+            for page in self._wal_pages(name)
+            for entry_id, fields in page
+            if int(fields[b"step"]) <= step
+        ]
+        deleted = 0
+        for i in range(0, len(doomed), self.wal_page):
+            with redis_errors(self.where):
+                deleted += self._client.xdel(self.keys.wal(name), *doomed[i : i + self.wal_page])
+        return deleted
+
+    def wal_length(self, name: str) -> int:
+        """Number of entries in the memory's WAL."""
+        (length,) = self._registered_read(name, lambda p: p.xlen(self.keys.wal(name)))  # type: ignore[attr-defined]
+        return int(length)
