@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make run` and `make test`.
+# Two commands on a fresh machine: `make run` (set-up + the server) and `make test`
+# (set-up + the whole suite). Set-up is idempotent and only redone when pyproject changes.
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,19 +8,27 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench browser clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# torch first, pinned to the CPU build on disk, so nothing later pulls a CUDA wheel.
+# torch first, pinned to the CPU build, so nothing later pulls a multi-GB CUDA wheel.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# Headless Chromium for the dashboard's browser tests (Debian packages; needs root + apt).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	  else echo "note: /usr/bin/chromium missing and apt-get unavailable; browser tests will skip"; fi; \
+	fi
+
+setup: $(STAMP) browser
 
 run: setup
 	$(BIN)/neural-memory serve
@@ -31,4 +40,4 @@ bench: setup
 	$(BIN)/python -m bench.memory_bench
 
 clean:
-	rm -rf $(VENV) .neural-memory .pytest_cache
+	rm -rf $(VENV) .neural-memory .pytest_cache test-artifacts
