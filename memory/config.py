@@ -27,7 +27,7 @@ class MemoryConfig:
     key_scale: float = 2.0  # std of first-layer weights on unit keys: higher = more local, less crosstalk
     value_dim: int = 128  # size of the content (value) view, a random-Fourier map of the input
     value_bandwidth: float = 2.5  # beta of that map: values of different texts are ~orthogonal
-    lr: float = 0.7  # base step: share of the output error the output layer removes per item
+    lr: float = 0.1  # base step: share of the output error the output layer removes per item
     momentum: float = 0.25  # eta: how much past surprise carries into the next update (eq. 10)
     forget: float = 2e-5  # alpha: weight decay per item, scaled by how surprising the item was
     max_grad_norm: float = 500.0 # per-item gradient clip, keeps a pathological input from blowing up M

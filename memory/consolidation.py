@@ -15,7 +15,7 @@ import torch
 
 from memory.config import MemoryConfig
 from memory.patterns import PatternBook
-from memory.titans import TitansMemory, gelu_grad, output_error
+from memory.titans import TitansMemory, activation_grad, output_error
 
 FULL = 0.9  # above this fill, consolidation compresses the book ...
 TARGET = 0.75  # ... down to this fill
@@ -31,7 +31,7 @@ def diagonal_fisher(net: TitansMemory, keys: torch.Tensor) -> list[torch.Tensor]
     for layer in reversed(range(n_layers)):
         x, pre = cache[layer]
         if layer != n_layers - 1:
-            delta = delta * gelu_grad(pre)
+            delta = delta * activation_grad(layer, pre)
         fisher[2 * layer] = (delta * delta).T @ (x * x) / keys.shape[0]
         fisher[2 * layer + 1] = (delta * delta).mean(0)
         if layer:

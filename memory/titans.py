@@ -69,13 +69,25 @@ def init_params(config: MemoryConfig, dtype: torch.dtype) -> Params:
             weight = torch.randn(fan_out, fan_in, generator=gen, dtype=torch.float64) / math.sqrt(fan_in)
         bias = torch.zeros(fan_out, dtype=torch.float64)
         if not last:
-            bias = (torch.rand(fan_out, generator=gen, dtype=torch.float64) * 2 - 1)
+            # uniform phases for the sin features of the first layer
+            bias = (torch.rand(fan_out, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi
         params += [weight.to(dtype), bias.to(dtype)]
     return params
 
 
+def activation(layer: int, x: torch.Tensor) -> torch.Tensor:
+    """sin on the first layer (random-Fourier-like features: zero mean, so one item's update
+    barely leaks into unrelated items' outputs — GELU's positive mean leaked ~40% into every
+    other item and the network remembered nothing past a few hundred items); GELU deeper."""
+    return torch.sin(x) if layer == 0 else gelu(x)
+
+
+def activation_grad(layer: int, x: torch.Tensor) -> torch.Tensor:
+    return torch.cos(x) if layer == 0 else gelu_grad(x)
+
+
 def forward(params: Params, keys: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """M(keys) and the per-layer (input, pre-activation) cache that `gradients` needs."""
+    """M(keys) and the per-layer (input, pre-activation) cache that `backprop` needs."""
     cache = []
     x = keys  # (n, dim)
     n_layers = len(params) // 2
@@ -83,7 +95,7 @@ def forward(params: Params, keys: torch.Tensor) -> tuple[torch.Tensor, list[torc
         weight, bias = params[2 * layer], params[2 * layer + 1]
         pre = x @ weight.T + bias  # (n, out)
         cache.append((x, pre))
-        x = pre if layer == n_layers - 1 else gelu(pre)
+        x = pre if layer == n_layers - 1 else activation(layer, pre)
     return x, cache
 
 
@@ -92,17 +104,19 @@ def output_error(params: Params, keys: torch.Tensor, values: torch.Tensor):
     return pred - values, cache  # (n, value_dim)
 
 
-def backprop(params: Params, err: torch.Tensor, cache, coeffs: torch.Tensor) -> Params:
-    """Σ_i coeffs_i · ∇ℓ_i for ℓ_i = ‖M(k_i) − v_i‖², as one matmul per layer."""
-    grads: Params = [torch.empty(0)] * len(params)
+def backprop(params: Params, err: torch.Tensor, cache, coeffs: torch.Tensor) -> list[Params]:
+    """For each column c of coeffs (n, k): Σ_i coeffs_ic · ∇ℓ_i, ℓ_i = ‖M(k_i) − v_i‖².
+    The backward pass is shared; each weighting costs one matmul per layer."""
+    grads: list[Params] = [[torch.empty(0)] * len(params) for _ in range(coeffs.shape[1])]
     delta = 2.0 * err  # dℓ/dM(k), (n, out)
     for layer in reversed(range(len(params) // 2)):
         x, pre = cache[layer]
         if layer != len(params) // 2 - 1:
-            delta = delta * gelu_grad(pre)
-        weighted = delta * coeffs[:, None]
-        grads[2 * layer] = weighted.T @ x  # (out, in)
-        grads[2 * layer + 1] = weighted.sum(0)
+            delta = delta * activation_grad(layer, pre)
+        for column, out in enumerate(grads):
+            weighted = delta * coeffs[:, column : column + 1]
+            out[2 * layer] = weighted.T @ x  # (out, in)
+            out[2 * layer + 1] = weighted.sum(0)
         if layer:
             delta = delta @ params[2 * layer]  # back through W to the previous activation
     return grads
@@ -115,7 +129,7 @@ def per_item_grad_norms(params: Params, err: torch.Tensor, cache) -> torch.Tenso
     for layer in reversed(range(len(params) // 2)):
         x, pre = cache[layer]
         if layer != len(params) // 2 - 1:
-            delta = delta * gelu_grad(pre)
+            delta = delta * activation_grad(layer, pre)
         total += (delta * delta).sum(1) * ((x * x).sum(1) + 1.0)
         if layer:
             delta = delta @ params[2 * layer]
@@ -169,17 +183,23 @@ class TitansMemory:
         theta = cfg.lr * lr_scale * (0.25 + 0.75 * surprise) * clip / (2.0 * feature_energy(cache))
         alpha = cfg.forget * surprise  # α_j: forget more when the input is new
         coeff_m, coeff_s, decay_m, carry_s, carry_m = _chunk_coefficients(theta, alpha, cfg.momentum)
-        grad_m = backprop(params, err, cache, coeff_m)  # Σ_j c_j g_j
-        grad_s = backprop(params, err, cache, coeff_s)  # Σ_j η^{C−j} θ_j g_j
+        # Σ_j c_j g_j (for M) and Σ_j η^{C−j} θ_j g_j (for S) from one shared backward pass
+        grad_m, grad_s = backprop(params, err, cache, torch.stack([coeff_m, coeff_s], dim=1))
         if self.fisher:
-            for i, (p, f, a) in enumerate(zip(params, self.fisher, self.anchor)):
-                pull = cfg.ewc_lambda * f * (p - a)  # ∇ of the EWC penalty, same for every item
-                grad_m[i] = grad_m[i] + coeff_m.sum() * pull
-                grad_s[i] = grad_s[i] + coeff_s.sum() * pull
-        new_params = [decay_m * p + carry_m * s - g for p, s, g in zip(params, self.momentum, grad_m)]
-        self.momentum = [carry_s * s - g for s, g in zip(self.momentum, grad_s)]
-        delta = math.sqrt(sum(float(((n - p) ** 2).sum()) for n, p in zip(new_params, params)))
-        self.params = new_params  # atomic swap: concurrent readers see old or new, never half
+            pull = torch._foreach_sub(params, self.anchor)  # ∇ of the EWC penalty / λ, per F
+            pull = torch._foreach_mul(pull, self.fisher)
+            torch._foreach_add_(grad_m, pull, alpha=cfg.ewc_lambda * float(coeff_m.sum()))
+            torch._foreach_add_(grad_s, pull, alpha=cfg.ewc_lambda * float(coeff_s.sum()))
+        # step = M_C − M_0 = (A − 1)·M_0 + B·S_0 − Σ c_j g_j  (see _chunk_coefficients)
+        step = torch._foreach_mul(self.momentum, carry_m)
+        torch._foreach_sub_(step, grad_m)
+        if decay_m != 1.0:
+            torch._foreach_add_(step, params, alpha=decay_m - 1.0)
+        delta = math.sqrt(sum(float(n) ** 2 for n in torch._foreach_norm(step)))
+        new_momentum = torch._foreach_mul(self.momentum, carry_s)
+        torch._foreach_sub_(new_momentum, grad_s)
+        self.momentum = new_momentum
+        self.params = torch._foreach_add(params, step)  # atomic swap: readers see old or new
         return {"surprise": surprise, "weight_delta": delta}
 
 

@@ -1,0 +1,119 @@
+"""Benchmark of the learning memory (issue: the learning memory itself).
+
+    python -m bench.memory_bench [--quick] [--json bench/results/memory.json]
+
+Speed on ONE CPU thread, default config, encoder excluded (vectors pre-computed): observe
+latency p50/p99 (single item), batched items/s, infer latency. Quality with MiniLM on real
+sentences (first lines of docstrings): seen-vs-unseen AUROC at 1k/5k/10k for the fused
+surprise, the network alone and the pattern book alone; recall at N = 1k/5k/10k next to exact
+nearest-neighbour search; retention with and without consolidation; the seed suite (with its
+latency threshold, encoder included); and titans-pytorch for reference if installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from bench.corpus import docstring_sentences
+from bench.quality import cue, observe_all, recall_vs_nearest_neighbour, retention, seen_unseen_auroc
+from bench.seed_suite import (Embeddings, run_capacity, run_generalization, run_learning,
+                              run_retention)
+from memory import MemoryConfig, NeuralMemory
+
+
+def _ms(samples):
+    return float(np.percentile(samples, 50)), float(np.percentile(samples, 99))
+
+
+def speed(vectors: np.ndarray, texts: list[str]) -> dict:
+    memory, observe = NeuralMemory(), []
+    for i in range(2000):
+        start = time.perf_counter()
+        memory.observe_vectors(vectors[i : i + 1], texts[i : i + 1])
+        observe.append((time.perf_counter() - start) * 1000)
+    infer = []
+    for i in range(500):
+        start = time.perf_counter()
+        memory.infer_vector(vectors[i])
+        infer.append((time.perf_counter() - start) * 1000)
+    batched = NeuralMemory()
+    start = time.perf_counter()
+    observe_all(batched, texts[:4000], vectors[:4000], batch=256)
+    rate = 4000 / (time.perf_counter() - start)
+    start = time.perf_counter()
+    blob = batched.to_bytes()
+    encode_ms = (time.perf_counter() - start) * 1000
+    return {"observe_p50_ms": _ms(observe)[0], "observe_p99_ms": _ms(observe)[1],
+            "batched_items_per_s": rate, "infer_p50_ms": _ms(infer)[0], "infer_p99_ms": _ms(infer)[1],
+            "state_mb_after_4k": len(blob) / 1e6, "to_bytes_ms_after_4k": encode_ms}
+
+
+def titans_pytorch_reference(vectors: np.ndarray) -> dict | None:
+    try:
+        from titans_pytorch import NeuralMemory as TitansPytorch
+    except ImportError:
+        return None
+    mem = TitansPytorch(dim=384, chunk_size=1)
+    x = torch.from_numpy(vectors[:200]).float()
+    state, start = None, time.perf_counter()
+    for i in range(200):
+        _, state = mem(x[None, i : i + 1], state=state)
+    streamed = 200 / (time.perf_counter() - start)
+    mem = TitansPytorch(dim=384, chunk_size=64)
+    start = time.perf_counter()
+    mem(torch.from_numpy(vectors[:2048]).float()[None])
+    return {"streamed_items_per_s": streamed, "batched_items_per_s": 2048 / (time.perf_counter() - start)}
+
+
+def quality(emb: Embeddings, corpus: list[str], sizes: list[int]) -> dict:
+    unseen = emb(corpus[-500:])
+    out = {"auroc": {}, "recall": {}}
+    for n in sizes:
+        facts = corpus[:n]
+        vectors = emb(facts)
+        memory = NeuralMemory()
+        observe_all(memory, facts, vectors)
+        sample = np.random.default_rng(0).choice(n, min(500, n), replace=False)
+        out["auroc"][n] = seen_unseen_auroc(memory, vectors[sample], unseen)
+        cues = emb([cue(f) for f in facts])
+        out["recall"][n] = recall_vs_nearest_neighbour(memory, facts, vectors, cues)
+    set_a, later = corpus[10_000:10_100], corpus[10_100:11_100]
+    args = (MemoryConfig(), set_a, emb(set_a), later, emb(later), unseen)
+    out["retention"] = {"without": retention(*args, consolidate=False),
+                        "with_consolidation": retention(*args, consolidate=True)}
+    return out
+
+
+def seed_suite(emb: Embeddings, corpus: list[str]) -> dict:
+    config = MemoryConfig()
+    results = run_learning(config, emb) + run_retention(config, emb) + run_generalization(config, emb)
+    results += run_capacity(config, emb, novel=corpus[-200:], fill=corpus[:400], include_encoder_latency=True)
+    return {r.id: {"passed": r.passed(), "checks": [(c.name, c.ok, c.detail) for c in r.checks]}
+            for r in results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1k/5k only, skip the seed suite")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    emb, corpus = Embeddings("minilm"), list(docstring_sentences())
+    vectors = emb(corpus[:4000])
+    report = {"speed": speed(vectors, corpus[:4000]), "titans_pytorch": titans_pytorch_reference(vectors)}
+    report["quality"] = quality(emb, corpus, [1000, 5000] if args.quick else [1000, 5000, 10_000])
+    if not args.quick:
+        report["seed_suite"] = seed_suite(emb, corpus)
+    print(json.dumps(report, indent=2, default=float))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2, default=float)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Codec round trips, config validation, the façade's contract and its errors (hash encoder: fast)."""
+
+import numpy as np
+import pytest
+
+from errors import IncompatibleState, InvalidInput
+from memory import HashEncoder, MemoryConfig, NeuralMemory, get_encoder
+
+TEXTS = ["Docker uses layers for efficient storage", "Redis is an in-memory database",
+         "Kubernetes orchestrates containers", "Python has list comprehensions"]
+
+
+@pytest.fixture
+def memory():
+    memory = NeuralMemory(MemoryConfig(encoder="hash"))
+    memory.observe(TEXTS, domain="infra")
+    memory.observe("Redis is an in-memory database")
+    return memory
+
+
+def test_round_trip_is_bit_identical(memory):
+    memory.consolidate()  # EWC state must survive too
+    blob = memory.to_bytes()
+    copy = NeuralMemory.from_bytes(blob)
+    assert copy.weight_hash == memory.weight_hash
+    assert copy.to_bytes() == blob
+    assert copy.stats() == memory.stats()
+    assert copy.infer("What is Redis?") == memory.infer("What is Redis?")
+    assert copy.surprise("Kubernetes runs pods") == memory.surprise("Kubernetes runs pods")
+    # and they keep learning identically
+    a, b = memory.observe("Caddy provides automatic HTTPS"), copy.observe("Caddy provides automatic HTTPS")
+    assert a == b and memory.weight_hash == copy.weight_hash
+
+
+def test_state_of_another_encoder_is_refused(memory):
+    with pytest.raises(IncompatibleState, match="encoder 'hash'"):
+        NeuralMemory.from_bytes(memory.to_bytes(), expected=MemoryConfig(encoder="minilm"))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage", "empty"])
+def test_damaged_state_is_a_clear_error(memory, damage):
+    blob = bytearray(memory.to_bytes())
+    if damage == "flip":
+        blob[len(blob) // 2] ^= 0xFF
+    elif damage == "truncate":
+        blob = blob[: len(blob) - 100]
+    elif damage == "garbage":
+        blob = bytearray(b"not a memory at all")
+    else:
+        blob = bytearray()
+    with pytest.raises(IncompatibleState):
+        NeuralMemory.from_bytes(bytes(blob))
+
+
+def test_config_validation_says_what_to_fix():
+    with pytest.raises(InvalidInput, match="unknown memory config field"):
+        MemoryConfig.from_dict({"learning_rat": 0.1})
+    with pytest.raises(InvalidInput, match="lr must be"):
+        MemoryConfig(lr=float("nan"))
+    with pytest.raises(InvalidInput, match="encoder must be one of"):
+        MemoryConfig.from_dict({"encoder": "word2vec"})
+    assert MemoryConfig.from_dict({"encoder": "hash"}).dim == 384
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: m.observe(""),
+    lambda m: m.observe("   "),
+    lambda m: m.observe("x" * 100_001),
+    lambda m: m.observe("fine", learning_rate=float("nan")),
+    lambda m: m.observe("fine", learning_rate=0),
+    lambda m: m.observe("fine", domain=""),
+    lambda m: m.infer("query", top_k=0),
+    lambda m: m.infer("query", top_k=101),
+    lambda m: m.infer("query", temperature=-1),
+    lambda m: m.observe_vectors(np.full((1, 384), np.nan), ["nan vector"]),
+    lambda m: m.observe_vectors(np.ones((1, 100)), ["wrong dim"]),
+    lambda m: m.observe_vectors(np.ones((2, 384)), ["one text for two vectors"]),
+    lambda m: m.explain(top_k=0),
+])
+def test_bad_input_is_invalid_input_and_changes_nothing(memory, call):
+    before = memory.weight_hash, memory.step
+    with pytest.raises(InvalidInput):
+        call(memory)
+    assert (memory.weight_hash, memory.step) == before
+
+
+def test_result_shapes_follow_the_contract(memory):
+    out = memory.observe("Nginx is a reverse proxy server", domain="web")
+    assert set(out) >= {"surprise", "weight_delta", "patterns_activated", "step"}
+    assert 0 <= out["surprise"] <= 1 and out["step"] == 6
+    s = memory.surprise("Nginx is a reverse proxy server")
+    assert s["nearest_pattern"] == "Nginx is a reverse proxy server" and s["recommendation"] == "skip"
+    assert memory.surprise("Photosynthesis converts light")["recommendation"] in ("learn", "consolidate")
+    inferred = memory.infer("Redis is an in-memory database", top_k=3)
+    assert inferred["attention_weights"][0]["pattern"] == "Redis is an in-memory database"
+    assert abs(sum(a["weight"] for a in inferred["attention_weights"]) - 1) < 1e-6
+    assert len(inferred["attention_weights"]) == 3 and 0 <= inferred["confidence"] <= 1
+    patterns = memory.explain(top_k=2)
+    assert len(patterns) == 2 and patterns[0]["description"].endswith("Redis is an in-memory database")
+    assert all(set(p) == {"description", "strength", "examples"} for p in patterns)
+    stats = memory.stats()
+    assert stats["total_observations"] == 6 and stats["domains"] == ["infra", "web"]
+    assert 0 < stats["capacity_used"] <= 1
+    result = memory.consolidate()
+    assert set(result) == {"patterns_merged", "memory_compressed_by", "stability_score"}
+
+
+def test_empty_memory_answers_honestly():
+    memory = NeuralMemory(MemoryConfig(encoder="hash"))
+    assert memory.infer("anything")["confidence"] == 0.0
+    assert memory.surprise("anything") == {"score": 1.0, "nearest_pattern": "", "recommendation": "learn"}
+    assert memory.explain() == [] and memory.attention_map("x") == []
+
+
+def test_hash_encoder_is_deterministic_and_normalised():
+    a = HashEncoder().encode(["Same text", "other"])
+    b = get_encoder("hash").encode(["Same text", "other"])
+    assert np.array_equal(a, b)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0)
+    with pytest.raises(InvalidInput):
+        get_encoder("nope")
+
+
+def test_minilm_encoder_loads_offline_and_separates_meaning():
+    enc = get_encoder("minilm")
+    v = enc.encode(["Kubernetes restarts failed containers", "K8s restarts containers that fail",
+                    "Shakespeare wrote Hamlet"])
+    assert v.shape == (3, 384)
+    assert v[0] @ v[1] > 0.7 > 0.3 > v[0] @ v[2]
