@@ -1,0 +1,167 @@
+"""Checkpoints and recovery of one memory: how its state gets to storage and back.
+
+Two kinds of checkpoints share the memory's checkpoint index:
+- user tags (`checkpoint("v1")`), listed to users and restorable by name;
+- auto-checkpoints, tagged `auto@<sequence>` (a character user tags cannot contain). The newest
+  auto-checkpoint plus the WAL after its step *is* the memory: that is what recovery,
+  rehydration and fork load. Ordering is by sequence, not step, because a restore moves the
+  step backwards.
+
+Objects are create-only and never overwritten: keys carry a random suffix, so a tag deleted and
+taken again (or a memory deleted and created again) never collides with an old object.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from errors import CheckpointConflict, CheckpointCorrupt, CheckpointNotFound, IncompatibleState, InvalidInput
+from storage import Storage
+from storage.keys import object_key
+
+from actors.wal import RecentResults, entry_args
+
+if TYPE_CHECKING:  # torch is imported only where a memory is actually loaded (not by the supervisor)
+    from memory import MemoryConfig, NeuralMemory
+
+__all__ = ["AUTO_PREFIX", "is_auto", "Checkpoints", "Recovered", "recover"]
+
+log = logging.getLogger(__name__)
+
+AUTO_PREFIX = "auto@"
+# wal_trim_through(step) with this removes every entry, whatever its step.
+TRIM_ALL = 2**62
+
+
+def is_auto(tag: str) -> bool:
+    return tag.startswith(AUTO_PREFIX)
+
+
+def _auto_seq(tag: str) -> int:
+    try:
+        return int(tag[len(AUTO_PREFIX):])
+    except ValueError:
+        return -1
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+class Checkpoints:
+    """Writes and reads the checkpoints of memory `qname` (index in Redis, bytes in the store)."""
+
+    def __init__(self, storage: Storage, qname: str) -> None:
+        self._storage = storage
+        self.qname = qname
+        self._next_seq = 1 + max((_auto_seq(c["tag"]) for c in self.autos()), default=0)
+
+    def save(self, data: bytes, *, tag: str, step: int, weight_hash: str, description: str = "") -> dict:
+        """Store `data` under a fresh object key and index it as `tag` (CheckpointConflict if taken)."""
+        key = object_key(self.qname, f"{tag}-{uuid.uuid4().hex[:12]}")
+        stored = self._storage.checkpoints.put(key, data)
+        info = {
+            "object_key": key,
+            "weight_hash": weight_hash,
+            "size": int(stored.get("size", len(data))),
+            "sha256": stored.get("sha256"),
+            "step": int(step),
+            "created_at": _now(),
+            "description": description,
+        }
+        try:
+            self._storage.metadata.add_checkpoint(self.qname, tag, info)
+        except CheckpointConflict:
+            self._delete_object(key)
+            raise
+        return {"tag": tag, **info}
+
+    def save_auto(self, data: bytes, *, step: int, weight_hash: str) -> dict:
+        tag = f"{AUTO_PREFIX}{self._next_seq:012d}"
+        self._next_seq += 1
+        return self.save(data, tag=tag, step=step, weight_hash=weight_hash, description="auto")
+
+    def get(self, tag: str) -> dict:
+        return {"tag": tag, **self._storage.metadata.get_checkpoint(self.qname, tag)}
+
+    def autos(self) -> list[dict]:
+        """Auto-checkpoints, oldest first."""
+        found = [c for c in self._storage.metadata.list_checkpoints(self.qname) if is_auto(c["tag"])]
+        return sorted(found, key=lambda c: _auto_seq(c["tag"]))
+
+    def load(self, info: dict) -> NeuralMemory:
+        from memory import NeuralMemory  # noqa: PLC0415
+
+        data = self._storage.checkpoints.get(info["object_key"], sha256=info.get("sha256"))
+        return NeuralMemory.from_bytes(data)
+
+    def prune_autos(self, keep: int) -> None:
+        """Delete all but the newest `keep` auto-checkpoints (index entry, then object)."""
+        autos = self.autos()
+        for info in autos[: max(0, len(autos) - keep)]:
+            self._storage.metadata.delete_checkpoint(self.qname, info["tag"])
+            self._delete_object(info["object_key"])
+
+    def _delete_object(self, key: str) -> None:
+        try:
+            self._storage.checkpoints.delete(key)
+        except Exception as exc:  # noqa: BLE001 - an orphan object is garbage, not a failure
+            log.warning("could not delete checkpoint object %s: %s", key, exc)
+
+
+@dataclass
+class Recovered:
+    """A memory rebuilt from its newest usable auto-checkpoint plus WAL replay."""
+
+    memory: NeuralMemory
+    checkpoint_step: int | None  # step of the auto-checkpoint loaded (None: built from config)
+    replayed: int  # WAL entries applied on top of it
+    results: RecentResults = field(default_factory=lambda: RecentResults(1))
+
+
+def _load_newest(ckpts: Checkpoints, config: MemoryConfig) -> tuple[NeuralMemory, int | None]:
+    """Newest auto-checkpoint that loads; falls back to older ones, then to a fresh memory."""
+    from memory import NeuralMemory  # noqa: PLC0415
+
+    autos = ckpts.autos()
+    for info in reversed(autos):
+        try:
+            return ckpts.load(info), int(info["step"])
+        except (CheckpointCorrupt, CheckpointNotFound, IncompatibleState) as exc:
+            log.error("auto-checkpoint %s unusable (%s); trying the one before", info["tag"], exc)
+    if autos:
+        # Checkpoints existed but none loads: the WAL before them is gone, so rebuilding from
+        # the config would silently lose data. Refuse instead.
+        raise CheckpointCorrupt(f"no auto-checkpoint of {ckpts.qname} can be loaded; see the log")
+    return NeuralMemory(config), None
+
+
+def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int) -> Recovered:
+    """Rebuild memory `qname`: newest auto-checkpoint + replay of the WAL entries after it.
+
+    Entries at or below the checkpoint's step are not applied again, but their request ids are
+    remembered so a retried write that already reached the checkpoint is not applied twice.
+    """
+    ckpts = Checkpoints(storage, qname)
+    memory, ckpt_step = _load_newest(ckpts, config)
+    results = RecentResults(remember)
+    replayed = 0
+    for entry in storage.metadata.wal_read_after(qname, 0):
+        vectors, texts, domain, learning_rate, request_id = entry_args(entry)
+        if entry["step"] <= memory.step:
+            results.put(request_id, None)
+            continue
+        try:
+            result = memory.observe_vectors(vectors, texts, domain=domain, learning_rate=learning_rate)
+        except InvalidInput as exc:
+            # The live actor refused this write after logging it; refusing again keeps replay
+            # identical to what happened (the state was not changed either time).
+            log.warning("WAL entry at step %s of %s refused again on replay: %s", entry["step"], qname, exc)
+            continue
+        results.put(request_id, result)
+        replayed += 1
+    return Recovered(memory=memory, checkpoint_step=ckpt_step, replayed=replayed, results=results)

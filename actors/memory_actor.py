@@ -1,0 +1,335 @@
+"""`MemoryActor`: one Ray actor owning one `NeuralMemory`.
+
+Threaded actor (the control plane starts it with max_concurrency > 1). Writes (observe,
+consolidate, restore) take `_write_lock`, so they are applied strictly in order; reads take no
+lock and run beside them (NeuralMemory swaps its tensors atomically, so a reader sees the old or
+the new weights, never a mix). Every observe is appended to the WAL *before* it is applied and
+acknowledged. A background thread writes an auto-checkpoint every N writes or T seconds and
+then trims the WAL; lock order is always `_ckpt_lock` before `_write_lock`.
+
+The actor never encodes text: vectors arrive from the gateway's encoder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from errors import IncompatibleState, InvalidInput, NeuralMemoryError, Unavailable
+
+from actors.durability import TRIM_ALL, Checkpoints, recover
+from actors.spec import ActorSpec
+from actors.wal import RecentResults, check_observation, make_entry
+
+if TYPE_CHECKING:  # imported in start(): the supervisor imports this module and needs no torch
+    from memory import MemoryConfig, NeuralMemory
+
+__all__ = ["MemoryActor"]
+
+log = logging.getLogger(__name__)
+
+HISTORY_TEXT_CHARS = 200
+
+
+class MemoryActor:
+    """The live state of memory `qname`; wrap with `ray.remote` (see cluster.supervisor)."""
+
+    def __init__(self, qname: str, spec: ActorSpec) -> None:
+        # Cheap on purpose: loading happens in start(), so a failure there reaches the caller
+        # as the real error instead of a generic "actor died in its constructor".
+        self._qname = qname
+        self._spec = spec
+        self._start_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._ckpt_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._mem: NeuralMemory | None = None
+        self._config: MemoryConfig | None = None
+        self._storage = None
+        self._ckpts: Checkpoints | None = None
+        self._results = RecentResults(spec.remembered_requests)
+        self._closing = False
+        self._started = False
+        self._writes_since = 0  # writes applied since the newest auto-checkpoint
+        self._last_ckpt = time.monotonic()
+        self._prev_auto_step = 0  # the WAL is kept after this step (fallback + request ids)
+        self._latest_auto: dict | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> dict:
+        """Open storage and rebuild the memory (checkpoint + WAL replay). Idempotent."""
+        with self._start_lock:
+            if self._started:
+                return self._summary()
+            import torch  # noqa: PLC0415
+            from memory import MemoryConfig  # noqa: PLC0415
+            from storage import open_storage  # noqa: PLC0415
+
+            torch.set_num_threads(max(1, self._spec.torch_threads))
+            if self._storage is not None:  # an earlier start() failed half-way
+                self._storage.close()
+            self._storage = open_storage(self._spec.storage_settings())
+            record = self._storage.metadata.get_memory(self._qname)
+            self._config = MemoryConfig.from_dict(record["config"])
+            rec = recover(self._storage, self._qname, self._config, self._spec.remembered_requests)
+            self._ckpts = Checkpoints(self._storage, self._qname)
+            self._results = rec.results
+            self._mem = rec.memory
+            self._prev_auto_step = rec.checkpoint_step or 0
+            autos = self._ckpts.autos()
+            self._latest_auto = autos[-1] if autos else None
+            with self._ckpt_lock:
+                if rec.checkpoint_step is None:
+                    self._auto_checkpoint()  # the initial checkpoint (or the first after a crash)
+                else:
+                    self._writes_since = rec.replayed
+            self._sync_stats()
+            threading.Thread(target=self._checkpoint_loop, name="checkpointer", daemon=True).start()
+            self._started = True
+            log.info("memory %s up at step %s (replayed %s WAL entries)",
+                     self._qname, self._mem.step, rec.replayed)
+            return {**self._summary(), "replayed": rec.replayed}
+
+    def ping(self) -> bool:
+        """True once start() has finished."""
+        return self._started
+
+    def where(self) -> dict:
+        """Node and process of this actor (placement tests, USS benchmarks)."""
+        import ray  # noqa: PLC0415
+
+        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+    def prepare_hibernate(self) -> dict:
+        """Checkpoint unsaved writes and refuse new ones; the supervisor kills the actor next."""
+        mem = self._ready()
+        with self._ckpt_lock:
+            with self._write_lock:
+                self._closing = True
+            if self._writes_since > 0:
+                self._auto_checkpoint()
+            self._stop.set()
+            self._wake.set()
+        return {"step": mem.step}
+
+    # ---- writes -----------------------------------------------------------------------------
+
+    def observe(self, request_id: str, vectors: Any, texts: list[str], domain: str | None = None,
+                learning_rate: float | None = None) -> dict:
+        """Log, apply and acknowledge one write. A repeated `request_id` returns the first result."""
+        mem = self._ready()
+        if request_id in self._results:
+            return self._repeat(request_id)
+        array = check_observation(vectors, texts, domain, learning_rate, self._config.dim)
+        with self._write_lock:
+            self._check_open()
+            if request_id in self._results:  # the same request raced itself
+                return self._repeat(request_id)
+            mem = self._mem
+            entry = make_entry(mem.step + len(texts), array, texts, domain, learning_rate, request_id)
+            self._storage.metadata.wal_append(self._qname, entry)
+            raw = mem.observe_vectors(array, texts, domain=domain, learning_rate=learning_rate)
+            result = {**raw, "weight_hash": mem.weight_hash}
+            self._results.put(request_id, result)
+            self._record(result, texts, domain)
+            with self._count_lock:
+                self._writes_since += 1
+                due = self._writes_since >= self._spec.checkpoint_every_writes
+        if due:
+            self._wake.set()
+        return result
+
+    def consolidate(self) -> dict:
+        """Consolidate, then checkpoint at once: consolidation is not in the WAL."""
+        self._ready()
+        with self._ckpt_lock, self._write_lock:
+            self._check_open()
+            result = self._mem.consolidate()
+            self._auto_checkpoint(barrier=True)
+            return result
+
+    def checkpoint(self, tag: str, description: str = "") -> dict:
+        """Save the current state under a user tag (CheckpointConflict if the tag exists)."""
+        self._ready()
+        with self._write_lock:
+            data, step, weight_hash = self._mem.to_bytes(), self._mem.step, self._mem.weight_hash
+        return self._ckpts.save(data, tag=tag, step=step, weight_hash=weight_hash, description=description)
+
+    def restore(self, tag: str) -> dict:
+        """Load checkpoint `tag` into this memory, then make it the recovery point."""
+        self._ready()
+        info = self._ckpts.get(tag)
+        restored = self._ckpts.load(info)
+        self._check_compatible(restored)
+        with self._ckpt_lock, self._write_lock:
+            self._check_open()
+            before = self._mem.step
+            self._mem = restored
+            # Barrier: the new auto-checkpoint holds the restored state and the whole WAL goes,
+            # so a crash now can never replay pre-restore writes on top of it.
+            self._auto_checkpoint(barrier=True)
+            self._sync_stats()
+            return {
+                "restored": True,
+                "weight_hash": restored.weight_hash,
+                "learning_since_checkpoint": abs(before - int(info["step"])),
+            }
+
+    def snapshot(self) -> dict:
+        """An auto-checkpoint holding the current state (reused if nothing changed): fork's source."""
+        self._ready()
+        with self._ckpt_lock:
+            if self._writes_since > 0 or self._latest_auto is None:
+                self._auto_checkpoint()
+            return dict(self._latest_auto)
+
+    # ---- reads ------------------------------------------------------------------------------
+
+    def surprise(self, vector: Any, text: str) -> dict:
+        return self._ready().surprise_vector(self._vector(vector), text)
+
+    def infer(self, vector: Any, top_k: int = 5, temperature: float | None = None,
+              max_tokens: int | None = None) -> dict:
+        return self._ready().infer_vector(self._vector(vector), top_k=top_k, temperature=temperature,
+                                          max_tokens=max_tokens)
+
+    def attention_map(self, vector: Any) -> list[dict]:
+        return self._ready().attention_map_vector(self._vector(vector))
+
+    def explain(self, top_k: int = 5) -> list[dict]:
+        return self._ready().explain(top_k=top_k)
+
+    def stats(self) -> dict:
+        mem = self._ready()
+        return {**mem.stats(), "weight_hash": mem.weight_hash, "step": mem.step}
+
+    # ---- internals --------------------------------------------------------------------------
+
+    def _ready(self) -> NeuralMemory:
+        if not self._started:
+            raise Unavailable(f"memory {self._qname} is still starting; retry")
+        return self._mem
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise Unavailable(f"memory {self._qname} is hibernating; retry")
+
+    def _repeat(self, request_id: str) -> dict:
+        """Result of a write already applied (before a crash, it may only be known by its id)."""
+        result = self._results.get(request_id)
+        mem = self._ready()
+        if result is None:  # applied before the newest checkpoint: only its id survived
+            return {"surprise": 0.0, "surprises": [], "weight_delta": 0.0, "patterns_activated": [],
+                    "step": mem.step, "weight_hash": mem.weight_hash}
+        # Results rebuilt by WAL replay carry no hash; a retry is almost always of the newest
+        # write, whose hash is the current one.
+        return {"weight_hash": mem.weight_hash, **result}
+
+    def _vector(self, vector: Any) -> np.ndarray:
+        dim = self._config.dim
+        try:
+            array = np.array(vector, dtype=np.float32, copy=True).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"vector must be numeric with {dim} values: {exc}") from exc
+        if array.shape != (dim,) or not np.isfinite(array).all():
+            raise InvalidInput(f"vector must have {dim} finite values, got shape {array.shape}")
+        return array
+
+    def _check_compatible(self, restored: NeuralMemory) -> None:
+        config = getattr(restored, "config", None)
+        if config is not None and (config.encoder, config.dim) != (self._config.encoder, self._config.dim):
+            raise IncompatibleState(
+                f"checkpoint uses encoder {config.encoder}/{config.dim}, memory {self._qname} uses "
+                f"{self._config.encoder}/{self._config.dim}"
+            )
+
+    def _record(self, result: dict, texts: list[str], domain: str | None) -> None:
+        """Stats and history after a write; the write is already durable, so failures only log."""
+        meta = self._storage.metadata
+        surprises = result.get("surprises") or [result["surprise"]] * len(texts)
+        first = result["step"] - len(texts) + 1
+        at = dt.datetime.now(dt.timezone.utc).isoformat()
+        try:
+            meta.update_stats(self._qname, observations=len(texts), surprise_mean=float(result["surprise"]),
+                              domains=[domain] if domain else [], step=int(result["step"]),
+                              weight_hash=result["weight_hash"])
+            for i, text in enumerate(texts):
+                meta.history_append(self._qname, {"step": first + i, "text": text[:HISTORY_TEXT_CHARS],
+                                                  "surprise": float(surprises[i]),
+                                                  "weight_hash": result["weight_hash"], "at": at})
+        except NeuralMemoryError as exc:
+            log.warning("stats/history of %s not updated: %s", self._qname, exc)
+
+    def _sync_stats(self) -> None:
+        """Point the Redis stats at the memory's real step and hash (after recovery or restore).
+
+        update_stats with 0 observations sets step and hash and leaves the running totals alone;
+        listings report the step as the observation count, so they agree with the actor.
+        """
+        mem = self._mem
+        try:
+            self._storage.metadata.update_stats(self._qname, observations=0, surprise_mean=0.0, domains=[],
+                                                step=mem.step, weight_hash=mem.weight_hash)
+        except NeuralMemoryError as exc:
+            log.warning("stats of %s not synchronised: %s", self._qname, exc)
+
+    def _summary(self) -> dict:
+        mem = self._mem
+        return {"step": mem.step, "weight_hash": mem.weight_hash,
+                "weight_parameters": int(mem.stats()["weight_parameters"])}
+
+    def _auto_checkpoint(self, *, barrier: bool = False) -> dict:
+        """Write an auto-checkpoint and trim the WAL. Caller holds `_ckpt_lock`; with
+        `barrier` it also holds `_write_lock` (so the whole WAL may go)."""
+        if barrier:
+            data, step, weight_hash, pending = self._snapshot_state()
+        else:
+            with self._write_lock:
+                data, step, weight_hash, pending = self._snapshot_state()
+        info = self._ckpts.save_auto(data, step=step, weight_hash=weight_hash)
+        with self._count_lock:
+            self._writes_since -= pending
+            self._last_ckpt = time.monotonic()
+        self._latest_auto = info
+        meta = self._storage.metadata
+        meta.wal_trim_through(self._qname, TRIM_ALL if barrier else self._prev_auto_step)
+        self._prev_auto_step = step
+        self._ckpts.prune_autos(1 if barrier else self._spec.keep_auto_checkpoints)
+        return info
+
+    def _snapshot_state(self) -> tuple[bytes, int, str, int]:
+        mem = self._mem
+        return mem.to_bytes(), mem.step, mem.weight_hash, self._writes_since
+
+    def _checkpoint_due(self) -> bool:
+        spec = self._spec
+        with self._count_lock:
+            if self._writes_since <= 0:
+                return False
+            return (self._writes_since >= spec.checkpoint_every_writes
+                    or time.monotonic() - self._last_ckpt >= spec.checkpoint_every_seconds)
+
+    def _checkpoint_loop(self) -> None:
+        period = max(0.05, min(self._spec.checkpoint_every_seconds / 4, 5.0))
+        while not self._stop.is_set():
+            self._wake.wait(period)
+            self._wake.clear()
+            if self._stop.is_set() or not self._checkpoint_due():
+                continue
+            with self._ckpt_lock:
+                if self._closing or not self._checkpoint_due():
+                    continue
+                try:
+                    self._auto_checkpoint()
+                except NeuralMemoryError as exc:  # storage down: the WAL still holds every write
+                    log.error("auto-checkpoint of %s failed: %s", self._qname, exc)
+                    self._stop.wait(1.0)

@@ -1,0 +1,102 @@
+"""Write-ahead-log entries of one memory: checked before they are logged, rebuilt for replay.
+
+A write is validated *before* it reaches the WAL, so replay never meets an entry the live actor
+would have refused. An entry holds everything `observe_vectors` needs to redo the write
+bit-for-bit (float32 vectors, texts, domain, learning rate) plus the caller's request id, which
+makes a retried write idempotent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from errors import InvalidInput
+
+__all__ = ["check_observation", "make_entry", "entry_args", "RecentResults"]
+
+MAX_ITEMS_PER_WRITE = 4096
+# The same limits NeuralMemory.observe_vectors enforces; checking them here keeps refused writes
+# out of the WAL (anything that slips through is refused again, identically, on replay).
+MAX_TEXT_CHARS = 100_000
+MAX_DOMAIN_CHARS = 64
+MAX_LEARNING_RATE = 2.0
+
+
+def check_observation(vectors: Any, texts: Any, domain: Any, learning_rate: Any, dim: int) -> np.ndarray:
+    """Validate one write; returns the vectors as a fresh, writable (n, dim) float32 array."""
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+        raise InvalidInput("texts must be a non-empty list of non-blank strings (one per vector)")
+    if len(texts) > MAX_ITEMS_PER_WRITE:
+        raise InvalidInput(f"at most {MAX_ITEMS_PER_WRITE} items per observe; split the batch")
+    if any(len(t) > MAX_TEXT_CHARS for t in texts):
+        raise InvalidInput(f"each text may have at most {MAX_TEXT_CHARS} characters")
+    try:
+        array = np.array(vectors, dtype=np.float32, copy=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"vectors must be a numeric array of shape (n, {dim}): {exc}") from exc
+    if array.ndim == 1:
+        array = array.reshape(1, -1)
+    if array.ndim != 2 or array.shape != (len(texts), dim):
+        raise InvalidInput(
+            f"vectors must have shape ({len(texts)}, {dim}) for {len(texts)} text(s) and this "
+            f"memory's encoder, got {tuple(array.shape)}"
+        )
+    if not np.isfinite(array).all():
+        raise InvalidInput("vectors contain NaN or infinity")
+    if domain is not None and (not isinstance(domain, str) or not 1 <= len(domain) <= MAX_DOMAIN_CHARS):
+        raise InvalidInput(f"domain must be a string of 1 to {MAX_DOMAIN_CHARS} characters, or omitted")
+    if learning_rate is not None:
+        ok = isinstance(learning_rate, (int, float)) and not isinstance(learning_rate, bool)
+        if not ok or not math.isfinite(learning_rate) or not 0 < learning_rate <= MAX_LEARNING_RATE:
+            raise InvalidInput(f"learning_rate must be a number in (0, {MAX_LEARNING_RATE:g}], or omitted")
+    return np.ascontiguousarray(array)
+
+
+def make_entry(step: int, vectors: np.ndarray, texts: list[str], domain: str | None,
+               learning_rate: float | None, request_id: str) -> dict[str, Any]:
+    """The WAL entry of a write; `step` is the memory's step *after* applying it."""
+    options = {"request_id": request_id}
+    if learning_rate is not None:
+        options["learning_rate"] = float(learning_rate)
+    return {
+        "step": int(step),
+        "vectors": vectors.astype("<f4", copy=False).tobytes(),
+        "texts": list(texts),
+        "domain": domain,
+        "options": options,
+    }
+
+
+def entry_args(entry: dict[str, Any]) -> tuple[np.ndarray, list[str], str | None, float | None, str | None]:
+    """(vectors, texts, domain, learning_rate, request_id) of a WAL entry, ready for replay."""
+    texts = list(entry.get("texts") or [])
+    options = entry.get("options") or {}
+    vectors = np.frombuffer(entry["vectors"], dtype="<f4").astype(np.float32)
+    vectors = vectors.reshape(len(texts), -1) if texts else vectors.reshape(0, 0)
+    return vectors, texts, entry.get("domain"), options.get("learning_rate"), options.get("request_id")
+
+
+class RecentResults:
+    """Bounded map request id -> result of the write (None if only known to be applied)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = max(1, capacity)
+        self._items: OrderedDict[str, dict | None] = OrderedDict()
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._items
+
+    def get(self, request_id: str) -> dict | None:
+        return self._items.get(request_id)
+
+    def put(self, request_id: str | None, result: dict | None) -> None:
+        if not request_id:
+            return
+        self._items[request_id] = result
+        self._items.move_to_end(request_id)
+        while len(self._items) > self._capacity:
+            self._items.popitem(last=False)

@@ -1,0 +1,16 @@
+"""Control plane: memories as Ray actors, with fork, hibernation and recovery.
+
+    from cluster import MemoryCluster, ClusterSettings
+    cluster = MemoryCluster(ClusterSettings())
+    await cluster.start()
+    await cluster.create_memory("acme", "notes", {"encoder": "hash"})
+
+Live actors are tracked by one supervisor actor per Ray namespace (cluster/supervisor.py),
+shared by every gateway replica.
+"""
+
+from cluster.cluster import MemoryCluster
+from cluster.names import check_memory_name, check_tenant, check_user_tag, qualify
+from cluster.settings import ClusterSettings
+
+__all__ = ["MemoryCluster", "ClusterSettings", "check_memory_name", "check_tenant", "check_user_tag", "qualify"]

@@ -1,0 +1,263 @@
+"""MemoryCluster: the control plane the gateway calls (create, list, fork, observe, ...).
+
+Cheap to construct; `await start()` joins or starts Ray, opens storage (starting the embedded
+Valkey when no redis_url is set) and finds or creates the deployment's supervisor. Every
+method is async; blocking storage calls run in a worker thread, actor calls are awaited.
+Names are scoped by tenant: the caller passes its tenant and a short name, and everything
+below works on the fully qualified "tenant/name".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from typing import Any
+
+import numpy as np
+import ray
+
+from actors import ActorSpec, Checkpoints, is_auto, normalize_config
+from errors import MemoryExists, MemoryNotFound, Unavailable
+from storage import Storage, open_storage
+
+from cluster.names import check_tenant, check_user_tag, qualify, split
+from cluster.router import ActorRouter
+from cluster.settings import ClusterSettings
+from cluster.supervisor import supervisor_handle, unwrap
+
+__all__ = ["MemoryCluster"]
+
+log = logging.getLogger(__name__)
+
+_OBSERVE_KEYS = ("surprise", "weight_delta", "patterns_activated", "step", "weight_hash")
+_STATS_KEYS = ("total_observations", "weight_parameters", "capacity_used", "avg_surprise", "domains",
+               "weight_hash")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def _short(qname: str | None) -> str | None:
+    return None if qname is None else split(qname)[1]
+
+
+class MemoryCluster:
+    """Create, fork, checkpoint and call memories, each living in its own Ray actor."""
+
+    def __init__(self, settings: ClusterSettings | None = None) -> None:
+        self.settings = settings if settings is not None else ClusterSettings()
+        self._storage: Storage | None = None
+        self._supervisor: Any = None
+        self._router: ActorRouter | None = None
+        self._start_lock = asyncio.Lock()
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join/start Ray, open storage, find the supervisor. Idempotent."""
+        async with self._start_lock:
+            if self._router is not None:
+                return
+            s = self.settings
+            if not ray.is_initialized():
+                ray.init(address=s.ray_address, namespace=s.namespace)
+            self._storage = await asyncio.to_thread(open_storage, s.storage)
+            spec = ActorSpec(
+                storage=self._storage.settings.model_dump(),
+                checkpoint_every_writes=s.checkpoint_every_writes,
+                checkpoint_every_seconds=s.checkpoint_every_seconds,
+            )
+            options = {
+                "max_concurrency": s.actor_max_concurrency,
+                "num_cpus": s.actor_num_cpus,
+                "scheduling_strategy": "SPREAD" if s.actor_placement == "spread" else "DEFAULT",
+            }
+            self._supervisor = supervisor_handle(s.namespace, spec, s.max_live_actors, s.idle_seconds,
+                                                 options, s.actor_start_timeout)
+            self._router = ActorRouter(self._supervisor, self._exists)
+
+    async def close(self, *, stop_actors: bool = False) -> None:
+        """Release storage. With `stop_actors`, also kill the supervisor and every memory actor
+        of the namespace (tests, single-process runs); otherwise they outlive this process."""
+        if self._router is None:
+            return
+        try:
+            if stop_actors:
+                await self._supervisor.stop_all.remote()
+                ray.kill(self._supervisor, no_restart=True)
+        finally:
+            self._router = None
+            storage, self._storage = self._storage, None
+            if storage is not None:
+                await asyncio.to_thread(storage.close)
+
+    @property
+    def storage(self) -> Storage:
+        """The connected storage (after start())."""
+        if self._storage is None:
+            raise Unavailable("MemoryCluster is not started; await cluster.start() first")
+        return self._storage
+
+    def _routes(self) -> ActorRouter:
+        if self._router is None:
+            raise Unavailable("MemoryCluster is not started; await cluster.start() first")
+        return self._router
+
+    async def _meta(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(getattr(self.storage.metadata, method), *args, **kwargs)
+
+    async def _exists(self, qname: str) -> bool:
+        return await self._meta("memory_exists", qname)
+
+    async def _call(self, tenant: str, name: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._routes().call(qualify(tenant, name), method, *args, **kwargs)
+
+    # ---- registry ---------------------------------------------------------------------------
+
+    async def create_memory(self, tenant: str, name: str, config: dict | None = None) -> dict:
+        """Register a memory and start its actor (which writes the initial checkpoint)."""
+        qname = qualify(tenant, name)
+        full = normalize_config(config)
+        record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
+                  "parent": None, "source_tag": None, "created_at": _now()}
+        await self._meta("create_memory", qname, record)
+        try:
+            await self._routes().ensure(qname, check_registry=False)
+            stats = await self._routes().call(qname, "stats")
+        except Exception:
+            await self._discard(qname)
+            raise
+        return {"name": name, "weight_hash": stats["weight_hash"], "weight_parameters": stats["weight_parameters"]}
+
+    async def list_memories(self, tenant: str) -> list[dict]:
+        records = await self._meta("list_memories", check_tenant(tenant))
+        live = set(await self._supervisor.live.remote())
+        out = []
+        for record in records:
+            qname = record["name"]
+            stats = await self._meta("get_stats", qname)
+            out.append({"name": _short(qname), "total_observations": stats["step"],
+                        "live": qname in live, "parent": _short(record.get("parent"))})
+        return out
+
+    async def delete_memory(self, tenant: str, name: str) -> None:
+        """Unregister first (a stale actor's writes then fail), then stop the actor, then the objects."""
+        qname = qualify(tenant, name)
+        await self._meta("delete_memory", qname)
+        await self._discard(qname, registered=False)
+
+    async def _discard(self, qname: str, *, registered: bool = True) -> None:
+        if registered:
+            try:
+                await self._meta("delete_memory", qname)
+            except MemoryNotFound:
+                pass
+        self._routes().forget(qname)
+        await self._supervisor.remove.remote(qname)
+        store = self.storage.checkpoints
+        for key in await asyncio.to_thread(store.list, f"{qname}/"):
+            await asyncio.to_thread(store.delete, key)
+
+    async def memory_config(self, tenant: str, name: str) -> dict:
+        return (await self._meta("get_memory", qualify(tenant, name)))["config"]
+
+    # ---- the memory's own calls -----------------------------------------------------------
+
+    async def observe(self, tenant: str, name: str, vectors: np.ndarray, texts: list[str],
+                      domain: str | None = None, learning_rate: float | None = None,
+                      *, request_id: str | None = None) -> dict:
+        """Apply one write. `request_id` (default: fresh) makes a client's own retry idempotent."""
+        request_id = request_id or uuid.uuid4().hex
+        result = await self._call(tenant, name, "observe", request_id, vectors, texts, domain, learning_rate)
+        return {key: result[key] for key in _OBSERVE_KEYS}
+
+    async def surprise(self, tenant: str, name: str, vector: np.ndarray, text: str) -> dict:
+        return await self._call(tenant, name, "surprise", vector, text)
+
+    async def infer(self, tenant: str, name: str, vector: np.ndarray, prompt: str, top_k: int = 5,
+                    temperature: float | None = None, max_tokens: int | None = None) -> dict:
+        return await self._call(tenant, name, "infer", vector, top_k, temperature, max_tokens)
+
+    async def attention_map(self, tenant: str, name: str, vector: np.ndarray, query: str) -> dict:
+        return {"attention_weights": await self._call(tenant, name, "attention_map", vector)}
+
+    async def consolidate(self, tenant: str, name: str) -> dict:
+        return await self._call(tenant, name, "consolidate")
+
+    async def explain(self, tenant: str, name: str, top_k: int = 5) -> dict:
+        return {"patterns": await self._call(tenant, name, "explain", top_k)}
+
+    async def stats(self, tenant: str, name: str) -> dict:
+        stats = await self._call(tenant, name, "stats")
+        return {key: stats[key] for key in _STATS_KEYS}
+
+    async def history(self, tenant: str, name: str, limit: int = 200) -> list[dict]:
+        return await self._meta("history", qualify(tenant, name), limit)
+
+    # ---- checkpoints, restore, fork -------------------------------------------------------
+
+    async def checkpoint(self, tenant: str, name: str, tag: str, description: str = "") -> dict:
+        check_user_tag(tag)
+        info = await self._call(tenant, name, "checkpoint", tag, str(description or ""))
+        return {"checkpoint_id": f"{name}:{tag}", "size_mb": round(info["size"] / 1e6, 3),
+                "weight_hash": info["weight_hash"]}
+
+    async def list_checkpoints(self, tenant: str, name: str) -> list[dict]:
+        infos = await self._meta("list_checkpoints", qualify(tenant, name))
+        return [{"tag": i["tag"], "created_at": i["created_at"], "size_mb": round(i["size"] / 1e6, 3),
+                 "description": i.get("description", ""), "weight_hash": i["weight_hash"], "step": i["step"]}
+                for i in infos if not is_auto(i["tag"])]
+
+    async def restore(self, tenant: str, name: str, tag: str) -> dict:
+        check_user_tag(tag)
+        return await self._call(tenant, name, "restore", tag)
+
+    async def fork(self, tenant: str, name: str, new_name: str, source_tag: str | None = None) -> dict:
+        """New memory `new_name` starting from `name`'s live state (or its checkpoint `source_tag`)."""
+        source, target = qualify(tenant, name), qualify(tenant, new_name)
+        record = await self._meta("get_memory", source)
+        if await self._exists(target):
+            raise MemoryExists(f"memory {new_name} already exists")
+        if source_tag is not None:
+            info = await self._meta("get_checkpoint", source, check_user_tag(source_tag))
+        else:
+            info = await self._routes().call(source, "snapshot")
+        data = await asyncio.to_thread(self.storage.checkpoints.get, info["object_key"], info.get("sha256"))
+        child = {"tenant": tenant, "name": target, "config": record["config"], "encoder": record["encoder"],
+                 "parent": source, "source_tag": source_tag, "created_at": _now()}
+        await self._meta("create_memory", target, child)  # also records the lineage edge
+        try:
+            await asyncio.to_thread(self._seed, target, data, info)
+            await self._routes().ensure(target, check_registry=False)
+            stats = await self._routes().call(target, "stats")
+        except Exception:
+            await self._discard(target)
+            raise
+        return {"forked": True, "source_hash": info["weight_hash"], "new_hash": stats["weight_hash"]}
+
+    def _seed(self, qname: str, data: bytes, info: dict) -> None:
+        """The fork's first auto-checkpoint: the source state, under the fork's own keys."""
+        Checkpoints(self.storage, qname).save_auto(data, step=int(info["step"]), weight_hash=info["weight_hash"])
+
+    # ---- views ------------------------------------------------------------------------------
+
+    async def lineage(self, tenant: str) -> list[dict]:
+        records = await self._meta("list_memories", check_tenant(tenant))
+        live = set(await self._supervisor.live.remote())
+        return [{"name": _short(r["name"]), "parent": _short(r.get("parent")), "source_tag": r.get("source_tag"),
+                 "created_at": r.get("created_at"), "live": r["name"] in live} for r in records]
+
+    async def live_actor_count(self) -> int:
+        return await self._supervisor.count.remote()
+
+    async def hibernate(self, tenant: str, name: str) -> bool:
+        """Checkpoint and stop this memory's actor now (tests, benchmarks, admin)."""
+        qname = qualify(tenant, name)
+        self._routes().forget(qname)
+        try:
+            return await self._supervisor.hibernate.remote(qname)
+        except ray.exceptions.RayTaskError as exc:
+            raise unwrap(exc) from None

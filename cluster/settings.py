@@ -1,0 +1,55 @@
+"""ClusterSettings: where Ray is, how many memory actors may live, when they checkpoint and sleep.
+
+Every field can be set as `NMEM_<FIELD>` in the environment; storage has its own settings
+(`StorageSettings`, same prefix) nested here so one object configures the whole control plane.
+Nothing reads the environment until a `ClusterSettings()` is built.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storage import StorageSettings
+
+__all__ = ["ClusterSettings"]
+
+
+class ClusterSettings(BaseSettings):
+    """Settings for `MemoryCluster`."""
+
+    model_config = SettingsConfigDict(env_prefix="NMEM_", extra="ignore")
+
+    # Ray cluster to join ("auto", "ray://head:10001", ...). None = start a local Ray if none runs.
+    ray_address: str | None = None
+    # Ray namespace of the supervisor and every memory actor of this deployment.
+    namespace: str = "neural-memory"
+    # Cap on live memory actors in the whole deployment; the least recently used is hibernated
+    # to make room. Each torch actor costs ~180 MB, so size this to the cluster's memory.
+    max_live_actors: int = Field(32, ge=1, le=100_000)
+    # An actor unused for this long checkpoints and exits; the next call rehydrates it.
+    idle_seconds: float = Field(600.0, gt=0)
+    # Auto-checkpoint after this many writes, or this many seconds after an unsaved write;
+    # the WAL is trimmed behind each auto-checkpoint, so these bound recovery time.
+    checkpoint_every_writes: int = Field(200, ge=1)
+    checkpoint_every_seconds: float = Field(60.0, gt=0)
+    # Concurrent calls one memory actor serves (writes still go one at a time).
+    actor_max_concurrency: int = Field(8, ge=2, le=256)
+    # CPUs reserved per memory actor. 0: actors are mostly idle, so they share cores freely.
+    actor_num_cpus: float = Field(0.0, ge=0)
+    # "spread": place memory actors across nodes (node loss takes fewer memories down);
+    # "pack": Ray's default placement.
+    actor_placement: Literal["spread", "pack"] = "spread"
+    # Longest wait for an actor to start or hibernate before the call fails with Unavailable.
+    actor_start_timeout: float = Field(120.0, gt=0)
+    # Storage (Redis/Valkey + checkpoints); see storage.StorageSettings.
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+
+    @field_validator("namespace")
+    @classmethod
+    def _check_namespace(cls, value: str) -> str:
+        if not value or len(value) > 64 or not all(c.isalnum() or c in "-_." for c in value):
+            raise ValueError(f"NMEM_NAMESPACE {value!r} must be 1-64 letters, digits, '-', '_' or '.'")
+        return value

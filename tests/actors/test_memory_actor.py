@@ -1,0 +1,128 @@
+"""MemoryActor, in process: WAL before apply, idempotent writes, checkpoint cadence and WAL
+trimming, hibernation refusing writes, restore as a recovery barrier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actors import MemoryActor
+from errors import CheckpointConflict, CheckpointNotFound, InvalidInput, MemoryNotFound, Unavailable
+from tests.cluster.helpers import encode, wait_until
+
+Q = "acme/notes"
+
+
+def autos(storage, qname=Q):
+    return [c for c in storage.metadata.list_checkpoints(qname) if c["tag"].startswith("auto@")]
+
+
+def wal_steps(storage, qname=Q):
+    return [e["step"] for e in storage.metadata.wal_read_after(qname, 0)]
+
+
+def test_start_writes_the_initial_checkpoint(storage, make_actor):
+    actor = make_actor(storage, Q)
+    assert [c["step"] for c in autos(storage)] == [0]
+    assert actor.stats()["total_observations"] == 0
+    assert actor.start()["step"] == 0  # idempotent
+    assert [c["step"] for c in autos(storage)] == [0]
+
+
+def test_unregistered_memory_does_not_start(local_storage, make_actor):
+    with pytest.raises(MemoryNotFound):
+        make_actor(local_storage, "acme/ghost", register_first=False)
+
+
+def test_observe_logs_then_applies_and_repeats_are_idempotent(local_storage, make_actor):
+    actor = make_actor(local_storage, Q)
+    vectors = encode(["one", "two"])
+    with pytest.raises(InvalidInput):
+        actor.observe("bad", np.zeros((1, 7), np.float32), ["one"])
+    with pytest.raises(InvalidInput):
+        actor.observe("bad", vectors[:1], [])
+    with pytest.raises(InvalidInput):
+        actor.observe("bad", vectors[:1] * np.nan, ["one"])
+    for kwargs in ({"learning_rate": -1.0}, {"learning_rate": 3.0}, {"domain": "d" * 65}):
+        with pytest.raises(InvalidInput):
+            actor.observe("bad", vectors[:1], ["one"], **kwargs)
+    for texts in (["   "], ["x" * 100_001]):
+        with pytest.raises(InvalidInput):
+            actor.observe("bad", vectors[:1], texts)
+    assert wal_steps(local_storage) == []  # refused writes never reach the WAL
+
+    first = actor.observe("r1", vectors[:1], ["one"], domain="demo", learning_rate=0.5)
+    assert first["step"] == 1 and len(first["weight_hash"]) == 64
+    (entry,) = local_storage.metadata.wal_read_after(Q, 0)
+    assert entry["step"] == 1 and entry["texts"] == ["one"] and entry["domain"] == "demo"
+    assert entry["options"] == {"request_id": "r1", "learning_rate": 0.5}
+    assert np.frombuffer(entry["vectors"], "<f4").tolist() == vectors[0].tolist()
+
+    assert actor.observe("r1", vectors[:1], ["one"]) == first
+    assert actor.stats()["total_observations"] == 1 and wal_steps(local_storage) == [1]
+    batch = actor.observe("r2", vectors, ["one", "two"])
+    assert batch["step"] == 3 and wal_steps(local_storage) == [1, 3]
+    stats = local_storage.metadata.get_stats(Q)
+    assert stats["total_observations"] == 3 and stats["step"] == 3 and stats["domains"] == ["demo"]
+    assert [h["step"] for h in local_storage.metadata.history(Q)] == [1, 2, 3]
+
+
+def test_auto_checkpoints_by_count_and_time_then_trim(storage, make_actor):
+    actor = make_actor(storage, Q, checkpoint_every_writes=3, checkpoint_every_seconds=1.0)
+    texts = [f"fact {i}" for i in range(7)]
+    vectors = encode(texts)
+    actor.observe("w0", vectors[:1], texts[:1])
+    # One write, then quiet: the time trigger checkpoints it.
+    assert wait_until(lambda: autos(storage)[-1]["step"] == 1, timeout=60)
+    for i in range(1, 7):
+        actor.observe(f"w{i}", vectors[i : i + 1], texts[i : i + 1])
+    # The newest and its fallback are kept; older ones are deleted (index entry and object)
+    # right after the WAL is trimmed.
+    assert wait_until(lambda: [c["step"] for c in autos(storage)][-1:] == [7] and len(autos(storage)) == 2,
+                      timeout=60)
+    kept = autos(storage)
+    # The WAL is kept back to the fallback checkpoint, nothing older.
+    assert all(kept[0]["step"] < s <= 7 for s in wal_steps(storage))
+    assert len(storage.checkpoints.list(f"{Q}/")) == 2
+
+
+def test_user_checkpoint_restore_is_a_barrier(local_storage, make_actor):
+    actor = make_actor(local_storage, Q)
+    texts = [f"note {i}" for i in range(6)]
+    vectors = encode(texts)
+    for i in range(3):
+        actor.observe(f"a{i}", vectors[i : i + 1], texts[i : i + 1])
+    saved = actor.checkpoint("v1", "three notes")
+    assert saved["step"] == 3 and saved["description"] == "three notes"
+    with pytest.raises(CheckpointConflict):
+        actor.checkpoint("v1")
+    for i in range(3, 6):
+        actor.observe(f"a{i}", vectors[i : i + 1], texts[i : i + 1])
+    with pytest.raises(CheckpointNotFound):
+        actor.restore("v9")
+
+    restored = actor.restore("v1")
+    assert restored == {"restored": True, "weight_hash": saved["weight_hash"], "learning_since_checkpoint": 3}
+    assert wal_steps(local_storage) == []  # pre-restore writes can never be replayed
+    assert [c["step"] for c in autos(local_storage)] == [3]
+    assert local_storage.metadata.get_stats(Q)["step"] == 3
+
+    # A new actor on the same memory (as after a crash) sees the restored state.
+    actor.observe("b0", vectors[5:6], texts[5:6])
+    expected = actor.stats()["weight_hash"]
+    twin = MemoryActor(Q, actor._spec)
+    assert twin.start()["weight_hash"] == expected
+    twin._stop.set()
+    twin._storage.close()
+
+
+def test_hibernating_actor_refuses_writes_but_answers_reads(local_storage, make_actor):
+    actor = make_actor(local_storage, Q)
+    vectors = encode(["late note"])
+    actor.observe("h0", vectors, ["late note"])
+    assert actor.prepare_hibernate() == {"step": 1}
+    assert autos(local_storage)[-1]["step"] == 1
+    with pytest.raises(Unavailable, match="hibernating"):
+        actor.observe("h1", vectors, ["late note"])
+    assert actor.surprise(vectors[0], "late note")["score"] < 1.0
+    assert actor.snapshot()["step"] == 1  # fork source: the hibernation checkpoint, reused

@@ -1,0 +1,77 @@
+"""Hibernation: a cap on live actors evicts the least recently used; idle actors sleep;
+every memory still answers correctly after rehydration."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cluster.helpers import SMALL, encode, named_memory_actors, wait_until
+
+ANIMALS = ["otter", "falcon", "lynx", "heron", "bison", "gecko", "walrus", "ibis", "marten", "okapi",
+           "tapir", "quokka", "narwhal", "ocelot", "puffin", "dingo", "serval", "kiwi", "manatee", "jackal"]
+
+
+@pytest.mark.slow
+def test_cap_of_four_with_twenty_memories(make_cluster, arun, tenant):
+    cluster = make_cluster(max_live_actors=4)
+    namespace = cluster.settings.namespace
+    facts = {f"m{i:02d}": f"the {animal} lives in enclosure {i * 7}" for i, animal in enumerate(ANIMALS)}
+    most_live = 0
+
+    def check_cap() -> None:
+        nonlocal most_live
+        live = arun(cluster.live_actor_count())
+        actual = len(named_memory_actors(namespace))
+        most_live = max(most_live, live, actual)
+        assert live <= 4 and actual <= 4, (live, actual)
+
+    for name, fact in facts.items():
+        arun(cluster.create_memory(tenant, name, SMALL))
+        arun(cluster.observe(tenant, name, encode([fact]), [fact]))
+        check_cap()
+    # Second round: every memory (most of them hibernated by now) is queried and learns more.
+    for name, fact in facts.items():
+        answer = arun(cluster.infer(tenant, name, encode([fact])[0], fact, top_k=1))
+        assert fact in answer["response"], (name, answer["response"])
+        follow_up = f"{fact} since spring"
+        result = arun(cluster.observe(tenant, name, encode([follow_up]), [follow_up]))
+        assert result["step"] == 2
+        check_cap()
+    assert most_live == 4
+    listed = arun(cluster.list_memories(tenant))
+    assert len(listed) == 20 and all(m["total_observations"] == 2 for m in listed)
+    assert sum(m["live"] for m in listed) == 4
+
+
+def test_idle_actors_hibernate_and_rehydrate(make_cluster, arun, tenant):
+    cluster = make_cluster(idle_seconds=1.0)
+    hashes = {}
+    for name in ("sleepy", "dozy"):
+        arun(cluster.create_memory(tenant, name, SMALL))
+        text = f"{name} notes that the tide is low"
+        hashes[name] = arun(cluster.observe(tenant, name, encode([text]), [text]))["weight_hash"]
+    assert wait_until(lambda: arun(cluster.live_actor_count()) == 0, timeout=120)
+    assert named_memory_actors(cluster.settings.namespace) == []
+    assert not any(m["live"] for m in arun(cluster.list_memories(tenant)))
+    for name, weight_hash in hashes.items():
+        stats = arun(cluster.stats(tenant, name))
+        assert stats["weight_hash"] == weight_hash and stats["total_observations"] == 1
+
+
+def test_supervisor_restart_readopts_live_actors(make_cluster, arun, tenant):
+    """The supervisor holds the live table in memory; if it dies, Ray restarts it and it adopts
+    the memory actors still running, so the cap keeps counting them."""
+    import ray
+
+    cluster = make_cluster(max_live_actors=2)
+    for name in ("kept", "also-kept"):
+        arun(cluster.create_memory(tenant, name, SMALL))
+    supervisor = ray.get_actor("supervisor", namespace=cluster.settings.namespace)
+    ray.kill(supervisor, no_restart=False)
+    assert wait_until(lambda: arun(cluster.live_actor_count()) == 2, timeout=120)
+    # Still capped: a third memory evicts one of the adopted actors.
+    arun(cluster.create_memory(tenant, "third", SMALL))
+    assert arun(cluster.live_actor_count()) == 2
+    assert len(named_memory_actors(cluster.settings.namespace)) == 2
+    text = "kept memories survive a supervisor restart"
+    assert arun(cluster.observe(tenant, "kept", encode([text]), [text]))["step"] == 1

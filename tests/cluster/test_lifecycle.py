@@ -1,0 +1,170 @@
+"""Create / list / delete, checkpoints, restore and fork through MemoryCluster, on both
+production storage shapes (Valkey + local checkpoints, Valkey + weed S3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from errors import CheckpointConflict, CheckpointNotFound, InvalidInput, MemoryExists, MemoryNotFound
+from tests.cluster.helpers import SMALL, encode, kill_actor
+
+
+
+def feed(arun, cluster, tenant, name, texts):
+    vectors = encode(texts)
+    return [arun(cluster.observe(tenant, name, vectors[i : i + 1], [t])) for i, t in enumerate(texts)]
+
+
+def kill(cluster, tenant, name):
+    kill_actor(cluster.settings.namespace, f"{tenant}/{name}")
+
+
+def test_create_list_config_delete(shared_cluster, arun, tenant):
+    T, cluster = tenant, shared_cluster()
+    created = arun(cluster.create_memory(T, "notes", SMALL))
+    assert created["name"] == "notes" and len(created["weight_hash"]) == 64 and created["weight_parameters"] > 0
+    with pytest.raises(MemoryExists):
+        arun(cluster.create_memory(T, "notes", SMALL))
+    feed(arun, cluster, T, "notes", ["the sky is blue", "grass is green"])
+
+    listed = arun(cluster.list_memories(T))
+    assert listed == [{"name": "notes", "total_observations": 2, "live": True, "parent": None}]
+    assert arun(cluster.list_memories(T + "x")) == []
+    assert arun(cluster.memory_config(T, "notes"))["encoder"] == "hash"
+    history = arun(cluster.history(T, "notes"))
+    assert [h["text"] for h in history] == ["the sky is blue", "grass is green"]
+    assert [h["step"] for h in history] == [1, 2]
+
+    arun(cluster.delete_memory(T, "notes"))
+    assert arun(cluster.list_memories(T)) == []
+    assert cluster.storage.checkpoints.list(f"{T}/notes/") == []
+    with pytest.raises(MemoryNotFound):
+        arun(cluster.stats(T, "notes"))
+    # The name is free again, and the new memory starts from scratch.
+    again = arun(cluster.create_memory(T, "notes", SMALL))
+    assert again["weight_hash"] == created["weight_hash"]
+    assert arun(cluster.stats(T, "notes"))["total_observations"] == 0
+
+
+def test_errors_for_bad_names_unknown_memories_and_tags(shared_cluster, arun, tenant):
+    T, cluster = tenant, shared_cluster()
+    for bad in ("../x", "x" * 300, "Notes"):
+        with pytest.raises(InvalidInput):
+            arun(cluster.create_memory(T, bad, SMALL))
+    with pytest.raises(InvalidInput, match="unknown memory config"):
+        arun(cluster.create_memory(T, "cfg", {"encoder": "hash", "bogus": 1}))
+    assert arun(cluster.list_memories(T)) == []
+
+    vec = encode(["x"])
+    for call in (cluster.observe(T, "ghost", vec, ["x"]), cluster.stats(T, "ghost"),
+                 cluster.delete_memory(T, "ghost"), cluster.fork(T, "ghost", "copy"),
+                 cluster.checkpoint(T, "ghost", "v1"), cluster.memory_config(T, "ghost"),
+                 cluster.list_checkpoints(T, "ghost")):
+        with pytest.raises(MemoryNotFound):
+            arun(call)
+
+    arun(cluster.create_memory(T, "real", SMALL))
+    with pytest.raises(CheckpointNotFound):
+        arun(cluster.restore(T, "real", "nope"))
+    with pytest.raises(CheckpointNotFound):
+        arun(cluster.fork(T, "real", "copy", source_tag="nope"))
+    assert [m["name"] for m in arun(cluster.list_memories(T))] == ["real"]
+    with pytest.raises(InvalidInput):
+        arun(cluster.observe(T, "real", encode(["a", "b"]), ["only one text"]))
+    with pytest.raises(InvalidInput):
+        arun(cluster.restore(T, "real", "auto@000000000001"))  # internal tags are not addressable
+    # A refused write never reaches the WAL or the step counter.
+    assert cluster.storage.metadata.wal_length(f"{T}/real") == 0
+    assert arun(cluster.stats(T, "real"))["total_observations"] == 0
+
+
+def test_checkpoints_listed_without_internal_ones_and_tags_unique(shared_cluster, arun, tenant):
+    T, cluster = tenant, shared_cluster()
+    arun(cluster.create_memory(T, "m", SMALL))
+    feed(arun, cluster, T, "m", ["alpha fact", "beta fact"])
+    saved = arun(cluster.checkpoint(T, "m", "v1.0", "first"))
+    assert saved["checkpoint_id"] == "m:v1.0" and saved["size_mb"] > 0
+    with pytest.raises(CheckpointConflict):
+        arun(cluster.checkpoint(T, "m", "v1.0"))
+    listed = arun(cluster.list_checkpoints(T, "m"))
+    assert [(c["tag"], c["description"], c["step"]) for c in listed] == [("v1.0", "first", 2)]
+    assert listed[0]["weight_hash"] == saved["weight_hash"]
+    # The initial auto-checkpoint exists but is internal.
+    all_tags = [c["tag"] for c in cluster.storage.metadata.list_checkpoints(f"{T}/m")]
+    assert any(tag.startswith("auto@") for tag in all_tags)
+
+
+def test_restore_brings_back_the_checkpoint_hash_and_survives_a_crash(shared_cluster, arun, tenant, backend):
+    T, cluster = tenant, shared_cluster(backend)
+    arun(cluster.create_memory(T, "r", SMALL))
+    feed(arun, cluster, T, "r", [f"before checkpoint {i}" for i in range(5)])
+    saved = arun(cluster.checkpoint(T, "r", "stable"))
+    feed(arun, cluster, T, "r", [f"after checkpoint {i}" for i in range(50)])
+    assert arun(cluster.stats(T, "r"))["weight_hash"] != saved["weight_hash"]
+
+    restored = arun(cluster.restore(T, "r", "stable"))
+    assert restored == {"restored": True, "weight_hash": saved["weight_hash"], "learning_since_checkpoint": 50}
+    stats = arun(cluster.stats(T, "r"))
+    assert stats["weight_hash"] == saved["weight_hash"] and stats["total_observations"] == 5
+    assert arun(cluster.list_memories(T))[0]["total_observations"] == 5
+
+    # Writes after the restore, then a crash: recovery must not replay the pre-restore writes.
+    after = feed(arun, cluster, T, "r", ["post restore one", "post restore two"])
+    kill(cluster, T, "r")
+    stats = arun(cluster.stats(T, "r"))
+    assert stats["weight_hash"] == after[-1]["weight_hash"] and stats["total_observations"] == 7
+
+
+def test_fork_independence_and_lineage(shared_cluster, arun, tenant, backend):
+    T, cluster = tenant, shared_cluster(backend)
+    arun(cluster.create_memory(T, "base", SMALL))
+    feed(arun, cluster, T, "base", ["shared fact one", "shared fact two", "shared fact three"])
+    base_hash = arun(cluster.stats(T, "base"))["weight_hash"]
+    tagged = arun(cluster.checkpoint(T, "base", "v1"))
+    feed(arun, cluster, T, "base", ["base learns more"])
+
+    alice = arun(cluster.fork(T, "base", "alice.base", source_tag="v1"))
+    bob = arun(cluster.fork(T, "base", "bob.base"))
+    assert alice == {"forked": True, "source_hash": tagged["weight_hash"], "new_hash": tagged["weight_hash"]}
+    assert bob["forked"] and bob["source_hash"] == bob["new_hash"] != base_hash
+    with pytest.raises(MemoryExists):
+        arun(cluster.fork(T, "base", "bob.base"))
+
+    hashes = {n: arun(cluster.stats(T, n))["weight_hash"] for n in ("base", "alice.base", "bob.base")}
+    feed(arun, cluster, T, "alice.base", ["alice likes tea", "alice lives in Paris"])
+    after = {n: arun(cluster.stats(T, n))["weight_hash"] for n in ("base", "alice.base", "bob.base")}
+    assert after["alice.base"] != hashes["alice.base"]
+    assert after["base"] == hashes["base"] and after["bob.base"] == hashes["bob.base"]
+    feed(arun, cluster, T, "bob.base", ["bob likes coffee"])
+    assert arun(cluster.stats(T, "alice.base"))["weight_hash"] == after["alice.base"]
+    assert arun(cluster.stats(T, "base"))["weight_hash"] == hashes["base"]
+    assert arun(cluster.stats(T, "alice.base"))["total_observations"] == 5
+
+    lineage = {m["name"]: m for m in arun(cluster.lineage(T))}
+    assert lineage["alice.base"]["parent"] == "base" and lineage["alice.base"]["source_tag"] == "v1"
+    assert lineage["bob.base"]["parent"] == "base" and lineage["bob.base"]["source_tag"] is None
+    assert lineage["base"]["parent"] is None and all(m["live"] for m in lineage.values())
+    children = cluster.storage.metadata.lineage(f"{T}/base")["children"]
+    assert children == [f"{T}/alice.base", f"{T}/bob.base"]
+    # Forks keep their own checkpoints: deleting the parent leaves them working.
+    arun(cluster.delete_memory(T, "base"))
+    assert arun(cluster.stats(T, "bob.base"))["total_observations"] == 5
+
+
+def test_reads_and_consolidate_through_the_actor(shared_cluster, arun, tenant):
+    T, cluster = tenant, shared_cluster()
+    arun(cluster.create_memory(T, "q", SMALL))
+    texts = ["paris is the capital of france", "the mitochondria is the powerhouse of the cell"]
+    feed(arun, cluster, T, "q", texts)
+    vec = encode([texts[0]])[0]
+    answer = arun(cluster.infer(T, "q", vec, texts[0], top_k=2))
+    assert "paris" in answer["response"] and answer["attention_weights"]
+    assert arun(cluster.surprise(T, "q", vec, texts[0]))["score"] < 0.5
+    assert arun(cluster.attention_map(T, "q", vec, texts[0]))["attention_weights"]
+    assert arun(cluster.explain(T, "q", top_k=2))["patterns"]
+    consolidated = arun(cluster.consolidate(T, "q"))
+    assert {"patterns_merged", "memory_compressed_by", "stability_score"} <= set(consolidated)
+    # Consolidation is not in the WAL; it is checkpointed at once, so a crash keeps it.
+    before = arun(cluster.stats(T, "q"))
+    kill(cluster, T, "q")
+    assert arun(cluster.stats(T, "q"))["weight_hash"] == before["weight_hash"]
