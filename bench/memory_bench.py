@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -103,12 +104,16 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    emb, corpus = Embeddings("minilm"), list(docstring_sentences())
+    emb = Embeddings("minilm", path=Path(__file__).with_name("results") / ".embeddings-minilm.npz")
+    corpus = list(docstring_sentences())
     vectors = emb(corpus[:4000])
+    emb.save()
     report = {"speed": speed(vectors, corpus[:4000]), "titans_pytorch": titans_pytorch_reference(vectors)}
     report["quality"] = quality(emb, corpus, [1000, 5000] if args.quick else [1000, 5000, 10_000])
+    emb.save()
     if not args.quick:
         report["seed_suite"] = seed_suite(emb, corpus)
+        emb.save()
     print(json.dumps(report, indent=2, default=float))
     if args.json:
         with open(args.json, "w") as fh:

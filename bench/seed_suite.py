@@ -52,11 +52,21 @@ class Result:
 
 
 class Embeddings:
-    """Batch-encodes and caches texts so a suite pays for each sentence once."""
+    """Batch-encodes and caches texts so a suite pays for each sentence once. With `path`, the
+    cache is also kept on disk between runs (the benchmark uses this; tests do not)."""
 
-    def __init__(self, encoder: str = "minilm"):
+    def __init__(self, encoder: str = "minilm", path: Path | None = None):
         self.encoder = get_encoder(encoder)
         self.cache: dict[str, np.ndarray] = {}
+        self.path = path
+        if path is not None and path.exists():
+            with np.load(path, allow_pickle=False) as data:
+                self.cache = dict(zip(data["texts"].tolist(), data["vectors"]))
+
+    def save(self) -> None:
+        if self.path is not None and self.cache:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(self.path, texts=np.array(list(self.cache)), vectors=np.stack(list(self.cache.values())))
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         missing = list(dict.fromkeys(t for t in texts if t not in self.cache))

@@ -1,0 +1,133 @@
+"""API keys -> tenants.
+
+Keys come from NMEM_API_KEYS ("key:tenant" pairs, comma-separated) and/or the file named by
+NMEM_API_KEYS_FILE (one pair per line, `#` comments). Only sha256 digests of the keys are
+kept, so a heap dump or a log of this object never shows a key. With no keys at all, auth is
+off and every caller is the tenant "default" — allowed only when the server listens on
+loopback (`check_bind`), and then only loopback clients are served (`check_client`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from errors import AuthError, Forbidden, InvalidInput
+from serve.settings import GatewaySettings, is_loopback
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TENANT = "default"
+TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+MIN_KEY_CHARS = 8
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def parse_pairs(text: str, source: str, *, is_file: bool = False) -> dict[str, str]:
+    """Parse "key:tenant" pairs separated by commas or newlines into {key: tenant}."""
+    pairs: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if is_file:  # files may carry comments; an env var is taken literally
+            line = line.split("#", 1)[0]
+        where = f"{source} line {lineno}" if is_file else source
+        for item in line.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            key, sep, tenant = item.rpartition(":")
+            if not sep or not key.strip() or not tenant.strip():
+                raise InvalidInput(f'{where}: expected "key:tenant", got an entry without both parts')
+            key, tenant = key.strip(), tenant.strip()
+            if len(key) < MIN_KEY_CHARS or any(ch.isspace() for ch in key):
+                raise InvalidInput(
+                    f"{where}: API keys need at least {MIN_KEY_CHARS} characters and no spaces"
+                )
+            if not TENANT_PATTERN.match(tenant):
+                raise InvalidInput(
+                    f"{where}: tenant {tenant!r} must match {TENANT_PATTERN.pattern}"
+                )
+            if key in pairs and pairs[key] != tenant:
+                raise InvalidInput(f"{where}: the same API key is given to two tenants")
+            pairs[key] = tenant
+    return pairs
+
+
+@dataclass(frozen=True)
+class Authenticator:
+    """Resolves an `Authorization` header to a tenant, or refuses."""
+
+    _tenants_by_digest: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_keys(cls, pairs: dict[str, str]) -> Authenticator:
+        return cls({_digest(key): tenant for key, tenant in pairs.items()})
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> Authenticator:
+        pairs: dict[str, str] = {}
+        if settings.api_keys:
+            pairs.update(parse_pairs(settings.api_keys, "NMEM_API_KEYS"))
+        if settings.api_keys_file is not None:
+            path = Path(settings.api_keys_file)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise InvalidInput(f"NMEM_API_KEYS_FILE: cannot read {path}: {exc}") from exc
+            for key, tenant in parse_pairs(text, str(path), is_file=True).items():
+                if pairs.get(key, tenant) != tenant:
+                    raise InvalidInput(f"{path}: an API key is given to two tenants")
+                pairs[key] = tenant
+        return cls.from_keys(pairs)
+
+    def digests(self) -> dict[str, str]:
+        """{sha256(key): tenant}: what replicas receive instead of the keys themselves."""
+        return dict(self._tenants_by_digest)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._tenants_by_digest)
+
+    @property
+    def tenants(self) -> set[str]:
+        return set(self._tenants_by_digest.values())
+
+    def check_bind(self, host: str, *, warn: bool = True) -> None:
+        """Refuse to serve without keys on a non-loopback address; warn when auth is off."""
+        if self.enabled:
+            return
+        if not is_loopback(host):
+            raise InvalidInput(
+                f"auth is off but the server would listen on {host!r}: set NMEM_API_KEYS "
+                '("key:tenant,...") or NMEM_API_KEYS_FILE, or bind to 127.0.0.1'
+            )
+        if warn:
+            logger.warning(
+                "AUTH IS OFF: no API keys configured (NMEM_API_KEYS / NMEM_API_KEYS_FILE); every "
+                "loopback caller acts as tenant %r", DEFAULT_TENANT,
+            )
+
+    def tenant_for(self, authorization: str | None) -> str:
+        """The tenant of a `Bearer <key>` header; AuthError if missing or unknown."""
+        if not self.enabled:
+            return DEFAULT_TENANT
+        if not authorization:
+            raise AuthError("missing API key: send the header 'Authorization: Bearer <key>'")
+        scheme, _, key = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise AuthError("malformed Authorization header: use 'Authorization: Bearer <key>'")
+        tenant = self._tenants_by_digest.get(_digest(key.strip()))
+        if tenant is None:
+            raise AuthError("unknown API key")
+        return tenant
+
+    def check_client(self, client_host: str | None) -> None:
+        """With auth off, only this machine may call (defence if the proxy binds wider)."""
+        if self.enabled or client_host is None or is_loopback(client_host):
+            return
+        raise Forbidden("auth is off on this server, so only loopback clients are served")

@@ -1,0 +1,94 @@
+"""The `neural-memory` command: `serve`, `mcp` and `demo`.
+
+    neural-memory serve [--host 127.0.0.1] [--port 8000] [--data-dir ./.neural-memory]
+                        [--ray-address ADDR]
+    neural-memory mcp   [--url http://127.0.0.1:8000] [--api-key KEY] [--memory default]
+    neural-memory demo  ...        (see `neural-memory demo --help`)
+
+Heavy imports (Ray, torch, the MCP SDK) happen inside the subcommand that needs them, so
+`--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neural-memory",
+        description="Neural Memory Cluster: memories for LLM agents that learn.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("serve", help="run Ray + Serve + the gateway here until Ctrl-C")
+    run.add_argument("--host", default=os.environ.get("NMEM_HOST", "127.0.0.1"),
+                     help="bind address (default 127.0.0.1; anything else requires API keys)")
+    run.add_argument("--port", type=int, default=int(os.environ.get("NMEM_PORT", "8000")))
+    run.add_argument("--data-dir", type=Path, default=None,
+                     help="embedded Valkey + checkpoints (default ./.neural-memory or NMEM_DATA_DIR)")
+    run.add_argument("--ray-address", default=os.environ.get("NMEM_RAY_ADDRESS"),
+                     help="join this Ray cluster instead of starting a local one")
+    run.add_argument("--gateway-replicas", type=int, default=None)
+    run.add_argument("--encoder-replicas", type=int, default=None)
+
+    mcp = sub.add_parser("mcp", help="stdio MCP server for desktop clients, proxying to a gateway")
+    mcp.add_argument("--url", default=os.environ.get("NMEM_URL", "http://127.0.0.1:8000"),
+                     help="gateway base URL (default http://127.0.0.1:8000 or NMEM_URL)")
+    mcp.add_argument("--api-key", default=os.environ.get("NMEM_API_KEY"),
+                     help="API key for the gateway (or NMEM_API_KEY)")
+    mcp.add_argument("--memory", default=os.environ.get("NMEM_DEFAULT_MEMORY", "default"),
+                     help="memory used when a tool call names none (created on first use)")
+
+    sub.add_parser("demo", help="guided demo against a running or fresh server",
+                   add_help=False)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from errors import InvalidInput
+    from serve.local import ServeOptions, run_server
+
+    opts = ServeOptions(host=args.host, port=args.port, data_dir=args.data_dir,
+                        ray_address=args.ray_address, gateway_replicas=args.gateway_replicas,
+                        encoder_replicas=args.encoder_replicas)
+    try:
+        return run_server(opts)
+    except InvalidInput as exc:
+        print(f"neural-memory serve: {exc}", file=sys.stderr)
+        return 2
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    import anyio
+
+    from serve.stdio_proxy import run_proxy
+
+    anyio.run(run_proxy, args.url, args.api_key, args.memory)
+    return 0
+
+
+def _demo(argv: list[str]) -> int:
+    try:
+        from serve.demo import main as demo_main
+    except ImportError as exc:
+        print(f"neural-memory demo is not available in this install: {exc}", file=sys.stderr)
+        return 2
+    return int(demo_main(argv) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "demo":  # the demo parses its own arguments
+        return _demo(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return _mcp(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

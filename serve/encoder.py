@@ -1,0 +1,76 @@
+"""The Encoder deployment: text -> vectors for every memory, batched across requests.
+
+One model per replica, loaded once (in the constructor, for the encoders named in
+`preload`; any other known encoder on first use), never per memory actor. Concurrent calls
+are gathered by `@serve.batch` into one forward pass per encoder name, which is where MiniLM
+gets its throughput under load. The forward pass runs in a worker thread so the replica's
+event loop keeps collecting the next batch meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+import numpy as np
+from ray import serve
+
+from memory import get_encoder
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_BATCH_WAIT_S = 0.002
+
+
+@serve.deployment(name="Encoder", max_ongoing_requests=256, health_check_period_s=10)
+class Encoder:
+    def __init__(
+        self,
+        preload: list[str] | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_wait_s: float = DEFAULT_BATCH_WAIT_S,
+    ) -> None:
+        self._loaded: set[str] = set()
+        for name in preload or []:
+            encoder = get_encoder(name)
+            encoder.encode(["warm-up"])  # first forward pass allocates; do it before traffic
+            self._loaded.add(name)
+            logger.info("encoder %s loaded (dim %d)", name, encoder.dim)
+        self._batch.set_max_batch_size(batch_size)
+        self._batch.set_batch_wait_timeout_s(batch_wait_s)
+
+    async def encode(self, encoder: str, text: str) -> np.ndarray:
+        """One text with the named encoder -> (dim,) float32, unit length."""
+        await self._load(encoder)
+        return await self._batch((encoder, text))
+
+    async def encode_batch(self, encoder: str, texts: list[str]) -> np.ndarray:
+        """Several texts (one gateway's coalesced requests) -> (n, dim) float32."""
+        await self._load(encoder)
+        rows = await asyncio.gather(*(self._batch((encoder, text)) for text in texts))
+        return np.stack(rows)
+
+    async def _load(self, encoder: str) -> None:
+        # Resolve the name before batching: an unknown name must fail alone (InvalidInput),
+        # not take the whole batch of other callers down with it.
+        if encoder not in self._loaded:
+            await asyncio.to_thread(get_encoder, encoder)  # loads a model: keep the loop free
+            self._loaded.add(encoder)
+
+    @serve.batch(max_batch_size=DEFAULT_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
+    async def _batch(self, items: list[tuple[str, str]]) -> list[np.ndarray]:
+        groups: dict[str, list[int]] = defaultdict(list)
+        for index, (name, _) in enumerate(items):
+            groups[name].append(index)
+        out: list[np.ndarray | None] = [None] * len(items)
+        for name, indices in groups.items():
+            texts = [items[i][1] for i in indices]
+            vectors = await asyncio.to_thread(get_encoder(name).encode, texts)  # (n, dim)
+            for row, index in enumerate(indices):
+                out[index] = vectors[row]
+        return out  # type: ignore[return-value]
+
+    def check_health(self) -> None:
+        """Serve restarts the replica if this raises; loading is checked in __init__."""

@@ -1,0 +1,77 @@
+"""The Gateway deployment: the FastAPI ingress of the Serve application.
+
+`@serve.ingress()` without an app plus `__serve_build_asgi_app__` means the FastAPI app is
+built inside each replica (after `__init__`), so nothing unpicklable ever crosses to Ray.
+The Encoder deployment arrives as a DeploymentHandle; the MemoryCluster is created from
+plain settings dicts in the app's lifespan.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from serve.auth import Authenticator
+from serve.encode_batcher import EncodeBatcher
+from serve.http_app import GatewayRuntime, create_api
+from serve.metrics import GatewayMetrics
+from serve.settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+
+def make_cluster(cluster_settings: dict[str, Any]) -> Any:
+    """An unstarted MemoryCluster from overrides; NMEM_* of this replica fill in the rest.
+
+    `storage` overrides are applied on top of this replica's StorageSettings() (so e.g. an
+    NMEM_S3_ENDPOINT on the node still counts when only redis_url is overridden).
+    """
+    from cluster import ClusterSettings, MemoryCluster
+    from storage import StorageSettings
+
+    overrides = dict(cluster_settings)
+    storage = StorageSettings(**dict(overrides.pop("storage", None) or {}))
+    return MemoryCluster(ClusterSettings(**overrides, storage=storage))
+
+
+@serve.deployment(name="Gateway", max_ongoing_requests=200, health_check_period_s=10)
+@serve.ingress()
+class Gateway:
+    def __init__(
+        self,
+        encoder: DeploymentHandle,
+        settings: dict[str, Any],
+        auth_digests: dict[str, str],
+        cluster_settings: dict[str, Any] | None = None,
+    ) -> None:
+        self._settings = GatewaySettings(**settings)
+        self._auth = Authenticator(dict(auth_digests))
+        self._auth.check_bind(self._settings.host)  # warns in the replica log too
+        self._encoder = encoder
+        self._batcher = EncodeBatcher(self._encode_batch, max_batch=self._settings.encoder_batch_size)
+        self._cluster_settings = dict(cluster_settings or {})
+        self._app: FastAPI | None = None
+
+    async def _encode_batch(self, encoder: str, texts: list[str]) -> np.ndarray:
+        return await self._encoder.encode_batch.remote(encoder, texts)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        runtime = GatewayRuntime(
+            settings=self._settings,
+            auth=self._auth,
+            make_cluster=lambda: make_cluster(self._cluster_settings),
+            encode=self._batcher.encode,
+            metrics=GatewayMetrics(),
+        )
+        self._app = create_api(runtime)
+        return self._app
+
+    def check_health(self) -> None:
+        """Serve replaces the replica if this raises (e.g. the lifespan never finished)."""
+        if self._app is not None and not getattr(self._app.state, "ready", True):
+            raise RuntimeError("gateway lifespan is not running")

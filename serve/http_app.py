@@ -1,0 +1,121 @@
+"""The gateway's FastAPI app: REST /v1, MCP /mcp, /healthz, /metrics, the dashboard.
+
+`create_api` is plain FastAPI (no Ray in it), so the Gateway deployment and anything else
+that can supply a cluster factory and an encode function can serve it. The cluster and the
+MCP server are created in the lifespan, inside the replica, never pickled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.routing import Route
+
+from serve.auth import Authenticator
+from serve.http_middleware import (
+    BodyLimitMiddleware,
+    CatchAllMiddleware,
+    MetricsMiddleware,
+    install_error_handlers,
+)
+from serve.mcp_server import build_mcp
+from serve.metrics import GatewayMetrics
+from serve.rest import create_router, request_tenant
+from serve.service import EncodeFn, MemoryService
+from serve.settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Memory for LLM agents that **learns**: each named memory is a small neural network
+whose weights update as it observes. Authenticate with `Authorization: Bearer <key>`.
+MCP (streamable HTTP) is at `/mcp`."""
+
+
+@dataclass
+class GatewayRuntime:
+    """What the app needs from its host; `make_cluster()` returns an unstarted MemoryCluster."""
+
+    settings: GatewaySettings
+    auth: Authenticator
+    make_cluster: Callable[[], Any]
+    encode: EncodeFn
+    metrics: GatewayMetrics
+
+
+def create_api(rt: GatewayRuntime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cluster = rt.make_cluster()
+        await cluster.start()
+        try:
+            app.state.core = MemoryService(
+                cluster, rt.encode, rt.metrics, rt.settings.encoder_cache_seconds
+            )
+            mcp, mcp_asgi = build_mcp(app.state.core, rt.auth, rt.settings, rt.metrics)
+            app.router.routes.insert(
+                0, Route("/mcp", endpoint=mcp_asgi, methods=["GET", "POST", "DELETE"])
+            )
+            async with mcp.session_manager.run():
+                app.state.ready = True
+                yield
+        finally:
+            app.state.ready = False
+            await cluster.close()
+
+    app = FastAPI(
+        title="Neural Memory Cluster", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
+    )
+    app.state.auth = rt.auth
+    app.state.ready = False
+    install_error_handlers(app)
+    app.include_router(create_router())
+    _add_operational_routes(app, rt)
+    _mount_dashboard(app, rt.settings)
+    # add_middleware prepends: the last added is the outermost.
+    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=rt.settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=rt.metrics)
+    return app
+
+
+def _add_operational_routes(app: FastAPI, rt: GatewayRuntime) -> None:
+    @app.get("/healthz", tags=["ops"], summary="Liveness (no key needed)")
+    async def healthz(request: Request) -> JSONResponse:
+        ready = bool(getattr(request.app.state, "ready", False))
+        return JSONResponse({"status": "ok" if ready else "starting"}, status_code=200 if ready else 503)
+
+    async def metrics_guard(request: Request) -> None:
+        if not rt.settings.metrics_public:
+            await request_tenant(request, None)
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics",
+             dependencies=[Depends(metrics_guard)], response_class=Response)
+    async def metrics(request: Request) -> Response:
+        core = getattr(request.app.state, "core", None)
+        if core is not None:
+            try:
+                rt.metrics.live_actors.set(await core.cluster.live_actor_count())
+            except Exception:  # a scrape must not fail because one gauge could not be read
+                logger.warning("live_actor_count failed", exc_info=True)
+        return Response(rt.metrics.render(), media_type=rt.metrics.content_type)
+
+
+def _mount_dashboard(app: FastAPI, settings: GatewaySettings) -> None:
+    ui = settings.resolved_ui_dir()
+    index = ui / "index.html"
+    if ui.is_dir():
+        app.mount("/ui", StaticFiles(directory=str(ui), html=True), name="ui")
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        if index.is_file():
+            return FileResponse(str(index), media_type="text/html")
+        return JSONResponse({"service": "neural-memory", "docs": "/docs", "mcp": "/mcp",
+                             "rest": "/v1"})

@@ -1,0 +1,83 @@
+"""The gateway's MCP endpoint: streamable HTTP at /mcp, stateless, JSON responses.
+
+Built inside the FastAPI lifespan (an MCPServer holds locks and task groups that Serve could
+not pickle). Every HTTP request to /mcp passes `McpAuthGate` first (401 without a valid key,
+like REST); each tool call then maps the same `Authorization` header to its tenant, so a key
+reaches only its own tenant's memories.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from errors import NeuralMemoryError
+from serve.auth import Authenticator
+from serve.error_map import problem_for
+from serve.http_middleware import problem_response
+from serve.mcp_tools import register_tools
+from serve.metrics import GatewayMetrics
+from serve.service import MemoryService, TenantService
+from serve.settings import GatewaySettings
+
+INSTRUCTIONS = (
+    "Neural memory: named memories that LEARN. `observe` updates a memory's weights from text; "
+    "`infer` answers from what it learned; `surprise` says whether something is new. "
+    "`checkpoint` / `restore` / `fork` version the learned state. Every tool takes an optional "
+    "`memory`; without it the default memory is used (created on first use)."
+)
+
+
+def new_mcp_server() -> MCPServer:
+    """An MCPServer that logs only warnings: at INFO the SDK logs a line per stateless request
+    (through `rich`), which costs more CPU than the call it describes."""
+    server: MCPServer = MCPServer(
+        "neural-memory", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING"
+    )
+    logging.getLogger("mcp").setLevel(logging.WARNING)
+    return server
+
+
+class McpAuthGate:
+    """Refuses /mcp requests without a valid API key, before the MCP SDK sees them."""
+
+    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            client = scope.get("client")
+            try:
+                self.auth.check_client(client[0] if client else None)
+                self.auth.tenant_for(headers.get("authorization"))
+            except NeuralMemoryError as exc:
+                await problem_response(problem_for(exc))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def build_mcp(
+    core: MemoryService, auth: Authenticator, settings: GatewaySettings, metrics: GatewayMetrics
+) -> tuple[MCPServer, ASGIApp]:
+    """The MCPServer (run its `session_manager.run()` in the lifespan) and the ASGI app for /mcp."""
+    server = new_mcp_server()
+
+    def backend_for(ctx: Context) -> TenantService:
+        headers = ctx.headers or {}
+        return core.for_tenant(auth.tenant_for(headers.get("authorization")))
+
+    register_tools(server, backend_for, settings.default_memory, metrics)
+    # Creates the session manager (and DNS-rebinding protection when bound to loopback).
+    server.streamable_http_app(
+        streamable_http_path="/mcp",
+        json_response=True,
+        stateless_http=True,
+        host=settings.host,
+        max_request_body_size=settings.max_body_bytes,
+    )
+    return server, McpAuthGate(StreamableHTTPASGIApp(server.session_manager), auth)

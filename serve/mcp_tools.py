@@ -1,0 +1,272 @@
+"""The 14 MCP tools, defined once for both MCP servers we run.
+
+The gateway's `/mcp` endpoint and the stdio proxy (`neural-memory mcp`) register the same
+functions; only the backend differs (a `TenantService` in the gateway, a REST client in the
+proxy). A tool validates its arguments (the pydantic limits of `serve.schemas`), resolves
+the memory name, dispatches, and turns our errors into MCP tool errors that say what to fix.
+Docstrings and Field descriptions are what the model reading the tool list sees.
+"""
+
+import inspect
+from typing import Annotated, Any, Awaitable, Callable, Protocol
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from errors import MemoryExists, MemoryNotFound
+from serve import schemas as S
+from serve.error_map import problem_for
+from serve.metrics import GatewayMetrics
+
+TOOL_NAMES = (
+    "observe", "infer", "surprise", "consolidate", "checkpoint", "restore", "fork",
+    "list_checkpoints", "stats", "attention_map", "explain",
+    "create_memory", "list_memories", "delete_memory",
+)
+
+OptionalMemory = Annotated[
+    str | None,
+    Field(
+        pattern=S.MEMORY_NAME_PATTERN,
+        description="Which memory to use (1-63 of a-z 0-9 . _ -). Omit for the default memory, "
+        "which is created on first use.",
+    ),
+]
+RequiredMemory = Annotated[str, Field(pattern=S.MEMORY_NAME_PATTERN, description="Memory name.")]
+
+
+def _text(description: str) -> Any:
+    return Annotated[S.Text, Field(description=f"{description} (1-{S.MAX_TEXT_CHARS} characters)")]
+
+
+ContextArg = _text("Content to learn from; the memory's weights update on it")
+PromptArg = _text("What to infer about")
+InputArg = _text("Text whose novelty to measure")
+QueryArg = _text("Query whose attention over learned patterns to show")
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world_hint=False)
+
+
+class MemoryBackend(Protocol):
+    """What a tool needs; `serve.service.TenantService` and `serve.rest_client.RestBackend`."""
+
+    async def create_memory(self, name: str, config: dict | None = None) -> dict: ...
+    async def list_memories(self) -> dict: ...
+    async def delete_memory(self, name: str) -> dict: ...
+    async def observe(self, name: str, context: str, learning_rate: float | None = None,
+                      domain: str | None = None) -> dict: ...
+    async def infer(self, name: str, prompt: str, temperature: float | None = None,
+                    max_tokens: int | None = None, top_k: int = 5) -> dict: ...
+    async def surprise(self, name: str, input: str) -> dict: ...  # noqa: A002
+    async def consolidate(self, name: str) -> dict: ...
+    async def checkpoint(self, name: str, tag: str, description: str = "") -> dict: ...
+    async def list_checkpoints(self, name: str) -> dict: ...
+    async def restore(self, name: str, tag: str) -> dict: ...
+    async def fork(self, name: str, new_name: str, source_tag: str | None = None) -> dict: ...
+    async def stats(self, name: str) -> dict: ...
+    async def attention_map(self, name: str, query: str) -> dict: ...
+    async def explain(self, name: str, top_k: int = 5) -> dict: ...
+
+
+BackendFactory = Callable[[Context], MemoryBackend]
+
+
+def _tool(server: MCPServer, annotations: ToolAnnotations) -> Callable[[Callable], Callable]:
+    """Register with a tidy description: the docstring without its source indentation."""
+
+    def register(fn: Callable) -> Callable:
+        server.add_tool(fn, description=inspect.cleandoc(fn.__doc__ or ""), annotations=annotations)
+        return fn
+
+    return register
+Op = Callable[[MemoryBackend, str], Awaitable[dict]]
+
+
+class _Dispatcher:
+    """Runs one tool call: backend lookup, default-memory creation, error translation."""
+
+    def __init__(self, backend_for: BackendFactory, default_memory: str,
+                 metrics: GatewayMetrics | None) -> None:
+        self.backend_for = backend_for
+        self.default_memory = default_memory
+        self.metrics = metrics
+
+    async def run(self, tool: str, ctx: Context, memory: str | None, op: Op,
+                  model: type[BaseModel], autocreate: bool = True) -> Any:
+        name = memory or self.default_memory
+        try:
+            backend = self.backend_for(ctx)
+            try:
+                result = await op(backend, name)
+            except MemoryNotFound:
+                if not autocreate or name != self.default_memory:
+                    raise
+                await self._create_default(backend, name)
+                result = await op(backend, name)
+            out = model.model_validate(result)
+        except Exception as exc:  # every failure becomes a tool error the model can act on
+            self._count(tool, "error")
+            problem = problem_for(exc)
+            raise ToolError(f"{problem.code}: {problem.message}") from exc
+        self._count(tool, "ok")
+        return out
+
+    async def _create_default(self, backend: MemoryBackend, name: str) -> None:
+        try:
+            await backend.create_memory(name)
+        except MemoryExists:  # a concurrent first call created it; fine
+            pass
+
+    def _count(self, tool: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.tool_calls.labels(tool, outcome).inc()
+
+
+def register_tools(server: MCPServer, backend_for: BackendFactory, default_memory: str = "default",
+                   metrics: GatewayMetrics | None = None) -> None:
+    """Add the 14 tools to `server`."""
+    d = _Dispatcher(backend_for, default_memory, metrics)
+    _register_learning(server, d)
+    _register_state(server, d)
+    _register_introspection(server, d)
+    _register_registry(server, d)
+
+
+def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
+    @_tool(server, WRITES)
+    async def observe(
+        context: ContextArg,
+        ctx: Context,
+        learning_rate: S.LearningRate | None = None,
+        domain: S.Domain | None = None,
+        memory: OptionalMemory = None,
+    ) -> S.ObserveResponse:
+        """Feed context to the memory; its weights update (it learns, it does not just store).
+        Returns how surprising the context was (0 known - 1 novel), the weight change and
+        the patterns that fired."""
+        return await d.run("observe", ctx, memory, lambda b, m: b.observe(
+            m, context, learning_rate=learning_rate, domain=domain), S.ObserveResponse)
+
+    @_tool(server, READ_ONLY)
+    async def infer(
+        prompt: PromptArg,
+        ctx: Context,
+        temperature: S.Temperature | None = None,
+        max_tokens: S.MaxTokens | None = None,
+        top_k: S.TopK = 5,
+        memory: OptionalMemory = None,
+    ) -> S.InferResponse:
+        """Ask the memory about something; it answers from its learned patterns (generated,
+        not a similarity search) with a confidence and the patterns it attended to."""
+        return await d.run("infer", ctx, memory, lambda b, m: b.infer(
+            m, prompt, temperature=temperature, max_tokens=max_tokens, top_k=top_k),
+            S.InferResponse)
+
+    @_tool(server, READ_ONLY)
+    async def surprise(input: InputArg, ctx: Context, memory: OptionalMemory = None
+                       ) -> S.SurpriseResponse:  # noqa: A002 - SPEC's argument name
+        """Measure how novel an input is without learning it: high = worth observing,
+        low = already known. Recommends learn, skip or consolidate."""
+        return await d.run("surprise", ctx, memory, lambda b, m: b.surprise(m, input),
+                           S.SurpriseResponse)
+
+    @_tool(server, WRITES)
+    async def consolidate(ctx: Context, memory: OptionalMemory = None) -> S.ConsolidateResponse:
+        """Run a consolidation pass (like sleep): replay recent learning into stable
+        long-term weights and merge near-duplicate patterns."""
+        return await d.run("consolidate", ctx, memory, lambda b, m: b.consolidate(m),
+                           S.ConsolidateResponse)
+
+
+def _register_state(server: MCPServer, d: _Dispatcher) -> None:
+    @_tool(server, WRITES)
+    async def checkpoint(
+        tag: S.Tag,
+        ctx: Context,
+        description: Annotated[str, Field(max_length=S.MAX_DESCRIPTION_CHARS,
+                                          description="Free-text note.")] = "",
+        memory: OptionalMemory = None,
+    ) -> S.CheckpointResponse:
+        """Save the memory's current learned state under a tag (like `docker commit`).
+        Tags are create-only: reusing one is an error."""
+        return await d.run("checkpoint", ctx, memory, lambda b, m: b.checkpoint(
+            m, tag, description=description), S.CheckpointResponse)
+
+    @_tool(server, DESTRUCTIVE)
+    async def restore(tag: S.Tag, ctx: Context, memory: OptionalMemory = None
+                      ) -> S.RestoreResponse:
+        """Roll the memory back to a checkpoint tag; learning since then is discarded."""
+        return await d.run("restore", ctx, memory, lambda b, m: b.restore(m, tag),
+                           S.RestoreResponse)
+
+    @_tool(server, WRITES)
+    async def fork(
+        new_tag: Annotated[str, Field(pattern=S.MEMORY_NAME_PATTERN,
+                                      description="Name of the new branch (a new memory).")],
+        ctx: Context,
+        source_tag: Annotated[S.Tag | None, Field(
+            description="Checkpoint tag to fork from; omit to fork the current state.")] = None,
+        memory: OptionalMemory = None,
+    ) -> S.ForkResponse:
+        """Fork the memory into a new branch named `new_tag`, from checkpoint `source_tag`
+        (or the current state). The branch learns independently."""
+        return await d.run("fork", ctx, memory, lambda b, m: b.fork(
+            m, new_tag, source_tag=source_tag), S.ForkResponse)
+
+    @_tool(server, READ_ONLY)
+    async def list_checkpoints(ctx: Context, memory: OptionalMemory = None) -> S.CheckpointList:
+        """List the memory's checkpoints, oldest first."""
+        return await d.run("list_checkpoints", ctx, memory, lambda b, m: b.list_checkpoints(m),
+                           S.CheckpointList)
+
+
+def _register_introspection(server: MCPServer, d: _Dispatcher) -> None:
+    @_tool(server, READ_ONLY)
+    async def stats(ctx: Context, memory: OptionalMemory = None) -> S.StatsResponse:
+        """Memory statistics: observations, parameters, capacity used (0-1), average
+        recent surprise, domains and the weight hash."""
+        return await d.run("stats", ctx, memory, lambda b, m: b.stats(m), S.StatsResponse)
+
+    @_tool(server, READ_ONLY)
+    async def attention_map(query: QueryArg, ctx: Context, memory: OptionalMemory = None
+                            ) -> S.AttentionMapResponse:
+        """Show which learned patterns the memory attends to for a query, with weights."""
+        return await d.run("attention_map", ctx, memory, lambda b, m: b.attention_map(m, query),
+                           S.AttentionMapResponse)
+
+    @_tool(server, READ_ONLY)
+    async def explain(ctx: Context, top_k: S.TopK = 5, memory: OptionalMemory = None
+                      ) -> S.ExplainResponse:
+        """Export the strongest learned patterns as human-readable summaries with examples."""
+        return await d.run("explain", ctx, memory, lambda b, m: b.explain(m, top_k=top_k),
+                           S.ExplainResponse)
+
+
+def _register_registry(server: MCPServer, d: _Dispatcher) -> None:
+    @_tool(server, WRITES)
+    async def create_memory(
+        memory: RequiredMemory,
+        ctx: Context,
+        config: Annotated[dict[str, Any] | None, Field(
+            description='MemoryConfig overrides, e.g. {"encoder": "hash"}; omit for defaults.'
+        )] = None,
+    ) -> S.CreateMemoryResponse:
+        """Create a new, empty memory (a small neural network that learns as you observe)."""
+        return await d.run("create_memory", ctx, memory, lambda b, m: b.create_memory(m, config),
+                           S.CreateMemoryResponse, autocreate=False)
+
+    @_tool(server, READ_ONLY)
+    async def list_memories(ctx: Context) -> S.MemoryList:
+        """List your memories with their observation counts and whether each is loaded."""
+        return await d.run("list_memories", ctx, None, lambda b, m: b.list_memories(),
+                           S.MemoryList, autocreate=False)
+
+    @_tool(server, DESTRUCTIVE)
+    async def delete_memory(memory: RequiredMemory, ctx: Context) -> S.DeleteMemoryResponse:
+        """Delete a memory with its checkpoints and history. This cannot be undone."""
+        return await d.run("delete_memory", ctx, memory, lambda b, m: b.delete_memory(m),
+                           S.DeleteMemoryResponse, autocreate=False)

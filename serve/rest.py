@@ -1,0 +1,158 @@
+"""REST routes under /v1: validate (pydantic), resolve the tenant, call the TenantService.
+
+The table in ../shared/DESIGN.md is the contract; the dashboard adds /history and /lineage.
+Handlers hold no logic: errors propagate to `serve.http_errors`, which renders the envelope.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from serve import schemas as S
+from serve.auth import Authenticator
+from serve.service import TenantService
+
+NamePath = Annotated[
+    str, Path(pattern=S.MEMORY_NAME_PATTERN, description="Memory name (scoped by your API key).")
+]
+ERRORS = {
+    status: {"model": S.ErrorResponse, "description": text}
+    for status, text in [
+        (400, "Bad input (says what to fix)"),
+        (401, "Missing or unknown API key"),
+        (404, "No such memory or checkpoint"),
+        (409, "Name or tag already taken"),
+        (413, "Request body too large"),
+        (422, "Request failed validation (field paths in details)"),
+        (503, "A backing service is unavailable; retry"),
+    ]
+}
+
+_bearer = HTTPBearer(auto_error=False, description="API key from NMEM_API_KEYS")
+
+
+async def request_tenant(
+    request: Request, _creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> str:
+    """`Authorization: Bearer <key>` -> tenant, by the app's Authenticator (401 otherwise)."""
+    auth: Authenticator = request.app.state.auth
+    auth.check_client(request.client.host if request.client else None)
+    return auth.tenant_for(request.headers.get("authorization"))
+
+
+async def _service(request: Request, tenant: Annotated[str, Depends(request_tenant)]) -> TenantService:
+    return request.app.state.core.for_tenant(tenant)
+
+
+Svc = Annotated[TenantService, Depends(_service)]
+
+
+def create_router() -> APIRouter:
+    """All /v1 routes; auth and the service come from `request.app.state` (auth, core)."""
+    router = APIRouter(prefix="/v1", responses=ERRORS)
+    _registry_routes(router)
+    _learning_routes(router)
+    _state_routes(router)
+    _introspection_routes(router)
+    return router
+
+
+def _registry_routes(router: APIRouter) -> None:
+    @router.post("/memories", status_code=201, response_model=S.CreateMemoryResponse,
+                 tags=["memories"], summary="Create a memory")
+    async def create_memory(body: S.CreateMemoryRequest, s: Svc) -> dict:
+        return await s.create_memory(body.name, body.config)
+
+    @router.get("/memories", response_model=S.MemoryList, tags=["memories"],
+                summary="List your memories")
+    async def list_memories(s: Svc) -> dict:
+        return await s.list_memories()
+
+    @router.delete("/memories/{name}", status_code=204, response_class=Response,
+                   tags=["memories"], summary="Delete a memory, its checkpoints and history")
+    async def delete_memory(name: NamePath, s: Svc) -> Response:
+        await s.delete_memory(name)
+        return Response(status_code=204)
+
+    @router.get("/lineage", response_model=S.LineageResponse, tags=["memories"],
+                summary="Fork tree of all your memories (for the dashboard)")
+    async def lineage(s: Svc) -> dict:
+        return await s.lineage()
+
+
+def _learning_routes(router: APIRouter) -> None:
+    @router.post("/memories/{name}/observe", response_model=S.ObserveResponse,
+                 tags=["learning"], summary="Learn from a context (weights update)")
+    async def observe(name: NamePath, body: S.ObserveRequest, s: Svc) -> dict:
+        return await s.observe(name, body.context, body.learning_rate, body.domain)
+
+    @router.post("/memories/{name}/infer", response_model=S.InferResponse, tags=["learning"],
+                 summary="Generate from learned patterns")
+    async def infer(name: NamePath, body: S.InferRequest, s: Svc) -> dict:
+        return await s.infer(name, body.prompt, body.temperature, body.max_tokens, body.top_k)
+
+    @router.post("/memories/{name}/surprise", response_model=S.SurpriseResponse,
+                 tags=["learning"], summary="How novel is this input?")
+    async def surprise(name: NamePath, body: S.SurpriseRequest, s: Svc) -> dict:
+        return await s.surprise(name, body.input)
+
+    @router.post("/memories/{name}/consolidate", response_model=S.ConsolidateResponse,
+                 tags=["learning"], summary="Consolidate recent learning (like sleep)")
+    async def consolidate(
+        name: NamePath, s: Svc,
+        body: Annotated[S.ConsolidateRequest | None, Body()] = None,
+    ) -> dict:
+        return await s.consolidate(name)
+
+
+def _state_routes(router: APIRouter) -> None:
+    @router.post("/memories/{name}/checkpoints", response_model=S.CheckpointResponse,
+                 tags=["state"], summary="Save the learned state under a tag")
+    async def checkpoint(name: NamePath, body: S.CheckpointRequest, s: Svc) -> dict:
+        return await s.checkpoint(name, body.tag, body.description)
+
+    @router.get("/memories/{name}/checkpoints", response_model=S.CheckpointList, tags=["state"],
+                summary="List checkpoints, oldest first")
+    async def list_checkpoints(name: NamePath, s: Svc) -> dict:
+        return await s.list_checkpoints(name)
+
+    @router.post("/memories/{name}/restore", response_model=S.RestoreResponse, tags=["state"],
+                 summary="Roll back to a checkpoint")
+    async def restore(name: NamePath, body: S.RestoreRequest, s: Svc) -> dict:
+        return await s.restore(name, body.tag)
+
+    @router.post("/memories/{name}/fork", response_model=S.ForkResponse, tags=["state"],
+                 summary="Fork into a new memory (branch)")
+    async def fork(name: NamePath, body: S.ForkRequest, s: Svc) -> dict:
+        return await s.fork(name, body.new_name, body.source_tag)
+
+
+def _introspection_routes(router: APIRouter) -> None:
+    @router.get("/memories/{name}/stats", response_model=S.StatsResponse, tags=["introspection"],
+                summary="Memory statistics")
+    async def stats(name: NamePath, s: Svc) -> dict:
+        return await s.stats(name)
+
+    @router.post("/memories/{name}/attention_map", response_model=S.AttentionMapResponse,
+                 tags=["introspection"], summary="What the memory attends to for a query")
+    async def attention_map(name: NamePath, body: S.AttentionMapRequest, s: Svc) -> dict:
+        return await s.attention_map(name, body.query)
+
+    @router.get("/memories/{name}/explain", response_model=S.ExplainResponse,
+                tags=["introspection"], summary="Learned patterns as readable summaries")
+    async def explain(
+        name: NamePath, s: Svc,
+        top_k: Annotated[int, Query(ge=1, le=S.MAX_TOP_K)] = 5,
+    ) -> dict:
+        return await s.explain(name, top_k)
+
+    @router.get("/memories/{name}/history", response_model=S.HistoryResponse,
+                tags=["introspection"], summary="Recent observations, newest last (dashboard)")
+    async def history(
+        name: NamePath, s: Svc,
+        limit: Annotated[int, Query(ge=1, le=S.MAX_HISTORY)] = 200,
+    ) -> dict:
+        return await s.history(name, limit)

@@ -1,0 +1,276 @@
+"""Request and response models of the public contract (REST `/v1` and MCP tools).
+
+Field names follow seeds/SPEC.md §3.2. Every limit lives here, so a bad request is refused
+with a message naming the field before anything reaches the encoder, a cluster or an actor.
+Requests forbid unknown fields, so a typo ("contxt") is reported instead of ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+MEMORY_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$"  # as storage.keys
+MAX_TEXT_CHARS = 32_768  # MiniLM reads 256 tokens; longer text is almost always a client bug
+MAX_DOMAIN_CHARS = 64
+MAX_DESCRIPTION_CHARS = 1_000
+MAX_TOP_K = 50
+MAX_TOKENS = 4_096
+MAX_HISTORY = 1_000
+
+
+def _has_content(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must contain some non-whitespace text")
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    return text
+
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_has_content)]
+
+
+MemoryName = Annotated[
+    str,
+    Field(
+        pattern=MEMORY_NAME_PATTERN,
+        description="Memory name: 1-63 of a-z 0-9 . _ -, starting with a letter or digit.",
+        examples=["default", "project-x"],
+    ),
+]
+Tag = Annotated[
+    str,
+    Field(
+        pattern=TAG_PATTERN,
+        description="Checkpoint tag: 1-128 of A-Z a-z 0-9 . _ : @ + -, starting with a letter or digit.",
+        examples=["stable-v1", "v1.0"],
+    ),
+]
+Domain = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_DOMAIN_CHARS,
+        pattern=r"^[^\x00-\x1f]+$",
+        description="Domain tag for routing and stats, e.g. 'python'.",
+    ),
+]
+LearningRate = Annotated[
+    float,
+    Field(gt=0, le=2, allow_inf_nan=False,
+          description="Override the memory's learning rate for this observation, in (0, 2]."),
+]
+Temperature = Annotated[
+    float,
+    Field(ge=0, le=10, allow_inf_nan=False, description="Sharpness of attention; 0 = greedy."),
+]
+MaxTokens = Annotated[
+    int, Field(ge=1, le=MAX_TOKENS, description="Upper bound on the response length in words.")
+]
+TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K, description="How many patterns to use/return.")]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# ---------------------------------------------------------------- requests
+
+
+class CreateMemoryRequest(Request):
+    name: MemoryName
+    config: dict[str, Any] | None = Field(
+        None, description="MemoryConfig overrides, e.g. {\"encoder\": \"hash\"}; omit for defaults."
+    )
+
+
+class ObserveRequest(Request):
+    context: Text = Field(description="Content to learn from; the memory's weights update on it.")
+    learning_rate: LearningRate | None = None
+    domain: Domain | None = None
+
+
+class InferRequest(Request):
+    prompt: Text = Field(description="What to infer about.")
+    temperature: Temperature | None = None
+    max_tokens: MaxTokens | None = None
+    top_k: TopK = 5
+
+
+class SurpriseRequest(Request):
+    input: Text = Field(description="Text whose novelty to measure.")
+
+
+class ConsolidateRequest(Request):
+    pass
+
+
+class CheckpointRequest(Request):
+    tag: Tag
+    description: str = Field("", max_length=MAX_DESCRIPTION_CHARS, description="Free-text note.")
+
+
+class RestoreRequest(Request):
+    tag: Tag
+
+
+class ForkRequest(Request):
+    new_name: MemoryName = Field(description="Name of the new branch (a new memory).")
+    source_tag: Tag | None = Field(
+        None, description="Checkpoint to fork from; omit to fork the current state."
+    )
+
+
+class AttentionMapRequest(Request):
+    query: Text = Field(description="Query whose attention over learned patterns to show.")
+
+
+# ---------------------------------------------------------------- responses
+
+
+class CreateMemoryResponse(Response):
+    name: str = Field(description="The new memory's name.")
+    weight_hash: str = Field(description="sha256 of the initial weights.")
+    weight_parameters: int = Field(description="Number of trainable parameters.")
+
+
+class MemorySummary(Response):
+    name: str
+    total_observations: int
+    live: bool = Field(description="Whether an actor currently holds it in memory.")
+    parent: str | None = Field(None, description="Memory it was forked from, if any.")
+
+
+class MemoryList(Response):
+    memories: list[MemorySummary]
+
+
+class ObserveResponse(Response):
+    surprise: float = Field(description="How novel the context was, 0 (known) to 1 (new).")
+    weight_delta: float = Field(description="Magnitude of the weight change.")
+    patterns_activated: list[str] = Field(description="Learned patterns that fired.")
+    step: int = Field(description="Observations applied to this memory so far.")
+    weight_hash: str = Field(description="sha256 of the weights after this update.")
+
+
+class PatternWeight(Response):
+    pattern: str
+    weight: float
+
+
+class InferResponse(Response):
+    response: str = Field(description="Text generated from learned patterns.")
+    confidence: float = Field(description="Model certainty, 0-1.")
+    attention_weights: list[PatternWeight] = Field(description="What the memory attended to.")
+
+
+class SurpriseResponse(Response):
+    score: float = Field(description="Surprise, 0 (already known) to 1 (novel).")
+    nearest_pattern: str | None = Field(description="Most similar learned pattern.")
+    recommendation: Literal["learn", "skip", "consolidate"]
+
+
+class ConsolidateResponse(Response):
+    patterns_merged: int
+    memory_compressed_by: float = Field(description="Percentage the pattern book shrank.")
+    stability_score: float
+
+
+class CheckpointResponse(Response):
+    checkpoint_id: str
+    size_mb: float
+    weight_hash: str = Field(description="For integrity verification.")
+
+
+class CheckpointInfo(Response):
+    tag: str
+    created_at: str
+    size_mb: float
+    description: str = ""
+    weight_hash: str | None = None
+    step: int | None = None
+
+
+class CheckpointList(Response):
+    checkpoints: list[CheckpointInfo]
+
+
+class RestoreResponse(Response):
+    restored: bool
+    weight_hash: str
+    learning_since_checkpoint: int = Field(description="Steps learned since that checkpoint.")
+
+
+class ForkResponse(Response):
+    forked: bool
+    source_hash: str
+    new_hash: str
+
+
+class StatsResponse(Response):
+    total_observations: int
+    weight_parameters: int
+    capacity_used: float = Field(description="Estimated 0-1.")
+    avg_surprise: float = Field(description="Recent learning signal.")
+    domains: list[str]
+    weight_hash: str
+
+
+class AttentionMapResponse(Response):
+    attention_weights: list[PatternWeight]
+    visualization_url: str | None = None
+
+
+class Pattern(Response):
+    description: str = Field(description="Human-readable pattern.")
+    strength: float = Field(description="How strongly learned.")
+    examples: list[str] = Field(description="What triggered this pattern.")
+
+
+class ExplainResponse(Response):
+    patterns: list[Pattern]
+
+
+class HistoryItem(Response):
+    step: int
+    text: str
+    surprise: float
+    weight_hash: str
+    at: str
+
+
+class HistoryResponse(Response):
+    observations: list[HistoryItem]
+
+
+class LineageNode(Response):
+    name: str
+    parent: str | None = None
+    source_tag: str | None = None
+    created_at: str | None = None
+    live: bool = False
+
+
+class LineageResponse(Response):
+    memories: list[LineageNode]
+
+
+class DeleteMemoryResponse(Response):
+    deleted: bool
+    name: str
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. memory_not_found.")
+    message: str = Field(description="What went wrong and what to do about it.")
+    details: list[dict[str, Any]] | None = Field(None, description="Per-field problems.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,156 @@
+"""What every gateway call does after auth and validation: encode the text, call the cluster.
+
+REST routes and MCP tools both call a `TenantService` (one caller's view), so the two
+protocols cannot drift apart. Results are shaped exactly as the REST responses; the protocol
+layers only validate and serialise them.
+
+The text -> vector step uses the encoder named in each memory's config. That lookup costs a
+Redis round trip, so it is cached for `encoder_cache_seconds` (and dropped when this replica
+creates or deletes the memory); another replica deleting and re-creating a memory with a
+different encoder is noticed when the entry expires.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from errors import InvalidInput
+from serve.metrics import GatewayMetrics
+
+EncodeFn = Callable[[str, str], Awaitable[np.ndarray]]  # (encoder name, text) -> (dim,) float32
+
+
+class MemoryService:
+    """Shared by all tenants of one gateway replica: the cluster, the encoder, a config cache."""
+
+    def __init__(
+        self,
+        cluster: Any,
+        encode: EncodeFn,
+        metrics: GatewayMetrics | None = None,
+        encoder_cache_seconds: float = 60.0,
+    ) -> None:
+        self.cluster = cluster
+        self._encode = encode
+        self.metrics = metrics
+        self._cache_seconds = encoder_cache_seconds
+        self._encoders: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def for_tenant(self, tenant: str) -> TenantService:
+        return TenantService(self, tenant)
+
+    async def encoder_of(self, tenant: str, name: str) -> str:
+        now = time.monotonic()
+        hit = self._encoders.get((tenant, name))
+        if hit is not None and now - hit[1] < self._cache_seconds:
+            return hit[0]
+        config = await self.cluster.memory_config(tenant, name)
+        encoder = str(config.get("encoder", "minilm"))
+        self._encoders[(tenant, name)] = (encoder, now)
+        return encoder
+
+    def forget(self, tenant: str, name: str) -> None:
+        self._encoders.pop((tenant, name), None)
+
+    async def vector(self, tenant: str, name: str, text: str) -> np.ndarray:
+        encoder = await self.encoder_of(tenant, name)
+        start = time.perf_counter()
+        vec = np.asarray(await self._encode(encoder, text), dtype=np.float32)
+        if self.metrics is not None:
+            self.metrics.encode_seconds.observe(time.perf_counter() - start)
+        if vec.ndim != 1 or not np.all(np.isfinite(vec)):
+            raise InvalidInput("the encoder returned an unusable vector for this text")
+        return vec
+
+
+class TenantService:
+    """One tenant's operations; memory names are short names scoped by that tenant."""
+
+    def __init__(self, core: MemoryService, tenant: str) -> None:
+        self.core = core
+        self.tenant = tenant
+        self._cluster = core.cluster
+
+    # ------------------------------------------------------------ registry
+
+    async def create_memory(self, name: str, config: dict | None = None) -> dict:
+        self.core.forget(self.tenant, name)
+        return await self._cluster.create_memory(self.tenant, name, config)
+
+    async def list_memories(self) -> dict:
+        return {"memories": await self._cluster.list_memories(self.tenant)}
+
+    async def delete_memory(self, name: str) -> dict:
+        self.core.forget(self.tenant, name)
+        await self._cluster.delete_memory(self.tenant, name)
+        return {"deleted": True, "name": name}
+
+    async def lineage(self) -> dict:
+        return {"memories": await self._cluster.lineage(self.tenant)}
+
+    # ------------------------------------------------------------ learning
+
+    async def observe(
+        self, name: str, context: str, learning_rate: float | None = None, domain: str | None = None
+    ) -> dict:
+        vec = await self.core.vector(self.tenant, name, context)
+        result = await self._cluster.observe(
+            self.tenant, name, vec[None, :], [context], domain=domain, learning_rate=learning_rate
+        )
+        if self.core.metrics is not None and "surprise" in result:
+            self.core.metrics.surprise.observe(float(result["surprise"]))
+        return result
+
+    async def infer(
+        self,
+        name: str,
+        prompt: str,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        top_k: int = 5,
+    ) -> dict:
+        vec = await self.core.vector(self.tenant, name, prompt)
+        return await self._cluster.infer(
+            self.tenant, name, vec, prompt, top_k=top_k, temperature=temperature, max_tokens=max_tokens
+        )
+
+    async def surprise(self, name: str, input: str) -> dict:  # noqa: A002 - SPEC's field name
+        vec = await self.core.vector(self.tenant, name, input)
+        return await self._cluster.surprise(self.tenant, name, vec, input)
+
+    async def consolidate(self, name: str) -> dict:
+        return await self._cluster.consolidate(self.tenant, name)
+
+    # ------------------------------------------------------------ state
+
+    async def checkpoint(self, name: str, tag: str, description: str = "") -> dict:
+        return await self._cluster.checkpoint(self.tenant, name, tag, description=description)
+
+    async def list_checkpoints(self, name: str) -> dict:
+        return {"checkpoints": await self._cluster.list_checkpoints(self.tenant, name)}
+
+    async def restore(self, name: str, tag: str) -> dict:
+        return await self._cluster.restore(self.tenant, name, tag)
+
+    async def fork(self, name: str, new_name: str, source_tag: str | None = None) -> dict:
+        self.core.forget(self.tenant, new_name)
+        return await self._cluster.fork(self.tenant, name, new_name, source_tag=source_tag)
+
+    # ------------------------------------------------------------ introspection
+
+    async def stats(self, name: str) -> dict:
+        return await self._cluster.stats(self.tenant, name)
+
+    async def attention_map(self, name: str, query: str) -> dict:
+        vec = await self.core.vector(self.tenant, name, query)
+        return await self._cluster.attention_map(self.tenant, name, vec, query)
+
+    async def explain(self, name: str, top_k: int = 5) -> dict:
+        return await self._cluster.explain(self.tenant, name, top_k=top_k)
+
+    async def history(self, name: str, limit: int = 200) -> dict:
+        return {"observations": await self._cluster.history(self.tenant, name, limit=limit)}

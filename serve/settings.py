@@ -1,0 +1,86 @@
+"""Gateway settings: pydantic-settings with the NMEM_ prefix, read when built, never at import.
+
+`build_app(args)` merges its `args` over the environment, so `serve run`, `serve deploy`, a
+KubeRay `RayService` and `neural-memory serve` all configure the gateway the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serve.schemas import MEMORY_NAME_PATTERN
+
+LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` names only this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class GatewaySettings(BaseSettings):
+    """What the Serve gateway needs; every field can be set as NMEM_<FIELD> or a build_app arg."""
+
+    model_config = SettingsConfigDict(env_prefix="NMEM_", extra="ignore")
+
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the HTTP proxy binds. Auth may be off only when this is loopback.",
+    )
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port of the Serve proxy.")
+    api_keys: str | None = Field(
+        None, description='API keys as "key:tenant" pairs, comma-separated. Empty = auth off.'
+    )
+    api_keys_file: Path | None = Field(
+        None, description='File with one "key:tenant" pair per line (# comments allowed).'
+    )
+    default_memory: str = Field(
+        "default",
+        pattern=MEMORY_NAME_PATTERN,
+        description="Memory used by MCP tools called without `memory`; created on first use.",
+    )
+    max_body_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest request body accepted (413 above it)."
+    )
+    metrics_public: bool = Field(
+        False, description="Serve /metrics without an API key (for an in-cluster scraper)."
+    )
+    encoder_cache_seconds: float = Field(
+        60.0, ge=0, description="How long the gateway trusts a cached memory -> encoder lookup."
+    )
+    preload_encoders: str = Field(
+        "minilm", description="Comma-separated encoders each Encoder replica loads at start."
+    )
+    encoder_batch_size: int = Field(32, ge=1, le=1024, description="Max texts per encoder batch.")
+    encoder_batch_wait_s: float = Field(
+        0.002, ge=0, le=1, description="How long the encoder waits to fill a batch."
+    )
+    gateway_replicas: int = Field(1, ge=1, le=64, description="Gateway (FastAPI) replicas.")
+    encoder_replicas: int = Field(1, ge=1, le=64, description="Encoder replicas.")
+    gateway_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per gateway replica.")
+    encoder_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per encoder replica.")
+    ui_dir: Path | None = Field(
+        None, description="Dashboard folder; defaults to serve/ui next to this module."
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("host must not be empty; use 127.0.0.1 for local use")
+        return value.strip()
+
+    def encoders_to_preload(self) -> list[str]:
+        return [name.strip() for name in self.preload_encoders.split(",") if name.strip()]
+
+    def resolved_ui_dir(self) -> Path:
+        return self.ui_dir if self.ui_dir is not None else Path(__file__).parent / "ui"

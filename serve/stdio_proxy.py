@@ -1,0 +1,44 @@
+"""`neural-memory mcp`: a stdio MCP server for desktop clients, proxying to a running gateway.
+
+Claude Desktop and similar clients start MCP servers as subprocesses and talk over stdin /
+stdout. This one exposes the same 14 tools as the gateway's /mcp (they are the same
+functions) and forwards each call to the gateway's REST API with the given API key, so the
+tenant, validation and errors are exactly those of the gateway. Stdout carries only the
+protocol; diagnostics go to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from mcp.server.mcpserver import MCPServer
+
+from serve.mcp_server import new_mcp_server
+from serve.mcp_tools import register_tools
+from serve.rest_client import RestBackend
+
+
+def build_proxy(url: str, api_key: str | None, default_memory: str = "default"
+                ) -> tuple[MCPServer, RestBackend]:
+    backend = RestBackend(url, api_key)
+    server = new_mcp_server()
+    register_tools(server, lambda ctx: backend, default_memory)
+    return server, backend
+
+
+async def run_proxy(url: str, api_key: str | None, default_memory: str = "default") -> None:
+    server, backend = build_proxy(url, api_key, default_memory)
+    try:
+        await _check_gateway(backend)
+        await server.run_stdio_async()
+    finally:
+        await backend.aclose()
+
+
+async def _check_gateway(backend: RestBackend) -> None:
+    """Say on stderr (never stdout) if the gateway is unreachable; tools will report it too."""
+    try:
+        await backend.list_memories()
+    except Exception as exc:  # noqa: BLE001 - a hint only; the proxy still starts
+        print(f"neural-memory mcp: gateway at {backend.base_url} not usable yet: {exc}",
+              file=sys.stderr)

@@ -1,0 +1,406 @@
+// Dashboard entry point: connection, polling, and the read-only views. The action forms live
+// in actions.js; both talk to the gateway only through api.js (the public /v1 contract).
+
+import { api, getKey, setKey } from "./api.js";
+import { $, h, clear, hashEl, score, percent, count, clock, surpriseWord, surpriseLevel, bar } from "./dom.js";
+import { renderSurpriseChart } from "./chart.js";
+import { renderLineage } from "./lineage.js";
+import { wireActions } from "./actions.js";
+
+const POLL_MS = 1500;       // history + list: cheap reads from the metadata store
+const LINEAGE_MS = 6000;    // lineage + checkpoints: one call per memory, so less often
+const MAX_TREE_MEMORIES = 50;
+
+const state = {
+  connected: false,
+  memories: [],
+  stats: {},          // name -> last stats seen (kept so the list can show them)
+  hashes: {},         // name -> current weight hash as far as the page knows
+  selected: null,
+  history: [],
+  historySig: "",
+  checkpoints: {},    // name -> [{tag, created_at, weight_hash, step, ...}]
+  lineage: [],
+  lineageAt: 0,
+  activity: [],
+};
+const seq = { list: 0, history: 0, details: 0, lineage: 0 };
+let timer = null;
+
+// ---- status and errors -------------------------------------------------------------------
+
+function setStatus(kind, text) {
+  const el = $("conn-status");
+  el.dataset.state = kind;
+  el.textContent = text;
+}
+
+function showError(message) {
+  const el = $("error-banner");
+  clear(el, h("span", {}, message),
+    h("button", { type: "button", class: "ghost", "aria-label": "Dismiss error", onclick: hideError }, "×"));
+  el.hidden = false;
+}
+
+function hideError() {
+  $("error-banner").hidden = true;
+}
+
+function log(memory, ...parts) {
+  state.activity.unshift({ at: new Date().toISOString(), memory, parts });
+  state.activity.length = Math.min(state.activity.length, 40);
+  renderActivity();
+}
+
+// ---- fetching ----------------------------------------------------------------------------
+
+async function refreshList() {
+  const my = ++seq.list;
+  const data = await api.listMemories();
+  if (my !== seq.list) return;
+  const memories = (data && data.memories) || [];
+  const before = state.memories.map((m) => m.name).join();
+  state.memories = memories.sort((a, b) => a.name.localeCompare(b.name));
+  if (memories.map((m) => m.name).join() !== before) state.lineageAt = 0;
+  if (state.selected && !memories.some((m) => m.name === state.selected)) select(null);
+  renderMemoryList();
+  renderHeader();
+  if (state.connected) setStatus("ok", connectedText());
+}
+
+async function refreshHistory(force = false) {
+  const name = state.selected;
+  const my = ++seq.history;
+  const data = await api.history(name, 200);
+  if (my !== seq.history || name !== state.selected) return;
+  const obs = (data && data.observations) || [];
+  const last = obs[obs.length - 1];
+  const sig = last ? `${obs.length}|${last.step}|${last.at}|${last.weight_hash}` : "0";
+  if (sig === state.historySig && !force) return;
+  state.history = obs;
+  state.historySig = sig;
+  renderHistoryViews();
+  await refreshDetails(name);
+}
+
+async function refreshDetails(name) {
+  const my = ++seq.details;
+  const [stats, explained] = await Promise.allSettled([api.stats(name), api.explain(name, 5)]);
+  if (my !== seq.details || name !== state.selected) return;
+  if (stats.status === "fulfilled") {
+    state.stats[name] = stats.value;
+    if (stats.value.weight_hash) state.hashes[name] = stats.value.weight_hash;
+  }
+  renderStats(stats.status === "rejected" ? stats.reason : null);
+  renderHistoryViews(); // the current step decides which observations a restore undid
+  renderPatterns(explained.status === "fulfilled" ? explained.value.patterns || [] : explained.reason);
+  renderMemoryList();
+}
+
+async function refreshLineage() {
+  const my = ++seq.lineage;
+  const data = await api.lineage();
+  const memories = ((data && data.memories) || []).slice(0, MAX_TREE_MEMORIES);
+  const lists = await Promise.allSettled(memories.map((m) => api.listCheckpoints(m.name)));
+  if (my !== seq.lineage) return;
+  state.lineage = memories;
+  state.checkpoints = {};
+  memories.forEach((m, i) => {
+    state.checkpoints[m.name] = lists[i].status === "fulfilled" ? lists[i].value.checkpoints || [] : [];
+  });
+  state.lineageAt = Date.now();
+  renderLineageCard();
+  renderCheckpointChoices();
+}
+
+async function refreshAll({ force = false, lineage = false } = {}) {
+  await refreshList();
+  if (state.selected) await refreshHistory(force);
+  if (lineage || force || Date.now() - state.lineageAt > LINEAGE_MS) await refreshLineage();
+}
+
+// ---- polling ----------------------------------------------------------------------------
+
+function schedule() {
+  clearTimeout(timer);
+  if (state.connected) timer = setTimeout(tick, POLL_MS);
+}
+
+async function tick() {
+  if (!state.connected) return;
+  if (!document.hidden) {
+    try {
+      await refreshAll();
+      setStatus("ok", connectedText());
+    } catch (exc) {
+      handleFailure(exc, true);
+    }
+  }
+  schedule();
+}
+
+function connectedText() {
+  const n = state.memories.length;
+  return `Connected · ${n} ${n === 1 ? "memory" : "memories"} · updated ${clock()}`;
+}
+
+function handleFailure(exc, polling) {
+  if (exc.status === 401 || exc.status === 403) {
+    state.connected = false;
+    setStatus("warn", "Enter a valid API key and press Connect");
+    showError(exc.message);
+  } else if (polling) {
+    setStatus("error", `Connection problem: ${exc.message} (retrying)`);
+  } else {
+    showError(exc.message);
+  }
+}
+
+async function connect({ silent = false } = {}) {
+  setStatus("busy", "Connecting…");
+  try {
+    await refreshList();
+    state.connected = true;
+    hideError();
+    setStatus("ok", connectedText());
+    $("lineage-card").hidden = false;
+    if (!state.selected && state.memories.length === 1) select(state.memories[0].name);
+    await refreshAll({ force: true, lineage: true });
+  } catch (exc) {
+    state.connected = false;
+    const needKey = exc.status === 401 || exc.status === 403;
+    setStatus(needKey ? "warn" : "error", needKey ? "Enter your API key and press Connect" : exc.message);
+    if (!silent) showError(exc.message);
+  }
+  schedule();
+}
+
+// ---- selection -------------------------------------------------------------------------
+
+function select(name) {
+  if (name && name === state.selected && !$("memory-view").hidden) return; // already open
+  state.selected = name;
+  state.history = [];
+  state.historySig = "";
+  history.replaceState(null, "", name ? `#memory=${encodeURIComponent(name)}` : location.pathname);
+  $("result").replaceChildren();
+  renderMemoryList();
+  revealSelected();
+  renderHeader();
+  renderHistoryViews();
+  renderStats(null);
+  renderCheckpointChoices();
+  renderLineageCard();
+  if (name && state.connected) {
+    refreshHistory(true).catch((exc) => handleFailure(exc, false));
+  }
+}
+
+// ---- rendering -------------------------------------------------------------------------
+
+function renderMemoryList() {
+  const list = $("memory-list");
+  if (!state.memories.length) {
+    clear(list, h("li", { class: "muted" }, state.connected ? "No memories yet — create one below." : "Not connected."));
+    return;
+  }
+  clear(list, state.memories.map((m) => {
+    const st = state.stats[m.name];
+    return h("li", {}, h("button", {
+      type: "button", class: "memory-item", "data-name": m.name,
+      "aria-current": m.name === state.selected ? "true" : null,
+      onclick: () => select(m.name),
+    },
+    h("span", { class: "mi-name" }, m.name),
+    h("span", { class: `badge ${m.live ? "live" : "asleep"}` }, m.live ? "live" : "hibernated"),
+    h("span", { class: "mi-meta" },
+      `${count(m.total_observations)} observations`,
+      st ? ` · ${count(st.weight_parameters)} params · ${percent(st.capacity_used)} used` : "",
+      m.parent ? ` · fork of ${String(m.parent).split("/").pop()}` : "")));
+  }));
+}
+
+// Scroll the memory list itself (never the page) so the selected memory is in view.
+function revealSelected() {
+  const list = $("memory-list");
+  const item = list.querySelector("[aria-current='true']");
+  if (!item) return;
+  const top = item.offsetTop;
+  if (top < list.scrollTop || top + item.offsetHeight > list.scrollTop + list.clientHeight) {
+    list.scrollTop = top - list.clientHeight / 3;
+  }
+}
+
+function renderHeader() {
+  const m = state.memories.find((x) => x.name === state.selected);
+  $("memory-view").hidden = !m;
+  $("empty-state").hidden = Boolean(m);
+  if (!m) return;
+  $("memory-title").textContent = m.name;
+  const badge = $("memory-state");
+  badge.className = `badge ${m.live ? "live" : "asleep"}`;
+  badge.textContent = m.live ? "live (in memory)" : "hibernated (on disk)";
+  $("memory-parent").textContent = m.parent ? `forked from ${String(m.parent).split("/").pop()}` : "";
+}
+
+function renderStats(error) {
+  const st = state.stats[state.selected];
+  const m = state.memories.find((x) => x.name === state.selected);
+  $("stat-obs").textContent = count(st ? st.total_observations : m && m.total_observations);
+  $("stat-params").textContent = st ? Number(st.weight_parameters).toLocaleString("en") : "—";
+  $("stat-params").title = st ? String(st.weight_parameters) : "";
+  $("stat-capacity").textContent = st ? percent(st.capacity_used) : "—";
+  $("stat-capacity-bar").style.width = st ? `${Math.min(100, st.capacity_used * 100)}%` : "0";
+  $("stat-surprise").textContent = st ? `${score(st.avg_surprise)}` : "—";
+  clear($("stat-hash"), hashEl(state.hashes[state.selected]));
+  if (error) $("stat-surprise").textContent = `unavailable: ${error.message}`;
+}
+
+// An observation is undone when a restore rolled the weights back past it: a later
+// observation reused its step, or the memory's current step is below it.
+function markUndone(obs, currentStep) {
+  let minAfter = Number.isFinite(currentStep) ? currentStep + 1 : Infinity;
+  const out = obs.map((o) => ({ ...o }));
+  for (let i = out.length - 1; i >= 0; i -= 1) {
+    out[i].undone = out[i].step >= minAfter;
+    minAfter = Math.min(minAfter, out[i].step);
+  }
+  return out;
+}
+
+function renderHistoryViews() {
+  const st = state.stats[state.selected];
+  state.history = markUndone(state.history, st ? st.total_observations : NaN);
+  renderChart();
+  renderRecent();
+  renderHashes();
+}
+
+function renderChart() {
+  const obs = state.history;
+  renderSurpriseChart($("chart"), obs);
+  const trend = $("chart-trend");
+  const last = obs[obs.length - 1];
+  if (!last) {
+    trend.textContent = "";
+    return;
+  }
+  // The headline a person cares about: did the text it just saw get less surprising?
+  const earlier = obs.find((o) => o.text === last.text);
+  trend.textContent = earlier !== last && earlier.surprise > last.surprise
+    ? `same text again: surprise fell ${score(earlier.surprise)} → ${score(last.surprise)}`
+    : `latest: ${score(last.surprise)} — ${surpriseWord(last.surprise)}`;
+}
+
+function renderRecent() {
+  const rows = state.history.slice(-25).reverse().map((o) => h("tr", { class: o.undone ? "undone" : null },
+    h("td", { class: "num" }, String(o.step)),
+    h("td", { class: "text" }, o.text || "",
+      o.undone ? h("span", { class: "badge" }, "undone by a restore") : null),
+    h("td", { class: `num surprise ${surpriseLevel(o.surprise)}` },
+      bar(o.surprise, `surprise ${score(o.surprise)}`, surpriseLevel(o.surprise)), ` ${score(o.surprise)}`)));
+  const tbody = $("recent").tBodies[0];
+  clear(tbody, rows.length ? rows : h("tr", {}, h("td", { colspan: 3, class: "muted" }, "Nothing observed yet.")));
+}
+
+function renderHashes() {
+  const obs = state.history;
+  const items = [];
+  for (let i = obs.length - 1; i >= 1 && items.length < 12; i -= 1) {
+    if (obs[i].weight_hash === obs[i - 1].weight_hash) continue;
+    items.push(h("li", { class: "hash-change" },
+      h("span", { class: "muted" }, `step ${obs[i].step} · ${clock(obs[i].at)}`),
+      h("span", {}, "weights changed: ", hashEl(obs[i - 1].weight_hash), " → ", hashEl(obs[i].weight_hash))));
+  }
+  if (obs.length) {
+    items.push(h("li", { class: "hash-change" },
+      h("span", { class: "muted" }, `step ${obs[0].step} · ${clock(obs[0].at)}`),
+      h("span", {}, "first observation shown: weights became ", hashEl(obs[0].weight_hash))));
+  }
+  clear($("hashes"), items.length ? items : h("li", { class: "muted" }, "No weight changes yet."));
+}
+
+function renderPatterns(patternsOrError) {
+  const el = $("patterns");
+  if (patternsOrError instanceof Error) {
+    clear(el, h("li", { class: "muted" }, `Could not load patterns: ${patternsOrError.message}`));
+    return;
+  }
+  if (!patternsOrError.length) {
+    clear(el, h("li", { class: "muted" }, "No patterns learned yet."));
+    return;
+  }
+  clear(el, patternsOrError.map((p) => h("li", {},
+    h("div", { class: "pattern-head" },
+      h("span", { class: "pattern-desc" }, p.description),
+      h("span", { class: "muted" }, ` strength ${score(p.strength)}`)),
+    bar(Math.min(1, p.strength), `strength ${score(p.strength)}`),
+    (p.examples || []).length
+      ? h("ul", { class: "examples" }, p.examples.slice(0, 2).map((e) => h("li", {}, e)))
+      : null)));
+}
+
+function renderActivity() {
+  const el = $("activity");
+  if (!state.activity.length) {
+    clear(el, h("li", { class: "muted" }, "Use the actions to see what the memory does."));
+    return;
+  }
+  clear(el, state.activity.map((a) => h("li", {},
+    h("span", { class: "muted" }, `${clock(a.at)} · ${a.memory}`), h("span", {}, ...a.parts))));
+}
+
+function renderLineageCard() {
+  if (!state.connected && !state.lineage.length) return;
+  renderLineage($("lineage"), state.lineage, state.checkpoints, state.selected, select);
+}
+
+function renderCheckpointChoices() {
+  const cps = state.checkpoints[state.selected] || [];
+  const restore = $("restore-tag");
+  const keep = restore.value;
+  clear(restore, cps.length
+    ? cps.map((c) => h("option", { value: c.tag }, `${c.tag} (step ${c.step ?? "?"})`))
+    : h("option", { value: "" }, "No checkpoints yet"));
+  if (cps.some((c) => c.tag === keep)) restore.value = keep;
+  const fork = $("fork-source");
+  const keepFork = fork.value;
+  clear(fork, h("option", { value: "" }, "Current state"),
+    cps.map((c) => h("option", { value: c.tag }, `Checkpoint “${c.tag}”`)));
+  if (cps.some((c) => c.tag === keepFork)) fork.value = keepFork;
+}
+
+// ---- boot ------------------------------------------------------------------------------
+
+function wireKeyForm() {
+  $("api-key").value = getKey();
+  $("key-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    setKey($("api-key").value.trim());
+    connect();
+  });
+  $("forget-key").addEventListener("click", () => {
+    setKey("");
+    $("api-key").value = "";
+    state.connected = false;
+    clearTimeout(timer);
+    setStatus("idle", "Key forgotten — not connected");
+  });
+}
+
+function boot() {
+  wireKeyForm();
+  wireActions({
+    state, log, select,
+    showError, hideError,
+    refresh: (opts) => refreshAll({ force: true, ...opts }),
+  });
+  new ResizeObserver(() => requestAnimationFrame(renderChart)).observe($("chart"));
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) tick(); });
+  select(new URLSearchParams(location.hash.slice(1)).get("memory"));
+  renderActivity();
+  // Auth may be off on loopback: try without a key, quietly, before asking for one.
+  connect({ silent: !getKey() });
+}
+
+boot();

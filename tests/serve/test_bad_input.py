@@ -1,0 +1,105 @@
+"""The bad-input table: each a clear 4xx in the error envelope, and the server keeps serving."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.serve.helpers import error_of, ok
+
+TEN_MB = "x" * (10 * 1024 * 1024)
+DEEP_JSON = ('{"name": "deep", "config": ' + "[" * 100_000 + "]" * 100_000 + "}").encode()
+
+
+@pytest.fixture(scope="module")
+def target(gateway) -> str:
+    """One memory of tenant A (with a checkpoint) that the bad requests aim at."""
+    import httpx
+
+    name = "bad-input-target"
+    with httpx.Client(base_url=gateway.base_url, headers=gateway.headers(), timeout=120) as c:
+        if c.get(f"/v1/memories/{name}/stats").status_code == 404:
+            ok(c.post("/v1/memories", json={"name": name, "config": {"encoder": "hash"}}), 201)
+            ok(c.post(f"/v1/memories/{name}/checkpoints", json={"tag": "v1"}))
+    return name
+
+
+CASES = [
+    # id, method, path ({m} = target memory), kwargs for httpx, status, code, words in message
+    ("empty-text", "POST", "/v1/memories/{m}/observe", {"json": {"context": ""}},
+     422, "validation_error", ["context"]),
+    ("blank-text", "POST", "/v1/memories/{m}/observe", {"json": {"context": "  \n "}},
+     422, "validation_error", ["context", "non-whitespace"]),
+    ("10MB-text", "POST", "/v1/memories/{m}/observe", {"json": {"context": TEN_MB}},
+     413, "payload_too_large", ["limit"]),
+    ("invalid-json", "POST", "/v1/memories/{m}/observe",
+     {"content": b'{"context": "unterminated', "headers": {"content-type": "application/json"}},
+     400, "invalid_json", ["JSON"]),
+    ("nan-learning-rate", "POST", "/v1/memories/{m}/observe",
+     {"content": b'{"context": "x", "learning_rate": NaN}',
+      "headers": {"content-type": "application/json"}},
+     422, "validation_error", ["learning_rate", "finite"]),
+    ("inf-learning-rate", "POST", "/v1/memories/{m}/observe",
+     {"content": b'{"context": "x", "learning_rate": Infinity}',
+      "headers": {"content-type": "application/json"}},
+     422, "validation_error", ["learning_rate"]),
+    ("deeply-nested-json", "POST", "/v1/memories",
+     {"content": DEEP_JSON, "headers": {"content-type": "application/json"}},
+     400, "invalid_json", ["JSON"]),
+    ("learning-rate-too-big", "POST", "/v1/memories/{m}/observe",
+     {"json": {"context": "x", "learning_rate": 5}}, 422, "validation_error", ["learning_rate"]),
+    ("name-dotdot", "POST", "/v1/memories", {"json": {"name": "../x"}},
+     422, "validation_error", ["name"]),
+    ("name-300-chars", "POST", "/v1/memories", {"json": {"name": "a" * 300}},
+     422, "validation_error", ["name"]),
+    ("name-in-path", "GET", "/v1/memories/UPPER/stats", {}, 422, "validation_error", ["name"]),
+    ("fork-name-dotdot", "POST", "/v1/memories/{m}/fork", {"json": {"new_name": "../x"}},
+     422, "validation_error", ["new_name"]),
+    ("unknown-memory", "POST", "/v1/memories/no-such-memory/observe", {"json": {"context": "x"}},
+     404, "memory_not_found", ["no-such-memory"]),
+    ("unknown-tag", "POST", "/v1/memories/{m}/restore", {"json": {"tag": "no-such-tag"}},
+     404, "checkpoint_not_found", ["no-such-tag"]),
+    ("fork-unknown-tag", "POST", "/v1/memories/{m}/fork",
+     {"json": {"new_name": "never-created", "source_tag": "no-such-tag"}},
+     404, "checkpoint_not_found", ["no-such-tag"]),
+    ("top-k-zero", "POST", "/v1/memories/{m}/infer", {"json": {"prompt": "x", "top_k": 0}},
+     422, "validation_error", ["top_k"]),
+    ("explain-top-k-zero", "GET", "/v1/memories/{m}/explain?top_k=0", {},
+     422, "validation_error", ["top_k"]),
+    ("typo-field", "POST", "/v1/memories/{m}/observe", {"json": {"contxt": "x"}},
+     422, "validation_error", ["context", "contxt"]),
+    ("wrong-type", "POST", "/v1/memories/{m}/observe", {"json": {"context": 12}},
+     422, "validation_error", ["context"]),
+    ("body-not-object", "POST", "/v1/memories/{m}/observe", {"json": ["x"]},
+     422, "validation_error", []),
+    ("bad-config", "POST", "/v1/memories", {"json": {"name": "bad-config", "config": {"encoder": "nope"}}},
+     400, "invalid_input", ["encoder"]),
+    ("duplicate-tag", "POST", "/v1/memories/{m}/checkpoints", {"json": {"tag": "v1"}},
+     409, "checkpoint_conflict", ["v1"]),
+    ("duplicate-memory", "POST", "/v1/memories", {"json": {"name": "{m}"}},
+     409, "memory_exists", []),
+    ("negative-history", "GET", "/v1/memories/{m}/history?limit=-1", {},
+     422, "validation_error", ["limit"]),
+    ("unknown-route", "GET", "/v1/nothing-here", {}, 404, "not_found", ["/v1/nothing-here"]),
+    ("wrong-method", "PUT", "/v1/memories/{m}/observe", {"json": {}}, 405, "method_not_allowed", []),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_a_clear_4xx(api, target, case):
+    _, method, path, kwargs, status, code, words = case
+    if "json" in kwargs and kwargs["json"] == {"name": "{m}"}:
+        kwargs = {"json": {"name": target}}
+    error = error_of(api.request(method, path.format(m=target), **kwargs), status)
+    assert error["code"] == code
+    for word in words:
+        assert word.lower() in error["message"].lower(), error
+
+
+def test_server_keeps_serving_after_the_table(api, target):
+    for case in CASES:  # again, back to back, then a normal call must still work
+        _, method, path, kwargs, *_ = case
+        assert api.request(method, path.format(m=target), **kwargs).status_code < 500
+    assert ok(api.get("/healthz"))["status"] == "ok"
+    learned = ok(api.post(f"/v1/memories/{target}/observe", json={"context": "still learning"}))
+    assert learned["step"] >= 1
+    assert error_of(api.get("/v1/memories/never-created/stats"), 404)

@@ -1,0 +1,123 @@
+"""Request limits, the error mapping and the app builder's checks (no Ray, no servers)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from pydantic import ValidationError
+
+import errors as E
+from serve import schemas as S
+from serve.error_map import STATUS_TABLE, error_from_body, problem_for
+from serve.http_middleware import validation_problem
+
+
+@pytest.mark.parametrize(
+    "model, body",
+    [
+        (S.ObserveRequest, {"context": ""}),
+        (S.ObserveRequest, {"context": "   \n\t "}),
+        (S.ObserveRequest, {"context": "x" * (S.MAX_TEXT_CHARS + 1)}),
+        (S.ObserveRequest, {"context": "ok", "learning_rate": math.nan}),
+        (S.ObserveRequest, {"context": "ok", "learning_rate": math.inf}),
+        (S.ObserveRequest, {"context": "ok", "learning_rate": 0}),
+        (S.ObserveRequest, {"context": "ok", "contxt": "typo"}),
+        (S.InferRequest, {"prompt": "ok", "top_k": 0}),
+        (S.InferRequest, {"prompt": "ok", "temperature": -1}),
+        (S.InferRequest, {"prompt": "ok", "max_tokens": 0}),
+        (S.CreateMemoryRequest, {"name": "../x"}),
+        (S.CreateMemoryRequest, {"name": "a" * 300}),
+        (S.CreateMemoryRequest, {"name": "Upper"}),
+        (S.CheckpointRequest, {"tag": "../../etc"}),
+        (S.CheckpointRequest, {"tag": "v1", "description": "d" * 2000}),
+        (S.ForkRequest, {"new_name": "a/b"}),
+    ],
+)
+def test_bad_requests_fail_validation(model, body):
+    with pytest.raises(ValidationError):
+        model.model_validate(body)
+
+
+def test_nan_in_raw_json_is_refused():
+    with pytest.raises(ValidationError, match="finite"):
+        S.ObserveRequest.model_validate_json('{"context": "x", "learning_rate": NaN}')
+
+
+def test_good_requests_pass():
+    assert S.ObserveRequest(context="hi", learning_rate=0.1, domain="python").domain == "python"
+    assert S.ForkRequest(new_name="feature-branch", source_tag="stable-v1").source_tag == "stable-v1"
+    assert S.CheckpointRequest(tag="v1.0").description == ""
+
+
+def _instance(cls: type) -> BaseException:
+    return cls("boom")
+
+
+@pytest.mark.parametrize("name", [n for n in E.__all__ if n != "NeuralMemoryError"])
+def test_every_error_class_has_a_deliberate_status(name):
+    cls = getattr(E, name)
+    problem = problem_for(_instance(cls))
+    assert 400 <= problem.status < 600
+    assert problem.message == "boom"
+    # Not just the catch-all: some row other than the base class matched.
+    matched = next(c for c, _ in STATUS_TABLE if isinstance(_instance(cls), c))
+    assert matched is not E.NeuralMemoryError
+
+
+@pytest.mark.parametrize(
+    "cls, status, code",
+    [
+        (E.InvalidInput, 400, "invalid_input"),
+        (E.MemoryNotFound, 404, "memory_not_found"),
+        (E.CheckpointNotFound, 404, "checkpoint_not_found"),  # a StorageError too: still 404
+        (E.MemoryExists, 409, "memory_exists"),
+        (E.CheckpointConflict, 409, "checkpoint_conflict"),
+        (E.AuthError, 401, "auth_error"),
+        (E.Forbidden, 403, "forbidden"),
+        (E.MetadataError, 503, "metadata_error"),
+        (E.Unavailable, 503, "unavailable"),
+    ],
+)
+def test_status_and_code(cls, status, code):
+    problem = problem_for(cls("x"))
+    assert (problem.status, problem.code) == (status, code)
+    assert problem.body() == {"error": {"code": code, "message": "x"}}
+
+
+def test_foreign_errors_are_500_without_leaking_details():
+    problem = problem_for(KeyError("secret internals"))
+    assert problem.status == 500 and "secret" not in problem.message
+
+
+@pytest.mark.parametrize(
+    "cls", [E.MemoryNotFound, E.CheckpointNotFound, E.MemoryExists, E.InvalidInput, E.Unavailable]
+)
+def test_envelopes_round_trip_to_the_same_class(cls):
+    problem = problem_for(cls("msg"))
+    again = error_from_body(problem.status, problem.body())
+    assert type(again) is cls and str(again) == "msg"
+
+
+def test_validation_errors_name_the_field():
+    try:
+        S.ObserveRequest.model_validate({"context": "", "learning_rate": "NaN"})
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+    problem, details = validation_problem(errors)
+    assert problem.status == 422
+    assert {d["field"] for d in details} == {"context", "learning_rate"}
+    assert "context:" in problem.message
+
+
+def test_build_app_refuses_unknown_args_and_public_bind_without_keys(monkeypatch):
+    monkeypatch.delenv("NMEM_API_KEYS", raising=False)
+    monkeypatch.delenv("NMEM_API_KEYS_FILE", raising=False)
+    from serve.app import build_app
+
+    with pytest.raises(TypeError, match="unknown args"):
+        build_app({"hots": "127.0.0.1"})
+    with pytest.raises(E.InvalidInput, match="NMEM_API_KEYS"):
+        build_app({"host": "0.0.0.0"})
+    assert build_app({"host": "127.0.0.1"}) is not None
+    assert build_app({"host": "0.0.0.0", "api_keys": "some-long-key:acme"}) is not None

@@ -1,0 +1,215 @@
+"""MCP over streamable HTTP with the official `mcp` client, against the running Serve app.
+
+Lists the 14 tools, calls every one of them (scenarios 6.1-6.3 through MCP), checks tool
+errors and MCP auth, and runs the stdio proxy (`neural-memory mcp`) as a desktop client would.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import anyio
+import httpx
+import httpx2
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from serve.mcp_tools import TOOL_NAMES
+
+TIMEOUT = 180.0
+
+
+@asynccontextmanager
+async def mcp_client(url: str, key: str | None, mode: str = "auto") -> AsyncIterator[Client]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=TIMEOUT) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
+            yield client
+
+
+async def call(client: Client, tool: str, **args: Any) -> dict:
+    """Structured result of a successful tool call."""
+    result = await client.call_tool(tool, args)
+    text = result.content[0].text if result.content else ""
+    assert not result.is_error, f"{tool} failed: {text}"
+    return result.structured_content
+
+
+async def call_error(client: Client, tool: str, **args: Any) -> str:
+    """Text of a tool call that must fail."""
+    result = await client.call_tool(tool, args)
+    assert result.is_error, f"{tool}({args}) unexpectedly succeeded: {result.structured_content}"
+    return result.content[0].text
+
+
+def name() -> str:
+    return f"mcp-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])  # 2026-07-28 and handshake-era protocols
+def test_lists_the_14_tools_with_described_arguments(gateway, mode):
+    async def run() -> list:
+        async with mcp_client(gateway.mcp_url, gateway.key_a, mode) as client:
+            return (await client.list_tools()).tools
+
+    tools = {t.name: t for t in anyio.run(run)}
+    assert set(tools) == set(TOOL_NAMES) and len(tools) == 14
+    for tool in tools.values():
+        assert tool.description and tool.output_schema, tool.name
+        props = tool.input_schema.get("properties", {})
+        if tool.name != "list_memories":
+            assert "memory" in props, tool.name
+        for arg, schema in props.items():
+            assert schema.get("description") or any(
+                alt.get("description") for alt in schema.get("anyOf", [])
+            ), f"{tool.name}.{arg} has no description"
+    assert tools["observe"].input_schema["required"] == ["context"]
+    assert set(tools["fork"].input_schema["properties"]) >= {"source_tag", "new_tag", "memory"}
+
+
+def test_every_tool_through_scenarios(gateway):
+    memory, branch = name(), name()
+
+    async def run() -> None:
+        async with mcp_client(gateway.mcp_url, gateway.key_a) as c:
+            created = await call(c, "create_memory", memory=memory)
+            assert created["name"] == memory
+            novel = await call(c, "surprise", input="Explain grokking", memory=memory)
+            learned = await call(c, "observe", memory=memory, domain="ml", context=(
+                "Grokking is when a model suddenly generalizes after extensive overfitting."))
+            assert learned["surprise"] > 0.5 and learned["step"] == 1
+            known = await call(c, "surprise", input="Explain grokking", memory=memory)
+            assert known["score"] < novel["score"]
+            answer = await call(c, "infer", prompt="What is grokking in ML?", memory=memory)
+            assert "grokking" in answer["response"].lower()
+            attention = await call(c, "attention_map", query="grokking", memory=memory)
+            assert attention["attention_weights"]
+            assert (await call(c, "explain", top_k=1, memory=memory))["patterns"]
+            assert (await call(c, "consolidate", memory=memory))["stability_score"] >= 0
+
+            saved = await call(c, "checkpoint", tag="stable-v1", description="d", memory=memory)
+            await call(c, "observe", context="An experiment that fails", memory=memory)
+            tags = await call(c, "list_checkpoints", memory=memory)
+            assert "stable-v1" in {t["tag"] for t in tags["checkpoints"]}
+            restored = await call(c, "restore", tag="stable-v1", memory=memory)
+            assert restored["weight_hash"] == saved["weight_hash"]
+            assert restored["learning_since_checkpoint"] == 1
+            forked = await call(c, "fork", source_tag="stable-v1", new_tag=branch, memory=memory)
+            assert forked["forked"] and forked["new_hash"] == saved["weight_hash"]
+            stats = await call(c, "stats", memory=branch)
+            assert stats["weight_hash"] == saved["weight_hash"]
+
+            listed = {m["name"]: m for m in (await call(c, "list_memories"))["memories"]}
+            assert listed[branch]["parent"] == memory
+            assert (await call(c, "delete_memory", memory=branch))["deleted"] is True
+            await call(c, "delete_memory", memory=memory)
+            listed = {m["name"] for m in (await call(c, "list_memories"))["memories"]}
+            assert not {memory, branch} & listed
+
+    anyio.run(run)
+
+
+def test_default_memory_is_created_on_first_use(gateway):
+    async def run() -> None:
+        async with mcp_client(gateway.mcp_url, gateway.key_b) as c:
+            first = await call(c, "observe", context="The default memory learns this.")
+            stats = await call(c, "stats")
+            assert stats["total_observations"] >= 1 and stats["weight_hash"] == first["weight_hash"]
+            assert "default" in {m["name"] for m in (await call(c, "list_memories"))["memories"]}
+
+    anyio.run(run)
+
+
+def test_tool_errors_say_what_to_fix(gateway):
+    async def run() -> None:
+        async with mcp_client(gateway.mcp_url, gateway.key_a) as c:
+            missing = name()
+            assert "memory_not_found" in await call_error(c, "stats", memory=missing)
+            assert "memory" in await call_error(c, "observe", context="x", memory="../x")
+            assert "memory" in await call_error(c, "observe", context="x", memory="a" * 300)
+            assert "context" in await call_error(c, "observe", context="")
+            assert "top_k" in await call_error(c, "infer", prompt="x", top_k=0)
+            assert "learning_rate" in await call_error(c, "observe", context="x", learning_rate=-1)
+            memory = name()
+            await call(c, "create_memory", memory=memory)
+            assert "memory_exists" in await call_error(c, "create_memory", memory=memory)
+            assert "checkpoint_not_found" in await call_error(c, "restore", tag="nope", memory=memory)
+            assert "Unknown tool" in await call_error(c, "store", content="x")
+            await call(c, "delete_memory", memory=memory)
+
+    anyio.run(run)
+
+
+def _rpc(gateway, key: str | None, payload: str) -> httpx.Response:
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               "MCP-Protocol-Version": "2025-06-18"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return httpx.post(gateway.mcp_url, content=payload, headers=headers, timeout=TIMEOUT)
+
+
+def test_nan_learning_rate_in_raw_json_rpc_is_a_tool_error(gateway):
+    payload = ('{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "observe",'
+               ' "arguments": {"context": "x", "learning_rate": NaN}}}')
+    response = _rpc(gateway, gateway.key_a, payload)
+    assert response.status_code in (200, 400), response.text
+    body = json.loads(response.text)
+    if "error" in body:  # refused by the JSON-RPC layer (NaN is not JSON)
+        assert body["error"]["message"]
+    else:
+        assert body["result"]["isError"] is True
+        assert "learning_rate" in body["result"]["content"][0]["text"]
+
+
+def test_mcp_requires_a_valid_key_and_stays_in_its_tenant(gateway):
+    listing = '{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}'
+    for key in (None, "not-a-real-key-123"):
+        response = _rpc(gateway, key, listing)
+        assert response.status_code == 401, response.text
+        assert response.json()["error"]["code"] == "auth_error"
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert httpx.get(gateway.mcp_url, timeout=TIMEOUT).status_code == 401
+
+    private = name()
+
+    async def run() -> None:
+        async with mcp_client(gateway.mcp_url, gateway.key_a) as a:
+            await call(a, "create_memory", memory=private)
+        async with mcp_client(gateway.mcp_url, gateway.key_b) as b:
+            assert "memory_not_found" in await call_error(b, "stats", memory=private)
+            assert "memory_not_found" in await call_error(b, "observe", context="x", memory=private)
+            assert private not in {m["name"] for m in (await call(b, "list_memories"))["memories"]}
+        async with mcp_client(gateway.mcp_url, gateway.key_a) as a:
+            await call(a, "delete_memory", memory=private)
+
+    anyio.run(run)
+
+
+def test_stdio_proxy_serves_the_same_tools(gateway):
+    """`neural-memory mcp` as Claude Desktop would start it: stdio in, gateway REST out."""
+    cli = Path(sys.executable).with_name("neural-memory")
+    params = StdioServerParameters(
+        command=str(cli),
+        args=["mcp", "--url", gateway.base_url, "--api-key", gateway.key_a],
+    )
+    memory = name()
+
+    async def run() -> None:
+        async with Client(params, read_timeout_seconds=TIMEOUT) as c:
+            tools = {t.name for t in (await c.list_tools()).tools}
+            assert tools == set(TOOL_NAMES)
+            await call(c, "create_memory", memory=memory, config={"encoder": "hash"})
+            learned = await call(c, "observe", context="Proxy learning works", memory=memory)
+            assert learned["step"] == 1
+            assert (await call(c, "stats", memory=memory))["total_observations"] == 1
+            assert "checkpoint_not_found" in await call_error(c, "restore", tag="x", memory=memory)
+            assert "memory" in await call_error(c, "stats", memory="../x")
+            await call(c, "delete_memory", memory=memory)
+
+    anyio.run(run)
