@@ -14,6 +14,7 @@ from memory.errors import InvalidInput
 # seed suite's sentences).
 ENCODER_CALIBRATION = {"minilm": (0.55, 0.08), "hash": (0.45, 0.08)}
 ENCODER_DIMS = {"minilm": 384, "hash": 384}
+MAX_PARAMETERS = 16_000_000  # one actor's weights + momentum + EWC state stay under ~256 MB
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class MemoryConfig:
                 problems.append(f"{name} must be a positive integer")
         if self.memory_width > 16384 or self.value_dim > 4096 or self.memory_depth > 8:
             problems.append("memory_width <= 16384, value_dim <= 4096, memory_depth <= 8")
+        elif self.parameter_estimate > MAX_PARAMETERS:
+            problems.append(f"memory too large: ~{self.parameter_estimate:,} weights (limit "
+                            f"{MAX_PARAMETERS:,}); lower memory_width or memory_depth")
         if self.pattern_slots > 65536 or self.exemplars_per_slot > 64:
             problems.append("pattern_slots <= 65536 and exemplars_per_slot <= 64")
         for name in ("lr", "key_scale", "value_bandwidth", "max_grad_norm"):
@@ -79,6 +83,11 @@ class MemoryConfig:
             problems.append("dtype must be 'float32' or 'float64'")
         if problems:
             raise InvalidInput("invalid memory config: " + "; ".join(problems))
+
+    @property
+    def parameter_estimate(self) -> int:
+        sizes = [self.dim] + [self.memory_width] * (self.memory_depth - 1) + [self.value_dim]
+        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
 
     @property
     def calibration(self) -> tuple[float, float]:

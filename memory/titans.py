@@ -183,21 +183,26 @@ class TitansMemory:
         theta = cfg.lr * lr_scale * (0.25 + 0.75 * surprise) * clip / (2.0 * feature_energy(cache))
         alpha = cfg.forget * surprise  # α_j: forget more when the input is new
         coeff_m, coeff_s, decay_m, carry_s, carry_m = _chunk_coefficients(theta, alpha, cfg.momentum)
+        single = keys.shape[0] == 1  # then c_1 = θ_1 and B = η: M's and S's sums coincide
         # Σ_j c_j g_j (for M) and Σ_j η^{C−j} θ_j g_j (for S) from one shared backward pass
-        grad_m, grad_s = backprop(params, err, cache, torch.stack([coeff_m, coeff_s], dim=1))
+        weights = coeff_s[:, None] if single else torch.stack([coeff_m, coeff_s], dim=1)
+        grads = backprop(params, err, cache, weights)
         if self.fisher:
             pull = torch._foreach_sub(params, self.anchor)  # ∇ of the EWC penalty / λ, per F
             pull = torch._foreach_mul(pull, self.fisher)
-            torch._foreach_add_(grad_m, pull, alpha=cfg.ewc_lambda * float(coeff_m.sum()))
-            torch._foreach_add_(grad_s, pull, alpha=cfg.ewc_lambda * float(coeff_s.sum()))
+            for grad, coeff in zip(grads, (coeff_s,) if single else (coeff_m, coeff_s)):
+                torch._foreach_add_(grad, pull, alpha=cfg.ewc_lambda * float(coeff.sum()))
+        new_momentum = torch._foreach_mul(self.momentum, carry_s)  # S_C = η^C·S_0 − Σ …
+        torch._foreach_sub_(new_momentum, grads[-1])
         # step = M_C − M_0 = (A − 1)·M_0 + B·S_0 − Σ c_j g_j  (see _chunk_coefficients)
-        step = torch._foreach_mul(self.momentum, carry_m)
-        torch._foreach_sub_(step, grad_m)
+        if single:
+            step = [m.clone() for m in new_momentum]
+        else:
+            step = torch._foreach_mul(self.momentum, carry_m)
+            torch._foreach_sub_(step, grads[0])
         if decay_m != 1.0:
             torch._foreach_add_(step, params, alpha=decay_m - 1.0)
         delta = math.sqrt(sum(float(n) ** 2 for n in torch._foreach_norm(step)))
-        new_momentum = torch._foreach_mul(self.momentum, carry_s)
-        torch._foreach_sub_(new_momentum, grad_s)
         self.momentum = new_momentum
         self.params = torch._foreach_add(params, step)  # atomic swap: readers see old or new
         return {"surprise": surprise, "weight_delta": delta}

@@ -59,6 +59,8 @@ def test_config_validation_says_what_to_fix():
         MemoryConfig(lr=float("nan"))
     with pytest.raises(InvalidInput, match="encoder must be one of"):
         MemoryConfig.from_dict({"encoder": "word2vec"})
+    with pytest.raises(InvalidInput, match="memory too large"):
+        MemoryConfig.from_dict({"memory_width": 16384, "memory_depth": 8})
     assert MemoryConfig.from_dict({"encoder": "hash"}).dim == 384
 
 
