@@ -30,27 +30,32 @@ class PatternBook:
         sims = self.centroids[: self.used] @ query
         return torch.topk(sims, min(slots, self.used)).indices
 
-    def exemplar_scores(self, query: torch.Tensor, slots: torch.Tensor):
-        """Cosine of query to every exemplar of the given slots: (slot, exemplar, cos) triples."""
-        vectors = self.exemplar_vectors[slots].to(self.dtype)  # (k, per_slot, dim)
-        sims = vectors @ query  # (k, per_slot)
-        out = []
-        for row, slot in enumerate(slots.tolist()):
-            for col in range(len(self.texts[slot])):
-                out.append((slot, col, float(sims[row, col])))
-        return out
+    def _exemplar_sims(self, query: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """(k, per_slot) cosines of query to the exemplars of `slots`; empty places are -inf."""
+        sims = self.exemplar_vectors[slots].to(self.dtype) @ query  # (k, per_slot)
+        filled = torch.tensor([len(self.texts[s]) for s in slots.tolist()])
+        empty = torch.arange(self.per_slot)[None, :] >= filled[:, None]
+        return sims.masked_fill(empty, float("-inf"))
 
     def nearest(self, query: torch.Tensor) -> tuple[int, int, float] | None:
         """The closest exemplar as (slot, exemplar, cosine); None while the book is empty."""
         if not self.used:
             return None
-        return max(self.exemplar_scores(query, self.candidates(query, 8)), key=lambda t: t[2])
+        slots = self.candidates(query, 8)
+        sims = self._exemplar_sims(query, slots)
+        best = int(torch.argmax(sims))
+        row, col = divmod(best, self.per_slot)
+        return int(slots[row]), col, float(sims[row, col])
 
     def top_exemplars(self, query: torch.Tensor, k: int, pool: int = 32):
+        """Up to k (slot, exemplar, cosine) triples, most similar first."""
         if not self.used:
             return []
-        scores = self.exemplar_scores(query, self.candidates(query, pool))
-        return sorted(scores, key=lambda t: -t[2])[:k]
+        slots = self.candidates(query, pool)
+        sims = self._exemplar_sims(query, slots).flatten()
+        top = torch.topk(sims, min(k, int(torch.isfinite(sims).sum())))
+        return [(int(slots[i // self.per_slot]), i % self.per_slot, v)
+                for i, v in zip(top.indices.tolist(), top.values.tolist())]
 
     # ---- writes --------------------------------------------------------------------------
     def reinforce(self, slot: int, vector: torch.Tensor, text: str, step: int, domain: str | None):
