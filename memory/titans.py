@@ -195,13 +195,13 @@ class TitansMemory:
         new_momentum = torch._foreach_mul(self.momentum, carry_s)  # S_C = η^C·S_0 − Σ …
         torch._foreach_sub_(new_momentum, grads[-1])
         # step = M_C − M_0 = (A − 1)·M_0 + B·S_0 − Σ c_j g_j  (see _chunk_coefficients)
-        if single:
-            step = [m.clone() for m in new_momentum]
+        if single:  # step = S_1 + (A − 1)·M_0, in one pass
+            step = torch._foreach_add(new_momentum, params, alpha=decay_m - 1.0)
         else:
             step = torch._foreach_mul(self.momentum, carry_m)
             torch._foreach_sub_(step, grads[0])
-        if decay_m != 1.0:
-            torch._foreach_add_(step, params, alpha=decay_m - 1.0)
+            if decay_m != 1.0:
+                torch._foreach_add_(step, params, alpha=decay_m - 1.0)
         delta = math.sqrt(sum(float(n) ** 2 for n in torch._foreach_norm(step)))
         self.momentum = new_momentum
         self.params = torch._foreach_add(params, step)  # atomic swap: readers see old or new
