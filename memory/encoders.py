@@ -15,7 +15,6 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from memory.config import ENCODER_DIMS  # noqa: F401  (re-exported for callers)
 from memory.errors import InvalidInput
 
 

@@ -66,12 +66,16 @@ class NeuralMemory:
         mid, width = self.config.calibration
         return 1.0 / (1.0 + math.exp(-(mid - cosine) / width))
 
+    def _fused(self, neural: float, key: torch.Tensor) -> tuple[float, tuple | None]:
+        """Surprise = network surprise × pattern-book surprise, and the nearest exemplar."""
+        nearest = self.book.nearest(key)
+        return neural * self._episodic_surprise(nearest[2] if nearest else None), nearest
+
     def _score(self, key: torch.Tensor) -> tuple[float, float, tuple | None]:
         """(fused surprise, network surprise, nearest exemplar) for one key, no update."""
         neural = float(self.net.neural_surprise(key[None])[0])
-        nearest = self.book.nearest(key)
-        episodic = self._episodic_surprise(nearest[2] if nearest else None)
-        return neural * episodic, neural, nearest
+        fused, nearest = self._fused(neural, key)
+        return fused, neural, nearest
 
     # ---- learning ------------------------------------------------------------------------
     def observe_vectors(self, vectors, texts: list[str], domain: str | None = None,
@@ -107,8 +111,7 @@ class NeuralMemory:
         self.step += 1
         if self.step == 1:  # the running average starts at the first observation
             self.avg_surprise = 1.0
-        nearest = self.book.nearest(key)
-        surprise = neural * self._episodic_surprise(nearest[2] if nearest else None)
+        surprise, nearest = self._fused(neural, key)
         if nearest and nearest[2] >= self.config.calibration[0]:
             label = self.book.label(nearest[0])
             if label not in activated:
