@@ -186,8 +186,10 @@ def test_layout_fits_1280x800_and_390x844_with_screenshots(page, ui_server, memo
                                " return s && Math.abs(s.clientWidth - s.parentElement.clientWidth) < 2; }")
         overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"page is {overflow}px wider than a {width}px screen"
-        chart = page.locator("#chart svg").bounding_box()
-        assert width * 0.6 < chart["width"] <= width, f"chart is {chart['width']}px on {width}px"
+        # Measured in one script: a stats refresh may swap the <svg> between a locator's
+        # lookup and its measurement, which makes Locator.bounding_box() return None.
+        chart_width = page.evaluate("() => document.querySelector('#chart svg').getBoundingClientRect().width")
+        assert width * 0.6 < chart_width <= width, f"chart is {chart_width}px on {width}px"
         for button in page.locator("#panel-observe button").all():
             box = button.bounding_box()  # every visible button stays on screen
             assert box["x"] >= 0 and box["x"] + box["width"] <= width
