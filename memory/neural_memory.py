@@ -66,16 +66,15 @@ class NeuralMemory:
         mid, width = self.config.calibration
         return 1.0 / (1.0 + math.exp(-(mid - cosine) / width))
 
-    def _fused(self, neural: float, key: torch.Tensor) -> tuple[float, tuple | None]:
-        """Surprise = network surprise × pattern-book surprise, and the nearest exemplar."""
-        nearest = self.book.nearest(key)
-        return neural * self._episodic_surprise(nearest[2] if nearest else None), nearest
+    def _fused(self, neural: float, nearest: tuple | None) -> float:
+        """Surprise = network surprise × pattern-book surprise (from the nearest exemplar)."""
+        return neural * self._episodic_surprise(nearest[2] if nearest else None)
 
     def _score(self, key: torch.Tensor) -> tuple[float, float, tuple | None]:
         """(fused surprise, network surprise, nearest exemplar) for one key, no update."""
         neural = float(self.net.neural_surprise(key[None])[0])
-        fused, nearest = self._fused(neural, key)
-        return fused, neural, nearest
+        nearest = self.book.nearest(key)
+        return self._fused(neural, nearest), neural, nearest
 
     # ---- learning ------------------------------------------------------------------------
     def observe_vectors(self, vectors, texts: list[str], domain: str | None = None,
@@ -94,9 +93,11 @@ class NeuralMemory:
             chunk = keys[start : start + self.config.chunk_size]
             result = self.net.update(chunk, lr_scale)  # network surprise is measured before it
             delta_sq += result["weight_delta"] ** 2
+            lookup = self.book.lookup(chunk)
             for offset, neural in enumerate(result["surprise"].tolist()):
-                key, text = chunk[offset], texts[start + offset]
-                surprises.append(self._remember(key, text, neural, domain, activated))
+                nearest = lookup.nearest(offset)
+                surprises.append(self._remember(chunk[offset], texts[start + offset], neural, nearest,
+                                                domain, activated))
         self._hash = None
         for s in surprises:
             self.avg_surprise += self.config.surprise_ema * (s - self.avg_surprise)
@@ -106,12 +107,12 @@ class NeuralMemory:
                 "weight_delta": math.sqrt(delta_sq), "patterns_activated": activated,
                 "step": self.step}
 
-    def _remember(self, key, text, neural, domain, activated: list[str]) -> float:
-        """Score one item against the pattern book, then store or reinforce it."""
+    def _remember(self, key, text, neural, nearest, domain, activated: list[str]) -> float:
+        """Score one item by its nearest stored exemplar, then store or reinforce it."""
         self.step += 1
         if self.step == 1:  # the running average starts at the first observation
             self.avg_surprise = 1.0
-        surprise, nearest = self._fused(neural, key)
+        surprise = self._fused(neural, nearest)
         if nearest and nearest[2] >= self.config.calibration[0]:
             label = self.book.label(nearest[0])
             if label not in activated:

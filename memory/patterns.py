@@ -10,7 +10,12 @@ the least recently seen slot is evicted (the neural memory keeps what it general
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
+
+CANDIDATE_SLOTS = 8  # slots (by centroid) whose exemplars are scored for a nearest-exemplar lookup
 
 
 class PatternBook:
@@ -21,8 +26,11 @@ class PatternBook:
         self.exemplar_vectors = torch.zeros(slots, exemplars, dim, dtype=torch.float16)
         self.counts = torch.zeros(slots, dtype=torch.int64)
         self.last_seen = torch.zeros(slots, dtype=torch.int64)
+        self.sizes = torch.zeros(slots, dtype=torch.int64)  # exemplars held per slot (= len(texts))
         self.texts: list[list[str]] = []  # per used slot, oldest first
         self.domains: list[str | None] = []
+        # Slots written since the current ChunkLookup began (only writers read or clear it).
+        self.touched: set[int] = set()
 
     # ---- lookup --------------------------------------------------------------------------
     def candidates(self, query: torch.Tensor, slots: int) -> torch.Tensor:
@@ -33,19 +41,41 @@ class PatternBook:
     def _exemplar_sims(self, query: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """(k, per_slot) cosines of query to the exemplars of `slots`; empty places are -inf."""
         sims = self.exemplar_vectors[slots].to(self.dtype) @ query  # (k, per_slot)
-        filled = torch.tensor([len(self.texts[s]) for s in slots.tolist()])
-        empty = torch.arange(self.per_slot)[None, :] >= filled[:, None]
-        return sims.masked_fill(empty, float("-inf"))
+        return sims.masked_fill(self._empty(slots), float("-inf"))
+
+    def _empty(self, slots: torch.Tensor) -> torch.Tensor:
+        """True where `slots` (any shape) have no exemplar in that place: shape + (per_slot,)."""
+        return torch.arange(self.per_slot) >= self.sizes[slots].unsqueeze(-1)
 
     def nearest(self, query: torch.Tensor) -> tuple[int, int, float] | None:
         """The closest exemplar as (slot, exemplar, cosine); None while the book is empty."""
         if not self.used:
             return None
-        slots = self.candidates(query, 8)
-        sims = self._exemplar_sims(query, slots)
-        best = int(torch.argmax(sims))
-        row, col = divmod(best, self.per_slot)
-        return int(slots[row]), col, float(sims[row, col])
+        slots, sims = self._candidate_sims(query[None])
+        flat = int(sims[0].argmax())
+        row, col = divmod(flat, self.per_slot)
+        return int(slots[0, row]), col, float(sims[0, row, col])
+
+    def _candidate_sims(self, queries: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """For each query (n, dim): the CANDIDATE_SLOTS slots with the closest centroids (n, k)
+        and the cosines to their exemplars (n, k, per_slot), -inf where a place is empty.
+        The centroid scan is torch (numpy's bundled BLAS was 10× slower at it here); the rest is
+        numpy: on these small shapes torch's per-call overhead was most of the time."""
+        queries = queries.to(self.dtype)
+        centroid_sims = (queries @ self.centroids[: self.used].T).to(torch.float32).numpy()  # (n, used)
+        q = queries.to(torch.float32).numpy()
+        k = min(CANDIDATE_SLOTS, self.used)
+        slots = np.argpartition(-centroid_sims, k - 1, axis=1)[:, :k] if k < self.used else \
+            np.broadcast_to(np.arange(self.used), centroid_sims.shape)
+        vectors = self.exemplar_vectors.numpy()[slots].astype(np.float32)  # (n, k, per_slot, dim)
+        sims = np.matmul(vectors.reshape(len(q), -1, self.dim), q[:, :, None]).reshape(len(q), k, -1)
+        empty = np.arange(self.per_slot) >= self.sizes.numpy()[slots][..., None]
+        sims[empty] = -np.inf
+        return slots, sims
+
+    def lookup(self, queries: torch.Tensor) -> "ChunkLookup":
+        """Nearest exemplars for a chunk of queries (n, dim) that will be written one by one."""
+        return ChunkLookup(self, queries)
 
     def top_exemplars(self, query: torch.Tensor, k: int, pool: int = 32):
         """Up to k (slot, exemplar, cosine) triples, most similar first."""
@@ -64,6 +94,7 @@ class PatternBook:
         self.centroids[slot] = mean / mean.norm().clamp_min(1e-12)
         self.counts[slot] = count
         self.last_seen[slot] = step
+        self.touched.add(slot)
         if domain and not self.domains[slot]:
             self.domains[slot] = domain
         if text not in self.texts[slot]:
@@ -77,6 +108,7 @@ class PatternBook:
         self.centroids[slot] = vector
         self.counts[slot] = 1
         self.last_seen[slot] = step
+        self.touched.add(slot)
         self.texts.append([])
         self.domains.append(domain)
         self._add_exemplar(slot, vector, text)
@@ -89,6 +121,8 @@ class PatternBook:
             self.exemplar_vectors[slot, :-1] = self.exemplar_vectors[slot, 1:].clone()
         texts.append(text)
         self.exemplar_vectors[slot, len(texts) - 1] = vector.to(torch.float16)
+        self.sizes[slot] = len(texts)
+        self.touched.add(slot)
 
     def _least_recent(self) -> int:
         seen = self.last_seen[: self.used].to(torch.float64) - 1e-6 * self.counts[: self.used]
@@ -98,16 +132,23 @@ class PatternBook:
         """Swap-remove: the last used slot moves into `slot`."""
         last = self.used - 1
         if slot != last:
-            for tensor in (self.centroids, self.exemplar_vectors, self.counts, self.last_seen):
+            for tensor in self._slot_tensors():
                 tensor[slot] = tensor[last]
             self.texts[slot], self.domains[slot] = self.texts[last], self.domains[last]
         self.texts.pop()
         self.domains.pop()
-        self.centroids[last] = 0
-        self.exemplar_vectors[last] = 0
-        self.counts[last] = 0
-        self.last_seen[last] = 0
+        for tensor in self._slot_tensors():
+            tensor[last] = 0
+        self.touched.update((slot, last))
         self.used -= 1
+
+    def _slot_tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.centroids, self.exemplar_vectors, self.counts, self.last_seen, self.sizes
+
+    def refresh_sizes(self) -> None:
+        """Recompute `sizes` from the texts (after loading a saved book)."""
+        self.sizes.zero_()
+        self.sizes[: self.used] = torch.tensor([len(t) for t in self.texts], dtype=torch.int64)
 
     def _absorb(self, keep: int, gone: int):
         """Fold slot `gone` into slot `keep` (gone is compacted away afterwards)."""
@@ -124,7 +165,7 @@ class PatternBook:
     def _compact(self, gone: set[int]):
         keep = [slot for slot in range(self.used) if slot not in gone]
         index = torch.tensor(keep, dtype=torch.int64)
-        for tensor in (self.centroids, self.exemplar_vectors, self.counts, self.last_seen):
+        for tensor in self._slot_tensors():
             tensor[: len(keep)] = tensor[index].clone()
             tensor[len(keep) : self.used] = 0
         self.texts = [self.texts[slot] for slot in keep]
@@ -172,3 +213,57 @@ class PatternBook:
                 if len(out) == limit:
                     return out
         return out
+
+
+class ChunkLookup:
+    """Nearest exemplars for a chunk of items that are written to the book one after another.
+
+    All items are scored in one matmul against the book as it was when the chunk began (one
+    pass over the centroids per chunk instead of per item, which is what makes batches fast).
+    Slots written since then (reinforced, added, evicted, moved) are dropped from those scores
+    and re-scored from their current contents, so an item still finds what earlier items of the
+    same chunk stored. With one item per chunk this is exactly `PatternBook.nearest`. The
+    per-item work is numpy on a few rows: torch's per-call overhead would dominate it.
+    """
+
+    def __init__(self, book: PatternBook, queries: torch.Tensor):
+        self.book = book
+        self.queries = queries.to(torch.float32).numpy()
+        self.fresh: dict[int, np.ndarray] = {}  # slot written during the chunk -> its exemplars now
+        self.slots: np.ndarray | None = None
+        self.sims: np.ndarray | None = None  # (n, k, per_slot) at chunk start; -inf = empty/stale
+        book.touched.clear()
+        if book.used:
+            self.slots, self.sims = book._candidate_sims(queries)
+            self.slots = np.array(self.slots)  # writable (a broadcast view is not)
+
+    def _sync(self) -> None:
+        """Take in the slots written since the last call."""
+        book = self.book
+        for slot in book.touched:
+            if self.slots is not None:
+                self.sims[self.slots == slot] = -math.inf  # what it held at chunk start is stale
+            size = int(book.sizes[slot]) if slot < book.used else 0
+            if size:
+                self.fresh[slot] = book.exemplar_vectors.numpy()[slot, :size].astype(np.float32)
+            else:
+                self.fresh.pop(slot, None)
+        book.touched.clear()
+
+    def nearest(self, index: int) -> tuple[int, int, float] | None:
+        """(slot, exemplar, cosine) closest to queries[index] in the book as it is now."""
+        self._sync()
+        best = None
+        if self.slots is not None:
+            sims = self.sims[index]
+            flat = int(sims.argmax())
+            row, col = divmod(flat, sims.shape[1])
+            if sims[row, col] > -math.inf:
+                best = (int(self.slots[index, row]), col, float(sims[row, col]))
+        query = self.queries[index]
+        for slot, vectors in self.fresh.items():
+            cosines = vectors @ query
+            col = int(cosines.argmax())
+            if best is None or cosines[col] > best[2]:
+                best = (slot, col, float(cosines[col]))
+        return best

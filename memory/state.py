@@ -50,6 +50,7 @@ def restore(memory, header: dict, tensors: dict[str, torch.Tensor]) -> None:
     book.last_seen[:used] = tensors["last_seen"]
     book.texts = [list(t) for t in header["book"]["texts"]]
     book.domains = list(header["book"]["domains"])
+    book.refresh_sizes()
     memory.step = header["step"]
     memory.avg_surprise = header["avg_surprise"]
     memory.domain_counts = Counter(header["domain_counts"])

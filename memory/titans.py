@@ -182,30 +182,38 @@ class TitansMemory:
         # θ_j: surprise-scaled, normalised so the output layer alone removes `lr` of the error.
         theta = cfg.lr * lr_scale * (0.25 + 0.75 * surprise) * clip / (2.0 * feature_energy(cache))
         alpha = cfg.forget * surprise  # α_j: forget more when the input is new
-        coeff_m, coeff_s, decay_m, carry_s, carry_m = _chunk_coefficients(theta, alpha, cfg.momentum)
-        single = keys.shape[0] == 1  # then c_1 = θ_1 and B = η: M's and S's sums coincide
-        # Σ_j c_j g_j (for M) and Σ_j η^{C−j} θ_j g_j (for S) from one shared backward pass
-        weights = coeff_s[:, None] if single else torch.stack([coeff_m, coeff_s], dim=1)
-        grads = backprop(params, err, cache, weights)
-        if self.fisher:
-            pull = torch._foreach_sub(params, self.anchor)  # ∇ of the EWC penalty / λ, per F
-            pull = torch._foreach_mul(pull, self.fisher)
-            for grad, coeff in zip(grads, (coeff_s,) if single else (coeff_m, coeff_s)):
-                torch._foreach_add_(grad, pull, alpha=cfg.ewc_lambda * float(coeff.sum()))
-        new_momentum = torch._foreach_mul(self.momentum, carry_s)  # S_C = η^C·S_0 − Σ …
-        torch._foreach_sub_(new_momentum, grads[-1])
-        # step = M_C − M_0 = (A − 1)·M_0 + B·S_0 − Σ c_j g_j  (see _chunk_coefficients)
-        if single:  # step = S_1 + (A − 1)·M_0, in one pass
-            step = torch._foreach_add(new_momentum, params, alpha=decay_m - 1.0)
+        single = keys.shape[0] == 1
+        if single:  # a chunk of one: c_1 = θ_1, A = 1 − α_1, B = η (M's and S's sums coincide)
+            coeff_m = coeff_s = theta
+            decay_m, carry_s, carry_m = 1.0 - float(alpha[0]), cfg.momentum, cfg.momentum
         else:
-            step = torch._foreach_mul(self.momentum, carry_m)
-            torch._foreach_sub_(step, grads[0])
-            if decay_m != 1.0:
-                torch._foreach_add_(step, params, alpha=decay_m - 1.0)
-        delta = math.sqrt(sum(float(n) ** 2 for n in torch._foreach_norm(step)))
+            coeff_m, coeff_s, decay_m, carry_s, carry_m = _chunk_coefficients(theta, alpha, cfg.momentum)
+        # −Σ_j c_j g_j (for M) and −Σ_j η^{C−j} θ_j g_j (for S) from one shared backward pass;
+        # negated weights hand back the minus sign for free.
+        weights = -(coeff_s[:, None] if single else torch.stack([coeff_m, coeff_s], dim=1))
+        grads = backprop(params, err, cache, weights)
+        if self.fisher:  # EWC: pull towards the anchor, weighted like the gradients
+            for grad, coeff in zip(grads, (coeff_s,) if single else (coeff_m, coeff_s)):
+                strength = -cfg.ewc_lambda * float(coeff.sum())
+                for g, p, a, f in zip(grad, params, self.anchor, self.fisher):
+                    g.addcmul_(p - a, f, value=strength)
+        new_params, new_momentum, delta_sq = [], [], 0.0
+        # Plain per-tensor loops, in place where nobody else can see the buffer: the weights are
+        # a few MB, so each pass over them costs; _foreach_* allocates and was slower here.
+        for i, (param, momentum) in enumerate(zip(params, self.momentum)):
+            s_new = grads[-1][i].add_(momentum, alpha=carry_s)  # S_C = η^C·S_0 − Σ η^{C−j} θ_j g_j
+            if single:  # step = S_1 − α·M_0; the old momentum buffer is free now (writer-only)
+                step = torch.add(s_new, param, alpha=decay_m - 1.0, out=momentum)
+            else:  # step = M_C − M_0 = (A − 1)·M_0 + B·S_0 − Σ c_j g_j  (see _chunk_coefficients)
+                step = grads[0][i].add_(momentum, alpha=carry_m)
+                if decay_m != 1.0:
+                    step.add_(param, alpha=decay_m - 1.0)
+            delta_sq += float(torch.linalg.vector_norm(step)) ** 2
+            new_params.append(param + step)  # a new tensor: readers holding `params` see old weights
+            new_momentum.append(s_new)
         self.momentum = new_momentum
-        self.params = torch._foreach_add(params, step)  # atomic swap: readers see old or new
-        return {"surprise": surprise, "weight_delta": delta}
+        self.params = new_params  # atomic swap: readers see old or new
+        return {"surprise": surprise, "weight_delta": math.sqrt(delta_sq)}
 
 
 def _chunk_coefficients(theta: torch.Tensor, alpha: torch.Tensor, eta: float):
@@ -217,14 +225,13 @@ def _chunk_coefficients(theta: torch.Tensor, alpha: torch.Tensor, eta: float):
     """
     n = theta.shape[0]
     keep = (1.0 - alpha).to(torch.float64)
-    beta = torch.ones(n, dtype=torch.float64)  # β_t for t = 1..C
-    for t in range(n - 2, -1, -1):
-        beta[t] = beta[t + 1] * keep[t + 1]
-    powers = torch.tensor([eta ** i for i in range(n + 1)], dtype=torch.float64)
-    coeff_m = torch.empty(n, dtype=torch.float64)
-    for j in range(n):
-        coeff_m[j] = (beta[j:] * powers[: n - j]).sum()
-    coeff_m = coeff_m * theta.to(torch.float64)
+    # β_t = Π_{s>t} keep_s: a reversed cumulative product, shifted by one
+    beta = torch.ones(n, dtype=torch.float64)
+    beta[:-1] = keep[1:].flip(0).cumprod(0).flip(0)
+    powers = eta ** torch.arange(n + 1, dtype=torch.float64)
+    offsets = torch.arange(n)[None, :] - torch.arange(n)[:, None]  # t − j
+    toeplitz = torch.where(offsets >= 0, eta ** offsets.clamp(min=0).to(torch.float64), 0.0)
+    coeff_m = (toeplitz @ beta) * theta.to(torch.float64)  # c_j = θ_j Σ_{t≥j} β_t η^{t−j}
     coeff_s = theta.to(torch.float64) * powers[:n].flip(0)  # η^{C−j} θ_j
     decay_m = float(keep.prod())
     carry_m = float((beta * powers[1 : n + 1]).sum())
