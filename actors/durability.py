@@ -23,6 +23,7 @@ from errors import CheckpointConflict, CheckpointCorrupt, CheckpointNotFound, In
 from storage import Storage
 from storage.keys import object_key
 
+from actors.phases import Phases
 from actors.wal import RecentResults, entry_args
 
 if TYPE_CHECKING:  # torch is imported only where a memory is actually loaded (not by the supervisor)
@@ -58,7 +59,7 @@ class Checkpoints:
     def __init__(self, storage: Storage, qname: str) -> None:
         self._storage = storage
         self.qname = qname
-        self._next_seq = 1 + max((_auto_seq(c["tag"]) for c in self.autos()), default=0)
+        self._next_seq: int | None = None  # read from the index on the first save_auto
 
     def save(self, data: bytes, *, tag: str, step: int, weight_hash: str, description: str = "") -> dict:
         """Store `data` under a fresh object key and index it as `tag` (CheckpointConflict if taken)."""
@@ -81,6 +82,8 @@ class Checkpoints:
         return {"tag": tag, **info}
 
     def save_auto(self, data: bytes, *, step: int, weight_hash: str) -> dict:
+        if self._next_seq is None:
+            self._next_seq = 1 + max((_auto_seq(c["tag"]) for c in self.autos()), default=0)
         tag = f"{AUTO_PREFIX}{self._next_seq:012d}"
         self._next_seq += 1
         return self.save(data, tag=tag, step=step, weight_hash=weight_hash, description="auto")
@@ -93,11 +96,15 @@ class Checkpoints:
         found = [c for c in self._storage.metadata.list_checkpoints(self.qname) if is_auto(c["tag"])]
         return sorted(found, key=lambda c: _auto_seq(c["tag"]))
 
-    def load(self, info: dict) -> NeuralMemory:
+    def load(self, info: dict, phases: Phases | None = None) -> NeuralMemory:
         from memory import NeuralMemory  # noqa: PLC0415
 
+        phases = phases if phases is not None else Phases()
         data = self._storage.checkpoints.get(info["object_key"], sha256=info.get("sha256"))
-        return NeuralMemory.from_bytes(data)
+        phases.lap("checkpoint_fetch")
+        memory = NeuralMemory.from_bytes(data)
+        phases.lap("checkpoint_decode")
+        return memory
 
     def prune_autos(self, keep: int) -> None:
         """Delete all but the newest `keep` auto-checkpoints (index entry, then object)."""
@@ -121,36 +128,46 @@ class Recovered:
     checkpoint_step: int | None  # step of the auto-checkpoint loaded (None: built from config)
     replayed: int  # WAL entries applied on top of it
     results: RecentResults = field(default_factory=lambda: RecentResults(1))
+    autos: list[dict] = field(default_factory=list)  # the auto-checkpoints found, oldest first
 
 
-def _load_newest(ckpts: Checkpoints, config: MemoryConfig) -> tuple[NeuralMemory, int | None]:
+def _load_newest(ckpts: Checkpoints, config: MemoryConfig, autos: list[dict],
+                 phases: Phases) -> tuple[NeuralMemory, int | None]:
     """Newest auto-checkpoint that loads; falls back to older ones, then to a fresh memory."""
     from memory import NeuralMemory  # noqa: PLC0415
 
-    autos = ckpts.autos()
     for info in reversed(autos):
         try:
-            return ckpts.load(info), int(info["step"])
+            return ckpts.load(info, phases), int(info["step"])
         except (CheckpointCorrupt, CheckpointNotFound, IncompatibleState) as exc:
             log.error("auto-checkpoint %s unusable (%s); trying the one before", info["tag"], exc)
     if autos:
         # Checkpoints existed but none loads: the WAL before them is gone, so rebuilding from
         # the config would silently lose data. Refuse instead.
         raise CheckpointCorrupt(f"no auto-checkpoint of {ckpts.qname} can be loaded; see the log")
-    return NeuralMemory(config), None
+    memory = NeuralMemory(config)
+    phases.lap("build_from_config")
+    return memory, None
 
 
-def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int) -> Recovered:
+def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *,
+            ckpts: Checkpoints | None = None, phases: Phases | None = None) -> Recovered:
     """Rebuild memory `qname`: newest auto-checkpoint + replay of the WAL entries after it.
 
     Entries at or below the checkpoint's step are not applied again, but their request ids are
     remembered so a retried write that already reached the checkpoint is not applied twice.
+    `phases`, if given, gets the time of each step (index, fetch, decode, WAL read, replay).
     """
-    ckpts = Checkpoints(storage, qname)
-    memory, ckpt_step = _load_newest(ckpts, config)
+    phases = phases if phases is not None else Phases()
+    ckpts = ckpts if ckpts is not None else Checkpoints(storage, qname)
+    autos = ckpts.autos()
+    phases.lap("checkpoint_index")
+    memory, ckpt_step = _load_newest(ckpts, config, autos, phases)
     results = RecentResults(remember)
     replayed = 0
-    for entry in storage.metadata.wal_read_after(qname, 0):
+    entries = storage.metadata.wal_read_after(qname, 0)
+    phases.lap("wal_read")
+    for entry in entries:
         vectors, texts, domain, learning_rate, request_id = entry_args(entry)
         if entry["step"] <= memory.step:
             results.put(request_id, None)
@@ -164,4 +181,5 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int) -
             continue
         results.put(request_id, result)
         replayed += 1
-    return Recovered(memory=memory, checkpoint_step=ckpt_step, replayed=replayed, results=results)
+    phases.lap("wal_replay")
+    return Recovered(memory=memory, checkpoint_step=ckpt_step, replayed=replayed, results=results, autos=autos)

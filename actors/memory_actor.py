@@ -7,6 +7,11 @@ the new weights, never a mix). Every observe is appended to the WAL *before* it 
 acknowledged. A background thread writes an auto-checkpoint every N writes or T seconds and
 then trims the WAL; lock order is always `_ckpt_lock` before `_write_lock`.
 
+An actor may be made before anyone knows which memory it will serve (a *spare*, qname None):
+`warm()` pays the process's start-up (torch and our imports, storage connections) ahead of
+time, and `start(qname)` later binds it to one memory, for life. Starting is mostly import
+time, so a warm spare turns a ~3 s rehydration into the state load (~0.1 s).
+
 The actor never encodes text: vectors arrive from the gateway's encoder.
 """
 
@@ -24,6 +29,7 @@ import numpy as np
 from errors import IncompatibleState, InvalidInput, NeuralMemoryError, Unavailable
 
 from actors.durability import TRIM_ALL, Checkpoints, recover
+from actors.phases import Phases
 from actors.spec import ActorSpec
 from actors.wal import RecentResults, check_observation, make_entry
 
@@ -40,10 +46,10 @@ HISTORY_TEXT_CHARS = 200
 class MemoryActor:
     """The live state of memory `qname`; wrap with `ray.remote` (see cluster.supervisor)."""
 
-    def __init__(self, qname: str, spec: ActorSpec) -> None:
+    def __init__(self, qname: str | None, spec: ActorSpec) -> None:
         # Cheap on purpose: loading happens in start(), so a failure there reaches the caller
         # as the real error instead of a generic "actor died in its constructor".
-        self._qname = qname
+        self._qname = qname  # None: a spare, bound to a memory by start(qname)
         self._spec = spec
         self._start_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -57,47 +63,64 @@ class MemoryActor:
         self._ckpts: Checkpoints | None = None
         self._results = RecentResults(spec.remembered_requests)
         self._closing = False
+        self._warm = False
         self._started = False
         self._writes_since = 0  # writes applied since the newest auto-checkpoint
         self._last_ckpt = time.monotonic()
         self._prev_auto_step = 0  # the WAL is kept after this step (fallback + request ids)
         self._latest_auto: dict | None = None
 
+    def __repr__(self) -> str:  # Ray names the actor's process and log lines after this
+        return f"MemoryActor({self._qname or 'spare'})"
+
     # ---- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> dict:
-        """Open storage and rebuild the memory (checkpoint + WAL replay). Idempotent."""
+    def warm(self) -> dict:
+        """Import torch and the model, open storage: everything start() needs but the memory."""
         with self._start_lock:
+            phases = Phases()
+            self._warm_up(phases)
+            return {"pid": os.getpid(), "timings": phases.as_dict()}
+
+    def start(self, qname: str | None = None) -> dict:
+        """Bind to memory `qname` (a spare) and rebuild it (checkpoint + WAL replay). Idempotent."""
+        with self._start_lock:
+            self._bind(qname)
             if self._started:
                 return self._summary()
-            import torch  # noqa: PLC0415
-            from memory import MemoryConfig  # noqa: PLC0415
-            from storage import open_storage  # noqa: PLC0415
+            phases = Phases()
+            was_warm = self._warm
+            self._warm_up(phases)
+            from memory import MemoryConfig  # noqa: PLC0415 - imported by _warm_up already
 
-            torch.set_num_threads(max(1, self._spec.torch_threads))
-            if self._storage is not None:  # an earlier start() failed half-way
-                self._storage.close()
-            self._storage = open_storage(self._spec.storage_settings())
             record = self._storage.metadata.get_memory(self._qname)
             self._config = MemoryConfig.from_dict(record["config"])
-            rec = recover(self._storage, self._qname, self._config, self._spec.remembered_requests)
+            phases.lap("registry")
             self._ckpts = Checkpoints(self._storage, self._qname)
+            rec = recover(self._storage, self._qname, self._config, self._spec.remembered_requests,
+                          ckpts=self._ckpts, phases=phases)
             self._results = rec.results
             self._mem = rec.memory
             self._prev_auto_step = rec.checkpoint_step or 0
-            autos = self._ckpts.autos()
-            self._latest_auto = autos[-1] if autos else None
+            self._latest_auto = rec.autos[-1] if rec.autos else None
             with self._ckpt_lock:
                 if rec.checkpoint_step is None:
                     self._auto_checkpoint()  # the initial checkpoint (or the first after a crash)
                 else:
                     self._writes_since = rec.replayed
+            phases.lap("initial_checkpoint")
             self._sync_stats()
+            phases.lap("stats")
             threading.Thread(target=self._checkpoint_loop, name="checkpointer", daemon=True).start()
             self._started = True
             log.info("memory %s up at step %s (replayed %s WAL entries)",
                      self._qname, self._mem.step, rec.replayed)
-            return {**self._summary(), "replayed": rec.replayed}
+            return {**self._summary(), "replayed": rec.replayed, "was_warm": was_warm,
+                    "timings": phases.as_dict()}
+
+    def identity(self) -> dict:
+        """Which memory this actor serves (None: a spare) and whether it has started."""
+        return {"qname": self._qname, "started": self._started, "warm": self._warm}
 
     def ping(self) -> bool:
         """True once start() has finished."""
@@ -213,6 +236,28 @@ class MemoryActor:
         return {**mem.stats(), "weight_hash": mem.weight_hash, "step": mem.step}
 
     # ---- internals --------------------------------------------------------------------------
+
+    def _bind(self, qname: str | None) -> None:
+        """Take memory `qname` for this actor's lifetime; refuse a second, different one."""
+        if qname is not None and self._qname is not None and qname != self._qname:
+            raise InvalidInput(f"this actor serves memory {self._qname}, not {qname}")
+        if self._qname is None and qname is None:
+            raise InvalidInput("a spare memory actor needs the name of the memory to start")
+        self._qname = self._qname or qname
+
+    def _warm_up(self, phases: Phases) -> None:
+        """Imports and storage connections (idempotent; caller holds `_start_lock`)."""
+        if self._warm:
+            return
+        import torch  # noqa: PLC0415 - ~2 s: why spares exist
+        from memory import MemoryConfig, NeuralMemory  # noqa: F401, PLC0415
+        from storage import open_storage  # noqa: PLC0415
+
+        torch.set_num_threads(max(1, self._spec.torch_threads))
+        phases.lap("imports")
+        self._storage = open_storage(self._spec.storage_settings())
+        phases.lap("open_storage")
+        self._warm = True
 
     def _ready(self) -> NeuralMemory:
         if not self._started:

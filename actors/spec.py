@@ -7,21 +7,27 @@ so actors on any node open the same stores without starting servers of their own
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from storage import StorageSettings
 
-__all__ = ["ActorSpec", "actor_name", "ACTOR_PREFIX", "normalize_config"]
+__all__ = ["ActorSpec", "new_actor_name", "ACTOR_PREFIX", "normalize_config"]
 
 # Named actors of one deployment share a Ray namespace; this prefix keeps memory actors apart
 # from the supervisor (and anything else) living there.
 ACTOR_PREFIX = "mem:"
 
 
-def actor_name(qname: str) -> str:
-    """The Ray actor name of the memory `qname` ("tenant/name")."""
-    return f"{ACTOR_PREFIX}{qname}"
+def new_actor_name() -> str:
+    """A fresh Ray actor name for a memory actor process.
+
+    Opaque, not the memory's name: Ray cannot rename an actor, and a warm spare is created
+    before anyone knows which memory it will serve. The actor's `identity()` says which it
+    serves; the supervisor keeps the memory -> actor table.
+    """
+    return f"{ACTOR_PREFIX}{uuid.uuid4().hex[:16]}"
 
 
 @dataclass(frozen=True)

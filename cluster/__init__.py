@@ -6,7 +6,8 @@
     await cluster.create_memory("acme", "notes", {"encoder": "hash"})
 
 Live actors are tracked by one supervisor actor per Ray namespace (cluster/supervisor.py),
-shared by every gateway replica.
+shared by every gateway replica; it keeps warm spare actors (cluster/spares.py) so forks and
+rehydrations skip the process start-up.
 """
 
 from cluster.cluster import MemoryCluster

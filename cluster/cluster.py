@@ -76,7 +76,7 @@ class MemoryCluster:
                 "scheduling_strategy": "SPREAD" if s.actor_placement == "spread" else "DEFAULT",
             }
             self._supervisor = supervisor_handle(s.namespace, spec, s.max_live_actors, s.idle_seconds,
-                                                 options, s.actor_start_timeout)
+                                                 options, s.actor_start_timeout, s.spare_actors)
             self._router = ActorRouter(self._supervisor, self._exists)
 
     async def close(self, *, stop_actors: bool = False) -> None:

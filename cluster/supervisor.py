@@ -2,15 +2,18 @@
 
 Every gateway replica talks to the same supervisor (looked up by name in the deployment's Ray
 namespace), so the least-recently-used order, the cap on live memory actors and idle
-hibernation are decided in exactly one place. It is the only creator of memory actors:
+hibernation are decided in exactly one place. It is the only creator of memory actors, and it
+keeps which actor serves which memory (actor names are opaque: see actors.new_actor_name):
 
-    ensure(qname)  live and answering -> its handle; else make room (hibernate LRU), start one
+    ensure(qname)  live and answering -> its handle; else make room (hibernate LRU), then bind a
+                   warm spare to the memory (cluster/spares.py) or, with none, start a new actor
     touch(qnames)  callers report use (throttled, fire-and-forget) for LRU and idleness
     reaper         hibernates actors idle for idle_seconds
 
 Per-memory asyncio locks serialise start/hibernate/remove of one memory; `_cap_lock` makes the
-"count, evict, reserve a slot" step atomic, so the cap holds even under a burst of starts. If
-the supervisor itself dies, Ray restarts it and it re-adopts the memory actors still alive.
+"count, evict, reserve a slot" step atomic, so the cap holds even under a burst of starts. The
+cap counts memories; spares come on top of it. If the supervisor itself dies, Ray restarts it
+and it re-adopts the actors still alive by asking each one which memory it serves.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
 import ray
@@ -27,13 +30,15 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from errors import Unavailable
 
-from actors import ACTOR_PREFIX, ActorSpec, MemoryActor, actor_name
+from actors import ACTOR_PREFIX, ActorSpec, MemoryActor, new_actor_name
+from cluster.spares import Slot, SparePool
 
 __all__ = ["Supervisor", "SUPERVISOR_NAME", "supervisor_handle", "unwrap"]
 
 log = logging.getLogger(__name__)
 
 SUPERVISOR_NAME = "supervisor"
+START_REPORTS = 64  # recent start reports kept for `starts()` (benchmarks, diagnosis)
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -44,28 +49,32 @@ def unwrap(exc: BaseException) -> BaseException:
 
 
 class Supervisor:
-    """Live memory actors of one namespace: LRU order, cap, idle hibernation, (re)start."""
+    """Live memory actors of one namespace: LRU order, cap, idle hibernation, (re)start, spares."""
 
     def __init__(self, namespace: str, spec: ActorSpec, max_live: int, idle_seconds: float,
-                 actor_options: dict[str, Any], start_timeout: float) -> None:
+                 actor_options: dict[str, Any], start_timeout: float, spares: int = 0) -> None:
         self._ns = namespace
         self._spec = spec
         self._max_live = max_live
         self._idle = idle_seconds
         self._options = actor_options
         self._timeout = start_timeout
+        self._actors: dict[str, Slot] = {}  # qname -> the actor serving it (live or starting)
         self._live: OrderedDict[str, float] = OrderedDict()  # qname -> last use; LRU first
         self._starting: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._cap_lock = asyncio.Lock()
+        self._boot_lock = asyncio.Lock()
         self._reaper: asyncio.Task | None = None
         self._remote_cls = ray.remote(MemoryActor)
+        self._spares = SparePool(lambda: self._create(None), self._kill_slot, spares, start_timeout)
+        self._starts: deque[dict] = deque(maxlen=START_REPORTS)
 
     # ---- API --------------------------------------------------------------------------------
 
     async def ensure(self, qname: str) -> Any:
         """Handle of memory `qname`'s actor, started (or rehydrated) if needed."""
-        self._boot()
+        await self._boot()
         async with self._lock(qname):
             handle = await self._alive(qname)
             if handle is None:
@@ -80,7 +89,7 @@ class Supervisor:
             return handle
 
     async def touch(self, qnames: list[str]) -> None:
-        self._boot()
+        await self._boot()
         now = time.monotonic()
         for qname in qnames:
             if qname in self._live:
@@ -89,68 +98,112 @@ class Supervisor:
 
     async def hibernate(self, qname: str) -> bool:
         """Checkpoint and stop `qname`'s actor now; False if it was not live."""
-        self._boot()
+        await self._boot()
         async with self._lock(qname):
             return await self._hibernate(qname)
 
     async def remove(self, qname: str) -> None:
         """Kill `qname`'s actor without a checkpoint (the memory is being deleted)."""
-        self._boot()
+        await self._boot()
         async with self._lock(qname):
             await self._kill(qname)
 
     async def live(self) -> list[str]:
-        self._boot()
+        await self._boot()
         return list(self._live)
 
     async def count(self) -> int:
-        self._boot()
+        await self._boot()
         return len(self._live) + len(self._starting)
 
+    async def spares_ready(self) -> int:
+        """Warm spares waiting for a memory (tests and benchmarks wait for one)."""
+        await self._boot()
+        return self._spares.ready
+
+    async def starts(self) -> list[dict]:
+        """Recent starts, oldest first: {qname, spare (bool), seconds, timings (in the actor)}."""
+        return list(self._starts)
+
     async def stop_all(self) -> int:
-        """Kill every memory actor of the namespace (tests, teardown); returns how many."""
-        names = set(self._live) | set(self._starting) | set(self._named_actors())
+        """Kill every memory actor and spare of the namespace (tests, teardown); returns how many
+        memory actors. The supervisor starts no more spares afterwards."""
+        names = set(self._live) | set(self._starting) | set(self._actors)
         for qname in names:
             async with self._lock(qname):
                 await self._kill(qname)
+        for slot in self._spares.drain():
+            await self._kill_slot(slot)
+        for slot in await self._named_slots():  # orphans: half-created before a restart
+            await self._kill_slot(slot)
         if self._reaper is not None:
             self._reaper.cancel()
         return len(names)
 
     # ---- internals --------------------------------------------------------------------------
 
-    def _boot(self) -> None:
-        """First call after (re)start: adopt actors still alive, start the idle reaper."""
+    async def _boot(self) -> None:
+        """First call after (re)start: adopt actors still alive, start the reaper and the spares."""
         if self._reaper is not None:
             return
-        now = time.monotonic()
-        for qname in self._named_actors():
-            self._live.setdefault(qname, now)
-        self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+        async with self._boot_lock:
+            if self._reaper is not None:
+                return
+            await self._adopt()
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+            self._spares.fill()
 
-    def _named_actors(self) -> list[str]:
+    async def _named_slots(self) -> list[Slot]:
         found = ray.util.list_named_actors(all_namespaces=True)
-        return [a["name"][len(ACTOR_PREFIX):] for a in found
-                if a["namespace"] == self._ns and a["name"].startswith(ACTOR_PREFIX)]
+        slots = []
+        for entry in found:
+            if entry["namespace"] == self._ns and entry["name"].startswith(ACTOR_PREFIX):
+                try:
+                    slots.append(Slot(entry["name"], ray.get_actor(entry["name"], namespace=self._ns)))
+                except ValueError:  # died since listed
+                    continue
+        return slots
+
+    async def _adopt(self) -> None:
+        """Rebuild the memory -> actor table from the actors alive in the namespace."""
+        known = {slot.name for slot in self._actors.values()}
+        slots = [slot for slot in await self._named_slots() if slot.name not in known]
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(slot.handle.identity.remote(), self._timeout) for slot in slots),
+            return_exceptions=True)
+        now = time.monotonic()
+        for slot, answer in zip(slots, answers):
+            qname = answer.get("qname") if isinstance(answer, dict) else None
+            if isinstance(answer, BaseException):
+                log.warning("memory actor %s does not answer (%s); stopping it", slot.name, answer)
+            elif qname is None and self._spares.adopt(slot):
+                continue
+            elif qname is not None and qname not in self._actors:
+                self._actors[qname] = slot
+                self._live[qname] = now
+                continue
+            await self._kill_slot(slot)  # unanswering, a surplus spare, or a duplicate
 
     def _lock(self, qname: str) -> asyncio.Lock:
         return self._locks.setdefault(qname, asyncio.Lock())
 
-    def _get(self, qname: str) -> Any | None:
-        try:
-            return ray.get_actor(actor_name(qname), namespace=self._ns)
-        except ValueError:
-            return None
+    def _create(self, qname: str | None) -> Slot:
+        """A new memory actor process (qname None: a spare, bound by start(qname) later)."""
+        name = new_actor_name()
+        handle = self._remote_cls.options(
+            name=name, namespace=self._ns, lifetime="detached", max_restarts=0, **self._options,
+        ).remote(qname, self._spec)
+        return Slot(name, handle)
 
     async def _alive(self, qname: str) -> Any | None:
         """The actor if it exists and answers (starting it if a previous start was cut short)."""
-        handle = self._get(qname)
-        if handle is None:
+        slot = self._actors.get(qname)
+        if slot is None:
             return None
         try:
-            if not await asyncio.wait_for(handle.ping.remote(), self._timeout):
-                await asyncio.wait_for(handle.start.remote(), self._timeout)
-            return handle
+            if not await asyncio.wait_for(slot.handle.ping.remote(), self._timeout):
+                await asyncio.wait_for(slot.handle.start.remote(qname), self._timeout)
+            return slot.handle
         except (RayActorError, asyncio.TimeoutError):
             await self._kill(qname)
             return None
@@ -174,41 +227,70 @@ class Supervisor:
             self._starting.add(qname)
 
     async def _start(self, qname: str) -> Any:
-        handle = self._remote_cls.options(
-            name=actor_name(qname), namespace=self._ns, lifetime="detached", get_if_exists=True,
-            max_restarts=0, **self._options,
-        ).remote(qname, self._spec)
+        """Bind a warm spare to `qname`, or start a new actor; then top the spares up again."""
+        began = time.monotonic()
         try:
-            await asyncio.wait_for(handle.start.remote(), self._timeout)
+            slot = await self._spares.take()
+            summary = None if slot is None else await self._bind(qname, slot, spare=True)
+            used_spare = summary is not None
+            if summary is None:  # no spare, or it died while waiting
+                slot = self._create(qname)
+                summary = await self._bind(qname, slot, spare=False)
+        finally:
+            self._spares.fill()
+        self._starts.append({"qname": qname, "spare": used_spare, "seconds": round(time.monotonic() - began, 4),
+                             "timings": summary.get("timings", {})})
+        return slot.handle
+
+    async def _bind(self, qname: str, slot: Slot, *, spare: bool) -> dict | None:
+        """start(qname) on `slot`; None if a spare turned out dead (the caller starts cold)."""
+        self._actors[qname] = slot
+        try:
+            return await asyncio.wait_for(slot.handle.start.remote(qname), self._timeout)
+        except RayActorError:
+            await self._kill(qname)
+            if spare:
+                return None
+            raise Unavailable(f"the actor of memory {qname} died while starting; retry") from None
         except asyncio.TimeoutError as exc:
             await self._kill(qname)
             raise Unavailable(f"memory {qname} did not start within {self._timeout:.0f}s") from exc
         except Exception as exc:
             await self._kill(qname)
             raise unwrap(exc) from None
-        return handle
 
     async def _hibernate(self, qname: str) -> bool:
-        handle = self._get(qname)
-        if handle is None:
+        slot = self._actors.get(qname)
+        if slot is None:
             self._live.pop(qname, None)
             return False
         try:
-            await asyncio.wait_for(handle.prepare_hibernate.remote(), self._timeout)
+            await asyncio.wait_for(slot.handle.prepare_hibernate.remote(), self._timeout)
         except Exception as exc:  # noqa: BLE001 - stop it anyway: the WAL still holds every write
             log.warning("hibernating %s without a fresh checkpoint: %s", qname, unwrap(exc))
         await self._kill(qname)
         return True
 
     async def _kill(self, qname: str) -> None:
-        """Kill the actor and wait until its name is free (so a restart cannot find it)."""
+        """Kill the memory's actor and wait until it is gone (before another may start)."""
         self._live.pop(qname, None)
-        handle = self._get(qname)
-        if handle is None:
+        slot = self._actors.pop(qname, None)
+        if slot is not None:
+            await self._kill_slot(slot)
+
+    async def _kill_slot(self, slot: Slot) -> None:
+        """ray.kill is asynchronous: wait until the name is free, i.e. the process is dead, so a
+        new actor for the same memory never overlaps with the old one's last write."""
+        try:
+            ray.kill(slot.handle, no_restart=True)
+        except (RayActorError, ValueError):
             return
-        ray.kill(handle, no_restart=True)
         deadline = time.monotonic() + 30
-        while self._get(qname) is not None and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(slot.name, namespace=self._ns)
+            except ValueError:
+                return
             await asyncio.sleep(0.02)
 
     async def _reap_forever(self) -> None:
@@ -234,7 +316,7 @@ class Supervisor:
 
 
 def supervisor_handle(namespace: str, spec: ActorSpec, max_live: int, idle_seconds: float,
-                      actor_options: dict[str, Any], start_timeout: float) -> Any:
+                      actor_options: dict[str, Any], start_timeout: float, spares: int = 0) -> Any:
     """The deployment's supervisor, created on first use (the first caller's settings win)."""
     node = ray.get_runtime_context().get_node_id()
     strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
@@ -243,4 +325,4 @@ def supervisor_handle(namespace: str, spec: ActorSpec, max_live: int, idle_secon
         name=SUPERVISOR_NAME, namespace=namespace, lifetime="detached", get_if_exists=True,
         num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=1000,
         scheduling_strategy=strategy,
-    ).remote(namespace, spec, max_live, idle_seconds, actor_options, start_timeout)
+    ).remote(namespace, spec, max_live, idle_seconds, actor_options, start_timeout, spares)

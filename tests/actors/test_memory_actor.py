@@ -126,3 +126,38 @@ def test_hibernating_actor_refuses_writes_but_answers_reads(local_storage, make_
         actor.observe("h1", vectors, ["late note"])
     assert actor.surprise(vectors[0], "late note")["score"] < 1.0
     assert actor.snapshot()["step"] == 1  # fork source: the hibernation checkpoint, reused
+
+
+def test_spare_warms_up_then_serves_one_memory_for_life(local_storage, make_actor):
+    """A spare is made before its memory is known; start(qname) binds it, once and for all."""
+    source = make_actor(local_storage, Q)
+    vectors = encode(["kept before the spare"])
+    source.observe("s0", vectors, ["kept before the spare"])
+    assert source.prepare_hibernate() == {"step": 1}
+
+    spare = MemoryActor(None, source._spec)
+    try:
+        assert spare.identity() == {"qname": None, "started": False, "warm": False}
+        warmed = spare.warm()
+        assert {"imports", "open_storage", "total"} <= set(warmed["timings"])
+        assert spare.identity() == {"qname": None, "started": False, "warm": True}
+        with pytest.raises(InvalidInput, match="needs the name"):
+            spare.start()
+        with pytest.raises(Unavailable):
+            spare.stats()
+
+        started = spare.start(Q)
+        assert started["was_warm"] and started["step"] == 1 and started["replayed"] == 0
+        assert started["weight_hash"] == source.stats()["weight_hash"]
+        assert "imports" not in started["timings"]  # paid by warm(), not by the start
+        assert {"checkpoint_fetch", "checkpoint_decode", "wal_replay", "total"} <= set(started["timings"])
+        assert spare.identity() == {"qname": Q, "started": True, "warm": True}
+        assert spare.start(Q)["step"] == 1  # idempotent
+        with pytest.raises(InvalidInput, match="serves memory"):
+            spare.start("acme/other")
+        assert spare.observe("s1", encode(["learned by the spare"]), ["learned by the spare"])["step"] == 2
+    finally:
+        spare._stop.set()
+        spare._wake.set()
+        if spare._storage is not None:
+            spare._storage.close()

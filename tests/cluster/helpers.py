@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -18,6 +19,30 @@ def encode(texts: list[str]) -> np.ndarray:
     return get_encoder("hash").encode(texts)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Actors run torch with one thread; a reference memory must use the same arithmetic."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def reference_hash(texts: list[str], vectors, config: dict | None = None) -> str:
+    """weight_hash of a fresh memory fed `texts` one by one in this process (never a Ray actor)."""
+    from memory import MemoryConfig, NeuralMemory
+
+    with torch_threads(1):
+        memory = NeuralMemory(MemoryConfig.from_dict(config or SMALL))
+        for i, text in enumerate(texts):
+            memory.observe_vectors(vectors[i : i + 1], [text])
+        return memory.weight_hash
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 60.0, every: float = 0.1) -> bool:
     """Poll `predicate` until true or `timeout` (a bound for slow machines, not a speed check)."""
     deadline = time.monotonic() + timeout
@@ -28,12 +53,31 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60.0, every: floa
     return predicate()
 
 
-def named_memory_actors(namespace: str) -> list[str]:
-    """Memory actors alive in `namespace`, straight from Ray (independent of the supervisor)."""
+def memory_actors(namespace: str) -> dict[str, tuple[str, object]]:
+    """Actor processes of `namespace` asked directly (independent of the supervisor):
+    {Ray actor name: (qname or None for a spare, handle)}."""
     import ray
 
-    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-            if a["namespace"] == namespace and a["name"].startswith("mem:")]
+    found = {}
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry["namespace"] != namespace or not entry["name"].startswith("mem:"):
+            continue
+        try:
+            handle = ray.get_actor(entry["name"], namespace=namespace)
+            found[entry["name"]] = (ray.get(handle.identity.remote(), timeout=60)["qname"], handle)
+        except (ValueError, ray.exceptions.RayError):
+            continue  # died (or is dying) since listed
+    return found
+
+
+def named_memory_actors(namespace: str) -> list[str]:
+    """Memories with a live actor in `namespace`, straight from Ray (spares not included)."""
+    return sorted(qname for qname, _ in memory_actors(namespace).values() if qname is not None)
+
+
+def spare_actors(namespace: str) -> list[str]:
+    """Ray names of the unbound (spare) memory actors of `namespace`."""
+    return [name for name, (qname, _) in memory_actors(namespace).items() if qname is None]
 
 
 def kill_actor(namespace: str, qname: str) -> None:
@@ -43,7 +87,7 @@ def kill_actor(namespace: str, qname: str) -> None:
     """
     import ray
 
-    name = f"mem:{qname}"
+    (name,) = [name for name, (served, _) in memory_actors(namespace).items() if served == qname]
     ray.kill(ray.get_actor(name, namespace=namespace))
 
     def gone() -> bool:
@@ -53,4 +97,4 @@ def kill_actor(namespace: str, qname: str) -> None:
             return True
         return False
 
-    assert wait_until(gone, timeout=60, every=0.02), f"actor {name} still alive after ray.kill"
+    assert wait_until(gone, timeout=60, every=0.02), f"actor {name} of {qname} still alive after ray.kill"

@@ -32,8 +32,6 @@ def reference_hash(config: dict, texts: list[str], vectors: Any) -> str:
 
 
 async def scenario(address: str, args: dict, remove_worker) -> dict:
-    import ray
-
     from cluster import ClusterSettings, MemoryCluster
     from memory import get_encoder
     from tests.fixtures.servers import S3Server, make_storage_settings
@@ -62,8 +60,7 @@ async def scenario(address: str, args: dict, remove_worker) -> dict:
     await asyncio.gather(*(feed(n, range(FIRST)) for n in names))
     placement = {}
     for name in names:
-        actor = ray.get_actor(f"mem:acme/{name}", namespace=settings.namespace)
-        placement[name] = (await actor.where.remote())["node_id"]
+        placement[name] = (await mc._routes().call(f"acme/{name}", "where"))["node_id"]
 
     remove_worker()
     await asyncio.gather(*(feed(n, range(FIRST, FIRST + SECOND)) for n in names))

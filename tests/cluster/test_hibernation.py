@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cluster.helpers import SMALL, encode, named_memory_actors, wait_until
+from tests.cluster.helpers import SMALL, encode, named_memory_actors, spare_actors, wait_until
 
 ANIMALS = ["otter", "falcon", "lynx", "heron", "bison", "gecko", "walrus", "ibis", "marten", "okapi",
            "tapir", "quokka", "narwhal", "ocelot", "puffin", "dingo", "serval", "kiwi", "manatee", "jackal"]
@@ -73,5 +73,8 @@ def test_supervisor_restart_readopts_live_actors(make_cluster, arun, tenant):
     arun(cluster.create_memory(tenant, "third", SMALL))
     assert arun(cluster.live_actor_count()) == 2
     assert len(named_memory_actors(cluster.settings.namespace)) == 2
+    # The spare alive before the restart is adopted, not duplicated.
+    assert wait_until(lambda: len(spare_actors(cluster.settings.namespace)) == 1, timeout=300)
+    assert len(spare_actors(cluster.settings.namespace)) == 1
     text = "kept memories survive a supervisor restart"
     assert arun(cluster.observe(tenant, "kept", encode([text]), [text]))["step"] == 1

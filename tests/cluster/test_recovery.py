@@ -3,33 +3,8 @@ acknowledged writes are never lost, and retried writes are never applied twice."
 
 from __future__ import annotations
 
-import contextlib
-
 from actors.wal import make_entry
-from tests.cluster.helpers import SMALL, encode, kill_actor
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Actors run torch with one thread; the reference memory must use the same arithmetic."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def reference_hash(texts: list[str], vectors) -> str:
-    from memory import MemoryConfig, NeuralMemory
-
-    with torch_threads(1):
-        memory = NeuralMemory(MemoryConfig.from_dict(SMALL))
-        for i, text in enumerate(texts):
-            memory.observe_vectors(vectors[i : i + 1], [text])
-        return memory.weight_hash
+from tests.cluster.helpers import SMALL, encode, kill_actor, reference_hash
 
 
 def kill(cluster, tenant: str, name: str) -> None:

@@ -182,7 +182,7 @@ def test_ray_head_and_workers_get_the_same_settings():
 
 
 def test_live_actor_cap_fits_the_largest_cluster():
-    """The autoscaler can always make room for NMEM_MAX_LIVE_ACTORS live memories.
+    """The autoscaler can always make room for NMEM_MAX_LIVE_ACTORS live memories (+ spares).
 
     Otherwise actors past the cluster's CPU capacity stay pending for ever and calls time out
     instead of the supervisor hibernating the least recently used memory.
@@ -201,7 +201,8 @@ def test_live_actor_cap_fits_the_largest_cluster():
     serve_cpus = sum(args.get(f"{d}_replicas", defaults[f"{d}_replicas"].default)
                      * args.get(f"{d}_num_cpus", defaults[f"{d}_num_cpus"].default)
                      for d in ("gateway", "encoder"))
-    assert int(settings["NMEM_MAX_LIVE_ACTORS"]) * actor_cpus + serve_cpus <= capacity
+    actors = int(settings["NMEM_MAX_LIVE_ACTORS"]) + int(settings["NMEM_SPARE_ACTORS"])
+    assert actors * actor_cpus + serve_cpus <= capacity
 
 
 def _service_port(name: str) -> tuple[str, int]:

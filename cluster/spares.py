@@ -1,0 +1,129 @@
+"""Warm spare memory actors: processes that paid their start-up before anyone needed them.
+
+Starting a memory actor is mostly process start-up, not the memory: on 2 cores a Ray worker
+takes ~0.7 s, our imports ~0.5 s and `import torch` ~2 s, while loading the default memory's
+checkpoint takes ~0.07 s. So the supervisor keeps `size` spares: MemoryActors created with no
+memory that have run `warm()` (imports done, storage open). The next fork, rehydration or
+recovery takes one (`start(qname)` binds it to that memory for life) and a replacement warms up
+in the background, so the caller waits for the state load instead of the start-up.
+
+Why not Ray's own worker pool with `preload_python_modules`: Ray prestarts idle workers only
+when the raylet starts (and only a few), never refills the pool, and reuses no task worker for
+an actor, so after the first few actors every start pays the full import again; meanwhile every
+worker of the node (Serve's controller, proxies, replicas, the supervisor) would import torch.
+Measured in bench/cluster_bench.py's notes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+__all__ = ["Slot", "SparePool"]
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = 30.0  # seconds without new spares after one failed to warm up (no crash loops)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One memory actor process: its Ray name (to wait for its death) and its handle."""
+
+    name: str
+    handle: Any
+
+
+class SparePool:
+    """Keeps `size` warm, unbound memory actors for the supervisor's next start."""
+
+    def __init__(self, create: Callable[[], Slot], kill: Callable[[Slot], Awaitable[None]],
+                 size: int, timeout: float) -> None:
+        self._create = create
+        self._kill = kill
+        self._size = size
+        self._timeout = timeout
+        self._ready: deque[Slot] = deque()
+        self._warming: dict[str, tuple[Slot, asyncio.Task]] = {}
+        self._waiters = 0  # takers waiting for a spare that is still warming up
+        self._paused_until = 0.0
+        self._stopped = False
+
+    @property
+    def ready(self) -> int:
+        return len(self._ready)
+
+    def fill(self) -> None:
+        """Start warming new spares until `size` are ready or warming (no-op once stopped)."""
+        if self._stopped or time.monotonic() < self._paused_until:
+            return
+        while len(self._ready) + len(self._warming) < self._size:
+            try:
+                slot = self._create()
+            except Exception as exc:  # noqa: BLE001 - a spare is an optimisation, never an error
+                log.warning("could not create a spare memory actor: %s", exc)
+                self._paused_until = time.monotonic() + RETRY_AFTER
+                return
+            task = asyncio.get_running_loop().create_task(self._warm(slot))
+            self._warming[slot.name] = (slot, task)
+
+    async def take(self) -> Slot | None:
+        """A warm spare; None when none is ready or warming for this caller (start cold then).
+
+        Waiting for a spare that is already warming is never slower than a cold start begun
+        now; but each warming spare is waited for by one caller at most, so a burst of starts
+        still runs in parallel instead of queueing behind one spare.
+        """
+        deadline = time.monotonic() + self._timeout
+        while True:
+            if self._ready:
+                return self._ready.popleft()
+            left = deadline - time.monotonic()
+            if len(self._warming) <= self._waiters or left <= 0:
+                return None
+            self._waiters += 1
+            try:
+                tasks = {task for _, task in self._warming.values()}
+                await asyncio.wait(tasks, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._waiters -= 1
+
+    def adopt(self, slot: Slot) -> bool:
+        """Take in a spare found alive after a supervisor restart; False if the pool is full."""
+        if self._stopped or len(self._ready) + len(self._warming) >= self._size:
+            return False
+        self._ready.append(slot)
+        return True
+
+    def drain(self) -> list[Slot]:
+        """Stop for good: every spare, ready or warming, for the caller to kill."""
+        self._stopped = True
+        slots = list(self._ready)
+        self._ready.clear()
+        for slot, task in self._warming.values():
+            task.cancel()
+            slots.append(slot)
+        self._warming.clear()
+        return slots
+
+    async def _warm(self, slot: Slot) -> None:
+        ok = False
+        try:
+            await asyncio.wait_for(slot.handle.warm.remote(), self._timeout)
+            ok = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - logged; the next start is simply cold
+            log.warning("spare memory actor %s did not warm up: %s", slot.name, exc)
+            self._paused_until = time.monotonic() + RETRY_AFTER
+        finally:
+            # No await between leaving `_warming` and joining `_ready`: takers see one or the other.
+            self._warming.pop(slot.name, None)
+            if ok and not self._stopped:
+                self._ready.append(slot)
+        if not ok:
+            await self._kill(slot)
