@@ -93,7 +93,7 @@ def forward(params: Params, keys: torch.Tensor) -> tuple[torch.Tensor, list[torc
     n_layers = len(params) // 2
     for layer in range(n_layers):
         weight, bias = params[2 * layer], params[2 * layer + 1]
-        pre = x @ weight.T + bias  # (n, out)
+        pre = torch.addmm(bias, x, weight.T)  # x Wᵀ + b, (n, out)
         cache.append((x, pre))
         x = pre if layer == n_layers - 1 else activation(layer, pre)
     return x, cache
@@ -104,36 +104,45 @@ def output_error(params: Params, keys: torch.Tensor, values: torch.Tensor):
     return pred - values, cache  # (n, value_dim)
 
 
-def backprop(params: Params, err: torch.Tensor, cache, coeffs: torch.Tensor) -> list[Params]:
-    """For each column c of coeffs (n, k): Σ_i coeffs_ic · ∇ℓ_i, ℓ_i = ‖M(k_i) − v_i‖².
-    The backward pass is shared; each weighting costs one matmul per layer."""
-    grads: list[Params] = [[torch.empty(0)] * len(params) for _ in range(coeffs.shape[1])]
+def layer_deltas(params: Params, err: torch.Tensor, cache) -> list[torch.Tensor]:
+    """dℓ_i/d(pre-activation) of every layer for every item, (n, out_l): the backward pass
+    shared by the gradient norms (clipping) and the weighted gradients (the update)."""
+    n_layers = len(params) // 2
+    deltas: list[torch.Tensor] = [torch.empty(0)] * n_layers
     delta = 2.0 * err  # dℓ/dM(k), (n, out)
-    for layer in reversed(range(len(params) // 2)):
-        x, pre = cache[layer]
-        if layer != len(params) // 2 - 1:
+    for layer in reversed(range(n_layers)):
+        _, pre = cache[layer]
+        if layer != n_layers - 1:
             delta = delta * activation_grad(layer, pre)
-        for column, out in enumerate(grads):
-            weighted = delta * coeffs[:, column : column + 1]
-            out[2 * layer] = weighted.T @ x  # (out, in)
-            out[2 * layer + 1] = weighted.sum(0)
+        deltas[layer] = delta
         if layer:
             delta = delta @ params[2 * layer]  # back through W to the previous activation
+    return deltas
+
+
+def weighted_grads(deltas: list[torch.Tensor], cache, coeffs: torch.Tensor) -> list[Params]:
+    """For each column c of coeffs (n, k): Σ_i coeffs_ic · ∇ℓ_i; one matmul per layer each."""
+    grads: list[Params] = []
+    for column in range(coeffs.shape[1]):
+        out: Params = []
+        for delta, (x, _) in zip(deltas, cache):
+            weighted = delta * coeffs[:, column : column + 1]
+            out += [weighted.T @ x, weighted.sum(0)]  # (out, in), (out,)
+        grads.append(out)
     return grads
 
 
-def per_item_grad_norms(params: Params, err: torch.Tensor, cache) -> torch.Tensor:
+def grad_norms(deltas: list[torch.Tensor], cache) -> torch.Tensor:
     """‖∇ℓ_i‖ for each item without forming per-item gradients (outer products: ‖a bᵀ‖ = ‖a‖‖b‖)."""
-    total = torch.zeros(err.shape[0], dtype=err.dtype)
-    delta = 2.0 * err
-    for layer in reversed(range(len(params) // 2)):
-        x, pre = cache[layer]
-        if layer != len(params) // 2 - 1:
-            delta = delta * activation_grad(layer, pre)
+    total = torch.zeros(deltas[0].shape[0], dtype=deltas[0].dtype)
+    for delta, (x, _) in zip(deltas, cache):
         total += (delta * delta).sum(1) * ((x * x).sum(1) + 1.0)
-        if layer:
-            delta = delta @ params[2 * layer]
     return total.sqrt()
+
+
+def backprop(params: Params, err: torch.Tensor, cache, coeffs: torch.Tensor) -> list[Params]:
+    """For each column c of coeffs (n, k): Σ_i coeffs_ic · ∇ℓ_i, ℓ_i = ‖M(k_i) − v_i‖²."""
+    return weighted_grads(layer_deltas(params, err, cache), cache, coeffs)
 
 
 def feature_energy(cache) -> torch.Tensor:
@@ -177,7 +186,8 @@ class TitansMemory:
         params = self.params  # readers keep using this list until the swap below
         err, cache = output_error(params, keys, self.values(keys))
         surprise = err.norm(dim=1).clamp(max=1.0)  # (n,)
-        grad_norm = per_item_grad_norms(params, err, cache)
+        deltas = layer_deltas(params, err, cache)
+        grad_norm = grad_norms(deltas, cache)
         clip = (cfg.max_grad_norm / grad_norm.clamp_min(1e-12)).clamp(max=1.0)
         # θ_j: surprise-scaled, normalised so the output layer alone removes `lr` of the error.
         theta = cfg.lr * lr_scale * (0.25 + 0.75 * surprise) * clip / (2.0 * feature_energy(cache))
@@ -191,7 +201,7 @@ class TitansMemory:
         # −Σ_j c_j g_j (for M) and −Σ_j η^{C−j} θ_j g_j (for S) from one shared backward pass;
         # negated weights hand back the minus sign for free.
         weights = -(coeff_s[:, None] if single else torch.stack([coeff_m, coeff_s], dim=1))
-        grads = backprop(params, err, cache, weights)
+        grads = weighted_grads(deltas, cache, weights)
         if self.fisher:  # EWC: pull towards the anchor, weighted like the gradients
             for grad, coeff in zip(grads, (coeff_s,) if single else (coeff_m, coeff_s)):
                 strength = -cfg.ewc_lambda * float(coeff.sum())
