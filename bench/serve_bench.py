@@ -36,6 +36,27 @@ import httpx
 from bench.corpus import docstring_sentences
 
 CLIENTS = 8
+NAMESPACE = "nmem-serve-bench"
+
+
+async def _no_settle() -> None:
+    """Against --url nothing is known about background work; measure right away."""
+
+
+async def spares_settled(timeout: float = 120.0) -> None:
+    """Wait until the supervisor's warm spare is ready again (local mode). Creating memories
+    binds spares and a replacement then warms in the background (~3 CPU-seconds); measuring
+    during that would time the warm-up, not the gateway."""
+    import ray
+
+    from cluster import ClusterSettings
+    from cluster.supervisor import SUPERVISOR_NAME
+
+    wanted = ClusterSettings().spare_actors
+    supervisor = ray.get_actor(SUPERVISOR_NAME, namespace=NAMESPACE)
+    deadline = time.monotonic() + timeout
+    while await supervisor.spares_ready.remote() < wanted and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
 
 
 def _stats(samples: list[float]) -> dict:
@@ -80,10 +101,11 @@ async def _timed_calls(client: httpx.AsyncClient, n: int, path: str, body_of) ->
     return samples
 
 
-async def rest_latency(client: httpx.AsyncClient, texts: Texts, n: int) -> dict:
+async def rest_latency(client: httpx.AsyncClient, texts: Texts, n: int, settle) -> dict:
     name = f"bench-{uuid.uuid4().hex[:8]}"
     await _create(client, name)
     await _timed_calls(client, 20, f"/v1/memories/{name}/observe", lambda: {"context": texts.take()})
+    await settle()
     observe = await _timed_calls(client, n, f"/v1/memories/{name}/observe",
                                  lambda: {"context": texts.take()})
     infer = await _timed_calls(client, max(50, n // 3), f"/v1/memories/{name}/infer",
@@ -98,11 +120,12 @@ async def rest_latency(client: httpx.AsyncClient, texts: Texts, n: int) -> dict:
 
 
 async def rest_throughput(client: httpx.AsyncClient, texts: Texts, seconds: float,
-                          memories: int) -> dict:
+                          memories: int, settle) -> dict:
     names = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(memories)]
     await asyncio.gather(*(_create(client, n) for n in names))
     for name in names:  # warm: actor live, first-call costs paid
         await _timed_calls(client, 3, f"/v1/memories/{name}/observe", lambda: {"context": texts.take()})
+    await settle()
     done: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -126,7 +149,7 @@ async def rest_throughput(client: httpx.AsyncClient, texts: Texts, seconds: floa
             "latency": _stats(done)}
 
 
-async def mcp_latency(url: str, key: str | None, texts: Texts, n: int) -> dict:
+async def mcp_latency(url: str, key: str | None, texts: Texts, n: int, settle=_no_settle) -> dict:
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
@@ -138,6 +161,8 @@ async def mcp_latency(url: str, key: str | None, texts: Texts, n: int) -> dict:
         async with Client(streamable_http_client(f"{url}/mcp", http_client=http)) as mcp:
             await mcp.call_tool("create_memory", {"memory": name})
             for i in range(n + 20):
+                if i == 20:
+                    await settle()
                 start = time.perf_counter()
                 result = await mcp.call_tool("observe", {"context": texts.take(), "memory": name})
                 if i >= 20:  # the first 20 are warm-up
@@ -147,15 +172,15 @@ async def mcp_latency(url: str, key: str | None, texts: Texts, n: int) -> dict:
     return {"observe": _stats(samples)}
 
 
-async def run_all(url: str, key: str | None, n: int, seconds: float) -> dict:
+async def run_all(url: str, key: str | None, n: int, seconds: float, settle=_no_settle) -> dict:
     texts = Texts()
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     limits = httpx.Limits(max_connections=CLIENTS * 2, max_keepalive_connections=CLIENTS * 2)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as c:
-        results = {"rest": await rest_latency(c, texts, n)}
-        results["rest_throughput_8_memories"] = await rest_throughput(c, texts, seconds, CLIENTS)
-        results["rest_throughput_1_memory"] = await rest_throughput(c, texts, seconds, 1)
-    results["mcp"] = await mcp_latency(url, key, texts, n)
+        results = {"rest": await rest_latency(c, texts, n, settle)}
+        results["rest_throughput_8_memories"] = await rest_throughput(c, texts, seconds, CLIENTS, settle)
+        results["rest_throughput_1_memory"] = await rest_throughput(c, texts, seconds, 1, settle)
+    results["mcp"] = await mcp_latency(url, key, texts, n, settle)
     return results
 
 
@@ -182,7 +207,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def local_server() -> Iterator[tuple[str, str]]:
+def local_server(encode_in: str = "gateway") -> Iterator[tuple[str, str]]:
     """Ray + Serve + the app on a free port, embedded storage in a temp dir; yields (url, key)."""
     import ray
     from ray import serve
@@ -201,7 +226,8 @@ def local_server() -> Iterator[tuple[str, str]]:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             storage = {"redis_url": redis_url, "data_dir": tmp, "s3_endpoint": None}
             app = build_app({"host": "127.0.0.1", "port": port, "api_keys": f"{key}:bench",
-                             "cluster": {"namespace": "nmem-serve-bench", "storage": storage}})
+                             "encode_in": encode_in,
+                             "cluster": {"namespace": NAMESPACE, "storage": storage}})
             serve.run(app, name="neural-memory", route_prefix="/", blocking=False)
             url = f"http://127.0.0.1:{port}"
             _wait(url)
@@ -255,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300, help="sequential calls per measure")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each throughput run")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve_bench.json"))
+    parser.add_argument("--encode-in", choices=["gateway", "deployment"], default="gateway",
+                        help="where the local server encodes text (NMEM_ENCODE_IN)")
     parser.add_argument("--worker-niceness", type=int, default=0,
                         help="nice level of the bench's Ray workers (Ray's default is 15, which "
                              "on a shared machine lets any other process starve them)")
@@ -266,12 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         results = asyncio.run(run_all(args.url.rstrip("/"), args.api_key, args.requests, args.seconds))
     else:
-        with local_server() as (url, key):
-            results = asyncio.run(run_all(url, key, args.requests, args.seconds))
-            results["encoder_handle_minilm"] = asyncio.run(encoder_latency(100))
+        with local_server(args.encode_in) as (url, key):
+            results = asyncio.run(run_all(url, key, args.requests, args.seconds, spares_settled))
+            if args.encode_in == "deployment":
+                results["encoder_handle_minilm"] = asyncio.run(encoder_latency(100))
     results["machine"] = {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                           "loadavg_after": [round(x, 2) for x in os.getloadavg()],
                           "encoder": "minilm", "auth": True,
+                          "encode_in": None if args.url else args.encode_in,
                           "ray_worker_niceness": None if args.url else args.worker_niceness}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

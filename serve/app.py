@@ -41,7 +41,8 @@ def _split_args(args: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, 
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    """Encoder + Gateway, bound. Validates settings and auth here, on the driver, to fail fast."""
+    """Gateway (+ the Encoder deployment when encode_in="deployment"), bound.
+    Validates settings and auth here, on the driver, to fail fast."""
     gateway_args, cluster_args = _split_args(args)
     settings = GatewaySettings(**gateway_args)
     auth = Authenticator.from_settings(settings)
@@ -49,14 +50,16 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     # Replicas get resolved values, so every replica sees the same configuration whatever the
     # environment of its node; keys travel only as sha256 digests, never in the clear.
     resolved = settings.model_dump(mode="json", exclude={"api_keys", "api_keys_file"})
-    encoder = Encoder.options(
-        num_replicas=settings.encoder_replicas,
-        ray_actor_options={"num_cpus": settings.encoder_num_cpus},
-    ).bind(
-        preload=settings.encoders_to_preload(),
-        batch_size=settings.encoder_batch_size,
-        batch_wait_s=settings.encoder_batch_wait_s,
-    )
+    encoder = None  # encode_in="gateway": each gateway replica holds the model itself
+    if settings.encode_in == "deployment":
+        encoder = Encoder.options(
+            num_replicas=settings.encoder_replicas,
+            ray_actor_options={"num_cpus": settings.encoder_num_cpus},
+        ).bind(
+            preload=settings.encoders_to_preload(),
+            batch_size=settings.encoder_batch_size,
+            batch_wait_s=settings.encoder_batch_wait_s,
+        )
     return Gateway.options(
         num_replicas=settings.gateway_replicas,
         ray_actor_options={"num_cpus": settings.gateway_num_cpus},

@@ -1,4 +1,5 @@
-"""The Encoder deployment: text -> vectors for every memory, batched across requests.
+"""Text -> vectors for every memory, batched across requests: the Encoder deployment, or
+`LocalEncoder` inside each gateway replica (`encode_in`, see serve/settings.py).
 
 One model per replica, loaded once (in the constructor, for the encoders named in
 `preload`; any other known encoder on first use), never per memory actor. Concurrent calls
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from ray import serve
@@ -74,3 +76,30 @@ class Encoder:
 
     def check_health(self) -> None:
         """Serve restarts the replica if this raises; loading is checked in __init__."""
+
+
+class LocalEncoder:
+    """Encoding inside the gateway replica: no DeploymentHandle hop (on 2 cores that hop cost
+    ~10 ms of CPU and latency per request). One forward pass at a time in one worker thread,
+    so the event loop stays free; the gateway's EncodeBatcher coalesces concurrent requests
+    into each pass, as the Encoder deployment's @serve.batch would."""
+
+    def __init__(self, preload: list[str]) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self._loaded: set[str] = set()
+        for name in preload:
+            get_encoder(name).encode(["warm-up"])  # first forward pass allocates; do it now
+            self._loaded.add(name)
+            logger.info("encoder %s loaded in the gateway (dim %d)", name, get_encoder(name).dim)
+
+    async def encode_batch(self, encoder: str, texts: list[str]) -> np.ndarray:
+        """(n, dim) float32 for texts with the named encoder (InvalidInput if unknown)."""
+        if encoder not in self._loaded:  # unknown names fail here, alone; loading stays off-loop
+            await asyncio.get_running_loop().run_in_executor(self._pool, get_encoder, encoder)
+            self._loaded.add(encoder)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: get_encoder(encoder).encode(texts)
+        )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

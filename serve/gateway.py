@@ -2,8 +2,9 @@
 
 `@serve.ingress()` without an app plus `__serve_build_asgi_app__` means the FastAPI app is
 built inside each replica (after `__init__`), so nothing unpicklable ever crosses to Ray.
-The Encoder deployment arrives as a DeploymentHandle; the MemoryCluster is created from
-plain settings dicts in the app's lifespan.
+The Encoder deployment arrives as a DeploymentHandle, or as None when the gateway encodes
+in-process (`encode_in="gateway"`); the MemoryCluster is created from plain settings dicts in
+the app's lifespan.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve.auth import Authenticator
 from serve.encode_batcher import EncodeBatcher
+from serve.encoder import LocalEncoder
 from serve.http_app import GatewayRuntime, create_api
 from serve.metrics import GatewayMetrics
 from serve.settings import GatewaySettings
@@ -44,7 +46,7 @@ def make_cluster(cluster_settings: dict[str, Any]) -> Any:
 class Gateway:
     def __init__(
         self,
-        encoder: DeploymentHandle,
+        encoder: DeploymentHandle | None,
         settings: dict[str, Any],
         auth_digests: dict[str, str],
         cluster_settings: dict[str, Any] | None = None,
@@ -52,12 +54,18 @@ class Gateway:
         self._settings = GatewaySettings(**settings)
         self._auth = Authenticator(dict(auth_digests))
         self._auth.check_bind(self._settings.host)  # warns in the replica log too
+        # No Encoder deployment bound (encode_in="gateway"): the model lives in this replica.
         self._encoder = encoder
-        self._batcher = EncodeBatcher(self._encode_batch, max_batch=self._settings.encoder_batch_size)
+        self._local = None if encoder is not None else LocalEncoder(self._settings.encoders_to_preload())
+        # In-process passes queue in one thread: one in flight lets the next batch fill meanwhile.
+        self._batcher = EncodeBatcher(self._encode_batch, max_batch=self._settings.encoder_batch_size,
+                                      max_in_flight=2 if encoder is not None else 1)
         self._cluster_settings = dict(cluster_settings or {})
         self._app: FastAPI | None = None
 
     async def _encode_batch(self, encoder: str, texts: list[str]) -> np.ndarray:
+        if self._local is not None:
+            return await self._local.encode_batch(encoder, texts)
         return await self._encoder.encode_batch.remote(encoder, texts)
 
     def __serve_build_asgi_app__(self) -> FastAPI:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,7 +59,15 @@ class GatewaySettings(BaseSettings):
         60.0, ge=0, description="How long the gateway trusts a cached memory -> encoder lookup."
     )
     preload_encoders: str = Field(
-        "minilm", description="Comma-separated encoders each Encoder replica loads at start."
+        "minilm", description="Comma-separated encoders loaded at start (where encoding runs)."
+    )
+    encode_in: Literal["gateway", "deployment"] = Field(
+        "gateway",
+        description=(
+            "Where text becomes vectors: in each gateway replica (no extra hop: lower latency and "
+            "CPU per request; one model copy per gateway replica), or in the separate Encoder "
+            "deployment (scales apart from the gateways, one model per encoder replica)."
+        ),
     )
     encoder_batch_size: int = Field(32, ge=1, le=1024, description="Max texts per encoder batch.")
     encoder_batch_wait_s: float = Field(

@@ -198,9 +198,11 @@ def test_live_actor_cap_fits_the_largest_cluster():
                    for g in ray_cluster["workerGroupSpecs"])
     args = serve_config()["applications"][0]["args"]
     defaults = GatewaySettings.model_fields
+    encode_in = args.get("encode_in", defaults["encode_in"].default)
+    deployments = ("gateway", "encoder") if encode_in == "deployment" else ("gateway",)
     serve_cpus = sum(args.get(f"{d}_replicas", defaults[f"{d}_replicas"].default)
                      * args.get(f"{d}_num_cpus", defaults[f"{d}_num_cpus"].default)
-                     for d in ("gateway", "encoder"))
+                     for d in deployments)
     actors = int(settings["NMEM_MAX_LIVE_ACTORS"]) + int(settings["NMEM_SPARE_ACTORS"])
     assert actors * actor_cpus + serve_cpus <= capacity
 

@@ -63,3 +63,23 @@ def test_failures_reach_every_waiter_and_the_batcher_recovers():
         assert (await batcher.encode("hash", "still works")).shape == (384,)
 
     asyncio.run(run())
+
+
+def test_local_encoder_batches_in_process_and_isolates_unknown_names():
+    from serve.encoder import LocalEncoder
+
+    local = LocalEncoder(preload=["hash"])
+    texts = [f"fact {i} about the gateway" for i in range(24)]
+
+    async def run():
+        batcher = EncodeBatcher(local.encode_batch, max_batch=8, max_in_flight=1)
+        good = asyncio.gather(*(batcher.encode("hash", t) for t in texts))
+        bad = batcher.encode("no-such-encoder", "x")
+        return await good, await asyncio.gather(bad, return_exceptions=True)
+
+    try:
+        vectors, (error,) = asyncio.run(run())
+    finally:
+        local.close()
+    np.testing.assert_allclose(np.stack(vectors), get_encoder("hash").encode(texts), atol=1e-6)
+    assert isinstance(error, InvalidInput) and "no-such-encoder" in str(error)

@@ -35,7 +35,10 @@ class Server:
     """One `neural-memory serve` process; output goes to a log file for failure messages."""
 
     def __init__(self, data_dir: Path, port: int, log: Path) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "NMEM_API_KEYS": f"{KEY}:acme"}
+        # The separate Encoder deployment here (the gateway fixture covers the default,
+        # in-gateway encoding), so both places text can be encoded are exercised end to end.
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "NMEM_API_KEYS": f"{KEY}:acme",
+               "NMEM_ENCODE_IN": "deployment"}
         env.pop("RAY_ADDRESS", None)  # a fresh local Ray, never the test session's
         cli = Path(sys.executable).with_name("neural-memory")
         self.log = log
