@@ -24,10 +24,11 @@ from memory import codec
 from memory.config import MemoryConfig
 from memory.consolidation import consolidate as run_consolidation
 from memory.errors import IncompatibleState, InvalidInput
-from memory.patterns import PatternBook
+from memory.patterns import CANDIDATE_SLOTS, PatternBook, nearest_of, top_of
 from memory.titans import TitansMemory
 
 MAX_TEXT_CHARS = 100_000  # longer observations are refused, not silently truncated
+ATTENTION_POOL = 32  # slots (closest centroids) whose exemplars compete in infer / attention maps
 
 
 class NeuralMemory:
@@ -148,15 +149,22 @@ class NeuralMemory:
         _check_texts([text], 1)
         return self.surprise_vector(self.encoder.encode([text])[0], text)
 
-    def _attention(self, key: torch.Tensor, top_k: int, temperature: float) -> list[dict]:
-        candidates = self.book.top_exemplars(key, max(4 * top_k, 32))
+    def _attention(self, key: torch.Tensor, top_k: int, temperature: float,
+                   scanned: tuple | None = None, recalled: torch.Tensor | None = None) -> list[dict]:
+        """The top_k patterns for a cue, weighted by the book's and the network's agreement.
+        `scanned` (book.scan of key) and `recalled` (net.recall of key) are reused if given."""
+        if not self.book.used:
+            return []
+        slots, sims = scanned or self.book.scan(key[None], ATTENTION_POOL)
+        candidates = top_of(slots[0], sims[0], max(4 * top_k, 32))
         if not candidates:
             return []
         slots = torch.tensor([c[0] for c in candidates])
         cols = torch.tensor([c[1] for c in candidates])
         vectors = self.book.exemplar_vectors[slots, cols].to(self.net.dtype)
         episodic = torch.tensor([c[2] for c in candidates], dtype=self.net.dtype)
-        recalled = self.net.recall(key[None])[0]  # the network's answer for this cue
+        if recalled is None:
+            recalled = self.net.recall(key[None])[0]  # the network's answer for this cue
         neural = self.net.values(vectors) @ recalled  # how well it matches each pattern's content
         w = self.config.recall_neural_weight
         scores = (1 - w) * episodic + w * neural
@@ -170,7 +178,10 @@ class NeuralMemory:
         top_k = _check_top_k(top_k)
         temperature = 0.05 if temperature is None else _check_positive("temperature", temperature, 10)
         key = self._keys(vector)[0]
-        attention = self._attention(key, top_k, temperature)
+        # One centroid scan and one forward pass serve both the answer and its confidence.
+        scanned = self.book.scan(key[None], ATTENTION_POOL) if self.book.used else None
+        recalled = self.net.recall(key[None])[0]
+        attention = self._attention(key, top_k, temperature, scanned, recalled)
         if not attention:
             return {"response": "I have not learned anything yet.", "confidence": 0.0,
                     "attention_weights": []}
@@ -181,7 +192,10 @@ class NeuralMemory:
             words = response.split()
             limit = int(_check_positive("max_tokens", max_tokens, 100_000))
             response = " ".join(words[:limit]) + (" …" if len(words) > limit else "")
-        score, _, _ = self._score(key)
+        neural = float((recalled - self.net.values(key[None])[0]).norm().clamp(max=1.0))
+        # scan() lists slots closest first, so its first CANDIDATE_SLOTS rows are nearest()'s
+        nearest = nearest_of(scanned[0][0][:CANDIDATE_SLOTS], scanned[1][0][:CANDIDATE_SLOTS])
+        score = self._fused(neural, nearest)
         return {"response": response, "confidence": 1.0 - score, "attention_weights": attention}
 
     def infer(self, prompt: str, top_k: int = 5, temperature: float | None = None,

@@ -33,40 +33,26 @@ class PatternBook:
         self.touched: set[int] = set()
 
     # ---- lookup --------------------------------------------------------------------------
-    def candidates(self, query: torch.Tensor, slots: int) -> torch.Tensor:
-        """Indices of the `slots` slots whose centroids are closest to query (dim,)."""
-        sims = self.centroids[: self.used] @ query
-        return torch.topk(sims, min(slots, self.used)).indices
-
-    def _exemplar_sims(self, query: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """(k, per_slot) cosines of query to the exemplars of `slots`; empty places are -inf."""
-        sims = self.exemplar_vectors[slots].to(self.dtype) @ query  # (k, per_slot)
-        return sims.masked_fill(self._empty(slots), float("-inf"))
-
-    def _empty(self, slots: torch.Tensor) -> torch.Tensor:
-        """True where `slots` (any shape) have no exemplar in that place: shape + (per_slot,)."""
-        return torch.arange(self.per_slot) >= self.sizes[slots].unsqueeze(-1)
-
     def nearest(self, query: torch.Tensor) -> tuple[int, int, float] | None:
         """The closest exemplar as (slot, exemplar, cosine); None while the book is empty."""
         if not self.used:
             return None
-        slots, sims = self._candidate_sims(query[None])
-        flat = int(sims[0].argmax())
-        row, col = divmod(flat, self.per_slot)
-        return int(slots[0, row]), col, float(sims[0, row, col])
+        slots, sims = self.scan(query[None], CANDIDATE_SLOTS)
+        return nearest_of(slots[0], sims[0])
 
-    def _candidate_sims(self, queries: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """For each query (n, dim): the CANDIDATE_SLOTS slots with the closest centroids (n, k)
-        and the cosines to their exemplars (n, k, per_slot), -inf where a place is empty.
+    def scan(self, queries: torch.Tensor, pool: int) -> tuple[np.ndarray, np.ndarray]:
+        """For each query (n, dim): the `pool` slots with the closest centroids, closest first
+        (n, k), and the cosines to their exemplars (n, k, per_slot), -inf where a place is empty.
         The centroid scan is torch (numpy's bundled BLAS was 10× slower at it here); the rest is
         numpy: on these small shapes torch's per-call overhead was most of the time."""
         queries = queries.to(self.dtype)
         centroid_sims = (queries @ self.centroids[: self.used].T).to(torch.float32).numpy()  # (n, used)
         q = queries.to(torch.float32).numpy()
-        k = min(CANDIDATE_SLOTS, self.used)
+        k = min(pool, self.used)
         slots = np.argpartition(-centroid_sims, k - 1, axis=1)[:, :k] if k < self.used else \
             np.broadcast_to(np.arange(self.used), centroid_sims.shape)
+        order = np.argsort(-np.take_along_axis(centroid_sims, slots, axis=1), axis=1, kind="stable")
+        slots = np.take_along_axis(slots, order, axis=1)
         vectors = self.exemplar_vectors.numpy()[slots].astype(np.float32)  # (n, k, per_slot, dim)
         sims = np.matmul(vectors.reshape(len(q), -1, self.dim), q[:, :, None]).reshape(len(q), k, -1)
         empty = np.arange(self.per_slot) >= self.sizes.numpy()[slots][..., None]
@@ -76,16 +62,6 @@ class PatternBook:
     def lookup(self, queries: torch.Tensor) -> "ChunkLookup":
         """Nearest exemplars for a chunk of queries (n, dim) that will be written one by one."""
         return ChunkLookup(self, queries)
-
-    def top_exemplars(self, query: torch.Tensor, k: int, pool: int = 32):
-        """Up to k (slot, exemplar, cosine) triples, most similar first."""
-        if not self.used:
-            return []
-        slots = self.candidates(query, pool)
-        sims = self._exemplar_sims(query, slots).flatten()
-        top = torch.topk(sims, min(k, int(torch.isfinite(sims).sum())))
-        return [(int(slots[i // self.per_slot]), i % self.per_slot, v)
-                for i, v in zip(top.indices.tolist(), top.values.tolist())]
 
     # ---- writes --------------------------------------------------------------------------
     def reinforce(self, slot: int, vector: torch.Tensor, text: str, step: int, domain: str | None):
@@ -215,6 +191,20 @@ class PatternBook:
         return out
 
 
+def nearest_of(slots: np.ndarray, sims: np.ndarray) -> tuple[int, int, float]:
+    """The best (slot, exemplar, cosine) among scanned slots (k,) and their sims (k, per_slot)."""
+    row, col = divmod(int(sims.argmax()), sims.shape[1])
+    return int(slots[row]), col, float(sims[row, col])
+
+
+def top_of(slots: np.ndarray, sims: np.ndarray, k: int) -> list[tuple[int, int, float]]:
+    """Up to k best (slot, exemplar, cosine) triples, most similar first; empty places skipped."""
+    flat = sims.ravel()
+    k = min(k, int(np.isfinite(flat).sum()))
+    best = np.argsort(-flat, kind="stable")[:k]
+    return [(int(slots[i // sims.shape[1]]), int(i % sims.shape[1]), float(flat[i])) for i in best]
+
+
 class ChunkLookup:
     """Nearest exemplars for a chunk of items that are written to the book one after another.
 
@@ -234,7 +224,7 @@ class ChunkLookup:
         self.sims: np.ndarray | None = None  # (n, k, per_slot) at chunk start; -inf = empty/stale
         book.touched.clear()
         if book.used:
-            self.slots, self.sims = book._candidate_sims(queries)
+            self.slots, self.sims = book.scan(queries, CANDIDATE_SLOTS)
             self.slots = np.array(self.slots)  # writable (a broadcast view is not)
 
     def _sync(self) -> None:
