@@ -227,6 +227,7 @@ def local_server(encode_in: str = "gateway") -> Iterator[tuple[str, str]]:
             storage = {"redis_url": redis_url, "data_dir": tmp, "s3_endpoint": None}
             app = build_app({"host": "127.0.0.1", "port": port, "api_keys": f"{key}:bench",
                              "encode_in": encode_in,
+                             "encoder_threads": int(os.environ.get("NMEM_ENCODER_THREADS", "0")),
                              "cluster": {"namespace": NAMESPACE, "storage": storage}})
             serve.run(app, name="neural-memory", route_prefix="/", blocking=False)
             url = f"http://127.0.0.1:{port}"

@@ -16,6 +16,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 from ray import serve
 
 from memory import get_encoder
@@ -84,7 +85,9 @@ class LocalEncoder:
     so the event loop stays free; the gateway's EncodeBatcher coalesces concurrent requests
     into each pass, as the Encoder deployment's @serve.batch would."""
 
-    def __init__(self, preload: list[str]) -> None:
+    def __init__(self, preload: list[str], threads: int = 0) -> None:
+        if threads:  # torch's intra-op threads for this process (Ray sets 1 for <1-CPU replicas)
+            torch.set_num_threads(threads)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self._loaded: set[str] = set()
         for name in preload:

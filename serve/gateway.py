@@ -56,7 +56,9 @@ class Gateway:
         self._auth.check_bind(self._settings.host)  # warns in the replica log too
         # No Encoder deployment bound (encode_in="gateway"): the model lives in this replica.
         self._encoder = encoder
-        self._local = None if encoder is not None else LocalEncoder(self._settings.encoders_to_preload())
+        self._local = None
+        if encoder is None:
+            self._local = LocalEncoder(self._settings.encoders_to_preload(), self._settings.encoder_threads)
         # In-process passes queue in one thread: one in flight lets the next batch fill meanwhile.
         self._batcher = EncodeBatcher(self._encode_batch, max_batch=self._settings.encoder_batch_size,
                                       max_in_flight=2 if encoder is not None else 1)

@@ -69,6 +69,11 @@ class GatewaySettings(BaseSettings):
             "deployment (scales apart from the gateways, one model per encoder replica)."
         ),
     )
+    encoder_threads: int = Field(
+        0, ge=0, le=64,
+        description="torch threads for in-gateway encoding; 0 keeps Ray's default (1 for a "
+                    "replica reserving < 1 CPU).",
+    )
     encoder_batch_size: int = Field(32, ge=1, le=1024, description="Max texts per encoder batch.")
     encoder_batch_wait_s: float = Field(
         0.002, ge=0, le=1, description="How long the encoder waits to fill a batch."
