@@ -58,9 +58,9 @@ class PatternBook:
             np.broadcast_to(np.arange(self.used), centroid_sims.shape)
         order = np.argsort(-np.take_along_axis(centroid_sims, slots, axis=1), axis=1, kind="stable")
         slots = np.take_along_axis(slots, order, axis=1)
-        vectors = self.exemplar_vectors.numpy()[slots].astype(np.float32)  # (n, k, per_slot, dim)
+        vectors = self._exemplars_np[slots].astype(np.float32)  # (n, k, per_slot, dim)
         sims = np.matmul(vectors.reshape(len(q), -1, self.dim), q[:, :, None]).reshape(len(q), k, -1)
-        empty = np.arange(self.per_slot) >= self.sizes.numpy()[slots][..., None]
+        empty = np.arange(self.per_slot) >= self._sizes_np[slots][..., None]
         sims[empty] = -np.inf
         return slots, sims
 
@@ -241,9 +241,9 @@ class ChunkLookup:
         for slot in book.touched:
             if self.slots is not None:
                 self.sims[self.slots == slot] = -math.inf  # what it held at chunk start is stale
-            size = int(book.sizes[slot]) if slot < book.used else 0
+            size = int(book._sizes_np[slot]) if slot < book.used else 0
             if size:
-                self.fresh[slot] = book.exemplar_vectors.numpy()[slot, :size].astype(np.float32)
+                self.fresh[slot] = book._exemplars_np[slot, :size].astype(np.float32)
             else:
                 self.fresh.pop(slot, None)
         book.touched.clear()
