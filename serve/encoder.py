@@ -27,6 +27,15 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_BATCH_WAIT_S = 0.002
 
 
+def preload_encoders(names: list[str]) -> set[str]:
+    """Load each named encoder and run one forward pass (it allocates) before any traffic."""
+    for name in names:
+        encoder = get_encoder(name)
+        encoder.encode(["warm-up"])
+        logger.info("encoder %s loaded (dim %d)", name, encoder.dim)
+    return set(names)
+
+
 @serve.deployment(name="Encoder", max_ongoing_requests=256, health_check_period_s=10)
 class Encoder:
     def __init__(
@@ -35,12 +44,7 @@ class Encoder:
         batch_size: int = DEFAULT_BATCH_SIZE,
         batch_wait_s: float = DEFAULT_BATCH_WAIT_S,
     ) -> None:
-        self._loaded: set[str] = set()
-        for name in preload or []:
-            encoder = get_encoder(name)
-            encoder.encode(["warm-up"])  # first forward pass allocates; do it before traffic
-            self._loaded.add(name)
-            logger.info("encoder %s loaded (dim %d)", name, encoder.dim)
+        self._loaded = preload_encoders(preload or [])
         self._batch.set_max_batch_size(batch_size)
         self._batch.set_batch_wait_timeout_s(batch_wait_s)
 
@@ -89,11 +93,7 @@ class LocalEncoder:
         if threads:  # torch's intra-op threads for this process (Ray sets 1 for <1-CPU replicas)
             torch.set_num_threads(threads)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
-        self._loaded: set[str] = set()
-        for name in preload:
-            get_encoder(name).encode(["warm-up"])  # first forward pass allocates; do it now
-            self._loaded.add(name)
-            logger.info("encoder %s loaded in the gateway (dim %d)", name, get_encoder(name).dim)
+        self._loaded = preload_encoders(preload)
 
     async def encode_batch(self, encoder: str, texts: list[str]) -> np.ndarray:
         """(n, dim) float32 for texts with the named encoder (InvalidInput if unknown)."""
