@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from memory.config import MemoryConfig
@@ -163,6 +164,10 @@ class TitansMemory:
         # Online EWC: diagonal Fisher and the weights it anchors to (empty until consolidate()).
         self.fisher: Params = []
         self.anchor: Params = []
+        # Writer-only scratch for each update's step M_C − M_0: allocating a fresh few-MB tensor
+        # per chunk costs page faults (the allocator hands freed blocks back to the OS), which
+        # took about as long as the step's own arithmetic.
+        self._steps: Params = [torch.empty_like(p) for p in self.params]
 
     @property
     def parameter_count(self) -> int:
@@ -201,33 +206,52 @@ class TitansMemory:
         if single and not self.fisher:
             return {"surprise": surprise,
                     "weight_delta": self._step_one(params, deltas, cache, float(theta[0]), float(alpha[0]))}
-        # −Σ_j c_j g_j (for M) and −Σ_j η^{C−j} θ_j g_j (for S) from one shared backward pass;
-        # negated weights hand back the minus sign for free.
-        weights = -(coeff_s[:, None] if single else torch.stack([coeff_m, coeff_s], dim=1))
-        grads = weighted_grads(deltas, cache, weights)
-        if self.fisher:  # EWC: pull towards the anchor, weighted like the gradients
-            for grad, coeff in zip(grads, (coeff_s,) if single else (coeff_m, coeff_s)):
-                strength = -cfg.ewc_lambda * float(coeff.sum())
-                for g, p, a, f in zip(grad, params, self.anchor, self.fisher):
-                    g.addcmul_(p - a, f, value=strength)
-        new_params, new_momentum, delta_sq = [], [], 0.0
-        # Plain per-tensor loops, in place where nobody else can see the buffer: the weights are
-        # a few MB, so each pass over them costs; _foreach_* allocates and was slower here.
-        for i, (param, momentum) in enumerate(zip(params, self.momentum)):
-            s_new = grads[-1][i].add_(momentum, alpha=carry_s)  # S_C = η^C·S_0 − Σ η^{C−j} θ_j g_j
-            if single:  # step = S_1 − α·M_0; the old momentum buffer is free now (writer-only)
-                step = torch.add(s_new, param, alpha=decay_m - 1.0, out=momentum)
-            else:  # step = M_C − M_0 = (A − 1)·M_0 + B·S_0 − Σ c_j g_j  (see _chunk_coefficients)
-                step = grads[0][i].add_(momentum, alpha=carry_m)
+        return {"surprise": surprise,
+                "weight_delta": self._step_chunk(params, deltas, cache, coeff_m, coeff_s,
+                                                 decay_m, carry_s, carry_m)}
+
+    def _step_chunk(self, params: Params, deltas, cache, coeff_m, coeff_s, decay_m: float,
+                    carry_s: float, carry_m: float) -> float:
+        """Apply one chunk's collapsed recurrence (see `_chunk_coefficients`), reading and writing
+        each weight tensor as few times as possible (they are a few MB: every pass costs):
+
+            step = M_C − M_0 = B·S_0 − Σ_j c_j g_j + (A − 1)·M_0     one addmm from S_0, one add
+            S_C = η^C·S_0 − Σ_j η^{C−j} θ_j g_j                      one addmm into S in place
+
+        The gradient of a weight matrix over the chunk is Σ_j w_j δ_j x_jᵀ = (w·δ)ᵀ X, so each
+        weighted sum is an addmm's product term. S is writer-only, so it is updated in place;
+        M_C is a new tensor (readers holding the old list keep a consistent set). Returns
+        ‖M_C − M_0‖, taken with a dot product (torch.dist was the slowest pass here)."""
+        cfg = self.config
+        new_params, delta_sq = [], 0.0
+        for layer, (delta, (x, _)) in enumerate(zip(deltas, cache)):
+            weighted_m = delta * -coeff_m[:, None]  # negated weights hand back the minus sign
+            weighted_s = delta * -coeff_s[:, None]
+            for offset in (0, 1):  # weight matrix, then bias
+                i = 2 * layer + offset
+                param, momentum = params[i], self.momentum[i]
+                if offset == 0:
+                    step = torch.addmm(momentum, weighted_m.T, x, beta=carry_m, out=self._steps[i])
+                else:
+                    step = torch.add(weighted_m.sum(0), momentum, alpha=carry_m, out=self._steps[i])
                 if decay_m != 1.0:
                     step.add_(param, alpha=decay_m - 1.0)
-            delta_sq += float(torch.linalg.vector_norm(step)) ** 2
-            new_params.append(param + step)  # a new tensor: readers holding `params` see old weights
-            new_momentum.append(s_new)
-        self.momentum = new_momentum
+                if self.fisher:  # EWC: pull towards the anchor, weighted like the gradients
+                    pull = (param - self.anchor[i]).mul_(self.fisher[i])
+                    step.add_(pull, alpha=-cfg.ewc_lambda * float(coeff_m.sum()))
+                    momentum.mul_(carry_s).add_(pull, alpha=-cfg.ewc_lambda * float(coeff_s.sum()))
+                    carry = 1.0
+                else:
+                    carry = carry_s
+                if offset == 0:
+                    momentum.addmm_(weighted_s.T, x, beta=carry)
+                else:
+                    momentum.mul_(carry).add_(weighted_s.sum(0))
+                flat = step.view(-1)
+                delta_sq += float(torch.dot(flat, flat))
+                new_params.append(param + step)
         self.params = new_params  # atomic swap: readers see old or new
-        return {"surprise": surprise, "weight_delta": math.sqrt(delta_sq)}
-
+        return math.sqrt(delta_sq)
 
     def _step_one(self, params: Params, deltas, cache, theta: float, alpha: float) -> float:
         """One item without EWC, in fewer passes over the weights: S ← η·S − θ·∇ℓ in place (the
@@ -239,9 +263,11 @@ class TitansMemory:
             weight_momentum, bias_momentum = self.momentum[2 * layer], self.momentum[2 * layer + 1]
             weight_momentum.addr_(delta[0], x[0], beta=eta, alpha=-theta)  # momentum: writer-only
             bias_momentum.mul_(eta).add_(delta[0], alpha=-theta)
-            for param, momentum in ((params[2 * layer], weight_momentum), (params[2 * layer + 1], bias_momentum)):
-                step = torch.add(momentum, param, alpha=-alpha)
-                delta_sq += float(torch.linalg.vector_norm(step)) ** 2
+            for i in (2 * layer, 2 * layer + 1):
+                param, momentum = params[i], self.momentum[i]
+                step = torch.add(momentum, param, alpha=-alpha, out=self._steps[i])  # S − α·M
+                flat = step.view(-1)
+                delta_sq += float(torch.dot(flat, flat))
                 new_params.append(param + step)  # new tensors: readers holding `params` see old weights
         self.params = new_params  # atomic swap
         return math.sqrt(delta_sq)
@@ -252,20 +278,22 @@ def _chunk_coefficients(theta: torch.Tensor, alpha: torch.Tensor, eta: float):
 
     With gradients taken at the chunk start: M_C = A·M_0 + B·S_0 − Σ_j c_j g_j and
     S_C = η^C·S_0 − Σ_j η^{C−j} θ_j g_j, where β_t = Π_{s>t}(1 − α_s), A = Π_s (1 − α_s),
-    B = Σ_t β_t η^t and c_j = θ_j Σ_{t≥j} β_t η^{t−j}.
+    B = Σ_t β_t η^t and c_j = θ_j Σ_{t≥j} β_t η^{t−j}. Float64 numpy: a chunk is a few dozen
+    numbers, where torch's per-op overhead cost more than the arithmetic.
     """
     n = theta.shape[0]
-    keep = (1.0 - alpha).to(torch.float64)
-    # β_t = Π_{s>t} keep_s: a reversed cumulative product, shifted by one
-    beta = torch.ones(n, dtype=torch.float64)
-    beta[:-1] = keep[1:].flip(0).cumprod(0).flip(0)
-    powers = eta ** torch.arange(n + 1, dtype=torch.float64)
-    offsets = torch.arange(n)[None, :] - torch.arange(n)[:, None]  # t − j
-    toeplitz = torch.where(offsets >= 0, eta ** offsets.clamp(min=0).to(torch.float64), 0.0)
-    coeff_m = (toeplitz @ beta) * theta.to(torch.float64)  # c_j = θ_j Σ_{t≥j} β_t η^{t−j}
-    coeff_s = theta.to(torch.float64) * powers[:n].flip(0)  # η^{C−j} θ_j
+    theta64 = theta.numpy().astype(np.float64)
+    keep = 1.0 - alpha.numpy().astype(np.float64)
+    beta = np.ones(n)  # β_t = Π_{s>t} keep_s: a reversed cumulative product, shifted by one
+    beta[:-1] = np.cumprod(keep[1:][::-1])[::-1]
+    powers = eta ** np.arange(n + 1, dtype=np.float64)
+    offsets = np.arange(n)[None, :] - np.arange(n)[:, None]  # t − j
+    toeplitz = np.where(offsets >= 0, eta ** np.maximum(offsets, 0).astype(np.float64), 0.0)
+    coeff_m = (toeplitz @ beta) * theta64  # c_j = θ_j Σ_{t≥j} β_t η^{t−j}
+    coeff_s = theta64 * powers[:n][::-1]  # η^{C−j} θ_j
     decay_m = float(keep.prod())
     carry_m = float((beta * powers[1 : n + 1]).sum())
     carry_s = eta ** n
     dtype = theta.dtype
-    return coeff_m.to(dtype), coeff_s.to(dtype), decay_m, carry_s, carry_m
+    return (torch.from_numpy(coeff_m).to(dtype), torch.from_numpy(np.ascontiguousarray(coeff_s)).to(dtype),
+            decay_m, carry_s, carry_m)
