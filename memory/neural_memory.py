@@ -29,6 +29,7 @@ from memory.titans import TitansMemory
 
 MAX_TEXT_CHARS = 100_000  # longer observations are refused, not silently truncated
 ATTENTION_POOL = 32  # slots (closest centroids) whose exemplars compete in infer / attention maps
+LOOKUP_BLOCK = 64  # items of a batch whose pattern-book lookups share one centroid scan
 
 
 class NeuralMemory:
@@ -90,15 +91,20 @@ class NeuralMemory:
                 raise InvalidInput("learning_rate must be a number in (0, 2]")
             lr_scale = learning_rate / self.config.lr
         surprises, activated, delta_sq = [], [], 0.0
-        for start in range(0, keys.shape[0], self.config.chunk_size):
-            chunk = keys[start : start + self.config.chunk_size]
-            result = self.net.update(chunk, lr_scale)  # network surprise is measured before it
-            delta_sq += result["weight_delta"] ** 2
-            lookup = self.book.lookup(chunk)
-            for offset, neural in enumerate(result["surprise"].tolist()):
-                nearest = lookup.nearest(offset)
-                surprises.append(self._remember(chunk[offset], texts[start + offset], neural, nearest,
-                                                domain, activated))
+        chunk_size = self.config.chunk_size
+        block_size = chunk_size * max(1, LOOKUP_BLOCK // chunk_size)  # whole chunks per block
+        for block_start in range(0, keys.shape[0], block_size):
+            # one pattern-book scan per block; it still sees the block's own earlier writes
+            lookup = self.book.lookup(keys[block_start : block_start + block_size])
+            block_end = min(block_start + block_size, keys.shape[0])
+            for start in range(block_start, block_end, chunk_size):
+                chunk = keys[start : min(start + chunk_size, block_end)]
+                result = self.net.update(chunk, lr_scale)  # network surprise is measured before it
+                delta_sq += result["weight_delta"] ** 2
+                for offset, neural in enumerate(result["surprise"].tolist()):
+                    nearest = lookup.nearest(start - block_start + offset)
+                    surprises.append(self._remember(chunk[offset], texts[start + offset], neural,
+                                                    nearest, domain, activated))
         self._hash = None
         for s in surprises:
             self.avg_surprise += self.config.surprise_ema * (s - self.avg_surprise)

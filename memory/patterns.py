@@ -58,7 +58,8 @@ class PatternBook:
             np.broadcast_to(np.arange(self.used), centroid_sims.shape)
         order = np.argsort(-np.take_along_axis(centroid_sims, slots, axis=1), axis=1, kind="stable")
         slots = np.take_along_axis(slots, order, axis=1)
-        vectors = self._exemplars_np[slots].astype(np.float32)  # (n, k, per_slot, dim)
+        # (n, k, per_slot, dim); torch widens float16 about twice as fast as numpy's astype
+        vectors = self.exemplar_vectors[torch.from_numpy(np.ascontiguousarray(slots))].float().numpy()
         sims = np.matmul(vectors.reshape(len(q), -1, self.dim), q[:, :, None]).reshape(len(q), k, -1)
         empty = np.arange(self.per_slot) >= self._sizes_np[slots][..., None]
         sims[empty] = -np.inf
@@ -211,23 +212,28 @@ def top_of(slots: np.ndarray, sims: np.ndarray, k: int) -> list[tuple[int, int, 
 
 
 class ChunkLookup:
-    """Nearest exemplars for a chunk of items that are written to the book one after another.
+    """Nearest exemplars for a block of items that are written to the book one after another.
 
-    All items are scored in one matmul against the book as it was when the chunk began (one
-    pass over the centroids per chunk instead of per item, which is what makes batches fast).
+    All items are scored in one matmul against the book as it was when the block began (one
+    pass over the centroids per block instead of per item, which is what makes batches fast).
     Slots written since then (reinforced, added, evicted, moved) are dropped from those scores
-    and re-scored from their current contents, so an item still finds what earlier items of the
-    same chunk stored. With one item per chunk this is exactly `PatternBook.nearest`. The
-    per-item work is numpy on a few rows: torch's per-call overhead would dominate it.
+    and their current exemplars are appended to a small table of fresh rows (rows a slot held
+    earlier in the block are marked dead), so an item still finds what earlier items of the same
+    block stored. With one item per block this is exactly `PatternBook.nearest`. The per-item
+    work is numpy on a few rows: torch's per-call overhead would dominate it.
     """
 
     def __init__(self, book: PatternBook, queries: torch.Tensor):
         self.book = book
         self.queries = queries.to(torch.float32).numpy()
-        self.fresh: dict[int, np.ndarray] = {}  # slot written during the chunk -> its exemplars now
-        self._stacked: tuple[np.ndarray, list[tuple[int, int]]] | None = None
+        # Fresh rows: exemplars of slots written during the block, appended as they change.
+        self.rows = np.empty((4 * book.per_slot, book.dim), dtype=np.float32)
+        self.row_owner = np.empty((len(self.rows), 2), dtype=np.int64)  # (slot, exemplar)
+        self.row_live = np.zeros(len(self.rows), dtype=bool)
+        self.n_rows = 0
+        self.rows_of_slot: dict[int, slice] = {}
         self.slots: np.ndarray | None = None
-        self.sims: np.ndarray | None = None  # (n, k, per_slot) at chunk start; -inf = empty/stale
+        self.sims: np.ndarray | None = None  # (n, k, per_slot) at block start; -inf = empty/stale
         book.touched.clear()
         if book.used:
             self.slots, self.sims = book.scan(queries, CANDIDATE_SLOTS)
@@ -236,21 +242,35 @@ class ChunkLookup:
     def _sync(self) -> None:
         """Take in the slots written since the last call."""
         book = self.book
-        if book.touched:
-            self._stacked = None
         for slot in book.touched:
             if self.slots is not None:
-                self.sims[self.slots == slot] = -math.inf  # what it held at chunk start is stale
+                self.sims[self.slots == slot] = -math.inf  # what it held at block start is stale
+            old = self.rows_of_slot.pop(slot, None)
+            if old is not None:
+                self.row_live[old] = False
             size = int(book._sizes_np[slot]) if slot < book.used else 0
             if size:
-                self.fresh[slot] = book._exemplars_np[slot, :size].astype(np.float32)
-            else:
-                self.fresh.pop(slot, None)
+                self._append(slot, book._exemplars_np[slot, :size])
         book.touched.clear()
+
+    def _append(self, slot: int, vectors: np.ndarray) -> None:
+        start, end = self.n_rows, self.n_rows + len(vectors)
+        if end > len(self.rows):  # grow by doubling
+            grow = max(end, 2 * len(self.rows))
+            self.rows = np.resize(self.rows, (grow, self.rows.shape[1]))
+            self.row_owner = np.resize(self.row_owner, (grow, 2))
+            self.row_live = np.concatenate([self.row_live[:start], np.zeros(grow - start, dtype=bool)])
+        self.rows[start:end] = vectors  # float16 -> float32
+        self.row_owner[start:end, 0] = slot
+        self.row_owner[start:end, 1] = np.arange(len(vectors))
+        self.row_live[start:end] = True
+        self.rows_of_slot[slot] = slice(start, end)
+        self.n_rows = end
 
     def nearest(self, index: int) -> tuple[int, int, float] | None:
         """(slot, exemplar, cosine) closest to queries[index] in the book as it is now."""
-        self._sync()
+        if self.book.touched:
+            self._sync()
         best = None
         if self.slots is not None:
             sims = self.sims[index]
@@ -258,13 +278,10 @@ class ChunkLookup:
             row, col = divmod(flat, sims.shape[1])
             if sims[row, col] > -math.inf:
                 best = (int(self.slots[index, row]), col, float(sims[row, col]))
-        if self.fresh:
-            if self._stacked is None:  # rows of all fresh slots, rebuilt only after a write
-                self._stacked = (np.concatenate(list(self.fresh.values())),
-                                 [(slot, col) for slot, rows in self.fresh.items() for col in range(len(rows))])
-            rows, owners = self._stacked
-            cosines = rows @ self.queries[index]
+        if self.n_rows:
+            n = self.n_rows
+            cosines = np.where(self.row_live[:n], self.rows[:n] @ self.queries[index], -np.inf)
             at = int(cosines.argmax())
-            if best is None or cosines[at] > best[2]:
-                best = (*owners[at], float(cosines[at]))
+            if cosines[at] > -math.inf and (best is None or cosines[at] > best[2]):
+                best = (int(self.row_owner[at, 0]), int(self.row_owner[at, 1]), float(cosines[at]))
         return best

@@ -64,3 +64,24 @@ def test_batched_and_streamed_observation_store_the_same_patterns():
         streamed.observe_vectors(vectors[i : i + 1], texts[i : i + 1])
     assert batched.book.used == streamed.book.used == 30
     assert batched.book.counts[:30].tolist() == streamed.book.counts[:30].tolist() == [2] * 30
+
+
+def test_one_lookup_per_block_of_chunks_scores_like_one_lookup_per_chunk(monkeypatch):
+    # Batches share one centroid scan across several network chunks (LOOKUP_BLOCK); an item
+    # must still see what earlier chunks of the same block stored. Items repeat across chunk
+    # boundaries, and a small book forces evictions, so writes from earlier chunks matter.
+    import memory.neural_memory as neural_memory
+
+    base = _unit(40, 384, 5)
+    vectors = torch.cat([base, base[:20] + 0.02 * _unit(20, 384, 6), base[10:30]]).numpy()
+    texts = [f"item {i}" for i in range(len(vectors))]
+    config = MemoryConfig(encoder="hash", chunk_size=4, pattern_slots=48)
+    results = {}
+    for block in (4, 64):  # one chunk per lookup vs sixteen chunks per lookup
+        monkeypatch.setattr(neural_memory, "LOOKUP_BLOCK", block)
+        memory = NeuralMemory(config)
+        results[block] = (memory.observe_vectors(vectors, texts)["surprises"], memory.book.texts,
+                          memory.book.counts[: memory.book.used].tolist(), memory.weight_hash)
+    assert results[4] == results[64]
+    surprises = results[64][0]
+    assert max(surprises[60:]) < 0.1  # exact repeats from earlier chunks were recognised
