@@ -32,7 +32,7 @@ class MemoryConfig:
     momentum: float = 0.25  # eta: how much past surprise carries into the next update (eq. 10)
     forget: float = 2e-5  # alpha: weight decay per item, scaled by how surprising the item was
     max_grad_norm: float = 500.0 # per-item gradient clip, keeps a pathological input from blowing up M
-    chunk_size: int = 16  # items per mini-batch when observing a batch (all graded at chunk start)
+    chunk_size: int = 32  # items per mini-batch when observing a batch (all graded at chunk start)
     # --- consolidation (online EWC, Schwarz et al. 2018) ---------------------------------
     ewc_lambda: float = 50.0  # strength of the pull back towards the consolidated weights
     fisher_decay: float = 0.7  # how much of the previous Fisher estimate each consolidation keeps
