@@ -96,9 +96,8 @@ class NeuralMemory:
         for block_start in range(0, keys.shape[0], block_size):
             # one pattern-book scan per block; it still sees the block's own earlier writes
             lookup = self.book.lookup(keys[block_start : block_start + block_size])
-            block_end = min(block_start + block_size, keys.shape[0])
-            for start in range(block_start, block_end, chunk_size):
-                chunk = keys[start : min(start + chunk_size, block_end)]
+            for start in range(block_start, min(block_start + block_size, keys.shape[0]), chunk_size):
+                chunk = keys[start : start + chunk_size]  # blocks hold whole chunks
                 result = self.net.update(chunk, lr_scale)  # network surprise is measured before it
                 delta_sq += result["weight_delta"] ** 2
                 for offset, neural in enumerate(result["surprise"].tolist()):

@@ -223,7 +223,9 @@ class TitansMemory:
         weighted sum is an addmm's product term. S is writer-only, so it is updated in place;
         M_C is a new tensor (readers holding the old list keep a consistent set). Returns
         ‖M_C − M_0‖, taken with a dot product (torch.dist was the slowest pass here)."""
-        cfg = self.config
+        if self.fisher:  # EWC pull strengths, weighted like the gradients they join
+            pull_m = -self.config.ewc_lambda * float(coeff_m.sum())
+            pull_s = -self.config.ewc_lambda * float(coeff_s.sum())
         new_params, delta_sq = [], 0.0
         for layer, (delta, (x, _)) in enumerate(zip(deltas, cache)):
             weighted_m = delta * -coeff_m[:, None]  # negated weights hand back the minus sign
@@ -237,10 +239,10 @@ class TitansMemory:
                     step = torch.add(weighted_m.sum(0), momentum, alpha=carry_m, out=self._steps[i])
                 if decay_m != 1.0:
                     step.add_(param, alpha=decay_m - 1.0)
-                if self.fisher:  # EWC: pull towards the anchor, weighted like the gradients
+                if self.fisher:  # EWC: pull towards the anchor
                     pull = (param - self.anchor[i]).mul_(self.fisher[i])
-                    step.add_(pull, alpha=-cfg.ewc_lambda * float(coeff_m.sum()))
-                    momentum.mul_(carry_s).add_(pull, alpha=-cfg.ewc_lambda * float(coeff_s.sum()))
+                    step.add_(pull, alpha=pull_m)
+                    momentum.mul_(carry_s).add_(pull, alpha=pull_s)
                     carry = 1.0
                 else:
                     carry = carry_s
@@ -296,5 +298,4 @@ def _chunk_coefficients(theta: torch.Tensor, alpha: torch.Tensor, eta: float):
     carry_m = float((beta * powers[1 : n + 1]).sum())
     carry_s = eta ** n
     dtype = theta.dtype
-    return (torch.from_numpy(coeff_m).to(dtype), torch.from_numpy(np.ascontiguousarray(coeff_s)).to(dtype),
-            decay_m, carry_s, carry_m)
+    return torch.from_numpy(coeff_m).to(dtype), torch.from_numpy(coeff_s).to(dtype), decay_m, carry_s, carry_m
