@@ -1,6 +1,6 @@
 """REST routes under /v1: validate (pydantic), resolve the tenant, call the TenantService.
 
-The table in ../shared/DESIGN.md is the contract; the dashboard adds /history and /lineage.
+The OpenAPI page (/docs) is the contract users read; the dashboard adds /history and /lineage.
 Handlers hold no logic: errors propagate to `serve.http_errors`, which renders the envelope.
 """
 
