@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import contract
 from errors import CheckpointConflict, CheckpointCorrupt, CheckpointNotFound, IncompatibleState, InvalidInput
 from storage import Storage
 from storage.keys import object_key
@@ -33,7 +34,7 @@ __all__ = ["AUTO_PREFIX", "is_auto", "Checkpoints", "Recovered", "recover"]
 
 log = logging.getLogger(__name__)
 
-AUTO_PREFIX = "auto@"
+AUTO_PREFIX = contract.AUTO_TAG_PREFIX
 # wal_trim_through(step) with this removes every entry, whatever its step.
 TRIM_ALL = 2**62
 
@@ -63,7 +64,7 @@ class Checkpoints:
 
     def save(self, data: bytes, *, tag: str, step: int, weight_hash: str, description: str = "") -> dict:
         """Store `data` under a fresh object key and index it as `tag` (CheckpointConflict if taken)."""
-        key = object_key(self.qname, f"{tag}-{uuid.uuid4().hex[:12]}")
+        key = object_key(self.qname, tag, nonce=uuid.uuid4().hex[:12])
         stored = self._storage.checkpoints.put(key, data)
         info = {
             "object_key": key,

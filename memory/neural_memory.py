@@ -20,6 +20,7 @@ from collections import Counter
 import numpy as np
 import torch
 
+import contract
 from memory import codec
 from memory.config import MemoryConfig
 from memory.consolidation import consolidate as run_consolidation
@@ -27,7 +28,6 @@ from memory.errors import IncompatibleState, InvalidInput
 from memory.patterns import CANDIDATE_SLOTS, PatternBook, nearest_of, top_of
 from memory.titans import TitansMemory
 
-MAX_TEXT_CHARS = 100_000  # longer observations are refused, not silently truncated
 ATTENTION_POOL = 32  # slots (closest centroids) whose exemplars compete in infer / attention maps
 LOOKUP_BLOCK = 64  # items of a batch whose pattern-book lookups share one centroid scan
 
@@ -83,13 +83,9 @@ class NeuralMemory:
                         learning_rate: float | None = None) -> dict:
         keys = self._keys(vectors)
         texts = _check_texts(texts, keys.shape[0])
-        domain = _check_domain(domain)
-        lr_scale = 1.0
-        if learning_rate is not None:
-            if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)
-                    and 0 < learning_rate <= 2):
-                raise InvalidInput("learning_rate must be a number in (0, 2]")
-            lr_scale = learning_rate / self.config.lr
+        domain = contract.check_domain(domain)
+        learning_rate = contract.check_learning_rate(learning_rate)
+        lr_scale = 1.0 if learning_rate is None else learning_rate / self.config.lr
         surprises, activated, delta_sq = [], [], 0.0
         chunk_size = self.config.chunk_size
         block_size = chunk_size * max(1, LOOKUP_BLOCK // chunk_size)  # whole chunks per block
@@ -174,14 +170,19 @@ class NeuralMemory:
         w = self.config.recall_neural_weight
         scores = (1 - w) * episodic + w * neural
         order = torch.argsort(scores, descending=True)[:top_k]
-        weights = torch.softmax(scores[order] / temperature, dim=0)
+        if temperature == 0:  # greedy: all attention on the best pattern
+            weights = torch.zeros(len(order), dtype=scores.dtype)
+            weights[0] = 1.0
+        else:
+            weights = torch.softmax(scores[order] / temperature, dim=0)
         return [{"pattern": self.book.texts[candidates[i][0]][candidates[i][1]], "weight": float(wt)}
                 for i, wt in zip(order.tolist(), weights.tolist())]
 
     def infer_vector(self, vector, top_k: int = 5, temperature: float | None = None,
                      max_tokens: int | None = None) -> dict:
-        top_k = _check_top_k(top_k)
-        temperature = 0.05 if temperature is None else _check_positive("temperature", temperature, 10)
+        top_k = contract.check_top_k(top_k)
+        temperature = contract.check_temperature(temperature)
+        max_tokens = contract.check_max_tokens(max_tokens)
         key = self._keys(vector)[0]
         # One centroid scan and one forward pass serve both the answer and its confidence.
         scanned = self.book.scan(key[None], ATTENTION_POOL) if self.book.used else None
@@ -195,8 +196,7 @@ class NeuralMemory:
             response += f" (related: {attention[1]['pattern']})"
         if max_tokens is not None:
             words = response.split()
-            limit = int(_check_positive("max_tokens", max_tokens, 100_000))
-            response = " ".join(words[:limit]) + (" …" if len(words) > limit else "")
+            response = " ".join(words[:max_tokens]) + (" …" if len(words) > max_tokens else "")
         neural = float((recalled - self.net.values(key[None])[0]).norm().clamp(max=1.0))
         # scan() lists slots closest first, so its first CANDIDATE_SLOTS rows are nearest()'s
         nearest = nearest_of(scanned[0][0][:CANDIDATE_SLOTS], scanned[1][0][:CANDIDATE_SLOTS])
@@ -209,14 +209,15 @@ class NeuralMemory:
         return self.infer_vector(self.encoder.encode([prompt])[0], top_k, temperature, max_tokens)
 
     def attention_map_vector(self, vector, top_k: int = 10) -> list[dict]:
-        return self._attention(self._keys(vector)[0], _check_top_k(top_k), 0.05)
+        return self._attention(self._keys(vector)[0], contract.check_top_k(top_k),
+                               contract.DEFAULT_TEMPERATURE)
 
     def attention_map(self, query: str, top_k: int = 10) -> list[dict]:
         _check_texts([query], 1)
         return self.attention_map_vector(self.encoder.encode([query])[0], top_k)
 
     def explain(self, top_k: int = 5) -> list[dict]:
-        top_k = _check_top_k(top_k)
+        top_k = contract.check_top_k(top_k)
         used = self.book.used
         if not used:
             return []
@@ -278,29 +279,5 @@ def _check_texts(texts, n: int) -> list[str]:
     if not isinstance(texts, (list, tuple)) or len(texts) != n:
         raise InvalidInput(f"expected {n} text(s), one per vector")
     for text in texts:
-        if not isinstance(text, str) or not text.strip():
-            raise InvalidInput("text must be a non-empty string")
-        if len(text) > MAX_TEXT_CHARS:
-            raise InvalidInput(f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+        contract.check_text(text)
     return list(texts)
-
-
-def _check_domain(domain):
-    if domain is None:
-        return None
-    if not isinstance(domain, str) or not (1 <= len(domain) <= 64):
-        raise InvalidInput("domain must be a string of 1 to 64 characters")
-    return domain
-
-
-def _check_top_k(top_k) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 100:
-        raise InvalidInput("top_k must be an integer from 1 to 100")
-    return top_k
-
-
-def _check_positive(name: str, value, upper: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0 < value <= upper:
-        raise InvalidInput(f"{name} must be a number in (0, {upper}]")
-    return float(value)

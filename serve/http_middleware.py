@@ -156,7 +156,9 @@ def validation_problem(errors: list[dict[str, Any]]) -> tuple[Problem, list[dict
     details = [{"field": _field(err.get("loc", ())), "message": err.get("msg", "invalid")}
                for err in errors]
     message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
-    return Problem(422, "validation_error", message), details
+    # The same code as InvalidInput raised below the gateway: one verdict, one code, whichever
+    # layer applied the rule (422 keeps field-level schema failures apart in the status).
+    return Problem(422, "invalid_input", message), details
 
 
 def install_error_handlers(app: FastAPI) -> None:

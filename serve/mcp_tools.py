@@ -11,10 +11,11 @@ import inspect
 from typing import Annotated, Any, Awaitable, Callable, Protocol
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+import contract as C
 from errors import MemoryExists, MemoryNotFound
 from serve import schemas as S
 from serve.error_map import problem_for
@@ -38,7 +39,7 @@ RequiredMemory = Annotated[str, Field(pattern=S.MEMORY_NAME_PATTERN, description
 
 
 def _text(description: str) -> Any:
-    return Annotated[S.Text, Field(description=f"{description} (1-{S.MAX_TEXT_CHARS} characters)")]
+    return Annotated[S.Text, Field(description=f"{description} (1-{C.MAX_TEXT_CHARS} characters)")]
 
 
 ContextArg = _text("Content to learn from; the memory's weights update on it")
@@ -73,6 +74,25 @@ class MemoryBackend(Protocol):
 
 
 BackendFactory = Callable[[Context], MemoryBackend]
+
+
+class ContractMCPServer(MCPServer):
+    """An MCPServer whose argument-validation failures carry our error code.
+
+    The SDK checks tool arguments against their schemas (the limits of `contract`, via
+    serve.schemas) before our code runs and reports a bare pydantic message; this prefixes the
+    same `invalid_input` code that REST and the Python API give for the same value."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+                raise
+            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                                 for err in cause.errors())
+            raise ToolError(f"Error executing tool {name}: invalid_input: {problems}") from cause
 
 
 def _tool(server: MCPServer, annotations: ToolAnnotations) -> Callable[[Callable], Callable]:
@@ -187,8 +207,7 @@ def _register_state(server: MCPServer, d: _Dispatcher) -> None:
     async def checkpoint(
         tag: S.Tag,
         ctx: Context,
-        description: Annotated[str, Field(max_length=S.MAX_DESCRIPTION_CHARS,
-                                          description="Free-text note.")] = "",
+        description: S.Description = "",
         memory: OptionalMemory = None,
     ) -> S.CheckpointResponse:
         """Save the memory's current learned state under a tag (like `docker commit`).

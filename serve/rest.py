@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+import contract as C
 from serve import schemas as S
 from serve.auth import Authenticator
 from serve.service import TenantService
@@ -145,7 +146,7 @@ def _introspection_routes(router: APIRouter) -> None:
                 tags=["introspection"], summary="Learned patterns as readable summaries")
     async def explain(
         name: NamePath, s: Svc,
-        top_k: Annotated[int, Query(ge=1, le=S.MAX_TOP_K)] = 5,
+        top_k: Annotated[int, Query(ge=C.MIN_TOP_K, le=C.MAX_TOP_K)] = 5,
     ) -> dict:
         return await s.explain(name, top_k)
 
@@ -153,6 +154,6 @@ def _introspection_routes(router: APIRouter) -> None:
                 tags=["introspection"], summary="Recent observations, newest last (dashboard)")
     async def history(
         name: NamePath, s: Svc,
-        limit: Annotated[int, Query(ge=1, le=S.MAX_HISTORY)] = 200,
+        limit: Annotated[int, Query(ge=1, le=C.MAX_HISTORY)] = 200,
     ) -> dict:
         return await s.history(name, limit)

@@ -1,7 +1,8 @@
 """Request and response models of the public contract (REST `/v1` and MCP tools).
 
-Field names follow seeds/SPEC.md §3.2. Every limit lives here, so a bad request is refused
-with a message naming the field before anything reaches the encoder, a cluster or an actor.
+Field names follow the product spec (SPEC §3.2). Every limit comes from `contract`, so a bad
+request is refused here, with a message naming the field, by exactly the rule the layers below
+apply, before anything reaches the encoder, a cluster or an actor.
 Requests forbid unknown fields, so a typo ("contxt") is reported instead of ignored.
 """
 
@@ -11,25 +12,24 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-MEMORY_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
-TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$"  # as storage.keys
-MAX_TEXT_CHARS = 32_768  # MiniLM reads 256 tokens; longer text is almost always a client bug
-MAX_DOMAIN_CHARS = 64
-MAX_DESCRIPTION_CHARS = 1_000
-MAX_TOP_K = 50
-MAX_TOKENS = 4_096
-MAX_HISTORY = 1_000
+import contract as C
+
+# Derived from `contract` (the one home of every input rule), anchored for pydantic.
+MEMORY_NAME_PATTERN = C.anchored(C.MEMORY_NAME_PATTERN)
+TAG_PATTERN = C.anchored(C.TAG_PATTERN)
 
 
 def _has_content(text: str) -> str:
-    if not text.strip():
-        raise ValueError("must contain some non-whitespace text")
-    if "\x00" in text:
-        raise ValueError("must not contain NUL characters")
+    C.check_text(text)  # InvalidInput is a ValueError: pydantic reports it on the field
     return text
 
 
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_has_content)]
+def _no_nul(text: str) -> str:
+    C.check_description(text)
+    return text
+
+
+Text = Annotated[str, Field(min_length=1, max_length=C.MAX_TEXT_CHARS), AfterValidator(_has_content)]
 
 
 MemoryName = Annotated[
@@ -44,7 +44,7 @@ Tag = Annotated[
     str,
     Field(
         pattern=TAG_PATTERN,
-        description="Checkpoint tag: 1-128 of A-Z a-z 0-9 . _ : @ + -, starting with a letter or digit.",
+        description="Checkpoint tag: 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit.",
         examples=["stable-v1", "v1.0"],
     ),
 ]
@@ -52,24 +52,32 @@ Domain = Annotated[
     str,
     Field(
         min_length=1,
-        max_length=MAX_DOMAIN_CHARS,
+        max_length=C.MAX_DOMAIN_CHARS,
         pattern=r"^[^\x00-\x1f]+$",
-        description="Domain tag for routing and stats, e.g. 'python'.",
+        description=f"Domain tag for routing and stats, e.g. 'python' (1-{C.MAX_DOMAIN_CHARS} "
+                    "characters, no control characters).",
     ),
 ]
 LearningRate = Annotated[
     float,
-    Field(gt=0, le=2, allow_inf_nan=False,
-          description="Override the memory's learning rate for this observation, in (0, 2]."),
+    Field(gt=0, le=C.MAX_LEARNING_RATE, allow_inf_nan=False,
+          description=f"Override the memory's learning rate for this observation, in "
+                      f"(0, {C.MAX_LEARNING_RATE:g}]."),
 ]
 Temperature = Annotated[
     float,
-    Field(ge=0, le=10, allow_inf_nan=False, description="Sharpness of attention; 0 = greedy."),
+    Field(ge=0, le=C.MAX_TEMPERATURE, allow_inf_nan=False,
+          description=f"Softmax temperature of the attention weights over the returned patterns, "
+                      f"0 (greedy: all weight on the best) to {C.MAX_TEMPERATURE:g}; default "
+                      f"{C.DEFAULT_TEMPERATURE}."),
 ]
 MaxTokens = Annotated[
-    int, Field(ge=1, le=MAX_TOKENS, description="Upper bound on the response length in words.")
+    int, Field(ge=1, le=C.MAX_TOKENS, description="Upper bound on the response length in words.")
 ]
-TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K, description="How many patterns to use/return.")]
+TopK = Annotated[int, Field(ge=C.MIN_TOP_K, le=C.MAX_TOP_K,
+                            description="How many patterns to use/return.")]
+Description = Annotated[str, Field(max_length=C.MAX_DESCRIPTION_CHARS, description="Free-text note."),
+                        AfterValidator(_no_nul)]
 
 
 class Request(BaseModel):
@@ -113,7 +121,7 @@ class ConsolidateRequest(Request):
 
 class CheckpointRequest(Request):
     tag: Tag
-    description: str = Field("", max_length=MAX_DESCRIPTION_CHARS, description="Free-text note.")
+    description: Description = ""
 
 
 class RestoreRequest(Request):
