@@ -61,7 +61,7 @@ class MemoryActor:
         self._config: MemoryConfig | None = None
         self._storage = None
         self._ckpts: Checkpoints | None = None
-        self._results = RecentResults(spec.remembered_requests)
+        self._results = RecentResults(spec.settings.remembered_requests)
         self._closing = False
         self._warm = False
         self._started = False
@@ -97,7 +97,7 @@ class MemoryActor:
             self._config = MemoryConfig.from_dict(record["config"])
             phases.lap("registry")
             self._ckpts = Checkpoints(self._storage, self._qname)
-            rec = recover(self._storage, self._qname, self._config, self._spec.remembered_requests,
+            rec = recover(self._storage, self._qname, self._config, self._spec.settings.remembered_requests,
                           ckpts=self._ckpts, phases=phases)
             self._results = rec.results
             self._mem = rec.memory
@@ -166,7 +166,7 @@ class MemoryActor:
             self._record(result, texts, domain)
             with self._count_lock:
                 self._writes_since += 1
-                due = self._writes_since >= self._spec.checkpoint_every_writes
+                due = self._writes_since >= self._spec.settings.checkpoint_every_writes
         if due:
             self._wake.set()
         return result
@@ -253,9 +253,9 @@ class MemoryActor:
         from memory import MemoryConfig, NeuralMemory  # noqa: F401, PLC0415
         from storage import open_storage  # noqa: PLC0415
 
-        torch.set_num_threads(max(1, self._spec.torch_threads))
+        torch.set_num_threads(max(1, self._spec.settings.torch_threads))
         phases.lap("imports")
-        self._storage = open_storage(self._spec.storage_settings())
+        self._storage = open_storage(self._spec.storage)
         phases.lap("open_storage")
         self._warm = True
 
@@ -348,7 +348,7 @@ class MemoryActor:
         meta = self._storage.metadata
         meta.wal_trim_through(self._qname, TRIM_ALL if barrier else self._prev_auto_step)
         self._prev_auto_step = step
-        self._ckpts.prune_autos(1 if barrier else self._spec.keep_auto_checkpoints)
+        self._ckpts.prune_autos(1 if barrier else self._spec.settings.keep_auto_checkpoints)
         return info
 
     def _snapshot_state(self) -> tuple[bytes, int, str, int]:
@@ -356,7 +356,7 @@ class MemoryActor:
         return mem.to_bytes(), mem.step, mem.weight_hash, self._writes_since
 
     def _checkpoint_due(self) -> bool:
-        spec = self._spec
+        spec = self._spec.settings
         with self._count_lock:
             if self._writes_since <= 0:
                 return False
@@ -364,7 +364,7 @@ class MemoryActor:
                     or time.monotonic() - self._last_ckpt >= spec.checkpoint_every_seconds)
 
     def _checkpoint_loop(self) -> None:
-        period = max(0.05, min(self._spec.checkpoint_every_seconds / 4, 5.0))
+        period = max(0.05, min(self._spec.settings.checkpoint_every_seconds / 4, 5.0))
         while not self._stop.is_set():
             self._wake.wait(period)
             self._wake.clear()

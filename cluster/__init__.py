@@ -13,5 +13,7 @@ rehydrations skip the process start-up.
 from cluster.cluster import MemoryCluster
 from cluster.names import check_memory_name, check_tenant, check_user_tag, qualify
 from cluster.settings import ClusterSettings
+from cluster.storage import start_storage
 
-__all__ = ["MemoryCluster", "ClusterSettings", "check_memory_name", "check_tenant", "check_user_tag", "qualify"]
+__all__ = ["MemoryCluster", "ClusterSettings", "start_storage", "check_memory_name", "check_tenant",
+           "check_user_tag", "qualify"]

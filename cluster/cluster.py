@@ -65,11 +65,7 @@ class MemoryCluster:
             if not ray.is_initialized():
                 ray.init(address=s.ray_address, namespace=s.namespace)
             self._storage = await asyncio.to_thread(open_storage, s.storage)
-            spec = ActorSpec(
-                storage=self._storage.settings.model_dump(),
-                checkpoint_every_writes=s.checkpoint_every_writes,
-                checkpoint_every_seconds=s.checkpoint_every_seconds,
-            )
+            spec = ActorSpec(storage=self._storage.settings, settings=s.actor)
             options = {
                 "max_concurrency": s.actor_max_concurrency,
                 "num_cpus": s.actor_num_cpus,

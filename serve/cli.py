@@ -25,13 +25,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("serve", help="run Ray + Serve + the gateway here until Ctrl-C")
-    run.add_argument("--host", default=os.environ.get("NMEM_HOST", "127.0.0.1"),
-                     help="bind address (default 127.0.0.1; anything else requires API keys)")
-    run.add_argument("--port", type=int, default=int(os.environ.get("NMEM_PORT", "8000")))
+    # Flags left out fall back to NMEM_* and then the defaults (serve.app.read_settings).
+    run.add_argument("--host", default=None,
+                     help="bind address (NMEM_HOST, default 127.0.0.1; anything else requires API keys)")
+    run.add_argument("--port", type=int, default=None, help="HTTP port (NMEM_PORT, default 8000)")
     run.add_argument("--data-dir", type=Path, default=None,
-                     help="embedded Valkey + checkpoints (default ./.neural-memory or NMEM_DATA_DIR)")
-    run.add_argument("--ray-address", default=os.environ.get("NMEM_RAY_ADDRESS"),
-                     help="join this Ray cluster instead of starting a local one")
+                     help="embedded Valkey + checkpoints (NMEM_DATA_DIR, default ./.neural-memory)")
+    run.add_argument("--ray-address", default=None,
+                     help="join this Ray cluster instead of starting a local one (NMEM_RAY_ADDRESS)")
     run.add_argument("--gateway-replicas", type=int, default=None)
     run.add_argument("--encoder-replicas", type=int, default=None)
 

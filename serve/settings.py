@@ -98,3 +98,39 @@ class GatewaySettings(BaseSettings):
 
     def resolved_ui_dir(self) -> Path:
         return self.ui_dir if self.ui_dir is not None else Path(__file__).parent / "ui"
+
+
+# ---- the README's settings table, generated from the models (a test keeps the two equal) ------
+
+SETTINGS_TABLE_START = "<!-- settings-table:start (generated: python -m serve.settings) -->"
+SETTINGS_TABLE_END = "<!-- settings-table:end -->"
+_SECRET_FIELDS = {"api_keys", "s3_secret_key"}
+
+
+def _shown_default(name: str, field) -> str:
+    if name in _SECRET_FIELDS:
+        return "unset"
+    value = field.get_default(call_default_factory=True)
+    return "unset" if value is None else f"`{value}`"
+
+
+def settings_table() -> str:
+    """Every NMEM_* setting of the server (gateway, control plane, storage, memory actors) as a
+    Markdown table: variable, default, meaning — from the pydantic models' descriptions."""
+    from cluster import ClusterSettings  # noqa: PLC0415 - only the doc generator needs it
+
+    nested = {name: ClusterSettings.model_fields[name].annotation for name in ("storage", "actor")}
+    models = [("gateway", GatewaySettings), ("cluster", ClusterSettings),
+              ("storage", nested["storage"]), ("actor", nested["actor"])]
+    rows = ["| variable | part | default | meaning |", "|---|---|---|---|"]
+    for part, model in models:
+        for name, field in model.model_fields.items():
+            if model is ClusterSettings and name in nested:
+                continue
+            meaning = " ".join((field.description or "").split()).replace("|", "\\|")
+            rows.append(f"| `NMEM_{name.upper()}` | {part} | {_shown_default(name, field)} | {meaning} |")
+    return "\n".join([SETTINGS_TABLE_START, *rows, SETTINGS_TABLE_END])
+
+
+if __name__ == "__main__":
+    print(settings_table())
