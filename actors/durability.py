@@ -13,7 +13,6 @@ taken again (or a memory deleted and created again) never collides with an old o
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -50,10 +49,6 @@ def _auto_seq(tag: str) -> int:
         return -1
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
-
-
 class Checkpoints:
     """Writes and reads the checkpoints of memory `qname` (index in Redis, bytes in the store)."""
 
@@ -72,7 +67,6 @@ class Checkpoints:
             "size": int(stored.get("size", len(data))),
             "sha256": stored.get("sha256"),
             "step": int(step),
-            "created_at": _now(),
             "description": description,
         }
         try:

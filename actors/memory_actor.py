@@ -17,7 +17,6 @@ The actor never encodes text: vectors arrive from the gateway's encoder.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import threading
@@ -39,8 +38,6 @@ if TYPE_CHECKING:  # imported in start(): the supervisor imports this module and
 __all__ = ["MemoryActor"]
 
 log = logging.getLogger(__name__)
-
-HISTORY_TEXT_CHARS = 200
 
 
 class MemoryActor:
@@ -298,32 +295,25 @@ class MemoryActor:
             )
 
     def _record(self, result: dict, texts: list[str], domain: str | None) -> None:
-        """Stats and history after a write; the write is already durable, so failures only log."""
-        meta = self._storage.metadata
+        """Stats and history after a write, in one round trip; the write is already durable, so
+        a failure here only logs."""
         surprises = result.get("surprises") or [result["surprise"]] * len(texts)
         first = result["step"] - len(texts) + 1
-        at = dt.datetime.now(dt.timezone.utc).isoformat()
+        history = [{"step": first + i, "text": text, "surprise": float(surprises[i]),
+                    "weight_hash": result["weight_hash"]} for i, text in enumerate(texts)]
         try:
-            meta.update_stats(self._qname, observations=len(texts), surprise_mean=float(result["surprise"]),
-                              domains=[domain] if domain else [], step=int(result["step"]),
-                              weight_hash=result["weight_hash"])
-            for i, text in enumerate(texts):
-                meta.history_append(self._qname, {"step": first + i, "text": text[:HISTORY_TEXT_CHARS],
-                                                  "surprise": float(surprises[i]),
-                                                  "weight_hash": result["weight_hash"], "at": at})
+            self._storage.metadata.record_write(
+                self._qname, step=int(result["step"]), weight_hash=result["weight_hash"],
+                observations=len(texts), domains=[domain] if domain else [], history=history)
         except NeuralMemoryError as exc:
             log.warning("stats/history of %s not updated: %s", self._qname, exc)
 
     def _sync_stats(self) -> None:
-        """Point the Redis stats at the memory's real step and hash (after recovery or restore).
-
-        update_stats with 0 observations sets step and hash and leaves the running totals alone;
-        listings report the step as the observation count, so they agree with the actor.
-        """
+        """Point the Redis stats at the memory's real step and hash (after recovery or restore);
+        listings report the step as the observation count, so they agree with the actor."""
         mem = self._mem
         try:
-            self._storage.metadata.update_stats(self._qname, observations=0, surprise_mean=0.0, domains=[],
-                                                step=mem.step, weight_hash=mem.weight_hash)
+            self._storage.metadata.record_write(self._qname, step=mem.step, weight_hash=mem.weight_hash)
         except NeuralMemoryError as exc:
             log.warning("stats of %s not synchronised: %s", self._qname, exc)
 

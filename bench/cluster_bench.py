@@ -203,7 +203,7 @@ async def bench_start_breakdown(mc, repeats: int) -> dict:
 async def bench_checkpoint(mc, repeats: int, name: str) -> dict:
     await mc.create_memory(TENANT, name, {})
     samples = await _timed(repeats, lambda i: mc.checkpoint(TENANT, name, f"b{i}"))
-    size = (await mc.list_checkpoints(TENANT, name))[0]["size_mb"]
+    size = (await mc.list_checkpoints(TENANT, name))["checkpoints"][0]["size_mb"]
     return {**_ms(samples), "size_mb": size}
 
 

@@ -4,13 +4,13 @@ Cheap to construct; `await start()` joins or starts Ray, opens storage (starting
 Valkey when no redis_url is set) and finds or creates the deployment's supervisor. Every
 method is async; blocking storage calls run in a worker thread, actor calls are awaited.
 Names are scoped by tenant: the caller passes its tenant and a short name, and everything
-below works on the fully qualified "tenant/name".
+below works on the fully qualified "tenant/name". Results are shaped here, exactly as the
+public contract's responses (serve/schemas.py), so the Python API and REST/MCP answer alike.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import uuid
 from typing import Any
@@ -34,10 +34,6 @@ log = logging.getLogger(__name__)
 _OBSERVE_KEYS = ("surprise", "weight_delta", "patterns_activated", "step", "weight_hash")
 _STATS_KEYS = ("total_observations", "weight_parameters", "capacity_used", "avg_surprise", "domains",
                "weight_hash")
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
 def _short(qname: str | None) -> str | None:
@@ -118,7 +114,7 @@ class MemoryCluster:
         qname = qualify(tenant, name)
         full = normalize_config(config)
         record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
-                  "parent": None, "source_tag": None, "created_at": _now()}
+                  "parent": None, "source_tag": None}
         await self._meta("create_memory", qname, record)
         try:
             await self._routes().ensure(qname, check_registry=False)
@@ -128,7 +124,7 @@ class MemoryCluster:
             raise
         return {"name": name, "weight_hash": stats["weight_hash"], "weight_parameters": stats["weight_parameters"]}
 
-    async def list_memories(self, tenant: str) -> list[dict]:
+    async def list_memories(self, tenant: str) -> dict:
         records = await self._meta("list_memories", check_tenant(tenant))
         live = set(await self._supervisor.live.remote())
         out = []
@@ -137,13 +133,14 @@ class MemoryCluster:
             stats = await self._meta("get_stats", qname)
             out.append({"name": _short(qname), "total_observations": stats["step"],
                         "live": qname in live, "parent": _short(record.get("parent"))})
-        return out
+        return {"memories": out}
 
-    async def delete_memory(self, tenant: str, name: str) -> None:
+    async def delete_memory(self, tenant: str, name: str) -> dict:
         """Unregister first (a stale actor's writes then fail), then stop the actor, then the objects."""
         qname = qualify(tenant, name)
         await self._meta("delete_memory", qname)
         await self._discard(qname, registered=False)
+        return {"deleted": True, "name": name}
 
     async def _discard(self, qname: str, *, registered: bool = True) -> None:
         if registered:
@@ -190,8 +187,8 @@ class MemoryCluster:
         stats = await self._call(tenant, name, "stats")
         return {key: stats[key] for key in _STATS_KEYS}
 
-    async def history(self, tenant: str, name: str, limit: int = 200) -> list[dict]:
-        return await self._meta("history", qualify(tenant, name), limit)
+    async def history(self, tenant: str, name: str, limit: int = 200) -> dict:
+        return {"observations": await self._meta("history", qualify(tenant, name), limit)}
 
     # ---- checkpoints, restore, fork -------------------------------------------------------
 
@@ -201,11 +198,11 @@ class MemoryCluster:
         return {"checkpoint_id": f"{name}:{tag}", "size_mb": round(info["size"] / 1e6, 3),
                 "weight_hash": info["weight_hash"]}
 
-    async def list_checkpoints(self, tenant: str, name: str) -> list[dict]:
+    async def list_checkpoints(self, tenant: str, name: str) -> dict:
         infos = await self._meta("list_checkpoints", qualify(tenant, name))
-        return [{"tag": i["tag"], "created_at": i["created_at"], "size_mb": round(i["size"] / 1e6, 3),
+        return {"checkpoints": [{"tag": i["tag"], "created_at": i["created_at"], "size_mb": round(i["size"] / 1e6, 3),
                  "description": i.get("description", ""), "weight_hash": i["weight_hash"], "step": i["step"]}
-                for i in infos if not is_auto(i["tag"])]
+                for i in infos if not is_auto(i["tag"])]}
 
     async def restore(self, tenant: str, name: str, tag: str) -> dict:
         check_user_tag(tag)
@@ -223,7 +220,7 @@ class MemoryCluster:
             info = await self._routes().call(source, "snapshot")
         data = await asyncio.to_thread(self.storage.checkpoints.get, info["object_key"], info.get("sha256"))
         child = {"tenant": tenant, "name": target, "config": record["config"], "encoder": record["encoder"],
-                 "parent": source, "source_tag": source_tag, "created_at": _now()}
+                 "parent": source, "source_tag": source_tag}
         await self._meta("create_memory", target, child)  # also records the lineage edge
         try:
             await asyncio.to_thread(self._seed, target, data, info)
@@ -240,11 +237,11 @@ class MemoryCluster:
 
     # ---- views ------------------------------------------------------------------------------
 
-    async def lineage(self, tenant: str) -> list[dict]:
+    async def lineage(self, tenant: str) -> dict:
         records = await self._meta("list_memories", check_tenant(tenant))
         live = set(await self._supervisor.live.remote())
-        return [{"name": _short(r["name"]), "parent": _short(r.get("parent")), "source_tag": r.get("source_tag"),
-                 "created_at": r.get("created_at"), "live": r["name"] in live} for r in records]
+        return {"memories": [{"name": _short(r["name"]), "parent": _short(r.get("parent")), "source_tag": r.get("source_tag"),
+                 "created_at": r.get("created_at"), "live": r["name"] in live} for r in records]}
 
     async def live_actor_count(self) -> int:
         return await self._supervisor.count.remote()

@@ -165,9 +165,10 @@ def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
         domain: S.Domain | None = None,
         memory: OptionalMemory = None,
     ) -> S.ObserveResponse:
-        """Feed context to the memory; its weights update (it learns, it does not just store).
-        Returns how surprising the context was (0 known - 1 novel), the weight change and
-        the patterns that fired."""
+        """Teach the memory a text: its network's weights take a gradient step on it and the
+        text is kept as an episode it can quote back later. Returns how surprising the text
+        was before learning (0 known - 1 novel), the size of the weight change, the stored
+        patterns it resembled, the step count and the new weight hash."""
         return await d.run("observe", ctx, memory, lambda b, m: b.observe(
             m, context, learning_rate=learning_rate, domain=domain), S.ObserveResponse)
 
@@ -180,8 +181,12 @@ def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
         top_k: S.TopK = 5,
         memory: OptionalMemory = None,
     ) -> S.InferResponse:
-        """Ask the memory about something; it answers from its learned patterns (generated,
-        not a similarity search) with a confidence and the patterns it attended to."""
+        """Recall what the memory knows about a prompt. The answer is a stored text, not newly
+        generated text: stored episodes are ranked by 70 % similarity to the prompt and 30 % by
+        how well each matches what the network recalls for the prompt; the best one is the
+        response (with a close runner-up appended as "related"). Also returns a confidence
+        (1 - the prompt's surprise) and the top_k episodes with softmax attention weights
+        (temperature 0 puts all weight on the best)."""
         return await d.run("infer", ctx, memory, lambda b, m: b.infer(
             m, prompt, temperature=temperature, max_tokens=max_tokens, top_k=top_k),
             S.InferResponse)
@@ -189,15 +194,18 @@ def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
     @_tool(server, READ_ONLY)
     async def surprise(input: InputArg, ctx: Context, memory: OptionalMemory = None
                        ) -> S.SurpriseResponse:  # noqa: A002 - SPEC's argument name
-        """Measure how novel an input is without learning it: high = worth observing,
-        low = already known. Recommends learn, skip or consolidate."""
+        """Measure how novel an input is without learning it: the network's recall error times
+        how far the input is from the closest stored text (0 already known - 1 novel). Returns
+        that closest text and a recommendation: skip (<= 0.3), learn, or consolidate (novel
+        while the episodic store is over 90 % full)."""
         return await d.run("surprise", ctx, memory, lambda b, m: b.surprise(m, input),
                            S.SurpriseResponse)
 
     @_tool(server, WRITES)
     async def consolidate(ctx: Context, memory: OptionalMemory = None) -> S.ConsolidateResponse:
-        """Run a consolidation pass (like sleep): replay recent learning into stable
-        long-term weights and merge near-duplicate patterns."""
+        """Run a consolidation pass (like sleep): replay recently seen stored episodes into the
+        network's weights, anchor them against later drift (online EWC), and merge
+        near-duplicate patterns. Returns how many patterns merged and a stability score."""
         return await d.run("consolidate", ctx, memory, lambda b, m: b.consolidate(m),
                            S.ConsolidateResponse)
 
@@ -246,21 +254,25 @@ def _register_state(server: MCPServer, d: _Dispatcher) -> None:
 def _register_introspection(server: MCPServer, d: _Dispatcher) -> None:
     @_tool(server, READ_ONLY)
     async def stats(ctx: Context, memory: OptionalMemory = None) -> S.StatsResponse:
-        """Memory statistics: observations, parameters, capacity used (0-1), average
-        recent surprise, domains and the weight hash."""
+        """Memory statistics: observations, network parameters, capacity used (0-1: how full the
+        episodic store is), running average surprise of recent observations, domains seen and
+        the weight hash."""
         return await d.run("stats", ctx, memory, lambda b, m: b.stats(m), S.StatsResponse)
 
     @_tool(server, READ_ONLY)
     async def attention_map(query: QueryArg, ctx: Context, memory: OptionalMemory = None
                             ) -> S.AttentionMapResponse:
-        """Show which learned patterns the memory attends to for a query, with weights."""
+        """Show which stored episodes the memory attends to for a query: the same ranking as
+        infer (70 % similarity, 30 % network recall), as texts with softmax weights."""
         return await d.run("attention_map", ctx, memory, lambda b, m: b.attention_map(m, query),
                            S.AttentionMapResponse)
 
     @_tool(server, READ_ONLY)
     async def explain(ctx: Context, top_k: S.TopK = 5, memory: OptionalMemory = None
                       ) -> S.ExplainResponse:
-        """Export the strongest learned patterns as human-readable summaries with examples."""
+        """The memory's strongest patterns: stored episodes ranked half by how often they were
+        reinforced and half by how well the network recalls them, each with its latest text
+        (and domain) as the description and up to a few example texts."""
         return await d.run("explain", ctx, memory, lambda b, m: b.explain(m, top_k=top_k),
                            S.ExplainResponse)
 

@@ -86,12 +86,12 @@ def _registry_routes(router: APIRouter) -> None:
 
 def _learning_routes(router: APIRouter) -> None:
     @router.post("/memories/{name}/observe", response_model=S.ObserveResponse,
-                 tags=["learning"], summary="Learn from a context (weights update)")
+                 tags=["learning"], summary="Learn from a context (weights update; the text is kept as an episode)")
     async def observe(name: NamePath, body: S.ObserveRequest, s: Svc) -> dict:
         return await s.observe(name, body.context, body.learning_rate, body.domain)
 
     @router.post("/memories/{name}/infer", response_model=S.InferResponse, tags=["learning"],
-                 summary="Generate from learned patterns")
+                 summary="Recall: the stored text that best matches the prompt, with confidence")
     async def infer(name: NamePath, body: S.InferRequest, s: Svc) -> dict:
         return await s.infer(name, body.prompt, body.temperature, body.max_tokens, body.top_k)
 
@@ -138,12 +138,12 @@ def _introspection_routes(router: APIRouter) -> None:
         return await s.stats(name)
 
     @router.post("/memories/{name}/attention_map", response_model=S.AttentionMapResponse,
-                 tags=["introspection"], summary="What the memory attends to for a query")
+                 tags=["introspection"], summary="Stored episodes the memory attends to for a query, with weights")
     async def attention_map(name: NamePath, body: S.AttentionMapRequest, s: Svc) -> dict:
         return await s.attention_map(name, body.query)
 
     @router.get("/memories/{name}/explain", response_model=S.ExplainResponse,
-                tags=["introspection"], summary="Learned patterns as readable summaries")
+                tags=["introspection"], summary="Strongest patterns (reinforcement and network recall) with examples")
     async def explain(
         name: NamePath, s: Svc,
         top_k: Annotated[int, Query(ge=C.MIN_TOP_K, le=C.MAX_TOP_K)] = 5,

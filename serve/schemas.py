@@ -173,9 +173,12 @@ class PatternWeight(Response):
 
 
 class InferResponse(Response):
-    response: str = Field(description="Text generated from learned patterns.")
-    confidence: float = Field(description="Model certainty, 0-1.")
-    attention_weights: list[PatternWeight] = Field(description="What the memory attended to.")
+    response: str = Field(description="The stored text that best matches the prompt (ranked by "
+                                      "similarity and the network's recall), with a close runner-up "
+                                      "appended as 'related'. Recalled, not generated.")
+    confidence: float = Field(description="1 - the prompt's surprise: 0 (unknown) to 1 (well known).")
+    attention_weights: list[PatternWeight] = Field(description="The top_k stored texts with softmax "
+                                                               "attention weights.")
 
 
 class SurpriseResponse(Response):
@@ -224,8 +227,9 @@ class ForkResponse(Response):
 class StatsResponse(Response):
     total_observations: int
     weight_parameters: int
-    capacity_used: float = Field(description="Estimated 0-1.")
-    avg_surprise: float = Field(description="Recent learning signal.")
+    capacity_used: float = Field(description="How full the episodic store is, 0-1.")
+    avg_surprise: float = Field(description="Running average surprise of recent observations "
+                                            "(exponential, weight surprise_ema per observation).")
     domains: list[str]
     weight_hash: str
 

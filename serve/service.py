@@ -1,8 +1,8 @@
 """What every gateway call does after auth and validation: encode the text, call the cluster.
 
 REST routes and MCP tools both call a `TenantService` (one caller's view), so the two
-protocols cannot drift apart. Results are shaped exactly as the REST responses; the protocol
-layers only validate and serialise them.
+protocols cannot drift apart. Results come shaped by the cluster (as the REST responses); this
+layer only encodes text and the protocol layers only validate and serialise.
 
 The text -> vector step uses the encoder named in each memory's config. That lookup costs a
 Redis round trip, so it is cached for `encoder_cache_seconds` (and dropped when this replica
@@ -82,15 +82,14 @@ class TenantService:
         return await self._cluster.create_memory(self.tenant, name, config)
 
     async def list_memories(self) -> dict:
-        return {"memories": await self._cluster.list_memories(self.tenant)}
+        return await self._cluster.list_memories(self.tenant)
 
     async def delete_memory(self, name: str) -> dict:
         self.core.forget(self.tenant, name)
-        await self._cluster.delete_memory(self.tenant, name)
-        return {"deleted": True, "name": name}
+        return await self._cluster.delete_memory(self.tenant, name)
 
     async def lineage(self) -> dict:
-        return {"memories": await self._cluster.lineage(self.tenant)}
+        return await self._cluster.lineage(self.tenant)
 
     # ------------------------------------------------------------ learning
 
@@ -131,7 +130,7 @@ class TenantService:
         return await self._cluster.checkpoint(self.tenant, name, tag, description=description)
 
     async def list_checkpoints(self, name: str) -> dict:
-        return {"checkpoints": await self._cluster.list_checkpoints(self.tenant, name)}
+        return await self._cluster.list_checkpoints(self.tenant, name)
 
     async def restore(self, name: str, tag: str) -> dict:
         return await self._cluster.restore(self.tenant, name, tag)
@@ -153,4 +152,4 @@ class TenantService:
         return await self._cluster.explain(self.tenant, name, top_k=top_k)
 
     async def history(self, name: str, limit: int = 200) -> dict:
-        return {"observations": await self._cluster.history(self.tenant, name, limit=limit)}
+        return await self._cluster.history(self.tenant, name, limit=limit)

@@ -86,6 +86,14 @@ class GatewaySettings(BaseSettings):
         None, description="Dashboard folder; defaults to serve/ui next to this module."
     )
 
+    @field_validator("api_keys", "api_keys_file", "ui_dir", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        # NMEM_API_KEYS_FILE= (set but empty) means "not set", not the current directory.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("host")
     @classmethod
     def _host_not_blank(cls, value: str) -> str:

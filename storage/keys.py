@@ -3,13 +3,12 @@
 Layout (prefix defaults to "nmem"; `name` is the fully qualified "tenant/memory"):
 
     {p}:registry                 hash  name -> JSON registry record
-    {p}:mem:{name}:stats         hash  total_observations, avg_surprise, step, weight_hash
+    {p}:mem:{name}:stats         hash  total_observations, step, weight_hash
     {p}:mem:{name}:domains       set   domains seen
     {p}:mem:{name}:ckpt          hash  tag -> JSON checkpoint info
     {p}:mem:{name}:ckpt_order    list  tags in creation order
     {p}:mem:{name}:wal           stream  write-ahead log
     {p}:mem:{name}:history       list  JSON observation summaries, newest last (capped)
-    {p}:mem:{name}:children      zset  child name -> creation sequence
 
 Checkpoint objects: "{tenant}/{memory}/{tag}[-{nonce}].ckpt".
 """
@@ -87,13 +86,6 @@ class Keys:
     def history(self, name: str) -> str:
         return self._mem(name, "history")
 
-    def children(self, name: str) -> str:
-        return self._mem(name, "children")
-
-    def child_seq(self) -> str:
-        """Counter that orders lineage edges across the deployment."""
-        return f"{self.prefix}:seq:children"
-
     def memory_keys(self, name: str) -> list[str]:
         """All per-memory keys (what delete_memory removes besides the registry entry)."""
         return [
@@ -103,5 +95,4 @@ class Keys:
             self.checkpoint_order(name),
             self.wal(name),
             self.history(name),
-            self.children(name),
         ]
