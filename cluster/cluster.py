@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 _OBSERVE_KEYS = ("surprise", "weight_delta", "patterns_activated", "step", "weight_hash")
 _STATS_KEYS = ("total_observations", "weight_parameters", "capacity_used", "avg_surprise", "domains",
-               "weight_hash")
+               "weight_hash", "patterns", "size_mb")
 
 
 def _now() -> str:
