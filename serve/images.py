@@ -23,7 +23,7 @@ from neural_memory import image
 from serve import schemas as S
 from serve.rest import ERRORS, NamePath, Svc
 
-IMAGE_ROUTE = re.compile(r"^/v1/memories/[^/]+/image$")
+IMAGE_ROUTE = re.compile(r"/v1/memories/[^/]+/image$")  # searched: the app may sit under a prefix
 TagQuery = Annotated[str | None, Query(pattern=S.TAG_PATTERN,
                                        description="Checkpoint tag; omit for the live state.")]
 
@@ -32,7 +32,7 @@ def image_body_limit(max_image_bytes: int):
     """For BodyLimitMiddleware: the image upload's own limit, None (the default) elsewhere."""
 
     def limit(scope: Scope) -> int | None:
-        if scope.get("method") == "PUT" and IMAGE_ROUTE.match(scope.get("path", "")):
+        if scope.get("method") == "PUT" and IMAGE_ROUTE.search(scope.get("path", "")):
             return max_image_bytes
         return None
 
