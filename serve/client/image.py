@@ -82,10 +82,6 @@ class Image:
                                     "it was made by a newer or different writer")
         return self.parts[name]
 
-    @property
-    def size(self) -> int:
-        return _PREFIX.size + len(_header_json(self.header)) + sum(map(len, self.parts.values()))
-
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()

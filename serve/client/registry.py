@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from errors import AuthError, InvalidInput, NotFound, Unavailable
+from errors import AuthError, InvalidInput, NeuralMemoryError, NotFound, Unavailable
 from neural_memory import image
 
 __all__ = ["PushResult", "push_image", "pull_image", "parse_reference"]
@@ -87,7 +87,7 @@ def _has_credentials(client, container, auth: RegistryAuth) -> bool:
     return bool(getattr(client.auth, "_basic_auth", None))
 
 
-def _registry_error(action: str, ref: str, exc: Exception) -> Exception:
+def _registry_error(action: str, ref: str, exc: Exception) -> NeuralMemoryError:
     import requests
 
     text = str(exc)
@@ -98,7 +98,7 @@ def _registry_error(action: str, ref: str, exc: Exception) -> Exception:
         return NotFound(f"{action} {ref}: not found in the registry ({text})")
     if isinstance(exc, requests.RequestException):
         return Unavailable(f"{action} {ref}: {text}")
-    return exc
+    return NeuralMemoryError(f"{action} {ref} failed: {text}")
 
 
 def push_image(path: str | Path, ref: str, auth: RegistryAuth = RegistryAuth()) -> PushResult:
@@ -136,9 +136,9 @@ def pull_image(ref: str, path: str | Path, auth: RegistryAuth = RegistryAuth()) 
             blob = Path(tmp) / "image.nmem"
             client.download_blob(container, layer["digest"], str(blob))
             data = blob.read_bytes()
-    except (InvalidInput, NotFound):
+    except NeuralMemoryError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - oras raises plain exceptions; sort them
         raise _registry_error("pull", ref, exc) from exc
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     if digest != layer["digest"]:
