@@ -66,7 +66,7 @@ class _Base(Api):
         return min(2.0, 0.2 * 2**attempt)
 
     def _unreachable(self, exc: httpx.TransportError) -> Unavailable:
-        return Unavailable(f"cannot reach the neural-memory server at {self.url}: "
+        return Unavailable(f"cannot reach the gateway at {self.url}: "
                            f"{type(exc).__name__} {exc}".strip())
 
     @staticmethod

@@ -246,7 +246,7 @@ function renderHeader() {
 // "412 patterns · 3.1 MB": how full the pattern book is and what the saved state weighs.
 function sizeText(st) {
   const parts = [];
-  if (st.patterns != null) parts.push(`${count(st.patterns)} patterns`);
+  if (st.patterns != null) parts.push(`${count(st.patterns)} pattern${st.patterns === 1 ? "" : "s"}`);
   if (st.size_mb != null) parts.push(`${Number(st.size_mb).toFixed(1)} MB`);
   return parts.join(" · ");
 }
