@@ -66,8 +66,8 @@ class _Base(Api):
         return min(2.0, 0.2 * 2**attempt)
 
     def _unreachable(self, exc: httpx.TransportError) -> Unavailable:
-        return Unavailable(f"cannot reach the gateway at {self.url}: "
-                           f"{type(exc).__name__} {exc}".strip())
+        what = "cannot reach" if isinstance(exc, NEVER_SENT) else "lost the connection to"
+        return Unavailable(f"{what} the gateway at {self.url}: {type(exc).__name__} {exc}".strip())
 
     @staticmethod
     def _finish(call: Call, response: httpx.Response) -> Any:

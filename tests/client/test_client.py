@@ -127,6 +127,9 @@ class _Flaky(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         self.rfile.read(int(self.headers.get("content-length", 0)))
         type(self).seen.append((self.path, self.headers.get("Idempotency-Key")))
+        if "/drop" in self.path:  # the request arrived; the answer is lost on the way back
+            self.close_connection = True
+            return
         attempts = sum(1 for path, _ in self.seen if path == self.path)
         if attempts <= self.failures:
             self._reply(503, {"error": {"code": "unavailable", "message": "restarting"}})
@@ -181,6 +184,22 @@ def test_retries_give_up_with_the_servers_error(flaky_server):
         with pytest.raises(E.Unavailable, match="restarting"):
             nm.create_memory("x")
     assert len(_Flaky.seen) == 2
+
+
+def test_a_write_whose_answer_was_lost_is_not_sent_twice(flaky_server):
+    from neural_memory import Client
+    from neural_memory._calls import SERVER_DEDUPES_OBSERVE
+
+    with Client(flaky_server, retries=3) as nm:
+        with pytest.raises(E.Unavailable, match="lost the connection"):
+            nm.fork("drop", "copy")  # reached the server: resending could fork twice
+        with pytest.raises(E.Unavailable):
+            nm.observe("drop", "text")
+    forks = [p for p, _ in _Flaky.seen if p.endswith("/drop/fork")]
+    observes = [p for p, _ in _Flaky.seen if p.endswith("/drop/observe")]
+    assert len(forks) == 1
+    # Until the server deduplicates by request id, a lost observe is not resent either.
+    assert len(observes) == (4 if SERVER_DEDUPES_OBSERVE else 1)
 
 
 def test_import_is_light():
