@@ -230,7 +230,9 @@ class MemoryActor:
 
     def stats(self) -> dict:
         mem = self._ready()
-        return {**mem.stats(), "weight_hash": mem.weight_hash, "step": mem.step}
+        saved = self._latest_auto  # size of the newest auto-checkpoint: what an image weighs
+        return {**mem.stats(), "weight_hash": mem.weight_hash, "step": mem.step,
+                "size_mb": round(saved["size"] / 1e6, 3) if saved else None}
 
     # ---- internals --------------------------------------------------------------------------
 

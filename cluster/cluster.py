@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import ray
 
 from actors import ActorSpec, Checkpoints, is_auto, normalize_config
-from errors import MemoryExists, MemoryNotFound, Unavailable
+from errors import CheckpointCorrupt, IncompatibleState, InvalidInput, MemoryExists, MemoryNotFound, Unavailable
 from storage import Storage, open_storage
 
 from cluster.names import check_tenant, check_user_tag, qualify, split
@@ -27,13 +28,23 @@ from cluster.router import ActorRouter
 from cluster.settings import ClusterSettings
 from cluster.supervisor import supervisor_handle, unwrap
 
-__all__ = ["MemoryCluster"]
+__all__ = ["MemoryCluster", "ExportedState"]
 
 log = logging.getLogger(__name__)
 
 _OBSERVE_KEYS = ("surprise", "weight_delta", "patterns_activated", "step", "weight_hash")
 _STATS_KEYS = ("total_observations", "weight_parameters", "capacity_used", "avg_surprise", "domains",
-               "weight_hash")
+               "weight_hash", "patterns", "size_mb")
+
+
+@dataclass(frozen=True)
+class ExportedState:
+    """A memory's state as stored (a checkpoint's bytes) with what it needs to run elsewhere."""
+
+    config: dict
+    weight_hash: str
+    step: int
+    data: bytes
 
 
 def _short(qname: str | None) -> str | None:
@@ -214,26 +225,64 @@ class MemoryCluster:
         record = await self._meta("get_memory", source)
         if await self._exists(target):
             raise MemoryExists(f"memory {new_name} already exists")
-        if source_tag is not None:
-            info = await self._meta("get_checkpoint", source, check_user_tag(source_tag))
-        else:
-            info = await self._routes().call(source, "snapshot")
-        data = await asyncio.to_thread(self.storage.checkpoints.get, info["object_key"], info.get("sha256"))
+        state = await self._source_state(source, record, source_tag)
         child = {"tenant": tenant, "name": target, "config": record["config"], "encoder": record["encoder"],
                  "parent": source, "source_tag": source_tag}
-        await self._meta("create_memory", target, child)  # also records the lineage edge
-        try:
-            await asyncio.to_thread(self._seed, target, data, info)
-            await self._routes().ensure(target, check_registry=False)
-            stats = await self._routes().call(target, "stats")
-        except Exception:
-            await self._discard(target)
-            raise
-        return {"forked": True, "source_hash": info["weight_hash"], "new_hash": stats["weight_hash"]}
+        stats = await self._create_seeded(child, state)
+        return {"forked": True, "source_hash": state.weight_hash, "new_hash": stats["weight_hash"]}
 
-    def _seed(self, qname: str, data: bytes, info: dict) -> None:
-        """The fork's first auto-checkpoint: the source state, under the fork's own keys."""
-        Checkpoints(self.storage, qname).save_auto(data, step=int(info["step"]), weight_hash=info["weight_hash"])
+    # ---- memory images: a memory's state out as bytes, and back in as a new memory ----------
+
+    async def export_state(self, tenant: str, name: str, tag: str | None = None) -> ExportedState:
+        """The checkpoint `tag` of memory `name`, or (no tag) a snapshot of its live state, as
+        stored (exactly what a fork copies); the image file format around it is serve/'s."""
+        qname = qualify(tenant, name)
+        return await self._source_state(qname, await self._meta("get_memory", qname), tag)
+
+    async def import_state(self, tenant: str, name: str, state: ExportedState) -> dict:
+        """Create memory `name` holding `state` (its config, encoder and weights); the loaded
+        weights must hash to what the state promises."""
+        qname = qualify(tenant, name)
+        try:
+            full = normalize_config(state.config)
+        except InvalidInput as exc:
+            raise IncompatibleState(f"this server cannot run the image's memory: {exc}") from None
+        if await self._exists(qname):
+            raise MemoryExists(f"memory {name} already exists; import the image under another name")
+        record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
+                  "parent": None, "source_tag": None}
+        try:
+            stats = await self._create_seeded(record, state)
+        except CheckpointCorrupt as exc:  # the actor could not load the bytes
+            raise IncompatibleState(f"this server cannot load the image's checkpoint: {exc}") from None
+        return {"name": name, "weight_hash": stats["weight_hash"],
+                "weight_parameters": stats["weight_parameters"], "step": int(stats["step"])}
+
+    async def _source_state(self, qname: str, record: dict, tag: str | None) -> ExportedState:
+        if tag is not None:
+            info = await self._meta("get_checkpoint", qname, check_user_tag(tag))
+        else:
+            info = await self._routes().call(qname, "snapshot")
+        data = await asyncio.to_thread(self.storage.checkpoints.get, info["object_key"], info.get("sha256"))
+        return ExportedState(record["config"], info["weight_hash"], int(info["step"]), data)
+
+    async def _create_seeded(self, record: dict, state: ExportedState) -> dict:
+        """Register `record` with `state` as its first auto-checkpoint and start it; its stats.
+        Nothing is left behind if any step fails (the weights must load to the promised hash)."""
+        qname = record["name"]
+        await self._meta("create_memory", qname, record)
+        try:
+            await asyncio.to_thread(Checkpoints(self.storage, qname).save_auto, state.data,
+                                    step=state.step, weight_hash=state.weight_hash)
+            await self._routes().ensure(qname, check_registry=False)
+            stats = await self._routes().call(qname, "stats")
+            if stats["weight_hash"] != state.weight_hash:
+                raise IncompatibleState(f"the loaded weights hash to {stats['weight_hash'][:12]} here, "
+                                        f"not {state.weight_hash[:12]} as the source says")
+        except BaseException:
+            await self._discard(qname)
+            raise
+        return stats
 
     # ---- views ------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ request as anything but `{"error": {...}}`) -> FastAPI's own exception handlers 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,21 +35,29 @@ class BodyTooLarge(Exception):
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over `max_bytes`: by Content-Length up front, else while streaming."""
+    """413 for bodies over `max_bytes`: by Content-Length up front, else while streaming.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    `limit_for(scope)` may give a route its own limit (image uploads); None keeps `max_bytes`.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 limit_for: Callable[[Scope], int | None] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.limit_for = limit_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        own = self.limit_for(scope) if self.limit_for is not None else None
+        max_bytes = own if own is not None else self.max_bytes
+        hint = "send a smaller image (NMEM_MAX_IMAGE_BYTES)" if own is not None else "send less text"
         too_large = Problem(413, "payload_too_large",
-                            f"request body is over the {self.max_bytes}-byte limit; send less text")
+                            f"request body is over the {max_bytes}-byte limit; {hint}")
         for name, value in scope.get("headers", []):
             if name == b"content-length":
-                if not value.isdigit() or int(value) > self.max_bytes:
+                if not value.isdigit() or int(value) > max_bytes:
                     await problem_response(too_large)(scope, receive, send)
                     return
         seen = 0
@@ -59,7 +68,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     raise BodyTooLarge
             return message
 

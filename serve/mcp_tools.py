@@ -53,7 +53,8 @@ DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, open_
 
 
 class MemoryBackend(Protocol):
-    """What a tool needs; `serve.service.TenantService` and `serve.rest_client.RestBackend`."""
+    """What a tool needs: `serve.service.TenantService` (dicts) or `neural_memory.AsyncClient`
+    (the same shapes as pydantic models; tools validate either with model_validate)."""
 
     async def create_memory(self, name: str, config: dict | None = None) -> dict: ...
     async def list_memories(self) -> dict: ...

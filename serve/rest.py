@@ -28,6 +28,7 @@ ERRORS = {
         (409, "Name or tag already taken"),
         (413, "Request body too large"),
         (422, "Request failed validation (field paths in details)"),
+        (500, "Internal error (the server log has the details)"),
         (503, "A backing service is unavailable; retry"),
     ]
 }

@@ -232,6 +232,10 @@ class StatsResponse(Response):
                                             "(exponential, weight surprise_ema per observation).")
     domains: list[str]
     weight_hash: str
+    patterns: int | None = Field(None, description="Learned patterns held (capacity_used × slots).")
+    size_mb: float | None = Field(
+        None, description="Size of the saved state (the newest checkpoint; an image weighs this)."
+    )
 
 
 class AttentionMapResponse(Response):
@@ -276,6 +280,14 @@ class LineageResponse(Response):
 class DeleteMemoryResponse(Response):
     deleted: bool
     name: str
+
+
+class ImportImageResponse(Response):
+    name: str = Field(description="The new memory, loaded from the image.")
+    weight_hash: str = Field(description="Equal to the image's weight_hash (checked on import).")
+    weight_parameters: int
+    step: int = Field(description="Observations the imported state had learned.")
+    source: str = Field(description="Where the image came from: memory[@tag] on its server.")
 
 
 class ErrorBody(BaseModel):

@@ -139,6 +139,13 @@ class TenantService:
         self.core.forget(self.tenant, new_name)
         return await self._cluster.fork(self.tenant, name, new_name, source_tag=source_tag)
 
+    async def export_state(self, name: str, tag: str | None = None) -> Any:
+        return await self._cluster.export_state(self.tenant, name, tag)
+
+    async def import_state(self, name: str, state: Any) -> dict:
+        self.core.forget(self.tenant, name)
+        return await self._cluster.import_state(self.tenant, name, state)
+
     # ------------------------------------------------------------ introspection
 
     async def stats(self, name: str) -> dict:

@@ -52,6 +52,10 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(
         1_000_000, ge=1024, description="Largest request body accepted (413 above it)."
     )
+    max_image_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024,
+        description="Largest memory image accepted by PUT /v1/memories/{name}/image (413 above it).",
+    )
     metrics_public: bool = Field(
         False, description="Serve /metrics without an API key (for an in-cluster scraper)."
     )
