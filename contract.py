@@ -27,7 +27,7 @@ __all__ = [
     "MAX_LEARNING_RATE", "MAX_HISTORY",
     "check_tenant", "check_memory_name", "check_tag", "check_text", "check_domain",
     "check_description", "check_top_k", "check_temperature", "check_max_tokens",
-    "check_learning_rate",
+    "check_learning_rate", "blank_as_unset",
 ]
 
 # ---- names (they reach Redis keys, object keys, file paths and actor tables) ------------------
@@ -68,26 +68,37 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _require(pattern: str, value: Any, problem: str) -> str:
+    """`value` if it is a string matching `pattern` in full; else InvalidInput(`problem`)."""
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
+        raise InvalidInput(problem)
+    return value
+
+
 def check_tenant(tenant: Any) -> str:
-    if not isinstance(tenant, str) or not re.fullmatch(TENANT_PATTERN, tenant):
-        raise InvalidInput(f"tenant {_show(tenant)} must be 1-128 letters, digits or ._@+- "
-                           "(starting with a letter or digit)")
-    return tenant
+    return _require(TENANT_PATTERN, tenant, f"tenant {_show(tenant)} must be 1-128 letters, digits "
+                                            "or ._@+- (starting with a letter or digit)")
 
 
 def check_memory_name(name: Any, field: str = "memory name") -> str:
-    if not isinstance(name, str) or not re.fullmatch(MEMORY_NAME_PATTERN, name):
-        raise InvalidInput(f"{field} {_show(name)} is invalid: use 1-63 lowercase letters, digits, "
-                           "'.', '_' or '-', starting with a letter or digit")
-    return name
+    return _require(MEMORY_NAME_PATTERN, name, f"{field} {_show(name)} is invalid: use 1-63 lowercase "
+                                               "letters, digits, '.', '_' or '-', starting with a "
+                                               "letter or digit")
 
 
 def check_tag(tag: Any) -> str:
     """A user checkpoint tag."""
-    if not isinstance(tag, str) or not re.fullmatch(TAG_PATTERN, tag):
-        raise InvalidInput(f"checkpoint tag {_show(tag)} is invalid: use 1-64 letters, digits, '.', "
-                           "'_' or '-', starting with a letter or digit (e.g. 'v1.0', 'pre-experiment')")
-    return tag
+    return _require(TAG_PATTERN, tag, f"checkpoint tag {_show(tag)} is invalid: use 1-64 letters, "
+                                      "digits, '.', '_' or '-', starting with a letter or digit "
+                                      "(e.g. 'v1.0', 'pre-experiment')")
+
+
+def blank_as_unset(value: Any) -> Any:
+    """An operator's `NMEM_X=` (set but empty) means "not set", as in most twelve-factor apps;
+    used as a `mode="before"` validator by every settings model."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
 
 
 def check_text(text: Any, field: str = "text") -> str:

@@ -34,6 +34,7 @@ from typing import Iterator
 import httpx
 
 from bench.corpus import docstring_sentences
+from serve.demo import wait_healthy
 
 CLIENTS = 8
 NAMESPACE = "nmem-serve-bench"
@@ -231,25 +232,13 @@ def local_server(encode_in: str = "gateway") -> Iterator[tuple[str, str]]:
                              "cluster": {"namespace": NAMESPACE, "storage": storage}})
             serve.run(app, name="neural-memory", route_prefix="/", blocking=False)
             url = f"http://127.0.0.1:{port}"
-            _wait(url)
+            wait_healthy(url, timeout=300)
             yield url, key
         finally:
             if ray.is_initialized():
                 serve.shutdown()
                 ray.shutdown()
             valkey.stop()
-
-
-def _wait(url: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"gateway at {url} did not become healthy")
 
 
 def _report(results: dict) -> str:

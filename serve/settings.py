@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+import contract
 from serve.schemas import MEMORY_NAME_PATTERN
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
@@ -90,13 +91,9 @@ class GatewaySettings(BaseSettings):
         None, description="Dashboard folder; defaults to serve/ui next to this module."
     )
 
-    @field_validator("api_keys", "api_keys_file", "ui_dir", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: object) -> object:
-        # NMEM_API_KEYS_FILE= (set but empty) means "not set", not the current directory.
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
+    # NMEM_API_KEYS_FILE= (set but empty) means "not set", not the current directory.
+    _blank_is_unset = field_validator("api_keys", "api_keys_file", "ui_dir", mode="before")(
+        contract.blank_as_unset)
 
     @field_validator("host")
     @classmethod

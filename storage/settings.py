@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+import contract
+
 __all__ = ["StorageSettings"]
 
 # S3 bucket naming rules (the part every S3 implementation agrees on).
@@ -76,13 +78,9 @@ class StorageSettings(BaseSettings):
         description="Root of the embedded defaults (Valkey AOF, local checkpoints)."
     )
 
-    @field_validator("redis_url", "s3_endpoint", "s3_access_key", "s3_secret_key", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: object) -> object:
-        # NMEM_REDIS_URL= (set but empty) means "not set", as in most twelve-factor apps.
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
+    # NMEM_REDIS_URL= (set but empty) means "not set".
+    _blank_is_unset = field_validator("redis_url", "s3_endpoint", "s3_access_key", "s3_secret_key",
+                                      mode="before")(contract.blank_as_unset)
 
     @field_validator("redis_url")
     @classmethod
