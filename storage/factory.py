@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from storage.cas import ContentStore
 from storage.checkpoints import CheckpointStore
 from storage.embedded import EmbeddedValkey
 from storage.local import LocalCheckpointStore
@@ -30,6 +31,11 @@ class Storage:
     checkpoints: CheckpointStore
     # The Valkey this Storage started (and stops on close); None when connecting to a URL.
     embedded: EmbeddedValkey | None = field(default=None, repr=False)
+    # Checkpoints as manifests over shared chunks (storage/cas.py), on the two stores above.
+    content: ContentStore = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.content = ContentStore(self.checkpoints, self.metadata)
 
     @property
     def redis_url(self) -> str:
@@ -39,6 +45,7 @@ class Storage:
     def close(self) -> None:
         """Close connections; stop the embedded Valkey if this Storage started it."""
         try:
+            self.content.close()
             self.metadata.close()
             self.checkpoints.close()
         finally:
