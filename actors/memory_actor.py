@@ -9,14 +9,20 @@ then trims the WAL; lock order is always `_ckpt_lock` before `_write_lock`.
 
 An actor may be made before anyone knows which memory it will serve (a *spare*, qname None):
 `warm()` pays the process's start-up (torch and our imports, storage connections) ahead of
-time, and `start(qname)` later binds it to one memory, for life. Starting is mostly import
-time, so a warm spare turns a ~3 s rehydration into the state load (~0.1 s).
+time, and `start(qname)` later binds it to one memory. Starting is mostly import time, so a
+warm spare turns a ~3 s rehydration into the state load (~0.1 s). `release()` hibernates the
+memory and unbinds it again (every per-memory field reset as in a fresh actor, see
+`_reset_binding`), so the process serves the next memory without a new start. Callers reach
+the memory through `call(qname, method, ...)`, which refuses a memory the actor no longer
+serves, so a stale handle can never act on the wrong memory.
 
 The actor never encodes text: vectors arrive from the gateway's encoder.
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
 import threading
@@ -27,7 +33,7 @@ import numpy as np
 
 from errors import IncompatibleState, InvalidInput, NeuralMemoryError, Unavailable
 
-from actors.durability import TRIM_ALL, Checkpoints, recover
+from actors.durability import TRIM_ALL, Checkpoints, recover, to_parts
 from actors.phases import Phases
 from actors.spec import ActorSpec
 from actors.wal import RecentResults, check_observation, make_entry
@@ -35,9 +41,26 @@ from actors.wal import RecentResults, check_observation, make_entry
 if TYPE_CHECKING:  # imported in start(): the supervisor imports this module and needs no torch
     from memory import MemoryConfig, NeuralMemory
 
-__all__ = ["MemoryActor"]
+__all__ = ["MemoryActor", "ROUTED_METHODS"]
 
 log = logging.getLogger(__name__)
+
+# What callers may run through call(qname, ...): the memory's own operations.
+ROUTED_METHODS = frozenset({
+    "observe", "consolidate", "checkpoint", "restore", "snapshot", "surprise", "infer",
+    "attention_map", "explain", "stats", "where",
+})
+RELEASE_WAIT = 60.0  # seconds release() waits for calls in flight
+
+
+def _return_freed_memory() -> None:
+    """Collect the released memory's objects and hand freed heap back to the OS (glibc keeps
+    it otherwise), so a spare's footprint does not grow with each memory it served."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the memory is reused by the next binding
+        pass
 
 
 class MemoryActor:
@@ -46,21 +69,30 @@ class MemoryActor:
     def __init__(self, qname: str | None, spec: ActorSpec) -> None:
         # Cheap on purpose: loading happens in start(), so a failure there reaches the caller
         # as the real error instead of a generic "actor died in its constructor".
-        self._qname = qname  # None: a spare, bound to a memory by start(qname)
         self._spec = spec
         self._start_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._ckpt_lock = threading.Lock()
         self._count_lock = threading.Lock()
+        self._calls = threading.Condition()  # routed calls in flight (see call / release)
+        self._in_flight = 0
+        self._storage = None
+        self._warm = False
+        self._reset_binding(qname)
+
+    def _reset_binding(self, qname: str | None) -> None:
+        """Everything that belongs to the memory served, as in a fresh actor: set at creation
+        and again by release(), so nothing of one memory survives into the next."""
+        self._qname = qname  # None: a spare, bound to a memory by start(qname)
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
         self._mem: NeuralMemory | None = None
         self._config: MemoryConfig | None = None
-        self._storage = None
         self._ckpts: Checkpoints | None = None
-        self._results = RecentResults(spec.settings.remembered_requests)
+        self._results = RecentResults(self._spec.settings.remembered_requests)
         self._closing = False
-        self._warm = False
+        self._releasing = False
         self._started = False
         self._writes_since = 0  # writes applied since the newest auto-checkpoint
         self._last_ckpt = time.monotonic()
@@ -108,7 +140,8 @@ class MemoryActor:
             phases.lap("initial_checkpoint")
             self._sync_stats()
             phases.lap("stats")
-            threading.Thread(target=self._checkpoint_loop, name="checkpointer", daemon=True).start()
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="checkpointer", daemon=True)
+            self._checkpointer.start()
             self._started = True
             log.info("memory %s up at step %s (replayed %s WAL entries)",
                      self._qname, self._mem.step, rec.replayed)
@@ -130,16 +163,51 @@ class MemoryActor:
         return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
     def prepare_hibernate(self) -> dict:
-        """Checkpoint unsaved writes and refuse new ones; the supervisor kills the actor next."""
+        """Refuse new writes and stop checkpointing; the supervisor releases or kills the actor
+        next. Unsaved writes stay in the WAL (replayed on wake) unless there are at least
+        `wal_tail_writes` of them: then they are checkpointed, so wake-ups stay quick."""
         mem = self._ready()
         with self._ckpt_lock:
             with self._write_lock:
                 self._closing = True
-            if self._writes_since > 0:
+            if self._writes_since >= max(1, self._spec.settings.wal_tail_writes):
                 self._auto_checkpoint()
             self._stop.set()
             self._wake.set()
         return {"step": mem.step}
+
+    def release(self) -> dict:
+        """Hibernate, wait for calls in flight, then forget the memory: this process is a spare
+        again (imports and storage kept), ready for start(another). Unavailable if calls do not
+        finish in time (the supervisor then kills the process instead)."""
+        with self._start_lock:
+            summary = self.prepare_hibernate() if self._started else {"step": None}
+            with self._calls:
+                self._releasing = True
+                if not self._calls.wait_for(lambda: self._in_flight == 0, RELEASE_WAIT):
+                    raise Unavailable(f"calls to {self._qname} did not finish within {RELEASE_WAIT:.0f}s")
+            if self._checkpointer is not None:
+                self._checkpointer.join()
+            self._reset_binding(None)
+        _return_freed_memory()
+        return summary
+
+    def call(self, qname: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """`method(*args, **kwargs)` for memory `qname`: how the control plane reaches a memory.
+        A caller's cached handle may point at a process that serves another memory by now;
+        then the call is refused with Unavailable (the caller asks the supervisor again)."""
+        if method not in ROUTED_METHODS:
+            raise InvalidInput(f"{method!r} is not a memory operation")
+        with self._calls:
+            if qname != self._qname or self._releasing:
+                raise Unavailable(f"memory {qname} is not served by this actor any more; retry")
+            self._in_flight += 1
+        try:
+            return getattr(self, method)(*args, **kwargs)
+        finally:
+            with self._calls:
+                self._in_flight -= 1
+                self._calls.notify_all()
 
     # ---- writes -----------------------------------------------------------------------------
 
@@ -181,8 +249,8 @@ class MemoryActor:
         """Save the current state under a user tag (CheckpointConflict if the tag exists)."""
         self._ready()
         with self._write_lock:
-            data, step, weight_hash = self._mem.to_bytes(), self._mem.step, self._mem.weight_hash
-        return self._ckpts.save(data, tag=tag, step=step, weight_hash=weight_hash, description=description)
+            parts, step, weight_hash = to_parts(self._mem), self._mem.step, self._mem.weight_hash
+        return self._ckpts.save(parts, tag=tag, step=step, weight_hash=weight_hash, description=description)
 
     def restore(self, tag: str) -> dict:
         """Load checkpoint `tag` into this memory, then make it the recovery point."""
@@ -237,7 +305,7 @@ class MemoryActor:
     # ---- internals --------------------------------------------------------------------------
 
     def _bind(self, qname: str | None) -> None:
-        """Take memory `qname` for this actor's lifetime; refuse a second, different one."""
+        """Take memory `qname` until release(); refuse a second, different one meanwhile."""
         if qname is not None and self._qname is not None and qname != self._qname:
             raise InvalidInput(f"this actor serves memory {self._qname}, not {qname}")
         if self._qname is None and qname is None:
@@ -343,17 +411,19 @@ class MemoryActor:
         self._ckpts.prune_autos(1 if barrier else self._spec.settings.keep_auto_checkpoints)
         return info
 
-    def _snapshot_state(self) -> tuple[bytes, int, str, int]:
+    def _snapshot_state(self) -> tuple[dict[str, bytes], int, str, int]:
         mem = self._mem
-        return mem.to_bytes(), mem.step, mem.weight_hash, self._writes_since
+        return to_parts(mem), mem.step, mem.weight_hash, self._writes_since
 
     def _checkpoint_due(self) -> bool:
         spec = self._spec.settings
         with self._count_lock:
             if self._writes_since <= 0:
                 return False
+            # A short tail is cheaper to replay than to checkpoint (a new head per memory).
             return (self._writes_since >= spec.checkpoint_every_writes
-                    or time.monotonic() - self._last_ckpt >= spec.checkpoint_every_seconds)
+                    or (self._writes_since >= spec.wal_tail_writes
+                        and time.monotonic() - self._last_ckpt >= spec.checkpoint_every_seconds))
 
     def _checkpoint_loop(self) -> None:
         period = max(0.05, min(self._spec.settings.checkpoint_every_seconds / 4, 5.0))

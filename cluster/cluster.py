@@ -14,12 +14,12 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import ray
 
-from actors import ActorSpec, Checkpoints, is_auto, normalize_config
+from actors import ActorSpec, Checkpoints, blob_to_parts, is_auto, normalize_config, parts_to_blob
 from errors import CheckpointCorrupt, IncompatibleState, InvalidInput, MemoryExists, MemoryNotFound, Unavailable
 from storage import Storage, open_storage
 
@@ -73,14 +73,9 @@ class MemoryCluster:
                 ray.init(address=s.ray_address, namespace=s.namespace)
             self._storage = await asyncio.to_thread(open_storage, s.storage)
             spec = ActorSpec(storage=self._storage.settings, settings=s.actor)
-            options = {
-                "max_concurrency": s.actor_max_concurrency,
-                "num_cpus": s.actor_num_cpus,
-                "scheduling_strategy": "SPREAD" if s.actor_placement == "spread" else "DEFAULT",
-            }
-            self._supervisor = supervisor_handle(s.namespace, spec, s.max_live_actors, s.idle_seconds,
-                                                 options, s.actor_start_timeout, s.spare_actors)
-            self._router = ActorRouter(self._supervisor, self._exists)
+            self._supervisor = supervisor_handle(s, spec)
+            await asyncio.to_thread(self._storage.metadata.index_names)  # once, for older registries
+            self._router = ActorRouter(self._supervisor, self._exists, patience=s.actor_start_timeout)
 
     async def close(self, *, stop_actors: bool = False) -> None:
         """Release storage. With `stop_actors`, also kill the supervisor and every memory actor
@@ -220,24 +215,28 @@ class MemoryCluster:
         return await self._call(tenant, name, "restore", tag)
 
     async def fork(self, tenant: str, name: str, new_name: str, source_tag: str | None = None) -> dict:
-        """New memory `new_name` starting from `name`'s live state (or its checkpoint `source_tag`)."""
+        """New memory `new_name` starting from `name`'s live state (or its checkpoint `source_tag`).
+        Its first checkpoint is a copy of the source's manifest: no state bytes are copied."""
         source, target = qualify(tenant, name), qualify(tenant, new_name)
         record = await self._meta("get_memory", source)
         if await self._exists(target):
             raise MemoryExists(f"memory {new_name} already exists")
-        state = await self._source_state(source, record, source_tag)
+        info = await self._source_info(source, source_tag)
         child = {"tenant": tenant, "name": target, "config": record["config"], "encoder": record["encoder"],
                  "parent": source, "source_tag": source_tag}
-        stats = await self._create_seeded(child, state)
-        return {"forked": True, "source_hash": state.weight_hash, "new_hash": stats["weight_hash"]}
+        stats = await self._create_seeded(child, lambda ckpts: ckpts.copy_auto(info), info["weight_hash"])
+        return {"forked": True, "source_hash": info["weight_hash"], "new_hash": stats["weight_hash"]}
 
     # ---- memory images: a memory's state out as bytes, and back in as a new memory ----------
 
     async def export_state(self, tenant: str, name: str, tag: str | None = None) -> ExportedState:
         """The checkpoint `tag` of memory `name`, or (no tag) a snapshot of its live state, as
-        stored (exactly what a fork copies); the image file format around it is serve/'s."""
+        one blob (what `NeuralMemory.to_bytes` gives); the image file format around it is serve/'s."""
         qname = qualify(tenant, name)
-        return await self._source_state(qname, await self._meta("get_memory", qname), tag)
+        record = await self._meta("get_memory", qname)
+        info = await self._source_info(qname, tag)
+        parts = await asyncio.to_thread(Checkpoints(self.storage, qname).read_parts, info)
+        return ExportedState(record["config"], info["weight_hash"], int(info["step"]), parts_to_blob(parts))
 
     async def import_state(self, tenant: str, name: str, state: ExportedState) -> dict:
         """Create memory `name` holding `state` (its config, encoder and weights); the loaded
@@ -251,34 +250,34 @@ class MemoryCluster:
             raise MemoryExists(f"memory {name} already exists; import the image under another name")
         record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
                   "parent": None, "source_tag": None}
+        parts = blob_to_parts(state.data)
+        seed = lambda ckpts: ckpts.save_auto(parts, step=state.step, weight_hash=state.weight_hash)  # noqa: E731
         try:
-            stats = await self._create_seeded(record, state)
+            stats = await self._create_seeded(record, seed, state.weight_hash)
         except CheckpointCorrupt as exc:  # the actor could not load the bytes
             raise IncompatibleState(f"this server cannot load the image's checkpoint: {exc}") from None
         return {"name": name, "weight_hash": stats["weight_hash"],
                 "weight_parameters": stats["weight_parameters"], "step": int(stats["step"])}
 
-    async def _source_state(self, qname: str, record: dict, tag: str | None) -> ExportedState:
+    async def _source_info(self, qname: str, tag: str | None) -> dict:
+        """Checkpoint `tag`'s index entry, or (no tag) a fresh auto-checkpoint of the live state."""
         if tag is not None:
-            info = await self._meta("get_checkpoint", qname, check_user_tag(tag))
-        else:
-            info = await self._routes().call(qname, "snapshot")
-        data = await asyncio.to_thread(self.storage.checkpoints.get, info["object_key"], info.get("sha256"))
-        return ExportedState(record["config"], info["weight_hash"], int(info["step"]), data)
+            return await self._meta("get_checkpoint", qname, check_user_tag(tag))
+        return await self._routes().call(qname, "snapshot")
 
-    async def _create_seeded(self, record: dict, state: ExportedState) -> dict:
-        """Register `record` with `state` as its first auto-checkpoint and start it; its stats.
-        Nothing is left behind if any step fails (the weights must load to the promised hash)."""
+    async def _create_seeded(self, record: dict, seed: Callable[[Checkpoints], dict],
+                             weight_hash: str) -> dict:
+        """Register `record`, write its first auto-checkpoint with `seed` and start it; its stats.
+        Nothing is left behind if any step fails (the weights must load to `weight_hash`)."""
         qname = record["name"]
         await self._meta("create_memory", qname, record)
         try:
-            await asyncio.to_thread(Checkpoints(self.storage, qname).save_auto, state.data,
-                                    step=state.step, weight_hash=state.weight_hash)
+            await asyncio.to_thread(seed, Checkpoints(self.storage, qname))
             await self._routes().ensure(qname, check_registry=False)
             stats = await self._routes().call(qname, "stats")
-            if stats["weight_hash"] != state.weight_hash:
+            if stats["weight_hash"] != weight_hash:
                 raise IncompatibleState(f"the loaded weights hash to {stats['weight_hash'][:12]} here, "
-                                        f"not {state.weight_hash[:12]} as the source says")
+                                        f"not {weight_hash[:12]} as the source says")
         except BaseException:
             await self._discard(qname)
             raise

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from actors import ActorSettings
@@ -70,6 +70,33 @@ class ClusterSettings(BaseSettings):
                     "Each spare costs one idle actor's memory (~190 MB USS), on top of max_live_actors. 0 "
                     "turns them off."
     )
+    spare_actors_max: int = Field(
+        4, ge=0, le=256,
+        description="Most idle actor processes kept for reuse. A memory that hibernates (idle, or evicted "
+                    "at the live cap) hands its process back instead of exiting, so a burst of forks or "
+                    "wake-ups binds processes that already imported torch; above spare_actors they exit "
+                    "after spare_idle_seconds unused. Peak processes: max_live_actors + this."
+    )
+    spare_idle_seconds: float = Field(
+        60.0, gt=0,
+        description="A reusable process beyond spare_actors exits after this long unused (the pool shrinks "
+                    "after a burst)."
+    )
+    max_concurrent_starts: int = Field(
+        4, ge=1, le=256,
+        description="Memory starts (bind + checkpoint load + WAL replay) running at once; more wait in "
+                    "per-tenant queues served in turns, so one tenant's burst cannot stall the others."
+    )
+    gc_interval_seconds: float = Field(
+        3600.0, ge=0,
+        description="How often the supervisor deletes checkpoint chunks that no manifest names (0: never; "
+                    "`neural-memory gc` runs it by hand)."
+    )
+    gc_grace_seconds: float = Field(
+        900.0, ge=60,
+        description="Chunks written or reused more recently than this are never collected, which covers "
+                    "checkpoints being written while the collector runs."
+    )
     storage: StorageSettings = Field(
         default_factory=StorageSettings,
         description="Storage (Redis/Valkey + checkpoints); see storage.StorageSettings."
@@ -86,3 +113,10 @@ class ClusterSettings(BaseSettings):
         if not value or len(value) > 64 or not all(c.isalnum() or c in "-_." for c in value):
             raise ValueError(f"NMEM_NAMESPACE {value!r} must be 1-64 letters, digits, '-', '_' or '.'")
         return value
+
+    @model_validator(mode="after")
+    def _check_spares(self) -> "ClusterSettings":
+        if self.spare_actors_max < self.spare_actors:
+            raise ValueError(f"NMEM_SPARE_ACTORS_MAX ({self.spare_actors_max}) must be at least "
+                             f"NMEM_SPARE_ACTORS ({self.spare_actors})")
+        return self

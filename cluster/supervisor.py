@@ -8,12 +8,17 @@ keeps which actor serves which memory (actor names are opaque: see actors.new_ac
     ensure(qname)  live and answering -> its handle; else make room (hibernate LRU), then bind a
                    warm spare to the memory (cluster/spares.py) or, with none, start a new actor
     touch(qnames)  callers report use (throttled, fire-and-forget) for LRU and idleness
-    reaper         hibernates actors idle for idle_seconds
+    reaper         hibernates actors idle for idle_seconds, lets surplus spares exit
+    collector      deletes checkpoint chunks no manifest names (storage/gc.py), every gc interval
 
-Per-memory asyncio locks serialise start/hibernate/remove of one memory; `_cap_lock` makes the
-"count, evict, reserve a slot" step atomic, so the cap holds even under a burst of starts. The
-cap counts memories; spares come on top of it. If the supervisor itself dies, Ray restarts it
-and it re-adopts the actors still alive by asking each one which memory it serves.
+Hibernating releases the memory from its process and gives the process back to the spare pool
+(up to spare_actors_max), so evictions at the cap feed the next starts without new processes.
+Starts pass a FairGate (cluster/fairness.py): at most max_concurrent_starts at once, tenants
+served in turns. Per-memory asyncio locks serialise start/hibernate/remove of one memory;
+`_cap_lock` makes the "count, evict, reserve a slot" step atomic, so the cap holds even under a
+burst of starts. The cap counts memories; spares come on top of it. If the supervisor itself
+dies, Ray restarts it and it re-adopts the actors still alive by asking each one which memory
+it serves.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from errors import Unavailable
 
 from actors import ACTOR_PREFIX, ActorSpec, MemoryActor, new_actor_name
+from cluster.collector import run_collector
+from cluster.fairness import FairGate
+from cluster.settings import ClusterSettings
 from cluster.spares import Slot, SparePool
 
 __all__ = ["Supervisor", "SUPERVISOR_NAME", "supervisor_handle", "unwrap"]
@@ -51,23 +59,25 @@ def unwrap(exc: BaseException) -> BaseException:
 class Supervisor:
     """Live memory actors of one namespace: LRU order, cap, idle hibernation, (re)start, spares."""
 
-    def __init__(self, namespace: str, spec: ActorSpec, max_live: int, idle_seconds: float,
-                 actor_options: dict[str, Any], start_timeout: float, spares: int = 0) -> None:
-        self._ns = namespace
+    def __init__(self, settings: ClusterSettings, spec: ActorSpec) -> None:
+        self._settings = settings
+        self._ns = settings.namespace
         self._spec = spec
-        self._max_live = max_live
-        self._idle = idle_seconds
-        self._options = actor_options
-        self._timeout = start_timeout
+        self._max_live = settings.max_live_actors
+        self._idle = settings.idle_seconds
+        self._options = actor_options(settings)
+        self._timeout = settings.actor_start_timeout
         self._actors: dict[str, Slot] = {}  # qname -> the actor serving it (live or starting)
         self._live: OrderedDict[str, float] = OrderedDict()  # qname -> last use; LRU first
         self._starting: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._cap_lock = asyncio.Lock()
         self._boot_lock = asyncio.Lock()
-        self._reaper: asyncio.Task | None = None
+        self._gate = FairGate(settings.max_concurrent_starts)
+        self._tasks: list[asyncio.Task] = []
         self._remote_cls = ray.remote(MemoryActor)
-        self._spares = SparePool(lambda: self._create(None), self._kill_slot, spares, start_timeout)
+        self._spares = SparePool(lambda: self._create(None), self._kill_slot, settings.spare_actors,
+                                 self._timeout, settings.spare_actors_max, settings.spare_idle_seconds)
         self._starts: deque[dict] = deque(maxlen=START_REPORTS)
 
     # ---- API --------------------------------------------------------------------------------
@@ -79,11 +89,12 @@ class Supervisor:
             handle = await self._alive(qname)
             if handle is None:
                 self._live.pop(qname, None)
-                await self._reserve(qname)
-                try:
-                    handle = await self._start(qname)
-                finally:
-                    self._starting.discard(qname)
+                async with self._gate.slot(qname.split("/", 1)[0]):
+                    await self._reserve(qname)
+                    try:
+                        handle = await self._start(qname)
+                    finally:
+                        self._starting.discard(qname)
             self._live[qname] = time.monotonic()
             self._live.move_to_end(qname)
             return handle
@@ -136,21 +147,26 @@ class Supervisor:
             await self._kill_slot(slot)
         for slot in await self._named_slots():  # orphans: half-created before a restart
             await self._kill_slot(slot)
-        if self._reaper is not None:
-            self._reaper.cancel()
+        for task in self._tasks:
+            task.cancel()
         return len(names)
 
     # ---- internals --------------------------------------------------------------------------
 
     async def _boot(self) -> None:
-        """First call after (re)start: adopt actors still alive, start the reaper and the spares."""
-        if self._reaper is not None:
+        """First call after (re)start: adopt actors still alive, start the reaper, the collector
+        and the spares."""
+        if self._tasks:
             return
         async with self._boot_lock:
-            if self._reaper is not None:
+            if self._tasks:
                 return
             await self._adopt()
-            self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._reap_forever())]
+            if self._settings.gc_interval_seconds > 0:
+                self._tasks.append(loop.create_task(run_collector(
+                    self._spec.storage, self._settings.gc_interval_seconds, self._settings.gc_grace_seconds)))
             self._spares.fill()
 
     async def _named_slots(self) -> list[Slot]:
@@ -260,15 +276,21 @@ class Supervisor:
             raise unwrap(exc) from None
 
     async def _hibernate(self, qname: str) -> bool:
+        """Release the memory from its actor and keep the process as a spare (or stop it)."""
         slot = self._actors.get(qname)
         if slot is None:
             self._live.pop(qname, None)
             return False
         try:
-            await asyncio.wait_for(slot.handle.prepare_hibernate.remote(), self._timeout)
+            await asyncio.wait_for(slot.handle.release.remote(), self._timeout)
+            released = True
         except Exception as exc:  # noqa: BLE001 - stop it anyway: the WAL still holds every write
-            log.warning("hibernating %s without a fresh checkpoint: %s", qname, unwrap(exc))
-        await self._kill(qname)
+            log.warning("hibernating %s by stopping its actor: %s", qname, unwrap(exc))
+            released = False
+        self._live.pop(qname, None)
+        self._actors.pop(qname, None)
+        if not (released and self._spares.give_back(slot)):
+            await self._kill_slot(slot)
         return True
 
     async def _kill(self, qname: str) -> None:
@@ -303,6 +325,8 @@ class Supervisor:
                 log.exception("idle reaper round failed")
 
     async def _reap_once(self) -> None:
+        for slot in self._spares.shrink():
+            await self._kill_slot(slot)
         now = time.monotonic()
         for qname in [q for q, used in self._live.items() if now - used >= self._idle]:
             lock = self._lock(qname)
@@ -315,14 +339,22 @@ class Supervisor:
                     await self._hibernate(qname)
 
 
-def supervisor_handle(namespace: str, spec: ActorSpec, max_live: int, idle_seconds: float,
-                      actor_options: dict[str, Any], start_timeout: float, spares: int = 0) -> Any:
+def actor_options(settings: ClusterSettings) -> dict[str, Any]:
+    """Ray options of every memory actor."""
+    return {
+        "max_concurrency": settings.actor_max_concurrency,
+        "num_cpus": settings.actor_num_cpus,
+        "scheduling_strategy": "SPREAD" if settings.actor_placement == "spread" else "DEFAULT",
+    }
+
+
+def supervisor_handle(settings: ClusterSettings, spec: ActorSpec) -> Any:
     """The deployment's supervisor, created on first use (the first caller's settings win)."""
     node = ray.get_runtime_context().get_node_id()
     strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
     cls = ray.remote(Supervisor)
     return cls.options(
-        name=SUPERVISOR_NAME, namespace=namespace, lifetime="detached", get_if_exists=True,
+        name=SUPERVISOR_NAME, namespace=settings.namespace, lifetime="detached", get_if_exists=True,
         num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=1000,
         scheduling_strategy=strategy,
-    ).remote(namespace, spec, max_live, idle_seconds, actor_options, start_timeout, spares)
+    ).remote(settings, spec)

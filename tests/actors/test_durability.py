@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.durability import Checkpoints, recover
+from actors.durability import Checkpoints, recover, to_parts
 from actors.wal import check_observation, entry_args, make_entry
 from errors import CheckpointCorrupt, InvalidInput
 from tests.actors.conftest import register
@@ -60,11 +60,11 @@ def test_fallback_to_older_checkpoint_and_refusal_when_none_loads(local_storage)
     config = MemoryConfig.from_dict(register(local_storage, Q))
     ckpts = Checkpoints(local_storage, Q)
     memory = NeuralMemory(config)
-    first = ckpts.save_auto(memory.to_bytes(), step=0, weight_hash=memory.weight_hash)
+    first = ckpts.save_auto(to_parts(memory), step=0, weight_hash=memory.weight_hash)
     vectors = encode(["kept by the wal"])
     local_storage.metadata.wal_append(Q, make_entry(1, vectors, ["kept by the wal"], None, None, "r1"))
     memory.observe_vectors(vectors, ["kept by the wal"])
-    second = ckpts.save_auto(memory.to_bytes(), step=1, weight_hash=memory.weight_hash)
+    second = ckpts.save_auto(to_parts(memory), step=1, weight_hash=memory.weight_hash)
     assert second["tag"] > first["tag"]
 
     path = local_storage.settings.checkpoint_dir / second["object_key"]
@@ -76,3 +76,41 @@ def test_fallback_to_older_checkpoint_and_refusal_when_none_loads(local_storage)
     first_path.write_bytes(b"garbage")
     with pytest.raises(CheckpointCorrupt, match="no auto-checkpoint"):
         recover(local_storage, Q, config, remember=10)
+
+
+def test_checkpoints_share_bytes_and_old_single_blob_checkpoints_still_load(local_storage):
+    """A fork's first checkpoint costs a manifest; a checkpoint after one more observation adds
+    about the network's weights, not the whole state; a format-1 object (one blob, as written
+    before manifests) still recovers."""
+    from memory import MemoryConfig, NeuralMemory
+    from storage.keys import object_key
+
+    full = {"encoder": "hash"}  # the default network: its weights are what every observation changes
+    config = MemoryConfig.from_dict(register(local_storage, Q, full))
+    rng = np.random.default_rng(0)
+    texts = [" ".join(f"w{k}" for k in rng.integers(0, 50_000, 12)) for _ in range(1000)]
+    vectors = encode(texts)
+    memory = NeuralMemory(config)
+    for i in range(0, len(texts), 100):
+        memory.observe_vectors(vectors[i:i + 100], texts[i:i + 100])
+    ckpts = Checkpoints(local_storage, Q)
+    base = ckpts.save_auto(to_parts(memory), step=memory.step, weight_hash=memory.weight_hash)
+    assert base["stored"] >= base["size"]
+
+    register(local_storage, "acme/fork", full)
+    fork = Checkpoints(local_storage, "acme/fork").copy_auto(base)
+    assert fork["stored"] < 4096 and fork["size"] == base["size"]
+    assert recover(local_storage, "acme/fork", config, remember=1).memory.weight_hash == memory.weight_hash
+
+    memory.observe_vectors(encode(["one more"]), ["one more"])
+    after = ckpts.save_auto(to_parts(memory), step=memory.step, weight_hash=memory.weight_hash)
+    assert after["stored"] < 0.7 * after["size"]
+
+    register(local_storage, "acme/old", full)
+    key = object_key("acme/old", "auto@000000000001", nonce="abc")
+    stored = local_storage.checkpoints.put(key, memory.to_bytes())  # format 1: the blob itself
+    local_storage.metadata.add_checkpoint("acme/old", "auto@000000000001", {
+        "object_key": key, "sha256": stored["sha256"], "size": stored["size"], "step": memory.step,
+        "weight_hash": memory.weight_hash})
+    rec = recover(local_storage, "acme/old", config, remember=1)
+    assert rec.checkpoint_step == memory.step and rec.memory.weight_hash == memory.weight_hash

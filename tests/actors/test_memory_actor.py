@@ -8,6 +8,7 @@ import pytest
 
 from actors import MemoryActor
 from errors import CheckpointConflict, CheckpointNotFound, InvalidInput, MemoryNotFound, Unavailable
+from tests.actors.conftest import register
 from tests.cluster.helpers import encode, wait_until
 
 Q = "acme/notes"
@@ -68,7 +69,7 @@ def test_observe_logs_then_applies_and_repeats_are_idempotent(local_storage, mak
 
 
 def test_auto_checkpoints_by_count_and_time_then_trim(storage, make_actor):
-    actor = make_actor(storage, Q, checkpoint_every_writes=3, checkpoint_every_seconds=1.0)
+    actor = make_actor(storage, Q, checkpoint_every_writes=3, checkpoint_every_seconds=1.0, wal_tail_writes=1)
     texts = [f"fact {i}" for i in range(7)]
     vectors = encode(texts)
     actor.observe("w0", vectors[:1], texts[:1])
@@ -116,8 +117,33 @@ def test_user_checkpoint_restore_is_a_barrier(local_storage, make_actor):
     twin._storage.close()
 
 
+def test_a_short_tail_stays_in_the_wal_a_long_one_is_checkpointed(local_storage, make_actor):
+    import time
+
+    actor = make_actor(local_storage, Q, checkpoint_every_seconds=0.05, wal_tail_writes=3)
+    texts = [f"tail {i}" for i in range(3)]
+    vectors = encode(texts)
+    for i in range(2):
+        actor.observe(f"t{i}", vectors[i : i + 1], texts[i : i + 1])
+    time.sleep(0.1)
+    assert not actor._checkpoint_due()  # seconds are up, but two writes replay faster than a checkpoint
+    actor.observe("t2", vectors[2:3], texts[2:3])
+    assert actor._checkpoint_due()
+    assert wait_until(lambda: autos(local_storage)[-1]["step"] == 3, timeout=60)
+
+    other = make_actor(local_storage, "acme/tail", wal_tail_writes=3)
+    other.observe("u0", vectors[:1], texts[:1])
+    assert other.prepare_hibernate() == {"step": 1}
+    assert [c["step"] for c in autos(local_storage, "acme/tail")] == [0]  # hibernation kept the tail
+    assert wal_steps(local_storage, "acme/tail") == [1]
+    twin = MemoryActor("acme/tail", other._spec)
+    assert twin.start()["replayed"] == 1 and twin.stats()["weight_hash"] == other.stats()["weight_hash"]
+    twin._stop.set()
+    twin._storage.close()
+
+
 def test_hibernating_actor_refuses_writes_but_answers_reads(local_storage, make_actor):
-    actor = make_actor(local_storage, Q)
+    actor = make_actor(local_storage, Q, wal_tail_writes=0)  # 0: hibernation always checkpoints
     vectors = encode(["late note"])
     actor.observe("h0", vectors, ["late note"])
     assert actor.prepare_hibernate() == {"step": 1}
@@ -147,7 +173,7 @@ def test_spare_warms_up_then_serves_one_memory_for_life(local_storage, make_acto
             spare.stats()
 
         started = spare.start(Q)
-        assert started["was_warm"] and started["step"] == 1 and started["replayed"] == 0
+        assert started["was_warm"] and started["step"] == 1 and started["replayed"] == 1  # the WAL tail
         assert started["weight_hash"] == source.stats()["weight_hash"]
         assert "imports" not in started["timings"]  # paid by warm(), not by the start
         assert {"checkpoint_fetch", "checkpoint_decode", "wal_replay", "total"} <= set(started["timings"])
@@ -161,3 +187,39 @@ def test_spare_warms_up_then_serves_one_memory_for_life(local_storage, make_acto
         spare._wake.set()
         if spare._storage is not None:
             spare._storage.close()
+
+
+def test_released_actor_serves_the_next_memory_like_a_fresh_one(local_storage, make_actor):
+    """bind A, learn, release, bind B: B's answers and weight_hash equal a fresh actor's for B,
+    A comes back whole elsewhere, and a stale call for A is refused, never served by B."""
+    a_texts = [f"alpha secret {i}" for i in range(5)]
+    b_texts = ["bravo one", "bravo two"]
+    a_vec, b_vec = encode(a_texts), encode(b_texts)
+    actor = make_actor(local_storage, "acme/a", wal_tail_writes=3)
+    for i, text in enumerate(a_texts):
+        actor.call("acme/a", "observe", f"a{i}", a_vec[i : i + 1], [text])
+    a_hash = actor.stats()["weight_hash"]
+    assert actor.release() == {"step": 5}
+    assert actor.identity() == {"qname": None, "started": False, "warm": True}
+    with pytest.raises(Unavailable, match="not served"):
+        actor.call("acme/a", "stats")
+
+    register(local_storage, "acme/b")
+    fresh = make_actor(local_storage, "acme/b-twin")  # same config, never served anything else
+    assert actor.start("acme/b")["weight_hash"] == fresh.stats()["weight_hash"]
+    assert actor._checkpointer.is_alive()  # B is checkpointed again (A's stop flag did not carry over)
+    for i, text in enumerate(b_texts):
+        ours = actor.call("acme/b", "observe", f"b{i}", b_vec[i : i + 1], [text])
+        theirs = fresh.observe(f"b{i}", b_vec[i : i + 1], [text])
+        assert ours == theirs
+    probe = encode(["alpha secret 3"])[0]
+    assert actor.call("acme/b", "infer", probe, 3) == fresh.infer(probe, 3)  # nothing of A answers
+    assert actor.call("acme/b", "stats") == fresh.stats()
+    assert actor.call("acme/b", "explain", 10) == fresh.explain(10)
+    with pytest.raises(Unavailable, match="not served"):
+        actor.call("acme/a", "infer", probe, 3)
+    with pytest.raises(InvalidInput, match="not a memory operation"):
+        actor.call("acme/b", "release")
+
+    again = make_actor(local_storage, "acme/a")  # A was hibernated with its WAL tail: nothing lost
+    assert again.stats()["weight_hash"] == a_hash and again.stats()["total_observations"] == 5
