@@ -20,6 +20,7 @@ import numpy as np
 import ray
 
 from actors import ActorSpec, Checkpoints, blob_to_parts, is_auto, normalize_config, parts_to_blob
+from contract import DEFAULT_PAGE, check_page
 from errors import CheckpointCorrupt, IncompatibleState, InvalidInput, MemoryExists, MemoryNotFound, Unavailable
 from storage import Storage, open_storage
 
@@ -130,16 +131,20 @@ class MemoryCluster:
             raise
         return {"name": name, "weight_hash": stats["weight_hash"], "weight_parameters": stats["weight_parameters"]}
 
-    async def list_memories(self, tenant: str) -> dict:
-        records = await self._meta("list_memories", check_tenant(tenant))
+    async def list_memories(self, tenant: str, cursor: str | None = None, limit: int = DEFAULT_PAGE,
+                            prefix: str | None = None) -> dict:
+        """One page of the tenant's memories by name (`next_cursor` continues it): a few Redis
+        round trips and one supervisor call per page, however many memories there are."""
+        records, next_cursor = await self._page(tenant, cursor, limit, prefix)
         live = set(await self._supervisor.live.remote())
-        out = []
-        for record in records:
-            qname = record["name"]
-            stats = await self._meta("get_stats", qname)
-            out.append({"name": _short(qname), "total_observations": stats["step"],
-                        "live": qname in live, "parent": _short(record.get("parent"))})
-        return {"memories": out}
+        return {"memories": [{"name": _short(r["name"]), "total_observations": r["step"], "live": r["name"] in live,
+                              "parent": _short(r.get("parent"))} for r in records],
+                "next_cursor": next_cursor}
+
+    async def _page(self, tenant: str, cursor: str | None, limit: int, prefix: str | None
+                    ) -> tuple[list[dict], str | None]:
+        cursor, limit, prefix = check_page(cursor, limit, prefix)
+        return await self._meta("list_page", check_tenant(tenant), after=cursor, limit=limit, prefix=prefix)
 
     async def delete_memory(self, tenant: str, name: str) -> dict:
         """Unregister first (a stale actor's writes then fail), then stop the actor, then the objects."""
@@ -285,11 +290,14 @@ class MemoryCluster:
 
     # ---- views ------------------------------------------------------------------------------
 
-    async def lineage(self, tenant: str) -> dict:
-        records = await self._meta("list_memories", check_tenant(tenant))
+    async def lineage(self, tenant: str, cursor: str | None = None, limit: int = DEFAULT_PAGE,
+                      prefix: str | None = None) -> dict:
+        """Fork edges of one page of memories (paged like list_memories)."""
+        records, next_cursor = await self._page(tenant, cursor, limit, prefix)
         live = set(await self._supervisor.live.remote())
         return {"memories": [{"name": _short(r["name"]), "parent": _short(r.get("parent")), "source_tag": r.get("source_tag"),
-                 "created_at": r.get("created_at"), "live": r["name"] in live} for r in records]}
+                 "created_at": r.get("created_at"), "live": r["name"] in live} for r in records],
+                "next_cursor": next_cursor}
 
     async def live_actor_count(self) -> int:
         return await self._supervisor.count.remote()

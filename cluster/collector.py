@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from storage import StorageSettings, open_storage
+from storage.embedded import running_url
 from storage.gc import GarbageCollector, GcReport
 
 __all__ = ["run_collector", "collect_once"]
@@ -18,7 +19,12 @@ log = logging.getLogger(__name__)
 
 
 def collect_once(settings: StorageSettings, grace_seconds: float, *, dry_run: bool = False) -> GcReport:
-    """One collection against the storage `settings` name (resolved: no embedded server starts)."""
+    """One collection against the storage `settings` name; with the embedded default, against
+    the Valkey a running server already holds (if any)."""
+    if settings.redis_url is None:
+        url = running_url(settings.valkey_dir.expanduser())
+        if url is not None:
+            settings = settings.model_copy(update={"redis_url": url})
     with open_storage(settings) as storage:
         return GarbageCollector(storage.content).run(grace_seconds, dry_run=dry_run)
 

@@ -13,13 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import contract
-from errors import InvalidInput
 from storage.codec import loads_json
 from storage.translate import redis_errors
 
-__all__ = ["RegistryPagesMixin", "MAX_PAGE"]
-
-MAX_PAGE = 1000  # memories per page at most
+__all__ = ["RegistryPagesMixin"]
 
 
 def _lex_bounds(after: str | None, prefix: str) -> tuple[bytes, bytes]:
@@ -38,19 +35,13 @@ class RegistryPagesMixin:
     keys: Any
     where: str
 
-    def list_page(self, tenant: str, *, after: str | None = None, limit: int = 100,
+    def list_page(self, tenant: str, *, after: str | None = None, limit: int = contract.DEFAULT_PAGE,
                   prefix: str = "") -> tuple[list[dict], str | None]:
         """Up to `limit` of `tenant`'s memories named after `after` (exclusive) and starting with
         `prefix`, by name: (records, each with its stats' `step`; the cursor of the next page or
         None). Names are short (without the tenant)."""
         contract.check_tenant(tenant)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-            raise InvalidInput(f"limit must be an integer from 1 to {MAX_PAGE}")
-        if after is not None:
-            contract.check_memory_name(after, "cursor")
-        if not isinstance(prefix, str) or len(prefix) > 63 or any(
-                not (c.isascii() and (c.isalnum() or c in "._-")) or c.isupper() for c in prefix):
-            raise InvalidInput("prefix must be up to 63 of a-z 0-9 . _ - (the start of memory names)")
+        after, limit, prefix = contract.check_page(after, limit, prefix)
         low, high = _lex_bounds(after, prefix)
         with redis_errors(self.where):
             names = [n.decode() for n in self._client.zrangebylex(
