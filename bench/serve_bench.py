@@ -208,8 +208,10 @@ def _free_port() -> int:
 
 
 @contextmanager
-def local_server(encode_in: str = "gateway") -> Iterator[tuple[str, str]]:
-    """Ray + Serve + the app on a free port, embedded storage in a temp dir; yields (url, key)."""
+def local_server(encode_in: str = "gateway", cluster: dict | None = None,
+                 namespace: str = NAMESPACE) -> Iterator[tuple[str, str, dict]]:
+    """Ray + Serve + the app on a free port, embedded storage in a temp dir; yields (url, key,
+    the storage settings every replica and actor uses). `cluster`: ClusterSettings overrides."""
     import ray
     from ray import serve
 
@@ -229,11 +231,11 @@ def local_server(encode_in: str = "gateway") -> Iterator[tuple[str, str]]:
             app = build_app({"host": "127.0.0.1", "port": port, "api_keys": f"{key}:bench",
                              "encode_in": encode_in,
                              "encoder_threads": int(os.environ.get("NMEM_ENCODER_THREADS", "0")),
-                             "cluster": {"namespace": NAMESPACE, "storage": storage}})
+                             "cluster": {"namespace": namespace, "storage": storage, **(cluster or {})}})
             serve.run(app, name="neural-memory", route_prefix="/", blocking=False)
             url = f"http://127.0.0.1:{port}"
             wait_healthy(url, timeout=300)
-            yield url, key
+            yield url, key, storage
         finally:
             if ray.is_initialized():
                 serve.shutdown()
@@ -284,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         results = asyncio.run(run_all(args.url.rstrip("/"), args.api_key, args.requests, args.seconds))
     else:
-        with local_server(args.encode_in) as (url, key):
+        with local_server(args.encode_in) as (url, key, _storage):
             results = asyncio.run(run_all(url, key, args.requests, args.seconds, spares_settled))
             if args.encode_in == "deployment":
                 results["encoder_handle_minilm"] = asyncio.run(encoder_latency(100))

@@ -43,8 +43,6 @@ def test_never_more_than_the_limit_at_once():
     peak = 0
 
     async def main() -> None:
-        nonlocal peak
-
         async def one(i: int) -> None:
             nonlocal peak
             async with gate.slot(f"t{i % 4}"):

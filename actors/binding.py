@@ -1,0 +1,81 @@
+"""Rebinding: how one MemoryActor process serves memory after memory (mixed into MemoryActor).
+
+`release()` hibernates the memory served and resets every per-memory field (the actor's
+`_reset_binding`), so the process, with torch imported and storage open, can `start()` the
+next memory: a burst of forks or wake-ups costs state loads, not process starts. `call()` is
+how the control plane reaches a memory: it names the memory, so a handle cached before the
+process was given another memory is refused instead of acting on the wrong one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import threading
+from typing import Any
+
+from errors import InvalidInput, Unavailable
+
+__all__ = ["Rebinding", "ROUTED_METHODS", "RELEASE_WAIT"]
+
+# What callers may run through call(qname, ...): the memory's own operations.
+ROUTED_METHODS = frozenset({
+    "observe", "consolidate", "checkpoint", "restore", "snapshot", "surprise", "infer",
+    "attention_map", "explain", "stats", "where",
+})
+RELEASE_WAIT = 60.0  # seconds release() waits for calls in flight
+
+
+def _return_freed_memory() -> None:
+    """Collect the released memory's objects and hand freed heap back to the OS (glibc keeps
+    it otherwise), so a spare's footprint does not grow with each memory it served."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the memory is reused by the next binding
+        pass
+
+
+class Rebinding:
+    """release() and call(); relies on MemoryActor's locks, `_calls`, `_in_flight` and fields."""
+
+    _start_lock: threading.Lock
+    _calls: threading.Condition
+    _in_flight: int
+    _qname: str | None
+    _releasing: bool
+    _started: bool
+    _checkpointer: threading.Thread | None
+
+    def release(self) -> dict:
+        """Hibernate, wait for calls in flight, then forget the memory: this process is a spare
+        again (imports and storage kept), ready for start(another). Unavailable if calls do not
+        finish in time (the supervisor then kills the process instead)."""
+        with self._start_lock:
+            summary = self.prepare_hibernate() if self._started else {"step": None}
+            with self._calls:
+                self._releasing = True
+                if not self._calls.wait_for(lambda: self._in_flight == 0, RELEASE_WAIT):
+                    raise Unavailable(f"calls to {self._qname} did not finish within {RELEASE_WAIT:.0f}s")
+            if self._checkpointer is not None:
+                self._checkpointer.join()
+            self._reset_binding(None)
+        _return_freed_memory()
+        return summary
+
+    def call(self, qname: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """`method(*args, **kwargs)` for memory `qname`: how the control plane reaches a memory.
+        A caller's cached handle may point at a process that serves another memory by now;
+        then the call is refused with Unavailable (the caller asks the supervisor again)."""
+        if method not in ROUTED_METHODS:
+            raise InvalidInput(f"{method!r} is not a memory operation")
+        with self._calls:
+            if qname != self._qname or self._releasing:
+                raise Unavailable(f"memory {qname} is not served by this actor any more; retry")
+            self._in_flight += 1
+        try:
+            return getattr(self, method)(*args, **kwargs)
+        finally:
+            with self._calls:
+                self._in_flight -= 1
+                self._calls.notify_all()

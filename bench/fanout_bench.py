@@ -1,0 +1,298 @@
+"""Fan-out benchmark: one memory per user at platform scale (issue 14's figures).
+
+    python -m bench.fanout_bench [--forks 1000] [--clients 16] [--base 5000] [--live-cap 16]
+                                 [--rehydrate 200] [--only fanout|node-loss] [--out bench/results/fanout.json]
+
+Measures, over real HTTP against a local server started here (Ray + Serve + an embedded Valkey
++ local checkpoints in a temp dir, auth on, the `hash` encoder so the figures are the
+platform's, not MiniLM's):
+- base: a memory of --base observations (distinct synthetic sentences, fed in batches through
+  the control plane), checkpointed as tag `v1` over REST
+- fan-out: --forks forks of base@v1 made by --clients concurrent REST clients, each fork then
+  observing one fact and answering one infer: total seconds, forks/s, fork latency and first
+  answer (fork sent -> infer answered) p50/p99; checkpoint bytes added (the checkpoint
+  directory) against one base checkpoint; peak memory of the node (PSS summed over every
+  process this bench started, sampled each second) against the live-actor cap; how many
+  starts bound a recycled process instead of starting one
+- rehydrate: once every fork has hibernated, --rehydrate random forks are touched (one infer
+  each) by the same clients: p50/p99
+- node loss: the three-node scenario of tests/cluster/multinode_driver.py (its own Ray
+  cluster; checkpoints on SeaweedFS S3): how long until every affected memory answers again,
+  the longest pause a client saw, acknowledged writes lost
+
+The machine's load average is recorded next to the figures: on a shared 2-core machine it
+moves them a lot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+
+import httpx
+
+from bench.serve_bench import local_server
+
+TENANT = "bench"  # the tenant of local_server's key
+NAMESPACE = "nmem-fanout-bench"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _pct(samples: list[float]) -> dict:
+    ordered = sorted(samples)
+
+    def at(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(round(p * (len(ordered) - 1))))], 3)
+
+    return {"p50_s": at(0.5), "p90_s": at(0.9), "p99_s": at(0.99), "max_s": round(ordered[-1], 3),
+            "mean_s": round(statistics.fmean(ordered), 3), "n": len(ordered)}
+
+
+def sentences(n: int, seed: int) -> list[str]:
+    """Distinct sentences of random words (the hash encoder tells them apart)."""
+    rng = random.Random(seed)
+    return [" ".join(f"w{rng.randrange(50_000)}" for _ in range(12)) for _ in range(n)]
+
+
+def dir_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+class NodeMemory:
+    """Samples the PSS of this process and every descendant (Ray's GCS, raylet, workers, the
+    Valkey) once a second; `peak_mb` is the largest sum seen."""
+
+    def __init__(self) -> None:
+        self.peak_mb = 0.0
+        self.peak_processes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> NodeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            pids = _descendants(os.getpid())
+            total = sum(_pss_kb(pid) for pid in pids) / 1024
+            if total > self.peak_mb:
+                self.peak_mb, self.peak_processes = round(total, 1), len(pids)
+
+
+def _descendants(root: int) -> list[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            ppid = next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), "0")
+            parents[int(entry.name)] = int(ppid)
+    found, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in found:
+                found.add(pid)
+                frontier.append(pid)
+    return sorted(found)
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+async def build_base(url: str, key: str, storage: dict, count: int) -> dict:
+    """The base memory, fed through the control plane in batches (REST would take one text
+    per request), then tagged v1 over REST; returns the tag's checkpoint size."""
+    from cluster import ClusterSettings, MemoryCluster
+    from memory import get_encoder
+    from storage import StorageSettings
+
+    mc = MemoryCluster(ClusterSettings(namespace=NAMESPACE, storage=StorageSettings(**storage)))
+    await mc.start()
+    await mc.create_memory(TENANT, "base", {"encoder": "hash"})
+    texts = sentences(count, seed=1)
+    vectors = get_encoder("hash").encode(texts)
+    for i in range(0, count, 250):
+        await mc.observe(TENANT, "base", vectors[i:i + 250], texts[i:i + 250])
+    await mc.close()
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as http:
+        saved = (await http.post("/v1/memories/base/checkpoints", json={"tag": "v1"})).json()
+    return {"observations": count, "checkpoint_mb": saved["size_mb"]}
+
+
+async def fan_out(url: str, key: str, forks: int, clients: int) -> tuple[dict, list[str]]:
+    names = [f"user-{i:05d}" for i in range(forks)]
+    facts = sentences(forks, seed=2)
+    queue: asyncio.Queue = asyncio.Queue()
+    for item in zip(names, facts):
+        queue.put_nowait(item)
+    fork_s, first_answer_s, errors = [], [], []
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as http:
+            while not queue.empty():
+                name, fact = queue.get_nowait()
+                began = time.perf_counter()
+                try:
+                    reply = await http.post("/v1/memories/base/fork", json={"new_name": name, "source_tag": "v1"})
+                    reply.raise_for_status()
+                    fork_s.append(time.perf_counter() - began)
+                    (await http.post(f"/v1/memories/{name}/observe", json={"context": fact})).raise_for_status()
+                    answer = await http.post(f"/v1/memories/{name}/infer", json={"prompt": fact, "top_k": 1})
+                    answer.raise_for_status()
+                    first_answer_s.append(time.perf_counter() - began)
+                    if fact not in answer.json()["response"]:
+                        errors.append(f"{name}: recalled {answer.json()['response'][:60]!r}")
+                except httpx.HTTPError as exc:
+                    errors.append(f"{name}: {exc}")
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    total = time.perf_counter() - began
+    return {"forks": forks, "clients": clients, "seconds": round(total, 2),
+            "forks_per_s": round(forks / total, 2), "fork": _pct(fork_s),
+            "first_answer": _pct(first_answer_s), "errors": errors[:20], "error_count": len(errors)}, names
+
+
+async def rehydrate(url: str, key: str, storage: dict, names: list[str], touches: int, clients: int) -> dict:
+    """Hibernate every live fork, then touch random forks; each touch wakes one."""
+    import ray
+
+    from cluster.supervisor import SUPERVISOR_NAME
+
+    supervisor = ray.get_actor(SUPERVISOR_NAME, namespace=NAMESPACE)
+    for qname in await supervisor.live.remote():
+        await supervisor.hibernate.remote(qname)
+    picked = random.Random(3).sample(names, min(touches, len(names)))
+    queue: asyncio.Queue = asyncio.Queue()
+    for name in picked:
+        queue.put_nowait(name)
+    samples, errors = [], []
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as http:
+            while not queue.empty():
+                name = queue.get_nowait()
+                began = time.perf_counter()
+                reply = await http.post(f"/v1/memories/{name}/infer", json={"prompt": "what do you know?"})
+                if reply.status_code != 200:
+                    errors.append(f"{name}: {reply.status_code} {reply.text[:80]}")
+                    continue
+                samples.append(time.perf_counter() - began)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return {"touched": len(picked), "latency": _pct(samples), "errors": errors[:20]}
+
+
+async def starts_report() -> dict:
+    import ray
+
+    from cluster.supervisor import SUPERVISOR_NAME
+
+    starts = await ray.get_actor(SUPERVISOR_NAME, namespace=NAMESPACE).starts.remote()
+    return {"recent_starts": len(starts), "bound_a_waiting_process": sum(s["spare"] for s in starts)}
+
+
+def run_fanout(args: argparse.Namespace) -> dict:
+    cluster = {"max_live_actors": args.live_cap, "spare_actors": 1, "spare_actors_max": args.spares_max,
+               "idle_seconds": 3600.0}
+    with local_server("gateway", cluster, NAMESPACE) as (url, key, storage):
+        checkpoints = Path(storage["data_dir"]) / "checkpoints"
+        base = asyncio.run(build_base(url, key, storage, args.base))
+        before = dir_bytes(checkpoints)
+        with NodeMemory() as node:
+            fanout, names = asyncio.run(fan_out(url, key, args.forks, args.clients))
+            fanout["storage_added_mb"] = round((dir_bytes(checkpoints) - before) / 1e6, 2)
+            fanout["storage_added_vs_base_checkpoint"] = round(fanout["storage_added_mb"] / base["checkpoint_mb"], 3)
+            fanout["processes"] = asyncio.run(starts_report())
+            wake = asyncio.run(rehydrate(url, key, storage, names, args.rehydrate, args.clients))
+        memory = {"peak_pss_mb": node.peak_mb, "processes_at_peak": node.peak_processes,
+                  "live_cap": args.live_cap, "idle_processes_max": args.spares_max}
+    return {"base": base, "fanout": fanout, "rehydrate": wake, "node_memory": memory}
+
+
+def run_node_loss() -> dict:
+    """tests/cluster/multinode_driver.py in its own process, against weed S3 + a Valkey here."""
+    from storage import EmbeddedValkey
+    from tests.fixtures.servers import start_seaweedfs, stop_seaweedfs
+
+    with tempfile.TemporaryDirectory(prefix="nmem-node-loss-") as tmp:
+        valkey = EmbeddedValkey(Path(tmp) / "valkey")
+        server, process, ports = start_seaweedfs(Path(tmp) / "weed")
+        try:
+            args = {"redis_url": valkey.start(), "s3": asdict(server), "prefix": f"nl{uuid.uuid4().hex[:8]}",
+                    "data_dir": str(Path(tmp) / "nmem")}
+            env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+            proc = subprocess.run([sys.executable, "-m", "tests.cluster.multinode_driver", json.dumps(args)],
+                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+        finally:
+            stop_seaweedfs(process, ports)
+            valkey.stop()
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        return {"failed": proc.stderr[-2000:]}
+    seen = json.loads(lines[-1][len("RESULT "):])
+    after, affected = seen["after"], seen["affected"]
+    lost = sum(max(0, len(s["acked"]) - s["total"]) + (s["hash"] != s["expected"]) for s in after.values())
+    return {"nodes": 3, "memories": len(after), "affected": len(affected),
+            "every_affected_answered_again_s": max(after[n]["answered_again_s"] or float("inf") for n in affected),
+            "longest_client_pause_s": max(s["longest_pause_s"] for s in after.values()),
+            "client_errors": sum(len(s["errors"]) for s in after.values()),
+            "acknowledged_writes_lost": lost}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--forks", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--base", type=int, default=5000, help="observations of the base memory")
+    parser.add_argument("--live-cap", type=int, default=16, help="NMEM_MAX_LIVE_ACTORS of the server")
+    parser.add_argument("--spares-max", type=int, default=4, help="NMEM_SPARE_ACTORS_MAX of the server")
+    parser.add_argument("--rehydrate", type=int, default=200, help="random forks touched after hibernation")
+    parser.add_argument("--only", choices=["fanout", "node-loss"])
+    parser.add_argument("--out", type=Path, default=Path("bench/results/fanout.json"))
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    load_before = os.getloadavg()
+    results: dict = {}
+    if args.only in (None, "fanout"):
+        results.update(run_fanout(args))
+    if args.only in (None, "node-loss"):
+        results["node_loss"] = run_node_loss()
+    results["machine"] = {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
+                          "loadavg_after": [round(x, 2) for x in os.getloadavg()], "encoder": "hash",
+                          "command": " ".join(["python -m bench.fanout_bench", *(argv or sys.argv[1:])])}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
