@@ -204,7 +204,11 @@ class MemoryCluster:
         return {key: stats[key] for key in _STATS_KEYS}
 
     async def history(self, tenant: str, name: str, limit: int = 200) -> dict:
-        return {"observations": await self._meta("history", qualify(tenant, name), limit)}
+        """The newest observations, newest last, including every write answered so far (a live
+        actor writes its history in the background: flush it first)."""
+        qname = qualify(tenant, name)
+        await self._routes().call_if_live(qname, "flush_records")
+        return {"observations": await self._meta("history", qname, limit)}
 
     # ---- checkpoints, restore, fork -------------------------------------------------------
 
