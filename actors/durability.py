@@ -164,6 +164,9 @@ class Recovered:
     replayed: int  # WAL entries applied on top of it
     results: RecentResults = field(default_factory=lambda: RecentResults(1))
     autos: list[dict] = field(default_factory=list)  # the auto-checkpoints found, oldest first
+    # Replayed writes after `history_after` as (result with weight_hash, texts, domain): the
+    # ones whose stats/history a killed actor may not have recorded yet.
+    unrecorded: list[tuple[dict, list[str], str | None]] = field(default_factory=list)
 
 
 def _load_newest(ckpts: Checkpoints, config: MemoryConfig, autos: list[dict],
@@ -186,11 +189,14 @@ def _load_newest(ckpts: Checkpoints, config: MemoryConfig, autos: list[dict],
 
 
 def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *,
-            ckpts: Checkpoints | None = None, phases: Phases | None = None) -> Recovered:
+            ckpts: Checkpoints | None = None, phases: Phases | None = None,
+            history_after: int | None = None) -> Recovered:
     """Rebuild memory `qname`: newest auto-checkpoint + replay of the WAL entries after it.
 
     Entries at or below the checkpoint's step are not applied again, but their request ids are
     remembered so a retried write that already reached the checkpoint is not applied twice.
+    Replayed writes past step `history_after` (the newest step the history holds) come back in
+    `unrecorded`, with their weight hash, so their stats and history can be written again.
     `phases`, if given, gets the time of each step (index, fetch, decode, WAL read, replay).
     """
     phases = phases if phases is not None else Phases()
@@ -200,6 +206,7 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
     memory, ckpt_step = _load_newest(ckpts, config, autos, phases)
     results = RecentResults(remember)
     replayed = 0
+    unrecorded: list[tuple[dict, list[str], str | None]] = []
     entries = storage.metadata.wal_read_after(qname, 0)
     phases.lap("wal_read")
     for entry in entries:
@@ -216,5 +223,8 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
             continue
         results.put(request_id, result)
         replayed += 1
+        if history_after is not None and result["step"] > history_after:
+            unrecorded.append(({**result, "weight_hash": memory.weight_hash}, texts, domain))
     phases.lap("wal_replay")
-    return Recovered(memory=memory, checkpoint_step=ckpt_step, replayed=replayed, results=results, autos=autos)
+    return Recovered(memory=memory, checkpoint_step=ckpt_step, replayed=replayed, results=results,
+                     autos=autos, unrecorded=unrecorded)

@@ -4,7 +4,10 @@ Threaded actor (the control plane starts it with max_concurrency > 1). Writes (o
 consolidate, restore) take `_write_lock`, so they are applied strictly in order; reads take no
 lock and run beside them (NeuralMemory swaps its tensors atomically, so a reader sees the old or
 the new weights, never a mix). Every observe is appended to the WAL *before* it is applied and
-acknowledged. A background thread writes an auto-checkpoint every N writes or T seconds and
+acknowledged. Its stats and history (a view for listings and the dashboard, not the data) are
+written afterwards by one background thread, in order, so a write is answered without waiting for
+a second fsync'd round trip (`flush_records` waits for them; a killed actor's unwritten ones are
+rebuilt from the WAL on recovery). A background thread writes an auto-checkpoint every N writes or T seconds and
 then trims the WAL; lock order is always `_ckpt_lock` before `_write_lock`.
 
 An actor may be made before anyone knows which memory it will serve (a *spare*, qname None):
@@ -25,6 +28,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -59,6 +63,9 @@ class MemoryActor(Rebinding):
         self._in_flight = 0
         self._storage = None
         self._warm = False
+        # One thread for the process: stats/history writes stay in write order. Each record
+        # names its memory, so one queued before a release never lands on the next memory.
+        self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
         self._reset_binding(qname)
 
     def _reset_binding(self, qname: str | None) -> None:
@@ -107,12 +114,16 @@ class MemoryActor(Rebinding):
             self._config = MemoryConfig.from_dict(record["config"])
             phases.lap("registry")
             self._ckpts = Checkpoints(self._storage, self._qname)
+            recorded = self._storage.metadata.history(self._qname, 1)
             rec = recover(self._storage, self._qname, self._config, self._spec.settings.remembered_requests,
-                          ckpts=self._ckpts, phases=phases)
+                          ckpts=self._ckpts, phases=phases,
+                          history_after=recorded[-1]["step"] if recorded else 0)
             self._results = rec.results
             self._mem = rec.memory
             self._prev_auto_step = rec.checkpoint_step or 0
             self._latest_auto = rec.autos[-1] if rec.autos else None
+            for result, texts, domain in rec.unrecorded:  # answered, but not yet in the history
+                self._record(result, texts, domain)
             with self._ckpt_lock:
                 if rec.checkpoint_step is None:
                     self._auto_checkpoint()  # the initial checkpoint (or the first after a crash)
@@ -155,7 +166,13 @@ class MemoryActor(Rebinding):
                 self._auto_checkpoint()
             self._stop.set()
             self._wake.set()
+        self.flush_records()
         return {"step": mem.step}
+
+    def flush_records(self, timeout: float = 30.0) -> bool:
+        """Wait until the stats and history of every answered write are written."""
+        self._recorder.submit(lambda: None).result(timeout)
+        return True
 
     # ---- writes -----------------------------------------------------------------------------
 
@@ -313,27 +330,26 @@ class MemoryActor(Rebinding):
             )
 
     def _record(self, result: dict, texts: list[str], domain: str | None) -> None:
-        """Stats and history after a write, in one round trip; the write is already durable, so
-        a failure here only logs."""
+        """Queue the stats and history of a write (one round trip, on the recorder thread)."""
         surprises = result.get("surprises") or [result["surprise"]] * len(texts)
         first = result["step"] - len(texts) + 1
         history = [{"step": first + i, "text": text, "surprise": float(surprises[i]),
                     "weight_hash": result["weight_hash"]} for i, text in enumerate(texts)]
-        try:
-            self._storage.metadata.record_write(
-                self._qname, step=int(result["step"]), weight_hash=result["weight_hash"],
-                observations=len(texts), domains=[domain] if domain else [], history=history)
-        except NeuralMemoryError as exc:
-            log.warning("stats/history of %s not updated: %s", self._qname, exc)
+        self._recorder.submit(self._write_record, self._qname, step=int(result["step"]),
+                              weight_hash=result["weight_hash"],
+                              observations=len(texts), domains=[domain] if domain else [], history=history)
 
     def _sync_stats(self) -> None:
         """Point the Redis stats at the memory's real step and hash (after recovery or restore);
         listings report the step as the observation count, so they agree with the actor."""
-        mem = self._mem
+        self._recorder.submit(self._write_record, self._qname, step=self._mem.step,
+                              weight_hash=self._mem.weight_hash)
+
+    def _write_record(self, qname: str, **record: Any) -> None:
         try:
-            self._storage.metadata.record_write(self._qname, step=mem.step, weight_hash=mem.weight_hash)
-        except NeuralMemoryError as exc:
-            log.warning("stats of %s not synchronised: %s", self._qname, exc)
+            self._storage.metadata.record_write(qname, **record)
+        except NeuralMemoryError as exc:  # the write itself is durable: this is only its view
+            log.warning("stats/history of %s not updated: %s", qname, exc)
 
     def _summary(self) -> dict:
         mem = self._mem

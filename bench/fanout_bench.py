@@ -6,8 +6,8 @@
 Measures, over real HTTP against a local server started here (Ray + Serve + an embedded Valkey
 + local checkpoints in a temp dir, auth on, the `hash` encoder so the figures are the
 platform's, not MiniLM's):
-- base: a memory of --base observations (distinct synthetic sentences, fed in batches through
-  the control plane), checkpointed as tag `v1` over REST
+- base: a memory of --base observations (distinct synthetic sentences, observed in batches of
+  256), checkpointed as tag `v1`
 - fan-out: --forks forks of base@v1 made by --clients concurrent REST clients, each fork then
   observing one fact and answering one infer: total seconds, forks/s, fork latency and first
   answer (fork sent -> infer answered) p50/p99; checkpoint bytes added (the checkpoint
@@ -31,6 +31,8 @@ import asyncio
 import json
 import os
 import random
+import secrets
+import socket
 import statistics
 import subprocess
 import sys
@@ -38,16 +40,53 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 
-from bench.serve_bench import local_server
+from serve.demo import wait_healthy
 
-TENANT = "bench"  # the tenant of local_server's key
+TENANT = "bench"  # the tenant of the server's one API key
 NAMESPACE = "nmem-fanout-bench"
 REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def local_server(cluster: dict) -> Iterator[tuple[str, str, dict]]:
+    """Ray + Serve + the app on a free port (auth on, hash encoder), embedded storage in a temp
+    dir; yields (url, key, storage settings). `cluster`: ClusterSettings overrides."""
+    import ray
+    from ray import serve
+
+    from serve.app import build_app
+    from storage import EmbeddedValkey
+
+    key = secrets.token_urlsafe(24)
+    with tempfile.TemporaryDirectory(prefix="nmem-fanout-bench-") as tmp:
+        valkey = EmbeddedValkey(Path(tmp) / "valkey")
+        redis_url = valkey.start()
+        try:
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            storage = {"redis_url": redis_url, "data_dir": tmp, "s3_endpoint": None}
+            app = build_app({"host": "127.0.0.1", "port": port, "api_keys": f"{key}:{TENANT}",
+                             "preload_encoders": "hash",
+                             "cluster": {"namespace": NAMESPACE, "storage": storage, **cluster}})
+            serve.run(app, name="neural-memory", route_prefix="/", blocking=False)
+            url = f"http://127.0.0.1:{port}"
+            wait_healthy(url, timeout=300)
+            yield url, key, storage
+        finally:
+            if ray.is_initialized():
+                serve.shutdown()
+                ray.shutdown()
+            valkey.stop()
 
 
 def _pct(samples: list[float]) -> dict:
@@ -126,22 +165,14 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-async def build_base(url: str, key: str, storage: dict, count: int) -> dict:
-    """The base memory, fed through the control plane in batches (REST would take one text
-    per request), then tagged v1 over REST; returns the tag's checkpoint size."""
-    from cluster import ClusterSettings, MemoryCluster
-    from memory import get_encoder
-    from storage import StorageSettings
-
-    mc = MemoryCluster(ClusterSettings(namespace=NAMESPACE, storage=StorageSettings(**storage)))
-    await mc.start()
-    await mc.create_memory(TENANT, "base", {"encoder": "hash"})
+async def build_base(url: str, key: str, count: int) -> dict:
+    """The base memory over REST (batches of 256 texts per observe), tagged v1; its size."""
     texts = sentences(count, seed=1)
-    vectors = get_encoder("hash").encode(texts)
-    for i in range(0, count, 250):
-        await mc.observe(TENANT, "base", vectors[i:i + 250], texts[i:i + 250])
-    await mc.close()
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as http:
+        (await http.post("/v1/memories", json={"name": "base", "config": {"encoder": "hash"}})).raise_for_status()
+        for i in range(0, count, 256):
+            reply = await http.post("/v1/memories/base/observe", json={"contexts": texts[i:i + 256]})
+            reply.raise_for_status()
         saved = (await http.post("/v1/memories/base/checkpoints", json={"tag": "v1"})).json()
     return {"observations": count, "checkpoint_mb": saved["size_mb"]}
 
@@ -222,9 +253,9 @@ async def starts_report() -> dict:
 def run_fanout(args: argparse.Namespace) -> dict:
     cluster = {"max_live_actors": args.live_cap, "spare_actors": 1, "spare_actors_max": args.spares_max,
                "idle_seconds": 3600.0}
-    with local_server("gateway", cluster, NAMESPACE) as (url, key, storage):
+    with local_server(cluster) as (url, key, storage):
         checkpoints = Path(storage["data_dir"]) / "checkpoints"
-        base = asyncio.run(build_base(url, key, storage, args.base))
+        base = asyncio.run(build_base(url, key, args.base))
         before = dir_bytes(checkpoints)
         with NodeMemory() as node:
             fanout, names = asyncio.run(fan_out(url, key, args.forks, args.clients))

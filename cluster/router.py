@@ -80,6 +80,17 @@ class ActorRouter:
             await asyncio.sleep(backoff)
             backoff = min(max(2 * backoff, FIRST_BACKOFF), MAX_BACKOFF)
 
+    async def call_if_live(self, qname: str, method: str, *args: Any) -> Any:
+        """`method` on `qname`'s actor if this router holds a live handle; None otherwise (never
+        starts or wakes a memory: for calls that only matter while it is live)."""
+        handle = self._handles.get(qname)
+        if handle is None:
+            return None
+        try:
+            return await handle.call.remote(qname, method, *args)
+        except (RayActorError, RayTaskError):  # gone, or serving another memory by now
+            return None
+
     def forget(self, qname: str) -> None:
         self._handles.pop(qname, None)
         self._touched.pop(qname, None)
