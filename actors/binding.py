@@ -10,11 +10,12 @@ process was given another memory is refused instead of acting on the wrong one.
 from __future__ import annotations
 
 import ctypes
-import gc
 import threading
 from typing import Any
 
 from errors import InvalidInput, Unavailable
+
+from actors.phases import Phases
 
 __all__ = ["Rebinding", "ROUTED_METHODS", "RELEASE_WAIT"]
 
@@ -27,9 +28,10 @@ RELEASE_WAIT = 60.0  # seconds release() waits for calls in flight
 
 
 def _return_freed_memory() -> None:
-    """Collect the released memory's objects and hand freed heap back to the OS (glibc keeps
-    it otherwise), so a spare's footprint does not grow with each memory it served."""
-    gc.collect()
+    """Hand the released memory's heap back to the OS (glibc keeps freed blocks otherwise), so
+    a spare's footprint does not grow with each memory it served. No gc.collect(): a memory
+    holds no reference cycles, so dropping it frees its tensors at once, and a full collection
+    over torch's ~200k objects costs 0.1-0.5 s per release on 2 cores."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: the memory is reused by the next binding
@@ -51,17 +53,22 @@ class Rebinding:
         """Hibernate, wait for calls in flight, then forget the memory: this process is a spare
         again (imports and storage kept), ready for start(another). Unavailable if calls do not
         finish in time (the supervisor then kills the process instead)."""
+        phases = Phases()
         with self._start_lock:
             summary = self.prepare_hibernate() if self._started else {"step": None}
+            phases.lap("hibernate")
             with self._calls:
                 self._releasing = True
                 if not self._calls.wait_for(lambda: self._in_flight == 0, RELEASE_WAIT):
                     raise Unavailable(f"calls to {self._qname} did not finish within {RELEASE_WAIT:.0f}s")
+            phases.lap("calls_in_flight")
             if self._checkpointer is not None:
                 self._checkpointer.join()
             self._reset_binding(None)
+            phases.lap("unbind")
         _return_freed_memory()
-        return summary
+        phases.lap("free_memory")
+        return {**summary, "timings": phases.as_dict()}
 
     def call(self, qname: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """`method(*args, **kwargs)` for memory `qname`: how the control plane reaches a memory.

@@ -35,7 +35,7 @@ import numpy as np
 
 from errors import IncompatibleState, InvalidInput, NeuralMemoryError, Unavailable
 
-from actors.durability import TRIM_ALL, Checkpoints, recover, to_parts
+from actors.durability import TRIM_ALL, Checkpoints, DecodedStates, recover, to_parts
 from actors.binding import ROUTED_METHODS, Rebinding
 from actors.phases import Phases
 from actors.spec import ActorSpec
@@ -66,6 +66,8 @@ class MemoryActor(Rebinding):
         # One thread for the process: stats/history writes stay in write order. Each record
         # names its memory, so one queued before a release never lands on the next memory.
         self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
+        # By content, so shared by every memory this process serves (see DecodedStates).
+        self._decoded = DecodedStates(spec.settings.decoded_cache_mb * 2**20)
         self._reset_binding(qname)
 
     def _reset_binding(self, qname: str | None) -> None:
@@ -113,7 +115,7 @@ class MemoryActor(Rebinding):
             record = self._storage.metadata.get_memory(self._qname)
             self._config = MemoryConfig.from_dict(record["config"])
             phases.lap("registry")
-            self._ckpts = Checkpoints(self._storage, self._qname)
+            self._ckpts = Checkpoints(self._storage, self._qname, self._decoded)
             recorded = self._storage.metadata.history(self._qname, 1)
             rec = recover(self._storage, self._qname, self._config, self._spec.settings.remembered_requests,
                           ckpts=self._ckpts, phases=phases,

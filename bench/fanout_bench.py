@@ -250,12 +250,26 @@ async def starts_report() -> dict:
     return {"recent_starts": len(starts), "bound_a_waiting_process": sum(s["spare"] for s in starts)}
 
 
+async def warm_spares(count: int, timeout: float = 600.0) -> None:
+    """Wait until the supervisor holds `count` warm processes: the platform is ready for a
+    burst (the cold ramp, one process start per warm process, is not the fan-out's cost)."""
+    import ray
+
+    from cluster.supervisor import SUPERVISOR_NAME
+
+    supervisor = ray.get_actor(SUPERVISOR_NAME, namespace=NAMESPACE)
+    deadline = time.monotonic() + timeout
+    while await supervisor.spares_ready.remote() < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+
+
 def run_fanout(args: argparse.Namespace) -> dict:
-    cluster = {"max_live_actors": args.live_cap, "spare_actors": 1, "spare_actors_max": args.spares_max,
+    cluster = {"max_live_actors": args.live_cap, "spare_actors": args.warm, "spare_actors_max": max(args.warm, args.spares_max),
                "idle_seconds": 3600.0}
     with local_server(cluster) as (url, key, storage):
         checkpoints = Path(storage["data_dir"]) / "checkpoints"
         base = asyncio.run(build_base(url, key, args.base))
+        asyncio.run(warm_spares(args.warm))
         before = dir_bytes(checkpoints)
         with NodeMemory() as node:
             fanout, names = asyncio.run(fan_out(url, key, args.forks, args.clients))
@@ -264,7 +278,7 @@ def run_fanout(args: argparse.Namespace) -> dict:
             fanout["processes"] = asyncio.run(starts_report())
             wake = asyncio.run(rehydrate(url, key, storage, names, args.rehydrate, args.clients))
         memory = {"peak_pss_mb": node.peak_mb, "processes_at_peak": node.peak_processes,
-                  "live_cap": args.live_cap, "idle_processes_max": args.spares_max}
+                  "live_cap": args.live_cap, "idle_processes_max": max(args.warm, args.spares_max)}
     return {"base": base, "fanout": fanout, "rehydrate": wake, "node_memory": memory}
 
 
@@ -305,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", type=int, default=5000, help="observations of the base memory")
     parser.add_argument("--live-cap", type=int, default=16, help="NMEM_MAX_LIVE_ACTORS of the server")
     parser.add_argument("--spares-max", type=int, default=4, help="NMEM_SPARE_ACTORS_MAX of the server")
+    parser.add_argument("--warm", type=int, default=4,
+                        help="NMEM_SPARE_ACTORS of the server: warm processes ready before the burst")
     parser.add_argument("--rehydrate", type=int, default=200, help="random forks touched after hibernation")
     parser.add_argument("--only", choices=["fanout", "node-loss"])
     parser.add_argument("--out", type=Path, default=Path("bench/results/fanout.json"))

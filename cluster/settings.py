@@ -72,10 +72,11 @@ class ClusterSettings(BaseSettings):
     )
     spare_actors_max: int = Field(
         4, ge=0, le=256,
-        description="Most idle actor processes kept for reuse. A memory that hibernates (idle, or evicted "
-                    "at the live cap) hands its process back instead of exiting, so a burst of forks or "
-                    "wake-ups binds processes that already imported torch; above spare_actors they exit "
-                    "after spare_idle_seconds unused. Peak processes: max_live_actors + this."
+        description="Idle actor processes kept for reuse on top of the live ones: live plus idle processes "
+                    "never exceed max_live_actors + this. A memory that hibernates (idle, or evicted at the "
+                    "live cap) hands its process back instead of exiting, so a burst of forks or wake-ups "
+                    "binds processes that already imported torch; idle ones beyond spare_actors exit after "
+                    "spare_idle_seconds."
     )
     spare_idle_seconds: float = Field(
         60.0, gt=0,

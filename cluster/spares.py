@@ -8,9 +8,11 @@ recovery takes one (`start(qname)` binds it to that memory) and a replacement wa
 background, so the caller waits for the state load instead of the start-up.
 
 Processes are reused: a memory that hibernates is released (`MemoryActor.release`) and its
-process given back to the pool (`give_back`), up to `max_size` idle ones. So a burst (1,000
-forks at a live cap of 32) recycles the same processes instead of starting 1,000; after the
-burst, `shrink` lets the surplus over `size` exit once idle for `idle_seconds`.
+process given back to the pool (`give_back`), as long as live plus idle processes stay within
+the supervisor's bound (the live cap plus `spare_actors_max`). So a burst (1,000 forks at a
+live cap of 32) recycles the same processes instead of starting 1,000, and memories put to
+sleep together leave their processes ready for the next wake-ups; `shrink` lets the surplus
+over `size` exit once idle for `idle_seconds`.
 
 Why not Ray's own worker pool with `preload_python_modules`: Ray prestarts idle workers only
 when the raylet starts (and only a few), never refills the pool, and reuses no task worker for
@@ -47,11 +49,10 @@ class SparePool:
     """Keeps `size` warm, unbound memory actors for the supervisor's next start."""
 
     def __init__(self, create: Callable[[], Slot], kill: Callable[[Slot], Awaitable[None]],
-                 size: int, timeout: float, max_size: int | None = None, idle_seconds: float = 60.0) -> None:
+                 size: int, timeout: float, idle_seconds: float = 60.0) -> None:
         self._create = create
         self._kill = kill
         self._size = size
-        self._max = size if max_size is None else max(size, max_size)
         self._idle = idle_seconds
         self._timeout = timeout
         self._ready: deque[tuple[Slot, float]] = deque()  # (spare, idle since), oldest first
@@ -99,17 +100,17 @@ class SparePool:
             finally:
                 self._waiters -= 1
 
-    def give_back(self, slot: Slot) -> bool:
-        """Keep a released (warm, unbound) process for the next start; False if the pool is full
-        (the caller stops it)."""
-        if self._stopped or len(self._ready) >= self._max:
+    def give_back(self, slot: Slot, room: int) -> bool:
+        """Keep a released (warm, unbound) process for the next start if fewer than `room` are
+        idle or warming; False otherwise (the caller stops it)."""
+        if self._stopped or len(self._ready) + len(self._warming) >= room:
             return False
         self._ready.append((slot, time.monotonic()))
         return True
 
-    def adopt(self, slot: Slot) -> bool:
+    def adopt(self, slot: Slot, room: int) -> bool:
         """Take in a spare found alive after a supervisor restart; False if the pool is full."""
-        return self.give_back(slot)
+        return self.give_back(slot, room)
 
     def shrink(self) -> list[Slot]:
         """Spares beyond `size` idle for `idle_seconds`, removed from the pool for the caller to stop."""

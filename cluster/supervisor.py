@@ -77,7 +77,8 @@ class Supervisor:
         self._tasks: list[asyncio.Task] = []
         self._remote_cls = ray.remote(MemoryActor)
         self._spares = SparePool(lambda: self._create(None), self._kill_slot, settings.spare_actors,
-                                 self._timeout, settings.spare_actors_max, settings.spare_idle_seconds)
+                                 self._timeout, settings.spare_idle_seconds)
+        self._max_processes = settings.max_live_actors + settings.spare_actors_max
         self._starts: deque[dict] = deque(maxlen=START_REPORTS)
 
     # ---- API --------------------------------------------------------------------------------
@@ -90,9 +91,11 @@ class Supervisor:
             if handle is None:
                 self._live.pop(qname, None)
                 async with self._gate.slot(qname.split("/", 1)[0]):
-                    await self._reserve(qname)
+                    began = time.monotonic()
+                    evicted = await self._reserve(qname)
                     try:
-                        handle = await self._start(qname)
+                        handle = await self._start(qname, {"reserve_s": round(time.monotonic() - began, 4),
+                                                           "evicted": evicted})
                     finally:
                         self._starting.discard(qname)
             self._live[qname] = time.monotonic()
@@ -108,10 +111,11 @@ class Supervisor:
                 self._live.move_to_end(qname)
 
     async def hibernate(self, qname: str) -> bool:
-        """Checkpoint and stop `qname`'s actor now; False if it was not live."""
+        """Hibernate `qname` now (WAL tail or checkpoint; its process becomes a spare); False if
+        it was not live."""
         await self._boot()
         async with self._lock(qname):
-            return await self._hibernate(qname)
+            return await self._hibernate(qname) is not None
 
     async def remove(self, qname: str) -> None:
         """Kill `qname`'s actor without a checkpoint (the memory is being deleted)."""
@@ -192,13 +196,18 @@ class Supervisor:
             qname = answer.get("qname") if isinstance(answer, dict) else None
             if isinstance(answer, BaseException):
                 log.warning("memory actor %s does not answer (%s); stopping it", slot.name, answer)
-            elif qname is None and self._spares.adopt(slot):
+            elif qname is None and self._spares.adopt(slot, self._idle_room()):
                 continue
             elif qname is not None and qname not in self._actors:
                 self._actors[qname] = slot
                 self._live[qname] = now
                 continue
             await self._kill_slot(slot)  # unanswering, a surplus spare, or a duplicate
+
+    def _idle_room(self) -> int:
+        """How many idle processes may be kept: live plus idle stay within the live cap plus
+        spare_actors_max, so the node's memory is bounded by the cap."""
+        return self._max_processes - len(self._actors)
 
     def _lock(self, qname: str) -> asyncio.Lock:
         return self._locks.setdefault(qname, asyncio.Lock())
@@ -227,9 +236,11 @@ class Supervisor:
             await self._kill(qname)
             raise unwrap(exc) from None
 
-    async def _reserve(self, qname: str) -> None:
-        """Hibernate least recently used actors until a slot is free, then take it."""
+    async def _reserve(self, qname: str) -> list[dict]:
+        """Hibernate least recently used actors until a slot is free, then take it; returns the
+        release timings of the memories evicted."""
         deadline = time.monotonic() + self._timeout
+        evicted = []
         async with self._cap_lock:
             while len(self._live) + len(self._starting) >= self._max_live:
                 victim = next((q for q in self._live if not self._lock(q).locked()), None)
@@ -239,10 +250,11 @@ class Supervisor:
                     await asyncio.sleep(0.05)
                     continue
                 async with self._lock(victim):
-                    await self._hibernate(victim)
+                    evicted.append(await self._hibernate(victim) or {})
             self._starting.add(qname)
+        return evicted
 
-    async def _start(self, qname: str) -> Any:
+    async def _start(self, qname: str, report: dict) -> Any:
         """Bind a warm spare to `qname`, or start a new actor; then top the spares up again."""
         began = time.monotonic()
         try:
@@ -255,7 +267,7 @@ class Supervisor:
         finally:
             self._spares.fill()
         self._starts.append({"qname": qname, "spare": used_spare, "seconds": round(time.monotonic() - began, 4),
-                             "timings": summary.get("timings", {})})
+                             "timings": summary.get("timings", {}), **report})
         return slot.handle
 
     async def _bind(self, qname: str, slot: Slot, *, spare: bool) -> dict | None:
@@ -275,23 +287,24 @@ class Supervisor:
             await self._kill(qname)
             raise unwrap(exc) from None
 
-    async def _hibernate(self, qname: str) -> bool:
-        """Release the memory from its actor and keep the process as a spare (or stop it)."""
+    async def _hibernate(self, qname: str) -> dict | None:
+        """Release the memory from its actor and keep the process as a spare (or stop it);
+        None if it was not live, else the release's timings."""
         slot = self._actors.get(qname)
         if slot is None:
             self._live.pop(qname, None)
-            return False
+            return None
+        began = time.monotonic()
         try:
-            await asyncio.wait_for(slot.handle.release.remote(), self._timeout)
-            released = True
+            released = await asyncio.wait_for(slot.handle.release.remote(), self._timeout)
         except Exception as exc:  # noqa: BLE001 - stop it anyway: the WAL still holds every write
             log.warning("hibernating %s by stopping its actor: %s", qname, unwrap(exc))
-            released = False
+            released = None
         self._live.pop(qname, None)
         self._actors.pop(qname, None)
-        if not (released and self._spares.give_back(slot)):
+        if not (released and self._spares.give_back(slot, self._idle_room())):
             await self._kill_slot(slot)
-        return True
+        return {"seconds": round(time.monotonic() - began, 4), **(released or {}).get("timings", {})}
 
     async def _kill(self, qname: str) -> None:
         """Kill the memory's actor and wait until it is gone (before another may start)."""

@@ -27,15 +27,27 @@ class PatternBook:
         self.counts = torch.zeros(slots, dtype=torch.int64)
         self.last_seen = torch.zeros(slots, dtype=torch.int64)
         self.sizes = torch.zeros(slots, dtype=torch.int64)  # exemplars held per slot (= len(texts))
+        self._bind_views()
+        self.texts: list[list[str]] = []  # per used slot, oldest first
+        self.domains: list[str | None] = []
+        # Slots written since the current ChunkLookup began (only writers read or clear it).
+        self.touched: set[int] = set()
+
+    def _bind_views(self) -> None:
         # numpy views of the same memory (the tensors are only ever written in place): per-item
         # writes of one row are several times cheaper through numpy than through torch ops.
         self._centroids_np, self._exemplars_np = self.centroids.numpy(), self.exemplar_vectors.numpy()
         self._counts_np, self._last_seen_np = self.counts.numpy(), self.last_seen.numpy()
         self._sizes_np = self.sizes.numpy()
-        self.texts: list[list[str]] = []  # per used slot, oldest first
-        self.domains: list[str | None] = []
-        # Slots written since the current ChunkLookup began (only writers read or clear it).
-        self.touched: set[int] = set()
+
+    # A copy (copy.deepcopy, pickle) carries the tensors only and makes its views of them
+    # anew: copied views would be separate arrays, and writes through them would miss the tensors.
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if not k.endswith("_np")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bind_views()
 
     # ---- lookup --------------------------------------------------------------------------
     def nearest(self, query: torch.Tensor) -> tuple[int, int, float] | None:

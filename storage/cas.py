@@ -38,7 +38,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from pyfastcdc import FastCDC
 
@@ -49,7 +49,7 @@ from storage.content_index import STALE_DOOM_SECONDS
 if TYPE_CHECKING:
     from storage.metadata import MetadataStore
 
-__all__ = ["ContentStore", "Manifest", "MAGIC", "LEGACY_PART", "CHUNK_PREFIX", "chunk_key",
+__all__ = ["ContentStore", "Manifest", "Stored", "MAGIC", "LEGACY_PART", "CHUNK_PREFIX", "chunk_key",
            "parse_manifest", "REFRESH_CLAIMS_AFTER"]
 
 MAGIC = b"NMMF"
@@ -78,6 +78,19 @@ class Manifest:
 
     def to_bytes(self) -> bytes:
         return MAGIC + json.dumps({"format": FORMAT, "parts": self.parts}, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A checkpoint found in the store, its parts not fetched yet: `content_id` names its bytes
+    (equal ids, equal parts), so a reader that already holds them can skip the fetch."""
+
+    key: str
+    content_id: str
+    fetch: Callable[[], dict[str, bytes]]
+
+    def parts(self) -> dict[str, bytes]:
+        return self.fetch()
 
 
 def parse_manifest(payload: bytes, where: str) -> Manifest | None:
@@ -196,10 +209,19 @@ class ContentStore:
 
     def read(self, key: str, sha256: str | None = None) -> dict[str, bytes]:
         """The parts of checkpoint `key` ({LEGACY_PART: blob} for format 1), each verified."""
+        return self.open(key, sha256).parts()
+
+    def open(self, key: str, sha256: str | None = None) -> Stored:
+        """Checkpoint `key` with what names its content (its parts' names and sha256, or a
+        format-1 blob's sha256); the chunks are fetched by `parts()`."""
         payload = self.objects.get(key, sha256)
         manifest = parse_manifest(payload, key)
         if manifest is None:
-            return {LEGACY_PART: payload}
+            return Stored(key, _sha(payload), lambda: {LEGACY_PART: payload})
+        names = json.dumps([[p["name"], p["sha256"]] for p in manifest.parts]).encode()
+        return Stored(key, _sha(names), lambda: self._assemble(key, manifest))
+
+    def _assemble(self, key: str, manifest: Manifest) -> dict[str, bytes]:
         shas = sorted(manifest.chunk_shas())
         chunks = dict(zip(shas, self._map(lambda sha: self._get_chunk(key, sha), shas)))
         parts = {}

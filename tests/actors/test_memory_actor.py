@@ -199,7 +199,7 @@ def test_released_actor_serves_the_next_memory_like_a_fresh_one(local_storage, m
     for i, text in enumerate(a_texts):
         actor.call("acme/a", "observe", f"a{i}", a_vec[i : i + 1], [text])
     a_hash = actor.stats()["weight_hash"]
-    assert actor.release() == {"step": 5}
+    assert actor.release()["step"] == 5
     assert actor.identity() == {"qname": None, "started": False, "warm": True}
     with pytest.raises(Unavailable, match="not served"):
         actor.call("acme/a", "stats")
@@ -243,3 +243,40 @@ def test_history_unwritten_by_a_killed_actor_is_rebuilt_from_the_wal(local_stora
     assert [(h["step"], h["text"]) for h in history] == list(enumerate(texts, start=1))
     assert history[-1]["weight_hash"] == last["weight_hash"] == again.stats()["weight_hash"]
     assert local_storage.metadata.get_stats(Q)["step"] == 4
+
+
+def test_a_process_copies_a_checkpoint_it_decoded_before_never_what_a_memory_learned(local_storage, make_actor):
+    """Forks of one base bound one after the other in one process: the second copies the
+    decoded base (no fetch, no decode) and gets the base's weights, not the first fork's."""
+    from actors import ActorSettings, ActorSpec
+    from actors.durability import Checkpoints
+
+    base = make_actor(local_storage, "acme/base")
+    texts = ["base fact one", "base fact two", "fork one learns this"]
+    vectors = encode(texts)
+    base.observe("b0", vectors[:2], texts[:2])
+    tag = base.checkpoint("v1")
+    for fork in ("acme/f1", "acme/f2", "acme/f3"):
+        register(local_storage, fork)
+        Checkpoints(local_storage, fork).copy_auto(tag)
+
+    spec = ActorSpec(storage=local_storage.settings, settings=ActorSettings(checkpoint_every_seconds=3600.0))
+    actor = MemoryActor(None, spec)
+    try:
+        first = actor.start("acme/f1")
+        assert "checkpoint_decode" in first["timings"] and first["weight_hash"] == tag["weight_hash"]
+        learned = actor.call("acme/f1", "observe", "f0", vectors[2:], texts[2:])
+        actor.release()
+        second = actor.start("acme/f2")
+        assert "checkpoint_copy" in second["timings"] and "checkpoint_fetch" not in second["timings"]
+        assert second["weight_hash"] == tag["weight_hash"] != learned["weight_hash"]
+        assert texts[2] not in actor.call("acme/f2", "infer", vectors[2], 5)["response"]
+        decoded = make_actor(local_storage, "acme/f3")  # a process that decoded the base itself
+        ours = actor.call("acme/f2", "observe", "g0", vectors[2:], texts[2:])
+        assert ours == decoded.observe("g0", vectors[2:], texts[2:])
+        assert actor.call("acme/f2", "infer", vectors[2], 3) == decoded.infer(vectors[2], 3)
+    finally:
+        actor._stop.set()
+        actor._storage.close()
+    again = make_actor(local_storage, "acme/f1")  # f1's own learning is kept in its WAL
+    assert again.stats()["weight_hash"] == learned["weight_hash"]
