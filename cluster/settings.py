@@ -42,7 +42,8 @@ class ClusterSettings(BaseSettings):
     )
     idle_seconds: float = Field(
         600.0, gt=0,
-        description="An actor unused for this long checkpoints and exits; the next call rehydrates it."
+        description="A memory unused for this long hibernates (its short WAL tail or a checkpoint stays behind) "
+                    "and hands its process back; the next call rehydrates it."
     )
     actor_max_concurrency: int = Field(
         8, ge=2, le=256,
