@@ -135,6 +135,38 @@ class NodeMemory:
                 self.peak_mb, self.peak_processes = round(total, 1), len(pids)
 
 
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds used so far by this process and its descendants, by what each process is."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for pid in _descendants(os.getpid()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        role = _role(pid, cmd)
+        out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def _role(pid: int, cmd: str) -> str:
+    if pid == os.getpid():
+        return "bench clients + driver"
+    name = cmd.split("/")[-1]
+    for role in ("MemoryActor", "Supervisor", "ServeReplica", "ProxyActor", "ServeController", "raylet",
+                 "gcs_server", "valkey"):
+        if role in name or role in cmd:
+            return role
+    return "other (Ray agents, idle workers)"
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float], per: int) -> dict[str, float]:
+    """CPU milliseconds per unit of work (`per` forks), by role, largest first."""
+    diff = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    return {k: round(v * 1000 / per, 1) for k, v in sorted(diff.items(), key=lambda kv: -kv[1]) if v > 0}
+
+
 def _descendants(root: int) -> list[int]:
     parents = {}
     for entry in Path("/proc").iterdir():
@@ -246,8 +278,8 @@ async def starts_report() -> dict:
 
     from cluster.supervisor import SUPERVISOR_NAME
 
-    starts = await ray.get_actor(SUPERVISOR_NAME, namespace=NAMESPACE).starts.remote()
-    return {"recent_starts": len(starts), "bound_a_waiting_process": sum(s["spare"] for s in starts)}
+    supervisor = ray.get_actor(SUPERVISOR_NAME, namespace=NAMESPACE)
+    return await supervisor.processes.remote()
 
 
 async def warm_spares(count: int, timeout: float = 600.0) -> None:
@@ -272,10 +304,14 @@ def run_fanout(args: argparse.Namespace) -> dict:
         asyncio.run(warm_spares(args.warm))
         before = dir_bytes(checkpoints)
         with NodeMemory() as node:
+            started_before = asyncio.run(starts_report())["started"]
+            cpu_before = cpu_by_role()
             fanout, names = asyncio.run(fan_out(url, key, args.forks, args.clients))
+            fanout["cpu_ms_per_fork_by_process"] = cpu_delta(cpu_before, cpu_by_role(), args.forks)
             fanout["storage_added_mb"] = round((dir_bytes(checkpoints) - before) / 1e6, 2)
             fanout["storage_added_vs_base_checkpoint"] = round(fanout["storage_added_mb"] / base["checkpoint_mb"], 3)
             fanout["processes"] = asyncio.run(starts_report())
+            fanout["processes"]["started_during_burst"] = fanout["processes"]["started"] - started_before
             wake = asyncio.run(rehydrate(url, key, storage, names, args.rehydrate, args.clients))
         memory = {"peak_pss_mb": node.peak_mb, "processes_at_peak": node.peak_processes,
                   "live_cap": args.live_cap, "idle_processes_max": max(args.warm, args.spares_max)}

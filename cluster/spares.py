@@ -65,11 +65,12 @@ class SparePool:
     def ready(self) -> int:
         return len(self._ready)
 
-    def fill(self) -> None:
-        """Start warming new spares until `size` are ready or warming (no-op once stopped)."""
+    def fill(self, room: int) -> None:
+        """Start warming new spares until `size` are ready or warming, never more than `room`
+        idle processes (no-op once stopped)."""
         if self._stopped or time.monotonic() < self._paused_until:
             return
-        while len(self._ready) + len(self._warming) < self._size:
+        while len(self._ready) + len(self._warming) < min(self._size, room):
             try:
                 slot = self._create()
             except Exception as exc:  # noqa: BLE001 - a spare is an optimisation, never an error
@@ -78,6 +79,10 @@ class SparePool:
                 return
             task = asyncio.get_running_loop().create_task(self._warm(slot))
             self._warming[slot.name] = (slot, task)
+
+    def take_ready(self) -> Slot | None:
+        """A warm spare if one is ready now, without waiting for one that is warming."""
+        return self._ready.pop()[0] if self._ready else None
 
     async def take(self) -> Slot | None:
         """A warm spare; None when none is ready or warming for this caller (start cold then).

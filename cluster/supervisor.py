@@ -80,6 +80,7 @@ class Supervisor:
                                  self._timeout, settings.spare_idle_seconds)
         self._max_processes = settings.max_live_actors + settings.spare_actors_max
         self._starts: deque[dict] = deque(maxlen=START_REPORTS)
+        self._created = 0  # memory actor processes started by this supervisor
 
     # ---- API --------------------------------------------------------------------------------
 
@@ -136,6 +137,10 @@ class Supervisor:
         await self._boot()
         return self._spares.ready
 
+    async def processes(self) -> dict:
+        """Memory actor processes: started so far, serving a memory, idle and ready (benchmarks)."""
+        return {"started": self._created, "serving": len(self._actors), "idle": self._spares.ready}
+
     async def starts(self) -> list[dict]:
         """Recent starts, oldest first: {qname, spare (bool), seconds, timings (in the actor)}."""
         return list(self._starts)
@@ -171,7 +176,7 @@ class Supervisor:
             if self._settings.gc_interval_seconds > 0:
                 self._tasks.append(loop.create_task(run_collector(
                     self._spec.storage, self._settings.gc_interval_seconds, self._settings.gc_grace_seconds)))
-            self._spares.fill()
+            self._spares.fill(self._idle_room())
 
     async def _named_slots(self) -> list[Slot]:
         found = ray.util.list_named_actors(all_namespaces=True)
@@ -215,6 +220,7 @@ class Supervisor:
     def _create(self, qname: str | None) -> Slot:
         """A new memory actor process (qname None: a spare, bound by start(qname) later)."""
         name = new_actor_name()
+        self._created += 1
         handle = self._remote_cls.options(
             name=name, namespace=self._ns, lifetime="detached", max_restarts=0, **self._options,
         ).remote(qname, self._spec)
@@ -255,20 +261,34 @@ class Supervisor:
         return evicted
 
     async def _start(self, qname: str, report: dict) -> Any:
-        """Bind a warm spare to `qname`, or start a new actor; then top the spares up again."""
+        """Bind a process to `qname`: a warm spare, else one an idle memory hands over, else a
+        spare still warming up, else a new one; then top the spares up again."""
         began = time.monotonic()
         try:
-            slot = await self._spares.take()
+            slot = self._spares.take_ready() or await self._steal_idle(report) or await self._spares.take()
             summary = None if slot is None else await self._bind(qname, slot, spare=True)
             used_spare = summary is not None
             if summary is None:  # no spare, or it died while waiting
                 slot = self._create(qname)
                 summary = await self._bind(qname, slot, spare=False)
         finally:
-            self._spares.fill()
+            self._spares.fill(self._idle_room())
         self._starts.append({"qname": qname, "spare": used_spare, "seconds": round(time.monotonic() - began, 4),
                              "timings": summary.get("timings", {}), **report})
         return slot.handle
+
+    async def _steal_idle(self, report: dict) -> Slot | None:
+        """During a burst of starts: hibernate the least recently used memory idle for
+        reuse_idle_seconds and take its process; a wake-up later costs ~0.1 s, a new process now
+        ~3 s (the pool still grows in the background, up to the bound)."""
+        idle, now = self._settings.reuse_idle_seconds, time.monotonic()
+        victim = next((q for q, used in self._live.items()
+                       if now - used >= idle and not self._lock(q).locked()), None) if idle > 0 else None
+        if victim is None:
+            return None
+        async with self._lock(victim):  # free just above, and nothing awaited since: no wait
+            report["stole_from"] = await self._hibernate(victim)
+        return self._spares.take_ready()
 
     async def _bind(self, qname: str, slot: Slot, *, spare: bool) -> dict | None:
         """start(qname) on `slot`; None if a spare turned out dead (the caller starts cold)."""

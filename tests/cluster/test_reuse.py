@@ -39,3 +39,22 @@ def test_a_burst_at_the_cap_recycles_processes_then_the_pool_shrinks(make_cluste
     # Idle: the memories hibernate, and the idle processes beyond spare_actors exit.
     assert wait_until(lambda: arun(cluster.live_actor_count()) == 0, timeout=120)
     assert wait_until(lambda: len(spare_actors(ns)) == 1, timeout=120)
+
+
+def test_a_start_with_no_warm_process_takes_an_idle_memorys(make_cluster, arun, tenant):
+    """No spares at all: the second memory's start hibernates the first (idle long enough) and
+    runs in its process instead of starting one; the first wakes up whole."""
+    import time
+
+    cluster = make_cluster(spare_actors=0, spare_actors_max=1, reuse_idle_seconds=0.5)
+    arun(cluster.create_memory(tenant, "first", SMALL))
+    fact = "the first memory keeps bees"
+    first_hash = arun(cluster.observe(tenant, "first", encode([fact]), [fact]))["weight_hash"]
+    first_pid = arun(cluster._routes().call(f"{tenant}/first", "where"))["pid"]
+    time.sleep(1.0)
+    arun(cluster.create_memory(tenant, "second", SMALL))
+    report = ray.get(cluster._supervisor.starts.remote(), timeout=120)[-1]
+    assert report["qname"] == f"{tenant}/second" and report["spare"] and report.get("stole_from")
+    assert arun(cluster._routes().call(f"{tenant}/second", "where"))["pid"] == first_pid
+    assert arun(cluster.live_actor_count()) == 1
+    assert arun(cluster.stats(tenant, "first"))["weight_hash"] == first_hash
