@@ -232,6 +232,8 @@ async def fan_out(url: str, key: str, forks: int, clients: int) -> tuple[dict, l
                     first_answer_s.append(time.perf_counter() - began)
                     if fact not in answer.json()["response"]:
                         errors.append(f"{name}: recalled {answer.json()['response'][:60]!r}")
+                except httpx.HTTPStatusError as exc:
+                    errors.append(f"{name}: {exc.response.status_code} {exc.response.text[:300]}")
                 except httpx.HTTPError as exc:
                     errors.append(f"{name}: {exc}")
 
@@ -296,7 +298,7 @@ async def warm_spares(count: int, timeout: float = 600.0) -> None:
 
 
 def run_fanout(args: argparse.Namespace) -> dict:
-    cluster = {"max_live_actors": args.live_cap, "spare_actors": args.warm, "spare_actors_max": max(args.warm, args.spares_max),
+    cluster = {"max_live_actors": args.live_cap, "spare_actors": args.warm, "spare_actors_max": args.spares_max,
                "idle_seconds": 3600.0}
     with local_server(cluster) as (url, key, storage):
         checkpoints = Path(storage["data_dir"]) / "checkpoints"
@@ -314,7 +316,7 @@ def run_fanout(args: argparse.Namespace) -> dict:
             fanout["processes"]["started_during_burst"] = fanout["processes"]["started"] - started_before
             wake = asyncio.run(rehydrate(url, key, storage, names, args.rehydrate, args.clients))
         memory = {"peak_pss_mb": node.peak_mb, "processes_at_peak": node.peak_processes,
-                  "live_cap": args.live_cap, "idle_processes_max": max(args.warm, args.spares_max)}
+                  "live_cap": args.live_cap, "processes_beyond_cap": args.spares_max}
     return {"base": base, "fanout": fanout, "rehydrate": wake, "node_memory": memory}
 
 
@@ -354,8 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--base", type=int, default=5000, help="observations of the base memory")
     parser.add_argument("--live-cap", type=int, default=16, help="NMEM_MAX_LIVE_ACTORS of the server")
-    parser.add_argument("--spares-max", type=int, default=4, help="NMEM_SPARE_ACTORS_MAX of the server")
-    parser.add_argument("--warm", type=int, default=4,
+    parser.add_argument("--spares-max", type=int, default=2,
+                        help="NMEM_SPARE_ACTORS_MAX of the server: processes allowed beyond the live cap")
+    parser.add_argument("--warm", type=int, default=16,
                         help="NMEM_SPARE_ACTORS of the server: warm processes ready before the burst")
     parser.add_argument("--rehydrate", type=int, default=200, help="random forks touched after hibernation")
     parser.add_argument("--only", choices=["fanout", "node-loss"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from actors import ActorSettings
@@ -64,20 +64,19 @@ class ClusterSettings(BaseSettings):
                     "Unavailable."
     )
     spare_actors: int = Field(
-        1, ge=0, le=64,
-        description="Warm spare actors kept ready (torch imported, storage open, no memory yet). A fork, "
-                    "rehydration or recovery binds one instead of starting a process: ~0.1 s instead of "
-                    "~3.5 s on 2 cores; a replacement then warms up in the background (~3 CPU-seconds). "
-                    "Each spare costs one idle actor's memory (~190 MB USS), on top of max_live_actors. 0 "
-                    "turns them off."
+        1, ge=0, le=256,
+        description="Warm idle actor processes kept ready (torch imported, storage open, no memory yet), as "
+                    "many as fit under the process bound (max_live_actors + spare_actors_max). A create, fork "
+                    "or wake-up binds one instead of starting a process: ~0.1 s instead of ~3.5 s on 2 cores; "
+                    "a replacement then warms up in the background (~3 CPU-seconds, ~190 MB). Set it to the "
+                    "live cap to have every live slot's process ready before a burst. 0 turns them off."
     )
     spare_actors_max: int = Field(
         4, ge=0, le=256,
-        description="Idle actor processes kept for reuse on top of the live ones: live plus idle processes "
-                    "never exceed max_live_actors + this. A memory that hibernates (idle, or evicted at the "
-                    "live cap) hands its process back instead of exiting, so a burst of forks or wake-ups "
-                    "binds processes that already imported torch; idle ones beyond spare_actors exit after "
-                    "spare_idle_seconds."
+        description="Processes allowed beyond the live cap: live plus idle processes never exceed "
+                    "max_live_actors + this. A memory that hibernates (idle, or evicted at the cap) hands its "
+                    "process back instead of exiting, so a burst of forks or wake-ups binds processes that "
+                    "already imported torch; idle ones beyond spare_actors exit after spare_idle_seconds."
     )
     spare_idle_seconds: float = Field(
         60.0, gt=0,
@@ -121,10 +120,3 @@ class ClusterSettings(BaseSettings):
         if not value or len(value) > 64 or not all(c.isalnum() or c in "-_." for c in value):
             raise ValueError(f"NMEM_NAMESPACE {value!r} must be 1-64 letters, digits, '-', '_' or '.'")
         return value
-
-    @model_validator(mode="after")
-    def _check_spares(self) -> "ClusterSettings":
-        if self.spare_actors_max < self.spare_actors:
-            raise ValueError(f"NMEM_SPARE_ACTORS_MAX ({self.spare_actors_max}) must be at least "
-                             f"NMEM_SPARE_ACTORS ({self.spare_actors})")
-        return self

@@ -26,9 +26,13 @@ for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
 return 1
 """
 
-# KEYS: registry, the tenant's name index. ARGV: name, short name, record JSON.
+# KEYS: registry, the tenant's name index. ARGV: name, short name, record JSON. The very same
+# record already there counts as done: redis-py resends a command that timed out, and the first
+# attempt may have been applied.
 CREATE_MEMORY = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 0 then return 0 end
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 0 and redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[3] then
+  return 0
+end
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
 return 1
 """
@@ -84,10 +88,14 @@ end
 return 1
 """
 
-# KEYS: registry, checkpoint hash, checkpoint order list. ARGV: name, tag, info JSON.
+# KEYS: registry, checkpoint hash, checkpoint order list. ARGV: name, tag, info JSON. (The very
+# same info already there counts as done, as in CREATE_MEMORY.)
 ADD_CHECKPOINT = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
-if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 0 then return 0 end
+if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 0 then
+  if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[3] then return 1 end
+  return 0
+end
 redis.call('RPUSH', KEYS[3], ARGV[2])
 return 1
 """

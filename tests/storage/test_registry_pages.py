@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from errors import InvalidInput
+from errors import CheckpointConflict, InvalidInput, MemoryExists
 from storage import MetadataStore
 from storage.codec import dumps_json
 
@@ -64,3 +64,20 @@ def test_a_registry_from_before_paging_is_indexed_once(metadata_store: MetadataS
 def test_bad_page_arguments_say_what_to_fix(metadata_store: MetadataStore, kwargs: dict) -> None:
     with pytest.raises(InvalidInput):
         metadata_store.list_page("acme", **kwargs)
+
+
+def test_a_resent_create_or_checkpoint_is_not_a_conflict(metadata_store: MetadataStore) -> None:
+    """redis-py resends a command that timed out; if the first attempt was applied, the same
+    record (same bytes, created_at included) must count as done, not as taken."""
+    record = {"config": {}, "encoder": "hash", "created_at": "2026-01-01T00:00:00+00:00"}
+    metadata_store.create_memory("acme/resent", record)
+    metadata_store.create_memory("acme/resent", record)  # the resend
+    with pytest.raises(MemoryExists):
+        metadata_store.create_memory("acme/resent", {**record, "encoder": "minilm"})
+    assert [r["name"] for r in metadata_store.list_page("acme")[0]] == ["acme/resent"]
+    info = {"object_key": "acme/resent/v1.ckpt", "created_at": "2026-01-01T00:00:00+00:00", "step": 1}
+    metadata_store.add_checkpoint("acme/resent", "v1", info)
+    metadata_store.add_checkpoint("acme/resent", "v1", info)
+    with pytest.raises(CheckpointConflict):
+        metadata_store.add_checkpoint("acme/resent", "v1", {**info, "step": 2})
+    assert [c["tag"] for c in metadata_store.list_checkpoints("acme/resent")] == ["v1"]
