@@ -11,11 +11,12 @@ platform's, not MiniLM's):
 - fan-out: --forks forks of base@v1 made by --clients concurrent REST clients, each fork then
   observing one fact and answering one infer: total seconds, forks/s, fork latency and first
   answer (fork sent -> infer answered) p50/p99; checkpoint bytes added (the checkpoint
-  directory) against one base checkpoint; peak memory of the node (PSS summed over every
+  directory) against one base checkpoint, and what Redis grew by (registry, WAL tails, history); peak memory of the node (PSS summed over every
   process this bench started, sampled each second) against the live-actor cap; how many
   starts bound a recycled process instead of starting one
 - rehydrate: once every fork has hibernated, --rehydrate random forks are touched (one infer
-  each) by the same clients: p50/p99
+  each): half by one client (the wake-up's own latency), half by all clients at once (under
+  load): p50/p99
 - node loss: the three-node scenario of tests/cluster/multinode_driver.py (its own Ray
   cluster; checkpoints on SeaweedFS S3): how long until every affected memory answers again,
   the longest pause a client saw, acknowledged writes lost
@@ -107,6 +108,17 @@ def sentences(n: int, seed: int) -> list[str]:
 
 def dir_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def redis_bytes(url: str) -> int:
+    """Memory the metadata server uses (registry, WAL tails, history, stats)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("memory")["used_memory"])
+    finally:
+        client.close()
 
 
 class NodeMemory:
@@ -245,8 +257,9 @@ async def fan_out(url: str, key: str, forks: int, clients: int) -> tuple[dict, l
             "first_answer": _pct(first_answer_s), "errors": errors[:20], "error_count": len(errors)}, names
 
 
-async def rehydrate(url: str, key: str, storage: dict, names: list[str], touches: int, clients: int) -> dict:
-    """Hibernate every live fork, then touch random forks; each touch wakes one."""
+async def rehydrate(url: str, key: str, names: list[str], touches: int, clients: int, seed: int) -> dict:
+    """Hibernate every live memory, then touch random forks (one infer each) with `clients`
+    concurrent clients; each touch wakes one."""
     import ray
 
     from cluster.supervisor import SUPERVISOR_NAME
@@ -254,7 +267,7 @@ async def rehydrate(url: str, key: str, storage: dict, names: list[str], touches
     supervisor = ray.get_actor(SUPERVISOR_NAME, namespace=NAMESPACE)
     for qname in await supervisor.live.remote():
         await supervisor.hibernate.remote(qname)
-    picked = random.Random(3).sample(names, min(touches, len(names)))
+    picked = random.Random(seed).sample(names, min(touches, len(names)))
     queue: asyncio.Queue = asyncio.Queue()
     for name in picked:
         queue.put_nowait(name)
@@ -267,12 +280,12 @@ async def rehydrate(url: str, key: str, storage: dict, names: list[str], touches
                 began = time.perf_counter()
                 reply = await http.post(f"/v1/memories/{name}/infer", json={"prompt": "what do you know?"})
                 if reply.status_code != 200:
-                    errors.append(f"{name}: {reply.status_code} {reply.text[:80]}")
+                    errors.append(f"{name}: {reply.status_code} {reply.text[:200]}")
                     continue
                 samples.append(time.perf_counter() - began)
 
     await asyncio.gather(*(client() for _ in range(clients)))
-    return {"touched": len(picked), "latency": _pct(samples), "errors": errors[:20]}
+    return {"touched": len(picked), "clients": clients, "latency": _pct(samples), "errors": errors[:20]}
 
 
 async def starts_report() -> dict:
@@ -304,7 +317,7 @@ def run_fanout(args: argparse.Namespace) -> dict:
         checkpoints = Path(storage["data_dir"]) / "checkpoints"
         base = asyncio.run(build_base(url, key, args.base))
         asyncio.run(warm_spares(args.warm))
-        before = dir_bytes(checkpoints)
+        before, redis_before = dir_bytes(checkpoints), redis_bytes(storage["redis_url"])
         with NodeMemory() as node:
             started_before = asyncio.run(starts_report())["started"]
             cpu_before = cpu_by_role()
@@ -312,9 +325,12 @@ def run_fanout(args: argparse.Namespace) -> dict:
             fanout["cpu_ms_per_fork_by_process"] = cpu_delta(cpu_before, cpu_by_role(), args.forks)
             fanout["storage_added_mb"] = round((dir_bytes(checkpoints) - before) / 1e6, 2)
             fanout["storage_added_vs_base_checkpoint"] = round(fanout["storage_added_mb"] / base["checkpoint_mb"], 3)
+            fanout["redis_added_mb"] = round((redis_bytes(storage["redis_url"]) - redis_before) / 1e6, 2)
             fanout["processes"] = asyncio.run(starts_report())
             fanout["processes"]["started_during_burst"] = fanout["processes"]["started"] - started_before
-            wake = asyncio.run(rehydrate(url, key, storage, names, args.rehydrate, args.clients))
+            # One client at a time: the wake-up itself; then all clients at once: under load.
+            wake = {"one_client": asyncio.run(rehydrate(url, key, names, args.rehydrate // 2, 1, seed=3)),
+                    "all_clients": asyncio.run(rehydrate(url, key, names, args.rehydrate // 2, args.clients, seed=4))}
         memory = {"peak_pss_mb": node.peak_mb, "processes_at_peak": node.peak_processes,
                   "live_cap": args.live_cap, "processes_beyond_cap": args.spares_max}
     return {"base": base, "fanout": fanout, "rehydrate": wake, "node_memory": memory}
@@ -327,6 +343,7 @@ def run_node_loss() -> dict:
 
     with tempfile.TemporaryDirectory(prefix="nmem-node-loss-") as tmp:
         valkey = EmbeddedValkey(Path(tmp) / "valkey")
+        (Path(tmp) / "weed").mkdir()
         server, process, ports = start_seaweedfs(Path(tmp) / "weed")
         try:
             args = {"redis_url": valkey.start(), "s3": asdict(server), "prefix": f"nl{uuid.uuid4().hex[:8]}",
