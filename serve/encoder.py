@@ -90,7 +90,9 @@ class LocalEncoder:
     into each pass, as the Encoder deployment's @serve.batch would."""
 
     def __init__(self, preload: list[str], threads: int = 0) -> None:
-        if threads:  # torch's intra-op threads for this process (Ray sets 1 for <1-CPU replicas)
+        # The process's intra-op threads (Ray sets 1 for <1-CPU replicas): torch's, which the
+        # ONNX Runtime session of each MiniLM encoder takes when preload creates it.
+        if threads:
             torch.set_num_threads(threads)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self._loaded = preload_encoders(preload)

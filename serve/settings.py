@@ -71,8 +71,8 @@ class GatewaySettings(BaseSettings):
     )
     encoder_threads: int = Field(
         0, ge=0, le=64,
-        description="torch threads for in-gateway encoding; 0 keeps Ray's default (1 for a "
-                    "replica reserving < 1 CPU).",
+        description="Intra-op threads (torch and the ONNX Runtime encoder session) for "
+                    "in-gateway encoding; 0 keeps Ray's default (1 for a replica reserving < 1 CPU).",
     )
     encoder_batch_size: int = Field(32, ge=1, le=1024, description="Max texts per encoder batch.")
     encoder_batch_wait_s: float = Field(
