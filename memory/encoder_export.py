@@ -129,12 +129,13 @@ def _identity(path: Path) -> tuple[int, int]:
 
 @contextmanager
 def _exclusive(lock_path: Path):
-    with open(lock_path, "a+b") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    # Read-only is enough for flock, and works on a lock file another user created.
+    fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
