@@ -74,6 +74,8 @@ class MiniLMEncoder:
         from memory import encoder_export as export
 
         self.name = "minilm-int8" if int8 else "minilm"
+        if int8:  # activations are quantised over the whole input: batch-mates would move a vector
+            self.group = 1
         # One thread budget per process: torch's (Ray sets it from a replica's CPUs; the
         # gateway from NMEM_ENCODER_THREADS), fixed when the session is made.
         self.threads = threads or torch.get_num_threads()

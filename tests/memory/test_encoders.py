@@ -48,6 +48,8 @@ def test_int8_is_a_separate_encoder_close_to_minilm(corpus):
     assert np.allclose(np.linalg.norm(int8, axis=1), 1.0, atol=1e-5)
     cosines = (full * int8).sum(1)
     assert 0.97 < cosines.mean() < 0.9999  # close, but other vectors: hence its own name
+    alone = np.stack([get_encoder("minilm-int8").encode([text])[0] for text in texts[:20]])
+    np.testing.assert_allclose(int8[:20], alone, atol=1e-5)  # a text's vector ignores its batch
 
 
 def test_unknown_encoder_name_is_a_clear_error():
