@@ -1,4 +1,5 @@
-"""The learning memory: pure torch, no Ray, no network, no files — bytes in, bytes out.
+"""The learning memory: pure torch, no Ray, no network, no files — bytes in, bytes out. (The
+MiniLM encoder, on ONNX Runtime, keeps one exported model file in a cache directory.)
 
 Names are loaded lazily so that `import errors` (which re-exports `memory.errors`) does not
 pull in torch for processes that only need the exception tree.

@@ -108,22 +108,27 @@ def new_session(variant: str, threads: int) -> ort.InferenceSession:
 def _cached_model(variant: str, stale: tuple | None = None) -> str | bytes:
     """The cached file's path, or the model's bytes when the cache cannot be written. `stale`
     names a file found corrupt: it is replaced unless another process already replaced it."""
-    path = cache_path(variant)
+    path, data = cache_path(variant), None
     try:
         if path.is_file() and _identity(path) != stale:
             return str(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with _exclusive(path.with_name(path.name + ".lock")):
             if not path.is_file() or _identity(path) == stale:  # else: built while we waited
-                _write_atomically(path, _build(variant))
+                data = _build(variant)
+                _write_atomically(path, data)
         return str(path)
     except OSError as exc:
-        logger.warning("encoder cache %s not usable (%s); exporting in memory", path.parent, exc)
-        return _build(variant)
+        logger.warning("encoder cache %s not usable (%s); keeping the model in memory",
+                       path.parent, exc)
+        return data if data is not None else _build(variant)
 
 
-def _identity(path: Path) -> tuple[int, int]:
-    stat = path.stat()
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
     return stat.st_ino, stat.st_mtime_ns
 
 

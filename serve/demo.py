@@ -32,6 +32,7 @@ from typing import Callable
 import httpx
 
 from errors import NeuralMemoryError, Unavailable
+from memory.config import ENCODER_DIMS
 from serve.rest_client import RestBackend
 
 CONCEPT = ("Grokking is when a model suddenly generalizes after extensive overfitting. "
@@ -371,7 +372,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--api-key", default=os.environ.get("NMEM_API_KEY"),
                    help="API key for --url (default: $NMEM_API_KEY; none if auth is off)")
     p.add_argument("--out", type=Path, default=Path("surprise.png"), help="PNG to write")
-    p.add_argument("--encoder", choices=["minilm", "hash"],
+    p.add_argument("--encoder", choices=sorted(ENCODER_DIMS),
                    help="encoder for the demo's memories (default: the server's default)")
     return p.parse_args(argv)
 

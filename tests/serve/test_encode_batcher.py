@@ -99,10 +99,11 @@ from serve.encoder import LocalEncoder
 first = LocalEncoder(["minilm"], threads=2)
 session = get_encoder("minilm")._session
 second = LocalEncoder(["minilm"], threads=2)
-got = asyncio.run(second.encode_batch("minilm", ["Redis is an in-memory database"]))
+texts = ["Redis is an in-memory database"]
+got = asyncio.run(second.encode_batch("minilm", texts))
 print(json.dumps({"threads": session.get_session_options().intra_op_num_threads,
                   "same_session": get_encoder("minilm")._session is session,
-                  "same_vectors": bool((got == get_encoder("minilm").encode(["Redis is an in-memory database"])).all())}))
+                  "same_vectors": bool((got == get_encoder("minilm").encode(texts)).all())}))
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2],
                           capture_output=True, text=True, timeout=300)
