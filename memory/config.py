@@ -12,8 +12,8 @@ from memory.errors import InvalidInput
 # input is "half familiar", and how sharp that transition is. For MiniLM, paraphrases sit at
 # cosine >= 0.75, same-topic facts at 0.4-0.6 and unrelated text below 0.3 (measured on the
 # seed suite's sentences).
-ENCODER_CALIBRATION = {"minilm": (0.55, 0.08), "hash": (0.45, 0.08)}
-ENCODER_DIMS = {"minilm": 384, "hash": 384}
+ENCODER_CALIBRATION = {"minilm": (0.55, 0.08), "minilm-int8": (0.55, 0.08), "hash": (0.45, 0.08)}
+ENCODER_DIMS = {"minilm": 384, "minilm-int8": 384, "hash": 384}
 MAX_PARAMETERS = 16_000_000  # one actor's weights + momentum + EWC state stay under ~256 MB
 
 
