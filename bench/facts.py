@@ -216,23 +216,30 @@ class Vectors:
             if str(data["corpus_sha256"]) != corpus_sha256():
                 raise SystemExit(f"{path} was built from another corpus: rebuild it with "
                                  "`python -m bench.facts embed`")
-            self._facts = dict(zip(data["fact_ids"].tolist(), data["facts"]))
-            self._cues = dict(zip(data["cue_ids"].tolist(), data["cues"]))
-        self.observable = sum(i < FACTS for i in self._facts)
+            self._facts, self._cues = data["facts"], data["cues"]
+            self._fact_row = self._positions(data["fact_ids"])
+            self._cue_row = self._positions(data["cue_ids"])
+        self.observable = int((self._fact_row[:FACTS] >= 0).sum())
 
     @staticmethod
-    def _get(table: dict, indices) -> np.ndarray:
-        try:
-            return np.stack([table[int(i)] for i in indices]).astype(np.float32)
-        except KeyError as exc:
-            raise SystemExit(f"the vector cache lacks item {exc}: rebuild it with "
-                             "`python -m bench.facts embed` (without --limit)") from exc
+    def _positions(ids: np.ndarray) -> np.ndarray:
+        rows = np.full(FACTS + UNSEEN, -1)
+        rows[ids] = np.arange(len(ids))
+        return rows
+
+    @staticmethod
+    def _get(table: np.ndarray, rows: np.ndarray, indices) -> np.ndarray:
+        picked = rows[np.asarray(indices)]
+        if (picked < 0).any():
+            raise SystemExit("the vector cache lacks some items: rebuild it with "
+                             "`python -m bench.facts embed` (without --limit)")
+        return table[picked].astype(np.float32)
 
     def facts(self, indices) -> np.ndarray:
-        return self._get(self._facts, indices)
+        return self._get(self._facts, self._fact_row, indices)
 
     def cues(self, indices) -> np.ndarray:
-        return self._get(self._cues, indices)
+        return self._get(self._cues, self._cue_row, indices)
 
 
 def main() -> None:
