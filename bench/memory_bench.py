@@ -11,7 +11,7 @@ Everything on ONE torch thread, default config, encoder excluded (cached vectors
   (fused, network, episodic); per size, in a fresh process: unique RAM, observe / infer p50,
   and checkpoint bytes after 200 more observations next to the full state;
 - speed of a young memory (2,000 items): observe p50/p99, batched items/s, infer;
-- the vector-index libraries on one segment of the same data (`bench.index_libraries`);
+- the store's search next to HNSW graphs of three libraries, same data (`bench.index_libraries`);
 - retention with and without consolidation; the seed suite (its latency check includes
   MiniLM); titans-pytorch, the peer, in the same run.
 How the cues are made, and why: see `bench.facts`.
@@ -30,7 +30,7 @@ import torch
 
 from bench import index_libraries, scale
 from bench.corpus import docstring_sentences
-from bench.facts import FACTS, SAMPLE, Vectors, load, uniform_sample
+from bench.facts import FACTS, Vectors, load, uniform_sample
 from bench.quality import observe_all, retention
 from bench.seed_suite import (Embeddings, run_capacity, run_generalization, run_learning,
                               run_retention)
@@ -90,8 +90,7 @@ def consolidation_retention(config: MemoryConfig, vectors: Vectors, facts) -> di
 
 
 def index_comparison(vectors: Vectors, size: int) -> dict:
-    cue_ids = np.array([i for i in uniform_sample(10_000) if i < size] + list(range(min(SAMPLE, size))))
-    return {"segment_records": size, **index_libraries.compare(vectors.facts(np.arange(size)), vectors.cues(cue_ids))}
+    return index_libraries.compare(vectors.facts(np.arange(size)), vectors.cues(uniform_sample(size)))
 
 
 def seed_suite(config: MemoryConfig, emb: Embeddings, corpus: list[str]) -> dict:
@@ -123,7 +122,7 @@ def main() -> None:
     _progress(report, started)
     report["scale"] = scale.grow(config, sizes)
     _progress(report, started)
-    report["index_libraries"] = index_comparison(vectors, config.segment_size)
+    report["index_libraries"] = index_comparison(vectors, max(sizes))
     report["retention"] = consolidation_retention(config, vectors, facts)
     if not args.quick:
         emb = Embeddings("minilm", path=Path(__file__).with_name("results") / ".embeddings-minilm.npz")

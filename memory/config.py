@@ -39,8 +39,8 @@ class MemoryConfig:
     replay_items: int = 512  # pattern-book exemplars replayed into the weights per consolidate()
     replay_passes: int = 2  # passes over them
     # --- episodic store (every distinct text, searchable; decodes the network into text) ---
-    segment_size: int = 8192  # records per sealed (immutable, HNSW-indexed) segment
-    search_breadth: int = 64  # HNSW ef when searching sealed segments: higher = exacter, slower
+    episode_chunk: int = 1024  # records per immutable state part (the newest go in the head)
+    shortlist: int = 64  # candidates (by sign-bit Hamming distance) ranked by exact cosine per query
     # --- hot set (statistics of the most recently active patterns) -------------------------
     pattern_slots: int = 4096  # patterns tracked; when full the least recently seen leaves it
     exemplars_per_slot: int = 4  # newest records listed per pattern (all stay in the store)
@@ -71,11 +71,10 @@ class MemoryConfig:
                             f"{MAX_PARAMETERS:,}); lower memory_width or memory_depth")
         if self.pattern_slots > 65536 or self.exemplars_per_slot > 64:
             problems.append("pattern_slots <= 65536 and exemplars_per_slot <= 64")
-        if not (isinstance(self.segment_size, int) and 16 <= self.segment_size <= 1 << 20
-                and self.segment_size % 16 == 0):
-            problems.append("segment_size must be a multiple of 16 from 16 to 1048576")
-        if not (isinstance(self.search_breadth, int) and 1 <= self.search_breadth <= 4096):
-            problems.append("search_breadth must be an integer from 1 to 4096")
+        if not (isinstance(self.episode_chunk, int) and 1 <= self.episode_chunk <= 1 << 16):
+            problems.append("episode_chunk must be an integer from 1 to 65536")
+        if not (isinstance(self.shortlist, int) and 1 <= self.shortlist <= 4096):
+            problems.append("shortlist must be an integer from 1 to 4096")
         for name in ("lr", "key_scale", "value_bandwidth", "max_grad_norm"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):

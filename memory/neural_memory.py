@@ -4,8 +4,8 @@ Three parts (as in complementary-learning-systems theory):
 - the Titans network (`memory.titans`): slow, generalising, fixed-size — it is what learns; it
   re-ranks what the store finds and is half of the surprise signal;
 - the episodic store (`memory.episodes`): every distinct text observed, kept verbatim with its
-  vector and searchable forever (immutable sealed segments with HNSW graphs) — it decodes the
-  network's output back into text and never forgets a fact;
+  vector and searchable forever (immutable chunks; a sign-bit scan, then exact cosines) — it
+  decodes the network's output back into text and never forgets a fact;
 - the hot set (`memory.patterns`): statistics of the most recently active patterns (how often
   each was reinforced, its newest exemplars) for `explain`, replay and `capacity_used`.
 
@@ -42,7 +42,7 @@ class NeuralMemory:
     def __init__(self, config: MemoryConfig | None = None):
         self.config = config or MemoryConfig()
         self.net = TitansMemory(self.config)
-        self.store = EpisodicStore(self.config.dim, self.config.segment_size, self.config.search_breadth)
+        self.store = EpisodicStore(self.config.dim, self.config.episode_chunk, self.config.shortlist)
         self.hot = HotSet(self.config.pattern_slots, self.config.exemplars_per_slot)
         self.step = 0
         self.avg_surprise = 0.0
@@ -292,7 +292,7 @@ class NeuralMemory:
         return {"total_observations": self.step, "weight_parameters": self.net.parameter_count,
                 "capacity_used": self.capacity_used, "avg_surprise": self.avg_surprise,
                 "domains": sorted(self.domain_counts), "patterns": self.hot.used,
-                "episodes": self.store.size, "sealed_segments": len(self.store.segments)}
+                "episodes": self.store.size}
 
     # ---- state ---------------------------------------------------------------------------
     @property

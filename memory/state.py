@@ -3,12 +3,11 @@
 A memory is saved as named parts (`to_parts`):
 - `head` — the only part that changes between checkpoints: the config, counters, domain
   names, the network's weights and momentum, the hot set, the episodic store's manifest and
-  its newest records (those after the last full chunk);
+  its newest records (the tail, after the last full chunk);
 - `ewc/<generation>` — the EWC Fisher and anchor, rewritten only by `consolidate()`;
-- `chunk/<first id>` — a full chunk (segment_size / 16 records) of the open segment;
-- `segment/<first id>` — a sealed segment: its records and their HNSW graph.
+- `chunk/<first id>` — `episode_chunk` records: vectors (float16), texts, steps, domains, patterns.
 Every part but `head` is immutable: the same name always holds the same bytes, so a
-content-addressed store writes, per checkpoint, the head plus what was sealed since the last.
+content-addressed store writes, per checkpoint, the head plus the chunks filled since the last.
 `to_blob` packs all parts into one self-describing object (format 2); `from_blob` also reads
 format 1 (the network plus the old bounded pattern book), converting its exemplars to records.
 """
@@ -50,7 +49,7 @@ def to_parts(memory) -> dict[str, bytes]:
     arrays = {f"w{i}": p for i, p in enumerate(net.params)}
     arrays.update({f"m{i}": m for i, m in enumerate(net.momentum)})
     arrays.update(memory.hot.arrays())
-    arrays.update({f"tail_{name}": column for name, column in store.tail().items()})
+    arrays.update({f"tail_{name}": column for name, column in store.tail_columns().items()})
     parts["head"] = codec.pack("head", fields, arrays)
     return parts
 
@@ -75,7 +74,7 @@ def from_parts(cls, parts: Mapping[str, bytes], expected: MemoryConfig | None = 
         net.anchor = [_tensor(ewc[f"a{i}"], net.dtype) for i in range(n)]
     memory.hot.load(arrays)
     tail = {name.removeprefix("tail_"): a for name, a in arrays.items() if name.startswith("tail_")}
-    memory.store = EpisodicStore.restore(config.dim, config.segment_size, config.search_breadth,
+    memory.store = EpisodicStore.restore(config.dim, config.episode_chunk, config.shortlist,
                                          fields["store"], parts, tail)
     memory.step, memory.avg_surprise = fields["step"], fields["avg_surprise"]
     memory.domain_names = list(fields["domain_names"])

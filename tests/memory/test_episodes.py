@@ -17,14 +17,14 @@ def _unit(rows: int, dim: int, seed: int) -> np.ndarray:
 
 
 def test_no_distinct_fact_is_dropped_at_three_times_the_hot_set():
-    """3x as many distinct facts as hot-set slots, across sealed segments: every one is still
+    """3x as many distinct facts as hot-set slots, across immutable chunks: every one is still
     stored, found by its own vector as the top answer, and recognised as seen."""
-    memory = NeuralMemory(MemoryConfig(**SMALL, pattern_slots=32, segment_size=32))
+    memory = NeuralMemory(MemoryConfig(**SMALL, pattern_slots=32, episode_chunk=32, shortlist=8))
     vectors, texts = _unit(96, 384, 0), [f"fact {i}" for i in range(96)]
     for start in range(0, 96, 10):
         memory.observe_vectors(vectors[start : start + 10], texts[start : start + 10])
     assert memory.capacity_used == 1.0 and memory.stats()["episodes"] == 96
-    assert memory.stats()["sealed_segments"] == 3
+    assert len(memory.store.chunks) == 3
     for vector, text in zip(vectors, texts):
         assert memory.infer_vector(vector, top_k=1)["attention_weights"][0]["pattern"] == text
         assert memory.surprise_vector(vector)["nearest_pattern"] == text
@@ -33,22 +33,32 @@ def test_no_distinct_fact_is_dropped_at_three_times_the_hot_set():
     assert max(seen) < 0.05 < 0.5 < min(unseen)
 
 
-def test_store_search_equals_brute_force_over_sealed_and_open_segments():
-    store = EpisodicStore(16, segment_size=32, breadth=256)  # breadth >= records: exact
+def test_store_search_equals_brute_force_over_chunks_and_tail():
+    store = EpisodicStore(16, chunk=32, shortlist=256)  # a shortlist of everything: exact
     vectors = _unit(100, 16, 2)
     for i, vector in enumerate(vectors):
         store.append(vector, f"r{i}", i + 1, 0, None)
-    assert len(store.segments) == 3 and store.open.count == 4
+    assert len(store.chunks) == 3 and store.tail.count == 4
     queries = _unit(10, 16, 3)
     ids, sims = store.search(queries, 5)
     stored = vectors.astype(np.float16).astype(np.float32)
     want = np.argsort(-(queries @ stored.T), axis=1, kind="stable")[:, :5]
     assert np.array_equal(ids, want)
-    np.testing.assert_allclose(sims, np.take_along_axis(queries @ stored.T, want, 1), atol=2e-3)
+    np.testing.assert_allclose(sims, np.take_along_axis(queries @ stored.T, want, 1), atol=1e-6)
     assert [store.text(i) for i in (0, 40, 99)] == ["r0", "r40", "r99"]
     np.testing.assert_array_equal(store.vectors([99, 0, 40]), stored[[99, 0, 40]])
     padded, _ = EpisodicStore(16, 32, 64).search(queries[:1], 3)
     assert padded.tolist() == [[-1, -1, -1]]
+
+
+def test_a_short_shortlist_still_finds_every_stored_vector_and_ranks_exactly():
+    store = EpisodicStore(64, chunk=50, shortlist=8)  # 8 of 300 pass the sign-bit scan
+    vectors = _unit(300, 64, 8)
+    for i, vector in enumerate(vectors):
+        store.append(vector, f"r{i}", i + 1, 0, None)
+    ids, sims = store.search(vectors, 3)
+    assert ids[:, 0].tolist() == list(range(300))  # identical sign bits: always shortlisted
+    assert (np.diff(sims, axis=1) <= 0).all() and np.allclose(sims[:, 0], 1.0, atol=2e-3)
 
 
 def test_a_repeat_inside_one_batch_is_recognised_by_the_later_item():
@@ -84,13 +94,13 @@ def test_batched_and_streamed_observation_store_the_same_patterns():
 
 def test_one_lookup_per_block_of_chunks_scores_like_one_lookup_per_chunk(monkeypatch):
     # Batches share one store search across several network chunks (LOOKUP_BLOCK); an item
-    # must still see what earlier chunks of the same block stored, across a segment seal.
+    # must still see what earlier chunks of the same block stored, across a filled chunk.
     import memory.neural_memory as neural_memory
 
     base = _unit(40, 384, 5)
     vectors = np.concatenate([base, base[:20] + 0.02 * _unit(20, 384, 6), base[10:30]])
     texts = [f"item {i}" for i in range(len(vectors))]
-    config = MemoryConfig(**SMALL, chunk_size=4, pattern_slots=24, segment_size=32)
+    config = MemoryConfig(**SMALL, chunk_size=4, pattern_slots=24, episode_chunk=32)
     results = {}
     for block in (4, 64):  # one chunk per lookup vs sixteen chunks per lookup
         monkeypatch.setattr(neural_memory, "LOOKUP_BLOCK", block)

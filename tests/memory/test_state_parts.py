@@ -12,7 +12,7 @@ from errors import IncompatibleState
 from memory import MemoryConfig, NeuralMemory
 
 DATA = Path(__file__).with_name("data")
-CONFIG = MemoryConfig(encoder="hash", memory_width=64, value_dim=32, pattern_slots=24, segment_size=48,
+CONFIG = MemoryConfig(encoder="hash", memory_width=64, value_dim=32, pattern_slots=24, episode_chunk=48,
                       chunk_size=8)
 
 
@@ -41,14 +41,14 @@ def _answers(memory) -> list:
 
 @pytest.fixture(scope="module")
 def grown():
-    """A memory past its hot set (24) with three sealed segments, open chunks and EWC state."""
+    """A memory past its hot set (24) with three full chunks, a tail and EWC state."""
     return _feed(NeuralMemory(CONFIG), _batches(170), consolidate_at=5)
 
 
 def test_parts_round_trip_gives_the_same_memory(grown):
     parts = grown.state_parts()
-    assert grown.stats()["episodes"] > 3 * CONFIG.pattern_slots and grown.stats()["sealed_segments"] == 3
-    assert {name.split("/")[0] for name in parts} == {"head", "ewc", "segment", "chunk"}
+    assert grown.stats()["episodes"] > 3 * CONFIG.pattern_slots and len(grown.store.chunks) == 3
+    assert grown.store.tail.count and {name.split("/")[0] for name in parts} == {"head", "ewc", "chunk"}
     copy = NeuralMemory.from_parts(parts)
     assert copy.state_parts() == parts and _answers(copy) == _answers(grown)
     more = _batches(40, seed=1)
@@ -63,10 +63,10 @@ def test_blob_round_trip_gives_the_same_memory(grown):
 
 def test_replay_from_a_checkpoint_equals_the_uninterrupted_memory():
     """What the actor does after a crash: newest checkpoint + WAL replay, in the same batches,
-    must equal a twin that never stopped — weights, answers and every part (index included)."""
+    must equal a twin that never stopped — weights, answers and every part."""
     batches = _batches(200, seed=2)
     twin = _feed(NeuralMemory(CONFIG), batches, consolidate_at=4)
-    for cut in (3, 9):  # before and after the consolidation; seals happen on both sides
+    for cut in (3, 9):  # before and after the consolidation; chunks fill on both sides
         checkpoint = _feed(NeuralMemory(CONFIG), batches[:cut], consolidate_at=4).state_parts()
         replayed = _feed(NeuralMemory.from_parts(checkpoint), batches[cut:],
                          consolidate_at=4 - cut if cut <= 4 else None)
@@ -81,7 +81,7 @@ def test_two_memories_fed_the_same_batches_are_bit_identical():
 
 
 def test_sealed_parts_never_change_and_a_checkpoint_writes_only_what_is_new(grown):
-    config = MemoryConfig(**{**CONFIG.to_dict(), "segment_size": 512, "pattern_slots": 64})
+    config = MemoryConfig(**{**CONFIG.to_dict(), "episode_chunk": 256, "pattern_slots": 64})
     memory = _feed(NeuralMemory(config), _batches(2000, seed=4, size=50))
     before = memory.state_parts()
     _feed(memory, _batches(20, seed=5))
@@ -98,7 +98,7 @@ def test_sealed_parts_never_change_and_a_checkpoint_writes_only_what_is_new(grow
 
 def test_missing_or_damaged_parts_are_a_clear_error(grown):
     parts = grown.state_parts()
-    segment = next(name for name in parts if name.startswith("segment/"))
+    segment = next(name for name in parts if name.startswith("chunk/"))
     with pytest.raises(IncompatibleState, match=segment):
         NeuralMemory.from_parts({k: v for k, v in parts.items() if k != segment})
     damaged = dict(parts, head=parts["head"][:-10] + b"0123456789")
