@@ -114,15 +114,17 @@ class EpisodicStore:
         return record
 
     # ---- reads -----------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, shortlist: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The k most similar records to each query (n, dim): ids (n, k), closest first (ties:
-        lower id first), and exact cosines (float64); -1 and -inf where the store has fewer."""
+        lower id first), and exact cosines (float64); -1 and -inf where the store has fewer.
+        `shortlist`: how many pass the sign-bit scan (default: the store's)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        shortlist = max(shortlist or self.shortlist, k + SLACK)
         with self._lock:
             size = self.size
             if not size:
                 return np.full((len(queries), k), -1), np.full((len(queries), k), -np.inf)
-            _, ids = self._codes.search(signs(queries), min(size, max(self.shortlist, k + SLACK)))
+            _, ids = self._codes.search(signs(queries), min(size, shortlist))
         sims = np.full(ids.shape, -np.inf)
         valid = ids >= 0
         sims[valid] = exact_cosines(self.vectors(ids[valid]), queries[np.nonzero(valid)[0]])
@@ -160,10 +162,9 @@ class EpisodicStore:
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         in_tail = ids >= tail.start
         out[in_tail] = tail.vectors[ids[in_tail] - tail.start]
-        owner = ids // self.chunk
-        for at in np.unique(owner[~in_tail]).tolist():
-            pick = ~in_tail & (owner == at)
-            out[pick] = chunks[at].vectors[ids[pick] - chunks[at].start]
+        if not in_tail.all():  # rows of many chunks: one lookup per row beats grouping by chunk
+            owner, row = np.divmod(ids[~in_tail], self.chunk)
+            out[~in_tail] = np.stack([chunks[o].vectors[r] for o, r in zip(owner.tolist(), row.tolist())])
         return out
 
     # ---- persistence -----------------------------------------------------------------------
