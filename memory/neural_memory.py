@@ -101,7 +101,8 @@ class NeuralMemory:
     def _label(self, record: int) -> str:
         """A record's pattern, described by the pattern's newest exemplar."""
         slot = self.hot.slot(self.store.pattern(record))
-        return self.store.text(self.hot.newest_member(slot) if slot is not None else record)
+        newest = self.hot.newest_member(slot) if slot is not None else -1
+        return self.store.text(newest if newest >= 0 else record)
 
     def _domain_id(self, domain: str | None) -> int:
         if not domain:
@@ -272,7 +273,7 @@ class NeuralMemory:
 
     def explain(self, top_k: int = 5) -> list[dict]:
         top_k = _check_top_k(top_k)
-        pool = self.hot.strongest(4 * top_k)
+        pool = [slot for slot in self.hot.strongest(4 * top_k) if self.hot.newest_member(slot) >= 0]
         if not pool:
             return []
         latest = self.store.vectors([self.hot.newest_member(slot) for slot in pool])

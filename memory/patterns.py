@@ -43,8 +43,11 @@ class HotSet:
         return self.slot_of.get(self.resolve(pattern))
 
     def newest_member(self, slot: int) -> int:
+        """The slot's newest record id; -1 if it has none (only seen by a reader racing a write:
+        readers do not lock, so they tolerate a slot caught mid-update)."""
         row = self.members[slot]
-        return int(row[row >= 0][-1])
+        row = row[row >= 0]
+        return int(row[-1]) if len(row) else -1
 
     def member_ids(self, slot: int) -> list[int]:
         """Record ids of a slot's exemplars, newest first."""
