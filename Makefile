@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup run test bench browser clean
+.PHONY: setup run test bench browser registry clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(BIN)/python:
 # torch first, pinned to the CPU build, so nothing later pulls a multi-GB CUDA wheel.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,langgraph]'
 	touch $(STAMP)
 
 # Headless Chromium for the dashboard's browser tests (Debian packages; needs root + apt).
@@ -28,7 +28,16 @@ browser:
 	  else echo "note: /usr/bin/chromium missing and apt-get unavailable; browser tests will skip"; fi; \
 	fi
 
-setup: $(STAMP) browser
+# The CNCF distribution registry (Debian's docker-registry; runs without Docker) and htpasswd,
+# for the push/pull tests of memory images against a real OCI registry.
+registry:
+	@if [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/bin/htpasswd ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry apache2-utils; \
+	  else echo "note: docker-registry/htpasswd missing and apt-get unavailable; registry tests will skip"; fi; \
+	fi
+
+setup: $(STAMP) browser registry
 
 run: setup
 	$(BIN)/neural-memory serve

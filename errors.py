@@ -1,4 +1,108 @@
-"""Public exception tree; see `memory.errors` for the drawing. Import errors from here."""
+"""The one exception tree of Neural Memory Cluster.
 
-from memory.errors import *  # noqa: F401,F403
-from memory.errors import __all__  # noqa: F401
+It lives in this root module, beside `contract`, below every package: each package imports it
+and it imports nothing of ours. Only `serve/` turns these into HTTP statuses or MCP tool errors.
+
+    NeuralMemoryError
+    ├── InvalidInput              bad argument from a caller (text, name, number); 400/422
+    ├── NotFound                  404
+    │   ├── MemoryNotFound
+    │   └── CheckpointNotFound    (also a CheckpointError)
+    ├── AlreadyExists             409
+    │   └── MemoryExists
+    ├── IncompatibleState         a state made with another encoder, dim or format version
+    ├── StorageError              a backing service failed or misbehaved; 503
+    │   ├── MetadataError         Redis/Valkey
+    │   └── CheckpointError       S3 / local checkpoint store
+    │       ├── CheckpointNotFound
+    │       ├── CheckpointCorrupt   stored bytes fail their hash or cannot be decoded
+    │       └── CheckpointConflict  a create-only write lost the race (tag already taken)
+    ├── AuthError                 401: no or unknown API key
+    ├── Forbidden                 403
+    └── Unavailable               503: the memory's actor could not be reached or started
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NeuralMemoryError",
+    "InvalidInput",
+    "NotFound",
+    "MemoryNotFound",
+    "AlreadyExists",
+    "MemoryExists",
+    "IncompatibleState",
+    "StorageError",
+    "MetadataError",
+    "CheckpointError",
+    "CheckpointNotFound",
+    "CheckpointCorrupt",
+    "CheckpointConflict",
+    "AuthError",
+    "Forbidden",
+    "Unavailable",
+]
+
+
+class NeuralMemoryError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class InvalidInput(NeuralMemoryError, ValueError):
+    """A caller passed a bad argument; the message says what to fix."""
+
+
+class NotFound(NeuralMemoryError, LookupError):
+    """Something named by the caller does not exist."""
+
+
+class MemoryNotFound(NotFound):
+    """No memory with that name (in the caller's tenant)."""
+
+
+class AlreadyExists(NeuralMemoryError):
+    """Something the caller asked to create already exists."""
+
+
+class MemoryExists(AlreadyExists):
+    """A memory with that name already exists."""
+
+
+class IncompatibleState(NeuralMemoryError):
+    """Serialized state cannot be loaded here: other encoder, dim, or format version."""
+
+
+class StorageError(NeuralMemoryError):
+    """A backing store (Redis/Valkey, S3, local disk) failed."""
+
+
+class MetadataError(StorageError):
+    """The metadata store (Redis/Valkey) failed or is unreachable."""
+
+
+class CheckpointError(StorageError):
+    """The checkpoint store failed or is unreachable."""
+
+
+class CheckpointNotFound(CheckpointError, NotFound):
+    """No checkpoint object (or tag) with that name."""
+
+
+class CheckpointCorrupt(CheckpointError):
+    """Stored checkpoint bytes fail their hash check or cannot be decoded."""
+
+
+class CheckpointConflict(CheckpointError, AlreadyExists):
+    """A create-only write found the object (or tag) already there."""
+
+
+class AuthError(NeuralMemoryError):
+    """Missing or unknown API key."""
+
+
+class Forbidden(NeuralMemoryError):
+    """The key is valid but may not do this."""
+
+
+class Unavailable(NeuralMemoryError):
+    """A memory's actor could not be reached or (re)started in time."""

@@ -9,11 +9,13 @@ The control plane (cluster/) creates and supervises these; nothing here starts R
 
 from actors.durability import AUTO_PREFIX, Checkpoints, is_auto
 from actors.memory_actor import MemoryActor
+from actors.settings import ActorSettings
 from actors.spec import ACTOR_PREFIX, ActorSpec, new_actor_name, normalize_config
 
 __all__ = [
     "MemoryActor",
     "ActorSpec",
+    "ActorSettings",
     "new_actor_name",
     "ACTOR_PREFIX",
     "AUTO_PREFIX",

@@ -13,12 +13,12 @@ taken again (or a memory deleted and created again) never collides with an old o
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import contract
 from errors import CheckpointConflict, CheckpointCorrupt, CheckpointNotFound, IncompatibleState, InvalidInput
 from storage import Storage
 from storage.keys import object_key
@@ -33,7 +33,7 @@ __all__ = ["AUTO_PREFIX", "is_auto", "Checkpoints", "Recovered", "recover"]
 
 log = logging.getLogger(__name__)
 
-AUTO_PREFIX = "auto@"
+AUTO_PREFIX = contract.AUTO_TAG_PREFIX
 # wal_trim_through(step) with this removes every entry, whatever its step.
 TRIM_ALL = 2**62
 
@@ -49,10 +49,6 @@ def _auto_seq(tag: str) -> int:
         return -1
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
-
-
 class Checkpoints:
     """Writes and reads the checkpoints of memory `qname` (index in Redis, bytes in the store)."""
 
@@ -63,7 +59,7 @@ class Checkpoints:
 
     def save(self, data: bytes, *, tag: str, step: int, weight_hash: str, description: str = "") -> dict:
         """Store `data` under a fresh object key and index it as `tag` (CheckpointConflict if taken)."""
-        key = object_key(self.qname, f"{tag}-{uuid.uuid4().hex[:12]}")
+        key = object_key(self.qname, tag, nonce=uuid.uuid4().hex[:12])
         stored = self._storage.checkpoints.put(key, data)
         info = {
             "object_key": key,
@@ -71,7 +67,6 @@ class Checkpoints:
             "size": int(stored.get("size", len(data))),
             "sha256": stored.get("sha256"),
             "step": int(step),
-            "created_at": _now(),
             "description": description,
         }
         try:
@@ -129,6 +124,9 @@ class Recovered:
     replayed: int  # WAL entries applied on top of it
     results: RecentResults = field(default_factory=lambda: RecentResults(1))
     autos: list[dict] = field(default_factory=list)  # the auto-checkpoints found, oldest first
+    # Replayed writes after `history_after` as (result with weight_hash, texts, domain): the
+    # ones whose stats/history a killed actor may not have recorded yet.
+    unrecorded: list[tuple[dict, list[str], str | None]] = field(default_factory=list)
 
 
 def _load_newest(ckpts: Checkpoints, config: MemoryConfig, autos: list[dict],
@@ -151,11 +149,14 @@ def _load_newest(ckpts: Checkpoints, config: MemoryConfig, autos: list[dict],
 
 
 def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *,
-            ckpts: Checkpoints | None = None, phases: Phases | None = None) -> Recovered:
+            ckpts: Checkpoints | None = None, phases: Phases | None = None,
+            history_after: int | None = None) -> Recovered:
     """Rebuild memory `qname`: newest auto-checkpoint + replay of the WAL entries after it.
 
     Entries at or below the checkpoint's step are not applied again, but their request ids are
     remembered so a retried write that already reached the checkpoint is not applied twice.
+    Replayed writes past step `history_after` (the newest step the history holds) come back in
+    `unrecorded`, with their weight hash, so their stats and history can be written again.
     `phases`, if given, gets the time of each step (index, fetch, decode, WAL read, replay).
     """
     phases = phases if phases is not None else Phases()
@@ -165,6 +166,7 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
     memory, ckpt_step = _load_newest(ckpts, config, autos, phases)
     results = RecentResults(remember)
     replayed = 0
+    unrecorded: list[tuple[dict, list[str], str | None]] = []
     entries = storage.metadata.wal_read_after(qname, 0)
     phases.lap("wal_read")
     for entry in entries:
@@ -181,5 +183,8 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
             continue
         results.put(request_id, result)
         replayed += 1
+        if history_after is not None and result["step"] > history_after:
+            unrecorded.append(({**result, "weight_hash": memory.weight_hash}, texts, domain))
     phases.lap("wal_replay")
-    return Recovered(memory=memory, checkpoint_step=ckpt_step, replayed=replayed, results=results, autos=autos)
+    return Recovered(memory=memory, checkpoint_step=ckpt_step, replayed=replayed, results=results,
+                     autos=autos, unrecorded=unrecorded)

@@ -4,7 +4,10 @@ Threaded actor (the control plane starts it with max_concurrency > 1). Writes (o
 consolidate, restore) take `_write_lock`, so they are applied strictly in order; reads take no
 lock and run beside them (NeuralMemory swaps its tensors atomically, so a reader sees the old or
 the new weights, never a mix). Every observe is appended to the WAL *before* it is applied and
-acknowledged. A background thread writes an auto-checkpoint every N writes or T seconds and
+acknowledged. Its stats and history (a view for listings and the dashboard, not the data) are
+written afterwards by one background thread, in order, so a write is answered without waiting for
+a second fsync'd round trip (`flush_records` waits for them; a killed actor's unwritten ones are
+rebuilt from the WAL on recovery). A background thread writes an auto-checkpoint every N writes or T seconds and
 then trims the WAL; lock order is always `_ckpt_lock` before `_write_lock`.
 
 An actor may be made before anyone knows which memory it will serve (a *spare*, qname None):
@@ -17,11 +20,11 @@ The actor never encodes text: vectors arrive from the gateway's encoder.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,8 +42,6 @@ if TYPE_CHECKING:  # imported in start(): the supervisor imports this module and
 __all__ = ["MemoryActor"]
 
 log = logging.getLogger(__name__)
-
-HISTORY_TEXT_CHARS = 200
 
 
 class MemoryActor:
@@ -61,7 +62,7 @@ class MemoryActor:
         self._config: MemoryConfig | None = None
         self._storage = None
         self._ckpts: Checkpoints | None = None
-        self._results = RecentResults(spec.remembered_requests)
+        self._results = RecentResults(spec.settings.remembered_requests)
         self._closing = False
         self._warm = False
         self._started = False
@@ -69,6 +70,8 @@ class MemoryActor:
         self._last_ckpt = time.monotonic()
         self._prev_auto_step = 0  # the WAL is kept after this step (fallback + request ids)
         self._latest_auto: dict | None = None
+        # One thread: stats/history writes stay in write order.
+        self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
 
     def __repr__(self) -> str:  # Ray names the actor's process and log lines after this
         return f"MemoryActor({self._qname or 'spare'})"
@@ -97,12 +100,16 @@ class MemoryActor:
             self._config = MemoryConfig.from_dict(record["config"])
             phases.lap("registry")
             self._ckpts = Checkpoints(self._storage, self._qname)
-            rec = recover(self._storage, self._qname, self._config, self._spec.remembered_requests,
-                          ckpts=self._ckpts, phases=phases)
+            recorded = self._storage.metadata.history(self._qname, 1)
+            rec = recover(self._storage, self._qname, self._config, self._spec.settings.remembered_requests,
+                          ckpts=self._ckpts, phases=phases,
+                          history_after=recorded[-1]["step"] if recorded else 0)
             self._results = rec.results
             self._mem = rec.memory
             self._prev_auto_step = rec.checkpoint_step or 0
             self._latest_auto = rec.autos[-1] if rec.autos else None
+            for result, texts, domain in rec.unrecorded:  # answered, but not yet in the history
+                self._record(result, texts, domain)
             with self._ckpt_lock:
                 if rec.checkpoint_step is None:
                     self._auto_checkpoint()  # the initial checkpoint (or the first after a crash)
@@ -142,7 +149,13 @@ class MemoryActor:
                 self._auto_checkpoint()
             self._stop.set()
             self._wake.set()
+        self.flush_records()
         return {"step": mem.step}
+
+    def flush_records(self, timeout: float = 30.0) -> bool:
+        """Wait until the stats and history of every answered write are written."""
+        self._recorder.submit(lambda: None).result(timeout)
+        return True
 
     # ---- writes -----------------------------------------------------------------------------
 
@@ -166,7 +179,7 @@ class MemoryActor:
             self._record(result, texts, domain)
             with self._count_lock:
                 self._writes_since += 1
-                due = self._writes_since >= self._spec.checkpoint_every_writes
+                due = self._writes_since >= self._spec.settings.checkpoint_every_writes
         if due:
             self._wake.set()
         return result
@@ -233,7 +246,9 @@ class MemoryActor:
 
     def stats(self) -> dict:
         mem = self._ready()
-        return {**mem.stats(), "weight_hash": mem.weight_hash, "step": mem.step}
+        saved = self._latest_auto  # size of the newest auto-checkpoint: what an image weighs
+        return {**mem.stats(), "weight_hash": mem.weight_hash, "step": mem.step,
+                "size_mb": round(saved["size"] / 1e6, 3) if saved else None}
 
     # ---- internals --------------------------------------------------------------------------
 
@@ -253,9 +268,9 @@ class MemoryActor:
         from memory import MemoryConfig, NeuralMemory  # noqa: F401, PLC0415
         from storage import open_storage  # noqa: PLC0415
 
-        torch.set_num_threads(max(1, self._spec.torch_threads))
+        torch.set_num_threads(max(1, self._spec.settings.torch_threads))
         phases.lap("imports")
-        self._storage = open_storage(self._spec.storage_settings())
+        self._storage = open_storage(self._spec.storage)
         phases.lap("open_storage")
         self._warm = True
 
@@ -290,34 +305,24 @@ class MemoryActor:
         return array
 
     def _record(self, result: dict, texts: list[str], domain: str | None) -> None:
-        """Stats and history after a write; the write is already durable, so failures only log."""
-        meta = self._storage.metadata
+        """Queue the stats and history of a write (one round trip, on the recorder thread)."""
         surprises = result.get("surprises") or [result["surprise"]] * len(texts)
         first = result["step"] - len(texts) + 1
-        at = dt.datetime.now(dt.timezone.utc).isoformat()
-        try:
-            meta.update_stats(self._qname, observations=len(texts), surprise_mean=float(result["surprise"]),
-                              domains=[domain] if domain else [], step=int(result["step"]),
-                              weight_hash=result["weight_hash"])
-            for i, text in enumerate(texts):
-                meta.history_append(self._qname, {"step": first + i, "text": text[:HISTORY_TEXT_CHARS],
-                                                  "surprise": float(surprises[i]),
-                                                  "weight_hash": result["weight_hash"], "at": at})
-        except NeuralMemoryError as exc:
-            log.warning("stats/history of %s not updated: %s", self._qname, exc)
+        history = [{"step": first + i, "text": text, "surprise": float(surprises[i]),
+                    "weight_hash": result["weight_hash"]} for i, text in enumerate(texts)]
+        self._recorder.submit(self._write_record, step=int(result["step"]), weight_hash=result["weight_hash"],
+                              observations=len(texts), domains=[domain] if domain else [], history=history)
 
     def _sync_stats(self) -> None:
-        """Point the Redis stats at the memory's real step and hash (after recovery or restore).
+        """Point the Redis stats at the memory's real step and hash (after recovery or restore);
+        listings report the step as the observation count, so they agree with the actor."""
+        self._recorder.submit(self._write_record, step=self._mem.step, weight_hash=self._mem.weight_hash)
 
-        update_stats with 0 observations sets step and hash and leaves the running totals alone;
-        listings report the step as the observation count, so they agree with the actor.
-        """
-        mem = self._mem
+    def _write_record(self, **record: Any) -> None:
         try:
-            self._storage.metadata.update_stats(self._qname, observations=0, surprise_mean=0.0, domains=[],
-                                                step=mem.step, weight_hash=mem.weight_hash)
-        except NeuralMemoryError as exc:
-            log.warning("stats of %s not synchronised: %s", self._qname, exc)
+            self._storage.metadata.record_write(self._qname, **record)
+        except NeuralMemoryError as exc:  # the write itself is durable: this is only its view
+            log.warning("stats/history of %s not updated: %s", self._qname, exc)
 
     def _summary(self) -> dict:
         mem = self._mem
@@ -340,7 +345,7 @@ class MemoryActor:
         meta = self._storage.metadata
         meta.wal_trim_through(self._qname, TRIM_ALL if barrier else self._prev_auto_step)
         self._prev_auto_step = step
-        self._ckpts.prune_autos(1 if barrier else self._spec.keep_auto_checkpoints)
+        self._ckpts.prune_autos(1 if barrier else self._spec.settings.keep_auto_checkpoints)
         return info
 
     def _snapshot_state(self) -> tuple[bytes, int, str, int]:
@@ -348,7 +353,7 @@ class MemoryActor:
         return mem.to_bytes(), mem.step, mem.weight_hash, self._writes_since
 
     def _checkpoint_due(self) -> bool:
-        spec = self._spec
+        spec = self._spec.settings
         with self._count_lock:
             if self._writes_since <= 0:
                 return False
@@ -356,7 +361,7 @@ class MemoryActor:
                     or time.monotonic() - self._last_ckpt >= spec.checkpoint_every_seconds)
 
     def _checkpoint_loop(self) -> None:
-        period = max(0.05, min(self._spec.checkpoint_every_seconds / 4, 5.0))
+        period = max(0.05, min(self._spec.settings.checkpoint_every_seconds / 4, 5.0))
         while not self._stop.is_set():
             self._wake.wait(period)
             self._wake.clear()

@@ -1,17 +1,19 @@
 """What a MemoryActor needs to know besides its memory's name: one small, picklable object.
 
-The control plane builds an `ActorSpec` once (with the *resolved* storage settings: the URL of
-an already-running Valkey and an absolute data directory) and hands it to every actor it starts,
-so actors on any node open the same stores without starting servers of their own.
+The control plane builds an `ActorSpec` once (its `ActorSettings` plus the *resolved* storage
+settings: the URL of an already-running Valkey and an absolute data directory) and hands it to
+every actor it starts, so actors on any node open the same stores without starting servers of
+their own, and no actor reads the environment.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 from storage import StorageSettings
+
+from actors.settings import ActorSettings
 
 __all__ = ["ActorSpec", "new_actor_name", "ACTOR_PREFIX", "normalize_config"]
 
@@ -32,22 +34,8 @@ def new_actor_name() -> str:
 
 @dataclass(frozen=True)
 class ActorSpec:
-    # StorageSettings fields, already resolved (redis_url set, data_dir absolute).
-    storage: dict[str, Any] = field(default_factory=dict)
-    # Auto-checkpoint after this many writes since the last checkpoint...
-    checkpoint_every_writes: int = 200
-    # ...or once this many seconds have passed with unsaved writes.
-    checkpoint_every_seconds: float = 60.0
-    # Auto-checkpoints kept per memory: the newest is what recovery loads, the one before it
-    # is the fallback if the newest is corrupt (the WAL is kept back to it).
-    keep_auto_checkpoints: int = 2
-    # torch threads per actor: many actors share few cores, so one each avoids oversubscription.
-    torch_threads: int = 1
-    # Request ids remembered (with their results) so a retried write is never applied twice.
-    remembered_requests: int = 4096
-
-    def storage_settings(self) -> StorageSettings:
-        return StorageSettings(**self.storage)
+    storage: StorageSettings  # resolved (redis_url set, data_dir absolute)
+    settings: ActorSettings = field(default_factory=ActorSettings)
 
 
 def normalize_config(config: dict | None) -> dict:

@@ -1,39 +1,35 @@
 """Write-ahead-log entries of one memory: checked before they are logged, rebuilt for replay.
 
-A write is validated *before* it reaches the WAL, so replay never meets an entry the live actor
-would have refused. An entry holds everything `observe_vectors` needs to redo the write
-bit-for-bit (float32 vectors, texts, domain, learning rate) plus the caller's request id, which
-makes a retried write idempotent.
+A write is validated *before* it reaches the WAL (the rules of `contract`, the same ones the
+memory applies), so replay never meets an entry the live actor would have refused. An entry
+holds everything `observe_vectors` needs to redo the write bit-for-bit (float32 vectors, texts,
+domain, learning rate) plus the caller's request id, which makes a retried write idempotent.
 """
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
+import contract
 from errors import InvalidInput
 
 __all__ = ["check_observation", "make_entry", "entry_args", "RecentResults"]
 
-MAX_ITEMS_PER_WRITE = 4096
-# The same limits NeuralMemory.observe_vectors enforces; checking them here keeps refused writes
-# out of the WAL (anything that slips through is refused again, identically, on replay).
-MAX_TEXT_CHARS = 100_000
-MAX_DOMAIN_CHARS = 64
-MAX_LEARNING_RATE = 2.0
-
 
 def check_observation(vectors: Any, texts: Any, domain: Any, learning_rate: Any, dim: int) -> np.ndarray:
-    """Validate one write; returns the vectors as a fresh, writable (n, dim) float32 array."""
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
-        raise InvalidInput("texts must be a non-empty list of non-blank strings (one per vector)")
-    if len(texts) > MAX_ITEMS_PER_WRITE:
-        raise InvalidInput(f"at most {MAX_ITEMS_PER_WRITE} items per observe; split the batch")
-    if any(len(t) > MAX_TEXT_CHARS for t in texts):
-        raise InvalidInput(f"each text may have at most {MAX_TEXT_CHARS} characters")
+    """Validate one write (the rules of `contract`); returns the vectors as a fresh, writable
+    (n, dim) float32 array."""
+    if not isinstance(texts, list) or not texts:
+        raise InvalidInput("texts must be a non-empty list of strings (one per vector)")
+    if len(texts) > contract.MAX_ITEMS_PER_WRITE:
+        raise InvalidInput(f"at most {contract.MAX_ITEMS_PER_WRITE} items per observe; split the batch")
+    for text in texts:
+        contract.check_text(text)
+    contract.check_domain(domain)
+    contract.check_learning_rate(learning_rate)
     try:
         array = np.array(vectors, dtype=np.float32, copy=True)
     except (TypeError, ValueError) as exc:
@@ -47,12 +43,6 @@ def check_observation(vectors: Any, texts: Any, domain: Any, learning_rate: Any,
         )
     if not np.isfinite(array).all():
         raise InvalidInput("vectors contain NaN or infinity")
-    if domain is not None and (not isinstance(domain, str) or not 1 <= len(domain) <= MAX_DOMAIN_CHARS):
-        raise InvalidInput(f"domain must be a string of 1 to {MAX_DOMAIN_CHARS} characters, or omitted")
-    if learning_rate is not None:
-        ok = isinstance(learning_rate, (int, float)) and not isinstance(learning_rate, bool)
-        if not ok or not math.isfinite(learning_rate) or not 0 < learning_rate <= MAX_LEARNING_RATE:
-            raise InvalidInput(f"learning_rate must be a number in (0, {MAX_LEARNING_RATE:g}], or omitted")
     return np.ascontiguousarray(array)
 
 

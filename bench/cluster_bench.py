@@ -85,10 +85,11 @@ def _median_phases(reports: list[dict]) -> dict:
 
 
 async def _cluster(storage, namespace: str, spares: int = 1):
+    from actors import ActorSettings
     from cluster import ClusterSettings, MemoryCluster
 
     settings = ClusterSettings(namespace=namespace, storage=storage, max_live_actors=64, spare_actors=spares,
-                               checkpoint_every_writes=10_000, checkpoint_every_seconds=3600)
+                               actor=ActorSettings(checkpoint_every_writes=10_000, checkpoint_every_seconds=3600))
     mc = MemoryCluster(settings)
     await mc.start()
     return mc
@@ -184,7 +185,7 @@ async def bench_start_breakdown(mc, repeats: int) -> dict:
         ray.kill(actor)
 
     await mc.hibernate(TENANT, "calls")
-    spec = ActorSpec(storage=mc.storage.settings.model_dump())
+    spec = ActorSpec(storage=mc.storage.settings)
 
     def load_in_process() -> dict:
         actor = MemoryActor(f"{TENANT}/calls", spec)
@@ -202,7 +203,7 @@ async def bench_start_breakdown(mc, repeats: int) -> dict:
 async def bench_checkpoint(mc, repeats: int, name: str) -> dict:
     await mc.create_memory(TENANT, name, {})
     samples = await _timed(repeats, lambda i: mc.checkpoint(TENANT, name, f"b{i}"))
-    size = (await mc.list_checkpoints(TENANT, name))[0]["size_mb"]
+    size = (await mc.list_checkpoints(TENANT, name))["checkpoints"][0]["size_mb"]
     return {**_ms(samples), "size_mb": size}
 
 

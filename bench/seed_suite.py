@@ -1,4 +1,4 @@
-"""The seed author's experiment suite (../shared/acceptance/seed-suite/*.json), run on our memory.
+"""The seed author's experiment suite (tests/data/seed_suite/*.json), run on our memory.
 
 Each test returns a `Result` with named checks. Where the JSON gives a threshold, the check uses
 it; where it only names a behaviour, the check is the plainest reading of that behaviour (noted
@@ -26,7 +26,8 @@ import numpy as np
 
 from memory import MemoryConfig, NeuralMemory, get_encoder
 
-SUITE_DIR = Path(__file__).resolve().parents[2] / "shared" / "acceptance" / "seed-suite"
+# The seed author's datasets, vendored as test data (provenance: tests/data/seed_suite/PROVENANCE.md).
+SUITE_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "seed_suite"
 
 
 @dataclass

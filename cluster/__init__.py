@@ -10,8 +10,10 @@ shared by every gateway replica; it keeps warm spare actors (cluster/spares.py) 
 rehydrations skip the process start-up.
 """
 
-from cluster.cluster import MemoryCluster
+from cluster.cluster import ExportedState, MemoryCluster
 from cluster.names import check_memory_name, check_tenant, check_user_tag, qualify
 from cluster.settings import ClusterSettings
+from cluster.storage import start_storage
 
-__all__ = ["MemoryCluster", "ClusterSettings", "check_memory_name", "check_tenant", "check_user_tag", "qualify"]
+__all__ = ["MemoryCluster", "ExportedState", "ClusterSettings", "start_storage", "check_memory_name", "check_tenant",
+           "check_user_tag", "qualify"]

@@ -4,22 +4,24 @@ Cheap to construct; `await start()` joins or starts Ray, opens storage (starting
 Valkey when no redis_url is set) and finds or creates the deployment's supervisor. Every
 method is async; blocking storage calls run in a worker thread, actor calls are awaited.
 Names are scoped by tenant: the caller passes its tenant and a short name, and everything
-below works on the fully qualified "tenant/name".
+below works on the fully qualified "tenant/name". Results are shaped here, exactly as the
+public contract's responses (serve/schemas.py), so the Python API and REST/MCP answer alike.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import ray
 
+import contract
 from actors import ActorSpec, Checkpoints, is_auto, normalize_config
-from errors import MemoryExists, MemoryNotFound, Unavailable
+from errors import CheckpointCorrupt, IncompatibleState, InvalidInput, MemoryExists, MemoryNotFound, Unavailable
 from storage import Storage, open_storage
 
 from cluster.names import check_tenant, check_user_tag, qualify, split
@@ -27,17 +29,23 @@ from cluster.router import ActorRouter
 from cluster.settings import ClusterSettings
 from cluster.supervisor import supervisor_handle, unwrap
 
-__all__ = ["MemoryCluster"]
+__all__ = ["MemoryCluster", "ExportedState"]
 
 log = logging.getLogger(__name__)
 
 _OBSERVE_KEYS = ("surprise", "weight_delta", "patterns_activated", "step", "weight_hash")
 _STATS_KEYS = ("total_observations", "weight_parameters", "capacity_used", "avg_surprise", "domains",
-               "weight_hash")
+               "weight_hash", "patterns", "size_mb")
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
+@dataclass(frozen=True)
+class ExportedState:
+    """A memory's state as stored (a checkpoint's bytes) with what it needs to run elsewhere."""
+
+    config: dict
+    weight_hash: str
+    step: int
+    data: bytes
 
 
 def _short(qname: str | None) -> str | None:
@@ -65,11 +73,7 @@ class MemoryCluster:
             if not ray.is_initialized():
                 ray.init(address=s.ray_address, namespace=s.namespace)
             self._storage = await asyncio.to_thread(open_storage, s.storage)
-            spec = ActorSpec(
-                storage=self._storage.settings.model_dump(),
-                checkpoint_every_writes=s.checkpoint_every_writes,
-                checkpoint_every_seconds=s.checkpoint_every_seconds,
-            )
+            spec = ActorSpec(storage=self._storage.settings, settings=s.actor)
             options = {
                 "max_concurrency": s.actor_max_concurrency,
                 "num_cpus": s.actor_num_cpus,
@@ -122,7 +126,7 @@ class MemoryCluster:
         qname = qualify(tenant, name)
         full = normalize_config(config)
         record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
-                  "parent": None, "source_tag": None, "created_at": _now()}
+                  "parent": None, "source_tag": None}
         await self._meta("create_memory", qname, record)
         try:
             await self._routes().ensure(qname, check_registry=False)
@@ -132,7 +136,7 @@ class MemoryCluster:
             raise
         return {"name": name, "weight_hash": stats["weight_hash"], "weight_parameters": stats["weight_parameters"]}
 
-    async def list_memories(self, tenant: str) -> list[dict]:
+    async def list_memories(self, tenant: str) -> dict:
         records = await self._meta("list_memories", check_tenant(tenant))
         live = set(await self._supervisor.live.remote())
         out = []
@@ -141,13 +145,14 @@ class MemoryCluster:
             stats = await self._meta("get_stats", qname)
             out.append({"name": _short(qname), "total_observations": stats["step"],
                         "live": qname in live, "parent": _short(record.get("parent"))})
-        return out
+        return {"memories": out}
 
-    async def delete_memory(self, tenant: str, name: str) -> None:
+    async def delete_memory(self, tenant: str, name: str) -> dict:
         """Unregister first (a stale actor's writes then fail), then stop the actor, then the objects."""
         qname = qualify(tenant, name)
         await self._meta("delete_memory", qname)
         await self._discard(qname, registered=False)
+        return {"deleted": True, "name": name}
 
     async def _discard(self, qname: str, *, registered: bool = True) -> None:
         if registered:
@@ -170,9 +175,13 @@ class MemoryCluster:
                       domain: str | None = None, learning_rate: float | None = None,
                       *, request_id: str | None = None) -> dict:
         """Apply one write. `request_id` (default: fresh) makes a client's own retry idempotent."""
-        request_id = request_id or uuid.uuid4().hex
+        request_id = contract.check_request_id(request_id) or uuid.uuid4().hex
         result = await self._call(tenant, name, "observe", request_id, vectors, texts, domain, learning_rate)
-        return {key: result[key] for key in _OBSERVE_KEYS}
+        shaped = {key: result[key] for key in _OBSERVE_KEYS}
+        if len(texts) > 1 and result.get("surprises"):  # a batch: one result per item, in order
+            first = result["step"] - len(texts) + 1
+            shaped["items"] = [{"surprise": s, "step": first + i} for i, s in enumerate(result["surprises"])]
+        return shaped
 
     async def surprise(self, tenant: str, name: str, vector: np.ndarray, text: str) -> dict:
         return await self._call(tenant, name, "surprise", vector, text)
@@ -194,8 +203,12 @@ class MemoryCluster:
         stats = await self._call(tenant, name, "stats")
         return {key: stats[key] for key in _STATS_KEYS}
 
-    async def history(self, tenant: str, name: str, limit: int = 200) -> list[dict]:
-        return await self._meta("history", qualify(tenant, name), limit)
+    async def history(self, tenant: str, name: str, limit: int = 200) -> dict:
+        """The newest observations, newest last, including every write answered so far (a live
+        actor writes its history in the background: flush it first)."""
+        qname = qualify(tenant, name)
+        await self._routes().call_if_live(qname, "flush_records")
+        return {"observations": await self._meta("history", qname, limit)}
 
     # ---- checkpoints, restore, fork -------------------------------------------------------
 
@@ -205,11 +218,11 @@ class MemoryCluster:
         return {"checkpoint_id": f"{name}:{tag}", "size_mb": round(info["size"] / 1e6, 3),
                 "weight_hash": info["weight_hash"]}
 
-    async def list_checkpoints(self, tenant: str, name: str) -> list[dict]:
+    async def list_checkpoints(self, tenant: str, name: str) -> dict:
         infos = await self._meta("list_checkpoints", qualify(tenant, name))
-        return [{"tag": i["tag"], "created_at": i["created_at"], "size_mb": round(i["size"] / 1e6, 3),
+        return {"checkpoints": [{"tag": i["tag"], "created_at": i["created_at"], "size_mb": round(i["size"] / 1e6, 3),
                  "description": i.get("description", ""), "weight_hash": i["weight_hash"], "step": i["step"]}
-                for i in infos if not is_auto(i["tag"])]
+                for i in infos if not is_auto(i["tag"])]}
 
     async def restore(self, tenant: str, name: str, tag: str) -> dict:
         check_user_tag(tag)
@@ -221,34 +234,72 @@ class MemoryCluster:
         record = await self._meta("get_memory", source)
         if await self._exists(target):
             raise MemoryExists(f"memory {new_name} already exists")
-        if source_tag is not None:
-            info = await self._meta("get_checkpoint", source, check_user_tag(source_tag))
-        else:
-            info = await self._routes().call(source, "snapshot")
-        data = await asyncio.to_thread(self.storage.checkpoints.get, info["object_key"], info.get("sha256"))
+        state = await self._source_state(source, record, source_tag)
         child = {"tenant": tenant, "name": target, "config": record["config"], "encoder": record["encoder"],
-                 "parent": source, "source_tag": source_tag, "created_at": _now()}
-        await self._meta("create_memory", target, child)  # also records the lineage edge
-        try:
-            await asyncio.to_thread(self._seed, target, data, info)
-            await self._routes().ensure(target, check_registry=False)
-            stats = await self._routes().call(target, "stats")
-        except Exception:
-            await self._discard(target)
-            raise
-        return {"forked": True, "source_hash": info["weight_hash"], "new_hash": stats["weight_hash"]}
+                 "parent": source, "source_tag": source_tag}
+        stats = await self._create_seeded(child, state)
+        return {"forked": True, "source_hash": state.weight_hash, "new_hash": stats["weight_hash"]}
 
-    def _seed(self, qname: str, data: bytes, info: dict) -> None:
-        """The fork's first auto-checkpoint: the source state, under the fork's own keys."""
-        Checkpoints(self.storage, qname).save_auto(data, step=int(info["step"]), weight_hash=info["weight_hash"])
+    # ---- memory images: a memory's state out as bytes, and back in as a new memory ----------
+
+    async def export_state(self, tenant: str, name: str, tag: str | None = None) -> ExportedState:
+        """The checkpoint `tag` of memory `name`, or (no tag) a snapshot of its live state, as
+        stored (exactly what a fork copies); the image file format around it is serve/'s."""
+        qname = qualify(tenant, name)
+        return await self._source_state(qname, await self._meta("get_memory", qname), tag)
+
+    async def import_state(self, tenant: str, name: str, state: ExportedState) -> dict:
+        """Create memory `name` holding `state` (its config, encoder and weights); the loaded
+        weights must hash to what the state promises."""
+        qname = qualify(tenant, name)
+        try:
+            full = normalize_config(state.config)
+        except InvalidInput as exc:
+            raise IncompatibleState(f"this server cannot run the image's memory: {exc}") from None
+        if await self._exists(qname):
+            raise MemoryExists(f"memory {name} already exists; import the image under another name")
+        record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
+                  "parent": None, "source_tag": None}
+        try:
+            stats = await self._create_seeded(record, state)
+        except CheckpointCorrupt as exc:  # the actor could not load the bytes
+            raise IncompatibleState(f"this server cannot load the image's checkpoint: {exc}") from None
+        return {"name": name, "weight_hash": stats["weight_hash"],
+                "weight_parameters": stats["weight_parameters"], "step": int(stats["step"])}
+
+    async def _source_state(self, qname: str, record: dict, tag: str | None) -> ExportedState:
+        if tag is not None:
+            info = await self._meta("get_checkpoint", qname, check_user_tag(tag))
+        else:
+            info = await self._routes().call(qname, "snapshot")
+        data = await asyncio.to_thread(self.storage.checkpoints.get, info["object_key"], info.get("sha256"))
+        return ExportedState(record["config"], info["weight_hash"], int(info["step"]), data)
+
+    async def _create_seeded(self, record: dict, state: ExportedState) -> dict:
+        """Register `record` with `state` as its first auto-checkpoint and start it; its stats.
+        Nothing is left behind if any step fails (the weights must load to the promised hash)."""
+        qname = record["name"]
+        await self._meta("create_memory", qname, record)
+        try:
+            await asyncio.to_thread(Checkpoints(self.storage, qname).save_auto, state.data,
+                                    step=state.step, weight_hash=state.weight_hash)
+            await self._routes().ensure(qname, check_registry=False)
+            stats = await self._routes().call(qname, "stats")
+            if stats["weight_hash"] != state.weight_hash:
+                raise IncompatibleState(f"the loaded weights hash to {stats['weight_hash'][:12]} here, "
+                                        f"not {state.weight_hash[:12]} as the source says")
+        except BaseException:
+            await self._discard(qname)
+            raise
+        return stats
 
     # ---- views ------------------------------------------------------------------------------
 
-    async def lineage(self, tenant: str) -> list[dict]:
+    async def lineage(self, tenant: str) -> dict:
         records = await self._meta("list_memories", check_tenant(tenant))
         live = set(await self._supervisor.live.remote())
-        return [{"name": _short(r["name"]), "parent": _short(r.get("parent")), "source_tag": r.get("source_tag"),
-                 "created_at": r.get("created_at"), "live": r["name"] in live} for r in records]
+        return {"memories": [{"name": _short(r["name"]), "parent": _short(r.get("parent")), "source_tag": r.get("source_tag"),
+                 "created_at": r.get("created_at"), "live": r["name"] in live} for r in records]}
 
     async def live_actor_count(self) -> int:
         return await self._supervisor.count.remote()

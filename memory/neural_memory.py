@@ -25,6 +25,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
+import contract
 from memory import state
 from memory.config import MemoryConfig
 from memory.consolidation import consolidate as run_consolidation
@@ -33,7 +34,6 @@ from memory.errors import InvalidInput
 from memory.patterns import HotSet
 from memory.titans import TitansMemory
 
-MAX_TEXT_CHARS = 100_000  # longer observations are refused, not silently truncated
 CANDIDATES = 32  # records (closest by cosine) that compete in infer / attention maps, at least
 LOOKUP_BLOCK = 64  # items of a batch whose store lookups share one search
 # An observation needs only its nearest record (surprise, reinforcement): a close match always
@@ -124,13 +124,9 @@ class NeuralMemory:
                         learning_rate: float | None = None) -> dict:
         keys = self._keys(vectors)
         texts = _check_texts(texts, keys.shape[0])
-        domain = _check_domain(domain)
-        lr_scale = 1.0
-        if learning_rate is not None:
-            if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)
-                    and 0 < learning_rate <= 2):
-                raise InvalidInput("learning_rate must be a number in (0, 2]")
-            lr_scale = learning_rate / self.config.lr
+        domain = contract.check_domain(domain)
+        learning_rate = contract.check_learning_rate(learning_rate)
+        lr_scale = 1.0 if learning_rate is None else learning_rate / self.config.lr
         domain_id = self._domain_id(domain)
         queries = self._queries(keys)
         surprises, activated, delta_sq = [], [], 0.0
@@ -231,14 +227,19 @@ class NeuralMemory:
         w = self.config.recall_neural_weight
         scores = (1 - w) * episodic + w * known * neural
         order = torch.argsort(scores, descending=True, stable=True)[:top_k]
-        weights = torch.softmax(scores[order] / temperature, dim=0)
+        if temperature == 0:  # greedy: all attention on the best pattern
+            weights = torch.zeros(len(order), dtype=scores.dtype)
+            weights[0] = 1.0
+        else:
+            weights = torch.softmax(scores[order] / temperature, dim=0)
         return [{"pattern": self.store.text(int(ids[i])), "weight": float(wt)}
                 for i, wt in zip(order.tolist(), weights.tolist())]
 
     def infer_vector(self, vector, top_k: int = 5, temperature: float | None = None,
                      max_tokens: int | None = None) -> dict:
-        top_k = _check_top_k(top_k)
-        temperature = 0.05 if temperature is None else _check_positive("temperature", temperature, 10)
+        top_k = contract.check_top_k(top_k)
+        temperature = contract.check_temperature(temperature)
+        max_tokens = contract.check_max_tokens(max_tokens)
         key = self._keys(vector)[0]
         # One search and one forward pass serve both the answer and its confidence.
         found = self.store.search(self._queries(key[None]), max(4 * top_k, CANDIDATES))
@@ -252,8 +253,7 @@ class NeuralMemory:
             response += f" (related: {attention[1]['pattern']})"
         if max_tokens is not None:
             words = response.split()
-            limit = int(_check_positive("max_tokens", max_tokens, 100_000))
-            response = " ".join(words[:limit]) + (" …" if len(words) > limit else "")
+            response = " ".join(words[:max_tokens]) + (" …" if len(words) > max_tokens else "")
         neural = float((recalled - self.net.values(key[None])[0]).norm().clamp(max=1.0))
         nearest = (int(found[0][0, 0]), float(found[1][0, 0]))  # the search lists closest first
         return {"response": response, "confidence": 1.0 - self._fused(neural, nearest),
@@ -265,14 +265,15 @@ class NeuralMemory:
         return self.infer_vector(self.encoder.encode([prompt])[0], top_k, temperature, max_tokens)
 
     def attention_map_vector(self, vector, top_k: int = 10) -> list[dict]:
-        return self._attention(self._keys(vector)[0], _check_top_k(top_k), 0.05)
+        return self._attention(self._keys(vector)[0], contract.check_top_k(top_k),
+                               contract.DEFAULT_TEMPERATURE)
 
     def attention_map(self, query: str, top_k: int = 10) -> list[dict]:
         _check_texts([query], 1)
         return self.attention_map_vector(self.encoder.encode([query])[0], top_k)
 
     def explain(self, top_k: int = 5) -> list[dict]:
-        top_k = _check_top_k(top_k)
+        top_k = contract.check_top_k(top_k)
         pool = [slot for slot in self.hot.strongest(4 * top_k) if self.hot.newest_member(slot) >= 0]
         if not pool:
             return []
@@ -343,29 +344,5 @@ def _check_texts(texts, n: int) -> list[str]:
     if not isinstance(texts, (list, tuple)) or len(texts) != n:
         raise InvalidInput(f"expected {n} text(s), one per vector")
     for text in texts:
-        if not isinstance(text, str) or not text.strip():
-            raise InvalidInput("text must be a non-empty string")
-        if len(text) > MAX_TEXT_CHARS:
-            raise InvalidInput(f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+        contract.check_text(text)
     return list(texts)
-
-
-def _check_domain(domain):
-    if domain is None:
-        return None
-    if not isinstance(domain, str) or not (1 <= len(domain) <= 64):
-        raise InvalidInput("domain must be a string of 1 to 64 characters")
-    return domain
-
-
-def _check_top_k(top_k) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 100:
-        raise InvalidInput("top_k must be an integer from 1 to 100")
-    return top_k
-
-
-def _check_positive(name: str, value, upper: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0 < value <= upper:
-        raise InvalidInput(f"{name} must be a number in (0, {upper}]")
-    return float(value)

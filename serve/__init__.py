@@ -14,7 +14,9 @@
     http_middleware.py body-size limit, metrics, the one error envelope
     metrics.py         Prometheus metrics;  settings.py  GatewaySettings (NMEM_*)
     cli.py             `neural-memory serve | mcp | demo`;  local.py  the `serve` command
-    stdio_proxy.py     `neural-memory mcp`;  rest_client.py  a MemoryBackend over REST
+    stdio_proxy.py     `neural-memory mcp` (its backend is the Python client, `neural_memory`)
+    images.py          GET/PUT /v1/memories/{name}/image: memory images (.nmem)
+    client/            the Python client, installed and imported as `neural_memory` (see there)
 
 Nothing here is imported by this package's __init__, so `import serve` is free.
 """

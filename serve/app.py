@@ -1,27 +1,40 @@
-"""The Serve application builder, `serve.app:build_app`.
+"""The Serve application builder, `serve.app:build_app`, and the settings it starts from.
 
 Usable by `serve run serve.app:build_app key=value ...`, by a `serve deploy` / KubeRay
 `RayService` config (`import_path: serve.app:build_app`, `args: {...}`), and by
-`neural-memory serve`. `args` override NMEM_* environment variables:
+`neural-memory serve`. This is the entry point that reads NMEM_* (once, in `read_settings`):
+`args` override the environment with
 
 - any GatewaySettings field (host, port, api_keys, api_keys_file, default_memory,
   max_body_bytes, gateway_replicas, encoder_replicas, preload_encoders, ...);
-- `cluster`: a dict of ClusterSettings overrides, passed to every gateway replica.
+- `cluster`: a dict of ClusterSettings overrides (its `storage` and `actor` parts as dicts).
 
+The resulting objects are handed to the replicas as they are, so every replica runs with the
+configuration of the process that built the app, whatever the environment of its node.
 Refuses to build when auth is off and `host` is not loopback.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from ray.serve import Application
 
+from cluster import ClusterSettings
 from serve.auth import Authenticator
 from serve.encoder import Encoder
 from serve.gateway import Gateway
 from serve.settings import GatewaySettings
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """Everything the Serve app needs: the gateway's part and the control plane's part."""
+
+    gateway: GatewaySettings
+    cluster: ClusterSettings
 
 
 def _split_args(args: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -40,27 +53,36 @@ def _split_args(args: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, 
     return args, cluster
 
 
-def build_app(args: dict[str, Any] | None = None) -> Application:
-    """Gateway (+ the Encoder deployment when encode_in="deployment"), bound.
-    Validates settings and auth here, on the driver, to fail fast."""
+def read_settings(args: dict[str, Any] | None = None) -> AppSettings:
+    """NMEM_* from this process's environment, with `args` on top (see the module docstring)."""
     gateway_args, cluster_args = _split_args(args)
-    settings = GatewaySettings(**gateway_args)
-    auth = Authenticator.from_settings(settings)
-    auth.check_bind(settings.host)
-    # Replicas get resolved values, so every replica sees the same configuration whatever the
-    # environment of its node; keys travel only as sha256 digests, never in the clear.
-    resolved = settings.model_dump(mode="json", exclude={"api_keys", "api_keys_file"})
+    return AppSettings(gateway=GatewaySettings(**gateway_args), cluster=ClusterSettings(**cluster_args))
+
+
+def build_application(settings: AppSettings) -> Application:
+    """Gateway (+ the Encoder deployment when encode_in="deployment"), bound to `settings`.
+    Validates auth here, on the driver, to fail fast."""
+    gateway = settings.gateway
+    auth = Authenticator.from_settings(gateway)
+    auth.check_bind(gateway.host)
+    # Keys travel to the replicas only as sha256 digests, never in the clear.
+    public = gateway.model_copy(update={"api_keys": None, "api_keys_file": None})
     encoder = None  # encode_in="gateway": each gateway replica holds the model itself
-    if settings.encode_in == "deployment":
+    if gateway.encode_in == "deployment":
         encoder = Encoder.options(
-            num_replicas=settings.encoder_replicas,
-            ray_actor_options={"num_cpus": settings.encoder_num_cpus},
+            num_replicas=gateway.encoder_replicas,
+            ray_actor_options={"num_cpus": gateway.encoder_num_cpus},
         ).bind(
-            preload=settings.encoders_to_preload(),
-            batch_size=settings.encoder_batch_size,
-            batch_wait_s=settings.encoder_batch_wait_s,
+            preload=gateway.encoders_to_preload(),
+            batch_size=gateway.encoder_batch_size,
+            batch_wait_s=gateway.encoder_batch_wait_s,
         )
     return Gateway.options(
-        num_replicas=settings.gateway_replicas,
-        ray_actor_options={"num_cpus": settings.gateway_num_cpus},
-    ).bind(encoder, resolved, auth.digests(), cluster_args)
+        num_replicas=gateway.gateway_replicas,
+        ray_actor_options={"num_cpus": gateway.gateway_num_cpus},
+    ).bind(encoder, public, auth.digests(), settings.cluster)
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """The entry point Serve configs name: read the settings, then build."""
+    return build_application(read_settings(args))

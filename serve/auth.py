@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import contract
 from errors import AuthError, Forbidden, InvalidInput
 from serve.settings import GatewaySettings, is_loopback
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
-TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MIN_KEY_CHARS = 8
 
 
@@ -48,10 +47,10 @@ def parse_pairs(text: str, source: str, *, is_file: bool = False) -> dict[str, s
                 raise InvalidInput(
                     f"{where}: API keys need at least {MIN_KEY_CHARS} characters and no spaces"
                 )
-            if not TENANT_PATTERN.match(tenant):
-                raise InvalidInput(
-                    f"{where}: tenant {tenant!r} must match {TENANT_PATTERN.pattern}"
-                )
+            try:
+                contract.check_tenant(tenant)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{where}: {exc}") from None
             if key in pairs and pairs[key] != tenant:
                 raise InvalidInput(f"{where}: the same API key is given to two tenants")
             pairs[key] = tenant

@@ -1,9 +1,11 @@
-"""The `neural-memory` command: `serve`, `mcp` and `demo`.
+"""The `neural-memory` command: `serve`, `mcp`, `demo`, and memory images.
 
     neural-memory serve [--host 127.0.0.1] [--port 8000] [--data-dir ./.neural-memory]
                         [--ray-address ADDR]
     neural-memory mcp   [--url http://127.0.0.1:8000] [--api-key KEY] [--memory default]
     neural-memory demo  ...        (see `neural-memory demo --help`)
+    neural-memory export | import-image | push | pull ...   (neural_memory.commands)
+    neural-memory --version
 
 Heavy imports (Ray, torch, the MCP SDK) happen inside the subcommand that needs them, so
 `--help` is instant.
@@ -16,22 +18,26 @@ import os
 import sys
 from pathlib import Path
 
+from neural_memory import commands as image_commands
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neural-memory",
         description="Neural Memory Cluster: memories for LLM agents that learn.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("serve", help="run Ray + Serve + the gateway here until Ctrl-C")
-    run.add_argument("--host", default=os.environ.get("NMEM_HOST", "127.0.0.1"),
-                     help="bind address (default 127.0.0.1; anything else requires API keys)")
-    run.add_argument("--port", type=int, default=int(os.environ.get("NMEM_PORT", "8000")))
+    # Flags left out fall back to NMEM_* and then the defaults (serve.app.read_settings).
+    run.add_argument("--host", default=None,
+                     help="bind address (NMEM_HOST, default 127.0.0.1; anything else requires API keys)")
+    run.add_argument("--port", type=int, default=None, help="HTTP port (NMEM_PORT, default 8000)")
     run.add_argument("--data-dir", type=Path, default=None,
-                     help="embedded Valkey + checkpoints (default ./.neural-memory or NMEM_DATA_DIR)")
-    run.add_argument("--ray-address", default=os.environ.get("NMEM_RAY_ADDRESS"),
-                     help="join this Ray cluster instead of starting a local one")
+                     help="embedded Valkey + checkpoints (NMEM_DATA_DIR, default ./.neural-memory)")
+    run.add_argument("--ray-address", default=None,
+                     help="join this Ray cluster instead of starting a local one (NMEM_RAY_ADDRESS)")
     run.add_argument("--gateway-replicas", type=int, default=None)
     run.add_argument("--encoder-replicas", type=int, default=None)
 
@@ -45,7 +51,17 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="guided demo against a running or fresh server",
                    add_help=False)
+    image_commands.add_commands(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("neural-memory-cluster")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -87,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command in image_commands.COMMANDS:
+        return image_commands.run(args)
     return _mcp(args)
 
 

@@ -7,7 +7,7 @@
 3. Checkpoint -> experiment -> restore -> fork: the restored weights are bit-identical to the
    checkpoint, and the fork starts from exactly those weights.
 
-It talks to the server only through the public REST API (/v1), like any other client. Without
+It talks to the server only through the Python client (`neural_memory`), like any user. Without
 --url it starts its own server (`neural-memory serve`) on a free port with a temporary data
 directory, restarts it once to show the memory persists, and stops it at the end. It writes a
 PNG of the surprise curve and exits non-zero, with the reason, if any claim does not hold.
@@ -32,7 +32,7 @@ from typing import Callable
 import httpx
 
 from errors import NeuralMemoryError, Unavailable
-from serve.rest_client import RestBackend
+from neural_memory import AsyncClient
 
 CONCEPT = ("Grokking is when a model suddenly generalizes after extensive overfitting. "
            "It was discovered by OpenAI in 2022 and shows delayed generalization.")
@@ -83,35 +83,35 @@ def check(ok: bool, claim: str) -> None:
         raise NeuralMemoryError(f"demo claim did not hold: {claim}")
 
 
-async def surprise(b: RestBackend, mem: str, text: str) -> float:
-    return float((await b.surprise(mem, text))["score"])
+async def surprise(b: AsyncClient, mem: str, text: str) -> float:
+    return float((await b.surprise(mem, text)).score)
 
 
-async def weight_hash(b: RestBackend, mem: str) -> str:
-    return (await b.stats(mem))["weight_hash"]
+async def weight_hash(b: AsyncClient, mem: str) -> str:
+    return (await b.stats(mem)).weight_hash
 
 
 # ---- the three scenarios -------------------------------------------------------------------
 
-async def teach_concept(b: RestBackend, mem: str, curve: Curve, config: dict | None) -> str:
+async def teach_concept(b: AsyncClient, mem: str, curve: Curve, config: dict | None) -> str:
     say("\n1. Teaching a new concept (SPEC 6.1)")
     created = await b.create_memory(mem, config)
-    say(f"   created memory '{mem}': {created['weight_parameters']:,} weight parameters, "
-        f"weights {short(created['weight_hash'])}")
+    say(f"   created memory '{mem}': {created.weight_parameters:,} weight parameters, "
+        f"weights {short(created.weight_hash)}")
     before = await b.infer(mem, QUESTION)
-    say(f"   ask \"{QUESTION}\" before teaching -> confidence {before['confidence']:.2f}: "
-        f"\"{clip(before['response'], 60) or '(nothing learned yet)'}\"")
+    say(f"   ask \"{QUESTION}\" before teaching -> confidence {before.confidence:.2f}: "
+        f"\"{clip(before.response, 60) or '(nothing learned yet)'}\"")
     say(f"   surprise of the concept before teaching: {await surprise(b, mem, CONCEPT):.3f}")
     say(f"   teach it: \"{clip(CONCEPT)}\"")
     previous = await weight_hash(b, mem)
     for i in range(1, REPEATS + 1):
         r = await b.observe(mem, CONCEPT, domain="ml")
-        curve.add(f"concept #{i}", r["surprise"])
-        curve.concept.append(float(r["surprise"]))
-        say(f"   observe #{i}: surprise {r['surprise']:.3f}   weights changed: "
-            f"{short(previous)} → {short(r['weight_hash'])}")
-        check(r["weight_hash"] != previous, f"observe #{i} changed the weights")
-        previous = r["weight_hash"]
+        curve.add(f"concept #{i}", r.surprise)
+        curve.concept.append(float(r.surprise))
+        say(f"   observe #{i}: surprise {r.surprise:.3f}   weights changed: "
+            f"{short(previous)} → {short(r.weight_hash)}")
+        check(r.weight_hash != previous, f"observe #{i} changed the weights")
+        previous = r.weight_hash
     final = await surprise(b, mem, CONCEPT)
     curve.concept.append(final)
     first = curve.concept[0]
@@ -119,35 +119,35 @@ async def teach_concept(b: RestBackend, mem: str, curve: Curve, config: dict | N
     say(f"   Result: the repeated concept's surprise fell {first:.3f} → {final:.3f} (-{fall:.0%})")
     check(final < first, "surprise of the repeated concept fell")
     after = await b.infer(mem, QUESTION)
-    say(f"   ask again -> confidence {before['confidence']:.2f} → {after['confidence']:.2f}: "
-        f"\"{clip(after['response'], 90)}\"")
-    params = (await b.stats(mem))["weight_parameters"]
-    say(f"   weights before teaching {short(created['weight_hash'])}, after {short(previous)}; "
+    say(f"   ask again -> confidence {before.confidence:.2f} → {after.confidence:.2f}: "
+        f"\"{clip(after.response, 90)}\"")
+    params = (await b.stats(mem)).weight_parameters
+    say(f"   weights before teaching {short(created.weight_hash)}, after {short(previous)}; "
         f"still {params:,} parameters")
-    check(params == created["weight_parameters"], "learning does not grow the parameter count")
+    check(params == created.weight_parameters, "learning does not grow the parameter count")
     return previous
 
 
-async def after_restart(b: RestBackend, mem: str, taught_hash: str) -> None:
+async def after_restart(b: AsyncClient, mem: str, taught_hash: str) -> None:
     say("   Session 2: the server was stopped and started again")
     weights = await weight_hash(b, mem)
     say(f"   weights after restart {short(weights)} (before: {short(taught_hash)})")
     check(weights == taught_hash, "the learned weights survive a restart")
     answer = await b.infer(mem, "Explain grokking")
-    say(f"   \"Explain grokking\" -> confidence {answer['confidence']:.2f}: "
-        f"\"{clip(answer['response'], 90)}\"")
+    say(f"   \"Explain grokking\" -> confidence {answer.confidence:.2f}: "
+        f"\"{clip(answer.response, 90)}\"")
     say(f"   surprise of the concept now: {await surprise(b, mem, CONCEPT):.3f} "
         "(it already knows this)")
 
 
-async def recognise_pattern(b: RestBackend, mem: str, curve: Curve, config: dict | None) -> None:
+async def recognise_pattern(b: AsyncClient, mem: str, curve: Curve, config: dict | None) -> None:
     say("\n2. Pattern recognition (SPEC 6.2)")
     await b.create_memory(mem, config)
     related0, control0 = await surprise(b, mem, RELATED), await surprise(b, mem, UNRELATED)
     for i, text in enumerate(PATTERN, 1):
         r = await b.observe(mem, text, domain="python")
-        curve.add(f"pattern #{i}", r["surprise"])
-        say(f"   observe \"{text}\": surprise {r['surprise']:.3f}")
+        curve.add(f"pattern #{i}", r.surprise)
+        say(f"   observe \"{text}\": surprise {r.surprise:.3f}")
     related1, control1 = await surprise(b, mem, RELATED), await surprise(b, mem, UNRELATED)
     say(f"   new related question \"{RELATED}\": surprise {related0:.3f} → {related1:.3f}")
     say(f"   unrelated control \"{clip(UNRELATED, 50)}\": surprise {control0:.3f} → {control1:.3f}")
@@ -155,42 +155,41 @@ async def recognise_pattern(b: RestBackend, mem: str, curve: Curve, config: dict
                else "does not yet tell the related question from the unrelated one")
     say(f"   the memory {verdict} ({related1:.3f} vs {control1:.3f})")
     answer = await b.infer(mem, PATTERN_QUESTION)
-    say(f"   ask \"{PATTERN_QUESTION}\" -> confidence {answer['confidence']:.2f}: "
-        f"\"{clip(answer['response'], 80)}\"")
-    for top in answer.get("attention_weights", [])[:1]:
-        say(f"   it attended most to \"{clip(top['pattern'], 60)}\" (weight {top['weight']:.2f})")
+    say(f"   ask \"{PATTERN_QUESTION}\" -> confidence {answer.confidence:.2f}: "
+        f"\"{clip(answer.response, 80)}\"")
+    for top in answer.attention_weights[:1]:
+        say(f"   it attended most to \"{clip(top.pattern, 60)}\" (weight {top.weight:.2f})")
 
 
-async def checkpoint_restore_fork(b: RestBackend, mem: str, curve: Curve) -> None:
+async def checkpoint_restore_fork(b: AsyncClient, mem: str, curve: Curve) -> None:
     say("\n3. Checkpoint → experiment → restore → fork (SPEC 6.3)")
     cp = await b.checkpoint(mem, "stable-v1", "before the experiment")
-    stable = cp["weight_hash"]
-    say(f"   checkpoint 'stable-v1': weights {short(stable)}, {cp['size_mb']:.2f} MB")
+    stable = cp.weight_hash
+    say(f"   checkpoint 'stable-v1': weights {short(stable)}, {cp.size_mb:.2f} MB")
     for text in EXPERIMENT:
         r = await b.observe(mem, text, domain="python")
-        curve.add("experiment", r["surprise"])
-        say(f"   experiment \"{clip(text, 50)}\": surprise {r['surprise']:.3f}, "
-            f"weights now {short(r['weight_hash'])}")
+        curve.add("experiment", r.surprise)
+        say(f"   experiment \"{clip(text, 50)}\": surprise {r.surprise:.3f}, "
+            f"weights now {short(r.weight_hash)}")
     check(await weight_hash(b, mem) != stable, "the experiment changed the weights")
     restored = await b.restore(mem, "stable-v1")
-    say(f"   restore 'stable-v1': weights {short(restored['weight_hash'])}, "
-        f"{restored['learning_since_checkpoint']} step(s) of learning undone")
-    check(restored["weight_hash"] == stable == await weight_hash(b, mem),
+    say(f"   restore 'stable-v1': weights {short(restored.weight_hash)}, "
+        f"{restored.learning_since_checkpoint} step(s) of learning undone")
+    check(restored.weight_hash == stable == await weight_hash(b, mem),
           "restore returns the exact checkpointed weights")
     branch = f"{mem}-feature"
     forked = await b.fork(mem, branch, source_tag="stable-v1")
-    say(f"   fork 'stable-v1' → '{branch}': starts with weights {short(forked['new_hash'])}")
-    check(forked["new_hash"] == stable, "the fork starts from the checkpointed weights")
+    say(f"   fork 'stable-v1' → '{branch}': starts with weights {short(forked.new_hash)}")
+    check(forked.new_hash == stable, "the fork starts from the checkpointed weights")
     r = await b.observe(branch, "Feature branch: use pathlib.Path.open inside with blocks")
-    curve.add("fork", r["surprise"])
+    curve.add("fork", r.surprise)
     source_now = await weight_hash(b, mem)
-    say(f"   the branch learns on its own: weights {short(stable)} → {short(r['weight_hash'])}; "
+    say(f"   the branch learns on its own: weights {short(stable)} → {short(r.weight_hash)}; "
         f"'{mem}' keeps {short(source_now)}")
     check(source_now == stable, "learning on the fork leaves the source unchanged")
-    nodes = {n["name"]: n for n in (await b.lineage())["memories"]}
-    node = nodes.get(branch, {})
-    parent = str(node.get("parent") or "").split("/")[-1]
-    say(f"   lineage: {branch} ← {parent or '?'} @ {node.get('source_tag') or '?'}")
+    node = next((n for n in (await b.lineage()).memories if n.name == branch), None)
+    parent = str(node.parent or "").split("/")[-1] if node else ""
+    say(f"   lineage: {branch} ← {parent or '?'} @ {(node and node.source_tag) or '?'}")
     check(parent == mem, "the lineage records the fork's parent")
 
 
@@ -250,18 +249,22 @@ def serve_command(port: int, data_dir: Path) -> list[str]:
     return [sys.executable, "-c", code, *args]
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+def wait_healthy(url: str, proc: subprocess.Popen | None = None, log: Path | None = None,
+                 timeout: float = STARTUP_TIMEOUT_S) -> None:
+    """Until `url`/healthz answers 200; Unavailable (with the server's log, if we started it)
+    when `proc` exits first or `timeout` passes."""
+    shown = f"; its log:\n{tail(log)}" if log is not None else ""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise Unavailable(f"the server exited with code {proc.returncode}; its log:\n{tail(log)}")
+        if proc is not None and proc.poll() is not None:
+            raise Unavailable(f"the server exited with code {proc.returncode}{shown}")
         try:
             if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise Unavailable(f"the server was not healthy after {STARTUP_TIMEOUT_S:.0f} s; its log:\n{tail(log)}")
+    raise Unavailable(f"the server at {url} was not healthy after {timeout:.0f} s{shown}")
 
 
 def tail(log: Path, lines: int = 25) -> str:
@@ -334,7 +337,7 @@ async def run(url: str, api_key: str | None, args: argparse.Namespace,
     config = {"encoder": args.encoder} if args.encoder else None
     curve = Curve()
     concept_mem, python_mem = f"demo-grokking-{suffix}", f"demo-python-{suffix}"
-    b = RestBackend(url, api_key, timeout=REQUEST_TIMEOUT_S)
+    b = AsyncClient(url, api_key, timeout=REQUEST_TIMEOUT_S)
     try:
         taught = await teach_concept(b, concept_mem, curve, config)
         if restart is not None:

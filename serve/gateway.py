@@ -3,20 +3,20 @@
 `@serve.ingress()` without an app plus `__serve_build_asgi_app__` means the FastAPI app is
 built inside each replica (after `__init__`), so nothing unpicklable ever crosses to Ray.
 The Encoder deployment arrives as a DeploymentHandle, or as None when the gateway encodes
-in-process (`encode_in="gateway"`); the MemoryCluster is created from plain settings dicts in
-the app's lifespan.
+in-process (`encode_in="gateway"`); the MemoryCluster is created in the app's lifespan from
+the ClusterSettings the builder passed in.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from cluster import ClusterSettings, MemoryCluster
 from serve.auth import Authenticator
 from serve.encode_batcher import EncodeBatcher
 from serve.encoder import LocalEncoder
@@ -27,31 +27,18 @@ from serve.settings import GatewaySettings
 logger = logging.getLogger(__name__)
 
 
-def make_cluster(cluster_settings: dict[str, Any]) -> Any:
-    """An unstarted MemoryCluster from overrides; NMEM_* of this replica fill in the rest.
-
-    `storage` overrides are applied on top of this replica's StorageSettings() (so e.g. an
-    NMEM_S3_ENDPOINT on the node still counts when only redis_url is overridden).
-    """
-    from cluster import ClusterSettings, MemoryCluster
-    from storage import StorageSettings
-
-    overrides = dict(cluster_settings)
-    storage = StorageSettings(**dict(overrides.pop("storage", None) or {}))
-    return MemoryCluster(ClusterSettings(**overrides, storage=storage))
-
-
 @serve.deployment(name="Gateway", max_ongoing_requests=200, health_check_period_s=10)
 @serve.ingress()
 class Gateway:
     def __init__(
         self,
         encoder: DeploymentHandle | None,
-        settings: dict[str, Any],
+        settings: GatewaySettings,
         auth_digests: dict[str, str],
-        cluster_settings: dict[str, Any] | None = None,
+        cluster_settings: ClusterSettings,
     ) -> None:
-        self._settings = GatewaySettings(**settings)
+        # Both settings objects were read once by the app's builder; nothing here reads NMEM_*.
+        self._settings = settings
         self._auth = Authenticator(dict(auth_digests))
         self._auth.check_bind(self._settings.host)  # warns in the replica log too
         # No Encoder deployment bound (encode_in="gateway"): the model lives in this replica.
@@ -62,7 +49,7 @@ class Gateway:
         # In-process passes queue in one thread: one in flight lets the next batch fill meanwhile.
         self._batcher = EncodeBatcher(self._encode_batch, max_batch=self._settings.encoder_batch_size,
                                       max_in_flight=2 if encoder is not None else 1)
-        self._cluster_settings = dict(cluster_settings or {})
+        self._cluster_settings = cluster_settings
         self._app: FastAPI | None = None
 
     async def _encode_batch(self, encoder: str, texts: list[str]) -> np.ndarray:
@@ -74,8 +61,8 @@ class Gateway:
         runtime = GatewayRuntime(
             settings=self._settings,
             auth=self._auth,
-            make_cluster=lambda: make_cluster(self._cluster_settings),
-            encode=self._batcher.encode,
+            make_cluster=lambda: MemoryCluster(self._cluster_settings),
+            encode=self._batcher.encode_many,
             metrics=GatewayMetrics(),
         )
         self._app = create_api(runtime)

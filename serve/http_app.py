@@ -25,9 +25,11 @@ from serve.http_middleware import (
     MetricsMiddleware,
     install_error_handlers,
 )
+from serve.images import create_image_router, image_upload
+from serve.imports import create_import_router, parse_upload
 from serve.mcp_server import build_mcp
 from serve.metrics import GatewayMetrics
-from serve.rest import create_router, request_tenant
+from serve.rest import ERRORS, create_router, request_tenant
 from serve.service import EncodeFn, MemoryService
 from serve.settings import GatewaySettings
 
@@ -76,17 +78,22 @@ def create_api(rt: GatewayRuntime) -> FastAPI:
     app.state.ready = False
     install_error_handlers(app)
     app.include_router(create_router())
+    app.include_router(create_image_router(rt.settings.max_image_bytes))
+    app.include_router(create_import_router())
     _add_operational_routes(app, rt)
     _mount_dashboard(app, rt.settings)
     # add_middleware prepends: the last added is the outermost.
     app.add_middleware(CatchAllMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=rt.settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=rt.settings.max_body_bytes,
+                       uploads=(image_upload(rt.settings.max_image_bytes), parse_upload()))
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)
     return app
 
 
 def _add_operational_routes(app: FastAPI, rt: GatewayRuntime) -> None:
-    @app.get("/healthz", tags=["ops"], summary="Liveness (no key needed)")
+    @app.get("/healthz", tags=["ops"], summary="Liveness (no key needed)",
+             responses={500: ERRORS[500],
+                        503: {"description": 'Still starting: {"status": "starting"}'}})
     async def healthz(request: Request) -> JSONResponse:
         ready = bool(getattr(request.app.state, "ready", False))
         return JSONResponse({"status": "ok" if ready else "starting"}, status_code=200 if ready else 503)
@@ -96,7 +103,8 @@ def _add_operational_routes(app: FastAPI, rt: GatewayRuntime) -> None:
             await request_tenant(request, None)
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics",
-             dependencies=[Depends(metrics_guard)], response_class=Response)
+             dependencies=[Depends(metrics_guard)], response_class=Response,
+             responses={401: ERRORS[401], 500: ERRORS[500]})
     async def metrics(request: Request) -> Response:
         core = getattr(request.app.state, "core", None)
         if core is not None:

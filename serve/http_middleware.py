@@ -7,7 +7,9 @@ request as anything but `{"error": {...}}`) -> FastAPI's own exception handlers 
 
 from __future__ import annotations
 
+import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,22 +35,41 @@ class BodyTooLarge(Exception):
     pass
 
 
-class BodyLimitMiddleware:
-    """413 for bodies over `max_bytes`: by Content-Length up front, else while streaming."""
+@dataclass(frozen=True)
+class UploadRoute:
+    """A route that takes a file, with its own body limit instead of the JSON body limit."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    method: str
+    path: re.Pattern  # searched, not matched: the app may sit under a prefix
+    max_bytes: int
+    hint: str  # what to do about a 413, e.g. the setting that raises the limit
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over `max_bytes`: by Content-Length up front, else while streaming.
+    An `UploadRoute` has its own limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, uploads: tuple[UploadRoute, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.uploads = uploads
+
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        for route in self.uploads:
+            if scope.get("method") == route.method and route.path.search(scope.get("path", "")):
+                return route.max_bytes, route.hint
+        return self.max_bytes, "send less text (batches of at most a few hundred texts)"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes, hint = self._limit(scope)
         too_large = Problem(413, "payload_too_large",
-                            f"request body is over the {self.max_bytes}-byte limit; send less text")
+                            f"request body is over the {max_bytes}-byte limit; {hint}")
         for name, value in scope.get("headers", []):
             if name == b"content-length":
-                if not value.isdigit() or int(value) > self.max_bytes:
+                if not value.isdigit() or int(value) > max_bytes:
                     await problem_response(too_large)(scope, receive, send)
                     return
         seen = 0
@@ -59,7 +80,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     raise BodyTooLarge
             return message
 
@@ -156,7 +177,9 @@ def validation_problem(errors: list[dict[str, Any]]) -> tuple[Problem, list[dict
     details = [{"field": _field(err.get("loc", ())), "message": err.get("msg", "invalid")}
                for err in errors]
     message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
-    return Problem(422, "validation_error", message), details
+    # The same code as InvalidInput raised below the gateway: one verdict, one code, whichever
+    # layer applied the rule (422 keeps field-level schema failures apart in the status).
+    return Problem(422, "invalid_input", message), details
 
 
 def install_error_handlers(app: FastAPI) -> None:

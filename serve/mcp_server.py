@@ -18,7 +18,7 @@ from errors import NeuralMemoryError
 from serve.auth import Authenticator
 from serve.error_map import problem_for
 from serve.http_middleware import problem_response
-from serve.mcp_tools import register_tools
+from serve.mcp_tools import ContractMCPServer, register_tools
 from serve.metrics import GatewayMetrics
 from serve.service import MemoryService, TenantService
 from serve.settings import GatewaySettings
@@ -34,7 +34,7 @@ INSTRUCTIONS = (
 def new_mcp_server() -> MCPServer:
     """An MCPServer that logs only warnings: at INFO the SDK logs a line per stateless request
     (through `rich`), which costs more CPU than the call it describes."""
-    server: MCPServer = MCPServer(
+    server: MCPServer = ContractMCPServer(
         "neural-memory", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING"
     )
     logging.getLogger("mcp").setLevel(logging.WARNING)

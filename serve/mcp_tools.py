@@ -11,10 +11,11 @@ import inspect
 from typing import Annotated, Any, Awaitable, Callable, Protocol
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+import contract as C
 from errors import MemoryExists, MemoryNotFound
 from serve import schemas as S
 from serve.error_map import problem_for
@@ -38,7 +39,7 @@ RequiredMemory = Annotated[str, Field(pattern=S.MEMORY_NAME_PATTERN, description
 
 
 def _text(description: str) -> Any:
-    return Annotated[S.Text, Field(description=f"{description} (1-{S.MAX_TEXT_CHARS} characters)")]
+    return Annotated[S.Text, Field(description=f"{description} (1-{C.MAX_TEXT_CHARS} characters)")]
 
 
 ContextArg = _text("Content to learn from; the memory's weights update on it")
@@ -52,13 +53,14 @@ DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, open_
 
 
 class MemoryBackend(Protocol):
-    """What a tool needs; `serve.service.TenantService` and `serve.rest_client.RestBackend`."""
+    """What a tool needs: `serve.service.TenantService` (dicts) or `neural_memory.AsyncClient`
+    (the same shapes as pydantic models; tools validate either with model_validate)."""
 
     async def create_memory(self, name: str, config: dict | None = None) -> dict: ...
     async def list_memories(self) -> dict: ...
     async def delete_memory(self, name: str) -> dict: ...
-    async def observe(self, name: str, context: str, learning_rate: float | None = None,
-                      domain: str | None = None) -> dict: ...
+    async def observe(self, name: str, context: str | list[str], learning_rate: float | None = None,
+                      domain: str | None = None, request_id: str | None = None) -> dict: ...
     async def infer(self, name: str, prompt: str, temperature: float | None = None,
                     max_tokens: int | None = None, top_k: int = 5) -> dict: ...
     async def surprise(self, name: str, input: str) -> dict: ...  # noqa: A002
@@ -73,6 +75,25 @@ class MemoryBackend(Protocol):
 
 
 BackendFactory = Callable[[Context], MemoryBackend]
+
+
+class ContractMCPServer(MCPServer):
+    """An MCPServer whose argument-validation failures carry our error code.
+
+    The SDK checks tool arguments against their schemas (the limits of `contract`, via
+    serve.schemas) before our code runs and reports a bare pydantic message; this prefixes the
+    same `invalid_input` code that REST and the Python API give for the same value."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+                raise
+            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                                 for err in cause.errors())
+            raise ToolError(f"Error executing tool {name}: invalid_input: {problems}") from cause
 
 
 def _tool(server: MCPServer, annotations: ToolAnnotations) -> Callable[[Callable], Callable]:
@@ -139,17 +160,29 @@ def register_tools(server: MCPServer, backend_for: BackendFactory, default_memor
 def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
     @_tool(server, WRITES)
     async def observe(
-        context: ContextArg,
         ctx: Context,
+        context: ContextArg | None = None,
+        contexts: Annotated[list[S.Text] | None, Field(
+            min_length=1, max_length=C.MAX_BATCH_ITEMS,
+            description=f"Instead of `context`: 1-{C.MAX_BATCH_ITEMS} texts learned in order as "
+                        "one write.")] = None,
         learning_rate: S.LearningRate | None = None,
         domain: S.Domain | None = None,
+        request_id: Annotated[S.RequestId | None, Field(
+            description="Idempotency key: a retried call with the same key is applied once.")] = None,
         memory: OptionalMemory = None,
     ) -> S.ObserveResponse:
-        """Feed context to the memory; its weights update (it learns, it does not just store).
-        Returns how surprising the context was (0 known - 1 novel), the weight change and
-        the patterns that fired."""
+        """Teach the memory a text (`context`) or a batch of texts (`contexts`): its network's
+        weights take a gradient step on them and each text is kept as an episode it can quote
+        back later. Returns how surprising the text was before learning (0 known - 1 novel; a
+        batch's mean, with one result per text in `items`), the size of the weight change, the
+        stored patterns it resembled, the step count and the new weight hash."""
+        if (context is None) == (contexts is None):
+            raise ToolError("invalid_input: give exactly one of `context` (one text) or `contexts` "
+                            "(a batch)")
         return await d.run("observe", ctx, memory, lambda b, m: b.observe(
-            m, context, learning_rate=learning_rate, domain=domain), S.ObserveResponse)
+            m, context if contexts is None else contexts, learning_rate=learning_rate,
+            domain=domain, request_id=request_id), S.ObserveResponse)
 
     @_tool(server, READ_ONLY)
     async def infer(
@@ -160,8 +193,12 @@ def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
         top_k: S.TopK = 5,
         memory: OptionalMemory = None,
     ) -> S.InferResponse:
-        """Ask the memory about something; it answers from its learned patterns (generated,
-        not a similarity search) with a confidence and the patterns it attended to."""
+        """Recall what the memory knows about a prompt. The answer is a stored text, not newly
+        generated text: stored episodes are ranked by 70 % similarity to the prompt and 30 % by
+        how well each matches what the network recalls for the prompt; the best one is the
+        response (with a close runner-up appended as "related"). Also returns a confidence
+        (1 - the prompt's surprise) and the top_k episodes with softmax attention weights
+        (temperature 0 puts all weight on the best)."""
         return await d.run("infer", ctx, memory, lambda b, m: b.infer(
             m, prompt, temperature=temperature, max_tokens=max_tokens, top_k=top_k),
             S.InferResponse)
@@ -169,15 +206,18 @@ def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
     @_tool(server, READ_ONLY)
     async def surprise(input: InputArg, ctx: Context, memory: OptionalMemory = None
                        ) -> S.SurpriseResponse:  # noqa: A002 - SPEC's argument name
-        """Measure how novel an input is without learning it: high = worth observing,
-        low = already known. Recommends learn, skip or consolidate."""
+        """Measure how novel an input is without learning it: the network's recall error times
+        how far the input is from the closest stored text (0 already known - 1 novel). Returns
+        that closest text and a recommendation: skip (<= 0.3), learn, or consolidate (novel
+        while the episodic store is over 90 % full)."""
         return await d.run("surprise", ctx, memory, lambda b, m: b.surprise(m, input),
                            S.SurpriseResponse)
 
     @_tool(server, WRITES)
     async def consolidate(ctx: Context, memory: OptionalMemory = None) -> S.ConsolidateResponse:
-        """Run a consolidation pass (like sleep): replay recent learning into stable
-        long-term weights and merge near-duplicate patterns."""
+        """Run a consolidation pass (like sleep): replay recently seen stored episodes into the
+        network's weights, anchor them against later drift (online EWC), and merge
+        near-duplicate patterns. Returns how many patterns merged and a stability score."""
         return await d.run("consolidate", ctx, memory, lambda b, m: b.consolidate(m),
                            S.ConsolidateResponse)
 
@@ -187,8 +227,7 @@ def _register_state(server: MCPServer, d: _Dispatcher) -> None:
     async def checkpoint(
         tag: S.Tag,
         ctx: Context,
-        description: Annotated[str, Field(max_length=S.MAX_DESCRIPTION_CHARS,
-                                          description="Free-text note.")] = "",
+        description: S.Description = "",
         memory: OptionalMemory = None,
     ) -> S.CheckpointResponse:
         """Save the memory's current learned state under a tag (like `docker commit`).
@@ -227,21 +266,25 @@ def _register_state(server: MCPServer, d: _Dispatcher) -> None:
 def _register_introspection(server: MCPServer, d: _Dispatcher) -> None:
     @_tool(server, READ_ONLY)
     async def stats(ctx: Context, memory: OptionalMemory = None) -> S.StatsResponse:
-        """Memory statistics: observations, parameters, capacity used (0-1), average
-        recent surprise, domains and the weight hash."""
+        """Memory statistics: observations, network parameters, capacity used (0-1: how full the
+        episodic store is), running average surprise of recent observations, domains seen and
+        the weight hash."""
         return await d.run("stats", ctx, memory, lambda b, m: b.stats(m), S.StatsResponse)
 
     @_tool(server, READ_ONLY)
     async def attention_map(query: QueryArg, ctx: Context, memory: OptionalMemory = None
                             ) -> S.AttentionMapResponse:
-        """Show which learned patterns the memory attends to for a query, with weights."""
+        """Show which stored episodes the memory attends to for a query: the same ranking as
+        infer (70 % similarity, 30 % network recall), as texts with softmax weights."""
         return await d.run("attention_map", ctx, memory, lambda b, m: b.attention_map(m, query),
                            S.AttentionMapResponse)
 
     @_tool(server, READ_ONLY)
     async def explain(ctx: Context, top_k: S.TopK = 5, memory: OptionalMemory = None
                       ) -> S.ExplainResponse:
-        """Export the strongest learned patterns as human-readable summaries with examples."""
+        """The memory's strongest patterns: stored episodes ranked half by how often they were
+        reinforced and half by how well the network recalls them, each with its latest text
+        (and domain) as the description and up to a few example texts."""
         return await d.run("explain", ctx, memory, lambda b, m: b.explain(m, top_k=top_k),
                            S.ExplainResponse)
 

@@ -1,6 +1,6 @@
 """REST routes under /v1: validate (pydantic), resolve the tenant, call the TenantService.
 
-The table in ../shared/DESIGN.md is the contract; the dashboard adds /history and /lineage.
+The OpenAPI page (/docs) is the contract users read; the dashboard adds /history and /lineage.
 Handlers hold no logic: errors propagate to `serve.http_errors`, which renders the envelope.
 """
 
@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+import contract as C
+from errors import InvalidInput
 from serve import schemas as S
 from serve.auth import Authenticator
 from serve.service import TenantService
@@ -27,6 +29,7 @@ ERRORS = {
         (409, "Name or tag already taken"),
         (413, "Request body too large"),
         (422, "Request failed validation (field paths in details)"),
+        (500, "Internal error (the server log has the details)"),
         (503, "A backing service is unavailable; retry"),
     ]
 }
@@ -85,12 +88,20 @@ def _registry_routes(router: APIRouter) -> None:
 
 def _learning_routes(router: APIRouter) -> None:
     @router.post("/memories/{name}/observe", response_model=S.ObserveResponse,
-                 tags=["learning"], summary="Learn from a context (weights update)")
-    async def observe(name: NamePath, body: S.ObserveRequest, s: Svc) -> dict:
-        return await s.observe(name, body.context, body.learning_rate, body.domain)
+                 tags=["learning"], summary="Learn from a context (weights update; the text is kept as an episode)")
+    async def observe(
+        name: NamePath, body: S.ObserveRequest, s: Svc,
+        idempotency_key: Annotated[S.RequestId | None, Header(
+            alias=S.IDEMPOTENCY_HEADER, description="Same as the body's `request_id`.")] = None,
+    ) -> dict:
+        if body.request_id and idempotency_key and body.request_id != idempotency_key:
+            raise InvalidInput(f"request_id {body.request_id!r} and the {S.IDEMPOTENCY_HEADER} header "
+                               f"{idempotency_key!r} differ; send one, or the same in both")
+        return await s.observe(name, body.texts if body.contexts else body.context, body.learning_rate,
+                               body.domain, request_id=body.request_id or idempotency_key)
 
     @router.post("/memories/{name}/infer", response_model=S.InferResponse, tags=["learning"],
-                 summary="Generate from learned patterns")
+                 summary="Recall: the stored text that best matches the prompt, with confidence")
     async def infer(name: NamePath, body: S.InferRequest, s: Svc) -> dict:
         return await s.infer(name, body.prompt, body.temperature, body.max_tokens, body.top_k)
 
@@ -137,15 +148,15 @@ def _introspection_routes(router: APIRouter) -> None:
         return await s.stats(name)
 
     @router.post("/memories/{name}/attention_map", response_model=S.AttentionMapResponse,
-                 tags=["introspection"], summary="What the memory attends to for a query")
+                 tags=["introspection"], summary="Stored episodes the memory attends to for a query, with weights")
     async def attention_map(name: NamePath, body: S.AttentionMapRequest, s: Svc) -> dict:
         return await s.attention_map(name, body.query)
 
     @router.get("/memories/{name}/explain", response_model=S.ExplainResponse,
-                tags=["introspection"], summary="Learned patterns as readable summaries")
+                tags=["introspection"], summary="Strongest patterns (reinforcement and network recall) with examples")
     async def explain(
         name: NamePath, s: Svc,
-        top_k: Annotated[int, Query(ge=1, le=S.MAX_TOP_K)] = 5,
+        top_k: Annotated[int, Query(ge=C.MIN_TOP_K, le=C.MAX_TOP_K)] = 5,
     ) -> dict:
         return await s.explain(name, top_k)
 
@@ -153,6 +164,6 @@ def _introspection_routes(router: APIRouter) -> None:
                 tags=["introspection"], summary="Recent observations, newest last (dashboard)")
     async def history(
         name: NamePath, s: Svc,
-        limit: Annotated[int, Query(ge=1, le=S.MAX_HISTORY)] = 200,
+        limit: Annotated[int, Query(ge=1, le=C.MAX_HISTORY)] = 200,
     ) -> dict:
         return await s.history(name, limit)

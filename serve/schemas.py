@@ -1,7 +1,8 @@
 """Request and response models of the public contract (REST `/v1` and MCP tools).
 
-Field names follow seeds/SPEC.md §3.2. Every limit lives here, so a bad request is refused
-with a message naming the field before anything reaches the encoder, a cluster or an actor.
+Field names follow the product spec (SPEC §3.2). Every limit comes from `contract`, so a bad
+request is refused here, with a message naming the field, by exactly the rule the layers below
+apply, before anything reaches the encoder, a cluster or an actor.
 Requests forbid unknown fields, so a typo ("contxt") is reported instead of ignored.
 """
 
@@ -9,27 +10,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-MEMORY_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
-TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$"  # as storage.keys
-MAX_TEXT_CHARS = 32_768  # MiniLM reads 256 tokens; longer text is almost always a client bug
-MAX_DOMAIN_CHARS = 64
-MAX_DESCRIPTION_CHARS = 1_000
-MAX_TOP_K = 50
-MAX_TOKENS = 4_096
-MAX_HISTORY = 1_000
+import contract as C
+
+# Derived from `contract` (the one home of every input rule), anchored for pydantic.
+MEMORY_NAME_PATTERN = C.anchored(C.MEMORY_NAME_PATTERN)
+TAG_PATTERN = C.anchored(C.TAG_PATTERN)
 
 
 def _has_content(text: str) -> str:
-    if not text.strip():
-        raise ValueError("must contain some non-whitespace text")
-    if "\x00" in text:
-        raise ValueError("must not contain NUL characters")
+    C.check_text(text)  # InvalidInput is a ValueError: pydantic reports it on the field
     return text
 
 
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_has_content)]
+def _no_nul(text: str) -> str:
+    C.check_description(text)
+    return text
+
+
+Text = Annotated[str, Field(min_length=1, max_length=C.MAX_TEXT_CHARS), AfterValidator(_has_content)]
 
 
 MemoryName = Annotated[
@@ -44,7 +44,7 @@ Tag = Annotated[
     str,
     Field(
         pattern=TAG_PATTERN,
-        description="Checkpoint tag: 1-128 of A-Z a-z 0-9 . _ : @ + -, starting with a letter or digit.",
+        description="Checkpoint tag: 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit.",
         examples=["stable-v1", "v1.0"],
     ),
 ]
@@ -52,24 +52,36 @@ Domain = Annotated[
     str,
     Field(
         min_length=1,
-        max_length=MAX_DOMAIN_CHARS,
+        max_length=C.MAX_DOMAIN_CHARS,
         pattern=r"^[^\x00-\x1f]+$",
-        description="Domain tag for routing and stats, e.g. 'python'.",
+        description=f"Domain tag for routing and stats, e.g. 'python' (1-{C.MAX_DOMAIN_CHARS} "
+                    "characters, no control characters).",
     ),
 ]
+# The header a client may send a write's idempotency key in, instead of the body's `request_id`.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+RequestId = Annotated[str, Field(pattern=C.anchored(C.REQUEST_ID_PATTERN),
+                                  examples=["import-3f2a9c-batch-0007"])]
 LearningRate = Annotated[
     float,
-    Field(gt=0, le=2, allow_inf_nan=False,
-          description="Override the memory's learning rate for this observation, in (0, 2]."),
+    Field(gt=0, le=C.MAX_LEARNING_RATE, allow_inf_nan=False,
+          description=f"Override the memory's learning rate for this observation, in "
+                      f"(0, {C.MAX_LEARNING_RATE:g}]."),
 ]
 Temperature = Annotated[
     float,
-    Field(ge=0, le=10, allow_inf_nan=False, description="Sharpness of attention; 0 = greedy."),
+    Field(ge=0, le=C.MAX_TEMPERATURE, allow_inf_nan=False,
+          description=f"Softmax temperature of the attention weights over the returned patterns, "
+                      f"0 (greedy: all weight on the best) to {C.MAX_TEMPERATURE:g}; default "
+                      f"{C.DEFAULT_TEMPERATURE}."),
 ]
 MaxTokens = Annotated[
-    int, Field(ge=1, le=MAX_TOKENS, description="Upper bound on the response length in words.")
+    int, Field(ge=1, le=C.MAX_TOKENS, description="Upper bound on the response length in words.")
 ]
-TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K, description="How many patterns to use/return.")]
+TopK = Annotated[int, Field(ge=C.MIN_TOP_K, le=C.MAX_TOP_K,
+                            description="How many patterns to use/return.")]
+Description = Annotated[str, Field(max_length=C.MAX_DESCRIPTION_CHARS, description="Free-text note."),
+                        AfterValidator(_no_nul)]
 
 
 class Request(BaseModel):
@@ -91,9 +103,31 @@ class CreateMemoryRequest(Request):
 
 
 class ObserveRequest(Request):
-    context: Text = Field(description="Content to learn from; the memory's weights update on it.")
+    context: Text | None = Field(None, description="Content to learn from; the memory's weights "
+                                                   "update on it. Give this or `contexts`.")
+    contexts: list[Text] | None = Field(
+        None, min_length=1, max_length=C.MAX_BATCH_ITEMS,
+        description=f"A batch of 1-{C.MAX_BATCH_ITEMS} texts learned in order as one write (one "
+                    "log entry, chunked updates; the request body stays under the size limit). "
+                    "Give this or `context`.")
     learning_rate: LearningRate | None = None
     domain: Domain | None = None
+    request_id: RequestId | None = Field(
+        None, description="Idempotency key (or the `Idempotency-Key` header): a retried write "
+                          "with the same key is applied once and answered with the first result.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_of_context_or_contexts(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (data.get("context") is None) == (data.get("contexts") is None):
+            unknown = sorted(set(data) - set(cls.model_fields))
+            typo = f" (unknown field(s): {', '.join(map(str, unknown))})" if unknown else ""
+            raise ValueError(f"give exactly one of `context` (one text) or `contexts` (a batch){typo}")
+        return data
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.context] if self.context is not None else list(self.contexts)
 
 
 class InferRequest(Request):
@@ -113,7 +147,7 @@ class ConsolidateRequest(Request):
 
 class CheckpointRequest(Request):
     tag: Tag
-    description: str = Field("", max_length=MAX_DESCRIPTION_CHARS, description="Free-text note.")
+    description: Description = ""
 
 
 class RestoreRequest(Request):
@@ -151,12 +185,30 @@ class MemoryList(Response):
     memories: list[MemorySummary]
 
 
+class ObservedItem(Response):
+    surprise: float = Field(description="How novel this text was before learning it, 0-1.")
+    step: int = Field(description="The memory's step after this text.")
+
+
 class ObserveResponse(Response):
-    surprise: float = Field(description="How novel the context was, 0 (known) to 1 (new).")
-    weight_delta: float = Field(description="Magnitude of the weight change.")
+    surprise: float = Field(description="How novel the context was, 0 (known) to 1 (new); for a "
+                                        "batch, the mean over its items.")
+    weight_delta: float = Field(description="Magnitude of the weight change (of the whole batch).")
     patterns_activated: list[str] = Field(description="Learned patterns that fired.")
     step: int = Field(description="Observations applied to this memory so far.")
     weight_hash: str = Field(description="sha256 of the weights after this update.")
+    items: list[ObservedItem] | None = Field(
+        None, description="For a batch (`contexts`): one result per text, in order.")
+
+
+class ParsedItem(Response):
+    text: str
+    domain: str | None = None
+
+
+class ParsedFile(Response):
+    items: list[ParsedItem] = Field(description="The texts an import of this file would learn, in order.")
+    count: int
 
 
 class PatternWeight(Response):
@@ -165,9 +217,12 @@ class PatternWeight(Response):
 
 
 class InferResponse(Response):
-    response: str = Field(description="Text generated from learned patterns.")
-    confidence: float = Field(description="Model certainty, 0-1.")
-    attention_weights: list[PatternWeight] = Field(description="What the memory attended to.")
+    response: str = Field(description="The stored text that best matches the prompt (ranked by "
+                                      "similarity and the network's recall), with a close runner-up "
+                                      "appended as 'related'. Recalled, not generated.")
+    confidence: float = Field(description="1 - the prompt's surprise: 0 (unknown) to 1 (well known).")
+    attention_weights: list[PatternWeight] = Field(description="The top_k stored texts with softmax "
+                                                               "attention weights.")
 
 
 class SurpriseResponse(Response):
@@ -216,10 +271,15 @@ class ForkResponse(Response):
 class StatsResponse(Response):
     total_observations: int
     weight_parameters: int
-    capacity_used: float = Field(description="Estimated 0-1.")
-    avg_surprise: float = Field(description="Recent learning signal.")
+    capacity_used: float = Field(description="How full the episodic store is, 0-1.")
+    avg_surprise: float = Field(description="Running average surprise of recent observations "
+                                            "(exponential, weight surprise_ema per observation).")
     domains: list[str]
     weight_hash: str
+    patterns: int | None = Field(None, description="Learned patterns held (capacity_used × slots).")
+    size_mb: float | None = Field(
+        None, description="Size of the saved state (the newest checkpoint; an image weighs this)."
+    )
 
 
 class AttentionMapResponse(Response):
@@ -264,6 +324,14 @@ class LineageResponse(Response):
 class DeleteMemoryResponse(Response):
     deleted: bool
     name: str
+
+
+class ImportImageResponse(Response):
+    name: str = Field(description="The new memory, loaded from the image.")
+    weight_hash: str = Field(description="Equal to the image's weight_hash (checked on import).")
+    weight_parameters: int
+    step: int = Field(description="Observations the imported state had learned.")
+    source: str = Field(description="Where the image came from: memory[@tag] on its server.")
 
 
 class ErrorBody(BaseModel):

@@ -1,8 +1,8 @@
 """What every gateway call does after auth and validation: encode the text, call the cluster.
 
 REST routes and MCP tools both call a `TenantService` (one caller's view), so the two
-protocols cannot drift apart. Results are shaped exactly as the REST responses; the protocol
-layers only validate and serialise them.
+protocols cannot drift apart. Results come shaped by the cluster (as the REST responses); this
+layer only encodes text and the protocol layers only validate and serialise.
 
 The text -> vector step uses the encoder named in each memory's config. That lookup costs a
 Redis round trip, so it is cached for `encoder_cache_seconds` (and dropped when this replica
@@ -21,7 +21,7 @@ import numpy as np
 from errors import InvalidInput
 from serve.metrics import GatewayMetrics
 
-EncodeFn = Callable[[str, str], Awaitable[np.ndarray]]  # (encoder name, text) -> (dim,) float32
+EncodeFn = Callable[[str, list[str]], Awaitable[np.ndarray]]  # (encoder, texts) -> (n, dim) float32
 
 
 class MemoryService:
@@ -56,15 +56,19 @@ class MemoryService:
     def forget(self, tenant: str, name: str) -> None:
         self._encoders.pop((tenant, name), None)
 
-    async def vector(self, tenant: str, name: str, text: str) -> np.ndarray:
+    async def vectors(self, tenant: str, name: str, texts: list[str]) -> np.ndarray:
+        """(n, dim) float32: `texts` through the encoder named in the memory's config."""
         encoder = await self.encoder_of(tenant, name)
         start = time.perf_counter()
-        vec = np.asarray(await self._encode(encoder, text), dtype=np.float32)
+        vectors = np.asarray(await self._encode(encoder, texts), dtype=np.float32)
         if self.metrics is not None:
             self.metrics.encode_seconds.observe(time.perf_counter() - start)
-        if vec.ndim != 1 or not np.all(np.isfinite(vec)):
+        if vectors.ndim != 2 or len(vectors) != len(texts) or not np.all(np.isfinite(vectors)):
             raise InvalidInput("the encoder returned an unusable vector for this text")
-        return vec
+        return vectors
+
+    async def vector(self, tenant: str, name: str, text: str) -> np.ndarray:
+        return (await self.vectors(tenant, name, [text]))[0]
 
 
 class TenantService:
@@ -82,27 +86,29 @@ class TenantService:
         return await self._cluster.create_memory(self.tenant, name, config)
 
     async def list_memories(self) -> dict:
-        return {"memories": await self._cluster.list_memories(self.tenant)}
+        return await self._cluster.list_memories(self.tenant)
 
     async def delete_memory(self, name: str) -> dict:
         self.core.forget(self.tenant, name)
-        await self._cluster.delete_memory(self.tenant, name)
-        return {"deleted": True, "name": name}
+        return await self._cluster.delete_memory(self.tenant, name)
 
     async def lineage(self) -> dict:
-        return {"memories": await self._cluster.lineage(self.tenant)}
+        return await self._cluster.lineage(self.tenant)
 
     # ------------------------------------------------------------ learning
 
     async def observe(
-        self, name: str, context: str, learning_rate: float | None = None, domain: str | None = None
+        self, name: str, context: str | list[str], learning_rate: float | None = None,
+        domain: str | None = None, request_id: str | None = None,
     ) -> dict:
-        vec = await self.core.vector(self.tenant, name, context)
-        result = await self._cluster.observe(
-            self.tenant, name, vec[None, :], [context], domain=domain, learning_rate=learning_rate
-        )
-        if self.core.metrics is not None and "surprise" in result:
-            self.core.metrics.surprise.observe(float(result["surprise"]))
+        """Learn one text, or a batch (a list: one write, one result per item in `items`)."""
+        texts = [context] if isinstance(context, str) else list(context)
+        vectors = await self.core.vectors(self.tenant, name, texts)
+        result = await self._cluster.observe(self.tenant, name, vectors, texts, domain=domain,
+                                             learning_rate=learning_rate, request_id=request_id)
+        if self.core.metrics is not None:
+            for item in result.get("items") or [result]:
+                self.core.metrics.surprise.observe(float(item["surprise"]))
         return result
 
     async def infer(
@@ -131,7 +137,7 @@ class TenantService:
         return await self._cluster.checkpoint(self.tenant, name, tag, description=description)
 
     async def list_checkpoints(self, name: str) -> dict:
-        return {"checkpoints": await self._cluster.list_checkpoints(self.tenant, name)}
+        return await self._cluster.list_checkpoints(self.tenant, name)
 
     async def restore(self, name: str, tag: str) -> dict:
         return await self._cluster.restore(self.tenant, name, tag)
@@ -139,6 +145,13 @@ class TenantService:
     async def fork(self, name: str, new_name: str, source_tag: str | None = None) -> dict:
         self.core.forget(self.tenant, new_name)
         return await self._cluster.fork(self.tenant, name, new_name, source_tag=source_tag)
+
+    async def export_state(self, name: str, tag: str | None = None) -> Any:
+        return await self._cluster.export_state(self.tenant, name, tag)
+
+    async def import_state(self, name: str, state: Any) -> dict:
+        self.core.forget(self.tenant, name)
+        return await self._cluster.import_state(self.tenant, name, state)
 
     # ------------------------------------------------------------ introspection
 
@@ -153,4 +166,4 @@ class TenantService:
         return await self._cluster.explain(self.tenant, name, top_k=top_k)
 
     async def history(self, name: str, limit: int = 200) -> dict:
-        return {"observations": await self._cluster.history(self.tenant, name, limit=limit)}
+        return await self._cluster.history(self.tenant, name, limit=limit)

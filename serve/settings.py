@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+import contract
 from serve.schemas import MEMORY_NAME_PATTERN
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
@@ -52,6 +53,10 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(
         1_000_000, ge=1024, description="Largest request body accepted (413 above it)."
     )
+    max_image_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024,
+        description="Largest memory image accepted by PUT /v1/memories/{name}/image (413 above it).",
+    )
     metrics_public: bool = Field(
         False, description="Serve /metrics without an API key (for an in-cluster scraper)."
     )
@@ -86,6 +91,10 @@ class GatewaySettings(BaseSettings):
         None, description="Dashboard folder; defaults to serve/ui next to this module."
     )
 
+    # NMEM_API_KEYS_FILE= (set but empty) means "not set", not the current directory.
+    _blank_is_unset = field_validator("api_keys", "api_keys_file", "ui_dir", mode="before")(
+        contract.blank_as_unset)
+
     @field_validator("host")
     @classmethod
     def _host_not_blank(cls, value: str) -> str:
@@ -98,3 +107,39 @@ class GatewaySettings(BaseSettings):
 
     def resolved_ui_dir(self) -> Path:
         return self.ui_dir if self.ui_dir is not None else Path(__file__).parent / "ui"
+
+
+# ---- the README's settings table, generated from the models (a test keeps the two equal) ------
+
+SETTINGS_TABLE_START = "<!-- settings-table:start (generated: python -m serve.settings) -->"
+SETTINGS_TABLE_END = "<!-- settings-table:end -->"
+_SECRET_FIELDS = {"api_keys", "s3_secret_key"}
+
+
+def _shown_default(name: str, field) -> str:
+    if name in _SECRET_FIELDS:
+        return "unset"
+    value = field.get_default(call_default_factory=True)
+    return "unset" if value is None else f"`{value}`"
+
+
+def settings_table() -> str:
+    """Every NMEM_* setting of the server (gateway, control plane, storage, memory actors) as a
+    Markdown table: variable, default, meaning — from the pydantic models' descriptions."""
+    from cluster import ClusterSettings  # noqa: PLC0415 - only the doc generator needs it
+
+    nested = {name: ClusterSettings.model_fields[name].annotation for name in ("storage", "actor")}
+    models = [("gateway", GatewaySettings), ("cluster", ClusterSettings),
+              ("storage", nested["storage"]), ("actor", nested["actor"])]
+    rows = ["| variable | part | default | meaning |", "|---|---|---|---|"]
+    for part, model in models:
+        for name, field in model.model_fields.items():
+            if model is ClusterSettings and name in nested:
+                continue
+            meaning = " ".join((field.description or "").split()).replace("|", "\\|")
+            rows.append(f"| `NMEM_{name.upper()}` | {part} | {_shown_default(name, field)} | {meaning} |")
+    return "\n".join([SETTINGS_TABLE_START, *rows, SETTINGS_TABLE_END])
+
+
+if __name__ == "__main__":
+    print(settings_table())

@@ -3,8 +3,9 @@
 Claude Desktop and similar clients start MCP servers as subprocesses and talk over stdin /
 stdout. This one exposes the same 14 tools as the gateway's /mcp (they are the same
 functions) and forwards each call to the gateway's REST API with the given API key, so the
-tenant, validation and errors are exactly those of the gateway. Stdout carries only the
-protocol; diagnostics go to stderr.
+tenant, validation and errors are exactly those of the gateway: the backend is the Python
+client (`neural_memory.AsyncClient`), whose errors are the gateway's exception classes.
+Stdout carries only the protocol; diagnostics go to stderr.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from mcp.server.mcpserver import MCPServer
 
 from serve.mcp_server import new_mcp_server
 from serve.mcp_tools import register_tools
-from serve.rest_client import RestBackend
+from neural_memory import AsyncClient
 
 
 def build_proxy(url: str, api_key: str | None, default_memory: str = "default"
-                ) -> tuple[MCPServer, RestBackend]:
-    backend = RestBackend(url, api_key)
+                ) -> tuple[MCPServer, AsyncClient]:
+    backend = AsyncClient(url, api_key)
     server = new_mcp_server()
     register_tools(server, lambda ctx: backend, default_memory)
     return server, backend
@@ -35,10 +36,10 @@ async def run_proxy(url: str, api_key: str | None, default_memory: str = "defaul
         await backend.aclose()
 
 
-async def _check_gateway(backend: RestBackend) -> None:
+async def _check_gateway(backend: AsyncClient) -> None:
     """Say on stderr (never stdout) if the gateway is unreachable; tools will report it too."""
     try:
         await backend.list_memories()
     except Exception as exc:  # noqa: BLE001 - a hint only; the proxy still starts
-        print(f"neural-memory mcp: gateway at {backend.base_url} not usable yet: {exc}",
+        print(f"neural-memory mcp: gateway at {backend.url} not usable yet: {exc}",
               file=sys.stderr)

@@ -3,54 +3,57 @@
 Layout (prefix defaults to "nmem"; `name` is the fully qualified "tenant/memory"):
 
     {p}:registry                 hash  name -> JSON registry record
-    {p}:mem:{name}:stats         hash  total_observations, avg_surprise, step, weight_hash
+    {p}:mem:{name}:stats         hash  total_observations, step, weight_hash
     {p}:mem:{name}:domains       set   domains seen
     {p}:mem:{name}:ckpt          hash  tag -> JSON checkpoint info
     {p}:mem:{name}:ckpt_order    list  tags in creation order
     {p}:mem:{name}:wal           stream  write-ahead log
     {p}:mem:{name}:history       list  JSON observation summaries, newest last (capped)
-    {p}:mem:{name}:children      zset  child name -> creation sequence
 
-Checkpoint objects: "{tenant}/{memory}/{tag}.ckpt".
+Checkpoint objects: "{tenant}/{memory}/{tag}[-{nonce}].ckpt".
 """
 
 from __future__ import annotations
 
 import re
 
+import contract
 from errors import InvalidInput
 
 __all__ = ["Keys", "check_name", "check_tag", "object_key"]
 
-# Names reach Redis keys and file paths, so only characters that are safe in both pass.
-_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
-_MEMORY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
+# Tags as stored: a user tag, or an internal auto-checkpoint tag ("auto@" + a sequence number).
+_STORED_TAG = re.compile(rf"{contract.TAG_PATTERN}|{re.escape(contract.AUTO_TAG_PREFIX)}[0-9]{{1,20}}")
 
 
 def check_name(name: str) -> str:
-    """Return `name` if it is a valid fully qualified "tenant/memory" name, else raise InvalidInput."""
+    """Return `name` if it is a valid fully qualified "tenant/memory" name, else raise InvalidInput.
+    Both parts follow `contract`: only characters safe in Redis keys and file paths pass."""
     tenant, sep, memory = name.partition("/") if isinstance(name, str) else ("", "", "")
-    if not sep or not _TENANT_RE.match(tenant) or not _MEMORY_RE.match(memory):
-        raise InvalidInput(
-            f"memory name {name!r} must be 'tenant/name': tenant of letters, digits and ._@+- "
-            "(up to 128), name matching [a-z0-9][a-z0-9._-]{0,62}"
-        )
+    if not sep:
+        raise InvalidInput(f"memory name {name!r} must be qualified as 'tenant/name'")
+    contract.check_tenant(tenant)
+    contract.check_memory_name(memory)
     return name
 
 
 def check_tag(tag: str) -> str:
-    """Return `tag` if it is a valid checkpoint tag, else raise InvalidInput."""
-    if not isinstance(tag, str) or not _TAG_RE.match(tag):
-        raise InvalidInput(
-            f"checkpoint tag {tag!r} must be 1-128 letters, digits or ._:@+- and start with a letter or digit"
-        )
+    """Return `tag` if it is a user checkpoint tag or an auto-checkpoint tag, else raise InvalidInput."""
+    if isinstance(tag, str) and _STORED_TAG.fullmatch(tag):
+        return tag
+    contract.check_tag(tag)  # raises with the user-facing message
     return tag
 
 
-def object_key(name: str, tag: str) -> str:
-    """The checkpoint object key for memory `name` at `tag` (same layout on S3 and on disk)."""
-    return f"{check_name(name)}/{check_tag(tag)}.ckpt"
+def object_key(name: str, tag: str, nonce: str | None = None) -> str:
+    """The checkpoint object key for memory `name` at `tag` (same layout on S3 and on disk).
+    A `nonce` (hex) makes the key unique, so a tag taken again never meets an old object."""
+    suffix = ""
+    if nonce is not None:
+        if not re.fullmatch(r"[0-9a-f]{1,32}", nonce):
+            raise InvalidInput(f"object key nonce {nonce!r} must be 1-32 lowercase hex digits")
+        suffix = f"-{nonce}"
+    return f"{check_name(name)}/{check_tag(tag)}{suffix}.ckpt"
 
 
 class Keys:
@@ -83,13 +86,6 @@ class Keys:
     def history(self, name: str) -> str:
         return self._mem(name, "history")
 
-    def children(self, name: str) -> str:
-        return self._mem(name, "children")
-
-    def child_seq(self) -> str:
-        """Counter that orders lineage edges across the deployment."""
-        return f"{self.prefix}:seq:children"
-
     def memory_keys(self, name: str) -> list[str]:
         """All per-memory keys (what delete_memory removes besides the registry entry)."""
         return [
@@ -99,5 +95,4 @@ class Keys:
             self.checkpoint_order(name),
             self.wal(name),
             self.history(name),
-            self.children(name),
         ]

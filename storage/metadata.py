@@ -1,4 +1,7 @@
-"""MetadataStore: registry, stats, checkpoint index, lineage and history on Redis/Valkey.
+"""MetadataStore: registry, stats, checkpoint index and history on Redis/Valkey.
+
+Lineage is the registry's own `parent` / `source_tag` fields; the running average surprise is
+the memory's own (`NeuralMemory.avg_surprise`), so neither is kept twice here.
 
 Names are fully qualified "tenant/memory". Every key comes from storage/keys.py; every
 multi-key update runs as one Lua script (storage/scripts.py) or one MULTI/EXEC, so readers
@@ -9,7 +12,6 @@ methods live in storage/wal.py (WalMixin).
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -23,7 +25,6 @@ from errors import (
     InvalidInput,
     MemoryExists,
     MemoryNotFound,
-    MetadataError,
 )
 from storage import scripts
 from storage.codec import dumps_json, loads_json
@@ -33,7 +34,8 @@ from storage.wal import WalMixin
 
 __all__ = ["MetadataStore"]
 
-HISTORY_TEXT_LIMIT = 1000  # characters of observed text kept per history item
+HISTORY_TEXT_LIMIT = 200  # characters of observed text kept per history item
+HISTORY_CAP = 1000  # history items kept per memory (the newest)
 
 
 def _now() -> str:
@@ -56,10 +58,7 @@ class MetadataStore(WalMixin):
         *,
         prefix: str = "nmem",
         timeout: float = 5.0,
-        ema_alpha: float = 0.1,
     ) -> None:
-        if not 0 < ema_alpha <= 1:
-            raise InvalidInput(f"ema_alpha must be in (0, 1], got {ema_alpha}")
         if isinstance(redis_url, redis.Redis):
             self._client, self._owns_client = redis_url, False
             self.where = _describe_client(redis_url)
@@ -74,7 +73,6 @@ class MetadataStore(WalMixin):
             )
             self._owns_client = True
             self.where = redacted_url(redis_url)
-        self.ema_alpha = ema_alpha
         self.keys = Keys(prefix)
         self._scripts = {
             name: self._client.register_script(getattr(scripts, name)) for name in scripts.__all__
@@ -122,18 +120,19 @@ class MetadataStore(WalMixin):
     # -- registry ---------------------------------------------------------------------------
 
     def create_memory(self, name: str, record: dict) -> None:
-        """Register `name`; MemoryExists if taken. A `parent` in the record also records the lineage edge."""
+        """Register `name` (stamped `created_at` unless given); MemoryExists if taken. A `parent` in the
+        record is the lineage edge (the memory it was forked from)."""
         check_name(name)
         if not isinstance(record, dict):
             raise InvalidInput("memory record must be a dict")
         rec = {"name": name, "tenant": name.split("/", 1)[0], "parent": None, "source_tag": None}
         rec.update(record)
         rec.setdefault("created_at", _now())
-        parent = rec["parent"]
-        if parent is not None:
-            check_name(parent)
-        keys = [self.keys.registry(), self.keys.children(parent or name), self.keys.child_seq()]
-        if not self._run("CREATE_MEMORY", keys, [name, dumps_json(rec), parent or ""]):
+        if rec["parent"] is not None:
+            check_name(rec["parent"])
+        with redis_errors(self.where):
+            created = self._client.hsetnx(self.keys.registry(), name, dumps_json(rec))
+        if not created:
             raise MemoryExists(f"memory {name} already exists")
 
     def get_memory(self, name: str) -> dict:
@@ -159,37 +158,37 @@ class MetadataStore(WalMixin):
         return [loads_json(raw) for _name, raw in sorted(items)]
 
     def delete_memory(self, name: str) -> None:
-        """Remove the registry entry, stats, checkpoint index, WAL, history and lineage edges."""
-        parent = self.get_memory(name).get("parent")
-        keys = [self.keys.registry(), self.keys.children(parent or name), *self.keys.memory_keys(name)]
-        if not self._run("DELETE_MEMORY", keys, [name, "1" if parent else "0"]):
+        """Remove the registry entry, stats, checkpoint index, WAL and history."""
+        check_name(name)
+        keys = [self.keys.registry(), *self.keys.memory_keys(name)]
+        if not self._run("DELETE_MEMORY", keys, [name]):
             raise MemoryNotFound(f"memory {name} not found")
 
     # -- stats ------------------------------------------------------------------------------
 
-    def update_stats(
-        self,
-        name: str,
-        *,
-        observations: int,
-        surprise_mean: float,
-        domains: list[str],
-        step: int,
-        weight_hash: str,
-    ) -> None:
-        """Add `observations` to the total, fold `surprise_mean` into the EMA, record step and hash."""
+    def record_write(self, name: str, *, step: int, weight_hash: str, observations: int = 0,
+                     domains: list[str] | None = None, history: list[dict] | None = None,
+                     history_cap: int = HISTORY_CAP) -> None:
+        """After a write (one round trip): add `observations` to the total, set step and hash,
+        add `domains`, append `history` items (each {step, text, surprise, weight_hash}; text
+        cut to HISTORY_TEXT_LIMIT, stamped `at`), keeping the newest `history_cap`.
+        With no observations it only points the stats at `step` and `weight_hash`."""
         check_name(name)
+        domains, history = list(domains or []), list(history or [])
         if isinstance(observations, bool) or not isinstance(observations, int) or observations < 0:
             raise InvalidInput(f"observations must be an int >= 0, got {observations!r}")
-        if not math.isfinite(float(surprise_mean)):
-            raise InvalidInput(f"surprise_mean must be a finite number, got {surprise_mean!r}")
         if not isinstance(step, int) or step < 0 or not isinstance(weight_hash, str):
             raise InvalidInput("step must be an int >= 0 and weight_hash a string")
         if not all(isinstance(d, str) and d for d in domains):
             raise InvalidInput("domains must be a list of non-empty strings")
-        keys = [self.keys.registry(), self.keys.stats(name), self.keys.domains(name)]
-        args = [name, observations, repr(float(surprise_mean)), step, weight_hash, repr(self.ema_alpha), *domains]
-        if self._run("UPDATE_STATS", keys, args) == -1:
+        if not all(isinstance(item, dict) for item in history) or not isinstance(history_cap, int) \
+                or history_cap < 1:
+            raise InvalidInput("history items must be dicts and history_cap an int >= 1")
+        at = _now()
+        items = [dumps_json({**item, "text": _cut(item.get("text")), "at": at}) for item in history]
+        keys = [self.keys.registry(), self.keys.stats(name), self.keys.domains(name), self.keys.history(name)]
+        args = [name, observations, step, weight_hash, history_cap, len(domains), *domains, *items]
+        if self._run("RECORD_WRITE", keys, args) == -1:
             raise MemoryNotFound(f"memory {name} not found")
 
     def get_stats(self, name: str) -> dict:
@@ -201,7 +200,6 @@ class MetadataStore(WalMixin):
         weight_hash = stats.get(b"weight_hash")
         return {
             "total_observations": int(stats.get(b"total_observations", 0)),
-            "avg_surprise": float(stats.get(b"avg_surprise", 0.0)),
             "domains": sorted(d.decode() for d in domains),
             "step": int(stats.get(b"step", 0)),
             "weight_hash": weight_hash.decode() if weight_hash else None,
@@ -257,62 +255,7 @@ class MetadataStore(WalMixin):
         if not self._run("DELETE_CHECKPOINT", keys, [tag]):
             raise CheckpointNotFound(f"no checkpoint tagged {tag!r} for memory {name}")
 
-    # -- lineage ----------------------------------------------------------------------------
-
-    def add_child(self, parent: str, child: str, source_tag: str | None) -> None:
-        """Record that `child` was forked from `parent` (at `source_tag`); both must be registered."""
-        check_name(parent)
-        keys = [self.keys.registry(), self.keys.children(parent), self.keys.child_seq()]
-        for _attempt in range(50):
-            raw = self._raw_record(child)
-            record = {**loads_json(raw), "parent": parent, "source_tag": source_tag}
-            result = self._run("ADD_CHILD", keys, [parent, child, dumps_json(record), raw])
-            if result == 1:
-                return
-            if result == -1:
-                raise MemoryNotFound(f"parent memory {parent} not found")
-            if result == -2:
-                raise MemoryNotFound(f"memory {child} not found")
-        raise MetadataError(f"memory {child} kept changing while recording its parent; retry")
-
-    def _raw_record(self, name: str) -> bytes:
-        check_name(name)
-        with redis_errors(self.where):
-            raw = self._client.hget(self.keys.registry(), name)
-        if raw is None:
-            raise MemoryNotFound(f"memory {name} not found")
-        return raw
-
-    def lineage(self, name: str) -> dict:
-        """{"parent", "source_tag", "children": [names, in fork order]}."""
-        check_name(name)
-        with redis_errors(self.where):
-            pipe = self._client.pipeline(transaction=True)
-            pipe.hget(self.keys.registry(), name)
-            pipe.zrange(self.keys.children(name), 0, -1)
-            raw, children = pipe.execute()
-        if raw is None:
-            raise MemoryNotFound(f"memory {name} not found")
-        record = loads_json(raw)
-        return {
-            "parent": record.get("parent"),
-            "source_tag": record.get("source_tag"),
-            "children": [c.decode() for c in children],
-        }
-
     # -- history ----------------------------------------------------------------------------
-
-    def history_append(self, name: str, item: dict, cap: int = 1000) -> None:
-        """Append one observation summary, keeping only the newest `cap`."""
-        check_name(name)
-        if not isinstance(item, dict) or not isinstance(cap, int) or cap < 1:
-            raise InvalidInput("history item must be a dict and cap an int >= 1")
-        stored = {"at": _now(), **item}
-        if isinstance(stored.get("text"), str) and len(stored["text"]) > HISTORY_TEXT_LIMIT:
-            stored["text"] = stored["text"][: HISTORY_TEXT_LIMIT - 1] + "…"
-        keys = [self.keys.registry(), self.keys.history(name)]
-        if self._run("HISTORY_APPEND", keys, [name, dumps_json(stored), cap]) == -1:
-            raise MemoryNotFound(f"memory {name} not found")
 
     def history(self, name: str, limit: int = 200) -> list[dict]:
         """The newest `limit` items, newest last."""
@@ -320,3 +263,9 @@ class MetadataStore(WalMixin):
             raise InvalidInput(f"history limit must be an int >= 1, got {limit!r}")
         (items,) = self._registered_read(name, lambda p: p.lrange(self.keys.history(name), -limit, -1))
         return [loads_json(raw) for raw in items]
+
+
+def _cut(text: Any) -> Any:
+    if isinstance(text, str) and len(text) > HISTORY_TEXT_LIMIT:
+        return text[: HISTORY_TEXT_LIMIT - 1] + "…"
+    return text

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+import contract
+
 __all__ = ["StorageSettings"]
 
 # S3 bucket naming rules (the part every S3 implementation agrees on).
@@ -26,38 +28,59 @@ class StorageSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="NMEM_", extra="ignore")
 
-    # Metadata + write-ahead log. None = start an embedded Valkey in data_dir/valkey.
-    redis_url: str | None = None
-    # Every Redis key starts with this, so several deployments (or tests) can share one server.
-    redis_prefix: str = "nmem"
-    # Seconds to wait for a Redis connect / reply before raising MetadataError.
-    redis_timeout: float = Field(5.0, gt=0)
-    # Checkpoints. None = a LocalCheckpointStore in data_dir/checkpoints.
-    s3_endpoint: str | None = None
-    s3_bucket: str = "neural-memory"
-    s3_access_key: str | None = None
-    s3_secret_key: str | None = Field(None, repr=False)
-    s3_region: str = "us-east-1"
-    # Every object key starts with this (e.g. "prod/"), so one bucket can hold several deployments.
-    s3_prefix: str = ""
-    # Bounded waits so a down or black-holed S3 fails fast instead of hanging an actor.
-    s3_connect_timeout: float = Field(3.0, gt=0)
-    s3_read_timeout: float = Field(30.0, gt=0)
-    # Total attempts per S3 call (1 = no retry).
-    s3_max_attempts: int = Field(3, ge=1, le=10)
-    # States at least this big are uploaded in parts of s3_part_size bytes (S3 minimum part: 5 MiB).
-    s3_multipart_threshold: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)
-    s3_part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
-    # Root of the embedded defaults (Valkey AOF, local checkpoints).
-    data_dir: Path = Path(".neural-memory")
+    redis_url: str | None = Field(
+        None,
+        description="Redis/Valkey for metadata, stats and write-ahead logs (redis://host:6379/0). "
+                    "Unset: an embedded Valkey in data_dir/valkey."
+    )
+    redis_prefix: str = Field(
+        "nmem",
+        description="Every Redis key starts with this, so several deployments (or tests) can share one "
+                    "server."
+    )
+    redis_timeout: float = Field(
+        5.0, gt=0,
+        description="Seconds to wait for a Redis connect / reply before raising MetadataError."
+    )
+    s3_endpoint: str | None = Field(
+        None,
+        description="S3-compatible checkpoint store (MinIO, SeaweedFS, AWS), e.g. http://minio:9000. "
+                    "Unset: checkpoint files in data_dir/checkpoints."
+    )
+    s3_bucket: str = Field("neural-memory", description="Bucket of the checkpoints (created if missing).")
+    s3_access_key: str | None = Field(None, description="S3 access key (unset: boto3's usual sources).")
+    s3_secret_key: str | None = Field(None, repr=False, description="S3 secret key.")
+    s3_region: str = Field("us-east-1", description="S3 region name.")
+    s3_prefix: str = Field(
+        "",
+        description="Every object key starts with this (e.g. \"prod/\"), so one bucket can hold several "
+                    "deployments."
+    )
+    s3_connect_timeout: float = Field(
+        3.0, gt=0,
+        description="Seconds to wait for an S3 connection: a down or black-holed S3 fails fast "
+                    "instead of hanging an actor."
+    )
+    s3_read_timeout: float = Field(30.0, gt=0, description="Seconds to wait for an S3 reply.")
+    s3_max_attempts: int = Field(
+        3, ge=1, le=10,
+        description="Total attempts per S3 call (1 = no retry)."
+    )
+    s3_multipart_threshold: int = Field(
+        16 * 1024 * 1024, ge=5 * 1024 * 1024,
+        description="States at least this big are uploaded in parts of s3_part_size bytes (S3 minimum part: "
+                    "5 MiB)."
+    )
+    s3_part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024,
+                              description="Part size of multipart uploads, bytes.")
+    data_dir: Path = Field(
+        Path(".neural-memory"),
+        description="Root of the embedded defaults (Valkey AOF, local checkpoints)."
+    )
 
-    @field_validator("redis_url", "s3_endpoint", "s3_access_key", "s3_secret_key", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: object) -> object:
-        # NMEM_REDIS_URL= (set but empty) means "not set", as in most twelve-factor apps.
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
+    # NMEM_REDIS_URL= (set but empty) means "not set".
+    _blank_is_unset = field_validator("redis_url", "s3_endpoint", "s3_access_key", "s3_secret_key",
+                                      mode="before")(contract.blank_as_unset)
 
     @field_validator("redis_url")
     @classmethod

@@ -243,6 +243,14 @@ function renderHeader() {
   $("memory-parent").textContent = m.parent ? `forked from ${String(m.parent).split("/").pop()}` : "";
 }
 
+// "412 patterns · 3.1 MB": how full the pattern book is and what the saved state weighs.
+function sizeText(st) {
+  const parts = [];
+  if (st.patterns != null) parts.push(`${count(st.patterns)} pattern${st.patterns === 1 ? "" : "s"}`);
+  if (st.size_mb != null) parts.push(`${Number(st.size_mb).toFixed(1)} MB`);
+  return parts.join(" · ");
+}
+
 function renderStats(error) {
   const st = state.stats[state.selected];
   const m = state.memories.find((x) => x.name === state.selected);
@@ -251,6 +259,7 @@ function renderStats(error) {
   $("stat-params").title = st ? String(st.weight_parameters) : "";
   $("stat-capacity").textContent = st ? percent(st.capacity_used) : "—";
   $("stat-capacity-bar").style.width = st ? `${Math.min(100, st.capacity_used * 100)}%` : "0";
+  $("stat-size").textContent = st ? sizeText(st) : "";
   $("stat-surprise").textContent = st ? `${score(st.avg_surprise)}` : "—";
   clear($("stat-hash"), hashEl(state.hashes[state.selected]));
   if (error) $("stat-surprise").textContent = `unavailable: ${error.message}`;

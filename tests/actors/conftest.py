@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from actors import ActorSpec, MemoryActor, normalize_config
+from actors import ActorSettings, ActorSpec, MemoryActor, normalize_config
 from storage import Storage, open_storage
 from tests.cluster.helpers import SMALL
 from tests.fixtures.servers import make_storage_settings
@@ -50,7 +50,7 @@ def make_actor(request: pytest.FixtureRequest) -> Iterator[Callable[..., MemoryA
         if register_first and not storage.metadata.memory_exists(qname):
             register(storage, qname)
         values = {"checkpoint_every_writes": 1000, "checkpoint_every_seconds": 3600.0, **spec}
-        actor = MemoryActor(qname, ActorSpec(storage=storage.settings.model_dump(), **values))
+        actor = MemoryActor(qname, ActorSpec(storage=storage.settings, settings=ActorSettings(**values)))
         actor.start()
         actors.append(actor)
         return actor

@@ -25,7 +25,7 @@ def test_wal_entry_round_trip():
 @pytest.mark.parametrize("args, match", [
     ((np.zeros((1, 384)), ["a", "b"]), "shape"),
     ((np.zeros((2, 10)), ["a", "b"]), "shape"),
-    ((np.zeros((1, 384)), "a"), "list of non-blank strings"),
+    ((np.zeros((1, 384)), "a"), "non-empty list of strings"),
     (([["x"] * 384], ["a"]), "numeric"),
 ])
 def test_check_observation_refuses_bad_writes(args, match):

@@ -161,3 +161,23 @@ def test_spare_warms_up_then_serves_one_memory_for_life(local_storage, make_acto
         spare._wake.set()
         if spare._storage is not None:
             spare._storage.close()
+
+
+def test_history_unwritten_by_a_killed_actor_is_rebuilt_from_the_wal(local_storage, make_actor):
+    actor = make_actor(local_storage, Q)
+    texts = ["first fact", "second fact", "third fact", "fourth fact"]
+    actor.observe("w1", encode(texts[:1]), texts[:1])
+    actor.flush_records()
+    actor._write_record = lambda **_: None  # dies before its background writes reach Redis
+    for i, text in enumerate(texts[1:], start=2):
+        last = actor.observe(f"w{i}", encode([text]), [text])
+    actor.flush_records()
+    assert [h["step"] for h in local_storage.metadata.history(Q)] == [1]
+    actor._stop.set()
+
+    again = make_actor(local_storage, Q)  # the replacement replays the WAL
+    again.flush_records()
+    history = local_storage.metadata.history(Q)
+    assert [(h["step"], h["text"]) for h in history] == list(enumerate(texts, start=1))
+    assert history[-1]["weight_hash"] == last["weight_hash"] == again.stats()["weight_hash"]
+    assert local_storage.metadata.get_stats(Q)["step"] == 4

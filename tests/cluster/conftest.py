@@ -15,6 +15,7 @@ from typing import Any, Callable, Coroutine, Iterator
 
 import pytest
 
+from actors import ActorSettings
 from cluster import ClusterSettings, MemoryCluster
 from storage import StorageSettings
 from tests.fixtures.servers import make_storage_settings
@@ -44,7 +45,7 @@ def _factory(request: pytest.FixtureRequest, arun: Callable, root: Path) -> Iter
     def make(backend: str = "valkey-local", **overrides: Any) -> MemoryCluster:
         namespace = f"t{uuid.uuid4().hex[:10]}"
         values = {"ray_address": None, "namespace": namespace, "max_live_actors": 16, "idle_seconds": 3600.0,
-                  "checkpoint_every_writes": 40, "checkpoint_every_seconds": 3600.0,
+                  "actor": ActorSettings(checkpoint_every_writes=40, checkpoint_every_seconds=3600.0),
                   "actor_placement": "pack", "storage": _storage(backend, request, root, namespace)}
         cluster = MemoryCluster(ClusterSettings(**{**values, **overrides}))
         arun(cluster.start())

@@ -32,6 +32,7 @@ def reference_hash(config: dict, texts: list[str], vectors: Any) -> str:
 
 
 async def scenario(address: str, args: dict, remove_worker) -> dict:
+    from actors import ActorSettings
     from cluster import ClusterSettings, MemoryCluster
     from memory import get_encoder
     from tests.fixtures.servers import S3Server, make_storage_settings
@@ -40,7 +41,8 @@ async def scenario(address: str, args: dict, remove_worker) -> dict:
     storage = make_storage_settings(data_dir=args["data_dir"], redis_url=args["redis_url"], s3=s3,
                                     namespace=args["prefix"])
     settings = ClusterSettings(ray_address=address, namespace=args["prefix"], actor_placement="spread",
-                               max_live_actors=16, checkpoint_every_writes=5, storage=storage)
+                               max_live_actors=16, storage=storage,
+                               actor=ActorSettings(checkpoint_every_writes=5))
     mc = MemoryCluster(settings)
     await mc.start()
     config = {"encoder": "hash", "memory_width": 128, "pattern_slots": 256, "value_dim": 64}

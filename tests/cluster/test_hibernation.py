@@ -38,7 +38,7 @@ def test_cap_of_four_with_twenty_memories(make_cluster, arun, tenant):
         assert result["step"] == 2
         check_cap()
     assert most_live == 4
-    listed = arun(cluster.list_memories(tenant))
+    listed = arun(cluster.list_memories(tenant))["memories"]
     assert len(listed) == 20 and all(m["total_observations"] == 2 for m in listed)
     assert sum(m["live"] for m in listed) == 4
 
@@ -52,7 +52,7 @@ def test_idle_actors_hibernate_and_rehydrate(make_cluster, arun, tenant):
         hashes[name] = arun(cluster.observe(tenant, name, encode([text]), [text]))["weight_hash"]
     assert wait_until(lambda: arun(cluster.live_actor_count()) == 0, timeout=120)
     assert named_memory_actors(cluster.settings.namespace) == []
-    assert not any(m["live"] for m in arun(cluster.list_memories(tenant)))
+    assert not any(m["live"] for m in arun(cluster.list_memories(tenant))["memories"])
     for name, weight_hash in hashes.items():
         stats = arun(cluster.stats(tenant, name))
         assert stats["weight_hash"] == weight_hash and stats["total_observations"] == 1

@@ -9,6 +9,7 @@ every container of a manifest.
 from __future__ import annotations
 
 import copy
+import gzip
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,11 +17,12 @@ from typing import Any, Iterator
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
 K8S_DIR = REPO / "k8s"
 COMPOSE_FILE = REPO / "docker-compose.yml"
-COMPOSE_SCHEMA = SHARED / "schemas" / "compose" / "compose-spec.json"
-RAYSERVICE_CRD = SHARED / "schemas" / "kuberay" / "ray.io_rayservices.yaml"
+# Vendored schemas (versions, sources and licenses: tests/data/schemas/PROVENANCE.md).
+SCHEMA_DIR = REPO / "tests" / "data" / "schemas"
+COMPOSE_SCHEMA = SCHEMA_DIR / "compose-spec.json"
+RAYSERVICE_CRD = SCHEMA_DIR / "ray.io_rayservices.yaml.gz"
 
 
 # libyaml's loader when present: the CRD is 18k lines, ~8 s with the pure-Python one.
@@ -28,8 +30,9 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def load_yaml_docs(path: Path) -> list[dict]:
-    """Every non-empty YAML document in a file."""
-    return [doc for doc in yaml.load_all(path.read_text(), Loader=_LOADER) if doc]
+    """Every non-empty YAML document in a file (gzip-compressed if it ends in .gz)."""
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    return [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc]
 
 
 def kustomization() -> dict:

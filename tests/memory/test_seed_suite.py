@@ -1,4 +1,4 @@
-"""The seed author's 16 experiments (../shared/acceptance/seed-suite), default config, MiniLM.
+"""The seed author's 16 experiments (tests/data/seed_suite), default config, MiniLM.
 
 Thresholds come from the JSON files' `expected` fields; see `bench.seed_suite` for how each
 behaviour is read. Wall-clock checks are reported here, asserted only by the benchmark.

@@ -7,6 +7,7 @@ import math
 import pytest
 from pydantic import ValidationError
 
+import contract as C
 import errors as E
 from serve import schemas as S
 from serve.error_map import STATUS_TABLE, error_from_body, problem_for
@@ -18,7 +19,7 @@ from serve.http_middleware import validation_problem
     [
         (S.ObserveRequest, {"context": ""}),
         (S.ObserveRequest, {"context": "   \n\t "}),
-        (S.ObserveRequest, {"context": "x" * (S.MAX_TEXT_CHARS + 1)}),
+        (S.ObserveRequest, {"context": "x" * (C.MAX_TEXT_CHARS + 1)}),
         (S.ObserveRequest, {"context": "ok", "learning_rate": math.nan}),
         (S.ObserveRequest, {"context": "ok", "learning_rate": math.inf}),
         (S.ObserveRequest, {"context": "ok", "learning_rate": 0}),

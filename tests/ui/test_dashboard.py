@@ -66,6 +66,9 @@ def test_observe_adds_a_chart_point_and_changes_the_weight_hash(page, ui_server,
         stats = rest.get(f"/v1/memories/{memory_name}/stats").json()
     assert stats["weight_hash"] == after_one
     assert stats["total_observations"] == 1
+    # The capacity tile also says how full the pattern book is and what the saved state weighs.
+    expect(page.locator("#stat-size")).to_have_text(
+        f"1 pattern · {stats['size_mb']:.1f} MB", timeout=WAIT_MS)
 
     observe_in_page(page, CONCEPT)
     expect(page.locator("#chart svg")).to_have_attribute("data-points", "2", timeout=WAIT_MS)

@@ -1,0 +1,33 @@
+"""ActorSettings: how each memory actor checkpoints, remembers requests and uses threads.
+
+Every field can be set as `NMEM_<FIELD>` in the environment; the entry point reads them once
+(inside `ClusterSettings`) and the control plane hands the object to every actor it starts.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ActorSettings"]
+
+
+class ActorSettings(BaseSettings):
+    """Settings of every memory actor (`MemoryActor`)."""
+
+    model_config = SettingsConfigDict(env_prefix="NMEM_", extra="ignore", frozen=True)
+
+    checkpoint_every_writes: int = Field(
+        200, ge=1, description="Auto-checkpoint after this many writes since the last one; the WAL "
+                               "is trimmed behind each auto-checkpoint, so this bounds recovery time.")
+    checkpoint_every_seconds: float = Field(
+        60.0, gt=0, description="...or once this many seconds have passed with an unsaved write.")
+    keep_auto_checkpoints: int = Field(
+        2, ge=1, le=100, description="Auto-checkpoints kept per memory: the newest is what recovery "
+                                     "loads, older ones are fallbacks if it is corrupt (the WAL is kept back to the oldest).")
+    torch_threads: int = Field(
+        1, ge=1, le=64, description="torch threads per memory actor: many actors share few cores, so "
+                                   "one each avoids oversubscription.")
+    remembered_requests: int = Field(
+        4096, ge=1, le=1_000_000, description="Request ids remembered per memory (with their "
+                                             "results), so a retried write is never applied twice.")

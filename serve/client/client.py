@@ -1,0 +1,181 @@
+"""`Client` and `AsyncClient`: the REST API of a Neural Memory server, typed and retried.
+
+Both have the same methods (see `neural_memory._calls.Api`); the async ones are awaited.
+Errors come back as the server raised them: the `{"error": {"code", "message"}}` envelope is
+turned into the same exception class (MemoryNotFound, CheckpointConflict, ...) by
+`serve.error_map.error_from_body`; a server that cannot be reached is `Unavailable`.
+
+Retries: a call is sent again (after 0.2 s, 0.4 s, ... up to `retries` times) when the server
+answers 502/503/504 or the connection fails. A call that changes state is resent after a
+connection failure only when the request surely never left (connect errors), unless the
+server deduplicates it (observe with its request id, see `_calls.IDEMPOTENCY_HEADER`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from errors import Unavailable
+from neural_memory import image
+from neural_memory._calls import Api, Call
+from serve import schemas as S
+from serve.error_map import error_from_body
+
+__all__ = ["Client", "AsyncClient", "DEFAULT_URL", "URL_ENV", "API_KEY_ENV"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+URL_ENV = "NMEM_URL"
+API_KEY_ENV = "NMEM_API_KEY"
+RETRY_STATUSES = frozenset({502, 503, 504})
+NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+DEFAULT_TIMEOUT_S = 60.0  # a first call may start a memory's actor and warm the encoder
+
+
+class _Base(Api):
+    def __init__(self, url: str | None, api_key: str | None, timeout: float, retries: int) -> None:
+        self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        self._options: dict[str, Any] = {
+            "base_url": self.url, "timeout": timeout,
+            "headers": {"Authorization": f"Bearer {key}"} if key else {},
+        }
+        self.retries = max(0, int(retries))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    @staticmethod
+    def _request(call: Call) -> dict[str, Any]:
+        return {"method": call.method, "url": call.path, "json": call.json(), "params": call.params,
+                "headers": call.headers or None, "content": call.content}
+
+    def _again_after(self, call: Call, exc: httpx.TransportError, attempt: int) -> bool:
+        return attempt < self.retries and (call.idempotent or isinstance(exc, NEVER_SENT))
+
+    def _again_on(self, response: httpx.Response, attempt: int) -> bool:
+        return attempt < self.retries and response.status_code in RETRY_STATUSES
+
+    @staticmethod
+    def _pause(attempt: int) -> float:
+        return min(2.0, 0.2 * 2**attempt)
+
+    def _unreachable(self, exc: httpx.TransportError) -> Unavailable:
+        what = "cannot reach" if isinstance(exc, NEVER_SENT) else "lost the connection to"
+        return Unavailable(f"{what} the gateway at {self.url}: {type(exc).__name__} {exc}".strip())
+
+    @staticmethod
+    def _finish(call: Call, response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            raise error_from_body(response.status_code, body)
+        return call.read(response) if call.read is not None else None
+
+    @staticmethod
+    def _image_bytes(source: str | Path | bytes) -> bytes:
+        """The image to upload, checked here first so a bad file fails before any transfer."""
+        if isinstance(source, (bytes, bytearray)):
+            data, label = bytes(source), "the image"
+        else:
+            data, label = image.read_bytes(source), str(source)
+        image.decode(data, source=label)
+        return data
+
+
+def _save_image(data: bytes, path: str | Path, source: str) -> image.ImageHeader:
+    header = image.decode(data, source=source).header  # verify before it gets a file name
+    image.write_file(path, [data])
+    return header
+
+
+class Client(_Base):
+    """Synchronous client: `Client("http://127.0.0.1:8000", api_key=...)` (or NMEM_URL /
+    NMEM_API_KEY). Use it as a context manager or call `close()`."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT_S, retries: int = 2,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(url, api_key, timeout, retries)
+        self._http = httpx.Client(transport=transport, **self._options)
+
+    def _send(self, call: Call) -> Any:
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(**self._request(call))
+            except httpx.TransportError as exc:
+                if not self._again_after(call, exc, attempt):
+                    raise self._unreachable(exc) from exc
+            else:
+                if not self._again_on(response, attempt):
+                    return self._finish(call, response)
+            time.sleep(self._pause(attempt))
+            attempt += 1
+
+    def export(self, name: str, path: str | Path, tag: str | None = None) -> image.ImageHeader:
+        """Download `name` (its checkpoint `tag`, or its live state) as an image file."""
+        data = self._send(self._export_call(name, tag))
+        return _save_image(data, path, f"the image of {name}")
+
+    def import_image(self, source: str | Path | bytes, name: str) -> S.ImportImageResponse:
+        """Create memory `name` from an image file (or its bytes)."""
+        return self._send(self._import_call(name, self._image_bytes(source)))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient(_Base):
+    """The same methods as `Client`, awaited; `async with AsyncClient(...) as c:`."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT_S, retries: int = 2,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(url, api_key, timeout, retries)
+        self._http = httpx.AsyncClient(transport=transport, **self._options)
+
+    async def _send(self, call: Call) -> Any:
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(**self._request(call))
+            except httpx.TransportError as exc:
+                if not self._again_after(call, exc, attempt):
+                    raise self._unreachable(exc) from exc
+            else:
+                if not self._again_on(response, attempt):
+                    return self._finish(call, response)
+            await asyncio.sleep(self._pause(attempt))
+            attempt += 1
+
+    async def export(self, name: str, path: str | Path, tag: str | None = None
+                     ) -> image.ImageHeader:
+        data = await self._send(self._export_call(name, tag))
+        return await asyncio.to_thread(_save_image, data, path, f"the image of {name}")
+
+    async def import_image(self, source: str | Path | bytes, name: str) -> S.ImportImageResponse:
+        data = await asyncio.to_thread(self._image_bytes, source)
+        return await self._send(self._import_call(name, data))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,216 @@
+"""`neural-memory import | export | import-image | push | pull`: bulk import and memory images.
+
+    neural-memory import notes.md docs/*.txt --memory NAME    learn files (resumable; see below)
+    neural-memory export NAME[@TAG] -o notes.nmem             the live state, or checkpoint TAG
+    neural-memory import-image notes.nmem --as NAME
+    neural-memory push NAME[@TAG] REGISTRY/REPO:TAG           export + push as an OCI artifact
+    neural-memory pull REGISTRY/REPO:TAG --as NAME            pull + import
+
+Each takes the server's --url / --api-key (default NMEM_URL / NMEM_API_KEY); push and pull
+take registry credentials as --username / --password (or NMEM_REGISTRY_USERNAME /
+NMEM_REGISTRY_PASSWORD), else from the docker config (`docker login`). Errors are printed
+as one line and exit with status 1 (2 for bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+COMMANDS = ("import", "export", "import-image", "push", "pull")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the import and image subcommands on the `neural-memory` parser."""
+    _add_import(sub)
+    export = sub.add_parser("export", help="download a memory as an image file (.nmem)")
+    export.add_argument("source", metavar="NAME[@TAG]", help="memory, and a checkpoint tag "
+                        "(default: its live state)")
+    export.add_argument("-o", "--output", type=Path, help="file to write (default NAME.nmem)")
+    _server_args(export)
+
+    imp = sub.add_parser("import-image", help="create a memory from an image file")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--as", dest="name", required=True, help="name of the new memory")
+    _server_args(imp)
+
+    push = sub.add_parser("push", help="push a memory to an OCI registry")
+    push.add_argument("source", metavar="NAME[@TAG]")
+    push.add_argument("reference", metavar="REGISTRY/REPO:TAG")
+    _server_args(push)
+    _registry_args(push)
+
+    pull = sub.add_parser("pull", help="pull a memory image from an OCI registry into the server")
+    pull.add_argument("reference", metavar="REGISTRY/REPO:TAG")
+    pull.add_argument("--as", dest="name", required=True, help="name of the new memory")
+    _server_args(pull)
+    _registry_args(pull)
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    from neural_memory.importing import DEFAULT_BATCH, FORMATS, SPLITS
+
+    imp = sub.add_parser("import", help="learn text files (txt/md, JSONL, CSV) into a memory, "
+                         "with progress; re-run the same command to resume after a crash")
+    imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    imp.add_argument("--memory", required=True, help="the memory to learn into")
+    imp.add_argument("--create", action="store_true", help="create the memory first if it does not exist")
+    imp.add_argument("--format", choices=sorted(set(FORMATS.values())), default=None,
+                     help="file format (default: from the extension)")
+    imp.add_argument("--split", choices=SPLITS, default="paragraph",
+                     help="text files: one item per paragraph (default), sentence or line")
+    imp.add_argument("--column", default="text", help="CSV: the column with the text (default text)")
+    imp.add_argument("--domain-column", default=None, help="CSV: a column with each row's domain")
+    imp.add_argument("--domain", default=None, help="domain for items that name none")
+    imp.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+                     help=f"texts per request (default {DEFAULT_BATCH})")
+    imp.add_argument("--again", action="store_true",
+                     help="learn the files again even if this exact import already finished")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    _server_args(imp)
+
+
+def _server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=None, help="server URL (default NMEM_URL or http://127.0.0.1:8000)")
+    p.add_argument("--api-key", default=None, help="server API key (default NMEM_API_KEY)")
+
+
+def _registry_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--username", default=os.environ.get("NMEM_REGISTRY_USERNAME"),
+                   help="registry user (default: from the docker config)")
+    p.add_argument("--password", default=os.environ.get("NMEM_REGISTRY_PASSWORD"),
+                   help="registry password (or NMEM_REGISTRY_PASSWORD)")
+    p.add_argument("--docker-config", default=None,
+                   help="a docker config.json to read credentials from (default ~/.docker/config.json)")
+    p.add_argument("--plain-http", action="store_true", default=None,
+                   help="talk HTTP, not HTTPS (the default for localhost registries)")
+
+
+def split_source(source: str) -> tuple[str, str | None]:
+    """NAME[@TAG] -> (name, tag); names cannot contain '@', so the first one splits."""
+    name, at, tag = source.partition("@")
+    return name, (tag if at else None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from errors import NeuralMemoryError
+    from neural_memory import Client
+
+    try:
+        with Client(args.url, args.api_key) as client:
+            return _COMMANDS[args.command](client, args)
+    except NeuralMemoryError as exc:
+        print(f"neural-memory {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _export(client, args: argparse.Namespace) -> int:
+    name, tag = split_source(args.source)
+    out = args.output or Path(f"{name}@{tag}.nmem" if tag else f"{name}.nmem")
+    header = client.export(name, out, tag=tag)
+    print(f"exported {args.source} to {out} ({out.stat().st_size:,} bytes, "
+          f"weights {header.weight_hash[:12]}, step {header.step})")
+    return 0
+
+
+def _learn_files(client, args: argparse.Namespace) -> int:
+    import uuid
+
+    from errors import MemoryExists
+    from neural_memory.importing import ImportOptions, ImportRun, plan_import
+
+    opts = ImportOptions(format=args.format, split=args.split, column=args.column,
+                         domain_column=args.domain_column, domain=args.domain, batch_size=args.batch_size)
+    plan = plan_import(args.paths, opts, memory=args.memory, server=client.url)
+    if args.again:  # a fresh key: new request ids and a new journal
+        plan = type(plan)(f"{plan.key[:32]}{uuid.uuid4().hex[:32]}", plan.batches)
+    if args.create:
+        try:
+            client.create_memory(args.memory)
+        except MemoryExists:
+            pass
+    run = ImportRun(client, args.memory, plan)
+    journal = run.journal
+    if journal.finished:
+        print(f"already imported: these {plan.items:,} items were learned into {args.memory} by an "
+              "earlier run of this command; nothing to do (--again learns them again)")
+        return 0
+    if journal.done_batches:
+        print(f"resuming: {journal.done_items:,} of {plan.items:,} items ({journal.done_batches} of "
+              f"{len(plan.batches)} batches) were already learned; continuing at item "
+              f"{journal.done_items + 1:,}")
+    with _progress(plan.items, journal.done_items, args.quiet) as advance:
+        try:
+            run.run(advance)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted after {run.journal.done_items:,} of {plan.items:,} items; run the same "
+                  "command again to resume", file=sys.stderr)
+            return 130
+    print(f"imported {plan.items:,} items from {len(args.paths)} file(s) into {args.memory} "
+          f"in {len(plan.batches)} batches")
+    return 0
+
+
+class _progress:
+    """A tqdm bar over items: rate, ETA and the running surprise of what was just learned."""
+
+    def __init__(self, total: int, done: int, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, initial=done, unit="item", disable=quiet, dynamic_ncols=True,
+                         smoothing=0.1)
+        self._surprise: float | None = None
+
+    def __enter__(self):
+        def advance(items: int, surprise: float) -> None:
+            self._surprise = surprise if self._surprise is None else 0.8 * self._surprise + 0.2 * surprise
+            self._bar.set_postfix(surprise=f"{self._surprise:.3f}", refresh=False)
+            self._bar.update(items)
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()
+
+
+def _import(client, args: argparse.Namespace) -> int:
+    result = client.import_image(args.file, args.name)
+    print(f"imported {args.file} as {result.name} (from {result.source}, "
+          f"weights {result.weight_hash[:12]}, step {result.step})")
+    return 0
+
+
+def _auth(args: argparse.Namespace):
+    from neural_memory.registry import RegistryAuth
+
+    return RegistryAuth(args.username, args.password, args.docker_config, args.plain_http)
+
+
+def _push(client, args: argparse.Namespace) -> int:
+    from neural_memory.registry import push_image
+
+    name, tag = split_source(args.source)
+    with tempfile.TemporaryDirectory(prefix="nmem-push-") as tmp:
+        path = Path(tmp) / "image.nmem"
+        client.export(name, path, tag=tag)
+        result = push_image(path, args.reference, _auth(args))
+    print(f"pushed {args.source} to {result.reference} ({result.digest}, "
+          f"weights {result.header.weight_hash[:12]})")
+    return 0
+
+
+def _pull(client, args: argparse.Namespace) -> int:
+    from neural_memory.registry import pull_image
+
+    with tempfile.TemporaryDirectory(prefix="nmem-pull-") as tmp:
+        path = Path(tmp) / "image.nmem"
+        pull_image(args.reference, path, _auth(args))
+        result = client.import_image(path, args.name)
+    print(f"pulled {args.reference} as {result.name} (from {result.source}, "
+          f"weights {result.weight_hash[:12]}, step {result.step})")
+    return 0
+
+
+_COMMANDS = {"import": _learn_files, "export": _export, "import-image": _import, "push": _push, "pull": _pull}

@@ -1,0 +1,298 @@
+"""`NeuralMemoryStore`: LangGraph long-term memory backed by neural memories.
+
+    from neural_memory.langgraph import NeuralMemoryStore
+    store = NeuralMemoryStore(url="http://127.0.0.1:8000", api_key="...")
+    graph = builder.compile(store=store)   # nodes: store.put(ns, key, value), store.search(ns, query=...)
+
+How LangGraph's key-value interface maps onto memories that learn:
+
+- A namespace is a memory: ("users", "alice") is the memory `users.alice` (with `name_prefix`
+  in front, if set). Labels must be 1+ of a-z 0-9 _ - starting with a letter or digit (no
+  dots: LangGraph forbids them, and they join the labels), and the whole name at most 63
+  characters. A namespace's memory is created on its first put; with `fork_from` (a namespace,
+  e.g. ("team",)) it is forked from that namespace's memory instead, so each user's memory
+  starts with the shared knowledge and learns on its own, and its search also returns the
+  inherited items (with their own namespace).
+- `put` makes the memory *learn* the item's text (LangGraph's `index` fields; default the whole
+  value as JSON; `index=False` learns nothing) and writes the exact value to `records`.
+- `search(ns, query=...)` asks the memory (`infer`) what it recalls for the query; each
+  recalled text is mapped back to the items whose text it is, scored by the memory's
+  attention weight. Without a query, search lists `records` (with the filter).
+- `get` and `delete` work by key on `records`: a network's weights cannot be read back as an
+  exact value, so the exact values live in an ordinary store. By default that is LangGraph's
+  `InMemoryStore` (this process only; nothing is shared or kept across restarts); pass
+  `records=` any BaseStore (PostgresStore, SqliteStore, ...) to keep them durably and share
+  them between processes. `delete` removes the record, so get and search no longer return
+  the item, but the weights keep what they learned from it: a neural memory does not
+  un-learn one item. To forget for real, delete the namespace's memory (or restore a
+  checkpoint taken before).
+
+Sync and async (`abatch`) run the same plans: each operation is written once as a generator
+that yields the calls it needs (to the server or to `records`), and a sync or an async driver
+performs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from langgraph.store.base import (
+    BaseStore, GetOp, Item, ListNamespacesOp, MatchCondition, Op, PutOp, Result, SearchItem,
+    SearchOp,
+)
+from langgraph.store.base.embed import get_text_at_path
+from langgraph.store.memory import InMemoryStore
+
+from errors import InvalidInput, MemoryExists, MemoryNotFound
+from neural_memory.client import DEFAULT_TIMEOUT_S, AsyncClient, Client
+from contract import MAX_TOP_K
+from serve.schemas import MEMORY_NAME_PATTERN
+
+__all__ = ["NeuralMemoryStore", "memory_name", "namespace_of", "TEXT_FIELD"]
+
+TEXT_FIELD = "__nmem_text_sha256"  # in each record: which learned text is this item's
+_LABEL = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_ALL = 1_000_000  # "no limit" for the records store's own searches
+
+
+def memory_name(namespace: tuple[str, ...], prefix: str = "") -> str:
+    """The memory a namespace maps to; InvalidInput says which rule a label breaks."""
+    if not namespace:
+        raise InvalidInput("a namespace needs at least one label, e.g. ('users', 'alice')")
+    for label in namespace:
+        if not isinstance(label, str) or not _LABEL.fullmatch(label):
+            raise InvalidInput(f"namespace label {label!r} cannot name a neural memory: use "
+                               "a-z 0-9 _ - (lowercase, no dots), starting with a letter or digit")
+    name = prefix + ".".join(namespace)
+    if not re.fullmatch(MEMORY_NAME_PATTERN, name):
+        raise InvalidInput(f"namespace {namespace} makes the memory name {name!r}, longer than "
+                           "63 characters; use shorter labels or fewer levels")
+    return name
+
+
+def namespace_of(name: str, prefix: str = "") -> tuple[str, ...] | None:
+    """The namespace of a memory name (None: not one of this store's memories)."""
+    if not name.startswith(prefix) or len(name) == len(prefix):
+        return None
+    labels = tuple(name[len(prefix):].split("."))
+    return labels if all(_LABEL.fullmatch(label) for label in labels) else None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Server:  # a call on the neural-memory client
+    method: str
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Records:  # a batch on the records store
+    ops: list
+
+
+Plan = Generator[Any, Any, Any]
+
+
+class NeuralMemoryStore(BaseStore):
+    """A LangGraph BaseStore whose search is a neural memory's recall (see the module doc)."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, *,
+                 records: BaseStore | None = None, name_prefix: str = "",
+                 fork_from: tuple[str, ...] | None = None, memory_config: dict | None = None,
+                 index_fields: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.records = records if records is not None else InMemoryStore()
+        self.name_prefix = name_prefix
+        self.fork_from = tuple(fork_from) if fork_from else None
+        if self.fork_from:
+            memory_name(self.fork_from, name_prefix)  # refuse a bad template now, not on a put
+        self.memory_config = memory_config
+        self.index_fields = list(index_fields or ["$"])
+        self._client_args = (url, api_key, timeout)
+        self._client = Client(*self._client_args)
+        self._aclients: dict[int, AsyncClient] = {}  # one per event loop (httpx binds to it)
+
+    # ---- BaseStore ---------------------------------------------------------------------
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        return [self._drive(self._plan(op)) for op in ops]
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        return [await self._adrive(self._plan(op)) for op in ops]
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ---- drivers: perform what a plan yields -------------------------------------------
+
+    def _drive(self, plan: Plan) -> Any:
+        try:
+            step = next(plan)
+            while True:
+                try:
+                    if isinstance(step, _Server):
+                        value = getattr(self._client, step.method)(*step.args, **step.kwargs)
+                    else:
+                        value = self.records.batch(step.ops)
+                except Exception as exc:  # noqa: BLE001 - the plan decides what it can handle
+                    step = plan.throw(exc)
+                else:
+                    step = plan.send(value)
+        except StopIteration as done:
+            return done.value
+
+    async def _adrive(self, plan: Plan) -> Any:
+        client = self._aclient()
+        try:
+            step = next(plan)
+            while True:
+                try:
+                    if isinstance(step, _Server):
+                        value = await getattr(client, step.method)(*step.args, **step.kwargs)
+                    else:
+                        value = await self.records.abatch(step.ops)
+                except Exception as exc:  # noqa: BLE001
+                    step = plan.throw(exc)
+                else:
+                    step = plan.send(value)
+        except StopIteration as done:
+            return done.value
+
+    def _aclient(self) -> AsyncClient:
+        loop = id(asyncio.get_running_loop())
+        if loop not in self._aclients:
+            self._aclients = {loop: AsyncClient(*self._client_args)}  # older loops are gone
+        return self._aclients[loop]
+
+    # ---- plans: one per operation ------------------------------------------------------
+
+    def _plan(self, op: Op) -> Plan:
+        if isinstance(op, GetOp):
+            return self._get(op)
+        if isinstance(op, PutOp):
+            return self._put(op)
+        if isinstance(op, SearchOp):
+            return self._search(op)
+        if isinstance(op, ListNamespacesOp):
+            return self._list_namespaces(op)
+        raise InvalidInput(f"unknown store operation {type(op).__name__}")
+
+    def _get(self, op: GetOp) -> Plan:
+        [item] = yield _Records([GetOp(op.namespace, op.key)])
+        return _public(item)
+
+    def _put(self, op: PutOp) -> Plan:
+        if op.value is None:
+            yield _Records([PutOp(op.namespace, op.key, None)])
+            return None
+        if TEXT_FIELD in op.value:
+            raise InvalidInput(f"{TEXT_FIELD!r} is reserved by NeuralMemoryStore; rename that field")
+        text = self._text(op.value, op.index)
+        if text is not None:
+            yield from self._learn(memory_name(op.namespace, self.name_prefix), text)
+        record = {**op.value, TEXT_FIELD: _digest(text) if text is not None else None}
+        yield _Records([PutOp(op.namespace, op.key, record, index=False)])
+        return None
+
+    def _text(self, value: dict, index: Any) -> str | None:
+        if index is False:
+            return None
+        texts = [t for path in (index or self.index_fields) for t in get_text_at_path(value, path)]
+        return "\n".join(texts) if any(t.strip() for t in texts) else None
+
+    def _learn(self, name: str, text: str) -> Plan:
+        try:
+            yield _Server("observe", (name, text))
+        except MemoryNotFound:
+            try:
+                template = self.fork_from and memory_name(self.fork_from, self.name_prefix)
+                if template and template != name:
+                    yield _Server("fork", (template, name))
+                else:
+                    yield _Server("create_memory", (name, self.memory_config))
+            except MemoryExists:  # another writer created it first
+                pass
+            yield _Server("observe", (name, text))
+
+    def _search(self, op: SearchOp) -> Plan:
+        if op.query is None:
+            [items] = yield _Records([SearchOp(op.namespace_prefix, op.filter, op.limit, op.offset)])
+            return [_searched(item, None) for item in items]
+        prefix = tuple(op.namespace_prefix)
+        listed = yield from self._memory_namespaces()
+        spaces = [ns for ns in listed if ns[:len(prefix)] == prefix]
+        recalled: dict[tuple[tuple[str, ...], str], float] = {}
+        for ns in spaces:
+            try:
+                answer = yield _Server("infer", (memory_name(ns, self.name_prefix), op.query),
+                                       {"top_k": min(MAX_TOP_K, max(10, 2 * (op.limit + op.offset)))})
+            except MemoryNotFound:  # deleted since it was listed
+                continue
+            for hit in answer.attention_weights:
+                key = (ns, _digest(hit.pattern))
+                recalled[key] = max(recalled.get(key, 0.0), hit.weight)
+        if not recalled:
+            return []
+        wanted = [(owner, digest, score) for (ns, digest), score in recalled.items()
+                  for owner in self._owners(ns)]
+        found = yield _Records([SearchOp(owner, {**(op.filter or {}), TEXT_FIELD: digest},
+                                         limit=_ALL) for owner, digest, _ in wanted])
+        best: dict[tuple, tuple[float, Item]] = {}
+        for (owner, _, score), items in zip(wanted, found):
+            for item in items:  # the records store searches by prefix; keep exact namespaces
+                key = (item.namespace, item.key)
+                if item.namespace == owner and score > best.get(key, (-1.0,))[0]:
+                    best[key] = (score, item)
+        ranked = sorted(best.values(), key=lambda pair: -pair[0])
+        return [_searched(item, score) for score, item in ranked[op.offset:op.offset + op.limit]]
+
+    def _owners(self, ns: tuple[str, ...]) -> list[tuple[str, ...]]:
+        """Namespaces whose items a memory's recall may be: its own, and what it was forked from."""
+        return [ns] if self.fork_from in (None, ns) else [ns, self.fork_from]
+
+    def _memory_namespaces(self) -> Plan:
+        listed = yield _Server("list_memories")
+        spaces = (namespace_of(m.name, self.name_prefix) for m in listed.memories)
+        return [ns for ns in spaces if ns is not None]
+
+    def _list_namespaces(self, op: ListNamespacesOp) -> Plan:
+        spaces = set((yield from self._memory_namespaces()))  # memories, and namespaces whose
+        # items were all put with index=False (records only)
+        [recorded] = yield _Records([ListNamespacesOp(limit=_ALL)])
+        spaces |= {tuple(ns) for ns in recorded}
+        matched = {ns for ns in spaces if all(_matches(c, ns) for c in op.match_conditions or ())}
+        if op.max_depth is not None:
+            matched = {ns[:op.max_depth] for ns in matched}
+        return sorted(matched)[op.offset:op.offset + op.limit]
+
+
+def _matches(condition: MatchCondition, ns: tuple[str, ...]) -> bool:
+    path = tuple(condition.path)
+    if len(ns) < len(path):
+        return False
+    part = ns[:len(path)] if condition.match_type == "prefix" else ns[len(ns) - len(path):]
+    return all(p == "*" or p == n for p, n in zip(path, part))
+
+
+def _value(item: Item) -> dict:
+    return {k: v for k, v in item.value.items() if k != TEXT_FIELD}
+
+
+def _public(item: Item | None) -> Item | None:
+    if item is None:
+        return None
+    return Item(value=_value(item), key=item.key, namespace=item.namespace,
+                created_at=item.created_at, updated_at=item.updated_at)
+
+
+def _searched(item: Item, score: float | None) -> SearchItem:
+    return SearchItem(item.namespace, item.key, _value(item), item.created_at, item.updated_at,
+                      score=score)

@@ -1,0 +1,141 @@
+"""NeuralMemoryStore in real LangGraph graphs (no LLM: one node writes, another searches),
+against the real session gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import uuid
+from typing import Annotated, TypedDict
+
+import pytest
+
+import errors as E
+
+pytest.importorskip("langgraph", reason="the `langgraph` extra is not installed")
+
+FACTS = {
+    "diet": {"text": "Alice is vegetarian and never eats fish."},
+    "pet": {"text": "Alice has a grey cat called Miso."},
+    "city": {"text": "Alice moved to Lisbon in 2021."},
+    "job": {"text": "Alice works as a radio astronomer."},
+}
+
+
+class State(TypedDict):
+    user: str
+    query: str
+    found: Annotated[list, operator.add]
+
+
+def _graph():
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.runtime import Runtime
+
+    def remember(state: State, runtime: Runtime) -> dict:
+        for key, value in FACTS.items():
+            runtime.store.put(("users", state["user"]), key, value)
+        return {}
+
+    def recall(state: State, runtime: Runtime) -> dict:
+        hits = runtime.store.search(("users", state["user"]), query=state["query"], limit=2)
+        return {"found": [(hit.key, hit.value["text"], hit.score) for hit in hits]}
+
+    builder = StateGraph(State)
+    builder.add_node("remember", remember)
+    builder.add_node("recall", recall)
+    builder.add_edge(START, "remember")
+    builder.add_edge("remember", "recall")
+    builder.add_edge("recall", END)
+    return builder
+
+
+@pytest.fixture
+def store(gateway):
+    from neural_memory.langgraph import NeuralMemoryStore
+
+    s = NeuralMemoryStore(url=gateway.base_url, api_key=gateway.key_a, timeout=120)
+    yield s
+    s.close()
+
+
+def _user() -> str:
+    return f"u{uuid.uuid4().hex[:8]}"
+
+
+def test_a_graph_writes_then_recalls_by_meaning(store, nm):
+    user = _user()
+    graph = _graph().compile(store=store)
+    out = graph.invoke({"user": user, "query": "Where does Alice live now?", "found": []})
+    try:
+        key, text, score = out["found"][0]
+        assert (key, text) == ("city", FACTS["city"]["text"]) and 0 < score <= 1
+        assert nm.stats(f"users.{user}").total_observations == 4  # the memory learned each put
+        assert store.get(("users", user), "pet").value == FACTS["pet"]
+        assert ("users", user) in store.list_namespaces(prefix=("users",))
+    finally:
+        nm.delete_memory(f"users.{user}")
+
+
+def test_async_graph_and_delete_that_does_not_pretend_to_forget(store, nm):
+    user = _user()
+    graph = _graph().compile(store=store)
+    ns = ("users", user)
+
+    async def scenario() -> tuple:
+        out = await graph.ainvoke({"user": user, "query": "What pet does Alice have?", "found": []})
+        await store.adelete(ns, "pet")
+        after = await store.asearch(ns, query="What pet does Alice have?", limit=4)
+        return out, after, await store.aget(ns, "pet"), await store.aget(ns, "diet")
+
+    try:
+        out, after, pet, diet = asyncio.run(scenario())
+        assert out["found"][0][0] == "pet"
+        assert pet is None and diet.value == FACTS["diet"]
+        assert "pet" not in [hit.key for hit in after] and after  # others still found
+        # The record is gone, but the weights keep what they learned (no fake forgetting).
+        stats = nm.stats(f"users.{user}")
+        assert stats.total_observations == 4
+        assert any("Miso" in a.pattern for a in nm.infer(f"users.{user}", "cat").attention_weights)
+    finally:
+        nm.delete_memory(f"users.{user}")
+
+
+def test_search_without_query_filters_and_index_false_learns_nothing(store, nm):
+    ns = ("notes", _user())
+    store.put(ns, "a", {"text": "Blue whales are the largest animals.", "kind": "fact"})
+    store.put(ns, "b", {"text": "Call the dentist on Monday.", "kind": "todo"}, index=False)
+    try:
+        assert [i.key for i in store.search(ns, filter={"kind": "todo"})] == ["b"]
+        assert nm.stats(f"notes.{ns[1]}").total_observations == 1  # only "a" was learned
+        hits = store.search(ns, query="dentist appointment", limit=5)
+        assert "b" not in [h.key for h in hits]  # never learned, so never recalled
+    finally:
+        nm.delete_memory(f"notes.{ns[1]}")
+
+
+def test_per_user_forks_inherit_shared_knowledge(gateway, nm):
+    from neural_memory.langgraph import NeuralMemoryStore
+
+    team = f"team{uuid.uuid4().hex[:6]}"
+    store = NeuralMemoryStore(url=gateway.base_url, api_key=gateway.key_a, fork_from=(team,))
+    try:
+        store.put((team,), "wifi", {"text": "The office wifi password is on the fridge."})
+        store.put((team, "alice"), "desk", {"text": "Alice sits at desk 14 by the window."})
+        hits = store.search((team, "alice"), query="Where is the wifi password?", limit=1)
+        assert [(h.namespace, h.key) for h in hits] == [((team,), "wifi")]
+        lineage = {n.name: n.parent for n in nm.lineage().memories}
+        assert lineage[f"{team}.alice"] == team
+    finally:
+        store.close()
+        nm.delete_memory(f"{team}.alice")
+        nm.delete_memory(team)
+
+
+def test_namespace_rules_are_explained(store):
+    with pytest.raises(E.InvalidInput, match="lowercase"):
+        store.put(("Users", "alice"), "k", {"text": "x"})
+    with pytest.raises(E.InvalidInput, match="63 characters"):
+        store.put(("a" * 40, "b" * 30), "k", {"text": "x"})
+    with pytest.raises(E.InvalidInput, match="reserved"):
+        store.put(("users", "x"), "k", {"__nmem_text_sha256": "x"})

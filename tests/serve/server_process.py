@@ -1,0 +1,60 @@
+"""A real `neural-memory serve` process for tests that need the whole server: its own local Ray,
+embedded Valkey and checkpoints in a tmp data dir, on a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """One `neural-memory serve` process; output goes to a log file for failure messages."""
+
+    def __init__(self, data_dir: Path, port: int, log: Path, env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+        env.pop("RAY_ADDRESS", None)  # a fresh local Ray, never the test session's
+        cli = Path(sys.executable).with_name("neural-memory")
+        self.log = log
+        self.url = f"http://127.0.0.1:{port}"
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(cli), "serve", "--port", str(port), "--data-dir", str(data_dir)],
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 420.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited early:\n{self.log.read_text()[-4000:]}")
+            try:
+                healthy = httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200
+                if healthy and "auth:" in self.log.read_text():  # the CLI's banner is out
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise AssertionError(f"server not ready in {timeout}s:\n{self.log.read_text()[-4000:]}")
+
+    def stop(self, timeout: float = 120.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)  # its own session: only its children
+                self.process.wait(30)
+        return self.process.returncode

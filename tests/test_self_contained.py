@@ -1,0 +1,42 @@
+"""The repository stands on its own: nothing in it reads the team's reference shelf.
+
+`../shared` exists beside our own checkouts only; users who clone the project never have it, so
+any path into it from code, tests, benchmarks or set-up would break a clean clone. This scans
+every file git tracks (plus untracked, not-ignored ones) for a reference to it.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# '../shared', '/work/shared', or a path built as `... / "shared"` (how the old readers did it).
+REFERENCE = re.compile(r"""\.\./shared\b|/work/shared\b|/\s*["']shared["']""")
+
+
+def _repo_files() -> list[Path]:
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, check=True, capture_output=True, text=True).stdout.split("\n")
+    return [REPO / name for name in listed if name and (REPO / name).is_file()]
+
+
+def test_no_file_refers_to_the_shared_shelf():
+    offenders = []
+    for path in _repo_files():
+        if path == Path(__file__):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue  # binary data
+        offenders += [f"{path.relative_to(REPO)}:{n}" for n, line in enumerate(text.splitlines(), 1)
+                      if REFERENCE.search(line)]
+    assert not offenders, f"files refer to ../shared (users never have it): {offenders}"
+
+
+def test_the_pattern_catches_the_old_readers():
+    assert REFERENCE.search('SHARED = REPO.parent / "shared"')
+    assert REFERENCE.search("suite in ../shared/acceptance")
+    assert not REFERENCE.search("shared by all replicas")
