@@ -19,14 +19,21 @@ How the cues are made, and why: see `bench.facts`.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-import time
-from pathlib import Path
+import os
 
-import numpy as np
-import torch
+# One thread everywhere (set before numpy loads its BLAS), as in a memory actor (Ray starts
+# its workers with OMP_NUM_THREADS=1).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402 - after the thread settings above
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from bench import index_libraries, scale
 from bench.corpus import docstring_sentences
