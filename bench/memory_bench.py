@@ -122,7 +122,7 @@ def main() -> None:
     vectors, (facts, _) = Vectors(), load()
     sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else \
         ([1000, 10_000] if args.quick else [1000, 10_000, 100_000])
-    report = {"config": config.to_dict(), "machine": "shared 2-core VM (other work running)"}
+    report = {"config": config.to_dict(), "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()}}
     if not args.no_speed:
         report["speed"] = speed(config, vectors.facts(np.arange(4000)), list(facts[:4000]))
         report["titans_pytorch"] = titans_pytorch_reference(vectors.facts(np.arange(2048)))
@@ -136,6 +136,7 @@ def main() -> None:
         report["seed_suite"] = seed_suite(config, emb, list(docstring_sentences()))
         emb.save()
     report["wall_s"] = time.perf_counter() - started
+    report["machine"]["load_average_at_end"] = os.getloadavg()
     print(json.dumps(report, indent=2, default=float))
     if args.json:
         with open(args.json, "w") as fh:
