@@ -122,3 +122,19 @@ def test_centroids_average_member_vectors(members):
     np.testing.assert_allclose(got[0], mean / np.linalg.norm(mean), atol=1e-6)
     np.testing.assert_allclose(got[1], vectors[2], atol=1e-3)
     assert torch.is_tensor(memory.net.params[0])
+
+
+def test_consolidation_compresses_a_full_hot_set_and_keeps_every_record():
+    memory = NeuralMemory(MemoryConfig(**SMALL, pattern_slots=16))
+    vectors, texts = _unit(16, 384, 9), [f"fact {i}" for i in range(16)]
+    memory.observe_vectors(vectors, texts)
+    assert memory.capacity_used == 1.0
+    result = memory.consolidate()  # > 90 % full: the closest patterns merge down to 75 %
+    assert result["patterns_merged"] == 4 and memory.capacity_used == 0.75
+    merged = next(iter(memory.hot.aliases))  # a pattern that joined another
+    for vector, text in zip(vectors, texts):  # only statistics merged: every record is there
+        assert memory.infer_vector(vector, top_k=1)["attention_weights"][0]["pattern"] == text
+    memory.observe_vectors(vectors[merged : merged + 1], [texts[merged]])  # seen again
+    assert memory.stats()["episodes"] == 16 and memory.hot.used == 12
+    slot = memory.hot.slot(merged)
+    assert slot is not None and merged in memory.hot.member_ids(slot)
