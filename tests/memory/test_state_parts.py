@@ -33,6 +33,13 @@ def _feed(memory, batches, consolidate_at: int | None = None):
     return memory
 
 
+def _index(memory) -> np.ndarray:
+    """The search index's contents (sign-bit codes, in record order): derived, not a part."""
+    import faiss
+
+    return faiss.vector_to_array(memory.store._codes.xb)
+
+
 def _answers(memory) -> list:
     probes = np.random.default_rng(99).standard_normal((6, 384))
     return ([memory.infer_vector(p, top_k=3) for p in probes] + [memory.surprise_vector(p) for p in probes]
@@ -71,16 +78,17 @@ def test_replay_from_a_checkpoint_equals_the_uninterrupted_memory():
         replayed = _feed(NeuralMemory.from_parts(checkpoint), batches[cut:],
                          consolidate_at=4 - cut if cut <= 4 else None)
         assert replayed.state_parts() == twin.state_parts()
-        assert _answers(replayed) == _answers(twin)
+        assert np.array_equal(_index(replayed), _index(twin)) and _answers(replayed) == _answers(twin)
 
 
 def test_two_memories_fed_the_same_batches_are_bit_identical():
     batches = _batches(150, seed=3)
     a, b = _feed(NeuralMemory(CONFIG), batches), _feed(NeuralMemory(CONFIG), batches)
-    assert a.state_parts() == b.state_parts()
+    assert a.state_parts() == b.state_parts() and np.array_equal(_index(a), _index(b))
+    assert len(_index(a)) == a.store.size * 384 // 8
 
 
-def test_sealed_parts_never_change_and_a_checkpoint_writes_only_what_is_new(grown):
+def test_immutable_parts_never_change_and_a_checkpoint_writes_only_what_is_new():
     config = MemoryConfig(**{**CONFIG.to_dict(), "episode_chunk": 256, "pattern_slots": 64})
     memory = _feed(NeuralMemory(config), _batches(2000, seed=4, size=50))
     before = memory.state_parts()
@@ -92,7 +100,7 @@ def test_sealed_parts_never_change_and_a_checkpoint_writes_only_what_is_new(grow
     known = {hashlib.sha256(b).hexdigest() for b in before.values()}
     written = sum(len(b) for b in after.values() if hashlib.sha256(b).hexdigest() not in known)
     total = sum(len(b) for b in after.values())
-    assert written <= 0.25 * total, (written, total)  # the head, at most one new chunk
+    assert written <= 0.25 * total, (written, total)  # the head and at most one new chunk
     assert set(after) - set(before) <= {"head"} | {n for n in after if n.startswith("chunk/")}
 
 
