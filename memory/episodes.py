@@ -12,9 +12,9 @@ Search is two-stage. A faiss `IndexBinaryFlat` holds the sign bits of every vect
 for 384 dims) and scans them all by Hamming distance (SIMD popcount) for a shortlist; the
 shortlist is then ranked by the exact cosine with the stored float16 vectors. Measured on the
 scale benchmark's 100k real facts with reworded cues (bench/results/memory.json,
-"index_libraries"): the exact nearest neighbour comes first for 99.3 % of cues at 0.57 ms per
-query; HNSW graphs (usearch, faiss, hnswlib) manage 92 % at 0.2-0.5 ms as one graph, 98.8 % at
-3.4 ms as one graph per 8k-record segment — and a growing graph cannot be persisted in
+"index_libraries"): the exact nearest neighbour comes first for 99.3 % of cues at ~0.5 ms per
+query; HNSW graphs (usearch, faiss, hnswlib) manage 92 % at 0.2-0.3 ms as one graph, 98.8 % at
+3-8 ms as one graph per 8k-record segment — and a growing graph cannot be persisted in
 immutable parts (every insert rewires old nodes). The scan needs no build and is a pure
 function of the records, so a replayed memory answers bit for bit alike. Its cost grows
 linearly (extrapolated: ~6 ms per query at a million records).
