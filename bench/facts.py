@@ -21,7 +21,7 @@ hard for every method alike (exact nearest-neighbour search is measured on the s
 Vectors: `python -m bench.facts embed [--limit N]` encodes the facts and the evaluated cues
 (the oldest 1,000 and a fixed uniform 1,000 of each size) with MiniLM into
 `bench/results/.facts-minilm.npz` (float16, ~80 MB, ignored by git: too large to commit;
-~15-20 min on 2 cores). The cache records the corpus file's sha256 and is refused if the
+~15 min on 2 idle cores, 40 on a busy shared machine). The cache records the corpus file's sha256 and is refused if the
 corpus changed.
 """
 

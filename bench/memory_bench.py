@@ -1,6 +1,6 @@
 """Benchmark of the learning memory (issues: the learning memory; a memory that does not forget).
 
-    python -m bench.facts embed          # once: MiniLM vectors of the corpus (~15-20 min)
+    python -m bench.facts embed          # once: MiniLM vectors of the corpus (15-40 min)
     python -m bench.memory_bench [--quick] [--json bench/results/memory.json]
                                  [--set chunk_size=32 ...] [--no-speed] [--sizes 1000,10000]
 
