@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from errors import IncompatibleState, InvalidInput, NeuralMemoryError, Unavailable
+from errors import InvalidInput, NeuralMemoryError, Unavailable
 
 from actors.durability import TRIM_ALL, Checkpoints, recover
 from actors.phases import Phases
@@ -205,7 +205,7 @@ class MemoryActor:
         self._ready()
         info = self._ckpts.get(tag)
         restored = self._ckpts.load(info)
-        self._check_compatible(restored)
+        restored.config.require_compatible(self._config)
         with self._ckpt_lock, self._write_lock:
             self._check_open()
             before = self._mem.step
@@ -303,14 +303,6 @@ class MemoryActor:
         if array.shape != (dim,) or not np.isfinite(array).all():
             raise InvalidInput(f"vector must have {dim} finite values, got shape {array.shape}")
         return array
-
-    def _check_compatible(self, restored: NeuralMemory) -> None:
-        config = getattr(restored, "config", None)
-        if config is not None and (config.encoder, config.dim) != (self._config.encoder, self._config.dim):
-            raise IncompatibleState(
-                f"checkpoint uses encoder {config.encoder}/{config.dim}, memory {self._qname} uses "
-                f"{self._config.encoder}/{self._config.dim}"
-            )
 
     def _record(self, result: dict, texts: list[str], domain: str | None) -> None:
         """Queue the stats and history of a write (one round trip, on the recorder thread)."""

@@ -62,6 +62,7 @@ def test_observe_logs_then_applies_and_repeats_are_idempotent(local_storage, mak
     assert actor.stats()["total_observations"] == 1 and wal_steps(local_storage) == [1]
     batch = actor.observe("r2", vectors, ["one", "two"])
     assert batch["step"] == 3 and wal_steps(local_storage) == [1, 3]
+    actor.flush_records()
     stats = local_storage.metadata.get_stats(Q)
     assert stats["total_observations"] == 3 and stats["step"] == 3 and stats["domains"] == ["demo"]
     assert [h["step"] for h in local_storage.metadata.history(Q)] == [1, 2, 3]
@@ -105,6 +106,7 @@ def test_user_checkpoint_restore_is_a_barrier(local_storage, make_actor):
     assert restored == {"restored": True, "weight_hash": saved["weight_hash"], "learning_since_checkpoint": 3}
     assert wal_steps(local_storage) == []  # pre-restore writes can never be replayed
     assert [c["step"] for c in autos(local_storage)] == [3]
+    actor.flush_records()  # stats are written in the background, in order
     assert local_storage.metadata.get_stats(Q)["step"] == 3
 
     # A new actor on the same memory (as after a crash) sees the restored state.
