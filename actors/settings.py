@@ -31,11 +31,6 @@ class ActorSettings(BaseSettings):
     keep_auto_checkpoints: int = Field(
         2, ge=1, le=100, description="Auto-checkpoints kept per memory: the newest is what recovery "
                                      "loads, older ones are fallbacks if it is corrupt (the WAL is kept back to the oldest).")
-    decoded_cache_mb: int = Field(
-        64, ge=0, le=65_536, description="Decoded checkpoints each actor process keeps, by content: waking a "
-                                         "memory whose checkpoint the process decoded before (a fork of the "
-                                         "same base) copies it (~15 ms) instead of fetching and decoding it "
-                                         "(~100 ms). 0: off.")
     torch_threads: int = Field(
         1, ge=1, le=64, description="torch threads per memory actor: many actors share few cores, so "
                                    "one each avoids oversubscription.")

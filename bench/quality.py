@@ -35,12 +35,12 @@ def surprise_scores(memory: NeuralMemory, vectors: np.ndarray) -> tuple[list[flo
 
 
 def seen_unseen_auroc(memory: NeuralMemory, seen: np.ndarray, unseen: np.ndarray) -> dict:
-    """AUROC of surprise separating unseen (positive) from seen: fused, network, pattern book."""
+    """AUROC of surprise separating unseen (positive) from seen: fused, network, episodic store."""
     seen_f, seen_n = surprise_scores(memory, seen)
     unseen_f, unseen_n = surprise_scores(memory, unseen)
-    episodic = lambda vs: [memory._episodic_surprise(memory.book.nearest(k)[2]) for k in memory._keys(vs)]
+    episodic = lambda vs: [memory._episodic_surprise(memory.nearest(k)[1]) for k in memory._keys(vs)]
     return {"fused": auroc(seen_f, unseen_f), "network": auroc(seen_n, unseen_n),
-            "pattern_book": auroc(episodic(seen), episodic(unseen))}
+            "episodic": auroc(episodic(seen), episodic(unseen))}
 
 
 def cue(text: str, words: int = 4) -> str:

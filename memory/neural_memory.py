@@ -1,46 +1,57 @@
 """`NeuralMemory`: the façade an actor holds. A memory whose weights change when it observes.
 
-Two complementary parts (as in complementary-learning-systems theory):
-- the Titans network (`memory.titans`): slow, generalising, bounded — it is what learns;
-- the pattern book (`memory.patterns`): fast, exact, bounded — it decodes the network's output
-  back into text and remembers recent episodes verbatim.
+Three parts (as in complementary-learning-systems theory):
+- the Titans network (`memory.titans`): slow, generalising, fixed-size — it is what learns; it
+  re-ranks what the store finds and is half of the surprise signal;
+- the episodic store (`memory.episodes`): every distinct text observed, kept verbatim with its
+  vector and searchable forever (immutable chunks; a sign-bit scan, then exact cosines) — it
+  decodes the network's output back into text and never forgets a fact;
+- the hot set (`memory.patterns`): statistics of the most recently active patterns (how often
+  each was reinforced, its newest exemplars) for `explain`, replay and `capacity_used`.
 
-Surprise fuses both: an input is surprising only if the network cannot recall its content
-*and* no stored pattern resembles it (s = s_network · s_episodic). `consolidate()` replays
-episodes into the weights ("like sleep"), anchors them with online EWC and merges
-near-duplicate patterns. Text methods encode in-process; `*_vector(s)` methods take vectors
-encoded elsewhere (the Serve encoder deployment).
+Surprise fuses the network and the store: an input is surprising only if the network cannot
+recall its content *and* no stored record resembles it (s = s_network · s_episodic).
+`consolidate()` replays episodes into the weights ("like sleep"), anchors them with online EWC
+and merges near-duplicate hot patterns. Text methods encode in-process; `*_vector(s)` methods
+take vectors encoded elsewhere (the Serve encoder deployment).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import Mapping
 
 import numpy as np
 import torch
 
 import contract
-from memory import codec
+from memory import state
 from memory.config import MemoryConfig
 from memory.consolidation import consolidate as run_consolidation
-from memory.errors import IncompatibleState, InvalidInput
-from memory.patterns import CANDIDATE_SLOTS, PatternBook, nearest_of, top_of
+from memory.episodes import EpisodicStore
+from memory.errors import InvalidInput
+from memory.patterns import HotSet
 from memory.titans import TitansMemory
 
-ATTENTION_POOL = 32  # slots (closest centroids) whose exemplars compete in infer / attention maps
-LOOKUP_BLOCK = 64  # items of a batch whose pattern-book lookups share one centroid scan
+CANDIDATES = 32  # records (closest by cosine) that compete in infer / attention maps, at least
+LOOKUP_BLOCK = 64  # items of a batch whose store lookups share one search
+# An observation needs only its nearest record (surprise, reinforcement): a close match always
+# passes a short sign-bit shortlist; reads rank `config.shortlist` candidates.
+NEAREST_SHORTLIST = 16
 
 
 class NeuralMemory:
     def __init__(self, config: MemoryConfig | None = None):
         self.config = config or MemoryConfig()
         self.net = TitansMemory(self.config)
-        self.book = PatternBook(self.config.pattern_slots, self.config.exemplars_per_slot,
-                                self.config.dim, self.net.dtype)
+        self.store = EpisodicStore(self.config.dim, self.config.episode_chunk, self.config.shortlist)
+        self.hot = HotSet(self.config.pattern_slots, self.config.exemplars_per_slot)
         self.step = 0
         self.avg_surprise = 0.0
         self.domain_counts: Counter[str] = Counter()
+        self.domain_names: list[str] = [""]  # domain ids of records; 0 = no domain
+        self.ewc_generation = 0  # consolidations so far: names the immutable EWC part
         self._hash: str | None = None
 
     # ---- helpers -------------------------------------------------------------------------
@@ -62,6 +73,10 @@ class NeuralMemory:
         keys = torch.from_numpy(array).to(self.net.dtype)
         return keys / keys.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
+    @staticmethod
+    def _queries(keys: torch.Tensor) -> np.ndarray:
+        return keys.to(torch.float32).numpy()
+
     def _episodic_surprise(self, cosine: float | None) -> float:
         if cosine is None:
             return 1.0
@@ -69,14 +84,40 @@ class NeuralMemory:
         return 1.0 / (1.0 + math.exp(-(mid - cosine) / width))
 
     def _fused(self, neural: float, nearest: tuple | None) -> float:
-        """Surprise = network surprise × pattern-book surprise (from the nearest exemplar)."""
-        return neural * self._episodic_surprise(nearest[2] if nearest else None)
+        """Surprise = network surprise × episodic surprise (from the nearest record)."""
+        return neural * self._episodic_surprise(nearest[1] if nearest else None)
+
+    def nearest(self, key: torch.Tensor) -> tuple[int, float] | None:
+        """(record id, cosine) of the stored record closest to one key; None if empty."""
+        ids, sims = self.store.search(self._queries(key[None]), 1, NEAREST_SHORTLIST)
+        return (int(ids[0, 0]), float(sims[0, 0])) if ids[0, 0] >= 0 else None
 
     def _score(self, key: torch.Tensor) -> tuple[float, float, tuple | None]:
-        """(fused surprise, network surprise, nearest exemplar) for one key, no update."""
+        """(fused surprise, network surprise, nearest record) for one key, no update."""
         neural = float(self.net.neural_surprise(key[None])[0])
-        nearest = self.book.nearest(key)
+        nearest = self.nearest(key)
         return self._fused(neural, nearest), neural, nearest
+
+    def _label(self, record: int) -> str:
+        """A record's pattern, described by the pattern's newest exemplar."""
+        slot = self.hot.slot(self.store.pattern(record))
+        newest = self.hot.newest_member(slot) if slot is not None else -1
+        return self.store.text(newest if newest >= 0 else record)
+
+    def _domain_id(self, domain: str | None) -> int:
+        if not domain:
+            return 0
+        if domain not in self.domain_names:
+            self.domain_names.append(domain)
+        return self.domain_names.index(domain)
+
+    def centroids(self, members: np.ndarray) -> np.ndarray:
+        """Unit mean vector of each row of record ids (-1 = none), (rows, dim)."""
+        valid = members >= 0
+        vectors = self.store.vectors(members[valid])
+        sums = np.zeros((len(members), self.config.dim), dtype=np.float32)
+        np.add.at(sums, np.nonzero(valid)[0], vectors)
+        return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
 
     # ---- learning ------------------------------------------------------------------------
     def observe_vectors(self, vectors, texts: list[str], domain: str | None = None,
@@ -86,20 +127,26 @@ class NeuralMemory:
         domain = contract.check_domain(domain)
         learning_rate = contract.check_learning_rate(learning_rate)
         lr_scale = 1.0 if learning_rate is None else learning_rate / self.config.lr
+        domain_id = self._domain_id(domain)
+        queries = self._queries(keys)
         surprises, activated, delta_sq = [], [], 0.0
         chunk_size = self.config.chunk_size
         block_size = chunk_size * max(1, LOOKUP_BLOCK // chunk_size)  # whole chunks per block
         for block_start in range(0, keys.shape[0], block_size):
-            # one pattern-book scan per block; it still sees the block's own earlier writes
-            lookup = self.book.lookup(keys[block_start : block_start + block_size])
+            # one store search per block; records stored by the block's own earlier items are
+            # checked item by item (`nearest_since`)
+            since = self.store.size
+            ids, sims = self.store.search(queries[block_start : block_start + block_size], 1, NEAREST_SHORTLIST)
             for start in range(block_start, min(block_start + block_size, keys.shape[0]), chunk_size):
                 chunk = keys[start : start + chunk_size]  # blocks hold whole chunks
                 result = self.net.update(chunk, lr_scale)  # network surprise is measured before it
                 delta_sq += result["weight_delta"] ** 2
                 for offset, neural in enumerate(result["surprise"].tolist()):
-                    nearest = lookup.nearest(start - block_start + offset)
-                    surprises.append(self._remember(chunk[offset], texts[start + offset], neural,
-                                                    nearest, domain, activated))
+                    i = start + offset
+                    nearest = _closer((int(ids[i - block_start, 0]), float(sims[i - block_start, 0])),
+                                      self.store.nearest_since(queries[i], since))
+                    surprises.append(self._remember(queries[i], texts[i], neural, nearest,
+                                                    domain_id, activated))
         self._hash = None
         for s in surprises:
             self.avg_surprise += self.config.surprise_ema * (s - self.avg_surprise)
@@ -109,20 +156,25 @@ class NeuralMemory:
                 "weight_delta": math.sqrt(delta_sq), "patterns_activated": activated,
                 "step": self.step}
 
-    def _remember(self, key, text, neural, nearest, domain, activated: list[str]) -> float:
-        """Score one item by its nearest stored exemplar, then store or reinforce it."""
+    def _remember(self, vector: np.ndarray, text: str, neural: float, nearest, domain: int,
+                  activated: list[str]) -> float:
+        """Score one item by its nearest stored record, then store it (unless the very same
+        text is already there) and count it towards its pattern."""
         self.step += 1
         if self.step == 1:  # the running average starts at the first observation
             self.avg_surprise = 1.0
         surprise = self._fused(neural, nearest)
-        if nearest and nearest[2] >= self.config.calibration[0]:
-            label = self.book.label(nearest[0])
+        if nearest and nearest[1] >= self.config.calibration[0]:
+            label = self._label(nearest[0])
             if label not in activated:
                 activated.append(label)
-        if nearest and surprise < self.config.reinforce_below:
-            self.book.reinforce(nearest[0], key, text, self.step, domain)
-        else:
-            self.book.add(key, text, self.step, domain)
+        if nearest and surprise < self.config.reinforce_below:  # joins the nearest record's pattern
+            record, pattern = nearest[0], self.hot.resolve(self.store.pattern(nearest[0]))
+            if self.store.text(record) != text:
+                record = self.store.append(vector, text, self.step, domain, pattern)
+        else:  # founds a pattern of its own
+            record = pattern = self.store.append(vector, text, self.step, domain, None)
+        self.hot.touch(pattern, record, self.step, domain)
         return surprise
 
     def observe(self, text: str | list[str], domain: str | None = None,
@@ -132,7 +184,10 @@ class NeuralMemory:
         return self.observe_vectors(self.encoder.encode(texts), texts, domain, learning_rate)
 
     def consolidate(self) -> dict:
-        result = run_consolidation(self.net, self.book, self.config)
+        anchor = self.net.anchor
+        result = run_consolidation(self.net, self.hot, self.store, self.centroids, self.config)
+        if self.net.anchor is not anchor:  # new EWC state: a new immutable part
+            self.ewc_generation += 1
         self._hash = None
         return result
 
@@ -143,7 +198,7 @@ class NeuralMemory:
             recommendation = "consolidate" if self.capacity_used >= 0.9 else "learn"
         else:
             recommendation = "skip" if score <= 0.3 else "learn"
-        return {"score": score, "nearest_pattern": self.book.texts[nearest[0]][nearest[1]] if nearest else "",
+        return {"score": score, "nearest_pattern": self.store.text(nearest[0]) if nearest else "",
                 "recommendation": recommendation}
 
     def surprise(self, text: str) -> dict:
@@ -151,31 +206,33 @@ class NeuralMemory:
         return self.surprise_vector(self.encoder.encode([text])[0], text)
 
     def _attention(self, key: torch.Tensor, top_k: int, temperature: float,
-                   scanned: tuple | None = None, recalled: torch.Tensor | None = None) -> list[dict]:
-        """The top_k patterns for a cue, weighted by the book's and the network's agreement.
-        `scanned` (book.scan of key) and `recalled` (net.recall of key) are reused if given."""
-        if not self.book.used:
+                   found: tuple | None = None, recalled: torch.Tensor | None = None) -> list[dict]:
+        """The top_k records for a cue, ranked by cosine and by how well each matches what the
+        network recalls for the cue — that second term weighted by how well the network knows
+        the record itself (1 − its network surprise): a network that has not learned a record
+        cannot vouch for it. (Measured on 100k facts: unweighted, the network's noise cost
+        recall@1 ~1 point against exact search; weighted, it costs nothing.) `found` (a store
+        search for the key, closest first) and `recalled` (net.recall of the key) are reused."""
+        ids, sims = found or self.store.search(self._queries(key[None]), max(4 * top_k, CANDIDATES))
+        valid = ids[0] >= 0
+        ids, sims = ids[0][valid], sims[0][valid]
+        if not len(ids):
             return []
-        slots, sims = scanned or self.book.scan(key[None], ATTENTION_POOL)
-        candidates = top_of(slots[0], sims[0], max(4 * top_k, 32))
-        if not candidates:
-            return []
-        slots = torch.tensor([c[0] for c in candidates])
-        cols = torch.tensor([c[1] for c in candidates])
-        vectors = self.book.exemplar_vectors[slots, cols].to(self.net.dtype)
-        episodic = torch.tensor([c[2] for c in candidates], dtype=self.net.dtype)
+        vectors = torch.from_numpy(self.store.vectors(ids)).to(self.net.dtype)
+        episodic = torch.from_numpy(sims.astype(np.float64)).to(self.net.dtype)
         if recalled is None:
             recalled = self.net.recall(key[None])[0]  # the network's answer for this cue
-        neural = self.net.values(vectors) @ recalled  # how well it matches each pattern's content
+        known = 1.0 - self.net.neural_surprise(vectors)  # does the network recall the record?
+        neural = self.net.values(vectors) @ recalled  # how well it matches each record's content
         w = self.config.recall_neural_weight
-        scores = (1 - w) * episodic + w * neural
-        order = torch.argsort(scores, descending=True)[:top_k]
+        scores = (1 - w) * episodic + w * known * neural
+        order = torch.argsort(scores, descending=True, stable=True)[:top_k]
         if temperature == 0:  # greedy: all attention on the best pattern
             weights = torch.zeros(len(order), dtype=scores.dtype)
             weights[0] = 1.0
         else:
             weights = torch.softmax(scores[order] / temperature, dim=0)
-        return [{"pattern": self.book.texts[candidates[i][0]][candidates[i][1]], "weight": float(wt)}
+        return [{"pattern": self.store.text(int(ids[i])), "weight": float(wt)}
                 for i, wt in zip(order.tolist(), weights.tolist())]
 
     def infer_vector(self, vector, top_k: int = 5, temperature: float | None = None,
@@ -184,10 +241,10 @@ class NeuralMemory:
         temperature = contract.check_temperature(temperature)
         max_tokens = contract.check_max_tokens(max_tokens)
         key = self._keys(vector)[0]
-        # One centroid scan and one forward pass serve both the answer and its confidence.
-        scanned = self.book.scan(key[None], ATTENTION_POOL) if self.book.used else None
+        # One search and one forward pass serve both the answer and its confidence.
+        found = self.store.search(self._queries(key[None]), max(4 * top_k, CANDIDATES))
         recalled = self.net.recall(key[None])[0]
-        attention = self._attention(key, top_k, temperature, scanned, recalled)
+        attention = self._attention(key, top_k, temperature, found, recalled)
         if not attention:
             return {"response": "I have not learned anything yet.", "confidence": 0.0,
                     "attention_weights": []}
@@ -198,10 +255,9 @@ class NeuralMemory:
             words = response.split()
             response = " ".join(words[:max_tokens]) + (" …" if len(words) > max_tokens else "")
         neural = float((recalled - self.net.values(key[None])[0]).norm().clamp(max=1.0))
-        # scan() lists slots closest first, so its first CANDIDATE_SLOTS rows are nearest()'s
-        nearest = nearest_of(scanned[0][0][:CANDIDATE_SLOTS], scanned[1][0][:CANDIDATE_SLOTS])
-        score = self._fused(neural, nearest)
-        return {"response": response, "confidence": 1.0 - score, "attention_weights": attention}
+        nearest = (int(found[0][0, 0]), float(found[1][0, 0]))  # the search lists closest first
+        return {"response": response, "confidence": 1.0 - self._fused(neural, nearest),
+                "attention_weights": attention}
 
     def infer(self, prompt: str, top_k: int = 5, temperature: float | None = None,
               max_tokens: int | None = None) -> dict:
@@ -218,61 +274,70 @@ class NeuralMemory:
 
     def explain(self, top_k: int = 5) -> list[dict]:
         top_k = contract.check_top_k(top_k)
-        used = self.book.used
-        if not used:
+        pool = [slot for slot in self.hot.strongest(4 * top_k) if self.hot.newest_member(slot) >= 0]
+        if not pool:
             return []
-        pool = torch.topk(self.book.counts[:used].to(torch.float64) + 1e-9 * self.book.last_seen[:used],
-                          min(used, 4 * top_k)).indices.tolist()
-        latest = torch.stack([self.book.exemplar_vectors[s, len(self.book.texts[s]) - 1] for s in pool])
-        recalled = 1.0 - self.net.neural_surprise(latest.to(self.net.dtype))
+        latest = self.store.vectors([self.hot.newest_member(slot) for slot in pool])
+        keys = torch.from_numpy(latest).to(self.net.dtype)
+        recalled = 1.0 - self.net.neural_surprise(keys / keys.norm(dim=1, keepdim=True).clamp_min(1e-12))
         patterns = []
         for slot, known in zip(pool, recalled.tolist()):
-            repetition = 1.0 - math.exp(-int(self.book.counts[slot]) / 3.0)
-            domain = self.book.domains[slot]
-            patterns.append({"description": (f"[{domain}] " if domain else "") + self.book.label(slot),
-                             "strength": 0.5 * repetition + 0.5 * known,
-                             "examples": list(reversed(self.book.texts[slot]))})
+            repetition = 1.0 - math.exp(-int(self.hot.count[slot]) / 3.0)
+            domain = self.domain_names[int(self.hot.domain[slot])]
+            examples = [self.store.text(r) for r in self.hot.member_ids(slot)]
+            patterns.append({"description": (f"[{domain}] " if domain else "") + examples[0],
+                             "strength": 0.5 * repetition + 0.5 * known, "examples": examples})
         return sorted(patterns, key=lambda p: -p["strength"])[:top_k]
 
     @property
     def capacity_used(self) -> float:
-        return self.book.used / self.book.capacity
+        """Share of the hot set in use (0-1). At 1.0 each new pattern pushes the least recently
+        seen one out of the hot set: nothing is forgotten (the store keeps every record), but
+        that pattern's reinforcement count leaves `explain`. consolidate() merges
+        near-duplicate patterns and brings a nearly full hot set down to 75 %."""
+        return self.hot.used / self.hot.capacity
 
     def stats(self) -> dict:
         return {"total_observations": self.step, "weight_parameters": self.net.parameter_count,
                 "capacity_used": self.capacity_used, "avg_surprise": self.avg_surprise,
-                "domains": sorted(self.domain_counts), "patterns": self.book.used}
+                "domains": sorted(self.domain_counts), "patterns": self.hot.used,
+                "episodes": self.store.size}
 
     # ---- state ---------------------------------------------------------------------------
     @property
     def weight_hash(self) -> str:
         if self._hash is None:
-            self._hash = codec.weight_hash(list(_named("w", self.net.params)))
+            self._hash = state.weight_hash(self)
         return self._hash
 
-    def to_bytes(self) -> bytes:
-        from memory.state import state_tensors, state_header
+    def state_parts(self) -> dict[str, bytes]:
+        """The whole state as named parts: one small mutable `head` (header, network weights and
+        momentum, hot set, the newest records); every other part is immutable — the same name
+        always holds the same bytes — so a content-addressed store writes only new parts."""
+        return state.to_parts(self)
 
-        return codec.encode_state(state_header(self), state_tensors(self))
+    @classmethod
+    def from_parts(cls, parts: Mapping[str, bytes], expected: MemoryConfig | None = None) -> "NeuralMemory":
+        """Rebuild a memory exactly from `state_parts()` (IncompatibleState if a part is missing
+        or damaged, or if `expected`'s encoder differs from the one the state was made with)."""
+        return state.from_parts(cls, parts, expected)
+
+    def to_bytes(self) -> bytes:
+        """Every part in one self-describing blob (exports, single-object checkpoints)."""
+        return state.to_blob(self)
 
     @classmethod
     def from_bytes(cls, data: bytes, expected: MemoryConfig | None = None) -> "NeuralMemory":
-        from memory.state import restore
-
-        header, tensors = codec.decode_state(data)
-        config = MemoryConfig.from_dict(header["config"])
-        if expected is not None and (expected.encoder, expected.dim) != (config.encoder, config.dim):
-            raise IncompatibleState(
-                f"state was made with encoder {config.encoder!r} (dim {config.dim}); this memory "
-                f"uses {expected.encoder!r} (dim {expected.dim})")
-        memory = cls(config)
-        restore(memory, header, tensors)
-        return memory
+        """From `to_bytes()` of this or an older format (format 1: the bounded pattern book)."""
+        return state.from_blob(cls, data, expected)
 
 
-def _named(prefix: str, tensors):
-    for i, tensor in enumerate(tensors):
-        yield f"{prefix}{i}", tensor
+def _closer(a: tuple[int, float] | None, b: tuple[int, float] | None) -> tuple[int, float] | None:
+    if a is None or a[0] < 0:
+        return b
+    if b is None or a[1] >= b[1]:
+        return a
+    return b
 
 
 def _check_texts(texts, n: int) -> list[str]:

@@ -1,57 +1,133 @@
-"""What of a `NeuralMemory` goes into its bytes, and how it comes back (see `memory.codec`)."""
+"""What of a `NeuralMemory` goes into its bytes, and how it comes back (layout: `memory.codec`).
+
+A memory is saved as named parts (`to_parts`):
+- `head` — the only part that changes between checkpoints: the config, counters, domain
+  names, the network's weights and momentum, the hot set, the episodic store's manifest and
+  its newest records (the tail, after the last full chunk);
+- `ewc/<generation>` — the EWC Fisher and anchor, rewritten only by `consolidate()`;
+- `chunk/<first id>` — `episode_chunk` records: vectors (float16), texts, steps, domains, patterns.
+Every part but `head` is immutable: the same name always holds the same bytes, so a
+content-addressed store writes, per checkpoint, the head plus the chunks filled since the last.
+`to_blob` packs all parts into one self-describing object (format 2); `from_blob` also reads
+format 1 (the network plus the old bounded pattern book), converting its exemplars to records.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Mapping
 
+import numpy as np
 import torch
 
-
-def state_header(memory) -> dict:
-    book = memory.book
-    return {
-        "kind": "neural-memory",
-        "config": memory.config.to_dict(),
-        "encoder": memory.config.encoder,
-        "dim": memory.config.dim,
-        "step": memory.step,
-        "weight_hash": memory.weight_hash,
-        "avg_surprise": memory.avg_surprise,
-        "domain_counts": dict(memory.domain_counts),
-        "book": {"used": book.used, "texts": book.texts, "domains": book.domains},
-        "ewc": bool(memory.net.fisher),
-    }
+from memory import codec
+from memory.config import MemoryConfig
+from memory.episodes import EpisodicStore, bytes_of
+from memory.errors import IncompatibleState
 
 
-def state_tensors(memory) -> list[tuple[str, torch.Tensor]]:
-    net, book, used = memory.net, memory.book, memory.book.used
-    tensors = [(f"w{i}", p) for i, p in enumerate(net.params)]
-    tensors += [(f"m{i}", p) for i, p in enumerate(net.momentum)]
-    tensors += [(f"f{i}", p) for i, p in enumerate(net.fisher)]
-    tensors += [(f"a{i}", p) for i, p in enumerate(net.anchor)]
-    tensors += [("centroids", book.centroids[:used]), ("exemplars", book.exemplar_vectors[:used]),
-                ("counts", book.counts[:used]), ("last_seen", book.last_seen[:used])]
-    return tensors
+def weight_hash(memory) -> str:
+    return codec.weight_hash([(f"w{i}", p) for i, p in enumerate(memory.net.params)])
 
 
-def restore(memory, header: dict, tensors: dict[str, torch.Tensor]) -> None:
-    net, book = memory.net, memory.book
+def ewc_name(generation: int) -> str:
+    return f"ewc/{generation:06d}"
+
+
+def to_parts(memory) -> dict[str, bytes]:
+    net, store = memory.net, memory.store
+    parts = store.parts()
+    if net.fisher:
+        parts[ewc_name(memory.ewc_generation)] = codec.pack(
+            "ewc", {"generation": memory.ewc_generation},
+            {**{f"f{i}": f for i, f in enumerate(net.fisher)}, **{f"a{i}": a for i, a in enumerate(net.anchor)}})
+    fields = {"config": memory.config.to_dict(), "step": memory.step, "avg_surprise": memory.avg_surprise,
+              "domain_names": memory.domain_names, "domain_counts": dict(memory.domain_counts),
+              "ewc": ewc_name(memory.ewc_generation) if net.fisher else None,
+              "ewc_generation": memory.ewc_generation, "store": store.manifest(),
+              "weight_hash": memory.weight_hash}
+    arrays = {f"w{i}": p for i, p in enumerate(net.params)}
+    arrays.update({f"m{i}": m for i, m in enumerate(net.momentum)})
+    arrays.update(memory.hot.arrays())
+    arrays.update({f"tail_{name}": column for name, column in store.tail_columns().items()})
+    parts["head"] = codec.pack("head", fields, arrays)
+    return parts
+
+
+def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    return torch.from_numpy(np.array(array)).to(dtype)  # a writable copy
+
+
+def from_parts(cls, parts: Mapping[str, bytes], expected: MemoryConfig | None = None):
+    fields, arrays = codec.unpack(bytes_of(parts, "head"), "head")
+    config = MemoryConfig.from_dict(fields["config"])
+    if expected is not None:
+        config.require_compatible(expected)
+    memory = cls(config)
+    net = memory.net
+    n = len(net.params)
+    net.params = [_tensor(arrays[f"w{i}"], net.dtype) for i in range(n)]
+    net.momentum = [_tensor(arrays[f"m{i}"], net.dtype) for i in range(n)]
+    if fields["ewc"]:
+        _, ewc = codec.unpack(bytes_of(parts, fields["ewc"]), "ewc")
+        net.fisher = [_tensor(ewc[f"f{i}"], net.dtype) for i in range(n)]
+        net.anchor = [_tensor(ewc[f"a{i}"], net.dtype) for i in range(n)]
+    memory.hot.load(arrays)
+    tail = {name.removeprefix("tail_"): a for name, a in arrays.items() if name.startswith("tail_")}
+    memory.store = EpisodicStore.restore(config.dim, config.episode_chunk, config.shortlist,
+                                         fields["store"], parts, tail)
+    memory.step, memory.avg_surprise = fields["step"], fields["avg_surprise"]
+    memory.domain_names = list(fields["domain_names"])
+    memory.domain_counts = Counter(fields["domain_counts"])
+    memory.ewc_generation = fields["ewc_generation"]
+    if memory.weight_hash != fields["weight_hash"]:
+        raise IncompatibleState("memory state is inconsistent: its weights do not match their hash")
+    return memory
+
+
+def to_blob(memory) -> bytes:
+    parts = to_parts(memory)
+    return codec.pack("neural-memory", {"parts": sorted(parts)},
+                      {name: np.frombuffer(parts[name], dtype=np.uint8) for name in sorted(parts)})
+
+
+def from_blob(cls, data: bytes, expected: MemoryConfig | None = None):
+    if codec.format_version(data) == 1:
+        return from_v1(cls, data, expected)
+    fields, arrays = codec.unpack(data, "neural-memory")
+    return from_parts(cls, {name: arrays[name].tobytes() for name in fields["parts"]}, expected)
+
+
+def from_v1(cls, data: bytes, expected: MemoryConfig | None = None):
+    """A format-1 state: same network (and weight_hash); each pattern-book exemplar becomes a
+    record (slots oldest-seen first, stored at the slot's last-seen step), each slot a hot
+    pattern with its count. The book's centroids are not needed any more."""
+    header, tensors = codec.decode_v1(data)
+    config = MemoryConfig.from_dict(header["config"])
+    if expected is not None:
+        config.require_compatible(expected)
+    memory = cls(config)
+    net = memory.net
     n = len(net.params)
     net.params = [tensors[f"w{i}"] for i in range(n)]
     net.momentum = [tensors[f"m{i}"] for i in range(n)]
     if header["ewc"]:
         net.fisher = [tensors[f"f{i}"] for i in range(n)]
         net.anchor = [tensors[f"a{i}"] for i in range(n)]
-    used = header["book"]["used"]
-    book.used = used
-    book.centroids[:used] = tensors["centroids"]
-    book.exemplar_vectors[:used] = tensors["exemplars"]
-    book.counts[:used] = tensors["counts"]
-    book.last_seen[:used] = tensors["last_seen"]
-    book.texts = [list(t) for t in header["book"]["texts"]]
-    book.domains = list(header["book"]["domains"])
-    book.refresh_sizes()
-    memory.step = header["step"]
-    memory.avg_surprise = header["avg_surprise"]
+        memory.ewc_generation = 1
+    book = header["book"]
+    for domain in book["domains"]:
+        memory._domain_id(domain)
+    last_seen, counts = tensors["last_seen"].tolist(), tensors["counts"].tolist()
+    exemplars = tensors["exemplars"].to(torch.float32).numpy()
+    for slot in sorted(range(book["used"]), key=lambda s: last_seen[s]):
+        domain = memory._domain_id(book["domains"][slot])
+        pattern = None
+        for col, text in enumerate(book["texts"][slot]):
+            record = memory.store.append(exemplars[slot, col], text, last_seen[slot], domain, pattern)
+            pattern = record if pattern is None else pattern
+            memory.hot.touch(pattern, record, last_seen[slot], domain)
+        memory.hot.count[memory.hot.slot(pattern)] = counts[slot]
+    memory.step, memory.avg_surprise = header["step"], header["avg_surprise"]
     memory.domain_counts = Counter(header["domain_counts"])
-    memory._hash = None
+    return memory

@@ -146,6 +146,16 @@ def backprop(params: Params, err: torch.Tensor, cache, coeffs: torch.Tensor) -> 
     return weighted_grads(layer_deltas(params, err, cache), cache, coeffs)
 
 
+def squared_grad_means(deltas: list[torch.Tensor], cache) -> Params:
+    """Mean over items of each parameter's squared per-item gradient (the diagonal Fisher).
+    For a layer with input x and output delta δ: Σ_i (δ_i x_iᵀ)² = (δ²)ᵀ x², no per-item grads."""
+    n = deltas[0].shape[0]
+    out: Params = []
+    for delta, (x, _) in zip(deltas, cache):
+        out += [(delta * delta).T @ (x * x) / n, (delta * delta).mean(0)]
+    return out
+
+
 def feature_energy(cache) -> torch.Tensor:
     """‖h‖² + 1 of the output layer's input, per item: the NLMS normaliser for the step size."""
     x, _ = cache[-1]
@@ -178,6 +188,14 @@ class TitansMemory:
         """Relative recall error ‖M(k) − v(k)‖ / ‖v(k)‖ in [0, 1] per key (values are unit)."""
         err, _ = output_error(self.params, keys, self.values(keys))
         return err.norm(dim=1).clamp(max=1.0)
+
+    def diagonal_fisher(self, keys: torch.Tensor) -> Params:
+        """Diagonal Fisher of the recall loss on `keys`, scaled to mean 1 over all parameters
+        (so `ewc_lambda` reads as a relative strength)."""
+        err, cache = output_error(self.params, keys, self.values(keys))
+        fisher = squared_grad_means(layer_deltas(self.params, err, cache), cache)
+        mean = sum(float(f.sum()) for f in fisher) / sum(f.numel() for f in fisher)
+        return [f / max(mean, 1e-30) for f in fisher]
 
     def recall(self, keys: torch.Tensor) -> torch.Tensor:
         """What the memory returns for each cue: its predicted content view, (n, value_dim)."""

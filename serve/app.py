@@ -76,6 +76,7 @@ def build_application(settings: AppSettings) -> Application:
             preload=gateway.encoders_to_preload(),
             batch_size=gateway.encoder_batch_size,
             batch_wait_s=gateway.encoder_batch_wait_s,
+            cache_dir=gateway.encoder_cache_dir,
         )
     return Gateway.options(
         num_replicas=gateway.gateway_replicas,

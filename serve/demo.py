@@ -374,8 +374,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--api-key", default=os.environ.get("NMEM_API_KEY"),
                    help="API key for --url (default: $NMEM_API_KEY; none if auth is off)")
     p.add_argument("--out", type=Path, default=Path("surprise.png"), help="PNG to write")
-    p.add_argument("--encoder", choices=["minilm", "hash"],
-                   help="encoder for the demo's memories (default: the server's default)")
+    p.add_argument("--encoder", help="encoder for the demo's memories, e.g. minilm, minilm-int8 or "
+                   "hash (default: the server's default; the server refuses one it does not know)")
     return p.parse_args(argv)
 
 

@@ -14,12 +14,13 @@ import asyncio
 import logging
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
 from ray import serve
 
-from memory import get_encoder
+from memory import get_encoder, use_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,10 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_BATCH_WAIT_S = 0.002
 
 
-def preload_encoders(names: list[str]) -> set[str]:
-    """Load each named encoder and run one forward pass (it allocates) before any traffic."""
+def preload_encoders(names: list[str], cache_dir: Path | None = None) -> set[str]:
+    """Load each named encoder and run one forward pass (it allocates) before any traffic;
+    exported models are cached in `cache_dir` (None: the user's cache directory)."""
+    use_cache_dir(cache_dir)
     for name in names:
         encoder = get_encoder(name)
         encoder.encode(["warm-up"])
@@ -43,8 +46,9 @@ class Encoder:
         preload: list[str] | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         batch_wait_s: float = DEFAULT_BATCH_WAIT_S,
+        cache_dir: Path | None = None,
     ) -> None:
-        self._loaded = preload_encoders(preload or [])
+        self._loaded = preload_encoders(preload or [], cache_dir)
         self._batch.set_max_batch_size(batch_size)
         self._batch.set_batch_wait_timeout_s(batch_wait_s)
 
@@ -89,11 +93,13 @@ class LocalEncoder:
     so the event loop stays free; the gateway's EncodeBatcher coalesces concurrent requests
     into each pass, as the Encoder deployment's @serve.batch would."""
 
-    def __init__(self, preload: list[str], threads: int = 0) -> None:
-        if threads:  # torch's intra-op threads for this process (Ray sets 1 for <1-CPU replicas)
+    def __init__(self, preload: list[str], threads: int = 0, cache_dir: Path | None = None) -> None:
+        # The process's intra-op threads (Ray sets 1 for <1-CPU replicas): torch's, which the
+        # ONNX Runtime session of each MiniLM encoder takes when preload creates it.
+        if threads:
             torch.set_num_threads(threads)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
-        self._loaded = preload_encoders(preload)
+        self._loaded = preload_encoders(preload, cache_dir)
 
     async def encode_batch(self, encoder: str, texts: list[str]) -> np.ndarray:
         """(n, dim) float32 for texts with the named encoder (InvalidInput if unknown)."""

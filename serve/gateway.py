@@ -45,7 +45,8 @@ class Gateway:
         self._encoder = encoder
         self._local = None
         if encoder is None:
-            self._local = LocalEncoder(self._settings.encoders_to_preload(), self._settings.encoder_threads)
+            self._local = LocalEncoder(self._settings.encoders_to_preload(), self._settings.encoder_threads,
+                                       self._settings.encoder_cache_dir)
         # In-process passes queue in one thread: one in flight lets the next batch fill meanwhile.
         self._batcher = EncodeBatcher(self._encode_batch, max_batch=self._settings.encoder_batch_size,
                                       max_in_flight=2 if encoder is not None else 1)

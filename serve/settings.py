@@ -76,9 +76,12 @@ class GatewaySettings(BaseSettings):
     )
     encoder_threads: int = Field(
         0, ge=0, le=64,
-        description="torch threads for in-gateway encoding; 0 keeps Ray's default (1 for a "
-                    "replica reserving < 1 CPU).",
+        description="Intra-op threads (torch and the ONNX Runtime encoder session) for "
+                    "in-gateway encoding; 0 keeps Ray's default (1 for a replica reserving < 1 CPU).",
     )
+    encoder_cache_dir: Path | None = Field(
+        None, description="Where MiniLM's ONNX export is cached (built on first use, or by `python "
+                          "-m memory.encoder_export --cache-dir DIR`); unset: ~/.cache/neural-memory/encoders.")
     encoder_batch_size: int = Field(32, ge=1, le=1024, description="Max texts per encoder batch.")
     encoder_batch_wait_s: float = Field(
         0.002, ge=0, le=1, description="How long the encoder waits to fill a batch."
@@ -92,7 +95,8 @@ class GatewaySettings(BaseSettings):
     )
 
     # NMEM_API_KEYS_FILE= (set but empty) means "not set", not the current directory.
-    _blank_is_unset = field_validator("api_keys", "api_keys_file", "ui_dir", mode="before")(
+    _blank_is_unset = field_validator("api_keys", "api_keys_file", "ui_dir", "encoder_cache_dir",
+                                      mode="before")(
         contract.blank_as_unset)
 
     @field_validator("host")

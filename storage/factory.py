@@ -35,7 +35,7 @@ class Storage:
     content: ContentStore = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.content = ContentStore(self.checkpoints, self.metadata)
+        self.content = ContentStore(self.checkpoints, self.metadata, self.settings.chunk_cache_mb * 2**20)
 
     @property
     def redis_url(self) -> str:

@@ -80,19 +80,22 @@ def test_fallback_to_older_checkpoint_and_refusal_when_none_loads(local_storage)
 
 def test_checkpoints_share_bytes_and_old_single_blob_checkpoints_still_load(local_storage):
     """A fork's first checkpoint costs a manifest; a checkpoint after one more observation adds
-    about the network's weights, not the whole state; a format-1 object (one blob, as written
-    before manifests) still recovers."""
+    the memory's head part, not its episode segments; a checkpoint object written before
+    manifests (one blob of the memory's format 1) still recovers."""
+    import json
+    from pathlib import Path
+
     from memory import MemoryConfig, NeuralMemory
     from storage.keys import object_key
 
     full = {"encoder": "hash"}  # the default network: its weights are what every observation changes
     config = MemoryConfig.from_dict(register(local_storage, Q, full))
     rng = np.random.default_rng(0)
-    texts = [" ".join(f"w{k}" for k in rng.integers(0, 50_000, 12)) for _ in range(1000)]
+    texts = [" ".join(f"w{k}" for k in rng.integers(0, 50_000, 12)) for _ in range(2100)]
     vectors = encode(texts)
     memory = NeuralMemory(config)
-    for i in range(0, len(texts), 100):
-        memory.observe_vectors(vectors[i:i + 100], texts[i:i + 100])
+    for i in range(0, len(texts), 300):
+        memory.observe_vectors(vectors[i:i + 300], texts[i:i + 300])
     ckpts = Checkpoints(local_storage, Q)
     base = ckpts.save_auto(to_parts(memory), step=memory.step, weight_hash=memory.weight_hash)
     assert base["stored"] >= base["size"]
@@ -103,14 +106,18 @@ def test_checkpoints_share_bytes_and_old_single_blob_checkpoints_still_load(loca
     assert recover(local_storage, "acme/fork", config, remember=1).memory.weight_hash == memory.weight_hash
 
     memory.observe_vectors(encode(["one more"]), ["one more"])
-    after = ckpts.save_auto(to_parts(memory), step=memory.step, weight_hash=memory.weight_hash)
-    assert after["stored"] < 0.7 * after["size"]
+    parts = to_parts(memory)
+    assert len(parts) > 2  # a head and episode segments
+    after = ckpts.save_auto(parts, step=memory.step, weight_hash=memory.weight_hash)
+    assert len(parts["head"]) <= after["stored"] <= len(parts["head"]) + 4096 < after["size"]
 
+    data = Path(__file__).resolve().parents[1] / "memory" / "data"
+    expected = json.loads((data / "state_v1.json").read_text())
     register(local_storage, "acme/old", full)
     key = object_key("acme/old", "auto@000000000001", nonce="abc")
-    stored = local_storage.checkpoints.put(key, memory.to_bytes())  # format 1: the blob itself
+    stored = local_storage.checkpoints.put(key, (data / "state_v1.nmem").read_bytes())
     local_storage.metadata.add_checkpoint("acme/old", "auto@000000000001", {
-        "object_key": key, "sha256": stored["sha256"], "size": stored["size"], "step": memory.step,
-        "weight_hash": memory.weight_hash})
+        "object_key": key, "sha256": stored["sha256"], "size": stored["size"], "step": expected["step"],
+        "weight_hash": expected["weight_hash"]})
     rec = recover(local_storage, "acme/old", config, remember=1)
-    assert rec.checkpoint_step == memory.step and rec.memory.weight_hash == memory.weight_hash
+    assert rec.checkpoint_step == expected["step"] and rec.memory.weight_hash == expected["weight_hash"]

@@ -43,7 +43,7 @@ def test_sixteen_concurrent_writers(shared_cluster, arun, tenant):
     assert reads == 20
     stats = arun(cluster.stats(tenant, "busy"))
     assert stats["total_observations"] == sent
-    assert len(cluster.storage.metadata.history(f"{tenant}/busy", limit=1000)) == sent
+    assert len(arun(cluster.history(tenant, "busy", limit=1000))["observations"]) == sent
     # The interleaved WAL and the mid-stream checkpoint replay to the same weights.
     kill_actor(cluster.settings.namespace, f"{tenant}/busy")
     after = arun(cluster.stats(tenant, "busy"))

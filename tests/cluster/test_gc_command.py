@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cluster.collector import collect_once
 from storage import EmbeddedValkey, StorageSettings, open_storage
-from storage.cas import AVG_CHUNK, CHUNK_PREFIX
+from storage.cas import CHUNK_PREFIX
 from tests.fixtures.servers import make_storage_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,9 +21,9 @@ def _orphan_chunks(storage) -> set[str]:
     """Write a checkpoint and a second one sharing half of it, drop the second's manifest and
     age every claim: the unshared half is garbage, the rest is still named."""
     content = storage.content
-    kept, dropped = os.urandom(2 * AVG_CHUNK), os.urandom(2 * AVG_CHUNK)
-    content.write("acme/keep/v1.ckpt", {"state": kept})
-    content.write("acme/drop/v1.ckpt", {"state": kept + dropped})
+    kept, dropped = {"chunk/0": os.urandom(65536)}, {"head": os.urandom(65536)}
+    content.write("acme/keep/v1.ckpt", kept)
+    content.write("acme/drop/v1.ckpt", {**kept, **dropped})
     named = content.manifest("acme/keep/v1.ckpt").chunk_shas()
     content.objects.delete("acme/drop/v1.ckpt")
     claims = storage.metadata.keys.cas("claims")

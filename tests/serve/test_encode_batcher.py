@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +87,26 @@ def test_local_encoder_batches_in_process_and_isolates_unknown_names():
         local.close()
     np.testing.assert_allclose(np.stack(vectors), get_encoder("hash").encode(texts), atol=1e-6)
     assert isinstance(error, InvalidInput) and "no-such-encoder" in str(error)
+
+
+def test_local_encoder_makes_one_minilm_session_per_process_with_its_threads():
+    """NMEM_ENCODER_THREADS reaches ONNX Runtime, and a second replica object in the process
+    reuses the session (fresh process: the thread count is fixed when the session is made)."""
+    script = """
+import asyncio, json
+from memory import get_encoder
+from serve.encoder import LocalEncoder
+first = LocalEncoder(["minilm"], threads=2)
+session = get_encoder("minilm")._session
+second = LocalEncoder(["minilm"], threads=2)
+texts = ["Redis is an in-memory database"]
+got = asyncio.run(second.encode_batch("minilm", texts))
+print(json.dumps({"threads": session.get_session_options().intra_op_num_threads,
+                  "same_session": get_encoder("minilm")._session is session,
+                  "same_vectors": bool((got == get_encoder("minilm").encode(texts)).all())}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"threads": 2, "same_session": True,
+                                                        "same_vectors": True}

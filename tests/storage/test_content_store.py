@@ -12,11 +12,16 @@ import pytest
 
 from errors import CheckpointConflict, CheckpointCorrupt, InvalidInput
 from storage import MetadataStore
-from storage.cas import AVG_CHUNK, CHUNK_PREFIX, LEGACY_PART, ContentStore, chunk_key
+from storage.cas import CHUNK_PREFIX, LEGACY_PART, ContentStore, chunk_key
 from storage.gc import GarbageCollector
 from tests.storage.conftest import CheckpointBackend, _local_backend, _s3_backend
 
 GRACE = 60.0
+KB = 1024
+
+
+def random_parts(*names: str, size: int = 64 * KB) -> dict[str, bytes]:
+    return {name: os.urandom(size) for name in names}
 
 
 @pytest.fixture(params=["local", "s3-seaweedfs"])
@@ -56,37 +61,34 @@ def age_claims(meta: MetadataStore) -> None:
 
 
 def test_parts_round_trip_and_identical_bytes_are_stored_once(content: ContentStore) -> None:
-    big, small = os.urandom(24 * AVG_CHUNK), b"head bytes"
-    first = content.write("acme/a/v1.ckpt", {"segment": big, "head": small})
-    assert first["size"] == len(big) + len(small)
-    assert first["stored"] >= len(big) + len(small)
-    assert len(chunks_in(content)) > 2  # the big part was cut into several chunks
-    assert content.read("acme/a/v1.ckpt", first["sha256"]) == {"segment": big, "head": small}
+    state = random_parts("chunk/0", "chunk/1", "head")
+    first = content.write("acme/a/v1.ckpt", state)
+    assert first["size"] == sum(len(p) for p in state.values()) and first["stored"] > first["size"]
+    assert len(chunks_in(content)) == 3
+    assert content.read("acme/a/v1.ckpt", first["sha256"]) == state
 
-    again = content.write("acme/b/v1.ckpt", {"segment": big, "head": b"another head"})
-    manifest_bytes = len(content.objects.get("acme/b/v1.ckpt"))
-    assert again["stored"] == manifest_bytes + len(b"another head")  # only what is new
-    changed = bytearray(big)
-    changed[12 * AVG_CHUNK] ^= 0xFF  # one byte in the middle: the chunks elsewhere are shared
-    third = content.write("acme/c/v1.ckpt", {"segment": bytes(changed)})
-    assert third["stored"] < len(big) / 4
-    assert content.read("acme/c/v1.ckpt")["segment"] == bytes(changed)
+    # The next checkpoint: a new head, the same segments plus a new one. Only new parts are stored.
+    later = {**state, "head": os.urandom(64 * KB), "chunk/2": os.urandom(16 * KB)}
+    again = content.write("acme/a/v2.ckpt", later)
+    manifest_bytes = len(content.objects.get("acme/a/v2.ckpt"))
+    assert again["stored"] == manifest_bytes + 64 * KB + 16 * KB
+    assert content.read("acme/a/v2.ckpt") == later and content.read("acme/a/v1.ckpt") == state
 
 
 def test_copy_costs_one_manifest(content: ContentStore) -> None:
-    state = os.urandom(3 * AVG_CHUNK)
-    source = content.write("acme/base/v1.ckpt", {"state": state})
+    state = random_parts("chunk/0", "head")
+    source = content.write("acme/base/v1.ckpt", state)
     before = chunks_in(content)
     copied = content.copy("acme/base/v1.ckpt", source["sha256"], "acme/fork/auto.ckpt")
     assert copied["stored"] == len(content.objects.get("acme/fork/auto.ckpt")) < 4096
     assert chunks_in(content) == before
-    assert content.read("acme/fork/auto.ckpt", copied["sha256"]) == {"state": state}
+    assert content.read("acme/fork/auto.ckpt", copied["sha256"]) == state
     with pytest.raises(CheckpointConflict):  # create-only, like every checkpoint object
         content.copy("acme/base/v1.ckpt", None, "acme/fork/auto.ckpt")
 
 
 def test_format_1_blobs_stay_readable_and_copy_into_chunks(content: ContentStore) -> None:
-    blob = b"NMEM" + os.urandom(2 * AVG_CHUNK)
+    blob = b"NMEM" + os.urandom(200 * KB)
     content.objects.put("acme/old/v1.ckpt", blob)  # a checkpoint written before manifests
     assert content.read("acme/old/v1.ckpt") == {LEGACY_PART: blob}
     content.copy("acme/old/v1.ckpt", None, "acme/new/v1.ckpt")
@@ -95,8 +97,7 @@ def test_format_1_blobs_stay_readable_and_copy_into_chunks(content: ContentStore
 
 
 def test_missing_or_altered_chunks_are_corrupt(content: ContentStore, backend: CheckpointBackend) -> None:
-    state = os.urandom(3 * AVG_CHUNK)
-    content.write("acme/a/v1.ckpt", {"state": state})
+    content.write("acme/a/v1.ckpt", random_parts("chunk/0", "head"))
     shas = sorted(content.manifest("acme/a/v1.ckpt").chunk_shas())
     raw = backend.read_raw(chunk_key(shas[0]))
     backend.write_raw(chunk_key(shas[0]), raw[:-1] + bytes([raw[-1] ^ 1]))
@@ -108,13 +109,27 @@ def test_missing_or_altered_chunks_are_corrupt(content: ContentStore, backend: C
         content.read("acme/a/v1.ckpt")
 
 
+def test_a_process_reads_chunks_it_fetched_before_from_memory(backend: CheckpointBackend,
+                                                              meta: MetadataStore) -> None:
+    content = ContentStore(backend.store, meta, cache_bytes=1024 * KB)
+    state = random_parts("chunk/0", "head")
+    content.write("acme/base/v1.ckpt", state)
+    content.copy("acme/base/v1.ckpt", None, "acme/fork/v1.ckpt")
+    assert content.read("acme/base/v1.ckpt") == state
+    fetched: list[str] = []
+    get = backend.store.get
+    content.objects = type("Counting", (), {"get": lambda _s, key, sha=None: fetched.append(key) or get(key, sha)})()
+    assert content.read("acme/fork/v1.ckpt") == state
+    assert fetched == ["acme/fork/v1.ckpt"]  # the manifest only: both chunks came from memory
+
+
 def test_concurrent_writers_of_the_same_bytes(content: ContentStore) -> None:
-    state = os.urandom(4 * AVG_CHUNK)
+    state = random_parts("chunk/0", "chunk/1", "head")
     errors: list[BaseException] = []
 
     def write(i: int) -> None:
         try:
-            content.write(f"acme/m{i}/v1.ckpt", {"state": state})
+            content.write(f"acme/m{i}/v1.ckpt", state)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -125,13 +140,13 @@ def test_concurrent_writers_of_the_same_bytes(content: ContentStore) -> None:
         t.join()
     assert not errors
     for i in range(4):
-        assert content.read(f"acme/m{i}/v1.ckpt")["state"] == state
+        assert content.read(f"acme/m{i}/v1.ckpt") == state
 
 
 def test_gc_frees_only_chunks_no_manifest_names(content: ContentStore, meta: MetadataStore) -> None:
-    shared, own = os.urandom(2 * AVG_CHUNK), os.urandom(2 * AVG_CHUNK)
-    content.write("acme/keep/v1.ckpt", {"state": shared})
-    content.write("acme/drop/v1.ckpt", {"state": shared + own})
+    shared, own = random_parts("chunk/0"), random_parts("head")
+    content.write("acme/keep/v1.ckpt", shared)
+    content.write("acme/drop/v1.ckpt", {**shared, **own})
     keep = content.manifest("acme/keep/v1.ckpt").chunk_shas()
     content.objects.delete("acme/drop/v1.ckpt")
     gc = GarbageCollector(content)
@@ -142,7 +157,7 @@ def test_gc_frees_only_chunks_no_manifest_names(content: ContentStore, meta: Met
     report = gc.run(GRACE)
     assert report.deleted > 0 and report.spared == 0
     assert chunks_in(content) == keep
-    assert content.read("acme/keep/v1.ckpt")["state"] == shared
+    assert content.read("acme/keep/v1.ckpt") == shared
     assert gc.run(GRACE).deleted == 0
 
 
@@ -157,21 +172,21 @@ def test_gc_spares_chunks_of_a_manifest_not_yet_written(content: ContentStore, m
         return put_manifest(*args, **kwargs)
 
     monkeypatch.setattr(content, "_put_manifest", slow_manifest)
-    state = os.urandom(3 * AVG_CHUNK)
-    writer = threading.Thread(target=content.write, args=("acme/slow/v1.ckpt", {"state": state}))
+    state = random_parts("chunk/0", "head")
+    writer = threading.Thread(target=content.write, args=("acme/slow/v1.ckpt", state))
     writer.start()
     assert chunks_done.wait(60)
     report = GarbageCollector(content).run(GRACE)  # the chunks exist, no manifest names them yet
     go_on.set()
     writer.join()
     assert report.deleted == 0 and report.spared > 0
-    assert content.read("acme/slow/v1.ckpt")["state"] == state
+    assert content.read("acme/slow/v1.ckpt") == state
 
 
 def test_a_writer_reusing_a_chunk_being_deleted_waits_and_writes_it_again(
         content: ContentStore, meta: MetadataStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    state = os.urandom(2 * AVG_CHUNK)
-    content.write("acme/old/v1.ckpt", {"state": state})
+    state = random_parts("chunk/0", "head")
+    content.write("acme/old/v1.ckpt", state)
     shas = sorted(content.manifest("acme/old/v1.ckpt").chunk_shas())
     content.objects.delete("acme/old/v1.ckpt")
     age_claims(meta)
@@ -187,14 +202,14 @@ def test_a_writer_reusing_a_chunk_being_deleted_waits_and_writes_it_again(
         return now, busy
 
     monkeypatch.setattr(meta, "cas_claim", watched_claim)
-    writer = threading.Thread(target=content.write, args=("acme/new/v1.ckpt", {"state": state}))
+    writer = threading.Thread(target=content.write, args=("acme/new/v1.ckpt", state))
     writer.start()
     assert told_busy.wait(60)
     for sha in shas:  # ...and finishes, while the writer waits
         content.objects.delete(chunk_key(sha))
     meta.cas_forget(shas)
     writer.join()
-    assert content.read("acme/new/v1.ckpt")["state"] == state
+    assert content.read("acme/new/v1.ckpt") == state
 
 
 def test_gc_grace_has_a_floor(content: ContentStore) -> None:
