@@ -74,8 +74,10 @@ async def scenario(address: str, args: dict, nodes: list[str], workers: list[str
     s3 = S3Server(**args["s3"]) if args.get("s3") else None
     storage = make_storage_settings(data_dir=args["data_dir"], redis_url=args["redis_url"], s3=s3,
                                     namespace=args["prefix"])
+    # reuse_idle_seconds 0: every memory gets a process of its own, placed by Ray's SPREAD
     settings = ClusterSettings(ray_address=address, namespace=args["prefix"], actor_placement="spread",
-                               max_live_actors=16, storage=storage, actor=ActorSettings(checkpoint_every_writes=5))
+                               max_live_actors=16, reuse_idle_seconds=0.0, storage=storage,
+                               actor=ActorSettings(checkpoint_every_writes=5))
     mc = MemoryCluster(settings)
     await mc.start()
     names = [f"node-mem-{i}" for i in range(MEMORIES)]
