@@ -9,7 +9,10 @@ Pickling a Storage does exactly that.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+
+from errors import CheckpointError
 
 from storage.checkpoints import CheckpointStore
 from storage.embedded import EmbeddedValkey
@@ -19,6 +22,8 @@ from storage.s3 import S3CheckpointStore
 from storage.settings import StorageSettings
 
 __all__ = ["Storage", "open_storage"]
+
+_PROBE_KEY = "nmem-health-probe"  # never written: checking for it only proves S3 answers
 
 
 @dataclass
@@ -35,6 +40,16 @@ class Storage:
     def redis_url(self) -> str:
         """URL of the metadata server (the embedded one's, once started)."""
         return str(self.settings.redis_url)  # open_storage always fills it in
+
+    def check_checkpoints(self) -> None:
+        """Raise CheckpointError unless the checkpoint store can be used (readiness probes)."""
+        store = self.checkpoints
+        if isinstance(store, LocalCheckpointStore):
+            root = store.root if store.root.exists() else store.root.parent
+            if not os.access(root, os.W_OK | os.X_OK):
+                raise CheckpointError(f"local checkpoint store {store.root} is not writable")
+        else:
+            store.exists(_PROBE_KEY)  # a HEAD: answers False, or raises when S3 is down
 
     def close(self) -> None:
         """Close connections; stop the embedded Valkey if this Storage started it."""
