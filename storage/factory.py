@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from errors import CheckpointError
 
 from storage.checkpoints import CheckpointStore
-from storage.embedded import EmbeddedValkey
+from storage.embedded import EmbeddedValkey, private_dir
 from storage.local import LocalCheckpointStore
 from storage.metadata import MetadataStore
 from storage.s3 import S3CheckpointStore
@@ -85,6 +85,8 @@ def open_storage(settings: StorageSettings | None = None) -> Storage:
     settings = settings if settings is not None else StorageSettings()
     data_dir = settings.data_dir.expanduser().resolve()
     settings = settings.model_copy(update={"data_dir": data_dir})
+    if settings.redis_url is None or settings.s3_endpoint is None:
+        private_dir(data_dir)  # holds every tenant's data: 0700
     embedded = None
     if settings.redis_url is None:
         embedded = EmbeddedValkey(settings.valkey_dir)
