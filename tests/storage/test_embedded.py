@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from errors import MetadataError
+from storage.embedded import _pid_alive
 from storage import EmbeddedValkey, LocalCheckpointStore, MetadataStore, S3CheckpointStore, open_storage
 from storage.settings import StorageSettings
 
@@ -163,6 +164,8 @@ def test_a_killed_server_is_restarted_on_the_same_url_with_every_write(tmp_path:
         first_pid = valkey.pid
         os.kill(first_pid, signal.SIGKILL)
         deadline = time.monotonic() + 60
+        while _pid_alive(first_pid):  # SIGKILL lands asynchronously
+            time.sleep(0.01)
         while True:  # writes fail (MetadataError) until the server is back, then succeed again
             try:
                 store.wal_append("acme/notes", {"step": 201, "vectors": b"x", "texts": ["after"]})
@@ -170,6 +173,9 @@ def test_a_killed_server_is_restarted_on_the_same_url_with_every_write(tmp_path:
             except MetadataError:
                 assert time.monotonic() < deadline, "the embedded Valkey did not come back"
                 time.sleep(0.05)
+        while valkey.restarts == 0:  # the server answers a moment before the watchdog records it
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         assert valkey.url == url and valkey.pid != first_pid and valkey.restarts == 1
         assert sorted(e["step"] for e in store.wal_read_after("acme/notes", 0)) == list(range(1, 202))
     finally:
