@@ -80,7 +80,7 @@ RETRY_AFTER_S = 2  # what a 503 tells clients to wait: an embedded Valkey restar
 _INTERNAL = re.compile(
     r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+"  # URLs (redis://, http://, s3://, ...)
     r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"  # IPv4 addresses, with a port
-    r"|(?<![\w.~-])/[^\s'\"<>(),;]+"  # absolute paths
+    r"|(?<![\w.~-])(?!/v1/)/[^\s'\"<>(),;/]+/[^\s'\"<>(),;]+"  # absolute paths (not API routes)
 )
 
 

@@ -71,12 +71,14 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         given = request_id_of(scope)
-        rid = given.encode() if given and _GOOD_REQUEST_ID.fullmatch(given.encode()) else \
-            uuid.uuid4().hex.encode()
+        adopted = given is not None and _GOOD_REQUEST_ID.fullmatch(given.encode()) is not None
+        rid = given.encode() if adopted else uuid.uuid4().hex.encode()
         headers = [(k, v) for k, v in scope["headers"] if k != REQUEST_ID_HEADER.encode()]
         scope = {**scope, "headers": [*headers, (REQUEST_ID_HEADER.encode(), rid)]}
         path = scope.get("path", "")
-        extra = [*SECURITY_HEADERS, (REQUEST_ID_HEADER.encode(), rid)]
+        # An id that came with the request (Serve's proxy sets one and echoes it itself) is not
+        # echoed twice; one made here is.
+        extra = [*SECURITY_HEADERS] + ([] if adopted else [(REQUEST_ID_HEADER.encode(), rid)])
         if path == "/" or path.startswith("/ui/"):
             extra.append((b"content-security-policy", DASHBOARD_CSP))
 
