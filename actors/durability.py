@@ -125,6 +125,7 @@ class Recovered:
     results: RecentResults = field(default_factory=lambda: RecentResults(1))
     autos: list[dict] = field(default_factory=list)  # the auto-checkpoints found, oldest first
     fell_back: bool = False  # the newest auto-checkpoint was unusable: save a fresh one soon
+    history: list[dict] = field(default_factory=list)  # replayed writes after `history_after`
 
 
 class _Unusable(Exception):
@@ -151,9 +152,10 @@ def _starting_points(ckpts: Checkpoints, config: MemoryConfig, autos: list[dict]
 
 
 def _replay(memory: NeuralMemory, entries: list[dict], expected: dict[int, str],
-            results: RecentResults) -> int:
+            results: RecentResults, history: list[dict], history_after: int) -> int:
     """Apply the entries after `memory.step`, in order; returns how many. Checks that the log
-    has no gap and that the weights match every newer checkpoint's recorded hash on the way."""
+    has no gap and that the weights match every newer checkpoint's recorded hash on the way.
+    Writes past step `history_after` are added to `history` as history items."""
     replayed, pending = 0, dict(expected)
     _check_expected(memory, pending)
     for entry in entries:
@@ -169,6 +171,11 @@ def _replay(memory: NeuralMemory, entries: list[dict], expected: dict[int, str],
             raise _EntryFailed(entry, exc) from exc
         results.put(request_id, result)
         replayed += 1
+        if entry["step"] > history_after:
+            first, weight_hash = entry["step"] - len(texts) + 1, memory.weight_hash
+            history += [{"step": first + i, "text": text, "surprise": float(surprise),
+                         "weight_hash": weight_hash}
+                        for i, (text, surprise) in enumerate(zip(texts, result["surprises"]))]
         _check_expected(memory, pending)
     if pending:
         raise _Unusable(f"the log ends at step {memory.step}, before the checkpoint at step {min(pending)}")
@@ -183,7 +190,8 @@ def _check_expected(memory: NeuralMemory, pending: dict[int, str]) -> None:
 
 
 def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *,
-            ckpts: Checkpoints | None = None, phases: Phases | None = None) -> Recovered:
+            ckpts: Checkpoints | None = None, phases: Phases | None = None,
+            history_after: int | None = None) -> Recovered:
     """Rebuild memory `qname`: newest auto-checkpoint + replay of the WAL entries after it.
 
     If that checkpoint is corrupt or missing, an older one (or the memory as created) is used
@@ -192,6 +200,8 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
     was never acknowledged: it is dropped from the log and the rebuild starts over without it.
     Entries at or below the starting step are not applied again, but their request ids are
     remembered so a retried write that already reached the checkpoint is not applied twice.
+    With `history_after`, the replayed writes past that step come back as history items (a
+    process that died between logging a write and recording it left them out of the history).
     """
     phases = phases if phases is not None else Phases()
     ckpts = ckpts if ckpts is not None else Checkpoints(storage, qname)
@@ -209,9 +219,10 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
             except (CheckpointCorrupt, CheckpointNotFound, IncompatibleState) as exc:
                 log.error("auto-checkpoint %s of %s unusable (%s); trying an older start", info["tag"], qname, exc)
                 break
-            results = RecentResults(remember)
+            results, history = RecentResults(remember), []
             try:
-                replayed = _replay(memory, entries, expected, results)
+                replayed = _replay(memory, entries, expected, results, history,
+                                   2**62 if history_after is None else history_after)
             except _Unusable as exc:
                 log.error("cannot rebuild %s from %s: %s", qname, info["tag"] if info else "its config", exc)
                 break
@@ -220,7 +231,8 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
                 continue
             phases.lap("wal_replay")
             return Recovered(memory=memory, checkpoint_step=None if info is None else int(info["step"]),
-                             replayed=replayed, results=results, autos=autos, fell_back=rank > 0 and bool(autos))
+                             replayed=replayed, results=results, autos=autos, history=history,
+                             fell_back=rank > 0 and bool(autos))
     raise CheckpointCorrupt(f"memory {qname} cannot be rebuilt: no saved state loads and its log does "
                             "not reach back far enough; restore a tagged checkpoint or delete it")
 

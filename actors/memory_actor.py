@@ -99,7 +99,7 @@ class MemoryActor:
             phases.lap("registry")
             self._ckpts = Checkpoints(self._storage, self._qname)
             rec = recover(self._storage, self._qname, self._config, self._spec.settings.remembered_requests,
-                          ckpts=self._ckpts, phases=phases)
+                          ckpts=self._ckpts, phases=phases, history_after=self._history_end())
             self._results = rec.results
             self._mem = rec.memory
             self._prev_auto_step = rec.checkpoint_step or 0
@@ -112,7 +112,7 @@ class MemoryActor:
                 else:
                     self._writes_since = rec.replayed
             phases.lap("initial_checkpoint")
-            self._sync_stats()
+            self._sync_stats(rec.history)
             phases.lap("stats")
             threading.Thread(target=self._checkpoint_loop, name="checkpointer", daemon=True).start()
             self._started = True
@@ -332,14 +332,25 @@ class MemoryActor:
         except NeuralMemoryError as exc:
             log.warning("stats/history of %s not updated: %s", self._qname, exc)
 
-    def _sync_stats(self) -> None:
-        """Point the Redis stats at the memory's real step and hash (after recovery or restore);
-        listings report the step as the observation count, so they agree with the actor."""
-        mem = self._mem
+    def _sync_stats(self, history: list[dict] | None = None) -> None:
+        """Point the Redis stats at the memory's real step and hash (after recovery or restore),
+        adding replayed writes the history lacks; listings report the step as the observation
+        count, so they agree with the actor."""
+        mem, history = self._mem, history or []
         try:
-            self._storage.metadata.record_write(self._qname, step=mem.step, weight_hash=mem.weight_hash)
+            self._storage.metadata.record_write(self._qname, step=mem.step, weight_hash=mem.weight_hash,
+                                                observations=len(history), history=history)
         except NeuralMemoryError as exc:
             log.warning("stats of %s not synchronised: %s", self._qname, exc)
+
+    def _history_end(self) -> int:
+        """Step of the newest history item (0 if none): replay adds the writes after it."""
+        try:
+            newest = self._storage.metadata.history(self._qname, 1)
+        except NeuralMemoryError as exc:
+            log.warning("history of %s not read: %s", self._qname, exc)
+            return 2**62  # add nothing rather than risk duplicates
+        return int(newest[-1]["step"]) if newest else 0
 
     def _summary(self) -> dict:
         mem = self._mem

@@ -228,3 +228,20 @@ def test_a_write_whose_log_append_answer_was_lost_is_dropped_before_the_next(loc
     third = actor.observe("r3", vectors[2:], ["three"])
     assert third["step"] == 2 and [e["texts"] for e in local_storage.metadata.wal_read_after(Q, 0)] == [["one"], ["three"]]
     assert make_actor(local_storage, Q).stats()["weight_hash"] == third["weight_hash"]
+
+
+def test_writes_replayed_after_a_crash_join_the_history(local_storage, make_actor):
+    """A process that died between logging a write and recording it: the replay applies it and
+    the history gains it, so the history lists every applied write in step order."""
+    from actors.wal import make_entry
+
+    actor = make_actor(local_storage, Q)
+    vectors = encode(["one", "two", "three"])
+    actor.observe("r1", vectors[:1], ["one"])
+    local_storage.metadata.wal_append(Q, make_entry(3, vectors[1:], ["two", "three"], None, None, "r2"))
+    restarted = make_actor(local_storage, Q)
+    history = local_storage.metadata.history(Q)
+    assert [(h["step"], h["text"]) for h in history] == [(1, "one"), (2, "two"), (3, "three")]
+    assert history[-1]["weight_hash"] == restarted.stats()["weight_hash"]
+    make_actor(local_storage, Q)  # a second restart adds nothing twice
+    assert [h["step"] for h in local_storage.metadata.history(Q)] == [1, 2, 3]
