@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from errors import NeuralMemoryError
@@ -237,6 +238,16 @@ def validation_problem(errors: list[dict[str, Any]]) -> tuple[Problem, list[dict
     return Problem(422, "invalid_input", message), details
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this path (Starlette's own Allow names only one route's)."""
+    return [method for method in _METHODS
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL
+                   for route in request.app.router.routes)]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -252,11 +263,13 @@ def install_error_handlers(app: FastAPI) -> None:
                                             f"(or nested too deeply): {message}"), scope=request.scope)
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}; see /docs"
-        elif exc.status_code == 405:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}; see /docs"
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         response = problem_response(Problem(exc.status_code, codes.get(exc.status_code, "http_error"),
                                             message), scope=request.scope)
-        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        response.headers.update(headers)
         return response
 
     @app.exception_handler(NeuralMemoryError)
