@@ -118,3 +118,11 @@ def test_rate_limit_refuses_with_429_retry_after_and_names_the_limit():
     import asyncio
 
     asyncio.run(run())
+
+
+def test_nul_in_a_checkpoint_description_is_refused(api, fresh_name):
+    ok(api.post("/v1/memories", json={"name": fresh_name, "config": {"encoder": "hash"}}), 201)
+    response = api.post(f"/v1/memories/{fresh_name}/checkpoints", json={"tag": "v1", "description": "a\x00b"})
+    assert response.status_code in (400, 422), response.text
+    assert ok(api.get(f"/v1/memories/{fresh_name}/checkpoints"))["checkpoints"] == []
+    api.delete(f"/v1/memories/{fresh_name}")
