@@ -21,13 +21,14 @@ from typing import Any
 from errors import InvalidInput
 
 __all__ = [
-    "TENANT_PATTERN", "MEMORY_NAME_PATTERN", "TAG_PATTERN", "AUTO_TAG_PREFIX",
+    "TENANT_PATTERN", "MEMORY_NAME_PATTERN", "TAG_PATTERN", "AUTO_TAG_PREFIX", "REQUEST_ID_PATTERN",
     "MAX_TEXT_CHARS", "MAX_DOMAIN_CHARS", "MAX_DESCRIPTION_CHARS", "MAX_ITEMS_PER_WRITE",
+    "MAX_BATCH_ITEMS",
     "MIN_TOP_K", "MAX_TOP_K", "MAX_TEMPERATURE", "DEFAULT_TEMPERATURE", "MAX_TOKENS",
     "MAX_LEARNING_RATE", "MAX_HISTORY",
     "check_tenant", "check_memory_name", "check_tag", "check_text", "check_domain",
     "check_description", "check_top_k", "check_temperature", "check_max_tokens",
-    "check_learning_rate", "blank_as_unset",
+    "check_learning_rate", "check_request_id", "blank_as_unset",
 ]
 
 # ---- names (they reach Redis keys, object keys, file paths and actor tables) ------------------
@@ -36,6 +37,8 @@ __all__ = [
 TENANT_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}"
 MEMORY_NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,62}"
 TAG_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+# A client's idempotency key for a write (REST field `request_id` or header `Idempotency-Key`).
+REQUEST_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
 # Internal auto-checkpoint tags start with this; '@' is never in a user tag, so they cannot clash.
 AUTO_TAG_PREFIX = "auto@"
 
@@ -43,7 +46,8 @@ AUTO_TAG_PREFIX = "auto@"
 MAX_TEXT_CHARS = 32_768  # MiniLM reads 256 tokens; longer text is almost always a client bug
 MAX_DOMAIN_CHARS = 64
 MAX_DESCRIPTION_CHARS = 1_000
-MAX_ITEMS_PER_WRITE = 4_096  # texts in one observe (one WAL entry)
+MAX_ITEMS_PER_WRITE = 4_096  # texts in one write (one WAL entry), whatever the entry point
+MAX_BATCH_ITEMS = 256  # texts in one REST/MCP observe (`contexts`); bodies stay under 1 MB
 MIN_TOP_K, MAX_TOP_K = 1, 50
 MAX_TEMPERATURE = 10.0  # 0 is allowed and means greedy (all attention on the best pattern)
 DEFAULT_TEMPERATURE = 0.05
@@ -91,6 +95,13 @@ def check_tag(tag: Any) -> str:
     return _require(TAG_PATTERN, tag, f"checkpoint tag {_show(tag)} is invalid: use 1-64 letters, "
                                       "digits, '.', '_' or '-', starting with a letter or digit "
                                       "(e.g. 'v1.0', 'pre-experiment')")
+
+
+def check_request_id(request_id: Any) -> str | None:
+    if request_id is None:
+        return None
+    return _require(REQUEST_ID_PATTERN, request_id, f"request_id {_show(request_id)} is invalid: use "
+                                                    "1-128 letters, digits, '.', '_', ':' or '-'")
 
 
 def blank_as_unset(value: Any) -> Any:

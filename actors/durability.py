@@ -124,8 +124,10 @@ class Recovered:
     replayed: int  # WAL entries applied on top of it
     results: RecentResults = field(default_factory=lambda: RecentResults(1))
     autos: list[dict] = field(default_factory=list)  # the auto-checkpoints found, oldest first
+    # Replayed writes after `history_after` as (result with weight_hash, texts, domain): the
+    # ones whose stats/history a killed actor may not have recorded yet.
+    unrecorded: list[tuple[dict, list[str], str | None]] = field(default_factory=list)
     fell_back: bool = False  # the newest auto-checkpoint was unusable: save a fresh one soon
-    history: list[dict] = field(default_factory=list)  # replayed writes after `history_after`
 
 
 class _Unusable(Exception):
@@ -151,11 +153,11 @@ def _starting_points(ckpts: Checkpoints, config: MemoryConfig, autos: list[dict]
     return points
 
 
-def _replay(memory: NeuralMemory, entries: list[dict], expected: dict[int, str],
-            results: RecentResults, history: list[dict], history_after: int) -> int:
+def _replay(memory: NeuralMemory, entries: list[dict], expected: dict[int, str], results: RecentResults,
+            unrecorded: list, history_after: int | None) -> int:
     """Apply the entries after `memory.step`, in order; returns how many. Checks that the log
     has no gap and that the weights match every newer checkpoint's recorded hash on the way.
-    Writes past step `history_after` are added to `history` as history items."""
+    Writes past step `history_after` go to `unrecorded` (see Recovered)."""
     replayed, pending = 0, dict(expected)
     _check_expected(memory, pending)
     for entry in entries:
@@ -171,11 +173,8 @@ def _replay(memory: NeuralMemory, entries: list[dict], expected: dict[int, str],
             raise _EntryFailed(entry, exc) from exc
         results.put(request_id, result)
         replayed += 1
-        if entry["step"] > history_after:
-            first, weight_hash = entry["step"] - len(texts) + 1, memory.weight_hash
-            history += [{"step": first + i, "text": text, "surprise": float(surprise),
-                         "weight_hash": weight_hash}
-                        for i, (text, surprise) in enumerate(zip(texts, result["surprises"]))]
+        if history_after is not None and result["step"] > history_after:
+            unrecorded.append(({**result, "weight_hash": memory.weight_hash}, texts, domain))
         _check_expected(memory, pending)
     if pending:
         raise _Unusable(f"the log ends at step {memory.step}, before the checkpoint at step {min(pending)}")
@@ -200,8 +199,9 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
     was never acknowledged: it is dropped from the log and the rebuild starts over without it.
     Entries at or below the starting step are not applied again, but their request ids are
     remembered so a retried write that already reached the checkpoint is not applied twice.
-    With `history_after`, the replayed writes past that step come back as history items (a
-    process that died between logging a write and recording it left them out of the history).
+    Replayed writes past step `history_after` (the newest step the history holds) come back in
+    `unrecorded`, with their weight hash, so their stats and history can be written again.
+    `phases`, if given, gets the time of each step (index, fetch, decode, WAL read, replay).
     """
     phases = phases if phases is not None else Phases()
     ckpts = ckpts if ckpts is not None else Checkpoints(storage, qname)
@@ -219,10 +219,9 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
             except (CheckpointCorrupt, CheckpointNotFound, IncompatibleState) as exc:
                 log.error("auto-checkpoint %s of %s unusable (%s); trying an older start", info["tag"], qname, exc)
                 break
-            results, history = RecentResults(remember), []
+            results, unrecorded = RecentResults(remember), []
             try:
-                replayed = _replay(memory, entries, expected, results, history,
-                                   2**62 if history_after is None else history_after)
+                replayed = _replay(memory, entries, expected, results, unrecorded, history_after)
             except _Unusable as exc:
                 log.error("cannot rebuild %s from %s: %s", qname, info["tag"] if info else "its config", exc)
                 break
@@ -231,7 +230,7 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
                 continue
             phases.lap("wal_replay")
             return Recovered(memory=memory, checkpoint_step=None if info is None else int(info["step"]),
-                             replayed=replayed, results=results, autos=autos, history=history,
+                             replayed=replayed, results=results, autos=autos, unrecorded=unrecorded,
                              fell_back=rank > 0 and bool(autos))
     raise CheckpointCorrupt(f"memory {qname} cannot be rebuilt: no saved state loads and its log does "
                             "not reach back far enough; restore a tagged checkpoint or delete it")

@@ -4,7 +4,10 @@ Threaded actor (the control plane starts it with max_concurrency > 1). Writes (o
 consolidate, restore) take `_write_lock`, so they are applied strictly in order; reads take no
 lock and run beside them (NeuralMemory swaps its tensors atomically, so a reader sees the old or
 the new weights, never a mix). Every observe is appended to the WAL *before* it is applied and
-acknowledged. A background thread writes an auto-checkpoint every N writes or T seconds and
+acknowledged. Its stats and history (a view for listings and the dashboard, not the data) are
+written afterwards by one background thread, in order, so a write is answered without waiting for
+a second fsync'd round trip (`flush_records` waits for them; a killed actor's unwritten ones are
+rebuilt from the WAL on recovery). A background thread writes an auto-checkpoint every N writes or T seconds and
 then trims the WAL; lock order is always `_ckpt_lock` before `_write_lock`.
 
 An actor may be made before anyone knows which memory it will serve (a *spare*, qname None):
@@ -21,6 +24,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -70,6 +74,8 @@ class MemoryActor:
         # (step before, weights touched?) of a write that failed after it was logged: its entry
         # must leave the log before anything else is logged or saved (see _settle).
         self._unsettled: tuple[int, bool] | None = None
+        # One thread: stats/history writes stay in write order.
+        self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
 
     def __repr__(self) -> str:  # Ray names the actor's process and log lines after this
         return f"MemoryActor({self._qname or 'spare'})"
@@ -98,12 +104,16 @@ class MemoryActor:
             self._config = MemoryConfig.from_dict(record["config"])
             phases.lap("registry")
             self._ckpts = Checkpoints(self._storage, self._qname)
+            recorded = self._storage.metadata.history(self._qname, 1)
             rec = recover(self._storage, self._qname, self._config, self._spec.settings.remembered_requests,
-                          ckpts=self._ckpts, phases=phases, history_after=self._history_end())
+                          ckpts=self._ckpts, phases=phases,
+                          history_after=recorded[-1]["step"] if recorded else 0)
             self._results = rec.results
             self._mem = rec.memory
             self._prev_auto_step = rec.checkpoint_step or 0
             self._latest_auto = rec.autos[-1] if rec.autos else None
+            for result, texts, domain in rec.unrecorded:  # answered, but not yet in the history
+                self._record(result, texts, domain)
             with self._ckpt_lock:
                 if rec.checkpoint_step is None or rec.fell_back:
                     # The initial checkpoint, the first after a crash, or a good one again
@@ -112,7 +122,7 @@ class MemoryActor:
                 else:
                     self._writes_since = rec.replayed
             phases.lap("initial_checkpoint")
-            self._sync_stats(rec.history)
+            self._sync_stats()
             phases.lap("stats")
             threading.Thread(target=self._checkpoint_loop, name="checkpointer", daemon=True).start()
             self._started = True
@@ -145,7 +155,13 @@ class MemoryActor:
                 self._auto_checkpoint()
             self._stop.set()
             self._wake.set()
+        self.flush_records()
         return {"step": mem.step}
+
+    def flush_records(self, timeout: float = 30.0) -> bool:
+        """Wait until the stats and history of every answered write are written."""
+        self._recorder.submit(lambda: None).result(timeout)
+        return True
 
     # ---- writes -----------------------------------------------------------------------------
 
@@ -319,38 +335,24 @@ class MemoryActor:
             )
 
     def _record(self, result: dict, texts: list[str], domain: str | None) -> None:
-        """Stats and history after a write, in one round trip; the write is already durable, so
-        a failure here only logs."""
+        """Queue the stats and history of a write (one round trip, on the recorder thread)."""
         surprises = result.get("surprises") or [result["surprise"]] * len(texts)
         first = result["step"] - len(texts) + 1
         history = [{"step": first + i, "text": text, "surprise": float(surprises[i]),
                     "weight_hash": result["weight_hash"]} for i, text in enumerate(texts)]
+        self._recorder.submit(self._write_record, step=int(result["step"]), weight_hash=result["weight_hash"],
+                              observations=len(texts), domains=[domain] if domain else [], history=history)
+
+    def _sync_stats(self) -> None:
+        """Point the Redis stats at the memory's real step and hash (after recovery or restore);
+        listings report the step as the observation count, so they agree with the actor."""
+        self._recorder.submit(self._write_record, step=self._mem.step, weight_hash=self._mem.weight_hash)
+
+    def _write_record(self, **record: Any) -> None:
         try:
-            self._storage.metadata.record_write(
-                self._qname, step=int(result["step"]), weight_hash=result["weight_hash"],
-                observations=len(texts), domains=[domain] if domain else [], history=history)
-        except NeuralMemoryError as exc:
+            self._storage.metadata.record_write(self._qname, **record)
+        except NeuralMemoryError as exc:  # the write itself is durable: this is only its view
             log.warning("stats/history of %s not updated: %s", self._qname, exc)
-
-    def _sync_stats(self, history: list[dict] | None = None) -> None:
-        """Point the Redis stats at the memory's real step and hash (after recovery or restore),
-        adding replayed writes the history lacks; listings report the step as the observation
-        count, so they agree with the actor."""
-        mem, history = self._mem, history or []
-        try:
-            self._storage.metadata.record_write(self._qname, step=mem.step, weight_hash=mem.weight_hash,
-                                                observations=len(history), history=history)
-        except NeuralMemoryError as exc:
-            log.warning("stats of %s not synchronised: %s", self._qname, exc)
-
-    def _history_end(self) -> int:
-        """Step of the newest history item (0 if none): replay adds the writes after it."""
-        try:
-            newest = self._storage.metadata.history(self._qname, 1)
-        except NeuralMemoryError as exc:
-            log.warning("history of %s not read: %s", self._qname, exc)
-            return 2**62  # add nothing rather than risk duplicates
-        return int(newest[-1]["step"]) if newest else 0
 
     def _summary(self) -> dict:
         mem = self._mem

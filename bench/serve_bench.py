@@ -1,18 +1,21 @@
-"""Gateway benchmark over real HTTP (issue 5's figures), MiniLM encoder, auth on.
+"""Gateway benchmark over real HTTP (issue 13's targets), each figure beside the floor it is
+measured against in the same run, with the CPU each process role spends per request.
 
-    python -m bench.serve_bench [--requests 300] [--seconds 15] [--out bench/results/serve_bench.json]
-    python -m bench.serve_bench --url http://127.0.0.1:8000 --api-key KEY   # an existing server
+    python -m bench.serve_bench [--seconds 10] [--requests 200] [--out bench/results/serve_bench.json]
 
-Measures:
-- REST `POST /v1/memories/{m}/observe`: p50 / p99 latency, one client, one request at a time
-- REST observe throughput with 8 concurrent clients: on 8 memories (one each) and on 1 memory
-- REST infer and surprise p50
-- MCP `tools/call observe` (official client, streamable HTTP): p50 / p99
+Starts everything itself in a temp dir (local Ray, an embedded Valkey, Serve on a free port with
+`serve.app:build_app`, auth on) and tears it down at the end. Texts are real sentences
+(bench/data/docstrings.txt). Phases, in order:
 
-Without --url it starts everything itself in a temp dir: local Ray, an embedded Valkey, Serve
-on a free port with `serve.app:build_app`, and tears it all down at the end. Texts are real
-sentences (bench/data/docstrings.txt), each observed once. The load average is recorded next
-to the numbers: on a shared 2-core machine it moves them a lot.
+- floors: `GET /healthz` (Serve proxy + gateway) and `GET .../stats` (+ one actor call), 8 clients;
+- single-text observe, 8 clients on 8 memories: `hash` encoder (no model cost: our overhead) and
+  MiniLM, each with the CPU breakdown per request;
+- the encoder in this process on the same texts (1 thread one at a time; both cores in batches),
+  and an in-process encode + observe of one text (1 thread): the floors of the MiniLM figures;
+- one client: REST observe p50 and MCP observe p50 (MiniLM);
+- batch import through REST: sequential `contexts` batches of 64 to one memory, MiniLM and hash.
+
+On a shared 2-core machine the figures move a lot: compare within one run (the ratios).
 """
 
 from __future__ import annotations
@@ -29,35 +32,17 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Awaitable, Callable, Iterator
 
 import httpx
 
 from bench.corpus import docstring_sentences
+from bench.procstat import cpu_by_role, per_request_ms
 from serve.demo import wait_healthy
 
 CLIENTS = 8
+BATCH = 64
 NAMESPACE = "nmem-serve-bench"
-
-
-async def _no_settle() -> None:
-    """Against --url nothing is known about background work; measure right away."""
-
-
-async def spares_settled(timeout: float = 120.0) -> None:
-    """Wait until the supervisor's warm spare is ready again (local mode). Creating memories
-    binds spares and a replacement then warms in the background (~3 CPU-seconds); measuring
-    during that would time the warm-up, not the gateway."""
-    import ray
-
-    from cluster import ClusterSettings
-    from cluster.supervisor import SUPERVISOR_NAME
-
-    wanted = ClusterSettings().spare_actors
-    supervisor = ray.get_actor(SUPERVISOR_NAME, namespace=NAMESPACE)
-    deadline = time.monotonic() + timeout
-    while await supervisor.spares_ready.remote() < wanted and time.monotonic() < deadline:
-        await asyncio.sleep(0.25)
 
 
 def _stats(samples: list[float]) -> dict:
@@ -71,134 +56,163 @@ def _stats(samples: list[float]) -> dict:
 
 
 class Texts:
-    """Distinct sentences, never repeated within a run."""
+    """Real sentences, in order (cycled if a run needs more than there are)."""
 
     def __init__(self) -> None:
         self._all = docstring_sentences()
         self._next = 0
 
-    def take(self) -> str:
-        text = self._all[self._next % len(self._all)]
-        self._next += 1
-        return text
+    def take(self, n: int | None = None) -> str | list[str]:
+        out = [self._all[(self._next + i) % len(self._all)] for i in range(n or 1)]
+        self._next += len(out)
+        return out if n else out[0]
 
 
-async def _create(client: httpx.AsyncClient, name: str) -> None:
-    response = await client.post("/v1/memories", json={"name": name})
+async def _create(client: httpx.AsyncClient, encoder: str) -> str:
+    name = f"bench-{encoder}-{uuid.uuid4().hex[:8]}"
+    config = {"encoder": encoder} if encoder != "minilm" else None
+    response = await client.post("/v1/memories", json={"name": name, "config": config})
     response.raise_for_status()
+    return name
 
 
-async def _timed_calls(client: httpx.AsyncClient, n: int, path: str, body_of) -> list[float]:
-    """`n` sequential POSTs (GETs when `body_of` is None)."""
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        if body_of is None:
-            response = await client.get(path)
-        else:
-            response = await client.post(path, json=body_of())
-        samples.append(time.perf_counter() - start)
-        response.raise_for_status()
-    return samples
+async def spares_settled(timeout: float = 120.0) -> None:
+    """Wait until the supervisor's warm spares are ready: creating memories binds spares and the
+    replacements warm in the background (~3 CPU-seconds each), which would be timed otherwise."""
+    import ray
+
+    from cluster import ClusterSettings
+    from cluster.supervisor import SUPERVISOR_NAME
+
+    wanted = ClusterSettings().spare_actors
+    supervisor = ray.get_actor(SUPERVISOR_NAME, namespace=NAMESPACE)
+    deadline = time.monotonic() + timeout
+    while await supervisor.spares_ready.remote() < wanted and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+    await asyncio.sleep(1.0)
 
 
-async def rest_latency(client: httpx.AsyncClient, texts: Texts, n: int, settle) -> dict:
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    await _create(client, name)
-    await _timed_calls(client, 20, f"/v1/memories/{name}/observe", lambda: {"context": texts.take()})
-    await settle()
-    observe = await _timed_calls(client, n, f"/v1/memories/{name}/observe",
-                                 lambda: {"context": texts.take()})
-    infer = await _timed_calls(client, max(50, n // 3), f"/v1/memories/{name}/infer",
-                               lambda: {"prompt": texts.take()})
-    surprise = await _timed_calls(client, max(50, n // 3), f"/v1/memories/{name}/surprise",
-                                  lambda: {"input": texts.take()})
-    # Floors that explain the rest: the Serve proxy + gateway alone, and + one actor read.
-    healthz = await _timed_calls(client, 100, "/healthz", None)
-    stats = await _timed_calls(client, 100, f"/v1/memories/{name}/stats", None)
-    return {"observe": _stats(observe), "infer": _stats(infer), "surprise": _stats(surprise),
-            "healthz": _stats(healthz), "stats": _stats(stats)}
+Call = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
 
 
-async def rest_throughput(client: httpx.AsyncClient, texts: Texts, seconds: float,
-                          memories: int, settle) -> dict:
-    names = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(memories)]
-    await asyncio.gather(*(_create(client, n) for n in names))
-    for name in names:  # warm: actor live, first-call costs paid
-        await _timed_calls(client, 3, f"/v1/memories/{name}/observe", lambda: {"context": texts.take()})
-    await settle()
+async def throughput(client: httpx.AsyncClient, call: Call, seconds: float, clients: int = CLIENTS,
+                     items_per_call: int = 1) -> dict:
+    """`clients` loops of `call` for `seconds`: calls/s, items/s, latency and CPU per item."""
     done: list[float] = []
-    errors = 0
+    errors: list[str] = []
     deadline = time.perf_counter() + seconds
 
     async def worker(i: int) -> None:
-        nonlocal errors
-        path = f"/v1/memories/{names[i % memories]}/observe"
         while time.perf_counter() < deadline:
             start = time.perf_counter()
-            response = await client.post(path, json={"context": texts.take()})
+            response = await call(client, i)
             if response.status_code == 200:
                 done.append(time.perf_counter() - start)
             else:
-                errors += 1
+                errors.append(response.text[:200])
 
+    cpu_before, start = cpu_by_role(), time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(clients)))
+    elapsed, cpu_after = time.perf_counter() - start, cpu_by_role()
+    items = len(done) * items_per_call
+    return {"clients": clients, "seconds": round(elapsed, 1), "calls_per_s": round(len(done) / elapsed, 1),
+            "items_per_s": round(items / elapsed, 1), "errors": len(errors), "first_error": errors[:1],
+            "latency": _stats(done) if done else None,
+            "cpu_ms_per_item": per_request_ms(cpu_before, cpu_after, items)}
+
+
+async def sequential(n: int, call: Callable[[], Awaitable[object]]) -> dict:
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        await call()
+        samples.append(time.perf_counter() - start)
+    return _stats(samples)
+
+
+def _observe(names: list[str], texts: Texts, batch: int | None = None) -> Call:
+    async def call(client: httpx.AsyncClient, i: int) -> httpx.Response:
+        body = {"contexts": texts.take(batch)} if batch else {"context": texts.take()}
+        return await client.post(f"/v1/memories/{names[i % len(names)]}/observe", json=body)
+    return call
+
+
+def in_process_floors(texts: Texts, n: int) -> dict:
+    """The encoder alone and encode + observe of one text, in this process, on the same texts."""
+    import numpy as np
+    import torch
+
+    from memory import MemoryConfig, NeuralMemory, get_encoder
+
+    encoder = get_encoder("minilm")
+    sample = texts.take(max(n, BATCH * 4))
+    torch.set_num_threads(1)
+    encoder.encode(sample[:8])  # warm
+    single = []
+    for text in sample[:n]:
+        start = time.perf_counter()
+        encoder.encode([text])
+        single.append(time.perf_counter() - start)
+    memory = NeuralMemory(MemoryConfig())
+    memory.observe_vectors(encoder.encode(sample[:64]), sample[:64])
+    both = []
+    for text in sample[64 : 64 + n]:
+        start = time.perf_counter()
+        memory.observe_vectors(encoder.encode([text]), [text])
+        both.append(time.perf_counter() - start)
+    torch.set_num_threads(os.cpu_count() or 2)
     start = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(CLIENTS)))
-    elapsed = time.perf_counter() - start
-    return {"clients": CLIENTS, "memories": memories, "seconds": round(elapsed, 1),
-            "observations_per_s": round(len(done) / elapsed, 1), "errors": errors,
-            "latency": _stats(done)}
+    for at in range(0, len(sample) - BATCH + 1, BATCH):
+        encoder.encode(sample[at : at + BATCH])
+    batched = (len(sample) // BATCH * BATCH) / (time.perf_counter() - start)
+    torch.set_num_threads(1)
+    return {"encode_one_text_1_thread": _stats(single), "encode_and_observe_one_text_1_thread": _stats(both),
+            "encode_batched_sentences_per_s": round(batched, 1), "batch": BATCH,
+            "threads_batched": os.cpu_count(), "encoder_vectors_finite": bool(np.isfinite(
+                encoder.encode(sample[:2])).all())}
 
 
-async def mcp_latency(url: str, key: str | None, texts: Texts, n: int, settle=_no_settle) -> dict:
+async def mcp_observe_latency(url: str, key: str, name: str, texts: Texts, n: int) -> dict:
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    samples = []
-    async with httpx2.AsyncClient(headers=headers, timeout=120) as http:
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120) as http:
         async with Client(streamable_http_client(f"{url}/mcp", http_client=http)) as mcp:
-            await mcp.call_tool("create_memory", {"memory": name})
-            for i in range(n + 20):
-                if i == 20:
-                    await settle()
-                start = time.perf_counter()
+            async def call() -> None:
                 result = await mcp.call_tool("observe", {"context": texts.take(), "memory": name})
-                if i >= 20:  # the first 20 are warm-up
-                    samples.append(time.perf_counter() - start)
                 if result.is_error:
                     raise RuntimeError(result.content[0].text)
-    return {"observe": _stats(samples)}
+            await sequential(10, call)
+            return await sequential(n, call)
 
 
-async def run_all(url: str, key: str | None, n: int, seconds: float, settle=_no_settle) -> dict:
+async def run_all(url: str, key: str, n: int, seconds: float) -> dict:
     texts = Texts()
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    headers = {"Authorization": f"Bearer {key}"}
     limits = httpx.Limits(max_connections=CLIENTS * 2, max_keepalive_connections=CLIENTS * 2)
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as c:
-        results = {"rest": await rest_latency(c, texts, n, settle)}
-        results["rest_throughput_8_memories"] = await rest_throughput(c, texts, seconds, CLIENTS, settle)
-        results["rest_throughput_1_memory"] = await rest_throughput(c, texts, seconds, 1, settle)
-    results["mcp"] = await mcp_latency(url, key, texts, n, settle)
-    return results
-
-
-async def encoder_latency(n: int) -> dict:
-    """The Encoder deployment alone, through its DeploymentHandle (local mode only)."""
-    from ray import serve
-
-    handle = serve.get_deployment_handle("Encoder", app_name="neural-memory")
-    texts = Texts()
-    for _ in range(10):
-        await handle.encode.remote("minilm", texts.take())
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        await handle.encode.remote("minilm", texts.take())
-        samples.append(time.perf_counter() - start)
-    return _stats(samples)
+    out: dict = {}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300, limits=limits) as c:
+        hashed = [await _create(c, "hash") for _ in range(CLIENTS)]
+        minilm = [await _create(c, "minilm") for _ in range(CLIENTS)]
+        for name in hashed + minilm:  # warm: actors live, first-call costs paid
+            (await c.post(f"/v1/memories/{name}/observe", json={"context": texts.take()})).raise_for_status()
+        await spares_settled()
+        out["healthz_8_clients"] = await throughput(c, lambda cl, i: cl.get("/healthz"), seconds)
+        out["stats_8_clients"] = await throughput(
+            c, lambda cl, i: cl.get(f"/v1/memories/{hashed[i]}/stats"), seconds)
+        out["observe_hash_8_clients"] = await throughput(c, _observe(hashed, texts), seconds)
+        out["observe_minilm_8_clients"] = await throughput(c, _observe(minilm, texts), seconds)
+        out["in_process"] = await asyncio.to_thread(in_process_floors, texts, n)
+        one = minilm[0]
+        out["rest_observe_1_client"] = await sequential(
+            n, lambda: c.post(f"/v1/memories/{one}/observe", json={"context": texts.take()}))
+        out["mcp_observe_1_client"] = await mcp_observe_latency(url, key, one, texts, n)
+        out["import_minilm"] = await throughput(c, _observe(minilm[1:2], texts, BATCH), seconds,
+                                                clients=1, items_per_call=BATCH)
+        out["import_hash"] = await throughput(c, _observe(hashed[1:2], texts, BATCH), seconds,
+                                              clients=1, items_per_call=BATCH)
+    return out
 
 
 def _free_port() -> int:
@@ -208,7 +222,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def local_server(encode_in: str = "gateway") -> Iterator[tuple[str, str]]:
+def local_server(encoder_threads: int) -> Iterator[tuple[str, str]]:
     """Ray + Serve + the app on a free port, embedded storage in a temp dir; yields (url, key)."""
     import ray
     from ray import serve
@@ -227,8 +241,7 @@ def local_server(encode_in: str = "gateway") -> Iterator[tuple[str, str]]:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             storage = {"redis_url": redis_url, "data_dir": tmp, "s3_endpoint": None}
             app = build_app({"host": "127.0.0.1", "port": port, "api_keys": f"{key}:bench",
-                             "encode_in": encode_in,
-                             "encoder_threads": int(os.environ.get("NMEM_ENCODER_THREADS", "0")),
+                             "encoder_threads": encoder_threads, "preload_encoders": "minilm,hash",
                              "cluster": {"namespace": NAMESPACE, "storage": storage}})
             serve.run(app, name="neural-memory", route_prefix="/", blocking=False)
             url = f"http://127.0.0.1:{port}"
@@ -241,61 +254,66 @@ def local_server(encode_in: str = "gateway") -> Iterator[tuple[str, str]]:
             valkey.stop()
 
 
-def _report(results: dict) -> str:
-    rest, mcp = results["rest"], results["mcp"]
-    t8, t1 = results["rest_throughput_8_memories"], results["rest_throughput_1_memory"]
-    rows = [
-        ("REST observe p50 / p99", f"{rest['observe']['p50_ms']} / {rest['observe']['p99_ms']} ms",
-         "≤ 25 / ≤ 60 ms"),
-        ("REST observe, 8 clients, 8 memories", f"{t8['observations_per_s']} obs/s", "≥ 300/s"),
-        ("REST observe, 8 clients, 1 memory", f"{t1['observations_per_s']} obs/s", "-"),
-        ("REST infer p50", f"{rest['infer']['p50_ms']} ms", "-"),
-        ("REST surprise p50", f"{rest['surprise']['p50_ms']} ms", "-"),
-        ("floor: GET /healthz p50 (proxy + gateway)", f"{rest['healthz']['p50_ms']} ms", "-"),
-        ("floor: GET stats p50 (+ one actor call)", f"{rest['stats']['p50_ms']} ms", "-"),
-        ("MCP tools/call observe p50 / p99",
-         f"{mcp['observe']['p50_ms']} / {mcp['observe']['p99_ms']} ms", "≤ 30 ms (p50)"),
+def figures(r: dict) -> list[tuple[str, str, str, str]]:
+    """(figure, measured, floor it is compared with, target) rows."""
+    health = r["healthz_8_clients"]["calls_per_s"]
+    floors = r["in_process"]
+    encoder_batched = floors["encode_batched_sentences_per_s"]
+    one_in_process = floors["encode_and_observe_one_text_1_thread"]["p50_ms"]
+    hash8, mini8 = r["observe_hash_8_clients"]["items_per_s"], r["observe_minilm_8_clients"]["items_per_s"]
+    rest_p50, mcp_p50 = r["rest_observe_1_client"]["p50_ms"], r["mcp_observe_1_client"]["p50_ms"]
+    imp_mini, imp_hash = r["import_minilm"]["items_per_s"], r["import_hash"]["items_per_s"]
+    ratio = lambda a, b: f"{a / b:.2f}×" if b else "-"  # noqa: E731
+    return [
+        ("observe, hash encoder, 8 clients", f"{hash8} obs/s", f"/healthz {health}/s ({ratio(hash8, health)})",
+         "≥ 0.8× /healthz"),
+        ("observe, MiniLM, 8 clients", f"{mini8} obs/s",
+         f"encoder batched in-process {encoder_batched}/s ({ratio(mini8, encoder_batched)})", "≥ 0.7× encoder"),
+        ("REST observe p50, 1 client (MiniLM)", f"{rest_p50} ms",
+         f"in-process encode + observe {one_in_process} ms ({ratio(rest_p50, one_in_process)})", "≤ 1.3×"),
+        ("batch import through REST (MiniLM, batches of 64)", f"{imp_mini} items/s",
+         f"encoder batched {encoder_batched}/s ({ratio(imp_mini, encoder_batched)})", "≥ 0.8× encoder"),
+        ("batch import through REST (hash)", f"{imp_hash} items/s", "-", "≥ 2,000 items/s"),
+        ("MCP observe p50 vs REST p50", f"{mcp_p50} ms", f"REST {rest_p50} ms ({ratio(mcp_p50, rest_p50)})",
+         "≤ 1.1×"),
+        ("moonshot: observations/s with MiniLM (best of the paths above)", f"{max(mini8, imp_mini)} /s", "-",
+         "> 100/s"),
+        ("floor: GET stats, 8 clients (proxy + gateway + one actor call)",
+         f"{r['stats_8_clients']['calls_per_s']}/s", f"/healthz {health}/s", "-"),
     ]
-    if "encoder_handle_minilm" in results:
-        rows.append(("floor: Encoder handle, 1 text p50",
-                     f"{results['encoder_handle_minilm']['p50_ms']} ms", "-"))
-    lines = ["| measure | result | target |", "|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+
+
+def report(r: dict) -> str:
+    lines = ["| figure | measured | floor (same run) | target |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in figures(r)]
+    lines += ["", "CPU ms per item, by process role:", ""]
+    for phase in ("healthz_8_clients", "stats_8_clients", "observe_hash_8_clients", "observe_minilm_8_clients",
+                  "import_minilm", "import_hash"):
+        parts = ", ".join(f"{role} {ms}" for role, ms in r[phase]["cpu_ms_per_item"].items())
+        lines.append(f"- {phase}: {parts}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", help="benchmark a running gateway instead of starting one")
-    parser.add_argument("--api-key", default=os.environ.get("NMEM_API_KEY"))
-    parser.add_argument("--requests", type=int, default=300, help="sequential calls per measure")
-    parser.add_argument("--seconds", type=float, default=15.0, help="length of each throughput run")
+    parser.add_argument("--requests", type=int, default=200, help="sequential calls per latency figure")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each throughput run")
+    parser.add_argument("--encoder-threads", type=int, default=0,
+                        help="NMEM_ENCODER_THREADS of the gateway (0: the default)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve_bench.json"))
-    parser.add_argument("--encode-in", choices=["gateway", "deployment"], default="gateway",
-                        help="where the local server encodes text (NMEM_ENCODE_IN)")
-    parser.add_argument("--worker-niceness", type=int, default=0,
-                        help="nice level of the bench's Ray workers (Ray's default is 15, which "
-                             "on a shared machine lets any other process starve them)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ["RAY_worker_niceness"] = str(args.worker_niceness)  # read by the local Ray we start
-
+    os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default 15 lets anything starve it
     load_before = os.getloadavg()
-    if args.url:
-        results = asyncio.run(run_all(args.url.rstrip("/"), args.api_key, args.requests, args.seconds))
-    else:
-        with local_server(args.encode_in) as (url, key):
-            results = asyncio.run(run_all(url, key, args.requests, args.seconds, spares_settled))
-            if args.encode_in == "deployment":
-                results["encoder_handle_minilm"] = asyncio.run(encoder_latency(100))
+    with local_server(args.encoder_threads) as (url, key):
+        results = asyncio.run(run_all(url, key, args.requests, args.seconds))
+    results["figures"] = [dict(zip(("figure", "measured", "floor", "target"), row)) for row in figures(results)]
     results["machine"] = {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                           "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-                          "encoder": "minilm", "auth": True,
-                          "encode_in": None if args.url else args.encode_in,
-                          "ray_worker_niceness": None if args.url else args.worker_niceness}
+                          "encoder_threads": args.encoder_threads}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(_report(results))
+    print(report(results))
     print(f"\nload average before/after: {results['machine']['loadavg_before']} / "
           f"{results['machine']['loadavg_after']}; full results in {args.out}")
     return 0

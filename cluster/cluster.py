@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import ray
 
+import contract
 from actors import ActorSpec, Checkpoints, is_auto, normalize_config
 from errors import (CheckpointCorrupt, CheckpointNotFound, IncompatibleState, InvalidInput, MemoryExists,
                     MemoryNotFound, QuotaExceeded, Unavailable)
@@ -183,9 +184,13 @@ class MemoryCluster:
                       domain: str | None = None, learning_rate: float | None = None,
                       *, request_id: str | None = None) -> dict:
         """Apply one write. `request_id` (default: fresh) makes a client's own retry idempotent."""
-        request_id = request_id or uuid.uuid4().hex
+        request_id = contract.check_request_id(request_id) or uuid.uuid4().hex
         result = await self._call(tenant, name, "observe", request_id, vectors, texts, domain, learning_rate)
-        return {key: result[key] for key in _OBSERVE_KEYS}
+        shaped = {key: result[key] for key in _OBSERVE_KEYS}
+        if len(texts) > 1 and result.get("surprises"):  # a batch: one result per item, in order
+            first = result["step"] - len(texts) + 1
+            shaped["items"] = [{"surprise": s, "step": first + i} for i, s in enumerate(result["surprises"])]
+        return shaped
 
     async def surprise(self, tenant: str, name: str, vector: np.ndarray, text: str) -> dict:
         return await self._call(tenant, name, "surprise", vector, text)
@@ -208,7 +213,11 @@ class MemoryCluster:
         return {key: stats[key] for key in _STATS_KEYS}
 
     async def history(self, tenant: str, name: str, limit: int = 200) -> dict:
-        return {"observations": await self._meta("history", qualify(tenant, name), limit)}
+        """The newest observations, newest last, including every write answered so far (a live
+        actor writes its history in the background: flush it first)."""
+        qname = qualify(tenant, name)
+        await self._routes().call_if_live(qname, "flush_records")
+        return {"observations": await self._meta("history", qname, limit)}
 
     # ---- checkpoints, restore, fork -------------------------------------------------------
 

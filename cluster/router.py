@@ -70,6 +70,17 @@ class ActorRouter:
             self._handles.pop(qname, None)
         raise Unavailable(f"memory {qname.split('/', 1)[1]} could not be reached: {last}") from last
 
+    async def call_if_live(self, qname: str, method: str, *args: Any) -> Any:
+        """`method` on `qname`'s actor if this router holds a live handle; None otherwise (never
+        starts or wakes a memory: for calls that only matter while it is live)."""
+        handle = self._handles.get(qname)
+        if handle is None:
+            return None
+        try:
+            return await getattr(handle, method).remote(*args)
+        except (RayActorError, RayTaskError):
+            return None
+
     def forget(self, qname: str) -> None:
         self._handles.pop(qname, None)
         self._touched.pop(qname, None)

@@ -29,10 +29,17 @@ class EncodeBatcher:
 
     async def encode(self, encoder: str, text: str) -> np.ndarray:
         """(dim,) float32 for one text, sent alone or with the texts that arrived alongside."""
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending[encoder].append((text, future))
+        return (await self.encode_many(encoder, [text]))[0]
+
+    async def encode_many(self, encoder: str, texts: list[str]) -> np.ndarray:
+        """(n, dim) float32 for `texts`, in order. They join the same queue as single texts (a
+        batch is split into encoder batches of `max_batch`), so a big import and interactive
+        calls share the encoder fairly instead of racing it."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in texts]
+        self._pending[encoder].extend(zip(texts, futures))
         self._maybe_send(encoder)
-        return await future
+        return np.stack(await asyncio.gather(*futures))
 
     def _maybe_send(self, encoder: str) -> None:
         while self._pending[encoder] and self._in_flight[encoder] < self._max_in_flight:

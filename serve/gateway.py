@@ -63,7 +63,7 @@ class Gateway:
             settings=self._settings,
             auth=self._auth,
             make_cluster=lambda: MemoryCluster(self._cluster_settings),
-            encode=self._batcher.encode,
+            encode=self._batcher.encode_many,
             metrics=GatewayMetrics(),
         )
         self._app = create_api(runtime)

@@ -28,7 +28,8 @@ from serve.http_middleware import (
     RequestContextMiddleware,
     install_error_handlers,
 )
-from serve.images import create_image_router, image_body_limit
+from serve.images import create_image_router, image_upload
+from serve.imports import create_import_router, parse_upload
 from serve.limits import RateLimitMiddleware
 from serve.mcp_server import build_mcp
 from serve.metrics import GatewayMetrics
@@ -82,12 +83,13 @@ def create_api(rt: GatewayRuntime) -> FastAPI:
     install_error_handlers(app)
     app.include_router(create_router())
     app.include_router(create_image_router(rt.settings.max_image_bytes))
+    app.include_router(create_import_router())
     _add_operational_routes(app, rt)
     _mount_dashboard(app, rt.settings)
     # add_middleware prepends: the last added is the outermost.
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=rt.settings.max_body_bytes,
-                       limit_for=image_body_limit(rt.settings.max_image_bytes))
+                       uploads=(image_upload(rt.settings.max_image_bytes), parse_upload()))
     app.add_middleware(RateLimitMiddleware, rate=rt.settings.rate_limit_per_second,
                        burst=rt.settings.rate_limit_burst)
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)

@@ -14,7 +14,7 @@ import dataclasses
 import re
 import time
 import uuid
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -97,25 +97,36 @@ class BodyTooLarge(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class UploadRoute:
+    """A route that takes a file, with its own body limit instead of the JSON body limit."""
+
+    method: str
+    path: re.Pattern  # searched, not matched: the app may sit under a prefix
+    max_bytes: int
+    hint: str  # what to do about a 413, e.g. the setting that raises the limit
+
+
 class BodyLimitMiddleware:
     """413 for bodies over `max_bytes`: by Content-Length up front, else while streaming.
+    An `UploadRoute` has its own limit."""
 
-    `limit_for(scope)` may give a route its own limit (image uploads); None keeps `max_bytes`.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int,
-                 limit_for: Callable[[Scope], int | None] | None = None) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, uploads: tuple[UploadRoute, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.limit_for = limit_for
+        self.uploads = uploads
+
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        for route in self.uploads:
+            if scope.get("method") == route.method and route.path.search(scope.get("path", "")):
+                return route.max_bytes, route.hint
+        return self.max_bytes, "send less text (batches of at most a few hundred texts)"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        own = self.limit_for(scope) if self.limit_for is not None else None
-        max_bytes = own if own is not None else self.max_bytes
-        hint = "send a smaller image (NMEM_MAX_IMAGE_BYTES)" if own is not None else "send less text"
+        max_bytes, hint = self._limit(scope)
         too_large = Problem(413, "payload_too_large",
                             f"request body is over the {max_bytes}-byte limit; {hint}")
         for name, value in scope.get("headers", []):

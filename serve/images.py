@@ -5,7 +5,7 @@
 
 The file format is `neural_memory.image` (the client's, so both sides read and write the same
 bytes); the checkpoint inside is opaque and comes from / goes to the cluster
-(`MemoryCluster.export_state` / `import_state`). Uploads are larger than JSON bodies: `image_body_limit` gives BodyLimitMiddleware this route's own
+(`MemoryCluster.export_state` / `import_state`). Uploads are larger than JSON bodies: `image_upload` gives BodyLimitMiddleware this route's own
 limit (NMEM_MAX_IMAGE_BYTES), enforced while the body streams in (413 beyond it).
 """
 
@@ -16,11 +16,11 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from starlette.types import Scope
 
 from cluster import ExportedState
 from neural_memory import image
 from serve import schemas as S
+from serve.http_middleware import UploadRoute
 from serve.rest import ERRORS, NamePath, Svc
 
 IMAGE_ROUTE = re.compile(r"/v1/memories/[^/]+/image$")  # searched: the app may sit under a prefix
@@ -28,15 +28,9 @@ TagQuery = Annotated[str | None, Query(pattern=S.TAG_PATTERN,
                                        description="Checkpoint tag; omit for the live state.")]
 
 
-def image_body_limit(max_image_bytes: int):
-    """For BodyLimitMiddleware: the image upload's own limit, None (the default) elsewhere."""
-
-    def limit(scope: Scope) -> int | None:
-        if scope.get("method") == "PUT" and IMAGE_ROUTE.search(scope.get("path", "")):
-            return max_image_bytes
-        return None
-
-    return limit
+def image_upload(max_image_bytes: int) -> UploadRoute:
+    """The image upload's own body limit, for BodyLimitMiddleware."""
+    return UploadRoute("PUT", IMAGE_ROUTE, max_image_bytes, "send a smaller image (NMEM_MAX_IMAGE_BYTES)")
 
 
 def _producer() -> str:

@@ -59,8 +59,8 @@ class MemoryBackend(Protocol):
     async def create_memory(self, name: str, config: dict | None = None) -> dict: ...
     async def list_memories(self) -> dict: ...
     async def delete_memory(self, name: str) -> dict: ...
-    async def observe(self, name: str, context: str, learning_rate: float | None = None,
-                      domain: str | None = None) -> dict: ...
+    async def observe(self, name: str, context: str | list[str], learning_rate: float | None = None,
+                      domain: str | None = None, request_id: str | None = None) -> dict: ...
     async def infer(self, name: str, prompt: str, temperature: float | None = None,
                     max_tokens: int | None = None, top_k: int = 5) -> dict: ...
     async def surprise(self, name: str, input: str) -> dict: ...  # noqa: A002
@@ -169,18 +169,29 @@ def register_tools(server: MCPServer, backend_for: BackendFactory, default_memor
 def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
     @_tool(server, WRITES)
     async def observe(
-        context: ContextArg,
         ctx: Context,
+        context: ContextArg | None = None,
+        contexts: Annotated[list[S.Text] | None, Field(
+            min_length=1, max_length=C.MAX_BATCH_ITEMS,
+            description=f"Instead of `context`: 1-{C.MAX_BATCH_ITEMS} texts learned in order as "
+                        "one write.")] = None,
         learning_rate: S.LearningRate | None = None,
         domain: S.Domain | None = None,
+        request_id: Annotated[S.RequestId | None, Field(
+            description="Idempotency key: a retried call with the same key is applied once.")] = None,
         memory: OptionalMemory = None,
     ) -> S.ObserveResponse:
-        """Teach the memory a text: its network's weights take a gradient step on it and the
-        text is kept as an episode it can quote back later. Returns how surprising the text
-        was before learning (0 known - 1 novel), the size of the weight change, the stored
-        patterns it resembled, the step count and the new weight hash."""
+        """Teach the memory a text (`context`) or a batch of texts (`contexts`): its network's
+        weights take a gradient step on them and each text is kept as an episode it can quote
+        back later. Returns how surprising the text was before learning (0 known - 1 novel; a
+        batch's mean, with one result per text in `items`), the size of the weight change, the
+        stored patterns it resembled, the step count and the new weight hash."""
+        if (context is None) == (contexts is None):
+            raise ToolError("invalid_input: give exactly one of `context` (one text) or `contexts` "
+                            "(a batch)")
         return await d.run("observe", ctx, memory, lambda b, m: b.observe(
-            m, context, learning_rate=learning_rate, domain=domain), S.ObserveResponse)
+            m, context if contexts is None else contexts, learning_rate=learning_rate,
+            domain=domain, request_id=request_id), S.ObserveResponse)
 
     @_tool(server, READ_ONLY)
     async def infer(

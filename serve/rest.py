@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 import contract as C
+from errors import InvalidInput
 from serve import schemas as S
 from serve.auth import Authenticator
 from serve.service import TenantService
@@ -89,8 +90,16 @@ def _registry_routes(router: APIRouter) -> None:
 def _learning_routes(router: APIRouter) -> None:
     @router.post("/memories/{name}/observe", response_model=S.ObserveResponse,
                  tags=["learning"], summary="Learn from a context (weights update; the text is kept as an episode)")
-    async def observe(name: NamePath, body: S.ObserveRequest, s: Svc) -> dict:
-        return await s.observe(name, body.context, body.learning_rate, body.domain)
+    async def observe(
+        name: NamePath, body: S.ObserveRequest, s: Svc,
+        idempotency_key: Annotated[S.RequestId | None, Header(
+            alias=S.IDEMPOTENCY_HEADER, description="Same as the body's `request_id`.")] = None,
+    ) -> dict:
+        if body.request_id and idempotency_key and body.request_id != idempotency_key:
+            raise InvalidInput(f"request_id {body.request_id!r} and the {S.IDEMPOTENCY_HEADER} header "
+                               f"{idempotency_key!r} differ; send one, or the same in both")
+        return await s.observe(name, body.texts if body.contexts else body.context, body.learning_rate,
+                               body.domain, request_id=body.request_id or idempotency_key)
 
     @router.post("/memories/{name}/infer", response_model=S.InferResponse, tags=["learning"],
                  summary="Recall: the stored text that best matches the prompt, with confidence")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 import contract as C
 
@@ -58,6 +58,10 @@ Domain = Annotated[
                     "characters, no control characters).",
     ),
 ]
+# The header a client may send a write's idempotency key in, instead of the body's `request_id`.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+RequestId = Annotated[str, Field(pattern=C.anchored(C.REQUEST_ID_PATTERN),
+                                  examples=["import-3f2a9c-batch-0007"])]
 LearningRate = Annotated[
     float,
     Field(gt=0, le=C.MAX_LEARNING_RATE, allow_inf_nan=False,
@@ -99,9 +103,31 @@ class CreateMemoryRequest(Request):
 
 
 class ObserveRequest(Request):
-    context: Text = Field(description="Content to learn from; the memory's weights update on it.")
+    context: Text | None = Field(None, description="Content to learn from; the memory's weights "
+                                                   "update on it. Give this or `contexts`.")
+    contexts: list[Text] | None = Field(
+        None, min_length=1, max_length=C.MAX_BATCH_ITEMS,
+        description=f"A batch of 1-{C.MAX_BATCH_ITEMS} texts learned in order as one write (one "
+                    "log entry, chunked updates; the request body stays under the size limit). "
+                    "Give this or `context`.")
     learning_rate: LearningRate | None = None
     domain: Domain | None = None
+    request_id: RequestId | None = Field(
+        None, description="Idempotency key (or the `Idempotency-Key` header): a retried write "
+                          "with the same key is applied once and answered with the first result.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_of_context_or_contexts(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (data.get("context") is None) == (data.get("contexts") is None):
+            unknown = sorted(set(data) - set(cls.model_fields))
+            typo = f" (unknown field(s): {', '.join(map(str, unknown))})" if unknown else ""
+            raise ValueError(f"give exactly one of `context` (one text) or `contexts` (a batch){typo}")
+        return data
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.context] if self.context is not None else list(self.contexts)
 
 
 class InferRequest(Request):
@@ -159,12 +185,30 @@ class MemoryList(Response):
     memories: list[MemorySummary]
 
 
+class ObservedItem(Response):
+    surprise: float = Field(description="How novel this text was before learning it, 0-1.")
+    step: int = Field(description="The memory's step after this text.")
+
+
 class ObserveResponse(Response):
-    surprise: float = Field(description="How novel the context was, 0 (known) to 1 (new).")
-    weight_delta: float = Field(description="Magnitude of the weight change.")
+    surprise: float = Field(description="How novel the context was, 0 (known) to 1 (new); for a "
+                                        "batch, the mean over its items.")
+    weight_delta: float = Field(description="Magnitude of the weight change (of the whole batch).")
     patterns_activated: list[str] = Field(description="Learned patterns that fired.")
     step: int = Field(description="Observations applied to this memory so far.")
     weight_hash: str = Field(description="sha256 of the weights after this update.")
+    items: list[ObservedItem] | None = Field(
+        None, description="For a batch (`contexts`): one result per text, in order.")
+
+
+class ParsedItem(Response):
+    text: str
+    domain: str | None = None
+
+
+class ParsedFile(Response):
+    items: list[ParsedItem] = Field(description="The texts an import of this file would learn, in order.")
+    count: int
 
 
 class PatternWeight(Response):

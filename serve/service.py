@@ -21,7 +21,7 @@ import numpy as np
 from errors import InvalidInput
 from serve.metrics import GatewayMetrics
 
-EncodeFn = Callable[[str, str], Awaitable[np.ndarray]]  # (encoder name, text) -> (dim,) float32
+EncodeFn = Callable[[str, list[str]], Awaitable[np.ndarray]]  # (encoder, texts) -> (n, dim) float32
 
 
 class MemoryService:
@@ -56,15 +56,19 @@ class MemoryService:
     def forget(self, tenant: str, name: str) -> None:
         self._encoders.pop((tenant, name), None)
 
-    async def vector(self, tenant: str, name: str, text: str) -> np.ndarray:
+    async def vectors(self, tenant: str, name: str, texts: list[str]) -> np.ndarray:
+        """(n, dim) float32: `texts` through the encoder named in the memory's config."""
         encoder = await self.encoder_of(tenant, name)
         start = time.perf_counter()
-        vec = np.asarray(await self._encode(encoder, text), dtype=np.float32)
+        vectors = np.asarray(await self._encode(encoder, texts), dtype=np.float32)
         if self.metrics is not None:
             self.metrics.encode_seconds.observe(time.perf_counter() - start)
-        if vec.ndim != 1 or not np.all(np.isfinite(vec)):
+        if vectors.ndim != 2 or len(vectors) != len(texts) or not np.all(np.isfinite(vectors)):
             raise InvalidInput("the encoder returned an unusable vector for this text")
-        return vec
+        return vectors
+
+    async def vector(self, tenant: str, name: str, text: str) -> np.ndarray:
+        return (await self.vectors(tenant, name, [text]))[0]
 
 
 class TenantService:
@@ -94,14 +98,17 @@ class TenantService:
     # ------------------------------------------------------------ learning
 
     async def observe(
-        self, name: str, context: str, learning_rate: float | None = None, domain: str | None = None
+        self, name: str, context: str | list[str], learning_rate: float | None = None,
+        domain: str | None = None, request_id: str | None = None,
     ) -> dict:
-        vec = await self.core.vector(self.tenant, name, context)
-        result = await self._cluster.observe(
-            self.tenant, name, vec[None, :], [context], domain=domain, learning_rate=learning_rate
-        )
-        if self.core.metrics is not None and "surprise" in result:
-            self.core.metrics.surprise.observe(float(result["surprise"]))
+        """Learn one text, or a batch (a list: one write, one result per item in `items`)."""
+        texts = [context] if isinstance(context, str) else list(context)
+        vectors = await self.core.vectors(self.tenant, name, texts)
+        result = await self._cluster.observe(self.tenant, name, vectors, texts, domain=domain,
+                                             learning_rate=learning_rate, request_id=request_id)
+        if self.core.metrics is not None:
+            for item in result.get("items") or [result]:
+                self.core.metrics.surprise.observe(float(item["surprise"]))
         return result
 
     async def infer(

@@ -22,10 +22,10 @@ from errors import InvalidInput
 from neural_memory import image
 from serve import schemas as S
 
-# The one place the client's idempotency key is named. Every logical observe carries a
-# stable request id, reused by every retry of that write: as this header always, and as the
-# body field `request_id` once the server's ObserveRequest declares it (serve/schemas.py).
-IDEMPOTENCY_HEADER = "Idempotency-Key"
+# Every logical observe carries a stable request id, reused by every retry of that write: as
+# the contract's header always, and as the body field `request_id` when the server's
+# ObserveRequest declares it (serve/schemas.py).
+IDEMPOTENCY_HEADER = S.IDEMPOTENCY_HEADER
 SERVER_DEDUPES_OBSERVE = "request_id" in S.ObserveRequest.model_fields
 
 
@@ -92,14 +92,16 @@ class Api:
 
     # ---- learning ----------------------------------------------------------------------
 
-    def observe(self, name: str, text: str, domain: str | None = None,
+    def observe(self, name: str, text: str | list[str], domain: str | None = None,
                 learning_rate: float | None = None, request_id: str | None = None
                 ) -> S.ObserveResponse:
-        """Learn from `text`. `request_id` (default: a fresh one) is reused by every retry."""
+        """Learn from `text`, or from a list of texts as one batch (one result per text in
+        `items`). `request_id` (default: a fresh one) is reused by every retry, so a retried
+        write is applied once."""
         request_id = request_id or uuid.uuid4().hex
         extra = {"request_id": request_id} if SERVER_DEDUPES_OBSERVE else {}
-        body = model(S.ObserveRequest, context=text, domain=domain, learning_rate=learning_rate,
-                     **extra)
+        texts = {"context": text} if isinstance(text, str) else {"contexts": list(text)}
+        body = model(S.ObserveRequest, domain=domain, learning_rate=learning_rate, **texts, **extra)
         return self._send(Call("POST", memory_path(name, "observe"), body,
                                read=reader(S.ObserveResponse), idempotent=SERVER_DEDUPES_OBSERVE,
                                headers={IDEMPOTENCY_HEADER: request_id}))

@@ -1,5 +1,6 @@
-"""`neural-memory export | import-image | push | pull`: memory images from the command line.
+"""`neural-memory import | export | import-image | push | pull`: bulk import and memory images.
 
+    neural-memory import notes.md docs/*.txt --memory NAME    learn files (resumable; see below)
     neural-memory export NAME[@TAG] -o notes.nmem             the live state, or checkpoint TAG
     neural-memory import-image notes.nmem --as NAME
     neural-memory push NAME[@TAG] REGISTRY/REPO:TAG           export + push as an OCI artifact
@@ -19,11 +20,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-COMMANDS = ("export", "import-image", "push", "pull")
+COMMANDS = ("import", "export", "import-image", "push", "pull")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register the image subcommands on the `neural-memory` parser."""
+    """Register the import and image subcommands on the `neural-memory` parser."""
+    _add_import(sub)
     export = sub.add_parser("export", help="download a memory as an image file (.nmem)")
     export.add_argument("source", metavar="NAME[@TAG]", help="memory, and a checkpoint tag "
                         "(default: its live state)")
@@ -46,6 +48,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     pull.add_argument("--as", dest="name", required=True, help="name of the new memory")
     _server_args(pull)
     _registry_args(pull)
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    from neural_memory.importing import DEFAULT_BATCH, FORMATS, SPLITS
+
+    imp = sub.add_parser("import", help="learn text files (txt/md, JSONL, CSV) into a memory, "
+                         "with progress; re-run the same command to resume after a crash")
+    imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    imp.add_argument("--memory", required=True, help="the memory to learn into")
+    imp.add_argument("--create", action="store_true", help="create the memory first if it does not exist")
+    imp.add_argument("--format", choices=sorted(set(FORMATS.values())), default=None,
+                     help="file format (default: from the extension)")
+    imp.add_argument("--split", choices=SPLITS, default="paragraph",
+                     help="text files: one item per paragraph (default), sentence or line")
+    imp.add_argument("--column", default="text", help="CSV: the column with the text (default text)")
+    imp.add_argument("--domain-column", default=None, help="CSV: a column with each row's domain")
+    imp.add_argument("--domain", default=None, help="domain for items that name none")
+    imp.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+                     help=f"texts per request (default {DEFAULT_BATCH})")
+    imp.add_argument("--again", action="store_true",
+                     help="learn the files again even if this exact import already finished")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    _server_args(imp)
 
 
 def _server_args(p: argparse.ArgumentParser) -> None:
@@ -91,6 +116,65 @@ def _export(client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _learn_files(client, args: argparse.Namespace) -> int:
+    import uuid
+
+    from errors import MemoryExists
+    from neural_memory.importing import ImportOptions, ImportRun, plan_import
+
+    opts = ImportOptions(format=args.format, split=args.split, column=args.column,
+                         domain_column=args.domain_column, domain=args.domain, batch_size=args.batch_size)
+    plan = plan_import(args.paths, opts, memory=args.memory, server=client.url)
+    if args.again:  # a fresh key: new request ids and a new journal
+        plan = type(plan)(f"{plan.key[:32]}{uuid.uuid4().hex[:32]}", plan.batches)
+    if args.create:
+        try:
+            client.create_memory(args.memory)
+        except MemoryExists:
+            pass
+    run = ImportRun(client, args.memory, plan)
+    journal = run.journal
+    if journal.finished:
+        print(f"already imported: these {plan.items:,} items were learned into {args.memory} by an "
+              "earlier run of this command; nothing to do (--again learns them again)")
+        return 0
+    if journal.done_batches:
+        print(f"resuming: {journal.done_items:,} of {plan.items:,} items ({journal.done_batches} of "
+              f"{len(plan.batches)} batches) were already learned; continuing at item "
+              f"{journal.done_items + 1:,}")
+    with _progress(plan.items, journal.done_items, args.quiet) as advance:
+        try:
+            run.run(advance)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted after {run.journal.done_items:,} of {plan.items:,} items; run the same "
+                  "command again to resume", file=sys.stderr)
+            return 130
+    print(f"imported {plan.items:,} items from {len(args.paths)} file(s) into {args.memory} "
+          f"in {len(plan.batches)} batches")
+    return 0
+
+
+class _progress:
+    """A tqdm bar over items: rate, ETA and the running surprise of what was just learned."""
+
+    def __init__(self, total: int, done: int, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, initial=done, unit="item", disable=quiet, dynamic_ncols=True,
+                         smoothing=0.1)
+        self._surprise: float | None = None
+
+    def __enter__(self):
+        def advance(items: int, surprise: float) -> None:
+            self._surprise = surprise if self._surprise is None else 0.8 * self._surprise + 0.2 * surprise
+            self._bar.set_postfix(surprise=f"{self._surprise:.3f}", refresh=False)
+            self._bar.update(items)
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()
+
+
 def _import(client, args: argparse.Namespace) -> int:
     result = client.import_image(args.file, args.name)
     print(f"imported {args.file} as {result.name} (from {result.source}, "
@@ -129,4 +213,4 @@ def _pull(client, args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"export": _export, "import-image": _import, "push": _push, "pull": _pull}
+_COMMANDS = {"import": _learn_files, "export": _export, "import-image": _import, "push": _push, "pull": _pull}

@@ -2,6 +2,7 @@
 // ("weights changed: abc123 → 9f0e11", "surprise fell 0.97 → 0.05").
 
 import { api } from "./api.js";
+import { onImport } from "./upload.js";
 import { $, h, clear, hashEl, score, percent, surpriseWord, surpriseLevel, bar } from "./dom.js";
 
 const EXAMPLE = "Grokking is when a model suddenly generalizes after extensive overfitting. "
@@ -152,6 +153,7 @@ const HANDLERS = {
   "panel-observe": onObserve, "panel-surprise": onSurprise, "panel-infer": onInfer,
   "panel-checkpoint": onCheckpoint, "panel-restore": onRestore, "panel-fork": onFork,
   "panel-consolidate": onConsolidate,
+  "panel-import": async (form, name) => showResult("Import", await onImport(form, name, ctx.log)),
 };
 
 // Every form: block double submits, show the server's error message, then refresh the views.

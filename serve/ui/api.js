@@ -31,16 +31,18 @@ function describe(data, res) {
   return `The server answered ${res.status} ${res.statusText}`.trim();
 }
 
+// `body`: an object sent as JSON, or an ArrayBuffer sent as it is (a file upload).
 export async function request(method, path, body) {
   const headers = { Accept: "application/json" };
   const key = getKey();
   if (key) headers.Authorization = `Bearer ${key}`;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const raw = body instanceof ArrayBuffer;
+  if (body !== undefined) headers["Content-Type"] = raw ? "application/octet-stream" : "application/json";
   let res;
   try {
     res = await fetch(path, {
       method, headers, cache: "no-store",
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined ? undefined : raw ? body : JSON.stringify(body),
     });
   } catch (exc) {
     throw new ApiError(0, "network", "Cannot reach the server. Is it still running?");
@@ -80,4 +82,6 @@ export const api = {
   explain: (name, topK = 5) => request("GET", `${m(name)}/explain?top_k=${topK}`),
   history: (name, limit = 200) => request("GET", `${m(name)}/history?limit=${limit}`),
   lineage: () => request("GET", "/v1/lineage"),
+  parseImport: (filename, bytes, options) => request(
+    "POST", `/v1/import/parse?${new URLSearchParams(compact({ filename, ...options }))}`, bytes),
 };

@@ -230,18 +230,21 @@ def test_a_write_whose_log_append_answer_was_lost_is_dropped_before_the_next(loc
     assert make_actor(local_storage, Q).stats()["weight_hash"] == third["weight_hash"]
 
 
-def test_writes_replayed_after_a_crash_join_the_history(local_storage, make_actor):
-    """A process that died between logging a write and recording it: the replay applies it and
-    the history gains it, so the history lists every applied write in step order."""
-    from actors.wal import make_entry
-
+def test_history_unwritten_by_a_killed_actor_is_rebuilt_from_the_wal(local_storage, make_actor):
     actor = make_actor(local_storage, Q)
-    vectors = encode(["one", "two", "three"])
-    actor.observe("r1", vectors[:1], ["one"])
-    local_storage.metadata.wal_append(Q, make_entry(3, vectors[1:], ["two", "three"], None, None, "r2"))
-    restarted = make_actor(local_storage, Q)
+    texts = ["first fact", "second fact", "third fact", "fourth fact"]
+    actor.observe("w1", encode(texts[:1]), texts[:1])
+    actor.flush_records()
+    actor._write_record = lambda **_: None  # dies before its background writes reach Redis
+    for i, text in enumerate(texts[1:], start=2):
+        last = actor.observe(f"w{i}", encode([text]), [text])
+    actor.flush_records()
+    assert [h["step"] for h in local_storage.metadata.history(Q)] == [1]
+    actor._stop.set()
+
+    again = make_actor(local_storage, Q)  # the replacement replays the WAL
+    again.flush_records()
     history = local_storage.metadata.history(Q)
-    assert [(h["step"], h["text"]) for h in history] == [(1, "one"), (2, "two"), (3, "three")]
-    assert history[-1]["weight_hash"] == restarted.stats()["weight_hash"]
-    make_actor(local_storage, Q)  # a second restart adds nothing twice
-    assert [h["step"] for h in local_storage.metadata.history(Q)] == [1, 2, 3]
+    assert [(h["step"], h["text"]) for h in history] == list(enumerate(texts, start=1))
+    assert history[-1]["weight_hash"] == last["weight_hash"] == again.stats()["weight_hash"]
+    assert local_storage.metadata.get_stats(Q)["step"] == 4

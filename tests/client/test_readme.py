@@ -1,7 +1,7 @@
 """The README's examples run as written against a live gateway, so the docs cannot drift.
 
-Every ```python block, and every ```bash block made only of `neural-memory ...` commands, is
-run in README order in one temp directory (later blocks use what earlier ones made), as its
+Every ```python block, and every ```bash block made only of `neural-memory ...` commands (and
+`printf ... > file` lines that write their input files), is run in README order in one temp directory (later blocks use what earlier ones made), as its
 own process, with the documented defaults pointed at the test servers: the URL
 http://127.0.0.1:8000 becomes the session gateway's (also as NMEM_URL), NMEM_API_KEY is a key
 of its tenant B (so nothing here meets other tests' memories), and the registry
@@ -26,6 +26,7 @@ EXPECTED = {
     "asyncio.gather": ["[2, 3]"],
     "StateGraph(State)": ["Vegetarian; never eats fish.", "{'text': 'Lives in Lisbon since 2021.'}"],
     "neural-memory pull": ["pulled localhost:", "as py-notes-pulled"],
+    "neural-memory import team.md": ["imported 3 items from 2 file(s) into team-notes"],
 }
 
 
@@ -33,8 +34,8 @@ def runnable_blocks(text: str) -> list[tuple[str, str]]:
     blocks = []
     for lang, code in FENCE.findall(text):
         lines = [ln for ln in code.splitlines() if ln.strip()]
-        if lang == "python" or (lang == "bash" and lines
-                                and all(ln.startswith("neural-memory ") for ln in lines)):
+        if lang == "python" or (lang == "bash" and lines and any(ln.startswith("neural-memory ") for ln in lines)
+                                and all(ln.startswith(("neural-memory ", "printf ")) for ln in lines)):
             blocks.append((lang, code))
     return blocks
 

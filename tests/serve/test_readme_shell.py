@@ -67,12 +67,13 @@ def test_rest_examples_run_as_written(readme_server):
     docs = json_documents(_run(block, readme_server))
     assert len(docs) == block.count("curl "), docs
     assert not [d for d in docs if "error" in d], docs
-    created, observed, surprise, inferred, saved, forked, stats = docs
+    created, observed, surprise, inferred, saved, forked, stats, batch = docs
     assert created["name"] == "notes" and observed["step"] == 1
     assert surprise["score"] < 0.5  # the text it just learned is familiar
     assert "grokking" in inferred["response"].lower()
     assert saved["checkpoint_id"] == "notes:stable-v1" and forked["forked"] is True
     assert stats["total_observations"] == 1 and stats["weight_hash"] == observed["weight_hash"]
+    assert [item["step"] for item in batch["items"]] == [2, 3]
 
 
 @pytest.mark.slow

@@ -1,0 +1,279 @@
+"""Bulk import: files -> items -> batches of observe calls, resumable.
+
+    plan = plan_import([Path("notes.md")], ImportOptions(split="paragraph"))
+    ImportRun(client, "notes", plan).run(progress)
+
+Reading and checking (`read_items`) is shared by `neural-memory import` and the dashboard's
+upload box (the server parses uploads with this module), so both split files the same way:
+
+- text / markdown (.txt .md .markdown .rst): paragraphs (blank-line separated), sentences, or
+  lines; whitespace inside an item is collapsed;
+- JSONL (.jsonl .ndjson): one object per line, `{"text": ..., "domain": ...}` (domain optional);
+- CSV (.csv .tsv): the text from `column` (and the domain from `domain_column`, if given).
+
+Every file is read and checked in full before anything is sent, so a bad file (binary, empty, an
+item over the text limit, a bad JSON line, a missing column) is refused with its name and line
+and nothing of it is learned. A run then sends batches with deterministic request ids (from the
+memory, the options and the files' contents) and records each acknowledged batch in a journal
+under the user's cache directory: run the same command again after a crash or Ctrl-C and it
+resumes after the last acknowledged batch, while the server answers a batch it already applied
+(same request id) without applying it twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import contract
+from errors import InvalidInput
+
+__all__ = ["ImportOptions", "Item", "Plan", "ImportRun", "read_items", "plan_import", "FORMATS",
+           "SPLITS", "journal_dir"]
+
+FORMATS = {".txt": "text", ".md": "text", ".markdown": "text", ".rst": "text",
+           ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv"}
+SPLITS = ("paragraph", "sentence", "line")
+DEFAULT_BATCH = 64
+MAX_BATCH_BYTES = 512 * 1024  # texts per request, well under the server's 1 MB body limit
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
+_BINARY_SNIFF = 8192
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    format: str | None = None  # "text" | "jsonl" | "csv"; None: from each file's extension
+    split: str = "paragraph"  # text files: "paragraph" | "sentence" | "line"
+    column: str = "text"  # CSV: the column holding the text
+    domain_column: str | None = None  # CSV: a column holding each row's domain
+    domain: str | None = None  # a domain for every item that names none
+    batch_size: int = DEFAULT_BATCH
+
+    def __post_init__(self) -> None:
+        if self.format is not None and self.format not in set(FORMATS.values()):
+            raise InvalidInput(f"format must be one of {sorted(set(FORMATS.values()))}, not {self.format!r}")
+        if self.split not in SPLITS:
+            raise InvalidInput(f"split must be one of {list(SPLITS)}, not {self.split!r}")
+        if not 1 <= self.batch_size <= contract.MAX_BATCH_ITEMS:
+            raise InvalidInput(f"batch size must be 1 to {contract.MAX_BATCH_ITEMS}")
+        contract.check_domain(self.domain)
+
+
+@dataclass(frozen=True)
+class Item:
+    text: str
+    domain: str | None
+    where: str  # "notes.md:12", for messages
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+def _decode(data: bytes, source: str) -> str:
+    at = data.find(b"\x00", 0, _BINARY_SNIFF)
+    if at >= 0:
+        raise InvalidInput(f"{source} looks binary (a NUL byte at offset {at}); import reads UTF-8 "
+                           "text: .txt/.md, .jsonl or .csv")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{source} is not UTF-8 text (invalid byte at offset {exc.start}); import "
+                           "reads UTF-8 .txt/.md, .jsonl or .csv") from None
+
+
+def _checked(text: str, domain: str | None, where: str, hint: str = "") -> Item:
+    try:
+        return Item(contract.check_text(text, field=f"the text at {where}"), contract.check_domain(domain), where)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{exc}{hint}") from None
+
+
+def _text_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
+    hint = "; use --split sentence or line, or shorten it" if opts.split == "paragraph" else ""
+    block: list[str] = []
+    start = 1
+    for number, line in enumerate(text.splitlines() + [""], start=1):
+        if opts.split == "line":
+            if line.strip():
+                yield _checked(" ".join(line.split()), opts.domain, f"{source}:{number}", hint)
+            continue
+        if line.strip():
+            if not block:
+                start = number
+            block.append(line.strip())
+            continue
+        if block:
+            paragraph = " ".join(" ".join(block).split())
+            block = []
+            pieces = [paragraph] if opts.split == "paragraph" else _SENTENCE_END.split(paragraph)
+            for piece in pieces:
+                if piece.strip():
+                    yield _checked(piece.strip(), opts.domain, f"{source}:{start}", hint)
+
+
+def _jsonl_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"{where} is not valid JSON ({exc.msg}); each line must be an object "
+                               'like {"text": "...", "domain": "..."}') from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise InvalidInput(f'{where} needs an object with a string "text" field')
+        yield _checked(record["text"], record.get("domain", opts.domain), where)
+
+
+def _csv_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
+    dialect = "excel-tab" if source.endswith(".tsv") else "excel"
+    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
+    columns = reader.fieldnames or []
+    for wanted in (opts.column, opts.domain_column):
+        if wanted is not None and wanted not in columns:
+            raise InvalidInput(f"{source} has no column {wanted!r}; its columns are {columns} "
+                               "(choose one with --column / --domain-column)")
+    for number, row in enumerate(reader, start=2):
+        value = row.get(opts.column) or ""
+        if not value.strip():
+            continue  # an empty cell is no text, not an error
+        domain = (row.get(opts.domain_column) or None) if opts.domain_column else None
+        yield _checked(value, domain or opts.domain, f"{source}:{number}")
+
+
+_READERS: dict[str, Callable[[str, str, ImportOptions], Iterator[Item]]] = {
+    "text": _text_items, "jsonl": _jsonl_items, "csv": _csv_items}
+
+
+def read_items(data: bytes, source: str, opts: ImportOptions) -> list[Item]:
+    """Every item of one file's bytes, checked; InvalidInput (naming `source`) for a bad file."""
+    fmt = opts.format or FORMATS.get(Path(source).suffix.lower())
+    if fmt is None:
+        raise InvalidInput(f"cannot tell the format of {source} from its extension; pass --format "
+                           f"({', '.join(sorted(set(FORMATS.values())))})")
+    items = list(_READERS[fmt](_decode(data, source), source, opts))
+    if not items:
+        raise InvalidInput(f"{source} has no text to import")
+    return items
+
+
+# ---- planning -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Plan:
+    """What an import sends: its batches in order, and a key naming this exact import."""
+
+    key: str
+    batches: list[list[Item]]
+
+    @property
+    def items(self) -> int:
+        return sum(len(b) for b in self.batches)
+
+    def request_id(self, index: int) -> str:
+        return f"import-{self.key[:24]}-{index:06d}"
+
+
+def _batches(items: list[Item], size: int) -> list[list[Item]]:
+    """Consecutive items of one domain, at most `size` and MAX_BATCH_BYTES per batch."""
+    out: list[list[Item]] = []
+    weight = 0
+    for item in items:
+        cost = len(item.text.encode()) + 16
+        last = out[-1] if out else None
+        if last is None or len(last) >= size or last[0].domain != item.domain or weight + cost > MAX_BATCH_BYTES:
+            out.append([])
+            weight = 0
+        out[-1].append(item)
+        weight += cost
+    return out
+
+
+def plan_import(paths: list[Path], opts: ImportOptions, memory: str = "", server: str = "") -> Plan:
+    """Read and check every file, then cut the items into batches."""
+    if not paths:
+        raise InvalidInput("name at least one file to import")
+    items: list[Item] = []
+    digest = hashlib.sha256(json.dumps([memory, server, asdict(opts)], sort_keys=True).encode())
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
+        digest.update(hashlib.sha256(data).digest())
+        items += read_items(data, str(path), opts)
+    return Plan(digest.hexdigest(), _batches(items, opts.batch_size))
+
+
+# ---- running ------------------------------------------------------------------------------
+
+def journal_dir() -> Path:
+    """Where import journals live: $NMEM_IMPORT_JOURNAL_DIR, else the user's cache directory."""
+    configured = os.environ.get("NMEM_IMPORT_JOURNAL_DIR")
+    if configured:
+        return Path(configured)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "neural-memory" / "imports"
+
+
+@dataclass
+class Journal:
+    """Acknowledged batches of one import (its plan key), saved after every batch."""
+
+    path: Path
+    done_batches: int = 0
+    done_items: int = 0
+    finished: bool = False
+
+    @classmethod
+    def load(cls, key: str) -> Journal:
+        path = journal_dir() / f"{key}.json"
+        try:
+            saved = json.loads(path.read_text())
+            return cls(path, int(saved["done_batches"]), int(saved["done_items"]), bool(saved["finished"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return cls(path)  # none yet, or unreadable: start from the beginning (ids dedupe)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_suffix(".tmp")
+        temp.write_text(json.dumps({"done_batches": self.done_batches, "done_items": self.done_items,
+                                    "finished": self.finished}))
+        os.replace(temp, self.path)  # atomic: a kill leaves the old journal or the new one
+
+
+@dataclass
+class ImportRun:
+    """Send a plan's batches to `memory` through a `neural_memory.Client`, resuming its journal."""
+
+    client: Any
+    memory: str
+    plan: Plan
+    journal: Journal = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.journal = Journal.load(self.plan.key)
+
+    def run(self, on_batch: Callable[[int, float], None] | None = None) -> dict:
+        """Send every batch not yet acknowledged; `on_batch(items, mean surprise)` after each."""
+        journal, batches = self.journal, self.plan.batches
+        for index in range(journal.done_batches, len(batches)):
+            batch = batches[index]
+            result = self.client.observe(self.memory, [item.text for item in batch], domain=batch[0].domain,
+                                         request_id=self.plan.request_id(index))
+            journal.done_batches, journal.done_items = index + 1, journal.done_items + len(batch)
+            journal.finished = journal.done_batches == len(batches)
+            journal.save()
+            if on_batch is not None:
+                on_batch(len(batch), float(result.surprise))
+        journal.finished = True
+        journal.save()
+        return {"memory": self.memory, "items": self.plan.items, "batches": len(batches)}

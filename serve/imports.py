@@ -1,0 +1,51 @@
+"""REST route behind the dashboard's upload box: a file in, the items an import would learn out.
+
+    POST /v1/import/parse?filename=notes.md[&split=paragraph&column=text&domain=...]
+
+The server splits the file with the same code as `neural-memory import` (`neural_memory.importing`),
+so a file becomes the same items whichever way it is imported; the dashboard then sends them in
+batches to `observe` (with request ids), showing progress. Nothing is learned by this call.
+Files larger than MAX_PARSE_BYTES are for the command line, which streams any size.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from neural_memory.importing import SPLITS, ImportOptions, read_items
+from serve import schemas as S
+from serve.http_middleware import UploadRoute
+from serve.rest import ERRORS, Svc
+
+MAX_PARSE_BYTES = 16 * 1024 * 1024
+PARSE_ROUTE = re.compile(r"/v1/import/parse$")
+
+
+def parse_upload() -> UploadRoute:
+    return UploadRoute("POST", PARSE_ROUTE, MAX_PARSE_BYTES,
+                       "import files this large with `neural-memory import`, which has no size limit")
+
+
+def create_import_router() -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["learning"], responses=ERRORS)
+
+    @router.post("/import/parse", response_model=S.ParsedFile,
+                 summary="Split an uploaded file into the items an import would learn (learns nothing)",
+                 openapi_extra={"requestBody": {"required": True, "content": {
+                     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def parse(
+        request: Request, _s: Svc,
+        filename: Annotated[str, Query(min_length=1, max_length=255,
+                                       description="The file's name; its extension gives the format.")],
+        split: Annotated[str, Query(pattern=f"^({'|'.join(SPLITS)})$")] = "paragraph",
+        column: Annotated[str, Query(min_length=1, max_length=200)] = "text",
+        domain: S.Domain | None = None,
+    ) -> dict:
+        options = ImportOptions(split=split, column=column, domain=domain)
+        items = read_items(await request.body(), filename, options)
+        return {"items": [{"text": i.text, "domain": i.domain} for i in items], "count": len(items)}
+
+    return router

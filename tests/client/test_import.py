@@ -1,0 +1,166 @@
+"""`neural-memory import`: files -> batches -> a memory, resumable, and bad files refused whole.
+
+Runs the real command (a subprocess) against the session gateway, and `ImportRun` in-process
+where a crash has to land at an exact point (after the server applied a batch, before the
+journal recorded it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from errors import InvalidInput
+from neural_memory import Client
+from neural_memory.importing import ImportOptions, ImportRun, Journal, plan_import, read_items
+
+CONFIG = {"encoder": "hash", "memory_width": 256, "value_dim": 64}
+CLI = str(Path(sys.executable).with_name("neural-memory"))
+
+
+@pytest.fixture
+def journals(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "journals"
+    monkeypatch.setenv("NMEM_IMPORT_JOURNAL_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def client(gateway):
+    with Client(gateway.base_url, gateway.key_a) as c:
+        yield c
+
+
+def _notes(path: Path, n: int) -> Path:
+    path.write_text("\n\n".join(f"Note {i}: the tide at harbour {i % 17} turns at {i % 24} o'clock."
+                                for i in range(n)) + "\n")
+    return path
+
+
+def _cli(gateway, *args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    return subprocess.Popen([CLI, "import", *args, "--url", gateway.base_url, "--api-key", gateway.key_a],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})}, **kw)
+
+
+def _stats(client: Client, name: str):
+    return client.stats(name)
+
+
+def test_formats_split_as_documented(tmp_path):
+    md = b"# Title\n\nFirst paragraph\nwraps here.  Second sentence!\n\n\nLast one."
+    assert [i.text for i in read_items(md, "a.md", ImportOptions())] == \
+        ["# Title", "First paragraph wraps here. Second sentence!", "Last one."]
+    assert [i.text for i in read_items(md, "a.md", ImportOptions(split="sentence"))] == \
+        ["# Title", "First paragraph wraps here.", "Second sentence!", "Last one."]
+    jsonl = b'{"text": "a fact", "domain": "geo"}\n\n{"text": "another"}\n'
+    items = read_items(jsonl, "f.jsonl", ImportOptions(domain="misc"))
+    assert [(i.text, i.domain) for i in items] == [("a fact", "geo"), ("another", "misc")]
+    rows = b"id,body,topic\n1,the sky is blue,sky\n2,,sky\n3,grass is green,plants\n"
+    items = read_items(rows, "r.csv", ImportOptions(column="body", domain_column="topic"))
+    assert [(i.text, i.domain, i.where) for i in items] == [("the sky is blue", "sky", "r.csv:2"),
+                                                            ("grass is green", "plants", "r.csv:4")]
+
+
+@pytest.mark.parametrize("name, data, options, words", [
+    ("bin.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00IHDR", {}, ["binary"]),
+    ("latin.txt", "café".encode("latin-1"), {}, ["UTF-8"]),
+    ("empty.md", b"\n \n\t\n", {}, ["no text"]),
+    ("huge.txt", b"word " * 10_485_760 + b"\n", {}, ["huge.txt:1", "limit", "--split"]),
+    ("rows.csv", b"id,body\n1,x\n", {"column": "text"}, ["no column 'text'", "['id', 'body']"]),
+    ("bad.jsonl", b'{"text": "ok"}\n{"text": oops}\n', {}, ["bad.jsonl:2", "JSON"]),
+    ("nofield.jsonl", b'{"body": "x"}\n', {}, ["nofield.jsonl:1", '"text"']),
+    ("notes.docx", b"text", {}, ["--format"]),
+])
+def test_bad_files_are_refused_with_a_clear_error(name, data, options, words):
+    with pytest.raises(InvalidInput) as caught:
+        read_items(data, name, ImportOptions(**options))
+    assert all(w in str(caught.value) for w in words), caught.value
+
+
+def test_a_bad_file_learns_nothing_even_after_good_ones(gateway, client, tmp_path, journals, fresh_name):
+    good = _notes(tmp_path / "good.md", 30)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,body\n1,hello\n")
+    done = _cli(gateway, str(good), str(bad), "--memory", fresh_name, "--create")
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 1 and "bad.csv has no column 'text'" in err, (out, err)
+    assert "Traceback" not in err
+    # checked before anything was sent: the memory was not even created, no journal written
+    assert fresh_name not in [m.name for m in client.list_memories().memories]
+    assert not journals.exists() or not list(journals.iterdir())
+
+
+def test_import_learns_everything_once_and_resumes_after_a_kill(gateway, client, tmp_path, journals):
+    notes = _notes(tmp_path / "notes.md", 600)
+    clean, killed = f"clean-{tmp_path.name[-8:]}".lower(), f"killed-{tmp_path.name[-8:]}".lower()
+    for name in (clean, killed):
+        client.create_memory(name, CONFIG)
+
+    done = _cli(gateway, str(notes), "--memory", clean, "--batch-size", "16")
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    assert "imported 600 items" in out
+
+    # the same import into the twin, SIGKILLed once a few batches are acknowledged
+    run = _cli(gateway, str(notes), "--memory", killed, "--batch-size", "16",
+               env={"NMEM_IMPORT_JOURNAL_DIR": str(tmp_path / "killed-journals")}, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        saved = list((tmp_path / "killed-journals").glob("*.json"))
+        if saved and json.loads(saved[0].read_text())["done_batches"] >= 3:
+            break
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait(30)
+    partial = _stats(client, killed).total_observations
+    assert 0 < partial < 600
+
+    again = _cli(gateway, str(notes), "--memory", killed, "--batch-size", "16",
+                 env={"NMEM_IMPORT_JOURNAL_DIR": str(tmp_path / "killed-journals")})
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert "resuming:" in out and "continuing at item" in out
+    a, b = _stats(client, clean), _stats(client, killed)
+    assert a.total_observations == b.total_observations == 600
+    assert a.weight_hash == b.weight_hash
+
+    # a finished import run again learns nothing
+    rerun = _cli(gateway, str(notes), "--memory", killed, "--batch-size", "16",
+                 env={"NMEM_IMPORT_JOURNAL_DIR": str(tmp_path / "killed-journals")})
+    out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0 and "already imported" in out
+    assert _stats(client, killed).total_observations == 600
+
+
+class _CrashAfter:
+    """A client whose process 'dies' right after the server acknowledged batch `n` (before the
+    journal could record it)."""
+
+    def __init__(self, client: Client, n: int) -> None:
+        self.client, self.left = client, n
+
+    def observe(self, *args, **kwargs):
+        result = self.client.observe(*args, **kwargs)
+        self.left -= 1
+        if self.left == 0:
+            raise SystemExit("killed")
+        return result
+
+
+def test_a_batch_applied_but_not_journaled_is_not_learned_twice(client, tmp_path, journals, fresh_name):
+    client.create_memory(fresh_name, CONFIG)
+    plan = plan_import([_notes(tmp_path / "n.md", 100)], ImportOptions(batch_size=10), memory=fresh_name)
+    with pytest.raises(SystemExit):
+        ImportRun(_CrashAfter(client, 4), fresh_name, plan).run()
+    assert Journal.load(plan.key).done_batches == 3  # the 4th batch was applied, not recorded
+    assert _stats(client, fresh_name).total_observations == 40
+    ImportRun(client, fresh_name, plan).run()  # resends batch 4 with its id: answered, not re-applied
+    assert _stats(client, fresh_name).total_observations == 100

@@ -1,0 +1,89 @@
+"""Batch observe (`contexts`) and idempotent writes (`request_id` / `Idempotency-Key`), over REST and
+MCP, against the session gateway."""
+
+from __future__ import annotations
+
+import anyio
+import numpy as np
+import pytest
+
+import contract as C
+from actors import ActorSettings
+from memory import MemoryConfig, NeuralMemory
+from tests.cluster.helpers import torch_threads
+from tests.serve.helpers import error_of, ok
+from tests.serve.test_mcp import call, call_error, mcp_client
+
+CONFIG = {"encoder": "hash", "memory_width": 256, "value_dim": 64}
+TEXTS = [f"fact {i}: the {w} river flows past town {i * 7 % 13}" for i, w in
+         enumerate(["quiet", "wide", "cold", "brown", "slow"] * 9)]  # 45 texts: more than one chunk
+
+
+def _create(api, name: str) -> None:
+    ok(api.post("/v1/memories", json={"name": name, "config": CONFIG}), 201)
+
+
+def test_a_batch_through_rest_equals_the_same_batch_in_process(api, fresh_name):
+    _create(api, fresh_name)
+    result = ok(api.post(f"/v1/memories/{fresh_name}/observe", json={"contexts": TEXTS, "domain": "geo"}))
+
+    with torch_threads(ActorSettings().torch_threads):  # bitwise equality needs the actors' threads
+        twin = NeuralMemory(MemoryConfig.from_dict(CONFIG))
+        expected = twin.observe(TEXTS, domain="geo")
+    assert result["weight_hash"] == twin.weight_hash
+    assert result["step"] == len(TEXTS) == twin.step
+    assert [item["step"] for item in result["items"]] == list(range(1, len(TEXTS) + 1))
+    assert np.allclose([item["surprise"] for item in result["items"]], expected["surprises"], atol=1e-6)
+    assert result["surprise"] == pytest.approx(np.mean(expected["surprises"]), abs=1e-6)
+    # one write, one log entry: the history has every text, in order
+    history = ok(api.get(f"/v1/memories/{fresh_name}/history", params={"limit": 100}))["observations"]
+    assert [h["text"] for h in history] == TEXTS
+
+
+def test_a_retried_write_applies_once(api, fresh_name):
+    _create(api, fresh_name)
+    body = {"contexts": TEXTS[:5], "request_id": "batch-0001"}
+    first = ok(api.post(f"/v1/memories/{fresh_name}/observe", json=body))
+    again = ok(api.post(f"/v1/memories/{fresh_name}/observe", json=body))
+    assert again == first and again["step"] == 5
+    # the header works the same way, also for single texts
+    headers = {"Idempotency-Key": "single-0001"}
+    one = ok(api.post(f"/v1/memories/{fresh_name}/observe", json={"context": TEXTS[5]}, headers=headers))
+    two = ok(api.post(f"/v1/memories/{fresh_name}/observe", json={"context": TEXTS[5]}, headers=headers))
+    assert one == two and two["step"] == 6
+    assert ok(api.get(f"/v1/memories/{fresh_name}/stats"))["total_observations"] == 6
+    # a different key is a different write
+    third = ok(api.post(f"/v1/memories/{fresh_name}/observe", json={**body, "request_id": "batch-0002"}))
+    assert third["step"] == 11
+
+
+@pytest.mark.parametrize("body, headers, words", [
+    ({"context": "x", "contexts": ["y"]}, {}, ["exactly one"]),
+    ({}, {}, ["exactly one"]),
+    ({"contexts": []}, {}, ["contexts"]),
+    ({"contexts": ["x"] * (C.MAX_BATCH_ITEMS + 1)}, {}, ["contexts", str(C.MAX_BATCH_ITEMS)]),
+    ({"contexts": ["ok", "  "]}, {}, ["contexts.1"]),
+    ({"context": "x", "request_id": "bad id!"}, {}, ["request_id"]),
+    ({"context": "x", "request_id": "a-1"}, {"Idempotency-Key": "a-2"}, ["differ"]),
+])
+def test_bad_batches_are_refused_and_nothing_is_learned(api, fresh_name, body, headers, words):
+    _create(api, fresh_name)
+    response = api.post(f"/v1/memories/{fresh_name}/observe", json=body, headers=headers)
+    error = error_of(response, response.status_code)
+    assert response.status_code in (400, 422) and error["code"] == "invalid_input"
+    assert all(w.lower() in error["message"].lower() for w in words), error
+    assert ok(api.get(f"/v1/memories/{fresh_name}/stats"))["total_observations"] == 0
+
+
+def test_mcp_observe_takes_a_batch_and_a_request_id(gateway, fresh_name):
+    async def run() -> tuple[dict, dict, str]:
+        async with mcp_client(gateway.mcp_url, gateway.key_a) as client:
+            await call(client, "create_memory", memory=fresh_name, config=CONFIG)
+            first = await call(client, "observe", memory=fresh_name, contexts=TEXTS[:4], request_id="m-1")
+            again = await call(client, "observe", memory=fresh_name, contexts=TEXTS[:4], request_id="m-1")
+            both = await call_error(client, "observe", memory=fresh_name, context="x", contexts=["y"])
+            return first, again, both
+
+    first, again, both = anyio.run(run)
+    assert first == again and first["step"] == 4 and len(first["items"]) == 4
+    assert "invalid_input" in both and "exactly one" in both

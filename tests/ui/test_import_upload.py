@@ -1,0 +1,47 @@
+"""The dashboard's Import tab in real Chromium: a file becomes the same items as
+`neural-memory import` would learn, sent in batches with visible progress."""
+
+from __future__ import annotations
+
+from playwright.sync_api import expect
+
+from neural_memory.importing import ImportOptions, read_items
+from tests.ui.test_dashboard import WAIT_MS, connect, create_in_page
+
+
+def test_upload_learns_every_paragraph_with_progress(page, ui_server, memory_name, tmp_path):
+    text = "\n\n".join(f"Paragraph {i}: the lighthouse at cape {i} blinks every {i % 9 + 2} seconds."
+                       for i in range(150))
+    path = tmp_path / "lighthouses.md"
+    path.write_text(text)
+    expected = read_items(path.read_bytes(), path.name, ImportOptions())
+
+    connect(page, ui_server)
+    create_in_page(page, memory_name)
+    page.get_by_role("tab", name="Import").click()
+    page.get_by_label("File").set_input_files(str(path))
+    page.get_by_label("Domain (optional)", exact=True).last.fill("coast")
+    page.locator("#panel-import button[type=submit]").click()
+    expect(page.locator("#result")).to_contain_text(f"Learned {len(expected)} items", timeout=WAIT_MS)
+    expect(page.locator("#import-progress")).to_have_attribute("value", str(len(expected)))
+    expect(page.locator("#import-status")).to_contain_text("items/s")
+
+    with ui_server.rest() as rest:
+        stats = rest.get(f"/v1/memories/{memory_name}/stats").json()
+        history = rest.get(f"/v1/memories/{memory_name}/history", params={"limit": 1000}).json()
+    assert stats["total_observations"] == len(expected) == 150
+    assert stats["domains"] == ["coast"]
+    assert [h["text"] for h in history["observations"]] == [i.text for i in expected]
+
+
+def test_a_bad_file_is_refused_with_the_reason(page, ui_server, memory_name, tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("id,body\n1,hello\n")
+    connect(page, ui_server)
+    create_in_page(page, memory_name)
+    page.get_by_role("tab", name="Import").click()
+    page.get_by_label("File").set_input_files(str(path))
+    page.locator("#panel-import button[type=submit]").click()
+    expect(page.locator("#result")).to_contain_text("has no column 'text'", timeout=WAIT_MS)
+    with ui_server.rest() as rest:
+        assert rest.get(f"/v1/memories/{memory_name}/stats").json()["total_observations"] == 0
