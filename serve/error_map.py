@@ -66,6 +66,9 @@ def _ray_unavailable(exc: BaseException) -> bool:
             "DeploymentUnavailableError",
             "RaySystemError",
             "ObjectLostError",
+            "OutOfMemoryError",  # Ray's memory monitor killed a worker: retry once memory frees
+            "WorkerCrashedError",
+            "NodeDiedError",
         }
     )
 

@@ -144,7 +144,7 @@ def _add_operational_routes(app: FastAPI, rt: GatewayRuntime) -> None:
         return ("ok" if all(v == "ok" for v in checks.values()) else "degraded"), checks
 
     @app.get("/healthz", tags=["ops"], summary="Liveness, with each dependency's state (no key needed)",
-             responses={503: {"description": 'Still starting: {"status": "starting"}'}})
+             responses={500: ERRORS[500], 503: {"description": 'Still starting: {"status": "starting"}'}})
     async def healthz(request: Request) -> JSONResponse:
         """200 while this gateway serves, "ok" or "degraded" (a dependency is down: see `checks`);
         a liveness probe should not restart the gateway for a dependency's outage."""
@@ -153,7 +153,8 @@ def _add_operational_routes(app: FastAPI, rt: GatewayRuntime) -> None:
                             status_code=503 if status == "starting" else 200)
 
     @app.get("/readyz", tags=["ops"], summary="Readiness: 200 only when every dependency answers",
-             responses={503: {"description": "Starting, or a dependency is down (see `checks`)"}})
+             responses={500: ERRORS[500],
+                        503: {"description": "Starting, or a dependency is down (see `checks`)"}})
     async def readyz(request: Request) -> JSONResponse:
         status, checks = await state(request)
         return JSONResponse({"status": status, "checks": checks}, status_code=200 if status == "ok" else 503,

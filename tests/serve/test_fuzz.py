@@ -24,7 +24,7 @@ def _names(gateway, tenant: str) -> set[str]:
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("which", ["a", "b"])
-def test_no_generated_request_gets_a_server_error(gateway, which):
+def test_no_generated_request_gets_a_server_error(gateway, which, tmp_path):
     tenant = gateway.tenant_a if which == "a" else gateway.tenant_b
     before = _names(gateway, tenant)
     command = [
@@ -37,7 +37,8 @@ def test_no_generated_request_gets_a_server_error(gateway, which):
         "--generation-database", "none",
     ]
     try:
-        run = subprocess.run(command, capture_output=True, text=True, timeout=840)
+        # Its working directory takes the CLI's cache (.schemathesis/), not the repository.
+        run = subprocess.run(command, capture_output=True, text=True, timeout=840, cwd=tmp_path)
     finally:
         for name in _names(gateway, tenant) - before:
             httpx.delete(f"{gateway.base_url}/v1/memories/{name}", headers=gateway.headers(tenant), timeout=120)
