@@ -21,7 +21,8 @@ import ray
 
 import contract
 from actors import ActorSpec, Checkpoints, is_auto, normalize_config
-from errors import CheckpointCorrupt, IncompatibleState, InvalidInput, MemoryExists, MemoryNotFound, Unavailable
+from errors import (CheckpointCorrupt, CheckpointNotFound, IncompatibleState, InvalidInput, MemoryExists,
+                    MemoryNotFound, QuotaExceeded, Unavailable)
 from storage import Storage, open_storage
 
 from cluster.names import check_tenant, check_user_tag, qualify, split
@@ -127,6 +128,7 @@ class MemoryCluster:
         full = normalize_config(config)
         record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
                   "parent": None, "source_tag": None}
+        await self._check_quota(tenant)
         await self._meta("create_memory", qname, record)
         try:
             await self._routes().ensure(qname, check_registry=False)
@@ -135,6 +137,13 @@ class MemoryCluster:
             await self._discard(qname)
             raise
         return {"name": name, "weight_hash": stats["weight_hash"], "weight_parameters": stats["weight_parameters"]}
+
+    async def _check_quota(self, tenant: str) -> None:
+        """QuotaExceeded if `tenant` already has its NMEM_MAX_MEMORIES_PER_TENANT memories."""
+        limit = self.settings.max_memories_per_tenant
+        if await self._meta("count_memories", check_tenant(tenant)) >= limit:
+            raise QuotaExceeded(f"quota: at most {limit} memories per tenant "
+                                "(NMEM_MAX_MEMORIES_PER_TENANT); delete some first", retry_after=60)
 
     async def list_memories(self, tenant: str) -> dict:
         records = await self._meta("list_memories", check_tenant(tenant))
@@ -234,6 +243,7 @@ class MemoryCluster:
         record = await self._meta("get_memory", source)
         if await self._exists(target):
             raise MemoryExists(f"memory {new_name} already exists")
+        await self._check_quota(tenant)
         state = await self._source_state(source, record, source_tag)
         child = {"tenant": tenant, "name": target, "config": record["config"], "encoder": record["encoder"],
                  "parent": source, "source_tag": source_tag}
@@ -258,6 +268,7 @@ class MemoryCluster:
             raise IncompatibleState(f"this server cannot run the image's memory: {exc}") from None
         if await self._exists(qname):
             raise MemoryExists(f"memory {name} already exists; import the image under another name")
+        await self._check_quota(tenant)
         record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
                   "parent": None, "source_tag": None}
         try:
@@ -272,7 +283,13 @@ class MemoryCluster:
             info = await self._meta("get_checkpoint", qname, check_user_tag(tag))
         else:
             info = await self._routes().call(qname, "snapshot")
-        data = await asyncio.to_thread(self.storage.checkpoints.get, info["object_key"], info.get("sha256"))
+        try:
+            data = await asyncio.to_thread(self.storage.checkpoints.get, info["object_key"], info.get("sha256"))
+        except (CheckpointCorrupt, CheckpointNotFound) as exc:  # name the tag, never the object's path
+            log.error("checkpoint %s of %s cannot be read: %s", tag or info.get("tag"), qname, exc)
+            what = f"checkpoint {tag!r}" if tag is not None else "the saved state"
+            raise CheckpointCorrupt(f"{what} of memory {_short(qname)} is damaged or missing in the "
+                                    "checkpoint store; use another checkpoint") from None
         return ExportedState(record["config"], info["weight_hash"], int(info["step"]), data)
 
     async def _create_seeded(self, record: dict, state: ExportedState) -> dict:
@@ -300,6 +317,24 @@ class MemoryCluster:
         live = set(await self._supervisor.live.remote())
         return {"memories": [{"name": _short(r["name"]), "parent": _short(r.get("parent")), "source_tag": r.get("source_tag"),
                  "created_at": r.get("created_at"), "live": r["name"] in live} for r in records]}
+
+    async def health(self, timeout: float = 3.0) -> dict[str, str]:
+        """Each dependency: "ok", "timed out" or "unavailable" (details in the log, not here)."""
+        probes = {"metadata": self._meta("ping"),
+                  "checkpoints": asyncio.to_thread(self.storage.check_checkpoints),
+                  "actors": self._supervisor.count.remote()}
+        answers = await asyncio.gather(*(asyncio.wait_for(p, timeout) for p in probes.values()),
+                                       return_exceptions=True)
+        report = {}
+        for name, answer in zip(probes, answers):
+            if isinstance(answer, asyncio.TimeoutError):
+                report[name] = "timed out"
+            elif isinstance(answer, BaseException):
+                log.warning("health: %s failed: %r", name, answer)
+                report[name] = "unavailable"
+            else:
+                report[name] = "ok"
+        return report
 
     async def live_actor_count(self) -> int:
         return await self._supervisor.count.remote()

@@ -150,12 +150,16 @@ class MetadataStore(WalMixin):
 
     def list_memories(self, tenant: str | None = None) -> list[dict]:
         """Registry records, sorted by name; only `tenant`'s when given."""
-        match = None if tenant is None else f"{tenant}/*"
-        if tenant is not None and any(c in tenant for c in "*?[]\\/"):
-            raise InvalidInput(f"tenant {tenant!r} must not contain '/', '\\\\' or glob characters")
+        match = None if tenant is None else _tenant_match(tenant)
         with redis_errors(self.where):
             items = list(self._client.hscan_iter(self.keys.registry(), match=match, count=500))
         return [loads_json(raw) for _name, raw in sorted(items)]
+
+    def count_memories(self, tenant: str) -> int:
+        """How many memories `tenant` has (for its quota)."""
+        match = _tenant_match(tenant)
+        with redis_errors(self.where):
+            return sum(1 for _ in self._client.hscan_iter(self.keys.registry(), match=match, count=1000))
 
     def delete_memory(self, name: str) -> None:
         """Remove the registry entry, stats, checkpoint index, WAL and history."""
@@ -263,6 +267,13 @@ class MetadataStore(WalMixin):
             raise InvalidInput(f"history limit must be an int >= 1, got {limit!r}")
         (items,) = self._registered_read(name, lambda p: p.lrange(self.keys.history(name), -limit, -1))
         return [loads_json(raw) for raw in items]
+
+
+def _tenant_match(tenant: str) -> str:
+    """The HSCAN pattern of one tenant's registry entries."""
+    if any(c in tenant for c in "*?[]\\/"):
+        raise InvalidInput(f"tenant {tenant!r} must not contain '/', '\\\\' or glob characters")
+    return f"{tenant}/*"
 
 
 def _cut(text: Any) -> Any:
