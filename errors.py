@@ -19,6 +19,9 @@ and it imports nothing of ours. Only `serve/` turns these into HTTP statuses or 
     │       └── CheckpointConflict  a create-only write lost the race (tag already taken)
     ├── AuthError                 401: no or unknown API key
     ├── Forbidden                 403
+    ├── LimitExceeded             429, with a `retry_after` (seconds)
+    │   ├── RateLimited           too many requests for one API key
+    │   └── QuotaExceeded         a tenant's cap (e.g. memories) is reached
     └── Unavailable               503: the memory's actor could not be reached or started
 """
 
@@ -40,6 +43,9 @@ __all__ = [
     "CheckpointConflict",
     "AuthError",
     "Forbidden",
+    "LimitExceeded",
+    "RateLimited",
+    "QuotaExceeded",
     "Unavailable",
 ]
 
@@ -102,6 +108,25 @@ class AuthError(NeuralMemoryError):
 
 class Forbidden(NeuralMemoryError):
     """The key is valid but may not do this."""
+
+
+class LimitExceeded(NeuralMemoryError):
+    """A limit refused the call; the message names the limit. Retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple:  # keep retry_after across Ray's pickling
+        return (type(self), (str(self), self.retry_after))
+
+
+class RateLimited(LimitExceeded):
+    """Too many requests with one API key; slow down."""
+
+
+class QuotaExceeded(LimitExceeded):
+    """A tenant's quota (e.g. NMEM_MAX_MEMORIES_PER_TENANT) is used up."""
 
 
 class Unavailable(NeuralMemoryError):

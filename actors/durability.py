@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import contract
-from errors import CheckpointConflict, CheckpointCorrupt, CheckpointNotFound, IncompatibleState, InvalidInput
+from errors import CheckpointConflict, CheckpointCorrupt, CheckpointNotFound, IncompatibleState
 from storage import Storage
 from storage.cas import LEGACY_PART
 from storage.keys import object_key
@@ -174,25 +174,65 @@ class Recovered:
     # Replayed writes after `history_after` as (result with weight_hash, texts, domain): the
     # ones whose stats/history a killed actor may not have recorded yet.
     unrecorded: list[tuple[dict, list[str], str | None]] = field(default_factory=list)
+    fell_back: bool = False  # the newest auto-checkpoint was unusable: save a fresh one soon
 
 
-def _load_newest(ckpts: Checkpoints, config: MemoryConfig, autos: list[dict],
-                 phases: Phases) -> tuple[NeuralMemory, int | None]:
-    """Newest auto-checkpoint that loads; falls back to older ones, then to a fresh memory."""
+class _Unusable(Exception):
+    """This starting point cannot rebuild the memory (a gap in the log, or a hash that differs
+    from what a newer checkpoint recorded)."""
+
+
+class _EntryFailed(Exception):
+    def __init__(self, entry: dict, cause: BaseException) -> None:
+        super().__init__(f"WAL entry at step {entry['step']} failed to apply: {cause!r}")
+        self.entry = entry
+
+
+def _starting_points(ckpts: Checkpoints, config: MemoryConfig, autos: list[dict]) -> list[tuple]:
+    """(info or None, loader) for each way to rebuild, best first: the auto-checkpoints, newest
+    first, then the memory as created from its config (genesis, usable when the log reaches
+    back to step 1). Loaders load afresh each call: a failed replay spoils what it touched."""
     from memory import NeuralMemory  # noqa: PLC0415
 
-    for info in reversed(autos):
+    points: list[tuple] = [(info, lambda phases, info=info: ckpts.load(info, phases))
+                           for info in reversed(autos)]
+    points.append((None, lambda phases: NeuralMemory(config)))
+    return points
+
+
+def _replay(memory: NeuralMemory, entries: list[dict], expected: dict[int, str], results: RecentResults,
+            unrecorded: list, history_after: int | None) -> int:
+    """Apply the entries after `memory.step`, in order; returns how many. Checks that the log
+    has no gap and that the weights match every newer checkpoint's recorded hash on the way.
+    Writes past step `history_after` go to `unrecorded` (see Recovered)."""
+    replayed, pending = 0, dict(expected)
+    _check_expected(memory, pending)
+    for entry in entries:
+        vectors, texts, domain, learning_rate, request_id = entry_args(entry)
+        if entry["step"] <= memory.step:  # already in the state (a checkpoint covers it)
+            results.put(request_id, None)
+            continue
+        if entry["step"] != memory.step + len(texts):
+            raise _Unusable(f"the log jumps from step {memory.step} to {entry['step']}")
         try:
-            return ckpts.load(info, phases), int(info["step"])
-        except (CheckpointCorrupt, CheckpointNotFound, IncompatibleState) as exc:
-            log.error("auto-checkpoint %s unusable (%s); trying the one before", info["tag"], exc)
-    if autos:
-        # Checkpoints existed but none loads: the WAL before them is gone, so rebuilding from
-        # the config would silently lose data. Refuse instead.
-        raise CheckpointCorrupt(f"no auto-checkpoint of {ckpts.qname} can be loaded; see the log")
-    memory = NeuralMemory(config)
-    phases.lap("build_from_config")
-    return memory, None
+            result = memory.observe_vectors(vectors, texts, domain=domain, learning_rate=learning_rate)
+        except Exception as exc:  # noqa: BLE001 - any failure: this write cannot be part of the state
+            raise _EntryFailed(entry, exc) from exc
+        results.put(request_id, result)
+        replayed += 1
+        if history_after is not None and result["step"] > history_after:
+            unrecorded.append(({**result, "weight_hash": memory.weight_hash}, texts, domain))
+        _check_expected(memory, pending)
+    if pending:
+        raise _Unusable(f"the log ends at step {memory.step}, before the checkpoint at step {min(pending)}")
+    return replayed
+
+
+def _check_expected(memory: NeuralMemory, pending: dict[int, str]) -> None:
+    """Compare with the checkpoint saved at this step, if any (and tick it off)."""
+    want = pending.pop(memory.step, None)
+    if want is not None and memory.weight_hash != want:
+        raise _Unusable(f"at step {memory.step} the weights differ from the checkpoint saved then")
 
 
 def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *,
@@ -200,7 +240,11 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
             history_after: int | None = None) -> Recovered:
     """Rebuild memory `qname`: newest auto-checkpoint + replay of the WAL entries after it.
 
-    Entries at or below the checkpoint's step are not applied again, but their request ids are
+    If that checkpoint is corrupt or missing, an older one (or the memory as created) is used
+    instead, provided the log reaches back to it and replay reproduces the weight hash every
+    newer checkpoint recorded; otherwise CheckpointCorrupt. A logged write that fails to apply
+    was never acknowledged: it is dropped from the log and the rebuild starts over without it.
+    Entries at or below the starting step are not applied again, but their request ids are
     remembered so a retried write that already reached the checkpoint is not applied twice.
     Replayed writes past step `history_after` (the newest step the history holds) come back in
     `unrecorded`, with their weight hash, so their stats and history can be written again.
@@ -210,28 +254,40 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
     ckpts = ckpts if ckpts is not None else Checkpoints(storage, qname)
     autos = ckpts.autos()
     phases.lap("checkpoint_index")
-    memory, ckpt_step = _load_newest(ckpts, config, autos, phases)
-    results = RecentResults(remember)
-    replayed = 0
-    unrecorded: list[tuple[dict, list[str], str | None]] = []
     entries = storage.metadata.wal_read_after(qname, 0)
     phases.lap("wal_read")
-    for entry in entries:
-        vectors, texts, domain, learning_rate, request_id = entry_args(entry)
-        if entry["step"] <= memory.step:
-            results.put(request_id, None)
-            continue
-        try:
-            result = memory.observe_vectors(vectors, texts, domain=domain, learning_rate=learning_rate)
-        except InvalidInput as exc:
-            # The live actor refused this write after logging it; refusing again keeps replay
-            # identical to what happened (the state was not changed either time).
-            log.warning("WAL entry at step %s of %s refused again on replay: %s", entry["step"], qname, exc)
-            continue
-        results.put(request_id, result)
-        replayed += 1
-        if history_after is not None and result["step"] > history_after:
-            unrecorded.append(({**result, "weight_hash": memory.weight_hash}, texts, domain))
-    phases.lap("wal_replay")
-    return Recovered(memory=memory, checkpoint_step=ckpt_step, replayed=replayed, results=results,
-                     autos=autos, unrecorded=unrecorded)
+    points = _starting_points(ckpts, config, autos)
+    for rank, (info, load) in enumerate(points):
+        newer = autos[autos.index(info) + 1:] if info is not None else autos
+        expected = {int(c["step"]): c["weight_hash"] for c in newer}
+        while True:
+            try:
+                memory = load(phases)
+            except (CheckpointCorrupt, CheckpointNotFound, IncompatibleState) as exc:
+                log.error("auto-checkpoint %s of %s unusable (%s); trying an older start", info["tag"], qname, exc)
+                break
+            results, unrecorded = RecentResults(remember), []
+            try:
+                replayed = _replay(memory, entries, expected, results, unrecorded, history_after)
+            except _Unusable as exc:
+                log.error("cannot rebuild %s from %s: %s", qname, info["tag"] if info else "its config", exc)
+                break
+            except _EntryFailed as exc:
+                entries = _drop_failed(storage, qname, entries, exc)
+                continue
+            phases.lap("wal_replay")
+            return Recovered(memory=memory, checkpoint_step=None if info is None else int(info["step"]),
+                             replayed=replayed, results=results, autos=autos, unrecorded=unrecorded,
+                             fell_back=rank > 0 and bool(autos))
+    raise CheckpointCorrupt(f"memory {qname} cannot be rebuilt: no saved state loads and its log does "
+                            "not reach back far enough; restore a tagged checkpoint or delete it")
+
+
+def _drop_failed(storage: Storage, qname: str, entries: list[dict], failed: _EntryFailed) -> list[dict]:
+    """Remove a write that cannot be applied from the log (and from this replay)."""
+    entry = failed.entry
+    request_id = (entry.get("options") or {}).get("request_id")
+    log.error("memory %s: %s; dropping it from the log", qname, failed)
+    if request_id:  # every actor-written entry has one; without it, only this replay skips it
+        storage.metadata.wal_drop(qname, after_step=entry["step"] - 1, request_id=request_id)
+    return [e for e in entries if e is not entry]

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from errors import InvalidInput, NeuralMemoryError, Unavailable
+from errors import CheckpointCorrupt, CheckpointNotFound, InvalidInput, NeuralMemoryError, Unavailable
 
 from actors.durability import TRIM_ALL, Checkpoints, recover, to_parts
 from actors.binding import ROUTED_METHODS, Rebinding
@@ -86,6 +86,9 @@ class MemoryActor(Rebinding):
         self._last_ckpt = time.monotonic()
         self._prev_auto_step = 0  # the WAL is kept after this step (fallback + request ids)
         self._latest_auto: dict | None = None
+        # (step before, weights touched?) of a write that failed after it was logged: its entry
+        # must leave the log before anything else is logged or saved (see _settle).
+        self._unsettled: tuple[int, bool] | None = None
 
     def __repr__(self) -> str:  # Ray names the actor's process and log lines after this
         return f"MemoryActor({self._qname or 'spare'})"
@@ -125,8 +128,10 @@ class MemoryActor(Rebinding):
             for result, texts, domain in rec.unrecorded:  # answered, but not yet in the history
                 self._record(result, texts, domain)
             with self._ckpt_lock:
-                if rec.checkpoint_step is None:
-                    self._auto_checkpoint()  # the initial checkpoint (or the first after a crash)
+                if rec.checkpoint_step is None or rec.fell_back:
+                    # The initial checkpoint, the first after a crash, or a good one again
+                    # after the newest turned out unusable.
+                    self._auto_checkpoint()
                 else:
                     self._writes_since = rec.replayed
             phases.lap("initial_checkpoint")
@@ -162,6 +167,7 @@ class MemoryActor(Rebinding):
         with self._ckpt_lock:
             with self._write_lock:
                 self._closing = True
+                self._settle()  # a failed write leaves the log before the tail is kept as it is
             if self._writes_since >= max(1, self._spec.settings.wal_tail_writes):
                 self._auto_checkpoint()
             self._stop.set()
@@ -187,10 +193,18 @@ class MemoryActor(Rebinding):
             self._check_open()
             if request_id in self._results:  # the same request raced itself
                 return self._repeat(request_id)
-            mem = self._mem
-            entry = make_entry(mem.step + len(texts), array, texts, domain, learning_rate, request_id)
-            self._storage.metadata.wal_append(self._qname, entry)
-            raw = mem.observe_vectors(array, texts, domain=domain, learning_rate=learning_rate)
+            self._settle()
+            mem, before, applying = self._mem, self._mem.step, False
+            entry = make_entry(before + len(texts), array, texts, domain, learning_rate, request_id)
+            try:
+                self._storage.metadata.wal_append(self._qname, entry)
+                applying = True
+                raw = mem.observe_vectors(array, texts, domain=domain, learning_rate=learning_rate)
+            except Exception:
+                # Not acknowledged, so it must not stay in the log (nor half in the weights).
+                self._unsettled = (before, applying)
+                self._settle_now()
+                raise
             result = {**raw, "weight_hash": mem.weight_hash}
             self._results.put(request_id, result)
             self._record(result, texts, domain)
@@ -206,6 +220,7 @@ class MemoryActor(Rebinding):
         self._ready()
         with self._ckpt_lock, self._write_lock:
             self._check_open()
+            self._settle()
             result = self._mem.consolidate()
             self._auto_checkpoint(barrier=True)
             return result
@@ -214,6 +229,7 @@ class MemoryActor(Rebinding):
         """Save the current state under a user tag (CheckpointConflict if the tag exists)."""
         self._ready()
         with self._write_lock:
+            self._settle()
             parts, step, weight_hash = to_parts(self._mem), self._mem.step, self._mem.weight_hash
         return self._ckpts.save(parts, tag=tag, step=step, weight_hash=weight_hash, description=description)
 
@@ -221,7 +237,13 @@ class MemoryActor(Rebinding):
         """Load checkpoint `tag` into this memory, then make it the recovery point."""
         self._ready()
         info = self._ckpts.get(tag)
-        restored = self._ckpts.load(info)
+        try:
+            restored = self._ckpts.load(info)
+        except (CheckpointCorrupt, CheckpointNotFound) as exc:  # name the tag, not the path
+            log.error("checkpoint %s of %s cannot be loaded: %s", tag, self._qname, exc)
+            raise CheckpointCorrupt(f"checkpoint {tag!r} of memory {self._qname.split('/', 1)[1]} is "
+                                    "damaged or missing in the checkpoint store; restore another "
+                                    "tag") from None
         restored.config.require_compatible(self._config)
         with self._ckpt_lock, self._write_lock:
             self._check_open()
@@ -367,7 +389,31 @@ class MemoryActor(Rebinding):
         self._ckpts.prune_autos(1 if barrier else self._spec.settings.keep_auto_checkpoints)
         return info
 
+    def _settle(self) -> None:
+        """Finish what a failed write left (caller holds `_write_lock`): drop its entry from the
+        log, since it was never acknowledged, and if it got as far as the weights, rebuild them
+        from checkpoint + log. Raises (e.g. MetadataError) while that cannot be done."""
+        if self._unsettled is None:
+            return
+        step, touched = self._unsettled
+        self._storage.metadata.wal_drop(self._qname, after_step=step)
+        if touched:
+            self._mem = recover(self._storage, self._qname, self._config, 1, ckpts=self._ckpts).memory
+            if self._mem.step != step:
+                log.error("memory %s rebuilt to step %s after a failed write at step %s",
+                          self._qname, self._mem.step, step)
+        self._unsettled = None
+        log.warning("memory %s: a write that failed to apply was dropped from the log", self._qname)
+
+    def _settle_now(self) -> None:
+        try:
+            self._settle()
+        except Exception as exc:  # noqa: BLE001 - the next write (or checkpoint) tries again
+            log.error("memory %s: a failed write is still in the log (%s); writes wait for it",
+                      self._qname, exc)
+
     def _snapshot_state(self) -> tuple[dict[str, bytes], int, str, int]:
+        self._settle()  # never save weights a failed write touched
         mem = self._mem
         return to_parts(mem), mem.step, mem.weight_hash, self._writes_since
 

@@ -312,7 +312,7 @@ async def warm_spares(count: int, timeout: float = 600.0) -> None:
 
 def run_fanout(args: argparse.Namespace) -> dict:
     cluster = {"max_live_actors": args.live_cap, "spare_actors": args.warm, "spare_actors_max": args.spares_max,
-               "idle_seconds": 3600.0}
+               "idle_seconds": 3600.0, "max_memories_per_tenant": args.forks + 10}
     with local_server(cluster) as (url, key, storage):
         checkpoints = Path(storage["data_dir"]) / "checkpoints"
         base = asyncio.run(build_base(url, key, args.base))

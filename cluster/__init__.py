@@ -13,7 +13,8 @@ rehydrations skip the process start-up.
 from cluster.cluster import ExportedState, MemoryCluster
 from cluster.names import check_memory_name, check_tenant, check_user_tag, qualify
 from cluster.settings import ClusterSettings
-from cluster.storage import start_storage
+from cluster.storage import checkpoint_live_memories, start_storage
 
-__all__ = ["MemoryCluster", "ExportedState", "ClusterSettings", "start_storage", "check_memory_name", "check_tenant",
+__all__ = ["MemoryCluster", "ExportedState", "ClusterSettings", "start_storage", "checkpoint_live_memories",
+           "check_memory_name", "check_tenant",
            "check_user_tag", "qualify"]

@@ -22,7 +22,8 @@ import ray
 import contract
 from actors import ActorSpec, Checkpoints, blob_to_parts, is_auto, normalize_config, parts_to_blob
 from contract import DEFAULT_PAGE, check_page
-from errors import CheckpointCorrupt, IncompatibleState, InvalidInput, MemoryExists, MemoryNotFound, Unavailable
+from errors import (CheckpointCorrupt, CheckpointNotFound, IncompatibleState, InvalidInput, MemoryExists,
+                    MemoryNotFound, QuotaExceeded, Unavailable)
 from storage import Storage, open_storage
 
 from cluster.names import check_tenant, check_user_tag, qualify, split
@@ -51,6 +52,15 @@ class ExportedState:
 
 def _short(qname: str | None) -> str | None:
     return None if qname is None else split(qname)[1]
+
+
+def _damaged(qname: str, tag: str | None, exc: Exception) -> CheckpointCorrupt:
+    """The error for a source checkpoint that cannot be read: it names the tag, never the
+    object's key or path (those go to the log)."""
+    log.error("checkpoint %s of %s cannot be read: %s", tag or "(live state)", qname, exc)
+    what = f"checkpoint {tag!r}" if tag is not None else "the saved state"
+    return CheckpointCorrupt(f"{what} of memory {_short(qname)} is damaged or missing in the checkpoint "
+                             "store; use another checkpoint")
 
 
 class MemoryCluster:
@@ -123,6 +133,7 @@ class MemoryCluster:
         full = normalize_config(config)
         record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
                   "parent": None, "source_tag": None}
+        await self._check_quota(tenant)
         await self._meta("create_memory", qname, record)
         try:
             await self._routes().ensure(qname, check_registry=False)
@@ -131,6 +142,13 @@ class MemoryCluster:
             await self._discard(qname)
             raise
         return {"name": name, "weight_hash": stats["weight_hash"], "weight_parameters": stats["weight_parameters"]}
+
+    async def _check_quota(self, tenant: str) -> None:
+        """QuotaExceeded if `tenant` already has its NMEM_MAX_MEMORIES_PER_TENANT memories."""
+        limit = self.settings.max_memories_per_tenant
+        if await self._meta("count_memories", check_tenant(tenant)) >= limit:
+            raise QuotaExceeded(f"quota: at most {limit} memories per tenant "
+                                "(NMEM_MAX_MEMORIES_PER_TENANT); delete some first", retry_after=60)
 
     async def list_memories(self, tenant: str, cursor: str | None = None, limit: int = DEFAULT_PAGE,
                             prefix: str | None = None) -> dict:
@@ -235,10 +253,18 @@ class MemoryCluster:
         record = await self._meta("get_memory", source)
         if await self._exists(target):
             raise MemoryExists(f"memory {new_name} already exists")
+        await self._check_quota(tenant)
         info = await self._source_info(source, source_tag)
         child = {"tenant": tenant, "name": target, "config": record["config"], "encoder": record["encoder"],
                  "parent": source, "source_tag": source_tag}
-        stats = await self._create_seeded(child, lambda ckpts: ckpts.copy_auto(info), info["weight_hash"])
+
+        def seed(ckpts: Checkpoints) -> dict:
+            try:
+                return ckpts.copy_auto(info)
+            except (CheckpointCorrupt, CheckpointNotFound) as exc:
+                raise _damaged(source, source_tag, exc) from None
+
+        stats = await self._create_seeded(child, seed, info["weight_hash"])
         return {"forked": True, "source_hash": info["weight_hash"], "new_hash": stats["weight_hash"]}
 
     # ---- memory images: a memory's state out as bytes, and back in as a new memory ----------
@@ -249,8 +275,12 @@ class MemoryCluster:
         qname = qualify(tenant, name)
         record = await self._meta("get_memory", qname)
         info = await self._source_info(qname, tag)
-        parts = await asyncio.to_thread(Checkpoints(self.storage, qname).read_parts, info)
-        return ExportedState(record["config"], info["weight_hash"], int(info["step"]), parts_to_blob(parts))
+        try:
+            parts = await asyncio.to_thread(Checkpoints(self.storage, qname).read_parts, info)
+        except (CheckpointCorrupt, CheckpointNotFound) as exc:
+            raise _damaged(qname, tag, exc) from None
+        blob = await asyncio.to_thread(parts_to_blob, parts)
+        return ExportedState(record["config"], info["weight_hash"], int(info["step"]), blob)
 
     async def import_state(self, tenant: str, name: str, state: ExportedState) -> dict:
         """Create memory `name` holding `state` (its config, encoder and weights); the loaded
@@ -262,9 +292,10 @@ class MemoryCluster:
             raise IncompatibleState(f"this server cannot run the image's memory: {exc}") from None
         if await self._exists(qname):
             raise MemoryExists(f"memory {name} already exists; import the image under another name")
+        await self._check_quota(tenant)
         record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
                   "parent": None, "source_tag": None}
-        parts = blob_to_parts(state.data)
+        parts = await asyncio.to_thread(blob_to_parts, state.data)
         seed = lambda ckpts: ckpts.save_auto(parts, step=state.step, weight_hash=state.weight_hash)  # noqa: E731
         try:
             stats = await self._create_seeded(record, seed, state.weight_hash)
@@ -307,6 +338,24 @@ class MemoryCluster:
         return {"memories": [{"name": _short(r["name"]), "parent": _short(r.get("parent")), "source_tag": r.get("source_tag"),
                  "created_at": r.get("created_at"), "live": r["name"] in live} for r in records],
                 "next_cursor": next_cursor}
+
+    async def health(self, timeout: float = 3.0) -> dict[str, str]:
+        """Each dependency: "ok", "timed out" or "unavailable" (details in the log, not here)."""
+        probes = {"metadata": self._meta("ping"),
+                  "checkpoints": asyncio.to_thread(self.storage.check_checkpoints),
+                  "actors": self._supervisor.count.remote()}
+        answers = await asyncio.gather(*(asyncio.wait_for(p, timeout) for p in probes.values()),
+                                       return_exceptions=True)
+        report = {}
+        for name, answer in zip(probes, answers):
+            if isinstance(answer, asyncio.TimeoutError):
+                report[name] = "timed out"
+            elif isinstance(answer, BaseException):
+                log.warning("health: %s failed: %r", name, answer)
+                report[name] = "unavailable"
+            else:
+                report[name] = "ok"
+        return report
 
     async def live_actor_count(self) -> int:
         return await self._supervisor.count.remote()

@@ -104,6 +104,12 @@ class ClusterSettings(BaseSettings):
         description="Chunks written or reused more recently than this are never collected, which covers "
                     "checkpoints being written while the collector runs."
     )
+    max_memories_per_tenant: int = Field(
+        1000, ge=1, le=10_000_000,
+        description="Memories one tenant may have; create, fork and image import beyond it are "
+                    "refused with 429 (checked before each, so a burst of concurrent creates may "
+                    "pass it by a few)."
+    )
     storage: StorageSettings = Field(
         default_factory=StorageSettings,
         description="Storage (Redis/Valkey + checkpoints); see storage.StorageSettings."

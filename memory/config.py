@@ -15,6 +15,81 @@ from memory.errors import IncompatibleState, InvalidInput
 ENCODER_CALIBRATION = {"minilm": (0.55, 0.08), "minilm-int8": (0.55, 0.08), "hash": (0.45, 0.08)}
 ENCODER_DIMS = {"minilm": 384, "minilm-int8": 384, "hash": 384}
 MAX_PARAMETERS = 16_000_000  # one actor's weights + momentum + EWC state stay under ~256 MB
+MAX_EXEMPLARS = 262_144  # pattern-book exemplar vectors (~200 MB at dim 384 in float16)
+MAX_REPLAY = 8_192  # exemplar updates per consolidate() (~3 s of one core at the default size)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The allowed values of one numeric config field. `low_open`: the low end is excluded."""
+
+    kind: type  # int (bool refused) or float (int accepted); never NaN or infinite
+    low: float
+    high: float
+    low_open: bool = False
+    optional: bool = False  # None allowed (means: the encoder's default)
+
+    def check(self, name: str, value: object) -> str | None:
+        """None if `value` is allowed, else what to fix (naming the field)."""
+        if value is None and self.optional:
+            return None
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if self.kind is int and not (number and isinstance(value, int)):
+            return f"{name} must be an integer {self._range()} (got {_show(value)})"
+        if not number or not math.isfinite(value):
+            return f"{name} must be a finite number {self._range()} (got {_show(value)})"
+        too_low = value <= self.low if self.low_open else value < self.low
+        if too_low or value > self.high:
+            return f"{name} must be {self._range()} (got {_show(value)})"
+        return None
+
+    def _range(self) -> str:
+        low = "(" if self.low_open else "["
+        text = f"in {low}{_number(self.low)}, {_number(self.high)}]"
+        return text + " or null" if self.optional else text
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+# Every numeric field's range, in one place: ranges that keep the arithmetic finite (no
+# division by ~0, no overflow in exp or the weights) and each call's cost bounded. A test
+# checks that every field of MemoryConfig is either here or one of the named string fields.
+BOUNDS: dict[str, Bound] = {
+    "dim": Bound(int, 1, 4096),
+    "memory_depth": Bound(int, 1, 8),
+    "memory_width": Bound(int, 1, 16384),
+    "key_scale": Bound(float, 0, 100, low_open=True),
+    "value_dim": Bound(int, 1, 4096),
+    "value_bandwidth": Bound(float, 0, 100, low_open=True),
+    "lr": Bound(float, 0, 2, low_open=True),  # above 2 each step overshoots
+    "momentum": Bound(float, 0, 0.99),  # 1 would carry past surprise forever (no friction)
+    "forget": Bound(float, 0, 1),
+    "max_grad_norm": Bound(float, 0, 1e6, low_open=True),
+    "chunk_size": Bound(int, 1, 1024),  # a chunk's coefficients are a chunk x chunk matrix
+    "ewc_lambda": Bound(float, 0, 1e4),
+    "fisher_decay": Bound(float, 0, 1),
+    "replay_items": Bound(int, 1, MAX_REPLAY),
+    "replay_passes": Bound(int, 1, 16),
+    "pattern_slots": Bound(int, 1, 65536),
+    "exemplars_per_slot": Bound(int, 1, 64),
+    "episode_chunk": Bound(int, 1, 1 << 16),  # records per immutable part of the episodic store
+    "shortlist": Bound(int, 1, 4096),  # sign-bit candidates ranked by exact cosine per lookup
+    "reinforce_below": Bound(float, 0, 1),
+    "merge_similarity": Bound(float, 0, 1),
+    "familiar_cos": Bound(float, -1, 1, optional=True),
+    "familiar_width": Bound(float, 0.01, 1, optional=True),  # exp(2 / width) must not overflow
+    "recall_neural_weight": Bound(float, 0, 1),
+    "surprise_ema": Bound(float, 0, 1),
+    "seed": Bound(int, 0, 2**32 - 1),  # torch seeds seed * 7919 + k, which must fit in 64 bits
+}
+STRING_FIELDS = ("encoder", "dtype")  # checked by name in MemoryConfig.__post_init__
 
 
 @dataclass(frozen=True)
@@ -55,41 +130,32 @@ class MemoryConfig:
     dtype: str = "float32"  # "float64" for exactness tests
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = [problem for name, bound in BOUNDS.items()
+                    if (problem := bound.check(name, getattr(self, name))) is not None]
         if self.encoder not in ENCODER_DIMS:
             problems.append(f"encoder must be one of {sorted(ENCODER_DIMS)}, not {self.encoder!r}")
         elif self.dim != ENCODER_DIMS[self.encoder]:
             problems.append(f"dim must be {ENCODER_DIMS[self.encoder]} for encoder {self.encoder!r}")
-        for name in ("memory_depth", "memory_width", "value_dim", "chunk_size", "pattern_slots",
-                     "exemplars_per_slot", "replay_passes"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                problems.append(f"{name} must be a positive integer")
-        if self.memory_width > 16384 or self.value_dim > 4096 or self.memory_depth > 8:
-            problems.append("memory_width <= 16384, value_dim <= 4096, memory_depth <= 8")
-        elif self.parameter_estimate > MAX_PARAMETERS:
-            problems.append(f"memory too large: ~{self.parameter_estimate:,} weights (limit "
-                            f"{MAX_PARAMETERS:,}); lower memory_width or memory_depth")
-        if self.pattern_slots > 65536 or self.exemplars_per_slot > 64:
-            problems.append("pattern_slots <= 65536 and exemplars_per_slot <= 64")
-        if not (isinstance(self.episode_chunk, int) and 1 <= self.episode_chunk <= 1 << 16):
-            problems.append("episode_chunk must be an integer from 1 to 65536")
-        if not (isinstance(self.shortlist, int) and 1 <= self.shortlist <= 4096):
-            problems.append("shortlist must be an integer from 1 to 4096")
-        for name in ("lr", "key_scale", "value_bandwidth", "max_grad_norm"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                problems.append(f"{name} must be a positive finite number")
-        for name in ("momentum", "forget", "fisher_decay", "reinforce_below", "merge_similarity",
-                     "recall_neural_weight", "surprise_ema"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0 <= value <= 1):
-                problems.append(f"{name} must be between 0 and 1")
-        if self.lr > 2:
-            problems.append("lr must be <= 2 (above that each step overshoots)")
         if self.dtype not in ("float32", "float64"):
             problems.append("dtype must be 'float32' or 'float64'")
+        if not problems:  # the joint limits need every field's own range to hold first
+            problems += self._cost_problems()
         if problems:
             raise InvalidInput("invalid memory config: " + "; ".join(problems))
+
+    def _cost_problems(self) -> list[str]:
+        """Limits on what one memory may cost: weights, pattern-book size, consolidation work."""
+        problems = []
+        if self.parameter_estimate > MAX_PARAMETERS:
+            problems.append(f"memory too large: ~{self.parameter_estimate:,} weights (limit "
+                            f"{MAX_PARAMETERS:,}); lower memory_width or memory_depth")
+        if self.pattern_slots * self.exemplars_per_slot > MAX_EXEMPLARS:
+            problems.append(f"pattern_slots x exemplars_per_slot must be <= {MAX_EXEMPLARS:,} "
+                            "(the pattern book's memory)")
+        if self.replay_items * self.replay_passes > MAX_REPLAY:
+            problems.append(f"replay_items x replay_passes must be <= {MAX_REPLAY:,} (the work of "
+                            "one consolidate)")
+        return problems
 
     @property
     def parameter_estimate(self) -> int:

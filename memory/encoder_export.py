@@ -31,7 +31,6 @@ from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import torch
 

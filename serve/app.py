@@ -65,8 +65,8 @@ def build_application(settings: AppSettings) -> Application:
     gateway = settings.gateway
     auth = Authenticator.from_settings(gateway)
     auth.check_bind(gateway.host)
-    # Keys travel to the replicas only as sha256 digests, never in the clear.
-    public = gateway.model_copy(update={"api_keys": None, "api_keys_file": None})
+    # Keys (tenants' and the metrics key) travel to the replicas only as sha256 digests.
+    public = gateway.model_copy(update={"api_keys": None, "api_keys_file": None, "metrics_key": None})
     encoder = None  # encode_in="gateway": each gateway replica holds the model itself
     if gateway.encode_in == "deployment":
         encoder = Encoder.options(
@@ -81,7 +81,7 @@ def build_application(settings: AppSettings) -> Application:
     return Gateway.options(
         num_replicas=gateway.gateway_replicas,
         ray_actor_options={"num_cpus": gateway.gateway_num_cpus},
-    ).bind(encoder, public, auth.digests(), settings.cluster)
+    ).bind(encoder, public, auth.digests(), settings.cluster, auth.metrics_digest)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

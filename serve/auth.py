@@ -62,10 +62,12 @@ class Authenticator:
     """Resolves an `Authorization` header to a tenant, or refuses."""
 
     _tenants_by_digest: dict[str, str] = field(default_factory=dict, repr=False)
+    metrics_digest: str | None = field(default=None, repr=False)  # sha256 of NMEM_METRICS_KEY
 
     @classmethod
-    def from_keys(cls, pairs: dict[str, str]) -> Authenticator:
-        return cls({_digest(key): tenant for key, tenant in pairs.items()})
+    def from_keys(cls, pairs: dict[str, str], metrics_key: str | None = None) -> Authenticator:
+        return cls({_digest(key): tenant for key, tenant in pairs.items()},
+                   _digest(metrics_key) if metrics_key else None)
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> Authenticator:
@@ -82,7 +84,9 @@ class Authenticator:
                 if pairs.get(key, tenant) != tenant:
                     raise InvalidInput(f"{path}: an API key is given to two tenants")
                 pairs[key] = tenant
-        return cls.from_keys(pairs)
+        if settings.metrics_key and settings.metrics_key in pairs:
+            raise InvalidInput("NMEM_METRICS_KEY must differ from every tenant's API key")
+        return cls.from_keys(pairs, settings.metrics_key)
 
     def digests(self) -> dict[str, str]:
         """{sha256(key): tenant}: what replicas receive instead of the keys themselves."""
@@ -124,6 +128,21 @@ class Authenticator:
         if tenant is None:
             raise AuthError("unknown API key")
         return tenant
+
+    def check_metrics(self, authorization: str | None, client_host: str | None, public: bool) -> None:
+        """May this caller read /metrics (server-wide figures, so never with a tenant's key)?"""
+        if public:
+            return
+        if self.metrics_digest is not None:
+            scheme, _, key = (authorization or "").strip().partition(" ")
+            if scheme.lower() == "bearer" and _digest(key.strip()) == self.metrics_digest:
+                return
+            raise AuthError("/metrics needs the operator key: 'Authorization: Bearer <NMEM_METRICS_KEY>'")
+        if not self.enabled:
+            self.check_client(client_host)
+            return
+        raise Forbidden("/metrics shows server-wide figures, so tenant keys cannot read it: set "
+                        "NMEM_METRICS_KEY and scrape with it (or NMEM_METRICS_PUBLIC=true)")
 
     def check_client(self, client_host: str | None) -> None:
         """With auth off, only this machine may call (defence if the proxy binds wider)."""

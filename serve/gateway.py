@@ -36,10 +36,11 @@ class Gateway:
         settings: GatewaySettings,
         auth_digests: dict[str, str],
         cluster_settings: ClusterSettings,
+        metrics_digest: str | None = None,
     ) -> None:
         # Both settings objects were read once by the app's builder; nothing here reads NMEM_*.
         self._settings = settings
-        self._auth = Authenticator(dict(auth_digests))
+        self._auth = Authenticator(dict(auth_digests), metrics_digest)
         self._auth.check_bind(self._settings.host)  # warns in the replica log too
         # No Encoder deployment bound (encode_in="gateway"): the model lives in this replica.
         self._encoder = encoder

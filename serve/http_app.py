@@ -1,4 +1,4 @@
-"""The gateway's FastAPI app: REST /v1, MCP /mcp, /healthz, /metrics, the dashboard.
+"""The gateway's FastAPI app: REST /v1, MCP /mcp, /healthz, /readyz, /metrics, the dashboard.
 
 `create_api` is plain FastAPI (no Ray in it), so the Gateway deployment and anything else
 that can supply a cluster factory and an encode function can serve it. The cluster and the
@@ -7,7 +7,9 @@ MCP server are created in the lifespan, inside the replica, never pickled.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,13 +25,15 @@ from serve.http_middleware import (
     BodyLimitMiddleware,
     CatchAllMiddleware,
     MetricsMiddleware,
+    RequestContextMiddleware,
     install_error_handlers,
 )
 from serve.images import create_image_router, image_upload
 from serve.imports import create_import_router, parse_upload
+from serve.limits import RateLimitMiddleware
 from serve.mcp_server import build_mcp
 from serve.metrics import GatewayMetrics
-from serve.rest import ERRORS, create_router, request_tenant
+from serve.rest import ERRORS, create_router
 from serve.service import EncodeFn, MemoryService
 from serve.settings import GatewaySettings
 
@@ -86,25 +90,86 @@ def create_api(rt: GatewayRuntime) -> FastAPI:
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=rt.settings.max_body_bytes,
                        uploads=(image_upload(rt.settings.max_image_bytes), parse_upload()))
+    app.add_middleware(RateLimitMiddleware, rate=rt.settings.rate_limit_per_second,
+                       burst=rt.settings.rate_limit_burst)
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)
+    app.add_middleware(RequestContextMiddleware)
     return app
 
 
+HEALTH_TIMEOUT_S = 3.0  # per dependency check
+HEALTH_CACHE_S = 2.0  # probes cannot turn into load on Redis, S3, Ray or the encoder
+
+
+class DependencyReport:
+    """Each dependency's state ("ok", "timed out", "unavailable"), checked at most every
+    HEALTH_CACHE_S; details of a failure go to the log, never to the caller."""
+
+    def __init__(self, rt: GatewayRuntime) -> None:
+        self._rt = rt
+        self._at = -HEALTH_CACHE_S
+        self._checks: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+
+    async def checks(self, core) -> dict[str, str]:
+        async with self._lock:
+            if time.monotonic() - self._at >= HEALTH_CACHE_S:
+                self._checks = {**await core.cluster.health(HEALTH_TIMEOUT_S),
+                                "encoder": await self._encoder()}
+                self._at = time.monotonic()
+            return dict(self._checks)
+
+    async def _encoder(self) -> str:
+        names = self._rt.settings.encoders_to_preload()
+        if not names:
+            return "ok"  # nothing preloaded: encoders load on first use
+        try:
+            await asyncio.wait_for(self._rt.encode(names[0], "health check"), HEALTH_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return "timed out"
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            logger.warning("health: encoder %s failed: %r", names[0], exc)
+            return "unavailable"
+        return "ok"
+
+
 def _add_operational_routes(app: FastAPI, rt: GatewayRuntime) -> None:
-    @app.get("/healthz", tags=["ops"], summary="Liveness (no key needed)",
-             responses={500: ERRORS[500],
-                        503: {"description": 'Still starting: {"status": "starting"}'}})
+    report = DependencyReport(rt)
+
+    async def state(request: Request) -> tuple[str, dict[str, str]]:
+        core = getattr(request.app.state, "core", None)
+        if core is None or not getattr(request.app.state, "ready", False):
+            return "starting", {}
+        checks = await report.checks(core)
+        return ("ok" if all(v == "ok" for v in checks.values()) else "degraded"), checks
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness, with each dependency's state (no key needed)",
+             responses={500: ERRORS[500], 503: {"description": 'Still starting: {"status": "starting"}'}})
     async def healthz(request: Request) -> JSONResponse:
-        ready = bool(getattr(request.app.state, "ready", False))
-        return JSONResponse({"status": "ok" if ready else "starting"}, status_code=200 if ready else 503)
+        """200 while this gateway serves, "ok" or "degraded" (a dependency is down: see `checks`);
+        a liveness probe should not restart the gateway for a dependency's outage."""
+        status, checks = await state(request)
+        return JSONResponse({"status": status, "checks": checks},
+                            status_code=503 if status == "starting" else 200)
+
+    @app.get("/readyz", tags=["ops"], summary="Readiness: 200 only when every dependency answers",
+             responses={500: ERRORS[500],
+                        503: {"description": "Starting, or a dependency is down (see `checks`)"}})
+    async def readyz(request: Request) -> JSONResponse:
+        status, checks = await state(request)
+        return JSONResponse({"status": status, "checks": checks}, status_code=200 if status == "ok" else 503,
+                            headers=None if status == "ok" else {"Retry-After": "2"})
 
     async def metrics_guard(request: Request) -> None:
-        if not rt.settings.metrics_public:
-            await request_tenant(request, None)
+        request.app.state.auth.check_metrics(request.headers.get("authorization"),
+                                             request.client.host if request.client else None,
+                                             rt.settings.metrics_public)
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics",
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics (operator key: NMEM_METRICS_KEY)",
              dependencies=[Depends(metrics_guard)], response_class=Response,
-             responses={401: ERRORS[401], 500: ERRORS[500]})
+             responses={401: ERRORS[401], 403: {"model": ERRORS[401]["model"],
+                                                 "description": "A tenant key, or /metrics closed"},
+                        500: ERRORS[500]})
     async def metrics(request: Request) -> Response:
         core = getattr(request.app.state, "core", None)
         if core is not None:

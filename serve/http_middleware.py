@@ -1,14 +1,19 @@
-"""ASGI plumbing around the routes: body-size limit, metrics, and the one error envelope.
+"""ASGI plumbing around the routes: request ids and security headers, rate limit, body-size
+limit, metrics, and the one error envelope.
 
-Order, outermost first: MetricsMiddleware (sees every final status) -> BodyLimitMiddleware
-(refuses big bodies before anything parses them) -> CatchAllMiddleware (no exception leaves a
-request as anything but `{"error": {...}}`) -> FastAPI's own exception handlers -> routes.
+Order, outermost first: RequestContextMiddleware (a request id on every request and response,
+security headers) -> MetricsMiddleware (sees every final status) -> RateLimitMiddleware
+(serve/limits.py) -> BodyLimitMiddleware (refuses big bodies before anything parses them) ->
+CatchAllMiddleware (no exception leaves a request as anything but `{"error": {...}}`) ->
+FastAPI's own exception handlers -> routes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from errors import NeuralMemoryError
@@ -23,12 +29,68 @@ from serve.error_map import Problem, problem_for
 from serve.metrics import GatewayMetrics
 
 
-def problem_response(problem: Problem, details: list[dict] | None = None) -> JSONResponse:
+REQUEST_ID_HEADER = "x-request-id"
+_GOOD_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+# The dashboard (/ and /ui/) loads only its own scripts, styles and API: nothing inline.
+DASHBOARD_CSP = (b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                 b"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def request_id_of(scope: Scope) -> str | None:
+    """The request id RequestContextMiddleware put in the request's headers."""
+    for name, value in scope.get("headers", []):
+        if name == REQUEST_ID_HEADER.encode():
+            return value.decode("latin-1")
+    return None
+
+
+def problem_response(problem: Problem, details: list[dict] | None = None,
+                     scope: Scope | None = None) -> JSONResponse:
+    if scope is not None and problem.request_id is None:
+        problem = dataclasses.replace(problem, request_id=request_id_of(scope))
     body = problem.body()
     if details:
         body["error"]["details"] = details
-    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
-    return JSONResponse(body, status_code=problem.status, headers=headers)
+    return JSONResponse(body, status_code=problem.status, headers=problem.headers() or None)
+
+
+class RequestContextMiddleware:
+    """Every request gets an id (the caller's X-Request-Id if sane, else a new one), set in its
+    headers for everything downstream and echoed on the response, with security headers; the
+    dashboard's pages also get a Content-Security-Policy."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = request_id_of(scope)
+        adopted = given is not None and _GOOD_REQUEST_ID.fullmatch(given.encode()) is not None
+        rid = given.encode() if adopted else uuid.uuid4().hex.encode()
+        headers = [(k, v) for k, v in scope["headers"] if k != REQUEST_ID_HEADER.encode()]
+        scope = {**scope, "headers": [*headers, (REQUEST_ID_HEADER.encode(), rid)]}
+        path = scope.get("path", "")
+        # An id that came with the request (Serve's proxy sets one and echoes it itself) is not
+        # echoed twice; one made here is.
+        extra = [*SECURITY_HEADERS] + ([] if adopted else [(REQUEST_ID_HEADER.encode(), rid)])
+        if path == "/" or path.startswith("/ui/"):
+            extra.append((b"content-security-policy", DASHBOARD_CSP))
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                added = [(k, v) for k, v in extra if k not in names]
+                message = {**message, "headers": [*message.get("headers", []), *added]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 class BodyTooLarge(Exception):
@@ -70,30 +132,35 @@ class BodyLimitMiddleware:
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 if not value.isdigit() or int(value) > max_bytes:
-                    await problem_response(too_large)(scope, receive, send)
+                    await problem_response(too_large, scope=scope)(scope, receive, send)
                     return
         seen = 0
-        started = False
+        exceeded = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > max_bytes:
-                    raise BodyTooLarge
+                    # Raising here would be caught by the body parser and turned into 400
+                    # invalid_json; end the body instead and replace whatever answer follows.
+                    exceeded = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
+        async def guarded_send(message: Message) -> None:
+            if exceeded:
+                raise BodyTooLarge
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
-            if not started:
-                await problem_response(too_large)(scope, receive, send)
+            await problem_response(too_large, scope=scope)(scope, receive, send)
+            return
+        if exceeded:  # the app read past the limit but answered nothing
+            await problem_response(too_large, scope=scope)(scope, receive, send)
 
 
 class CatchAllMiddleware:
@@ -117,7 +184,7 @@ class CatchAllMiddleware:
         except Exception as exc:
             if started or scope["type"] != "http":
                 raise
-            await problem_response(problem_for(exc))(scope, receive, send)
+            await problem_response(problem_for(exc, request_id_of(scope)))(scope, receive, send)
 
 
 class MetricsMiddleware:
@@ -182,11 +249,21 @@ def validation_problem(errors: list[dict[str, Any]]) -> tuple[Problem, list[dict
     return Problem(422, "invalid_input", message), details
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this path (Starlette's own Allow names only one route's)."""
+    return [method for method in _METHODS
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL
+                   for route in request.app.router.routes)]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         problem, details = validation_problem(list(exc.errors()))
-        return problem_response(problem, details)
+        return problem_response(problem, details, request.scope)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -194,14 +271,18 @@ def install_error_handlers(app: FastAPI) -> None:
         message = str(exc.detail)
         if exc.status_code == 400 and "pars" in message.lower():  # FastAPI's body parse failure
             return problem_response(Problem(400, "invalid_json", f"request body is not valid JSON "
-                                            f"(or nested too deeply): {message}"))
+                                            f"(or nested too deeply): {message}"), scope=request.scope)
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}; see /docs"
-        elif exc.status_code == 405:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}; see /docs"
-        return problem_response(Problem(exc.status_code, codes.get(exc.status_code, "http_error"),
-                                        message))
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        response = problem_response(Problem(exc.status_code, codes.get(exc.status_code, "http_error"),
+                                            message), scope=request.scope)
+        response.headers.update(headers)
+        return response
 
     @app.exception_handler(NeuralMemoryError)
-    async def on_ours(_: Request, exc: NeuralMemoryError) -> JSONResponse:
-        return problem_response(problem_for(exc))
+    async def on_ours(request: Request, exc: NeuralMemoryError) -> JSONResponse:
+        return problem_response(problem_for(exc, request_id_of(request.scope)))

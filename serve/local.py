@@ -4,20 +4,25 @@ The settings are read once (NMEM_* plus the command's flags, `serve.app.read_set
 NMEM_REDIS_URL, this process starts the embedded Valkey (AOF in <data-dir>/valkey) through the
 control plane's `start_storage` and hands its URL to every replica, so gateway replicas and
 memory actors share one metadata store and never race to start their own. Checkpoints go to
-<data-dir>/checkpoints unless NMEM_S3_ENDPOINT is set. On Ctrl-C / SIGTERM the Serve app is
-shut down first (the gateway's lifespan closes the cluster), then Ray, then Valkey.
+<data-dir>/checkpoints unless NMEM_S3_ENDPOINT is set; this process also restarts that Valkey
+if it dies. A local Ray is started with its node address on loopback. On Ctrl-C / SIGTERM every
+live memory writes a checkpoint first (at most SHUTDOWN_CHECKPOINT_S), then the Serve app is
+shut down (the gateway's lifespan closes the cluster), then Ray, then Valkey.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 APP_NAME = "neural-memory"
+SHUTDOWN_CHECKPOINT_S = 30.0  # a graceful stop saves live memories for at most this long
 
 
 @dataclass
@@ -68,8 +73,12 @@ def run_server(opts: ServeOptions) -> int:
 
     cluster_settings, storage = start_storage(settings.cluster)
     try:
+        # A Ray of our own is reached only from this machine: its node address is loopback.
+        local = {"_node_ip_address": "127.0.0.1"} if not cluster_settings.ray_address else {}
         ray.init(address=cluster_settings.ray_address or "local", include_dashboard=False,
-                 logging_level="WARNING", log_to_driver=False)
+                 logging_level="WARNING", log_to_driver=False, **local)
+        if local:
+            _private_ray_token()
         serve.start(http_options={"host": gateway.host, "port": gateway.port})
         app = build_application(AppSettings(gateway=gateway, cluster=cluster_settings))
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
@@ -82,15 +91,46 @@ def run_server(opts: ServeOptions) -> int:
         print("neural-memory: shutting down", file=sys.stderr, flush=True)
         return 0
     finally:
-        _shutdown(storage)
+        _shutdown(storage, cluster_settings.namespace)
 
 
-def _shutdown(storage: Any) -> None:
+def _private_ray_token() -> None:
+    """Ray 2.60 cannot bind its gRPC ports to loopback (GCS, raylet and workers listen on every
+    interface), but it refuses callers without its cluster token: keep that token this user's."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        print("neural-memory: WARNING: RAY_AUTH_MODE=disabled: Ray's ports take commands from "
+              "anyone who can reach this machine", file=sys.stderr, flush=True)
+    token = Path.home() / ".ray" / "auth_token"
+    try:
+        if token.exists() and token.stat().st_mode & 0o077:
+            token.chmod(0o600)
+    except OSError as exc:
+        print(f"neural-memory: could not make {token} private: {exc}", file=sys.stderr, flush=True)
+
+
+def _checkpoint_live(namespace: str) -> None:
+    """Save every live memory before anything stops (the WAL holds every write regardless)."""
+    from cluster import checkpoint_live_memories
+
+    began = time.monotonic()
+    try:
+        saved = checkpoint_live_memories(namespace, SHUTDOWN_CHECKPOINT_S)
+    except Exception as exc:  # noqa: BLE001 - stopping must go on; nothing acknowledged is lost
+        print(f"neural-memory: could not checkpoint live memories ({exc!r}); their write-ahead logs "
+              "hold every write", file=sys.stderr, flush=True)
+        return
+    failed = f", {len(saved['failed'])} failed (their logs hold every write)" if saved["failed"] else ""
+    print(f"neural-memory: checkpointed {saved['saved']} live memories in "
+          f"{time.monotonic() - began:.1f} s{failed}", file=sys.stderr, flush=True)
+
+
+def _shutdown(storage: Any, namespace: str) -> None:
     import ray
     from ray import serve
 
     try:
         if ray.is_initialized():
+            _checkpoint_live(namespace)
             serve.shutdown()
     finally:
         try:

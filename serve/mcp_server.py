@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from errors import NeuralMemoryError
 from serve.auth import Authenticator
 from serve.error_map import problem_for
-from serve.http_middleware import problem_response
+from serve.http_middleware import problem_response, request_id_of
 from serve.mcp_tools import ContractMCPServer, register_tools
 from serve.metrics import GatewayMetrics
 from serve.service import MemoryService, TenantService
@@ -56,7 +56,7 @@ class McpAuthGate:
                 self.auth.check_client(client[0] if client else None)
                 self.auth.tenant_for(headers.get("authorization"))
             except NeuralMemoryError as exc:
-                await problem_response(problem_for(exc))(scope, receive, send)
+                await problem_response(problem_for(exc, request_id_of(scope)))(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -108,6 +108,14 @@ def _tool(server: MCPServer, annotations: ToolAnnotations) -> Callable[[Callable
 Op = Callable[[MemoryBackend, str], Awaitable[dict]]
 
 
+def _request_id(ctx: Context) -> str | None:
+    """The id the gateway gave this HTTP request (serve.http_middleware), if any."""
+    try:
+        return (ctx.headers or {}).get("x-request-id")
+    except ValueError:  # no request context (called outside a request)
+        return None
+
+
 class _Dispatcher:
     """Runs one tool call: backend lookup, default-memory creation, error translation."""
 
@@ -132,8 +140,9 @@ class _Dispatcher:
             out = model.model_validate(result)
         except Exception as exc:  # every failure becomes a tool error the model can act on
             self._count(tool, "error")
-            problem = problem_for(exc)
-            raise ToolError(f"{problem.code}: {problem.message}") from exc
+            problem = problem_for(exc, _request_id(ctx))
+            where = f" (request id {problem.request_id})" if problem.status >= 500 else ""
+            raise ToolError(f"{problem.code}: {problem.message}{where}") from exc
         self._count(tool, "ok")
         return out
 

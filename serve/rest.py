@@ -28,9 +28,10 @@ ERRORS = {
         (404, "No such memory or checkpoint"),
         (409, "Name or tag already taken"),
         (413, "Request body too large"),
-        (422, "Request failed validation (field paths in details)"),
-        (500, "Internal error (the server log has the details)"),
-        (503, "A backing service is unavailable; retry"),
+        (422, "Request failed validation (field paths in details), or a stored checkpoint is unusable"),
+        (429, "A rate limit or quota was reached (the message names it); see Retry-After"),
+        (500, "Internal error (the server log has the details under the request id)"),
+        (503, "A backing service is unavailable; retry after Retry-After seconds"),
     ]
 }
 

@@ -349,6 +349,9 @@ class ErrorBody(BaseModel):
     code: str = Field(description="Stable machine-readable code, e.g. memory_not_found.")
     message: str = Field(description="What went wrong and what to do about it.")
     details: list[dict[str, Any]] | None = Field(None, description="Per-field problems.")
+    request_id: str | None = Field(
+        None, description="Id of this request (also the X-Request-Id header): the server log "
+                          "holds the details of a 5xx under it.")
 
 
 class ErrorResponse(BaseModel):

@@ -58,7 +58,21 @@ class GatewaySettings(BaseSettings):
         description="Largest memory image accepted by PUT /v1/memories/{name}/image (413 above it).",
     )
     metrics_public: bool = Field(
-        False, description="Serve /metrics without an API key (for an in-cluster scraper)."
+        False, description="Serve /metrics without any key (for an in-cluster scraper)."
+    )
+    metrics_key: str | None = Field(
+        None, min_length=16, repr=False,
+        description="Operator key for /metrics (Authorization: Bearer <key>). The metrics are "
+                    "server-wide, so tenant keys are refused; with auth on and neither this nor "
+                    "NMEM_METRICS_PUBLIC, /metrics is closed.",
+    )
+    rate_limit_per_second: float = Field(
+        50.0, ge=0,
+        description="Requests per second one API key may make to /v1 and /mcp, on average, per "
+                    "gateway replica (429 with Retry-After above it). 0 turns the limit off.",
+    )
+    rate_limit_burst: int = Field(
+        200, ge=1, description="Requests one API key may make at once before the rate applies."
     )
     encoder_cache_seconds: float = Field(
         60.0, ge=0, description="How long the gateway trusts a cached memory -> encoder lookup."
@@ -96,6 +110,7 @@ class GatewaySettings(BaseSettings):
 
     # NMEM_API_KEYS_FILE= (set but empty) means "not set", not the current directory.
     _blank_is_unset = field_validator("api_keys", "api_keys_file", "ui_dir", "encoder_cache_dir",
+                                      "metrics_key",
                                       mode="before")(
         contract.blank_as_unset)
 
@@ -117,7 +132,7 @@ class GatewaySettings(BaseSettings):
 
 SETTINGS_TABLE_START = "<!-- settings-table:start (generated: python -m serve.settings) -->"
 SETTINGS_TABLE_END = "<!-- settings-table:end -->"
-_SECRET_FIELDS = {"api_keys", "s3_secret_key"}
+_SECRET_FIELDS = {"api_keys", "s3_secret_key", "metrics_key"}
 
 
 def _shown_default(name: str, field) -> str:

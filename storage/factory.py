@@ -9,17 +9,22 @@ Pickling a Storage does exactly that.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+
+from errors import CheckpointError
 
 from storage.cas import ContentStore
 from storage.checkpoints import CheckpointStore
-from storage.embedded import EmbeddedValkey
+from storage.embedded import EmbeddedValkey, private_dir
 from storage.local import LocalCheckpointStore
 from storage.metadata import MetadataStore
 from storage.s3 import S3CheckpointStore
 from storage.settings import StorageSettings
 
 __all__ = ["Storage", "open_storage"]
+
+_PROBE_KEY = "nmem-health-probe"  # never written: checking for it only proves S3 answers
 
 
 @dataclass
@@ -41,6 +46,16 @@ class Storage:
     def redis_url(self) -> str:
         """URL of the metadata server (the embedded one's, once started)."""
         return str(self.settings.redis_url)  # open_storage always fills it in
+
+    def check_checkpoints(self) -> None:
+        """Raise CheckpointError unless the checkpoint store can be used (readiness probes)."""
+        store = self.checkpoints
+        if isinstance(store, LocalCheckpointStore):
+            root = store.root if store.root.exists() else store.root.parent
+            if not os.access(root, os.W_OK | os.X_OK):
+                raise CheckpointError(f"local checkpoint store {store.root} is not writable")
+        else:
+            store.exists(_PROBE_KEY)  # a HEAD: answers False, or raises when S3 is down
 
     def close(self) -> None:
         """Close connections; stop the embedded Valkey if this Storage started it."""
@@ -77,6 +92,8 @@ def open_storage(settings: StorageSettings | None = None) -> Storage:
     settings = settings if settings is not None else StorageSettings()
     data_dir = settings.data_dir.expanduser().resolve()
     settings = settings.model_copy(update={"data_dir": data_dir})
+    if settings.redis_url is None or settings.s3_endpoint is None:
+        private_dir(data_dir)  # holds every tenant's data: 0700
     embedded = None
     if settings.redis_url is None:
         embedded = EmbeddedValkey(settings.valkey_dir)

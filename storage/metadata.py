@@ -154,12 +154,16 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin):
     def list_memories(self, tenant: str | None = None) -> list[dict]:
         """Every registry record, sorted by name; only `tenant`'s when given. Reads the whole
         registry: for tools and tests; listings for callers page with `list_page`."""
-        match = None if tenant is None else f"{tenant}/*"
-        if tenant is not None and any(c in tenant for c in "*?[]\\/"):
-            raise InvalidInput(f"tenant {tenant!r} must not contain '/', '\\\\' or glob characters")
+        match = None if tenant is None else _tenant_match(tenant)
         with redis_errors(self.where):
             items = list(self._client.hscan_iter(self.keys.registry(), match=match, count=500))
         return [loads_json(raw) for _name, raw in sorted(items)]
+
+    def count_memories(self, tenant: str) -> int:
+        """How many memories `tenant` has (for its quota): the size of its name set, O(1)."""
+        _tenant_match(tenant)
+        with redis_errors(self.where):
+            return int(self._client.zcard(self.keys.names(tenant)))
 
     def delete_memory(self, name: str) -> None:
         """Remove the registry entry, stats, checkpoint index, WAL and history."""
@@ -268,6 +272,13 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin):
             raise InvalidInput(f"history limit must be an int >= 1, got {limit!r}")
         (items,) = self._registered_read(name, lambda p: p.lrange(self.keys.history(name), -limit, -1))
         return [loads_json(raw) for raw in items]
+
+
+def _tenant_match(tenant: str) -> str:
+    """The HSCAN pattern of one tenant's registry entries."""
+    if any(c in tenant for c in "*?[]\\/"):
+        raise InvalidInput(f"tenant {tenant!r} must not contain '/', '\\\\' or glob characters")
+    return f"{tenant}/*"
 
 
 def _cut(text: Any) -> Any:

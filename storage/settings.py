@@ -12,6 +12,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
+
+from storage.translate import redacted_url
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import contract
@@ -29,7 +31,7 @@ class StorageSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NMEM_", extra="ignore")
 
     redis_url: str | None = Field(
-        None,
+        None, repr=False,  # may carry a password
         description="Redis/Valkey for metadata, stats and write-ahead logs (redis://host:6379/0). "
                     "Unset: an embedded Valkey in data_dir/valkey."
     )
@@ -91,7 +93,7 @@ class StorageSettings(BaseSettings):
     def _check_redis_url(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in _REDIS_SCHEMES:
             raise ValueError(
-                f"NMEM_REDIS_URL must look like redis://host:6379/0 (got {value!r}); "
+                f"NMEM_REDIS_URL must look like redis://host:6379/0 (got {redacted_url(value)!r}); "
                 "leave it unset to use the embedded Valkey"
             )
         return value

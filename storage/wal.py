@@ -70,10 +70,28 @@ class WalMixin:
             for entry_id, fields in page
             if int(fields[b"step"]) <= step
         ]
+        return self._wal_delete(name, doomed)
+
+    def wal_drop(self, name: str, *, after_step: int, request_id: str | None = None) -> int:
+        """Delete the entries whose step is greater than `after_step` (only those carrying
+        `request_id`, if given): writes that were logged but never applied, so never
+        acknowledged. Returns how many went."""
+        self._registered_read(name)  # type: ignore[attr-defined]
+        doomed = []
+        for page in self._wal_pages(name):
+            for entry_id, fields in page:
+                if int(fields[b"step"]) <= after_step:
+                    continue
+                if request_id is None or decode_wal_entry(fields).get("options", {}).get(
+                        "request_id") == request_id:
+                    doomed.append(entry_id)
+        return self._wal_delete(name, doomed)
+
+    def _wal_delete(self, name: str, entry_ids: list[bytes]) -> int:
         deleted = 0
-        for i in range(0, len(doomed), self.wal_page):
+        for i in range(0, len(entry_ids), self.wal_page):
             with redis_errors(self.where):
-                deleted += self._client.xdel(self.keys.wal(name), *doomed[i : i + self.wal_page])
+                deleted += self._client.xdel(self.keys.wal(name), *entry_ids[i : i + self.wal_page])
         return deleted
 
     def wal_length(self, name: str) -> int:

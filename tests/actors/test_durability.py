@@ -54,27 +54,46 @@ def test_replay_rebuilds_the_same_state_and_skips_refused_entries(local_storage)
     assert "r1" in rec.results and "r2" in rec.results and "bad" not in rec.results
 
 
-def test_fallback_to_older_checkpoint_and_refusal_when_none_loads(local_storage):
+def _two_autos(storage):
+    """Auto-checkpoints at step 0 and 1 with the write between them in the WAL."""
     from memory import MemoryConfig, NeuralMemory
 
-    config = MemoryConfig.from_dict(register(local_storage, Q))
-    ckpts = Checkpoints(local_storage, Q)
+    config = MemoryConfig.from_dict(register(storage, Q))
+    ckpts = Checkpoints(storage, Q)
     memory = NeuralMemory(config)
     first = ckpts.save_auto(to_parts(memory), step=0, weight_hash=memory.weight_hash)
     vectors = encode(["kept by the wal"])
-    local_storage.metadata.wal_append(Q, make_entry(1, vectors, ["kept by the wal"], None, None, "r1"))
+    storage.metadata.wal_append(Q, make_entry(1, vectors, ["kept by the wal"], None, None, "r1"))
     memory.observe_vectors(vectors, ["kept by the wal"])
     second = ckpts.save_auto(to_parts(memory), step=1, weight_hash=memory.weight_hash)
     assert second["tag"] > first["tag"]
+    return config, memory, first, second
 
-    path = local_storage.settings.checkpoint_dir / second["object_key"]
-    path.write_bytes(path.read_bytes()[:-10])  # truncated
+
+def _damage(storage, info, how: str = "truncate") -> None:
+    path = storage.settings.checkpoint_dir / info["object_key"]
+    path.write_bytes(path.read_bytes()[:-10] if how == "truncate" else b"garbage")
+
+
+def test_fallback_to_older_checkpoint_then_to_genesis_when_the_log_reaches_back(local_storage):
+    config, memory, first, second = _two_autos(local_storage)
+    _damage(local_storage, second)
     rec = recover(local_storage, Q, config, remember=10)
-    assert rec.checkpoint_step == 0 and rec.replayed == 1 and rec.memory.weight_hash == memory.weight_hash
+    assert rec.checkpoint_step == 0 and rec.replayed == 1 and rec.fell_back
+    assert rec.memory.weight_hash == memory.weight_hash
 
-    first_path = local_storage.settings.checkpoint_dir / first["object_key"]
-    first_path.write_bytes(b"garbage")
-    with pytest.raises(CheckpointCorrupt, match="no auto-checkpoint"):
+    _damage(local_storage, first, "garbage")  # no checkpoint loads, but the log starts at step 1
+    rec = recover(local_storage, Q, config, remember=10)
+    assert rec.checkpoint_step is None and rec.replayed == 1 and rec.fell_back
+    assert rec.memory.weight_hash == memory.weight_hash
+
+
+def test_genesis_is_refused_when_the_log_was_trimmed(local_storage):
+    config, _, first, second = _two_autos(local_storage)
+    _damage(local_storage, first)
+    _damage(local_storage, second)
+    local_storage.metadata.wal_trim_through(Q, 1)
+    with pytest.raises(CheckpointCorrupt, match="cannot be rebuilt"):
         recover(local_storage, Q, config, remember=10)
 
 
@@ -121,3 +140,53 @@ def test_checkpoints_share_bytes_and_old_single_blob_checkpoints_still_load(loca
         "weight_hash": expected["weight_hash"]})
     rec = recover(local_storage, "acme/old", config, remember=1)
     assert rec.checkpoint_step == expected["step"] and rec.memory.weight_hash == expected["weight_hash"]
+
+
+def test_genesis_is_refused_when_it_would_not_reproduce_the_checkpoints(local_storage):
+    """A step-0 checkpoint that is not the config's genesis (consolidated, imported, forked):
+    replaying the log on a fresh memory would give other weights, so recovery refuses."""
+    from memory import NeuralMemory
+
+    config, memory, first, second = _two_autos(local_storage)
+    _damage(local_storage, second)
+    local_storage.metadata.delete_checkpoint(Q, first["tag"])
+    other = NeuralMemory(config)
+    other.observe_vectors(encode(["something else"]), ["something else"])
+    other.step = 0  # a different state recorded at step 0
+    Checkpoints(local_storage, Q).save_auto(to_parts(other), step=0, weight_hash=other.weight_hash)
+    local_storage.metadata.delete_checkpoint(Q, second["tag"])  # order: the step-0 one newest
+    bad = Checkpoints(local_storage, Q).save_auto(to_parts(memory), step=1, weight_hash=memory.weight_hash)
+    _damage(local_storage, bad)
+    _damage(local_storage, Checkpoints(local_storage, Q).autos()[0])
+    with pytest.raises(CheckpointCorrupt, match="cannot be rebuilt"):
+        recover(local_storage, Q, config, remember=10)
+
+
+def test_an_entry_that_fails_on_replay_is_dropped_and_the_rebuild_starts_over(local_storage, monkeypatch):
+    """A logged write that raises half-way (after touching the weights) on replay: the rebuild
+    starts again without it, and the log loses it, so no later replay meets it."""
+    from memory import MemoryConfig, NeuralMemory
+
+    config = MemoryConfig.from_dict(register(local_storage, Q))
+    texts = ["first fact", "poison", "third fact"]
+    vectors = encode(texts)
+    for step, (i, rid) in enumerate([(0, "r1"), (1, "r2"), (2, "r3")], start=1):
+        local_storage.metadata.wal_append(Q, make_entry(step if i < 2 else 2, vectors[i:i + 1],
+                                                        [texts[i]], None, None, rid))
+    real = NeuralMemory.observe_vectors
+
+    def touch_then_fail(self, vecs, txts, **kwargs):
+        result = real(self, vecs, txts, **kwargs)
+        if txts == ["poison"]:
+            raise ZeroDivisionError("half applied")
+        return result
+
+    monkeypatch.setattr(NeuralMemory, "observe_vectors", touch_then_fail)
+    rec = recover(local_storage, Q, config, remember=10)
+    monkeypatch.undo()
+    reference = NeuralMemory(config)
+    reference.observe_vectors(vectors[:1], texts[:1])
+    reference.observe_vectors(vectors[2:], texts[2:])
+    assert rec.memory.step == 2 and rec.memory.weight_hash == reference.weight_hash
+    assert [e["texts"] for e in local_storage.metadata.wal_read_after(Q, 0)] == [["first fact"], ["third fact"]]
+    assert "r2" not in rec.results and "r3" in rec.results

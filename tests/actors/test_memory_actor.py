@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from actors import MemoryActor
-from errors import CheckpointConflict, CheckpointNotFound, InvalidInput, MemoryNotFound, Unavailable
+from errors import (CheckpointConflict, CheckpointNotFound, InvalidInput, MemoryNotFound, MetadataError,
+                    Unavailable)
 from tests.actors.conftest import register
-from tests.cluster.helpers import encode, wait_until
+from tests.cluster.helpers import encode, reference_hash, wait_until
 
 Q = "acme/notes"
 
@@ -225,6 +226,72 @@ def test_released_actor_serves_the_next_memory_like_a_fresh_one(local_storage, m
 
     again = make_actor(local_storage, "acme/a")  # A was hibernated with its WAL tail: nothing lost
     assert again.stats()["weight_hash"] == a_hash and again.stats()["total_observations"] == 5
+
+
+def _fail_once(monkeypatch, *, after_applying: bool) -> None:
+    """The next NeuralMemory.observe_vectors raises, having touched the weights or not."""
+    from memory import NeuralMemory
+
+    real = NeuralMemory.observe_vectors
+
+    def failing(self, *args, **kwargs):
+        monkeypatch.setattr(NeuralMemory, "observe_vectors", real)
+        if after_applying:
+            real(self, *args, **kwargs)
+        raise ZeroDivisionError("the write could not be applied")
+
+    monkeypatch.setattr(NeuralMemory, "observe_vectors", failing)
+
+
+@pytest.mark.parametrize("after_applying", [False, True], ids=["before-weights", "half-applied"])
+def test_a_write_that_fails_to_apply_is_never_acknowledged_nor_replayed(local_storage, make_actor,
+                                                                        monkeypatch, after_applying):
+    actor = make_actor(local_storage, Q)
+    vectors = encode(["one", "two", "three"])
+    actor.observe("r1", vectors[:1], ["one"])
+    before = actor.stats()
+    _fail_once(monkeypatch, after_applying=after_applying)
+    with pytest.raises(ZeroDivisionError):
+        actor.observe("r2", vectors[1:2], ["two"])
+    after = actor.stats()
+    assert (after["step"], after["weight_hash"]) == (before["step"], before["weight_hash"]) == (1, before["weight_hash"])
+    assert wal_steps(local_storage) == [1]  # the failed write left the log
+    third = actor.observe("r3", vectors[2:], ["three"])
+    assert third["step"] == 2 and wal_steps(local_storage) == [1, 2]
+
+    restarted = make_actor(local_storage, Q)  # a new process: checkpoint + log replay
+    assert restarted.stats()["weight_hash"] == third["weight_hash"]
+    reference = reference_hash(["one", "three"], vectors[[0, 2]])
+    assert third["weight_hash"] == reference
+
+
+def test_a_write_whose_log_append_answer_was_lost_is_dropped_before_the_next(local_storage, make_actor,
+                                                                              monkeypatch):
+    """The append reached Redis but its reply did not (server killed): unacknowledged, so the
+    entry goes before the next write is logged, and a replay never applies it."""
+    actor = make_actor(local_storage, Q)
+    vectors = encode(["one", "two", "three"])
+    actor.observe("r1", vectors[:1], ["one"])
+    meta = actor._storage.metadata
+    real_append, real_drop = meta.wal_append, meta.wal_drop
+
+    def append_then_lose_reply(name, entry):
+        real_append(name, entry)
+        raise MetadataError("Redis/Valkey did not answer in time")
+
+    def drop_while_down(*args, **kwargs):
+        raise MetadataError("Redis/Valkey is unreachable")
+
+    monkeypatch.setattr(meta, "wal_append", append_then_lose_reply)
+    monkeypatch.setattr(meta, "wal_drop", drop_while_down)
+    with pytest.raises(MetadataError):
+        actor.observe("r2", vectors[1:2], ["two"])
+    assert wal_steps(local_storage) == [1, 2]  # still there: the drop failed too
+    monkeypatch.setattr(meta, "wal_append", real_append)
+    monkeypatch.setattr(meta, "wal_drop", real_drop)
+    third = actor.observe("r3", vectors[2:], ["three"])
+    assert third["step"] == 2 and [e["texts"] for e in local_storage.metadata.wal_read_after(Q, 0)] == [["one"], ["three"]]
+    assert make_actor(local_storage, Q).stats()["weight_hash"] == third["weight_hash"]
 
 
 def test_history_unwritten_by_a_killed_actor_is_rebuilt_from_the_wal(local_storage, make_actor):

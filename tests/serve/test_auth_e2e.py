@@ -7,7 +7,7 @@ import pytest
 from tests.serve.helpers import error_of, ok
 
 # Open by design: liveness, the API's own documentation, and the dashboard's static files.
-PUBLIC = {"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/"}
+PUBLIC = {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/"}
 
 
 def _protected_routes(anon) -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 import contract as C
 import errors as E
 from serve import schemas as S
-from serve.error_map import STATUS_TABLE, error_from_body, problem_for
+from serve.error_map import PUBLIC_MESSAGES, STATUS_TABLE, error_from_body, problem_for
 from serve.http_middleware import validation_problem
 
 
@@ -60,7 +60,9 @@ def test_every_error_class_has_a_deliberate_status(name):
     cls = getattr(E, name)
     problem = problem_for(_instance(cls))
     assert 400 <= problem.status < 600
-    assert problem.message == "boom"
+    # A storage failure is told in fixed words (its own names servers or paths); others as raised.
+    fixed = next((words for c, words in PUBLIC_MESSAGES if isinstance(_instance(cls), c)), None)
+    assert problem.message == (fixed if problem.status >= 500 and fixed else "boom")
     # Not just the catch-all: some row other than the base class matched.
     matched = next(c for c, _ in STATUS_TABLE if isinstance(_instance(cls), c))
     assert matched is not E.NeuralMemoryError
@@ -76,14 +78,36 @@ def test_every_error_class_has_a_deliberate_status(name):
         (E.CheckpointConflict, 409, "checkpoint_conflict"),
         (E.AuthError, 401, "auth_error"),
         (E.Forbidden, 403, "forbidden"),
-        (E.MetadataError, 503, "metadata_error"),
         (E.Unavailable, 503, "unavailable"),
+        (E.CheckpointCorrupt, 422, "checkpoint_corrupt"),
+        (E.QuotaExceeded, 429, "quota_exceeded"),
+        (E.RateLimited, 429, "rate_limited"),
     ],
 )
 def test_status_and_code(cls, status, code):
     problem = problem_for(cls("x"))
     assert (problem.status, problem.code) == (status, code)
     assert problem.body() == {"error": {"code": code, "message": "x"}}
+
+
+def test_storage_failures_hide_addresses_and_carry_retry_after_and_the_request_id():
+    problem = problem_for(E.MetadataError("Redis/Valkey at redis://127.0.0.1:6379/0 is unreachable"), "rid-1")
+    assert (problem.status, problem.code) == (503, "metadata_error")
+    assert "127.0.0.1" not in problem.message and "redis://" not in problem.message
+    assert problem.body()["error"]["request_id"] == "rid-1"
+    assert problem.headers()["Retry-After"] == "2"
+    assert problem_for(E.QuotaExceeded("quota: at most 3", retry_after=60)).headers()["Retry-After"] == "60"
+
+
+@pytest.mark.parametrize("text", [
+    "checkpoint acme/x/v1-ab.ckpt in /var/lib/nmem/checkpoints is truncated",
+    "S3 at http://minio:9000 failed on acme/x/v1",
+    "node 10.1.2.3:6379 is gone",
+])
+def test_client_messages_never_hold_paths_or_addresses(text):
+    message = problem_for(E.InvalidInput(text)).message
+    assert "/var/lib" not in message and "minio:9000" not in message and "10.1.2.3" not in message
+    assert "acme/x/v1" in message or "node" in message  # tenant-relative names stay
 
 
 def test_foreign_errors_are_500_without_leaking_details():

@@ -127,7 +127,8 @@ def test_health_docs_metrics_and_dashboard(api, anon, gateway):
     root = anon.get("/")
     assert root.status_code == 200
 
-    metrics = api.get("/metrics")
+    assert api.get("/metrics").status_code == 401  # server-wide figures: not for a tenant's key
+    metrics = anon.get("/metrics", headers={"Authorization": f"Bearer {gateway.metrics_key}"})
     assert metrics.status_code == 200
     text = metrics.text
     assert "nmem_http_requests_total" in text and "nmem_live_actors" in text

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from errors import MetadataError
+from storage.embedded import _pid_alive
 from storage import EmbeddedValkey, LocalCheckpointStore, MetadataStore, S3CheckpointStore, open_storage
 from storage.settings import StorageSettings
 
@@ -57,8 +58,10 @@ def test_wal_survives_sigkill_of_the_server(tmp_path: Path) -> None:
 
 def test_second_server_on_same_directory_is_refused(tmp_path: Path) -> None:
     with EmbeddedValkey(tmp_path / "valkey") as first:
-        with pytest.raises(MetadataError, match=f"NMEM_REDIS_URL={first.url}"):
+        with pytest.raises(MetadataError, match="NMEM_REDIS_URL to the URL in") as refused:
             EmbeddedValkey(tmp_path / "valkey").start()
+        assert first.url.split("@")[0] not in str(refused.value)  # the password is never shown
+        assert (tmp_path / "valkey" / "valkey.url").read_text().strip() == first.url
         assert first.is_running()
     # Released on stop: the directory can be served again.
     with EmbeddedValkey(tmp_path / "valkey") as again:
@@ -144,3 +147,61 @@ def test_another_process_shares_the_embedded_server(embedded_storage_settings: S
         )
         assert storage.metadata.wal_read_after("acme/notes", 0)[0]["texts"] == ["from child"]
         assert storage.checkpoints.get("acme/notes/child.ckpt") == b"child state"
+
+
+def test_a_killed_server_is_restarted_on_the_same_url_with_every_write(tmp_path: Path) -> None:
+    """SIGKILL of the Valkey process (not of its owner): the owner's watchdog starts it again on
+    the same port and password, and the same client carries on by itself."""
+    import signal
+    import time
+
+    valkey = EmbeddedValkey(tmp_path / "valkey")
+    url = valkey.start()
+    store = MetadataStore(url)
+    try:
+        store.create_memory("acme/notes", {"config": {}})
+        _append_concurrently(store, "acme/notes", 200)
+        first_pid = valkey.pid
+        os.kill(first_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while _pid_alive(first_pid):  # SIGKILL lands asynchronously
+            time.sleep(0.01)
+        while True:  # writes fail (MetadataError) until the server is back, then succeed again
+            try:
+                store.wal_append("acme/notes", {"step": 201, "vectors": b"x", "texts": ["after"]})
+                break
+            except MetadataError:
+                assert time.monotonic() < deadline, "the embedded Valkey did not come back"
+                time.sleep(0.05)
+        while valkey.restarts == 0:  # the server answers a moment before the watchdog records it
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert valkey.url == url and valkey.pid != first_pid and valkey.restarts == 1
+        assert sorted(e["step"] for e in store.wal_read_after("acme/notes", 0)) == list(range(1, 202))
+    finally:
+        store.close()
+        valkey.stop()
+
+
+def test_data_is_private_and_the_server_wants_the_password(tmp_path: Path) -> None:
+    import redis
+
+    valkey = EmbeddedValkey(tmp_path / "valkey")
+    url = valkey.start()
+    try:
+        MetadataStore(url).create_memory("acme/notes", {"config": {}})
+        port = valkey.url.rsplit(":", 1)[1].split("/")[0]
+        anonymous = redis.Redis(host="127.0.0.1", port=int(port))
+        with pytest.raises(redis.RedisError):
+            anonymous.hgetall("nmem:registry")
+        assert anonymous.ping()  # liveness probes need no password
+        assert (tmp_path / "valkey").stat().st_mode & 0o777 == 0o700
+        files = [p for p in (tmp_path / "valkey").rglob("*") if p.is_file()]
+        assert any(p.name.endswith(".aof") for p in files)
+        assert {oct(p.stat().st_mode & 0o777) for p in files} == {"0o600"}, files
+        assert valkey.url.split("@")[0].split(":")[-1] not in (tmp_path / "valkey" / "users.acl").read_text()
+        assert "***" in repr(valkey) and url not in repr(valkey)
+    finally:
+        valkey.stop()
+    with EmbeddedValkey(tmp_path / "valkey") as again:  # same port and password next time
+        assert again.url == url

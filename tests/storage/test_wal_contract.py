@@ -120,3 +120,12 @@ def test_sixteen_threads_lose_nothing_and_order_is_total(wal_store: MetadataStor
     ids = [entry_id.decode() for entry_id, _ in stream]
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
     assert sorted(ids) == sorted(i for ids_w in returned.values() for i in ids_w)
+
+
+def test_drop_removes_unapplied_entries_after_a_step(wal_store: MetadataStore) -> None:
+    for step, rid in [(1, "a"), (2, "b"), (3, "c"), (3, "d")]:
+        wal_store.wal_append("acme/notes", _entry(step, options={"request_id": rid}))
+    assert wal_store.wal_drop("acme/notes", after_step=2, request_id="c") == 1
+    assert [e["options"]["request_id"] for e in wal_store.wal_read_after("acme/notes", 0)] == ["a", "b", "d"]
+    assert wal_store.wal_drop("acme/notes", after_step=1) == 2
+    assert [e["options"]["request_id"] for e in wal_store.wal_read_after("acme/notes", 0)] == ["a"]

@@ -1,0 +1,88 @@
+"""Every MemoryConfig field is bounded, and every value inside the bounds keeps the maths finite.
+
+A config is the one thing a caller hands the model that lives as long as the memory: a value
+that divides by zero or overflows on the 2nd observe would poison every later call (and the
+write-ahead log's replay). So: each numeric field has a range in `config.BOUNDS`, values just
+outside are refused naming the field, and a memory built at either end of each range learns,
+consolidates and answers with finite numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from errors import InvalidInput
+from memory import MemoryConfig, NeuralMemory
+from memory.config import BOUNDS, STRING_FIELDS
+
+# Small and fast; each case overrides one field.
+BASE = {"encoder": "hash", "memory_width": 32, "value_dim": 16, "pattern_slots": 64,
+        "replay_items": 64, "chunk_size": 8}
+# Fields whose extremes only cost memory or time (the joint cost limits cover them), not
+# numerical safety; building them at their maximum would allocate gigabytes.
+SIZE_FIELDS = {"dim", "memory_depth", "memory_width", "value_dim", "pattern_slots",
+               "exemplars_per_slot", "replay_items", "replay_passes"}
+
+
+def test_every_field_is_bounded():
+    fields = {f.name for f in dataclasses.fields(MemoryConfig)}
+    assert fields - set(BOUNDS) - set(STRING_FIELDS) == set(), "add the new field to config.BOUNDS"
+
+
+def _extremes():
+    for name, bound in BOUNDS.items():
+        if name in SIZE_FIELDS:
+            continue
+        low = bound.low + (1e-6 if bound.low_open else 0)
+        for value in (low, bound.high):
+            yield pytest.param(name, int(value) if bound.kind is int else float(value),
+                               id=f"{name}={value:g}")
+
+
+@pytest.mark.parametrize(("name", "value"), list(_extremes()))
+def test_values_at_the_bounds_keep_the_maths_finite(name, value):
+    memory = NeuralMemory(MemoryConfig.from_dict({**BASE, name: value}))
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(40, 384)).astype(np.float32)
+    vectors[20:] = vectors[:20] + 0.01 * vectors[20:]  # near-duplicates: reinforce and merge
+    for start in (0, 20, 30):  # a batch, then single-chunk and cross-chunk writes
+        result = memory.observe_vectors(vectors[start:start + 10], [f"t{i}" for i in range(10)])
+        assert all(math.isfinite(s) for s in result["surprises"]), result
+        assert math.isfinite(result["weight_delta"])
+    memory.consolidate()
+    memory.observe_vectors(vectors[:1], ["after consolidation"])
+    assert all(bool(np.isfinite(p.numpy()).all()) for p in memory.net.params)
+    assert math.isfinite(memory.surprise_vector(vectors[5], "probe")["score"])
+    answer = memory.infer_vector(vectors[5], top_k=3)
+    assert math.isfinite(answer["confidence"])
+
+
+def _outside():
+    for name, bound in BOUNDS.items():
+        below = bound.low if bound.low_open else bound.low - 1
+        yield pytest.param(name, below, id=f"{name}-below")
+        yield pytest.param(name, bound.high * 2 + 1, id=f"{name}-above")
+        yield pytest.param(name, float("nan"), id=f"{name}-nan")
+        yield pytest.param(name, True, id=f"{name}-bool")
+        if bound.kind is int:
+            yield pytest.param(name, 1.5, id=f"{name}-fraction")
+
+
+@pytest.mark.parametrize(("name", "value"), list(_outside()))
+def test_values_outside_the_bounds_are_refused_naming_the_field(name, value):
+    with pytest.raises(InvalidInput, match=rf"invalid memory config: .*\b{name} must be"):
+        MemoryConfig.from_dict({**BASE, name: value})
+
+
+@pytest.mark.parametrize(("config", "what"), [
+    ({"replay_items": 8192, "replay_passes": 2}, "replay_items x replay_passes"),
+    ({"pattern_slots": 65536, "exemplars_per_slot": 8}, "pattern_slots x exemplars_per_slot"),
+    ({"memory_width": 16384, "memory_depth": 8}, "memory too large"),
+])
+def test_joint_cost_limits(config, what):
+    with pytest.raises(InvalidInput, match=what):
+        MemoryConfig.from_dict(config)

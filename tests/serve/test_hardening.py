@@ -1,0 +1,128 @@
+"""Hardening of the gateway over real HTTP: bad memory configs refused at create naming the field,
+request ids, security headers and the dashboard's CSP, body limits on chunked bodies, 405 with
+Allow, readiness, and the per-key rate limit (in process: a tiny app behind the same middleware).
+"""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+import pytest
+
+from tests.serve.helpers import error_of, ok
+
+# (config, the field the error must name): the values an outside tester used to poison a
+# memory, plus each kind of type confusion.
+BAD_CONFIGS = [
+    ({"familiar_width": 0}, "familiar_width"),
+    ({"key_scale": 1e300}, "key_scale"),
+    ({"value_bandwidth": 1e300}, "value_bandwidth"),
+    ({"seed": 1e30}, "seed"),
+    ({"seed": -1}, "seed"),
+    ({"replay_passes": 5000}, "replay_passes"),
+    ({"replay_items": 10**9}, "replay_items"),
+    ({"memory_depth": True}, "memory_depth"),
+    ({"memory_width": 1024.5}, "memory_width"),
+    ({"lr": "0.1"}, "lr"),
+    ({"momentum": 1.5}, "momentum"),
+    ({"chunk_size": 0}, "chunk_size"),
+    ({"ewc_lambda": -1}, "ewc_lambda"),
+    ({"pattern_slots": 65536, "exemplars_per_slot": 64}, "pattern_slots x exemplars_per_slot"),
+    ({"max_grad_norm": 0}, "max_grad_norm"),
+]
+
+
+@pytest.mark.parametrize(("config", "field"), BAD_CONFIGS, ids=[f for _, f in BAD_CONFIGS])
+def test_bad_memory_config_is_refused_at_create_naming_the_field(api, fresh_name, config, field):
+    error = error_of(api.post("/v1/memories", json={"name": fresh_name, "config": config}), 400)
+    assert error["code"] == "invalid_input" and field in error["message"], error
+    error_of(api.get(f"/v1/memories/{fresh_name}/stats"), 404)  # nothing was created
+
+
+def test_familiar_cos_nan_is_refused(api, fresh_name):
+    raw = '{"name": "%s", "config": {"familiar_cos": NaN}}' % fresh_name
+    response = api.post("/v1/memories", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code in (400, 422), response.text
+
+
+def test_every_response_has_a_request_id_and_errors_carry_it(api, anon):
+    response = api.get("/v1/memories/no-such-memory-here/stats")
+    error = error_of(response, 404)
+    assert error["request_id"] == response.headers["x-request-id"]
+    mine = anon.get("/healthz", headers={"X-Request-Id": "trace-me-123"})
+    assert mine.headers["x-request-id"] == "trace-me-123"
+    assert "," not in api.get("/v1/memories").headers["x-request-id"]  # one id, echoed once
+
+
+def test_security_headers_and_the_dashboard_csp(anon):
+    for path in ("/", "/ui/app.js", "/healthz", "/openapi.json"):
+        headers = anon.get(path).headers
+        assert headers["x-content-type-options"] == "nosniff", path
+        assert headers["x-frame-options"] == "DENY", path
+        assert headers["referrer-policy"] == "no-referrer", path
+    csp = anon.get("/").headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+
+
+def test_a_chunked_body_over_the_limit_is_413(api):
+    def chunks():
+        for _ in range(3):  # 3 MB without a Content-Length, over the 1 MB default
+            yield b"x" * 1_000_000
+
+    response = api.post("/v1/memories", content=chunks(), headers={"content-type": "application/json"})
+    assert error_of(response, 413)["code"] == "payload_too_large"
+
+
+def test_an_unsupported_method_is_405_with_allow(api):
+    response = api.request("TRACE", "/v1/memories")
+    assert error_of(response, 405)["code"] == "method_not_allowed"
+    assert set(response.headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+
+
+def test_readiness_reports_each_dependency(anon):
+    body = ok(anon.get("/readyz"))
+    assert body["status"] == "ok"
+    assert body["checks"] == {"metadata": "ok", "checkpoints": "ok", "actors": "ok", "encoder": "ok"}
+    assert ok(anon.get("/healthz"))["checks"] == body["checks"]
+
+
+def test_rate_limit_refuses_with_429_retry_after_and_names_the_limit():
+    """The middleware the gateway installs, on a tiny app: per key, burst then rate."""
+    from fastapi import FastAPI
+
+    from serve.http_middleware import RequestContextMiddleware
+    from serve.limits import RateLimitMiddleware
+
+    app = FastAPI()
+
+    @app.get("/v1/ping")
+    async def ping() -> dict:
+        return {"pong": True}
+
+    app.add_middleware(RateLimitMiddleware, rate=0.5, burst=3)
+    app.add_middleware(RequestContextMiddleware)
+    transport = httpx.ASGITransport(app=app)
+
+    async def run() -> None:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            a = {"Authorization": "Bearer key-a-0000"}
+            assert [(await client.get("/v1/ping", headers=a)).status_code for _ in range(3)] == [200] * 3
+            refused = await client.get("/v1/ping", headers=a)
+            error = error_of(refused, 429)
+            assert error["code"] == "rate_limited" and "NMEM_RATE_LIMIT_PER_SECOND" in error["message"]
+            assert 1 <= int(refused.headers["retry-after"]) <= math.ceil(1 / 0.5)
+            other = await client.get("/v1/ping", headers={"Authorization": "Bearer key-b-0000"})
+            assert other.status_code == 200  # buckets are per key
+
+    import asyncio
+
+    asyncio.run(run())
+
+
+def test_nul_in_a_checkpoint_description_is_refused(api, fresh_name):
+    ok(api.post("/v1/memories", json={"name": fresh_name, "config": {"encoder": "hash"}}), 201)
+    response = api.post(f"/v1/memories/{fresh_name}/checkpoints", json={"tag": "v1", "description": "a\x00b"})
+    assert response.status_code in (400, 422), response.text
+    assert ok(api.get(f"/v1/memories/{fresh_name}/checkpoints"))["checkpoints"] == []
+    api.delete(f"/v1/memories/{fresh_name}")
