@@ -35,8 +35,8 @@ import numpy as np
 
 from errors import CheckpointCorrupt, CheckpointNotFound, InvalidInput, NeuralMemoryError, Unavailable
 
+from actors.binding import Rebinding
 from actors.durability import TRIM_ALL, Checkpoints, recover, to_parts
-from actors.binding import ROUTED_METHODS, Rebinding
 from actors.phases import Phases
 from actors.spec import ActorSpec
 from actors.wal import RecentResults, check_observation, make_entry
@@ -44,9 +44,10 @@ from actors.wal import RecentResults, check_observation, make_entry
 if TYPE_CHECKING:  # imported in start(): the supervisor imports this module and needs no torch
     from memory import MemoryConfig, NeuralMemory
 
-__all__ = ["MemoryActor", "ROUTED_METHODS"]
+__all__ = ["MemoryActor"]
 
 log = logging.getLogger(__name__)
+
 
 class MemoryActor(Rebinding):
     """The live state of memory `qname`; wrap with `ray.remote` (see cluster.supervisor)."""

@@ -6,13 +6,15 @@ hibernation are decided in exactly one place. It is the only creator of memory a
 keeps which actor serves which memory (actor names are opaque: see actors.new_actor_name):
 
     ensure(qname)  live and answering -> its handle; else make room (hibernate LRU), then bind a
-                   warm spare to the memory (cluster/spares.py) or, with none, start a new actor
+                   warm spare to the memory (cluster/spares.py), or the process of a memory idle
+                   for reuse_idle_seconds, or, with neither, start a new actor
     touch(qnames)  callers report use (throttled, fire-and-forget) for LRU and idleness
     reaper         hibernates actors idle for idle_seconds, lets surplus spares exit
     collector      deletes checkpoint chunks no manifest names (storage/gc.py), every gc interval
 
-Hibernating releases the memory from its process and gives the process back to the spare pool
-(up to spare_actors_max), so evictions at the cap feed the next starts without new processes.
+Hibernating releases the memory from its process and gives the process back to the spare pool,
+so evictions at the cap feed the next starts without new processes; live plus idle processes
+stay within max_live_actors + spare_actors_max.
 Starts pass a FairGate (cluster/fairness.py): at most max_concurrent_starts at once, tenants
 served in turns. Per-memory asyncio locks serialise start/hibernate/remove of one memory;
 `_cap_lock` makes the "count, evict, reserve a slot" step atomic, so the cap holds even under a
