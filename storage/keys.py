@@ -9,8 +9,14 @@ Layout (prefix defaults to "nmem"; `name` is the fully qualified "tenant/memory"
     {p}:mem:{name}:ckpt_order    list  tags in creation order
     {p}:mem:{name}:wal           stream  write-ahead log
     {p}:mem:{name}:history       list  JSON observation summaries, newest last (capped)
+    {p}:names:{tenant}           zset  the tenant's memory names, all score 0 (paged by name)
+    {p}:names-indexed            string  set once the name sets hold every registered name
+    {p}:cas:claims               zset  chunk sha256 -> Redis time of its newest claim (storage/cas.py)
+    {p}:cas:doomed               hash  chunk sha256 -> time GC began deleting it
+    {p}:cas:gc                   string  lock held by the one running garbage collection
 
-Checkpoint objects: "{tenant}/{memory}/{tag}[-{nonce}].ckpt".
+Checkpoint objects: "{tenant}/{memory}/{tag}[-{nonce}].ckpt" (a manifest, or a format-1 blob);
+chunks: "_chunks/{sha[:2]}/{sha}" ('_' starts no tenant, so no memory's prefix covers them).
 """
 
 from __future__ import annotations
@@ -85,6 +91,17 @@ class Keys:
 
     def history(self, name: str) -> str:
         return self._mem(name, "history")
+
+    def names(self, tenant: str) -> str:
+        return f"{self.prefix}:names:{contract.check_tenant(tenant)}"
+
+    def names_marker(self) -> str:
+        """Set once every registered name is in its tenant's name set (storage/registry_pages.py)."""
+        return f"{self.prefix}:names-indexed"
+
+    def cas(self, part: str) -> str:
+        """Content-store bookkeeping: "claims", "doomed", "gc" (see storage/cas.py)."""
+        return f"{self.prefix}:cas:{part}"
 
     def memory_keys(self, name: str) -> list[str]:
         """All per-memory keys (what delete_memory removes besides the registry entry)."""
