@@ -155,6 +155,12 @@ class MemoryCluster:
         """One page of the tenant's memories by name (`next_cursor` continues it): a few Redis
         round trips and one supervisor call per page, however many memories there are."""
         records, next_cursor = await self._page(tenant, cursor, limit, prefix)
+        # Memories this replica wrote to record their counts in the background: flush them, so a
+        # caller always sees its own writes counted.
+        held = [r["name"] for r in records if self._routes().holds(r["name"])]
+        if held:
+            await asyncio.gather(*(self._routes().call_if_live(q, "flush_records") for q in held))
+            records, next_cursor = await self._page(tenant, cursor, limit, prefix)
         live = set(await self._supervisor.live.remote())
         return {"memories": [{"name": _short(r["name"]), "total_observations": r["step"], "live": r["name"] in live,
                               "parent": _short(r.get("parent"))} for r in records],

@@ -91,6 +91,10 @@ class ActorRouter:
         except (RayActorError, RayTaskError):  # gone, or serving another memory by now
             return None
 
+    def holds(self, qname: str) -> bool:
+        """Whether this router has a handle for `qname` (it routed a call there recently)."""
+        return qname in self._handles
+
     def forget(self, qname: str) -> None:
         self._handles.pop(qname, None)
         self._touched.pop(qname, None)
