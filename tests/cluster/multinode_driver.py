@@ -22,6 +22,7 @@ from typing import Any
 MEMORIES = 6
 WRITES = 16  # per memory; the node goes after every memory has acknowledged BEFORE of them
 BEFORE = 6
+HELD_UNTIL_GONE = 12  # writes from here on wait until the node is gone, so each memory must answer again
 CONFIG = {"encoder": "hash", "memory_width": 128, "pattern_slots": 256, "value_dim": 64}
 
 
@@ -51,11 +52,13 @@ class Writer:
         self.acked_at: list[float] = []
         self.errors: list[str] = []
 
-    async def run(self, ready: asyncio.Event, go_on: asyncio.Event) -> None:
+    async def run(self, ready: asyncio.Event, go_on: asyncio.Event, node_gone: asyncio.Event) -> None:
         for k in range(WRITES):
             if k == BEFORE:
                 ready.set()
                 await go_on.wait()
+            if k == HELD_UNTIL_GONE:  # writes before this race the removal; these come after it
+                await node_gone.wait()
             try:
                 result = await self.mc.observe("acme", self.name, self.vectors[k : k + 1], [self.texts[k]])
             except Exception as exc:  # noqa: BLE001 - a client-visible error is what we report
@@ -89,13 +92,14 @@ async def scenario(address: str, args: dict, nodes: list[str], workers: list[str
 
     writers = [Writer(mc, n) for n in names]
     readies = [asyncio.Event() for _ in writers]
-    go_on = asyncio.Event()
-    tasks = [asyncio.create_task(w.run(r, go_on)) for w, r in zip(writers, readies)]
+    go_on, node_gone = asyncio.Event(), asyncio.Event()
+    tasks = [asyncio.create_task(w.run(r, go_on, node_gone)) for w, r in zip(writers, readies)]
     await asyncio.gather(*(r.wait() for r in readies))
     go_on.set()  # clients write on while the node goes
     await asyncio.sleep(0.2)
     removed_at = time.monotonic()
     await asyncio.to_thread(remove, doomed)
+    node_gone.set()
     await asyncio.gather(*tasks)
 
     after = {}
