@@ -9,8 +9,15 @@ Layout (prefix defaults to "nmem"; `name` is the fully qualified "tenant/memory"
     {p}:mem:{name}:ckpt_order    list  tags in creation order
     {p}:mem:{name}:wal           stream  write-ahead log
     {p}:mem:{name}:history       list  JSON observation summaries, newest last (capped)
+    {p}:mem:{name}:archive       list  JSON infos of the archived log segments, oldest first
+    {p}:mem:{name}:base          string JSON: the state the memory's kept history starts from
+    {p}:mem:{name}:jobs          hash  job id -> JSON forget job (status, report)
+    {p}:audit:{tenant}           list  JSON audit records of the tenant's forget jobs (kept
+                                       after the memory is deleted)
 
-Checkpoint objects: "{tenant}/{memory}/{tag}[-{nonce}].ckpt".
+Checkpoint objects: "{tenant}/{memory}/{tag}[-{nonce}].ckpt"; archived log segments:
+"{tenant}/{memory}/_log/{first seq}-{last seq}-{nonce}.wal"; copies of the history base:
+"{tenant}/{memory}/_base/{seq}-{nonce}.ckpt" (all under the memory's prefix, so deleted with it).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import re
 import contract
 from errors import InvalidInput
 
-__all__ = ["Keys", "check_name", "check_tag", "object_key"]
+__all__ = ["Keys", "check_name", "check_tag", "object_key", "segment_key", "base_key"]
 
 # Tags as stored: a user tag, or an internal auto-checkpoint tag ("auto@" + a sequence number).
 _STORED_TAG = re.compile(rf"{contract.TAG_PATTERN}|{re.escape(contract.AUTO_TAG_PREFIX)}[0-9]{{1,20}}")
@@ -48,12 +55,24 @@ def check_tag(tag: str) -> str:
 def object_key(name: str, tag: str, nonce: str | None = None) -> str:
     """The checkpoint object key for memory `name` at `tag` (same layout on S3 and on disk).
     A `nonce` (hex) makes the key unique, so a tag taken again never meets an old object."""
-    suffix = ""
-    if nonce is not None:
-        if not re.fullmatch(r"[0-9a-f]{1,32}", nonce):
-            raise InvalidInput(f"object key nonce {nonce!r} must be 1-32 lowercase hex digits")
-        suffix = f"-{nonce}"
+    suffix = "" if nonce is None else f"-{_nonce(nonce)}"
     return f"{check_name(name)}/{check_tag(tag)}{suffix}.ckpt"
+
+
+def _nonce(nonce: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{1,32}", nonce):
+        raise InvalidInput(f"object key nonce {nonce!r} must be 1-32 lowercase hex digits")
+    return nonce
+
+
+def segment_key(name: str, first_seq: int, last_seq: int, nonce: str) -> str:
+    """The object key of an archived log segment (entries first_seq..last_seq)."""
+    return f"{check_name(name)}/_log/{int(first_seq):012d}-{int(last_seq):012d}-{_nonce(nonce)}.wal"
+
+
+def base_key(name: str, seq: int, nonce: str) -> str:
+    """The object key of a copy of the state the memory's history starts from."""
+    return f"{check_name(name)}/_base/{int(seq):012d}-{_nonce(nonce)}.ckpt"
 
 
 class Keys:
@@ -86,6 +105,18 @@ class Keys:
     def history(self, name: str) -> str:
         return self._mem(name, "history")
 
+    def archive(self, name: str) -> str:
+        return self._mem(name, "archive")
+
+    def history_base(self, name: str) -> str:
+        return self._mem(name, "base")
+
+    def jobs(self, name: str) -> str:
+        return self._mem(name, "jobs")
+
+    def audit(self, tenant: str) -> str:
+        return f"{self.prefix}:audit:{contract.check_tenant(tenant)}"
+
     def memory_keys(self, name: str) -> list[str]:
         """All per-memory keys (what delete_memory removes besides the registry entry)."""
         return [
@@ -95,4 +126,7 @@ class Keys:
             self.checkpoint_order(name),
             self.wal(name),
             self.history(name),
+            self.archive(name),
+            self.history_base(name),
+            self.jobs(name),
         ]
