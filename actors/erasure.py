@@ -155,7 +155,7 @@ class Erasure:
                 "archive": {"segments_kept": len(kept), "segments_written": len(staged["segments"]),
                             "segments_deleted": len([s for s in old_segments if s not in kept])},
                 "objects_deleted": cleanup, "bytes_written": int(written),
-                "forks": self._fork_report(rebuild), "finished_at": now_iso()}
+                "forks": self._fork_report(rebuild, job), "finished_at": now_iso()}
 
     def _regenerated_history(self, rebuild: Rebuild) -> list[dict]:
         """The observation history as the twin would have it: items before the replay as they

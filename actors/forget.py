@@ -159,12 +159,14 @@ class Rebuild:
 
     def __init__(self, memory, matches: dict[int, frozenset[int]], load_stored: Callable[[str], object],
                  serialize: Callable[[object], bytes], deserialize: Callable[[bytes], object],
-                 keep_states: set[int]) -> None:
+                 keep_states: set[int], tainted: bool = False, logged_step: int | None = None) -> None:
         self.matches = matches
         self._load_stored, self._serialize, self._deserialize = load_stored, serialize, deserialize
         self._keep = keep_states  # seqs whose replayed state is needed (restores, fork points)
         self.replay = Replay(memory, self._load_tag, on_tag=self._on_tag)
-        self.tainted = False  # does the old timeline's state here hold a selected item?
+        if logged_step is not None:  # the start replaces a state of another step (a fork's base)
+            self.replay.logged_step = logged_step
+        self.tainted = tainted  # does the old timeline's state here hold a selected item?
         self.taint_at: dict[int, bool] = {}  # seq -> tainted, for tags and kept states
         self.states: dict[int, bytes] = {}  # seq -> replayed state (tags, fork points)
         self.entries: list[dict] = []  # the rewritten log, in order

@@ -109,6 +109,7 @@ class Forgetting(Erasure):
 
     def _launch(self, job: dict) -> None:
         """Run `job` on a thread (caller holds `_write_lock`)."""
+        job["attempts"] = job.get("attempts", 0) + 1  # > 1: resumed after a crash or hibernation
         self._job = job
         self._job_cancel = threading.Event()
         self._job_thread = threading.Thread(target=self._job_main, args=(job,), name="forget", daemon=True)
@@ -191,25 +192,29 @@ class Forgetting(Erasure):
     def _forget_exactly(self, job: dict, selector: Selector) -> None:
         with self._write_lock:
             cut = self._seq
-        base = job.get("base") or self._history.base() or None
+        # A fork's run of its parent's job replays from the parent's replayed state instead.
+        override = job.get("base")
+        base = override or self._history.base()
         if base is None:
             raise NotExact("this memory was made before its history was kept")
         segments = self._history.segments()
         found = scan(self._history.events(base["seq"], cut, segments), selector)
-        self._check_base(base, selector, found)
+        if override is None:
+            self._check_base(base, selector, found)
         if job["dry_run"]:
             return self._finish_dry_run(job, found, base)
-        if not found.matches:
+        if not found.matches and override is None:
             self._check_live_holds_none(selector)
             return self._finish_unchanged(job)
-        candidates = self._start_candidates(base)
-        start = choose_start(candidates, found, self._tag_loadable)
+        first = 0 if override else found.first_seq
+        start = override or choose_start(self._start_candidates(base), found, self._tag_loadable)
         job["exact"] = True
-        forks = self._fork_points()
         rebuild = Rebuild(self._load_start(start, base), found.matches, self._load_tag_state, self._serialize,
-                          self._deserialize, keep_states={t for _, _, t in found.restores} | set(forks))
-        kept = [s for s in segments if s["last_seq"] < found.first_seq]
-        rewrite_from = min([s["first_seq"] for s in segments if s not in kept] + [found.first_seq])
+                          self._deserialize, keep_states={t for _, _, t in found.restores} | set(self._fork_points()),
+                          tainted=override is not None,
+                          logged_step=int(self._history.base()["step"]) if override else None)
+        kept = [s for s in segments if s["last_seq"] < first]
+        rewrite_from = min([s["first_seq"] for s in segments if s not in kept] + [first])
         old_entries = []  # entries before the start that land in rewritten segments as they are
         total, state = max(1, cut - start["seq"]), {}
         for entry in self._history.events(min(start["seq"], rewrite_from - 1), cut, segments):
@@ -307,18 +312,33 @@ class Forgetting(Erasure):
         tenant = self._qname.split("/", 1)[0]
         return [r for r in self._storage.metadata.list_memories(tenant) if r.get("parent") == self._qname]
 
-    def _fork_report(self, rebuild: Rebuild | None) -> list[dict]:
-        """Each fork of this memory: whether the state it was made from held a selected item."""
+    def _fork_report(self, rebuild: Rebuild | None, job: dict | None = None) -> list[dict]:
+        """Each fork of this memory: whether the state it was made from held a selected item;
+        for those that did, with `job`, the replayed state at the fork point is stored as the
+        fork's new history base (so the same forget on the fork can be exact)."""
         out = []
         for record in self._forks():
             seq = record.get("source_seq")
-            if seq is None or rebuild is None:
-                contains = None  # unknown: a fork from before log positions, or a dry run
-            else:
-                contains = rebuild.taint_at.get(int(seq), False)
-            out.append({"name": record["name"].split("/", 1)[1], "source_tag": record.get("source_tag"),
-                        "source_seq": seq, "contains": contains})
+            entry = {"name": record["name"].split("/", 1)[1], "source_tag": record.get("source_tag"),
+                     "source_seq": seq, "contains": None}  # None: unknown (dry run, or an old fork)
+            if seq is not None and rebuild is not None:
+                entry["contains"] = rebuild.taint_at.get(int(seq), False)
+                if entry["contains"] and job is not None and int(seq) in rebuild.states:
+                    entry["base"] = self._stage_fork_base(job, record["name"], rebuild.states[int(seq)])
+            out.append(entry)
         return out
+
+    def _stage_fork_base(self, job: dict, fork: str, state: bytes) -> dict:
+        import uuid  # noqa: PLC0415
+
+        from storage.keys import base_key  # noqa: PLC0415
+
+        memory = self._deserialize(state)
+        key = base_key(fork, 0, uuid.uuid4().hex[:12])
+        stored = self._storage.checkpoints.put(key, state)
+        self._note_staged(job, [key])
+        return {"seq": 0, "step": memory.step, "object_key": key, "sha256": stored["sha256"],
+                "weight_hash": memory.weight_hash}
 
     def _entry_time(self, at: Any) -> str:
         return datetime.fromtimestamp(float(at), timezone.utc).isoformat() if at else now_iso()
