@@ -15,7 +15,7 @@ format 1 (the network plus the old bounded pattern book), converting its exempla
 from __future__ import annotations
 
 from collections import Counter
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -58,22 +58,32 @@ def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(np.array(array)).to(dtype)  # a writable copy
 
 
+def _new_memory(cls, config: dict, expected: MemoryConfig | None):
+    """An empty memory of the saved config (IncompatibleState if `expected` differs in kind)."""
+    restored = MemoryConfig.from_dict(config)
+    if expected is not None:
+        restored.require_compatible(expected)
+    return cls(restored)
+
+
+def _set_network(net, saved: Mapping[str, Any], ewc: Mapping[str, Any] | None, tensor) -> None:
+    """Weights and momentum (w0.., m0..), and the EWC Fisher and anchor (f0.., a0..) if saved."""
+    n = len(net.params)
+    net.params = [tensor(saved[f"w{i}"]) for i in range(n)]
+    net.momentum = [tensor(saved[f"m{i}"]) for i in range(n)]
+    if ewc is not None:
+        net.fisher = [tensor(ewc[f"f{i}"]) for i in range(n)]
+        net.anchor = [tensor(ewc[f"a{i}"]) for i in range(n)]
+
+
 def from_parts(cls, parts: Mapping[str, bytes], expected: MemoryConfig | None = None):
     fields, arrays = codec.unpack(bytes_of(parts, "head"), "head")
-    config = MemoryConfig.from_dict(fields["config"])
-    if expected is not None:
-        config.require_compatible(expected)
-    memory = cls(config)
-    net = memory.net
-    n = len(net.params)
-    net.params = [_tensor(arrays[f"w{i}"], net.dtype) for i in range(n)]
-    net.momentum = [_tensor(arrays[f"m{i}"], net.dtype) for i in range(n)]
-    if fields["ewc"]:
-        _, ewc = codec.unpack(bytes_of(parts, fields["ewc"]), "ewc")
-        net.fisher = [_tensor(ewc[f"f{i}"], net.dtype) for i in range(n)]
-        net.anchor = [_tensor(ewc[f"a{i}"], net.dtype) for i in range(n)]
+    memory = _new_memory(cls, fields["config"], expected)
+    ewc = codec.unpack(bytes_of(parts, fields["ewc"]), "ewc")[1] if fields["ewc"] else None
+    _set_network(memory.net, arrays, ewc, lambda a: _tensor(a, memory.net.dtype))
     memory.hot.load(arrays)
     tail = {name.removeprefix("tail_"): a for name, a in arrays.items() if name.startswith("tail_")}
+    config = memory.config
     memory.store = EpisodicStore.restore(config.dim, config.episode_chunk, config.shortlist,
                                          fields["store"], parts, tail)
     memory.step, memory.avg_surprise = fields["step"], fields["avg_surprise"]
@@ -103,18 +113,9 @@ def from_v1(cls, data: bytes, expected: MemoryConfig | None = None):
     record (slots oldest-seen first, stored at the slot's last-seen step), each slot a hot
     pattern with its count. The book's centroids are not needed any more."""
     header, tensors = codec.decode_v1(data)
-    config = MemoryConfig.from_dict(header["config"])
-    if expected is not None:
-        config.require_compatible(expected)
-    memory = cls(config)
-    net = memory.net
-    n = len(net.params)
-    net.params = [tensors[f"w{i}"] for i in range(n)]
-    net.momentum = [tensors[f"m{i}"] for i in range(n)]
-    if header["ewc"]:
-        net.fisher = [tensors[f"f{i}"] for i in range(n)]
-        net.anchor = [tensors[f"a{i}"] for i in range(n)]
-        memory.ewc_generation = 1
+    memory = _new_memory(cls, header["config"], expected)
+    _set_network(memory.net, tensors, tensors if header["ewc"] else None, lambda t: t)
+    memory.ewc_generation = 1 if header["ewc"] else memory.ewc_generation
     book = header["book"]
     for domain in book["domains"]:
         memory._domain_id(domain)

@@ -32,22 +32,12 @@ def _no_nul(text: str) -> str:
 Text = Annotated[str, Field(min_length=1, max_length=C.MAX_TEXT_CHARS), AfterValidator(_has_content)]
 
 
-MemoryName = Annotated[
-    str,
-    Field(
-        pattern=MEMORY_NAME_PATTERN,
-        description="Memory name: 1-63 of a-z 0-9 . _ -, starting with a letter or digit.",
-        examples=["default", "project-x"],
-    ),
-]
-Tag = Annotated[
-    str,
-    Field(
-        pattern=TAG_PATTERN,
-        description="Checkpoint tag: 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit.",
-        examples=["stable-v1", "v1.0"],
-    ),
-]
+MemoryName = Annotated[str, Field(
+    pattern=MEMORY_NAME_PATTERN, examples=["default", "project-x"],
+    description="Memory name: 1-63 of a-z 0-9 . _ -, starting with a letter or digit.")]
+Tag = Annotated[str, Field(
+    pattern=TAG_PATTERN, examples=["stable-v1", "v1.0"],
+    description="Checkpoint tag: 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit.")]
 Domain = Annotated[
     str,
     Field(

@@ -90,7 +90,9 @@ def test_checkpoint_restore_and_fork_grow_the_lineage_tree(page, ui_server, memo
     page.get_by_role("tab", name="Checkpoint").click()
     page.get_by_label("Tag", exact=True).fill("stable-v1")
     page.get_by_role("button", name="Save checkpoint").click()
-    checkpoint = tree.locator(".tree-checkpoint[data-tag='stable-v1']")
+    # this memory's own checkpoint (other tests' memories of the tenant may carry the same tag)
+    checkpoint = tree.locator(f"li:has(> .memory-node > .tree-memory[data-name='{memory_name}']) > ul > li "
+                              "> .tree-checkpoint[data-tag='stable-v1']")
     expect(checkpoint).to_have_count(1, timeout=WAIT_MS)
     stable = page.locator("#stat-hash code").get_attribute("title")
 
