@@ -255,6 +255,7 @@ class Erasure:
         self._delete_objects(job.get("cleanup", []))
         job["cleanup"] = []
         self._storage.metadata.job_put(self._qname, job)
+        self._storage.metadata.rewrite_append_only_file()
 
     def _delete_objects(self, keys: list[str]) -> None:
         for key in keys:

@@ -14,6 +14,7 @@ so a crash leaves either the old memory or the new one, never a mix.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from errors import InvalidInput, MemoryNotFound
@@ -24,6 +25,8 @@ from storage.translate import redis_errors
 __all__ = ["HistoryMixin", "AUDIT_CAP"]
 
 AUDIT_CAP = 100_000  # audit records kept per tenant (the newest)
+
+log = logging.getLogger(__name__)
 
 
 class HistoryMixin:
@@ -98,6 +101,20 @@ class HistoryMixin:
         with redis_errors(self.where):
             items = self._client.lrange(self.keys.audit(tenant), -limit, -1)
         return [loads_json(raw) for raw in items]
+
+    def rewrite_append_only_file(self) -> bool:
+        """Ask the server to rewrite its append-only file, so deleted values (a forgotten text
+        in old WAL entries) leave its disk too. Best effort: False where AOF is off or the
+        command is not allowed (a managed Redis: its snapshots and backups are its own)."""
+        try:
+            with redis_errors(self.where):
+                if not self._client.info("persistence").get("aof_enabled"):
+                    return False
+                self._client.bgrewriteaof()
+                return True
+        except Exception as exc:  # noqa: BLE001 - e.g. a rewrite already running: it will hold the cut
+            log.info("append-only file rewrite not started: %s", exc)
+            return False
 
     # -- the swap -------------------------------------------------------------------------------
 

@@ -94,3 +94,27 @@ def test_without_history_exact_refuses_and_approximate_erases(local_storage, mak
     assert report["surprise_before"]["max"] < 0.3 <= report["surprise_after"]["min"]
     assert find_text(local_storage, m._qname, X) == []
     assert m.surprise(*m_vec(X))["score"] >= min(never_seen_surprises(m)) - 0.05
+
+
+def test_writes_during_the_job_are_kept_and_replayed_at_the_swap(local_storage, make_actor) -> None:
+    from tests.actors.conftest import register
+    from tests.cluster.helpers import SMALL
+
+    slow = {**SMALL, "chunk_size": 1}  # item by item: the replay takes long enough to write beside it
+    m, t = q("m"), q("t")
+    for name in (m, t):
+        register(local_storage, name, slow)
+    m, t = make_actor(local_storage, m), make_actor(local_storage, t)
+    items = [f"reading {i}: valve {i % 11} pressure {i * 17 % 97}" for i in range(1200)]
+    stream = [tuple(items[:200]), X, *[tuple(items[i:i + 200]) for i in range(200, 1200, 200)]]
+    run_stream(m, stream)
+    run_stream(t, [s for s in stream if s != X])
+    job_id = uuid.uuid4().hex
+    m.forget_start(job_id, {"selector": {"text": X}, "who": {}})
+    during = [B[0], "consolidate", X, B[1]]  # X again while the job runs: forgotten at the swap
+    run_stream(m, during)
+    run_stream(t, [s for s in during if s != X])
+    assert wait_until(lambda: m.forget_status(job_id)["status"] == "done", timeout=120)
+    job = m.forget_status(job_id)
+    assert job["report"]["tail_entries"] >= 2 and job["forgotten"] == 2  # the swap replayed them
+    assert_twins(m, t, [X, B[0], items[5]])
