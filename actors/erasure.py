@@ -105,6 +105,7 @@ class Erasure:
             self._mem = rebuild.memory
             self._results = self._rebuilt_results(rebuild)
             self._after_swap(staged["auto"], len(tail_entries))
+            self._job = None  # committed: the memory may take the next job
         self._finish_cleanup(job)
 
     def _after_swap(self, auto: dict, pending_writes: int) -> None:
@@ -232,6 +233,7 @@ class Erasure:
                                if h.get("text") not in cut]
             self._storage.metadata.forget_commit(self._qname, plan, [], self._audit(job))
             self._after_swap(auto, 0)
+            self._job = None
         self._finish_cleanup(job)
 
     def _approximate_tags(self, job: dict, selector: Selector, staged: dict) -> None:

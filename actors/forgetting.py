@@ -86,6 +86,7 @@ class Forgetting(Erasure):
             existing = self._storage.metadata.job_get(self._qname, job_id)
             if existing is not None:  # a retried start
                 return self._public(existing)
+            job["cut"] = self._seq  # the log it replays ends here; later writes are its tail
             self._storage.metadata.job_put(self._qname, job)
             self._launch(job)
         return self._public(job)
@@ -102,7 +103,7 @@ class Forgetting(Erasure):
     @staticmethod
     def _public(job: dict) -> dict:
         """The job as callers see it: never the selector's texts, nor internal bookkeeping."""
-        hidden = ("selector", "staged", "cleanup", "base")
+        hidden = ("selector", "staged", "cleanup", "base", "cut")
         return {k: v for k, v in job.items() if k not in hidden}
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -122,7 +123,7 @@ class Forgetting(Erasure):
                 self._finish_cleanup(job)
             elif job["status"] in ("pending", "running"):
                 self._delete_objects(job.get("staged", []))
-                job.update(staged=[], status="pending", progress=0.0)
+                job.update(staged=[], status="pending", progress=0.0, cut=None)  # cut: the log's end now
                 with self._write_lock:
                     if self._job is None:
                         log.warning("memory %s: resuming forget job %s", self._qname, job["job_id"])
@@ -156,12 +157,18 @@ class Forgetting(Erasure):
             code = "invalid_input" if isinstance(exc, InvalidInput) else "internal"
             self._fail(job, code, str(exc) if isinstance(exc, NeuralMemoryError) else f"{type(exc).__name__}: {exc}")
         finally:
-            with self._write_lock:
-                if self._job is job:
-                    self._job = None
+            self._release(job)
+
+    def _release(self, job: dict) -> None:
+        """This memory may take another job (before `job`'s final status is written, so a
+        caller that reads "done" can start the next one)."""
+        with self._write_lock:
+            if self._job is job:
+                self._job = None
 
     def _fail(self, job: dict, code: str, message: str) -> None:
         self._delete_objects(job.get("staged", []))
+        self._release(job)
         job.update(status="failed", error={"code": code, "message": message}, finished_at=now_iso(),
                    selector=None, staged=[])
         try:
@@ -190,8 +197,10 @@ class Forgetting(Erasure):
     # ---- exact -----------------------------------------------------------------------------------
 
     def _forget_exactly(self, job: dict, selector: Selector) -> None:
-        with self._write_lock:
-            cut = self._seq
+        if job.get("cut") is None:
+            with self._write_lock:
+                job["cut"] = self._seq
+        cut = int(job["cut"])
         # A fork's run of its parent's job replays from the parent's replayed state instead.
         override = job.get("base")
         base = override or self._history.base()
@@ -213,8 +222,10 @@ class Forgetting(Erasure):
                           self._deserialize, keep_states={t for _, _, t in found.restores} | set(self._fork_points()),
                           tainted=override is not None,
                           logged_step=int(self._history.base()["step"]) if override else None)
+        # Segments wholly before the first selected item stay; everything logged after them
+        # (rewritten, or as it was) goes into new segments, the WAL included.
         kept = [s for s in segments if s["last_seq"] < first]
-        rewrite_from = min([s["first_seq"] for s in segments if s not in kept] + [first])
+        rewrite_from = max([s["last_seq"] for s in kept] + [int(base["seq"])]) + 1
         old_entries = []  # entries before the start that land in rewritten segments as they are
         total, state = max(1, cut - start["seq"]), {}
         for entry in self._history.events(min(start["seq"], rewrite_from - 1), cut, segments):
@@ -301,6 +312,7 @@ class Forgetting(Erasure):
     def _finish(self, job: dict, report: dict, *, selector_kept: bool = False) -> None:
         job.update(status="done", progress=1.0, report=report, finished_at=now_iso(),
                    weight_hash=self._mem.weight_hash, selector=None)
+        self._release(job)
         self._storage.metadata.job_put(self._qname, job)
         self._storage.metadata.audit_append(self._qname.split("/", 1)[0], self._audit(job))
 

@@ -78,8 +78,8 @@ class Replay:
             result = memory.observe_vectors(vectors, texts, domain=domain, learning_rate=learning_rate)
         except Exception as exc:  # noqa: BLE001 - any failure: this write cannot be part of the state
             raise EntryFailed(entry, exc) from exc
-        if not drop:
-            return entry, result
+        if not drop:  # as logged, at its step in the replayed timeline
+            return (entry if entry["step"] == memory.step else {**entry, "step": memory.step}), result
         rewritten = {**entry, "step": memory.step, "texts": texts,
                      "vectors": vectors.astype("<f4", copy=False).tobytes()}
         return rewritten, result

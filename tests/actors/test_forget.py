@@ -118,3 +118,20 @@ def test_writes_during_the_job_are_kept_and_replayed_at_the_swap(local_storage, 
     job = m.forget_status(job_id)
     assert job["report"]["tail_entries"] >= 2 and job["forgotten"] == 2  # the swap replayed them
     assert_twins(m, t, [X, B[0], items[5]])
+
+
+def test_a_second_forget_of_an_older_text_still_equals_the_twin(local_storage, make_actor) -> None:
+    """The first job archives the whole log (the part before its text included), so a later
+    job can replay from further back."""
+    older = "Frank's locker code is 8812"
+    spec = {"checkpoint_every_writes": 3}
+    m, t = make_actor(local_storage, q("m"), **spec), make_actor(local_storage, q("t"), **spec)
+    run_stream(m, [A[:3], older, A[3:8], X, B[:5]])
+    run_stream(t, [A[:3], A[3:8], B[:5]])
+    assert forget(m, {"text": X})["exact"] is True
+    second = forget(m, {"text": older})
+    assert second["status"] == "done" and second["exact"] is True, second["error"]
+    assert_twins(m, t, [older, X, A[4]])
+    assert find_text(local_storage, m._qname, older) == [] and find_text(local_storage, m._qname, X) == []
+    restarted = make_actor(local_storage, m._qname, **spec)  # recovery: new checkpoint + rewritten log
+    assert_twins(restarted, t, [older, A[4]])
