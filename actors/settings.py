@@ -32,7 +32,7 @@ class ActorSettings(BaseSettings):
         "all", pattern=r"^(all|none|[1-9][0-9]{0,4}d)$",
         description="History kept so a memory can forget exactly (replay without the forgotten "
                     "observations): \"all\" (default: every observation can be erased exactly, for "
-                    "~2 KB of object storage per observation), \"<N>d\" (at least the last N days, at most "
+                    "~1.6 KB of object storage per observation with 384-dim vectors), \"<N>d\" (at least the last N days, at most "
                     "~2N; older ones can only be forgotten approximately) or \"none\" (only what is "
                     "still in the WAL).")
     remembered_requests: int = Field(
