@@ -26,10 +26,10 @@ __all__ = [
     "MAX_TEXT_CHARS", "MAX_DOMAIN_CHARS", "MAX_DESCRIPTION_CHARS", "MAX_ITEMS_PER_WRITE",
     "MAX_BATCH_ITEMS",
     "MIN_TOP_K", "MAX_TOP_K", "MAX_TEMPERATURE", "DEFAULT_TEMPERATURE", "MAX_TOKENS",
-    "MAX_LEARNING_RATE", "MAX_HISTORY",
+    "MAX_LEARNING_RATE", "MAX_HISTORY", "MAX_PAGE", "DEFAULT_PAGE", "NAME_PREFIX_PATTERN",
     "check_tenant", "check_memory_name", "check_tag", "check_text", "check_domain",
     "check_description", "check_top_k", "check_temperature", "check_max_tokens",
-    "check_learning_rate", "check_request_id", "blank_as_unset",
+    "check_learning_rate", "check_request_id", "blank_as_unset", "check_page",
 ]
 
 # ---- names (they reach Redis keys, object keys, file paths and actor tables) ------------------
@@ -57,6 +57,10 @@ DEFAULT_TEMPERATURE = 0.05
 MAX_TOKENS = 4_096  # words in an infer response
 MAX_LEARNING_RATE = 2.0  # (0, 2]: above that each step overshoots
 MAX_HISTORY = 1_000  # observations returned by one history call
+# Listings of memories come in pages: `limit` names after `cursor` (the last name of the previous
+# page), optionally only names starting with a prefix.
+MAX_PAGE, DEFAULT_PAGE = 1_000, 100
+NAME_PREFIX_PATTERN = r"[a-z0-9._-]{0,63}"
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f]")
 
@@ -174,3 +178,16 @@ def check_learning_rate(learning_rate: Any) -> float | None:
     if not _is_number(learning_rate) or not 0 < learning_rate <= MAX_LEARNING_RATE:
         raise InvalidInput(f"learning_rate must be a number in (0, {MAX_LEARNING_RATE:g}], or omitted")
     return float(learning_rate)
+
+
+def check_page(cursor: Any, limit: Any, prefix: Any) -> tuple[str | None, int, str]:
+    """(cursor, limit, prefix) of a listing; None/blank prefix means every name."""
+    if cursor is not None:
+        check_memory_name(cursor, "cursor")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be an integer from 1 to {MAX_PAGE}")
+    prefix = prefix or ""
+    if not isinstance(prefix, str) or not re.fullmatch(NAME_PREFIX_PATTERN, prefix):
+        raise InvalidInput(f"prefix {_show(prefix)} must be up to 63 of a-z 0-9 . _ - (the start "
+                           "of memory names)")
+    return cursor, limit, prefix

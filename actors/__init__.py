@@ -7,7 +7,7 @@
 The control plane (cluster/) creates and supervises these; nothing here starts Ray.
 """
 
-from actors.durability import AUTO_PREFIX, Checkpoints, is_auto
+from actors.durability import AUTO_PREFIX, Checkpoints, blob_to_parts, is_auto, parts_to_blob
 from actors.memory_actor import MemoryActor
 from actors.settings import ActorSettings
 from actors.spec import ACTOR_PREFIX, ActorSpec, new_actor_name, normalize_config
@@ -21,5 +21,7 @@ __all__ = [
     "AUTO_PREFIX",
     "Checkpoints",
     "is_auto",
+    "blob_to_parts",
+    "parts_to_blob",
     "normalize_config",
 ]

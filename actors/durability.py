@@ -8,7 +8,10 @@ Two kinds of checkpoints share the memory's checkpoint index:
   step backwards.
 
 Objects are create-only and never overwritten: keys carry a random suffix, so a tag deleted and
-taken again (or a memory deleted and created again) never collides with an old object.
+taken again (or a memory deleted and created again) never collides with an old object. Each
+object is a manifest over shared chunks (storage/cas.py): a checkpoint costs what changed since
+the chunks already stored, and a fork's first checkpoint is a copy of its source's manifest.
+`to_parts` / `from_parts` below are the one place that turns a memory into named parts and back.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING
 import contract
 from errors import CheckpointConflict, CheckpointCorrupt, CheckpointNotFound, IncompatibleState
 from storage import Storage
+from storage.cas import LEGACY_PART
 from storage.keys import object_key
 
 from actors.phases import Phases
@@ -30,13 +34,42 @@ from actors.wal import RecentResults, entry_args
 if TYPE_CHECKING:  # torch is imported only where a memory is actually loaded (not by the supervisor)
     from memory import MemoryConfig, NeuralMemory
 
-__all__ = ["AUTO_PREFIX", "is_auto", "Checkpoints", "Recovered", "recover"]
+__all__ = ["AUTO_PREFIX", "is_auto", "Checkpoints", "Recovered", "recover", "to_parts", "from_parts",
+           "blob_to_parts", "parts_to_blob"]
 
 log = logging.getLogger(__name__)
 
 AUTO_PREFIX = contract.AUTO_TAG_PREFIX
 # wal_trim_through(step) with this removes every entry, whatever its step.
 TRIM_ALL = 2**62
+
+
+def to_parts(memory: NeuralMemory) -> dict[str, bytes]:
+    """The memory's state as named parts: a small mutable `head` and immutable segments."""
+    return memory.state_parts()
+
+
+def from_parts(parts: dict[str, bytes], expected: MemoryConfig | None = None) -> NeuralMemory:
+    """A memory from its parts; a checkpoint stored as one blob (format 1) is one LEGACY_PART."""
+    from memory import NeuralMemory  # noqa: PLC0415
+
+    if set(parts) == {LEGACY_PART}:
+        return NeuralMemory.from_bytes(parts[LEGACY_PART], expected)
+    return NeuralMemory.from_parts(parts, expected)
+
+
+def blob_to_parts(data: bytes) -> dict[str, bytes]:
+    """Parts of a state given as one blob (`NeuralMemory.to_bytes()`, e.g. an imported image)."""
+    from memory import NeuralMemory  # noqa: PLC0415
+
+    return NeuralMemory.from_bytes(data).state_parts()
+
+
+def parts_to_blob(parts: dict[str, bytes]) -> bytes:
+    """One blob (`NeuralMemory.to_bytes()`) of a state stored as parts (e.g. to export it)."""
+    if set(parts) == {LEGACY_PART}:
+        return parts[LEGACY_PART]
+    return from_parts(parts).to_bytes()
 
 
 def is_auto(tag: str) -> bool:
@@ -58,34 +91,34 @@ class Checkpoints:
         self.qname = qname
         self._next_seq: int | None = None  # read from the index on the first save_auto
 
-    def save(self, data: bytes, *, tag: str, step: int, weight_hash: str, description: str = "",
-             seq: int | None = None) -> dict:
-        """Store `data` under a fresh object key and index it as `tag` (CheckpointConflict if taken)."""
-        info = self.put_object(data, tag=tag, step=step, weight_hash=weight_hash, description=description,
+    def save(self, parts: dict[str, bytes], *, tag: str, step: int, weight_hash: str,
+             description: str = "", seq: int | None = None) -> dict:
+        """Store `parts` under a fresh object key and index it as `tag` (CheckpointConflict if
+        taken). `seq`: the log position of the state (actors/wal.py)."""
+        info = self.put_object(parts, tag=tag, step=step, weight_hash=weight_hash, description=description,
                                seq=seq)
-        info.pop("tag")
-        key = info["object_key"]
-        try:
-            self._storage.metadata.add_checkpoint(self.qname, tag, info)
-        except CheckpointConflict:
-            self._delete_object(key)
-            raise
-        return {"tag": tag, **info}
+        return self._index(info)
 
-    def put_object(self, data: bytes, *, tag: str, step: int, weight_hash: str, description: str = "",
-                   seq: int | None = None) -> dict:
-        """Store `data` as a checkpoint object for `tag` without indexing it; its info."""
-        key = object_key(self.qname, tag, nonce=uuid.uuid4().hex[:12])
-        stored = self._storage.checkpoints.put(key, data)
-        info = {"tag": tag, "object_key": key, "weight_hash": weight_hash, "size": int(stored.get("size", len(data))),
-                "sha256": stored.get("sha256"), "step": int(step), "description": description}
-        if seq is not None:
-            info["seq"] = int(seq)
-        return info
+    def put_object(self, parts: dict[str, bytes], *, tag: str, step: int, weight_hash: str,
+                   description: str = "", seq: int | None = None) -> dict:
+        """Store `parts` as a checkpoint object for `tag` without indexing it; its info (a forget
+        job indexes all of its objects in one commit)."""
+        return self._write(lambda key: self._storage.content.write(key, parts), tag=tag, step=step,
+                           weight_hash=weight_hash, description=description, seq=seq)
 
-    def save_auto(self, data: bytes, *, step: int, weight_hash: str, seq: int | None = None) -> dict:
-        return self.save(data, tag=self.next_auto_tag(), step=step, weight_hash=weight_hash,
+    def save_auto(self, parts: dict[str, bytes], *, step: int, weight_hash: str, seq: int | None = None) -> dict:
+        return self.save(parts, tag=self.next_auto_tag(), step=step, weight_hash=weight_hash,
                          description="auto", seq=seq)
+
+    def copy_auto(self, source: dict) -> dict:
+        """A new auto-checkpoint holding checkpoint `source` (of any memory): a fork's first
+        state, costing one manifest (the chunks are shared). It has no log position: the
+        memory's own history starts at it."""
+        content = self._storage.content
+        info = self._write(lambda key: content.copy(source["object_key"], source.get("sha256"), key),
+                           tag=self.next_auto_tag(), step=int(source["step"]),
+                           weight_hash=source["weight_hash"], description="auto")
+        return self._index(info)
 
     def next_auto_tag(self) -> str:
         if self._next_seq is None:
@@ -93,6 +126,27 @@ class Checkpoints:
         tag = f"{AUTO_PREFIX}{self._next_seq:012d}"
         self._next_seq += 1
         return tag
+
+    def _write(self, write, *, tag: str, step: int, weight_hash: str, description: str,
+               seq: int | None = None) -> dict:
+        key = object_key(self.qname, tag, nonce=uuid.uuid4().hex[:12])
+        stored = write(key)
+        info = {"tag": tag, "object_key": key, "weight_hash": weight_hash, "size": int(stored["size"]),
+                "stored": int(stored["stored"]), "sha256": stored["sha256"], "step": int(step),
+                "description": description}
+        if seq is not None:
+            info["seq"] = int(seq)
+        return info
+
+    def _index(self, info: dict) -> dict:
+        info = dict(info)
+        tag, key = info.pop("tag"), info["object_key"]
+        try:
+            self._storage.metadata.add_checkpoint(self.qname, tag, info)
+        except CheckpointConflict:
+            self._delete_object(key)
+            raise
+        return {"tag": tag, **info}
 
     def get(self, tag: str) -> dict:
         return {"tag": tag, **self._storage.metadata.get_checkpoint(self.qname, tag)}
@@ -103,14 +157,16 @@ class Checkpoints:
         return sorted(found, key=lambda c: _auto_seq(c["tag"]))
 
     def load(self, info: dict, phases: Phases | None = None) -> NeuralMemory:
-        from memory import NeuralMemory  # noqa: PLC0415
-
         phases = phases if phases is not None else Phases()
-        data = self._storage.checkpoints.get(info["object_key"], sha256=info.get("sha256"))
+        parts = self.read_parts(info)
         phases.lap("checkpoint_fetch")
-        memory = NeuralMemory.from_bytes(data)
+        memory = from_parts(parts)
         phases.lap("checkpoint_decode")
         return memory
+
+    def read_parts(self, info: dict) -> dict[str, bytes]:
+        """The stored parts of checkpoint `info` (a manifest's, or a format-1 blob as one part)."""
+        return self._storage.content.read(info["object_key"], info.get("sha256"))
 
     def prune_autos(self, keep: int) -> None:
         """Delete all but the newest `keep` auto-checkpoints (index entry, then object)."""

@@ -18,6 +18,7 @@ deleted after it (listed in the job record, so a crash in between is finished on
 from __future__ import annotations
 
 import logging
+from storage.keys import SEGMENT_SUFFIX
 from storage.metadata import HISTORY_CAP, cut_history_text
 
 from actors.forget import Rebuild, Selector, scan
@@ -94,7 +95,8 @@ class Erasure:
             report = self._exact_report(job, rebuild, start, staged, old_autos, cleanup, len(tail_entries), kept,
                                         old_segments)
             job.update(status="done", exact=True, forgotten=rebuild.forgotten, progress=1.0, report=report,
-                       weight_hash=rebuild.memory.weight_hash, selector=None, staged=[], cleanup=cleanup)
+                       weight_hash=rebuild.memory.weight_hash, selector=None, staged=[], cleanup=cleanup,
+                       **self._old_chunks(cleanup))
             job["finished_at"] = report["finished_at"]
             plan = self._plan(job, rebuild.memory, staged, old_autos, base)
             plan["archive"] = kept + staged["segments"]
@@ -106,7 +108,7 @@ class Erasure:
             self._results = self._rebuilt_results(rebuild)
             self._after_swap(staged["auto"], len(tail_entries))
             self._job = None  # committed: the memory may take the next job
-        self._finish_cleanup(job)
+        self._finish_cleanup(job, rebuild.forgotten_texts)
 
     def _after_swap(self, auto: dict, pending_writes: int) -> None:
         """The new auto-checkpoint is the recovery point (caller holds both locks)."""
@@ -144,8 +146,9 @@ class Erasure:
         kind = "genesis" if start.get("object_key") is None else (
             "history base" if "tag" not in start else ("auto-checkpoint" if start["tag"].startswith("auto@")
                                                         else f"checkpoint {start['tag']}"))
-        written = staged["auto"]["size"] + sum(s["size"] for s in staged["segments"])
-        written += sum(t["size"] for t in staged["tags"].values())
+        # bytes new to the store: chunks it did not hold yet, manifests, log segments
+        written = staged["auto"]["stored"] + sum(s["size"] for s in staged["segments"])
+        written += sum(t["stored"] for t in staged["tags"].values())
         return {"exact": True, "forgotten": rebuild.forgotten, "step": rebuild.memory.step,
                 "weight_hash": rebuild.memory.weight_hash,
                 "replayed_from": {"kind": kind, "step": int(start["step"])},
@@ -222,7 +225,8 @@ class Erasure:
                       "note": "approximate: records erased and the network pushed away from them; what they "
                               "did to the rest of the network stays"}
             job.update(status="done", forgotten=result["records"], progress=1.0, report=report,
-                       weight_hash=memory.weight_hash, selector=None, staged=[], cleanup=cleanup)
+                       weight_hash=memory.weight_hash, selector=None, staged=[], cleanup=cleanup,
+                       **self._old_chunks(cleanup))
             from actors.forgetting import now_iso  # noqa: PLC0415
 
             job["finished_at"] = now_iso()
@@ -234,7 +238,7 @@ class Erasure:
             self._storage.metadata.forget_commit(self._qname, plan, [], self._audit(job))
             self._after_swap(auto, 0)
             self._job = None
-        self._finish_cleanup(job)
+        self._finish_cleanup(job, texts)
 
     def _approximate_tags(self, job: dict, selector: Selector, staged: dict) -> None:
         for info in self._user_tags():
@@ -252,10 +256,30 @@ class Erasure:
 
     # ---- cleanup -------------------------------------------------------------------------------
 
-    def _finish_cleanup(self, job: dict) -> None:
-        """Delete the objects that held the forgotten data (listed in the committed job)."""
+    def _old_chunks(self, keys: list[str]) -> dict:
+        """The chunks the old checkpoints name (before the commit; they are swept after it,
+        as far as no other checkpoint of any memory names them), and the time to spare
+        claims from: a writer that claimed one since may be about to name it."""
+        chunks: set[str] = set()
+        for key in keys:
+            manifest = self._storage.content.manifest(key) if not key.endswith(SEGMENT_SUFFIX) else None
+            chunks |= manifest.chunk_shas() if manifest is not None else set()
+        return {"cleanup_chunks": sorted(chunks), "commit_time": self._storage.metadata.server_time()}
+
+    def _finish_cleanup(self, job: dict, texts: set[str] = frozenset()) -> None:
+        """Delete the objects that held the forgotten data (listed in the committed job), then
+        the chunks only they named, and unnamed chunks holding one of `texts` (pruned before),
+        at once (not left to a later GC)."""
+        from storage.gc import GarbageCollector  # noqa: PLC0415
+
         self._delete_objects(job.get("cleanup", []))
-        job["cleanup"] = []
+        swept = GarbageCollector(self._storage.content).sweep(
+            set(job.get("cleanup_chunks", [])), float(job.get("commit_time", 0.0)),
+            holding=[t.encode("utf-8") for t in texts])
+        if job.get("report") is not None and job.get("cleanup_chunks"):
+            job["report"]["chunks_deleted"] = len(swept["deleted"])
+            job["report"]["chunks_shared_with_other_checkpoints"] = len(swept["left"])
+        job.update(cleanup=[], cleanup_chunks=[])
         self._storage.metadata.job_put(self._qname, job)
         self._storage.metadata.rewrite_append_only_file()
 

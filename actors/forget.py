@@ -158,7 +158,7 @@ class Rebuild:
     log, the history items and results, and the states to rebuild (tags, fork points)."""
 
     def __init__(self, memory, matches: dict[int, frozenset[int]], load_stored: Callable[[str], object],
-                 serialize: Callable[[object], bytes], deserialize: Callable[[bytes], object],
+                 serialize: Callable[[object], dict], deserialize: Callable[[dict], object],
                  keep_states: set[int], tainted: bool = False, logged_step: int | None = None) -> None:
         self.matches = matches
         self._load_stored, self._serialize, self._deserialize = load_stored, serialize, deserialize
@@ -168,7 +168,7 @@ class Rebuild:
             self.replay.logged_step = logged_step
         self.tainted = tainted  # does the old timeline's state here hold a selected item?
         self.taint_at: dict[int, bool] = {}  # seq -> tainted, for tags and kept states
-        self.states: dict[int, bytes] = {}  # seq -> replayed state (tags, fork points)
+        self.states: dict[int, dict] = {}  # seq -> replayed state as parts (tags, fork points)
         self.entries: list[dict] = []  # the rewritten log, in order
         self.items: list[dict] = []  # history items of the replayed observations
         self.results: list[tuple[str | None, dict]] = []
@@ -176,6 +176,7 @@ class Rebuild:
         self.replayed = 0  # observations (items) the old log held in this replay
         self.domains: set[str] = set()  # of the kept observations
         self.forgotten_domains: set[str] = set()
+        self.forgotten_texts: set[str] = set()  # kept in memory only: chunks holding them go too
 
     @property
     def memory(self):
@@ -197,6 +198,7 @@ class Rebuild:
         if drop:
             self.tainted = True
             self.forgotten += len(drop)
+            self.forgotten_texts.update(entry["texts"][i] for i in drop)
             if entry.get("domain"):
                 self.forgotten_domains.add(entry["domain"])
         if kind == OBSERVE:

@@ -31,6 +31,7 @@ from typing import Any
 
 from errors import InvalidInput, NeuralMemoryError, Unavailable
 
+from actors.durability import from_parts, to_parts
 from actors.erasure import Erasure
 from actors.forget import NotExact, Rebuild, Selector, choose_start, scan
 from actors.history import GENESIS
@@ -103,7 +104,7 @@ class Forgetting(Erasure):
     @staticmethod
     def _public(job: dict) -> dict:
         """The job as callers see it: never the selector's texts, nor internal bookkeeping."""
-        hidden = ("selector", "staged", "cleanup", "base", "cut")
+        hidden = ("selector", "staged", "cleanup", "cleanup_chunks", "commit_time", "base", "cut")
         return {k: v for k, v in job.items() if k not in hidden}
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -288,14 +289,13 @@ class Forgetting(Erasure):
         return self._ckpts.load(self._ckpts.get(tag))
 
     @staticmethod
-    def _serialize(memory) -> bytes:
-        return memory.to_bytes()
+    def _serialize(memory) -> dict[str, bytes]:
+        """A replayed state, kept as its parts (the immutable ones shared, not copied)."""
+        return to_parts(memory)
 
     @staticmethod
-    def _deserialize(data: bytes):
-        from memory import NeuralMemory  # noqa: PLC0415
-
-        return NeuralMemory.from_bytes(data)
+    def _deserialize(parts: dict[str, bytes]):
+        return from_parts(parts)
 
     def _finish_dry_run(self, job: dict, found, base: dict) -> None:
         job["exact"] = True
@@ -340,14 +340,14 @@ class Forgetting(Erasure):
             out.append(entry)
         return out
 
-    def _stage_fork_base(self, job: dict, fork: str, state: bytes) -> dict:
+    def _stage_fork_base(self, job: dict, fork: str, state: dict[str, bytes]) -> dict:
         import uuid  # noqa: PLC0415
 
         from storage.keys import base_key  # noqa: PLC0415
 
         memory = self._deserialize(state)
         key = base_key(fork, 0, uuid.uuid4().hex[:12])
-        stored = self._storage.checkpoints.put(key, state)
+        stored = self._storage.content.write(key, state)
         self._note_staged(job, [key])
         return {"seq": 0, "step": memory.step, "object_key": key, "sha256": stored["sha256"],
                 "weight_hash": memory.weight_hash}

@@ -89,8 +89,7 @@ class History:
     def copy_state(self, checkpoint: dict) -> dict:
         """A copy of checkpoint `checkpoint` that no pruning touches: a base, or a pending one."""
         key = base_key(self.qname, int(checkpoint.get("seq", 0)), uuid.uuid4().hex[:12])
-        data = self._storage.checkpoints.get(checkpoint["object_key"], checkpoint.get("sha256"))
-        stored = self._storage.checkpoints.put(key, data)
+        stored = self._storage.content.copy(checkpoint["object_key"], checkpoint.get("sha256"), key)  # a manifest
         return {"seq": int(checkpoint.get("seq", 0)), "step": int(checkpoint["step"]), "object_key": key,
                 "sha256": stored["sha256"], "weight_hash": checkpoint["weight_hash"], "at": time.time()}
 

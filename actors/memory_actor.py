@@ -12,8 +12,12 @@ then trims the WAL; lock order is always `_ckpt_lock` before `_write_lock`.
 
 An actor may be made before anyone knows which memory it will serve (a *spare*, qname None):
 `warm()` pays the process's start-up (torch and our imports, storage connections) ahead of
-time, and `start(qname)` later binds it to one memory, for life. Starting is mostly import
-time, so a warm spare turns a ~3 s rehydration into the state load (~0.1 s).
+time, and `start(qname)` later binds it to one memory. Starting is mostly import time, so a
+warm spare turns a ~3 s rehydration into the state load (~0.1 s). `release()` hibernates the
+memory and unbinds it again (every per-memory field reset as in a fresh actor, see
+`_reset_binding`), so the process serves the next memory without a new start. Callers reach
+the memory through `call(qname, method, ...)`, which refuses a memory the actor no longer
+serves, so a stale handle can never act on the wrong memory.
 
 The actor never encodes text: vectors arrive from the gateway's encoder.
 """
@@ -31,7 +35,8 @@ import numpy as np
 
 from errors import CheckpointCorrupt, CheckpointNotFound, InvalidInput, NeuralMemoryError, Unavailable
 
-from actors.durability import Checkpoints, recover
+from actors.binding import Rebinding
+from actors.durability import Checkpoints, recover, to_parts
 from actors.forgetting import Forgetting
 from actors.history import History, parse_retention
 from actors.phases import Phases
@@ -46,27 +51,39 @@ __all__ = ["MemoryActor"]
 log = logging.getLogger(__name__)
 
 
-class MemoryActor(Forgetting):
+class MemoryActor(Rebinding, Forgetting):
     """The live state of memory `qname`; wrap with `ray.remote` (see cluster.supervisor)."""
 
     def __init__(self, qname: str | None, spec: ActorSpec) -> None:
         # Cheap on purpose: loading happens in start(), so a failure there reaches the caller
         # as the real error instead of a generic "actor died in its constructor".
-        self._qname = qname  # None: a spare, bound to a memory by start(qname)
         self._spec = spec
         self._start_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._ckpt_lock = threading.Lock()
         self._count_lock = threading.Lock()
+        self._calls = threading.Condition()  # routed calls in flight (see call / release)
+        self._in_flight = 0
+        self._storage = None
+        self._warm = False
+        # One thread for the process: stats/history writes stay in write order. Each record
+        # names its memory, so one queued before a release never lands on the next memory.
+        self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
+        self._reset_binding(qname)
+
+    def _reset_binding(self, qname: str | None) -> None:
+        """Everything that belongs to the memory served, as in a fresh actor: set at creation
+        and again by release(), so nothing of one memory survives into the next."""
+        self._qname = qname  # None: a spare, bound to a memory by start(qname)
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
         self._mem: NeuralMemory | None = None
         self._config: MemoryConfig | None = None
-        self._storage = None
         self._ckpts: Checkpoints | None = None
-        self._results = RecentResults(spec.settings.remembered_requests)
+        self._results = RecentResults(self._spec.settings.remembered_requests)
         self._closing = False
-        self._warm = False
+        self._releasing = False
         self._started = False
         self._writes_since = 0  # writes applied since the newest auto-checkpoint
         self._last_ckpt = time.monotonic()
@@ -81,8 +98,6 @@ class MemoryActor(Forgetting):
         # (step before, weights touched?, seq) of a write that failed after it was logged: its
         # entry must leave the log before anything else is logged or saved (see _settle).
         self._unsettled: tuple[int, bool, int] | None = None
-        # One thread: stats/history writes stay in write order.
-        self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
 
     def __repr__(self) -> str:  # Ray names the actor's process and log lines after this
         return f"MemoryActor({self._qname or 'spare'})"
@@ -136,7 +151,8 @@ class MemoryActor(Forgetting):
             phases.lap("initial_checkpoint")
             self._sync_stats()
             phases.lap("stats")
-            threading.Thread(target=self._checkpoint_loop, name="checkpointer", daemon=True).start()
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="checkpointer", daemon=True)
+            self._checkpointer.start()
             self._started = True
             self._resume_jobs()
             log.info("memory %s up at step %s (replayed %s WAL entries)",
@@ -159,13 +175,16 @@ class MemoryActor(Forgetting):
         return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
     def prepare_hibernate(self) -> dict:
-        """Checkpoint unsaved writes and refuse new ones; the supervisor kills the actor next."""
+        """Refuse new writes and stop checkpointing; the supervisor releases or kills the actor
+        next. Unsaved writes stay in the WAL (replayed on wake) unless there are at least
+        `wal_tail_writes` of them: then they are checkpointed, so wake-ups stay quick."""
         mem = self._ready()
         self._stop_job()  # a running forget job resumes when the memory wakes
         with self._ckpt_lock:
             with self._write_lock:
                 self._closing = True
-            if self._writes_since > 0:
+                self._settle()  # a failed write leaves the log before the tail is kept as it is
+            if self._writes_since >= max(1, self._spec.settings.wal_tail_writes):
                 self._auto_checkpoint()
             self._stop.set()
             self._wake.set()
@@ -256,8 +275,8 @@ class MemoryActor(Forgetting):
         with self._write_lock:
             self._settle()
             seq = self._log_marker(TAG, tag=tag)
-            data, step, weight_hash = self._mem.to_bytes(), self._mem.step, self._mem.weight_hash
-        return self._ckpts.save(data, tag=tag, step=step, weight_hash=weight_hash, description=description, seq=seq)
+            parts, step, weight_hash = to_parts(self._mem), self._mem.step, self._mem.weight_hash
+        return self._ckpts.save(parts, tag=tag, step=step, weight_hash=weight_hash, description=description, seq=seq)
 
     def restore(self, tag: str) -> dict:
         """Load checkpoint `tag` into this memory, then make it the recovery point."""
@@ -321,7 +340,7 @@ class MemoryActor(Forgetting):
     # ---- internals --------------------------------------------------------------------------
 
     def _bind(self, qname: str | None) -> None:
-        """Take memory `qname` for this actor's lifetime; refuse a second, different one."""
+        """Take memory `qname` until release(); refuse a second, different one meanwhile."""
         if qname is not None and self._qname is not None and qname != self._qname:
             raise InvalidInput(f"this actor serves memory {self._qname}, not {qname}")
         if self._qname is None and qname is None:
@@ -378,19 +397,21 @@ class MemoryActor(Forgetting):
         first = result["step"] - len(texts) + 1
         history = [{"step": first + i, "text": text, "surprise": float(surprises[i]),
                     "weight_hash": result["weight_hash"]} for i, text in enumerate(texts)]
-        self._recorder.submit(self._write_record, step=int(result["step"]), weight_hash=result["weight_hash"],
+        self._recorder.submit(self._write_record, self._qname, step=int(result["step"]),
+                              weight_hash=result["weight_hash"],
                               observations=len(texts), domains=[domain] if domain else [], history=history)
 
     def _sync_stats(self) -> None:
         """Point the Redis stats at the memory's real step and hash (after recovery or restore);
         listings report the step as the observation count, so they agree with the actor."""
-        self._recorder.submit(self._write_record, step=self._mem.step, weight_hash=self._mem.weight_hash)
+        self._recorder.submit(self._write_record, self._qname, step=self._mem.step,
+                              weight_hash=self._mem.weight_hash)
 
-    def _write_record(self, **record: Any) -> None:
+    def _write_record(self, qname: str, **record: Any) -> None:
         try:
-            self._storage.metadata.record_write(self._qname, **record)
+            self._storage.metadata.record_write(qname, **record)
         except NeuralMemoryError as exc:  # the write itself is durable: this is only its view
-            log.warning("stats/history of %s not updated: %s", self._qname, exc)
+            log.warning("stats/history of %s not updated: %s", qname, exc)
 
     def _summary(self) -> dict:
         mem = self._mem
@@ -442,18 +463,20 @@ class MemoryActor(Forgetting):
             log.error("memory %s: a failed write is still in the log (%s); writes wait for it",
                       self._qname, exc)
 
-    def _snapshot_state(self) -> tuple[bytes, int, str, int, int]:
+    def _snapshot_state(self) -> tuple[dict[str, bytes], int, str, int, int]:
         self._settle()  # never save weights a failed write touched
         mem = self._mem
-        return mem.to_bytes(), mem.step, mem.weight_hash, self._writes_since, self._seq
+        return to_parts(mem), mem.step, mem.weight_hash, self._writes_since, self._seq
 
     def _checkpoint_due(self) -> bool:
         spec = self._spec.settings
         with self._count_lock:
             if self._writes_since <= 0 or self._job is not None:
                 return False
+            # A short tail is cheaper to replay than to checkpoint (a new head per memory).
             return (self._writes_since >= spec.checkpoint_every_writes
-                    or time.monotonic() - self._last_ckpt >= spec.checkpoint_every_seconds)
+                    or (self._writes_since >= spec.wal_tail_writes
+                        and time.monotonic() - self._last_ckpt >= spec.checkpoint_every_seconds))
 
     def _checkpoint_loop(self) -> None:
         period = max(0.05, min(self._spec.settings.checkpoint_every_seconds / 4, 5.0))

@@ -21,7 +21,13 @@ class ActorSettings(BaseSettings):
         200, ge=1, description="Auto-checkpoint after this many writes since the last one; the WAL "
                                "is trimmed behind each auto-checkpoint, so this bounds recovery time.")
     checkpoint_every_seconds: float = Field(
-        60.0, gt=0, description="...or once this many seconds have passed with an unsaved write.")
+        60.0, gt=0, description="...or once this many seconds have passed with at least wal_tail_writes "
+                                "unsaved writes.")
+    wal_tail_writes: int = Field(
+        32, ge=0, description="Unsaved writes a memory keeps as a WAL tail (replayed in milliseconds when it "
+                              "wakes) instead of checkpointing when it hibernates or its seconds run out: a "
+                              "memory that learned a little costs its log, not a new ~4 MB checkpoint. 0: "
+                              "always checkpoint on hibernation.")
     keep_auto_checkpoints: int = Field(
         2, ge=1, le=100, description="Auto-checkpoints kept per memory: the newest is what recovery "
                                      "loads, older ones are fallbacks if it is corrupt (the WAL is kept back to the oldest).")

@@ -14,13 +14,14 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import ray
 
 import contract
-from actors import ActorSpec, Checkpoints, is_auto, normalize_config
+from actors import ActorSpec, Checkpoints, blob_to_parts, is_auto, normalize_config, parts_to_blob
+from contract import DEFAULT_PAGE, check_page
 from errors import (CheckpointCorrupt, CheckpointNotFound, IncompatibleState, InvalidInput, MemoryExists,
                     MemoryNotFound, QuotaExceeded, Unavailable)
 from storage import Storage, open_storage
@@ -55,6 +56,15 @@ def _short(qname: str | None) -> str | None:
     return None if qname is None else split(qname)[1]
 
 
+def _damaged(qname: str, tag: str | None, exc: Exception) -> CheckpointCorrupt:
+    """The error for a source checkpoint that cannot be read: it names the tag, never the
+    object's key or path (those go to the log)."""
+    log.error("checkpoint %s of %s cannot be read: %s", tag or "(live state)", qname, exc)
+    what = f"checkpoint {tag!r}" if tag is not None else "the saved state"
+    return CheckpointCorrupt(f"{what} of memory {_short(qname)} is damaged or missing in the checkpoint "
+                             "store; use another checkpoint")
+
+
 class MemoryCluster:
     """Create, fork, checkpoint and call memories, each living in its own Ray actor."""
 
@@ -78,14 +88,9 @@ class MemoryCluster:
                 ray.init(address=s.ray_address, namespace=s.namespace)
             self._storage = await asyncio.to_thread(open_storage, s.storage)
             spec = ActorSpec(storage=self._storage.settings, settings=s.actor)
-            options = {
-                "max_concurrency": s.actor_max_concurrency,
-                "num_cpus": s.actor_num_cpus,
-                "scheduling_strategy": "SPREAD" if s.actor_placement == "spread" else "DEFAULT",
-            }
-            self._supervisor = supervisor_handle(s.namespace, spec, s.max_live_actors, s.idle_seconds,
-                                                 options, s.actor_start_timeout, s.spare_actors)
-            self._router = ActorRouter(self._supervisor, self._exists)
+            self._supervisor = supervisor_handle(s, spec)
+            await asyncio.to_thread(self._storage.metadata.index_names)  # once, for older registries
+            self._router = ActorRouter(self._supervisor, self._exists, patience=s.actor_start_timeout)
 
     async def close(self, *, stop_actors: bool = False) -> None:
         """Release storage. With `stop_actors`, also kill the supervisor and every memory actor
@@ -149,16 +154,26 @@ class MemoryCluster:
             raise QuotaExceeded(f"quota: at most {limit} memories per tenant "
                                 "(NMEM_MAX_MEMORIES_PER_TENANT); delete some first", retry_after=60)
 
-    async def list_memories(self, tenant: str) -> dict:
-        records = await self._meta("list_memories", check_tenant(tenant))
+    async def list_memories(self, tenant: str, cursor: str | None = None, limit: int = DEFAULT_PAGE,
+                            prefix: str | None = None) -> dict:
+        """One page of the tenant's memories by name (`next_cursor` continues it): a few Redis
+        round trips and one supervisor call per page, however many memories there are."""
+        records, next_cursor = await self._page(tenant, cursor, limit, prefix)
+        # Memories this replica wrote to record their counts in the background: flush them, so a
+        # caller always sees its own writes counted.
+        held = [r["name"] for r in records if self._routes().holds(r["name"])]
+        if held:
+            await asyncio.gather(*(self._routes().call_if_live(q, "flush_records") for q in held))
+            records, next_cursor = await self._page(tenant, cursor, limit, prefix)
         live = set(await self._supervisor.live.remote())
-        out = []
-        for record in records:
-            qname = record["name"]
-            stats = await self._meta("get_stats", qname)
-            out.append({"name": _short(qname), "total_observations": stats["step"],
-                        "live": qname in live, "parent": _short(record.get("parent"))})
-        return {"memories": out}
+        return {"memories": [{"name": _short(r["name"]), "total_observations": r["step"], "live": r["name"] in live,
+                              "parent": _short(r.get("parent"))} for r in records],
+                "next_cursor": next_cursor}
+
+    async def _page(self, tenant: str, cursor: str | None, limit: int, prefix: str | None
+                    ) -> tuple[list[dict], str | None]:
+        cursor, limit, prefix = check_page(cursor, limit, prefix)
+        return await self._meta("list_page", check_tenant(tenant), after=cursor, limit=limit, prefix=prefix)
 
     async def delete_memory(self, tenant: str, name: str) -> dict:
         """Unregister first (a stale actor's writes then fail), then stop the actor, then the objects."""
@@ -242,17 +257,26 @@ class MemoryCluster:
         return await self._call(tenant, name, "restore", tag)
 
     async def fork(self, tenant: str, name: str, new_name: str, source_tag: str | None = None) -> dict:
-        """New memory `new_name` starting from `name`'s live state (or its checkpoint `source_tag`)."""
+        """New memory `new_name` starting from `name`'s live state (or its checkpoint `source_tag`).
+        Its first checkpoint is a copy of the source's manifest: no state bytes are copied."""
         source, target = qualify(tenant, name), qualify(tenant, new_name)
         record = await self._meta("get_memory", source)
         if await self._exists(target):
             raise MemoryExists(f"memory {new_name} already exists")
         await self._check_quota(tenant)
-        state = await self._source_state(source, record, source_tag)
+        info = await self._source_info(source, source_tag)
         child = {"tenant": tenant, "name": target, "config": record["config"], "encoder": record["encoder"],
-                 "parent": source, "source_tag": source_tag, "source_seq": state.seq, "source_step": state.step}
-        stats = await self._create_seeded(child, state)
-        return {"forked": True, "source_hash": state.weight_hash, "new_hash": stats["weight_hash"]}
+                 "parent": source, "source_tag": source_tag, "source_seq": info.get("seq"),
+                 "source_step": int(info["step"])}
+
+        def seed(ckpts: Checkpoints) -> dict:
+            try:
+                return ckpts.copy_auto(info)
+            except (CheckpointCorrupt, CheckpointNotFound) as exc:
+                raise _damaged(source, source_tag, exc) from None
+
+        stats = await self._create_seeded(child, seed, info["weight_hash"])
+        return {"forked": True, "source_hash": info["weight_hash"], "new_hash": stats["weight_hash"]}
 
     # ---- forgetting (cluster/forget.py) ------------------------------------------------------
 
@@ -272,9 +296,16 @@ class MemoryCluster:
 
     async def export_state(self, tenant: str, name: str, tag: str | None = None) -> ExportedState:
         """The checkpoint `tag` of memory `name`, or (no tag) a snapshot of its live state, as
-        stored (exactly what a fork copies); the image file format around it is serve/'s."""
+        one blob (what `NeuralMemory.to_bytes` gives); the image file format around it is serve/'s."""
         qname = qualify(tenant, name)
-        return await self._source_state(qname, await self._meta("get_memory", qname), tag)
+        record = await self._meta("get_memory", qname)
+        info = await self._source_info(qname, tag)
+        try:
+            parts = await asyncio.to_thread(Checkpoints(self.storage, qname).read_parts, info)
+        except (CheckpointCorrupt, CheckpointNotFound) as exc:
+            raise _damaged(qname, tag, exc) from None
+        blob = await asyncio.to_thread(parts_to_blob, parts)
+        return ExportedState(record["config"], info["weight_hash"], int(info["step"]), blob)
 
     async def import_state(self, tenant: str, name: str, state: ExportedState) -> dict:
         """Create memory `name` holding `state` (its config, encoder and weights); the loaded
@@ -289,40 +320,34 @@ class MemoryCluster:
         await self._check_quota(tenant)
         record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
                   "parent": None, "source_tag": None}
+        parts = await asyncio.to_thread(blob_to_parts, state.data)
+        seed = lambda ckpts: ckpts.save_auto(parts, step=state.step, weight_hash=state.weight_hash)  # noqa: E731
         try:
-            stats = await self._create_seeded(record, state)
+            stats = await self._create_seeded(record, seed, state.weight_hash)
         except CheckpointCorrupt as exc:  # the actor could not load the bytes
             raise IncompatibleState(f"this server cannot load the image's checkpoint: {exc}") from None
         return {"name": name, "weight_hash": stats["weight_hash"],
                 "weight_parameters": stats["weight_parameters"], "step": int(stats["step"])}
 
-    async def _source_state(self, qname: str, record: dict, tag: str | None) -> ExportedState:
+    async def _source_info(self, qname: str, tag: str | None) -> dict:
+        """Checkpoint `tag`'s index entry, or (no tag) a fresh auto-checkpoint of the live state."""
         if tag is not None:
-            info = await self._meta("get_checkpoint", qname, check_user_tag(tag))
-        else:
-            info = await self._routes().call(qname, "snapshot")
-        try:
-            data = await asyncio.to_thread(self.storage.checkpoints.get, info["object_key"], info.get("sha256"))
-        except (CheckpointCorrupt, CheckpointNotFound) as exc:  # name the tag, never the object's path
-            log.error("checkpoint %s of %s cannot be read: %s", tag or info.get("tag"), qname, exc)
-            what = f"checkpoint {tag!r}" if tag is not None else "the saved state"
-            raise CheckpointCorrupt(f"{what} of memory {_short(qname)} is damaged or missing in the "
-                                    "checkpoint store; use another checkpoint") from None
-        return ExportedState(record["config"], info["weight_hash"], int(info["step"]), data, info.get("seq"))
+            return await self._meta("get_checkpoint", qname, check_user_tag(tag))
+        return await self._routes().call(qname, "snapshot")
 
-    async def _create_seeded(self, record: dict, state: ExportedState) -> dict:
-        """Register `record` with `state` as its first auto-checkpoint and start it; its stats.
-        Nothing is left behind if any step fails (the weights must load to the promised hash)."""
+    async def _create_seeded(self, record: dict, seed: Callable[[Checkpoints], dict],
+                             weight_hash: str) -> dict:
+        """Register `record`, write its first auto-checkpoint with `seed` and start it; its stats.
+        Nothing is left behind if any step fails (the weights must load to `weight_hash`)."""
         qname = record["name"]
         await self._meta("create_memory", qname, record)
         try:
-            await asyncio.to_thread(Checkpoints(self.storage, qname).save_auto, state.data,
-                                    step=state.step, weight_hash=state.weight_hash)
+            await asyncio.to_thread(seed, Checkpoints(self.storage, qname))
             await self._routes().ensure(qname, check_registry=False)
             stats = await self._routes().call(qname, "stats")
-            if stats["weight_hash"] != state.weight_hash:
+            if stats["weight_hash"] != weight_hash:
                 raise IncompatibleState(f"the loaded weights hash to {stats['weight_hash'][:12]} here, "
-                                        f"not {state.weight_hash[:12]} as the source says")
+                                        f"not {weight_hash[:12]} as the source says")
         except BaseException:
             await self._discard(qname)
             raise
@@ -330,11 +355,14 @@ class MemoryCluster:
 
     # ---- views ------------------------------------------------------------------------------
 
-    async def lineage(self, tenant: str) -> dict:
-        records = await self._meta("list_memories", check_tenant(tenant))
+    async def lineage(self, tenant: str, cursor: str | None = None, limit: int = DEFAULT_PAGE,
+                      prefix: str | None = None) -> dict:
+        """Fork edges of one page of memories (paged like list_memories)."""
+        records, next_cursor = await self._page(tenant, cursor, limit, prefix)
         live = set(await self._supervisor.live.remote())
         return {"memories": [{"name": _short(r["name"]), "parent": _short(r.get("parent")), "source_tag": r.get("source_tag"),
-                 "created_at": r.get("created_at"), "live": r["name"] in live} for r in records]}
+                 "created_at": r.get("created_at"), "live": r["name"] in live} for r in records],
+                "next_cursor": next_cursor}
 
     async def health(self, timeout: float = 3.0) -> dict[str, str]:
         """Each dependency: "ok", "timed out" or "unavailable" (details in the log, not here)."""

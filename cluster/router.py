@@ -1,14 +1,17 @@
-"""Calls from the control plane to memory actors: cached handles, recovery, one retry.
+"""Calls from the control plane to memory actors: cached handles, recovery, bounded retries.
 
-The fast path is one actor call on a cached handle. If the actor is gone (crash, `ray.kill`,
-node loss, hibernation), the call raises a Ray actor error; the router then asks the
-supervisor for a live actor (which rehydrates the memory from checkpoint + WAL) and retries
-once. Writes carry a request id, so the retry of a write that reached the WAL before the crash
-returns the replayed result instead of being applied twice.
+The fast path is one actor call on a cached handle: `handle.call(qname, method, ...)`, which
+the actor refuses if it no longer serves `qname` (its process was released and given another
+memory). If the actor is gone (crash, `ray.kill`, node loss), hibernating, or refuses, the
+router asks the supervisor for a live actor (which rehydrates the memory from checkpoint + WAL)
+and tries again, with backoff, until `patience` seconds have passed: a lost node costs callers
+a pause, not an error. Writes carry a request id, so the retry of a write that reached the WAL
+before a crash returns the replayed result instead of being applied twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Awaitable, Callable
@@ -24,13 +27,16 @@ __all__ = ["ActorRouter"]
 log = logging.getLogger(__name__)
 
 TOUCH_EVERY = 1.0  # seconds between "in use" reports per memory (LRU precision)
+FIRST_BACKOFF, MAX_BACKOFF = 0.05, 1.0  # seconds between attempts, doubling
 
 
 class ActorRouter:
     """Routes calls for memory ids to their actors via one supervisor handle."""
 
-    def __init__(self, supervisor: Any, exists: Callable[[str], Awaitable[bool]]) -> None:
+    def __init__(self, supervisor: Any, exists: Callable[[str], Awaitable[bool]],
+                 patience: float = 120.0) -> None:
         self._supervisor = supervisor
+        self._patience = patience
         self._exists = exists  # registry check before (re)starting an actor
         self._handles: dict[str, Any] = {}
         self._touched: dict[str, float] = {}
@@ -50,25 +56,29 @@ class ActorRouter:
         return handle
 
     async def call(self, qname: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        """`method(*args, **kwargs)` on `qname`'s actor, recovering it once if it is gone."""
-        last: BaseException | None = None
-        for attempt in range(2):
-            handle = self._handles.get(qname)
-            if handle is None:
-                handle = await self.ensure(qname)
-            self._touch(qname)
+        """`method(*args, **kwargs)` on `qname`'s actor, recovering it while it is gone."""
+        deadline = time.monotonic() + self._patience
+        backoff = 0.0  # a stale handle is retried at once; then back off
+        while True:
             try:
-                return await getattr(handle, method).remote(*args, **kwargs)
+                handle = self._handles.get(qname) or await self.ensure(qname)
+                self._touch(qname)
+                return await handle.call.remote(qname, method, *args, **kwargs)
             except RayActorError as exc:  # died or unreachable: rehydrate and retry
                 log.info("actor of %s is gone (%s); recovering", qname, type(exc).__name__)
-                last = exc
+                last: BaseException = exc
             except RayTaskError as exc:
                 cause = unwrap(exc)
-                if not isinstance(cause, Unavailable) or attempt:  # Unavailable: hibernating
+                if not isinstance(cause, Unavailable):
                     raise cause from None
                 last = cause
+            except Unavailable as exc:  # from ensure: the supervisor could not start it yet
+                last = exc
             self._handles.pop(qname, None)
-        raise Unavailable(f"memory {qname.split('/', 1)[1]} could not be reached: {last}") from last
+            if time.monotonic() + backoff > deadline:
+                raise Unavailable(f"memory {qname.split('/', 1)[1]} could not be reached: {last}") from last
+            await asyncio.sleep(backoff)
+            backoff = min(max(2 * backoff, FIRST_BACKOFF), MAX_BACKOFF)
 
     async def call_if_live(self, qname: str, method: str, *args: Any) -> Any:
         """`method` on `qname`'s actor if this router holds a live handle; None otherwise (never
@@ -77,9 +87,13 @@ class ActorRouter:
         if handle is None:
             return None
         try:
-            return await getattr(handle, method).remote(*args)
-        except (RayActorError, RayTaskError):
+            return await handle.call.remote(qname, method, *args)
+        except (RayActorError, RayTaskError):  # gone, or serving another memory by now
             return None
+
+    def holds(self, qname: str) -> bool:
+        """Whether this router has a handle for `qname` (it routed a call there recently)."""
+        return qname in self._handles
 
     def forget(self, qname: str) -> None:
         self._handles.pop(qname, None)

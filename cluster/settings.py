@@ -42,7 +42,8 @@ class ClusterSettings(BaseSettings):
     )
     idle_seconds: float = Field(
         600.0, gt=0,
-        description="An actor unused for this long checkpoints and exits; the next call rehydrates it."
+        description="A memory unused for this long hibernates (its short WAL tail or a checkpoint stays behind) "
+                    "and hands its process back; the next call rehydrates it."
     )
     actor_max_concurrency: int = Field(
         8, ge=2, le=256,
@@ -63,12 +64,45 @@ class ClusterSettings(BaseSettings):
                     "Unavailable."
     )
     spare_actors: int = Field(
-        1, ge=0, le=64,
-        description="Warm spare actors kept ready (torch imported, storage open, no memory yet). A fork, "
-                    "rehydration or recovery binds one instead of starting a process: ~0.1 s instead of "
-                    "~3.5 s on 2 cores; a replacement then warms up in the background (~3 CPU-seconds). "
-                    "Each spare costs one idle actor's memory (~190 MB USS), on top of max_live_actors. 0 "
-                    "turns them off."
+        1, ge=0, le=256,
+        description="Warm idle actor processes kept ready (torch imported, storage open, no memory yet), as "
+                    "many as fit under the process bound (max_live_actors + spare_actors_max). A create, fork "
+                    "or wake-up binds one instead of starting a process: ~0.1 s instead of ~3.5 s on 2 cores; "
+                    "a replacement then warms up in the background (~3 CPU-seconds, ~190 MB). Set it to the "
+                    "live cap to have every live slot's process ready before a burst. 0 turns them off."
+    )
+    spare_actors_max: int = Field(
+        4, ge=0, le=256,
+        description="Processes allowed beyond the live cap: live plus idle processes never exceed "
+                    "max_live_actors + this. A memory that hibernates (idle, or evicted at the cap) hands its "
+                    "process back instead of exiting, so a burst of forks or wake-ups binds processes that "
+                    "already imported torch; idle ones beyond spare_actors exit after spare_idle_seconds."
+    )
+    spare_idle_seconds: float = Field(
+        60.0, gt=0,
+        description="A reusable process beyond spare_actors exits after this long unused (the pool shrinks "
+                    "after a burst)."
+    )
+    reuse_idle_seconds: float = Field(
+        2.0, ge=0,
+        description="A start that finds no warm process takes the process of the least recently used "
+                    "memory idle at least this long (it hibernates; waking it later costs ~0.1 s) instead "
+                    "of waiting ~3 s for a new one. 0: never."
+    )
+    max_concurrent_starts: int = Field(
+        4, ge=1, le=256,
+        description="Memory starts (bind + checkpoint load + WAL replay) running at once; more wait in "
+                    "per-tenant queues served in turns, so one tenant's burst cannot stall the others."
+    )
+    gc_interval_seconds: float = Field(
+        3600.0, ge=0,
+        description="How often the supervisor deletes checkpoint chunks that no manifest names (0: never; "
+                    "`neural-memory gc` runs it by hand)."
+    )
+    gc_grace_seconds: float = Field(
+        900.0, ge=60,
+        description="Chunks written or reused more recently than this are never collected, which covers "
+                    "checkpoints being written while the collector runs."
     )
     max_memories_per_tenant: int = Field(
         1000, ge=1, le=10_000_000,

@@ -4,8 +4,15 @@ Starting a memory actor is mostly process start-up, not the memory: on 2 cores a
 takes ~0.7 s, our imports ~0.5 s and `import torch` ~2 s, while loading the default memory's
 checkpoint takes ~0.07 s. So the supervisor keeps `size` spares: MemoryActors created with no
 memory that have run `warm()` (imports done, storage open). The next fork, rehydration or
-recovery takes one (`start(qname)` binds it to that memory for life) and a replacement warms up
-in the background, so the caller waits for the state load instead of the start-up.
+recovery takes one (`start(qname)` binds it to that memory) and a replacement warms up in the
+background, so the caller waits for the state load instead of the start-up.
+
+Processes are reused: a memory that hibernates is released (`MemoryActor.release`) and its
+process given back to the pool (`give_back`), as long as live plus idle processes stay within
+the supervisor's bound (the live cap plus `spare_actors_max`). So a burst (1,000 forks at a
+live cap of 32) recycles the same processes instead of starting 1,000, and memories put to
+sleep together leave their processes ready for the next wake-ups; `shrink` lets the surplus
+over `size` exit once idle for `idle_seconds`.
 
 Why not Ray's own worker pool with `preload_python_modules`: Ray prestarts idle workers only
 when the raylet starts (and only a few), never refills the pool, and reuses no task worker for
@@ -42,12 +49,13 @@ class SparePool:
     """Keeps `size` warm, unbound memory actors for the supervisor's next start."""
 
     def __init__(self, create: Callable[[], Slot], kill: Callable[[Slot], Awaitable[None]],
-                 size: int, timeout: float) -> None:
+                 size: int, timeout: float, idle_seconds: float = 60.0) -> None:
         self._create = create
         self._kill = kill
         self._size = size
+        self._idle = idle_seconds
         self._timeout = timeout
-        self._ready: deque[Slot] = deque()
+        self._ready: deque[tuple[Slot, float]] = deque()  # (spare, idle since), oldest first
         self._warming: dict[str, tuple[Slot, asyncio.Task]] = {}
         self._waiters = 0  # takers waiting for a spare that is still warming up
         self._paused_until = 0.0
@@ -57,11 +65,12 @@ class SparePool:
     def ready(self) -> int:
         return len(self._ready)
 
-    def fill(self) -> None:
-        """Start warming new spares until `size` are ready or warming (no-op once stopped)."""
+    def fill(self, room: int) -> None:
+        """Start warming new spares until `size` are ready or warming, never more than `room`
+        idle processes (no-op once stopped)."""
         if self._stopped or time.monotonic() < self._paused_until:
             return
-        while len(self._ready) + len(self._warming) < self._size:
+        while len(self._ready) + len(self._warming) < min(self._size, room):
             try:
                 slot = self._create()
             except Exception as exc:  # noqa: BLE001 - a spare is an optimisation, never an error
@@ -70,6 +79,10 @@ class SparePool:
                 return
             task = asyncio.get_running_loop().create_task(self._warm(slot))
             self._warming[slot.name] = (slot, task)
+
+    def take_ready(self) -> Slot | None:
+        """A warm spare if one is ready now, without waiting for one that is warming."""
+        return self._ready.pop()[0] if self._ready else None
 
     async def take(self) -> Slot | None:
         """A warm spare; None when none is ready or warming for this caller (start cold then).
@@ -81,7 +94,7 @@ class SparePool:
         deadline = time.monotonic() + self._timeout
         while True:
             if self._ready:
-                return self._ready.popleft()
+                return self._ready.pop()[0]  # the most recently used: its pages are warm
             left = deadline - time.monotonic()
             if len(self._warming) <= self._waiters or left <= 0:
                 return None
@@ -92,17 +105,29 @@ class SparePool:
             finally:
                 self._waiters -= 1
 
-    def adopt(self, slot: Slot) -> bool:
-        """Take in a spare found alive after a supervisor restart; False if the pool is full."""
-        if self._stopped or len(self._ready) + len(self._warming) >= self._size:
+    def give_back(self, slot: Slot, room: int) -> bool:
+        """Keep a released (warm, unbound) process for the next start if fewer than `room` are
+        idle or warming; False otherwise (the caller stops it)."""
+        if self._stopped or len(self._ready) + len(self._warming) >= room:
             return False
-        self._ready.append(slot)
+        self._ready.append((slot, time.monotonic()))
         return True
+
+    def adopt(self, slot: Slot, room: int) -> bool:
+        """Take in a spare found alive after a supervisor restart; False if the pool is full."""
+        return self.give_back(slot, room)
+
+    def shrink(self) -> list[Slot]:
+        """Spares beyond `size` idle for `idle_seconds`, removed from the pool for the caller to stop."""
+        now, surplus = time.monotonic(), []
+        while len(self._ready) > self._size and now - self._ready[0][1] >= self._idle:
+            surplus.append(self._ready.popleft()[0])
+        return surplus
 
     def drain(self) -> list[Slot]:
         """Stop for good: every spare, ready or warming, for the caller to kill."""
         self._stopped = True
-        slots = list(self._ready)
+        slots = [slot for slot, _since in self._ready]
         self._ready.clear()
         for slot, task in self._warming.values():
             task.cancel()
@@ -124,6 +149,6 @@ class SparePool:
             # No await between leaving `_warming` and joining `_ready`: takers see one or the other.
             self._warming.pop(slot.name, None)
             if ok and not self._stopped:
-                self._ready.append(slot)
+                self._ready.append((slot, time.monotonic()))
         if not ok:
             await self._kill(slot)

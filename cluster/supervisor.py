@@ -6,14 +6,21 @@ hibernation are decided in exactly one place. It is the only creator of memory a
 keeps which actor serves which memory (actor names are opaque: see actors.new_actor_name):
 
     ensure(qname)  live and answering -> its handle; else make room (hibernate LRU), then bind a
-                   warm spare to the memory (cluster/spares.py) or, with none, start a new actor
+                   warm spare to the memory (cluster/spares.py), or the process of a memory idle
+                   for reuse_idle_seconds, or, with neither, start a new actor
     touch(qnames)  callers report use (throttled, fire-and-forget) for LRU and idleness
-    reaper         hibernates actors idle for idle_seconds
+    reaper         hibernates actors idle for idle_seconds, lets surplus spares exit
+    collector      deletes checkpoint chunks no manifest names (storage/gc.py), every gc interval
 
-Per-memory asyncio locks serialise start/hibernate/remove of one memory; `_cap_lock` makes the
-"count, evict, reserve a slot" step atomic, so the cap holds even under a burst of starts. The
-cap counts memories; spares come on top of it. If the supervisor itself dies, Ray restarts it
-and it re-adopts the actors still alive by asking each one which memory it serves.
+Hibernating releases the memory from its process and gives the process back to the spare pool,
+so evictions at the cap feed the next starts without new processes; live plus idle processes
+stay within max_live_actors + spare_actors_max.
+Starts pass a FairGate (cluster/fairness.py): at most max_concurrent_starts at once, tenants
+served in turns. Per-memory asyncio locks serialise start/hibernate/remove of one memory;
+`_cap_lock` makes the "count, evict, reserve a slot" step atomic, so the cap holds even under a
+burst of starts. The cap counts memories; spares come on top of it. If the supervisor itself
+dies, Ray restarts it and it re-adopts the actors still alive by asking each one which memory
+it serves.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from errors import Unavailable
 
 from actors import ACTOR_PREFIX, ActorSpec, MemoryActor, new_actor_name
+from cluster.collector import run_collector
+from cluster.fairness import FairGate
+from cluster.settings import ClusterSettings
 from cluster.spares import Slot, SparePool
 
 __all__ = ["Supervisor", "SUPERVISOR_NAME", "supervisor_handle", "unwrap"]
@@ -51,24 +61,28 @@ def unwrap(exc: BaseException) -> BaseException:
 class Supervisor:
     """Live memory actors of one namespace: LRU order, cap, idle hibernation, (re)start, spares."""
 
-    def __init__(self, namespace: str, spec: ActorSpec, max_live: int, idle_seconds: float,
-                 actor_options: dict[str, Any], start_timeout: float, spares: int = 0) -> None:
-        self._ns = namespace
+    def __init__(self, settings: ClusterSettings, spec: ActorSpec) -> None:
+        self._settings = settings
+        self._ns = settings.namespace
         self._spec = spec
-        self._max_live = max_live
-        self._idle = idle_seconds
-        self._options = actor_options
-        self._timeout = start_timeout
+        self._max_live = settings.max_live_actors
+        self._idle = settings.idle_seconds
+        self._options = actor_options(settings)
+        self._timeout = settings.actor_start_timeout
         self._actors: dict[str, Slot] = {}  # qname -> the actor serving it (live or starting)
         self._live: OrderedDict[str, float] = OrderedDict()  # qname -> last use; LRU first
         self._starting: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._cap_lock = asyncio.Lock()
         self._boot_lock = asyncio.Lock()
-        self._reaper: asyncio.Task | None = None
+        self._gate = FairGate(settings.max_concurrent_starts)
+        self._tasks: list[asyncio.Task] = []
         self._remote_cls = ray.remote(MemoryActor)
-        self._spares = SparePool(lambda: self._create(None), self._kill_slot, spares, start_timeout)
+        self._spares = SparePool(lambda: self._create(None), self._kill_slot, settings.spare_actors,
+                                 self._timeout, settings.spare_idle_seconds)
+        self._max_processes = settings.max_live_actors + settings.spare_actors_max
         self._starts: deque[dict] = deque(maxlen=START_REPORTS)
+        self._created = 0  # memory actor processes started by this supervisor
 
     # ---- API --------------------------------------------------------------------------------
 
@@ -79,11 +93,14 @@ class Supervisor:
             handle = await self._alive(qname)
             if handle is None:
                 self._live.pop(qname, None)
-                await self._reserve(qname)
-                try:
-                    handle = await self._start(qname)
-                finally:
-                    self._starting.discard(qname)
+                async with self._gate.slot(qname.split("/", 1)[0]):
+                    began = time.monotonic()
+                    evicted = await self._reserve(qname)
+                    try:
+                        handle = await self._start(qname, {"reserve_s": round(time.monotonic() - began, 4),
+                                                           "evicted": evicted})
+                    finally:
+                        self._starting.discard(qname)
             self._live[qname] = time.monotonic()
             self._live.move_to_end(qname)
             return handle
@@ -97,10 +114,11 @@ class Supervisor:
                 self._live.move_to_end(qname)
 
     async def hibernate(self, qname: str) -> bool:
-        """Checkpoint and stop `qname`'s actor now; False if it was not live."""
+        """Hibernate `qname` now (WAL tail or checkpoint; its process becomes a spare); False if
+        it was not live."""
         await self._boot()
         async with self._lock(qname):
-            return await self._hibernate(qname)
+            return await self._hibernate(qname) is not None
 
     async def remove(self, qname: str) -> None:
         """Kill `qname`'s actor without a checkpoint (the memory is being deleted)."""
@@ -120,6 +138,10 @@ class Supervisor:
         """Warm spares waiting for a memory (tests and benchmarks wait for one)."""
         await self._boot()
         return self._spares.ready
+
+    async def processes(self) -> dict:
+        """Memory actor processes: started so far, serving a memory, idle and ready (benchmarks)."""
+        return {"started": self._created, "serving": len(self._actors), "idle": self._spares.ready}
 
     async def starts(self) -> list[dict]:
         """Recent starts, oldest first: {qname, spare (bool), seconds, timings (in the actor)}."""
@@ -149,22 +171,27 @@ class Supervisor:
             await self._kill_slot(slot)
         for slot in await self._named_slots():  # orphans: half-created before a restart
             await self._kill_slot(slot)
-        if self._reaper is not None:
-            self._reaper.cancel()
+        for task in self._tasks:
+            task.cancel()
         return len(names)
 
     # ---- internals --------------------------------------------------------------------------
 
     async def _boot(self) -> None:
-        """First call after (re)start: adopt actors still alive, start the reaper and the spares."""
-        if self._reaper is not None:
+        """First call after (re)start: adopt actors still alive, start the reaper, the collector
+        and the spares."""
+        if self._tasks:
             return
         async with self._boot_lock:
-            if self._reaper is not None:
+            if self._tasks:
                 return
             await self._adopt()
-            self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
-            self._spares.fill()
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._reap_forever())]
+            if self._settings.gc_interval_seconds > 0:
+                self._tasks.append(loop.create_task(run_collector(
+                    self._spec.storage, self._settings.gc_interval_seconds, self._settings.gc_grace_seconds)))
+            self._spares.fill(self._idle_room())
 
     async def _named_slots(self) -> list[Slot]:
         found = ray.util.list_named_actors(all_namespaces=True)
@@ -189,7 +216,7 @@ class Supervisor:
             qname = answer.get("qname") if isinstance(answer, dict) else None
             if isinstance(answer, BaseException):
                 log.warning("memory actor %s does not answer (%s); stopping it", slot.name, answer)
-            elif qname is None and self._spares.adopt(slot):
+            elif qname is None and self._spares.adopt(slot, self._idle_room()):
                 continue
             elif qname is not None and qname not in self._actors:
                 self._actors[qname] = slot
@@ -197,12 +224,18 @@ class Supervisor:
                 continue
             await self._kill_slot(slot)  # unanswering, a surplus spare, or a duplicate
 
+    def _idle_room(self) -> int:
+        """How many idle processes may be kept: live plus idle stay within the live cap plus
+        spare_actors_max, so the node's memory is bounded by the cap."""
+        return self._max_processes - len(self._actors)
+
     def _lock(self, qname: str) -> asyncio.Lock:
         return self._locks.setdefault(qname, asyncio.Lock())
 
     def _create(self, qname: str | None) -> Slot:
         """A new memory actor process (qname None: a spare, bound by start(qname) later)."""
         name = new_actor_name()
+        self._created += 1
         handle = self._remote_cls.options(
             name=name, namespace=self._ns, lifetime="detached", max_restarts=0, **self._options,
         ).remote(qname, self._spec)
@@ -224,9 +257,11 @@ class Supervisor:
             await self._kill(qname)
             raise unwrap(exc) from None
 
-    async def _reserve(self, qname: str) -> None:
-        """Hibernate least recently used actors until a slot is free, then take it."""
+    async def _reserve(self, qname: str) -> list[dict]:
+        """Hibernate least recently used actors until a slot is free, then take it; returns the
+        release timings of the memories evicted."""
         deadline = time.monotonic() + self._timeout
+        evicted = []
         async with self._cap_lock:
             while len(self._live) + len(self._starting) >= self._max_live:
                 victim = next((q for q in self._live if not self._lock(q).locked()), None)
@@ -236,24 +271,39 @@ class Supervisor:
                     await asyncio.sleep(0.05)
                     continue
                 async with self._lock(victim):
-                    await self._hibernate(victim)
+                    evicted.append(await self._hibernate(victim) or {})
             self._starting.add(qname)
+        return evicted
 
-    async def _start(self, qname: str) -> Any:
-        """Bind a warm spare to `qname`, or start a new actor; then top the spares up again."""
+    async def _start(self, qname: str, report: dict) -> Any:
+        """Bind a process to `qname`: a warm spare, else one an idle memory hands over, else a
+        spare still warming up, else a new one; then top the spares up again."""
         began = time.monotonic()
         try:
-            slot = await self._spares.take()
+            slot = self._spares.take_ready() or await self._steal_idle(report) or await self._spares.take()
             summary = None if slot is None else await self._bind(qname, slot, spare=True)
             used_spare = summary is not None
             if summary is None:  # no spare, or it died while waiting
                 slot = self._create(qname)
                 summary = await self._bind(qname, slot, spare=False)
         finally:
-            self._spares.fill()
+            self._spares.fill(self._idle_room())
         self._starts.append({"qname": qname, "spare": used_spare, "seconds": round(time.monotonic() - began, 4),
-                             "timings": summary.get("timings", {})})
+                             "timings": summary.get("timings", {}), **report})
         return slot.handle
+
+    async def _steal_idle(self, report: dict) -> Slot | None:
+        """During a burst of starts: hibernate the least recently used memory idle for
+        reuse_idle_seconds and take its process; a wake-up later costs ~0.1 s, a new process now
+        ~3 s (the pool still grows in the background, up to the bound)."""
+        idle, now = self._settings.reuse_idle_seconds, time.monotonic()
+        victim = next((q for q, used in self._live.items()
+                       if now - used >= idle and not self._lock(q).locked()), None) if idle > 0 else None
+        if victim is None:
+            return None
+        async with self._lock(victim):  # free just above, and nothing awaited since: no wait
+            report["stole_from"] = await self._hibernate(victim)
+        return self._spares.take_ready()
 
     async def _bind(self, qname: str, slot: Slot, *, spare: bool) -> dict | None:
         """start(qname) on `slot`; None if a spare turned out dead (the caller starts cold)."""
@@ -272,17 +322,24 @@ class Supervisor:
             await self._kill(qname)
             raise unwrap(exc) from None
 
-    async def _hibernate(self, qname: str) -> bool:
+    async def _hibernate(self, qname: str) -> dict | None:
+        """Release the memory from its actor and keep the process as a spare (or stop it);
+        None if it was not live, else the release's timings."""
         slot = self._actors.get(qname)
         if slot is None:
             self._live.pop(qname, None)
-            return False
+            return None
+        began = time.monotonic()
         try:
-            await asyncio.wait_for(slot.handle.prepare_hibernate.remote(), self._timeout)
+            released = await asyncio.wait_for(slot.handle.release.remote(), self._timeout)
         except Exception as exc:  # noqa: BLE001 - stop it anyway: the WAL still holds every write
-            log.warning("hibernating %s without a fresh checkpoint: %s", qname, unwrap(exc))
-        await self._kill(qname)
-        return True
+            log.warning("hibernating %s by stopping its actor: %s", qname, unwrap(exc))
+            released = None
+        self._live.pop(qname, None)
+        self._actors.pop(qname, None)
+        if not (released and self._spares.give_back(slot, self._idle_room())):
+            await self._kill_slot(slot)
+        return {"seconds": round(time.monotonic() - began, 4), **(released or {}).get("timings", {})}
 
     async def _kill(self, qname: str) -> None:
         """Kill the memory's actor and wait until it is gone (before another may start)."""
@@ -316,6 +373,8 @@ class Supervisor:
                 log.exception("idle reaper round failed")
 
     async def _reap_once(self) -> None:
+        for slot in self._spares.shrink():
+            await self._kill_slot(slot)
         now = time.monotonic()
         for qname in [q for q, used in self._live.items() if now - used >= self._idle]:
             lock = self._lock(qname)
@@ -328,14 +387,22 @@ class Supervisor:
                     await self._hibernate(qname)
 
 
-def supervisor_handle(namespace: str, spec: ActorSpec, max_live: int, idle_seconds: float,
-                      actor_options: dict[str, Any], start_timeout: float, spares: int = 0) -> Any:
+def actor_options(settings: ClusterSettings) -> dict[str, Any]:
+    """Ray options of every memory actor."""
+    return {
+        "max_concurrency": settings.actor_max_concurrency,
+        "num_cpus": settings.actor_num_cpus,
+        "scheduling_strategy": "SPREAD" if settings.actor_placement == "spread" else "DEFAULT",
+    }
+
+
+def supervisor_handle(settings: ClusterSettings, spec: ActorSpec) -> Any:
     """The deployment's supervisor, created on first use (the first caller's settings win)."""
     node = ray.get_runtime_context().get_node_id()
     strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
     cls = ray.remote(Supervisor)
     return cls.options(
-        name=SUPERVISOR_NAME, namespace=namespace, lifetime="detached", get_if_exists=True,
+        name=SUPERVISOR_NAME, namespace=settings.namespace, lifetime="detached", get_if_exists=True,
         num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=1000,
         scheduling_strategy=strategy,
-    ).remote(namespace, spec, max_live, idle_seconds, actor_options, start_timeout, spares)
+    ).remote(settings, spec)

@@ -5,6 +5,7 @@
     neural-memory mcp   [--url http://127.0.0.1:8000] [--api-key KEY] [--memory default]
     neural-memory demo  ...        (see `neural-memory demo --help`)
     neural-memory export | import-image | push | pull ...   (neural_memory.commands)
+    neural-memory gc    [--data-dir DIR] [--grace SECONDS] [--dry-run]
     neural-memory --version
 
 Heavy imports (Ray, torch, the MCP SDK) happen inside the subcommand that needs them, so
@@ -52,7 +53,40 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="guided demo against a running or fresh server",
                    add_help=False)
     image_commands.add_commands(sub)
+    _add_gc_command(sub)
     return parser
+
+
+# ---- neural-memory gc: checkpoint garbage collection by hand (the supervisor also runs it) ----
+
+def _add_gc_command(sub: argparse._SubParsersAction) -> None:
+    gc = sub.add_parser("gc", help="delete checkpoint chunks no checkpoint names (safe while serving)")
+    gc.add_argument("--data-dir", type=Path, default=None,
+                    help="the server's data directory (NMEM_DATA_DIR; storage otherwise from NMEM_*)")
+    gc.add_argument("--grace", type=float, default=None,
+                    help="keep chunks written or reused this recently (NMEM_GC_GRACE_SECONDS, default 900)")
+    gc.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
+
+
+def _gc(args: argparse.Namespace) -> int:
+    import json
+
+    from cluster import ClusterSettings
+    from cluster.collector import collect_once
+    from errors import NeuralMemoryError
+
+    settings = ClusterSettings()
+    storage = settings.storage
+    if args.data_dir is not None:
+        storage = storage.model_copy(update={"data_dir": args.data_dir})
+    grace = settings.gc_grace_seconds if args.grace is None else args.grace
+    try:
+        report = collect_once(storage, grace, dry_run=args.dry_run)
+    except NeuralMemoryError as exc:
+        print(f"neural-memory gc: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.as_dict()))
+    return 0 if report.ran else 1
 
 
 def _version() -> str:
@@ -105,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command in image_commands.COMMANDS:
         return image_commands.run(args)
+    if args.command == "gc":
+        return _gc(args)
     return _mcp(args)
 
 

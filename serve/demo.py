@@ -187,7 +187,7 @@ async def checkpoint_restore_fork(b: AsyncClient, mem: str, curve: Curve) -> Non
     say(f"   the branch learns on its own: weights {short(stable)} → {short(r.weight_hash)}; "
         f"'{mem}' keeps {short(source_now)}")
     check(source_now == stable, "learning on the fork leaves the source unchanged")
-    node = next((n for n in (await b.lineage()).memories if n.name == branch), None)
+    node = next((n for n in (await b.lineage(prefix=branch)).memories if n.name == branch), None)
     parent = str(node.parent or "").split("/")[-1] if node else ""
     say(f"   lineage: {branch} ← {parent or '?'} @ {(node and node.source_tag) or '?'}")
     check(parent == mem, "the lineage records the fork's parent")

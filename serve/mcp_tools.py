@@ -57,7 +57,8 @@ class MemoryBackend(Protocol):
     (the same shapes as pydantic models; tools validate either with model_validate)."""
 
     async def create_memory(self, name: str, config: dict | None = None) -> dict: ...
-    async def list_memories(self) -> dict: ...
+    async def list_memories(self, cursor: str | None = None, limit: int = 100,
+                            prefix: str | None = None) -> dict: ...
     async def delete_memory(self, name: str) -> dict: ...
     async def observe(self, name: str, context: str | list[str], learning_rate: float | None = None,
                       domain: str | None = None, request_id: str | None = None) -> dict: ...
@@ -317,9 +318,12 @@ def _register_registry(server: MCPServer, d: _Dispatcher) -> None:
                            S.CreateMemoryResponse, autocreate=False)
 
     @_tool(server, READ_ONLY)
-    async def list_memories(ctx: Context) -> S.MemoryList:
-        """List your memories with their observation counts and whether each is loaded."""
-        return await d.run("list_memories", ctx, None, lambda b, m: b.list_memories(),
+    async def list_memories(ctx: Context, cursor: S.Cursor | None = None, limit: S.PageLimit = C.DEFAULT_PAGE,
+                            prefix: S.NamePrefix | None = None) -> S.MemoryList:
+        """List your memories by name, one page at a time, with their observation counts and
+        whether each is loaded; pass `next_cursor` back as `cursor` for the next page, and
+        `prefix` to list only names starting with it."""
+        return await d.run("list_memories", ctx, None, lambda b, m: b.list_memories(cursor, limit, prefix),
                            S.MemoryList, autocreate=False)
 
     @_tool(server, DESTRUCTIVE)

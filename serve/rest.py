@@ -73,9 +73,13 @@ def _registry_routes(router: APIRouter) -> None:
         return await s.create_memory(body.name, body.config)
 
     @router.get("/memories", response_model=S.MemoryList, tags=["memories"],
-                summary="List your memories")
-    async def list_memories(s: Svc) -> dict:
-        return await s.list_memories()
+                summary="List your memories, one page at a time")
+    async def list_memories(
+        s: Svc, cursor: Annotated[S.Cursor | None, Query()] = None,
+        limit: Annotated[S.PageLimit, Query()] = C.DEFAULT_PAGE,
+        prefix: Annotated[S.NamePrefix | None, Query()] = None,
+    ) -> dict:
+        return await s.list_memories(cursor, limit, prefix)
 
     @router.delete("/memories/{name}", status_code=204, response_class=Response,
                    tags=["memories"], summary="Delete a memory, its checkpoints and history")
@@ -84,9 +88,13 @@ def _registry_routes(router: APIRouter) -> None:
         return Response(status_code=204)
 
     @router.get("/lineage", response_model=S.LineageResponse, tags=["memories"],
-                summary="Fork tree of all your memories (for the dashboard)")
-    async def lineage(s: Svc) -> dict:
-        return await s.lineage()
+                summary="Fork edges of your memories, one page at a time (for the dashboard)")
+    async def lineage(
+        s: Svc, cursor: Annotated[S.Cursor | None, Query()] = None,
+        limit: Annotated[S.PageLimit, Query()] = C.DEFAULT_PAGE,
+        prefix: Annotated[S.NamePrefix | None, Query()] = None,
+    ) -> dict:
+        return await s.lineage(cursor, limit, prefix)
 
 
 def _learning_routes(router: APIRouter) -> None:

@@ -72,6 +72,14 @@ TopK = Annotated[int, Field(ge=C.MIN_TOP_K, le=C.MAX_TOP_K,
                             description="How many patterns to use/return.")]
 Description = Annotated[str, Field(max_length=C.MAX_DESCRIPTION_CHARS, description="Free-text note."),
                         AfterValidator(_no_nul)]
+# Paging of memory listings (cursor = the last name of the previous page).
+Cursor = Annotated[str, Field(pattern=MEMORY_NAME_PATTERN,
+                              description="`next_cursor` of the previous page; omit for the first page.")]
+PageLimit = Annotated[int, Field(ge=1, le=C.MAX_PAGE, description=f"Memories per page (1-{C.MAX_PAGE}).")]
+NamePrefix = Annotated[str, Field(pattern=C.anchored(C.NAME_PREFIX_PATTERN),
+                                  description="Only memories whose name starts with this.")]
+NextCursor = Annotated[str | None, Field(description="Pass as `cursor` to get the next page; null on "
+                                                     "the last page.")]
 
 
 class Request(BaseModel):
@@ -221,7 +229,8 @@ class MemorySummary(Response):
 
 
 class MemoryList(Response):
-    memories: list[MemorySummary]
+    memories: list[MemorySummary] = Field(description="One page of your memories, by name.")
+    next_cursor: NextCursor = None
 
 
 class ObservedItem(Response):
@@ -357,7 +366,9 @@ class LineageNode(Response):
 
 
 class LineageResponse(Response):
-    memories: list[LineageNode]
+    memories: list[LineageNode] = Field(description="One page of your memories, by name, with the "
+                                                    "memory each was forked from.")
+    next_cursor: NextCursor = None
 
 
 class DeleteMemoryResponse(Response):

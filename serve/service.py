@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+import contract as C
 from errors import InvalidInput
 from serve.metrics import GatewayMetrics
 
@@ -87,15 +88,17 @@ class TenantService:
         self.core.forget(self.tenant, name)
         return await self._cluster.create_memory(self.tenant, name, config)
 
-    async def list_memories(self) -> dict:
-        return await self._cluster.list_memories(self.tenant)
+    async def list_memories(self, cursor: str | None = None, limit: int = C.DEFAULT_PAGE,
+                            prefix: str | None = None) -> dict:
+        return await self._cluster.list_memories(self.tenant, cursor, limit, prefix)
 
     async def delete_memory(self, name: str) -> dict:
         self.core.forget(self.tenant, name)
         return await self._cluster.delete_memory(self.tenant, name)
 
-    async def lineage(self) -> dict:
-        return await self._cluster.lineage(self.tenant)
+    async def lineage(self, cursor: str | None = None, limit: int = C.DEFAULT_PAGE,
+                      prefix: str | None = None) -> dict:
+        return await self._cluster.lineage(self.tenant, cursor, limit, prefix)
 
     # ------------------------------------------------------------ learning
 

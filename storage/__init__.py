@@ -3,11 +3,12 @@
     from storage import StorageSettings, open_storage
     with open_storage(StorageSettings()) as storage:   # embedded Valkey + local dir by default
         storage.metadata.create_memory("acme/notes", {...})
-        storage.checkpoints.put("acme/notes/v1.ckpt", state_bytes)
+        storage.content.write("acme/notes/v1.ckpt", {"state": state_bytes})  # shared chunks
 
 Imports nothing of ours but `errors`; connects to nothing until open_storage / a store is used.
 """
 
+from storage.cas import ContentStore
 from storage.checkpoints import CheckpointStore
 from storage.embedded import EmbeddedValkey
 from storage.factory import Storage, open_storage
@@ -23,6 +24,7 @@ __all__ = [
     "open_storage",
     "EmbeddedValkey",
     "CheckpointStore",
+    "ContentStore",
     "S3CheckpointStore",
     "LocalCheckpointStore",
     "MetadataStore",

@@ -337,3 +337,23 @@ class EmbeddedValkey:
     def __repr__(self) -> str:
         state = redacted_url(self.url) if self._server is not None else "stopped"
         return f"EmbeddedValkey({str(self.data_dir)!r}, {state})"
+
+
+def running_url(data_dir: str | os.PathLike[str]) -> str | None:
+    """URL of the embedded Valkey another process runs on `data_dir`, or None if none does
+    (tools like `neural-memory gc` then share the server instead of failing on its lock)."""
+    folder = Path(data_dir).resolve()
+    try:
+        fd = os.open(folder / _LOCK, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # held: a server runs; its owner wrote the URL after starting it
+        url_file = folder / _URLFILE
+        return url_file.read_text().strip() if url_file.exists() else None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from errors import CheckpointError
 
+from storage.cas import ContentStore
 from storage.checkpoints import CheckpointStore
 from storage.embedded import EmbeddedValkey, private_dir
 from storage.local import LocalCheckpointStore
@@ -35,6 +36,11 @@ class Storage:
     checkpoints: CheckpointStore
     # The Valkey this Storage started (and stops on close); None when connecting to a URL.
     embedded: EmbeddedValkey | None = field(default=None, repr=False)
+    # Checkpoints as manifests over shared chunks (storage/cas.py), on the two stores above.
+    content: ContentStore = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.content = ContentStore(self.checkpoints, self.metadata, self.settings.chunk_cache_mb * 2**20)
 
     @property
     def redis_url(self) -> str:
@@ -54,6 +60,7 @@ class Storage:
     def close(self) -> None:
         """Close connections; stop the embedded Valkey if this Storage started it."""
         try:
+            self.content.close()
             self.metadata.close()
             self.checkpoints.close()
         finally:

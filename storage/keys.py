@@ -14,10 +14,17 @@ Layout (prefix defaults to "nmem"; `name` is the fully qualified "tenant/memory"
     {p}:mem:{name}:jobs          hash  job id -> JSON forget job (status, report)
     {p}:audit:{tenant}           list  JSON audit records of the tenant's forget jobs (kept
                                        after the memory is deleted)
+    {p}:names:{tenant}           zset  the tenant's memory names, all score 0 (paged by name)
+    {p}:names-indexed            string  set once the name sets hold every registered name
+    {p}:cas:claims               zset  chunk sha256 -> Redis time of its newest claim (storage/cas.py)
+    {p}:cas:doomed               hash  chunk sha256 -> time GC began deleting it
+    {p}:cas:gc                   string  lock held by the one running garbage collection
 
-Checkpoint objects: "{tenant}/{memory}/{tag}[-{nonce}].ckpt"; archived log segments:
-"{tenant}/{memory}/_log/{first seq}-{last seq}-{nonce}.wal"; copies of the history base:
-"{tenant}/{memory}/_base/{seq}-{nonce}.ckpt" (all under the memory's prefix, so deleted with it).
+Checkpoint objects: "{tenant}/{memory}/{tag}[-{nonce}].ckpt" (a manifest, or a format-1 blob);
+chunks: "_chunks/{sha[:2]}/{sha}" ('_' starts no tenant, so no memory's prefix covers them);
+archived log segments: "{tenant}/{memory}/_log/{first seq}-{last seq}-{nonce}.wal"; copies of
+the history base: "{tenant}/{memory}/_base/{seq}-{nonce}.ckpt" (both under the memory's prefix,
+so deleted with it).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import re
 import contract
 from errors import InvalidInput
 
-__all__ = ["Keys", "check_name", "check_tag", "object_key", "segment_key", "base_key"]
+__all__ = ["Keys", "check_name", "check_tag", "object_key", "segment_key", "base_key", "SEGMENT_SUFFIX"]
 
 # Tags as stored: a user tag, or an internal auto-checkpoint tag ("auto@" + a sequence number).
 _STORED_TAG = re.compile(rf"{contract.TAG_PATTERN}|{re.escape(contract.AUTO_TAG_PREFIX)}[0-9]{{1,20}}")
@@ -65,9 +72,12 @@ def _nonce(nonce: str) -> str:
     return nonce
 
 
+SEGMENT_SUFFIX = ".wal"  # archived log segments: plain objects, neither manifests nor chunks
+
+
 def segment_key(name: str, first_seq: int, last_seq: int, nonce: str) -> str:
     """The object key of an archived log segment (entries first_seq..last_seq)."""
-    return f"{check_name(name)}/_log/{int(first_seq):012d}-{int(last_seq):012d}-{_nonce(nonce)}.wal"
+    return f"{check_name(name)}/_log/{int(first_seq):012d}-{int(last_seq):012d}-{_nonce(nonce)}{SEGMENT_SUFFIX}"
 
 
 def base_key(name: str, seq: int, nonce: str) -> str:
@@ -116,6 +126,17 @@ class Keys:
 
     def audit(self, tenant: str) -> str:
         return f"{self.prefix}:audit:{contract.check_tenant(tenant)}"
+
+    def names(self, tenant: str) -> str:
+        return f"{self.prefix}:names:{contract.check_tenant(tenant)}"
+
+    def names_marker(self) -> str:
+        """Set once every registered name is in its tenant's name set (storage/registry_pages.py)."""
+        return f"{self.prefix}:names-indexed"
+
+    def cas(self, part: str) -> str:
+        """Content-store bookkeeping: "claims", "doomed", "gc" (see storage/cas.py)."""
+        return f"{self.prefix}:cas:{part}"
 
     def memory_keys(self, name: str) -> list[str]:
         """All per-memory keys (what delete_memory removes besides the registry entry)."""

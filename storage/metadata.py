@@ -7,8 +7,9 @@ Names are fully qualified "tenant/memory". Every key comes from storage/keys.py;
 multi-key update runs as one Lua script (storage/scripts.py) or one MULTI/EXEC, so readers
 never see half an update. Writes to a memory that is not registered raise MemoryNotFound,
 so a late write from a stale actor cannot resurrect a deleted memory. The write-ahead log
-methods live in storage/wal.py (WalMixin); the kept history, forget jobs and audit records in
-storage/history.py (HistoryMixin).
+methods live in storage/wal.py (WalMixin), paged listings in storage/registry_pages.py, the
+content store's claims in storage/content_index.py, and the kept history, forget jobs and audit
+records in storage/history.py (HistoryMixin).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from storage.codec import dumps_json, loads_json
 from storage.keys import Keys, check_name, check_tag
 from storage.translate import redacted_url, redis_errors
 from storage.history import HistoryMixin
+from storage.content_index import ContentIndexMixin
+from storage.registry_pages import RegistryPagesMixin
 from storage.wal import WalMixin
 
 __all__ = ["MetadataStore", "cut_history_text", "HISTORY_CAP"]
@@ -51,7 +54,7 @@ def _describe_client(client: redis.Redis) -> str:
     return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
 
-class MetadataStore(WalMixin, HistoryMixin):
+class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixin):
     """Metadata of every memory, on one Redis/Valkey server (given as a URL or a redis.Redis)."""
 
     def __init__(
@@ -132,9 +135,9 @@ class MetadataStore(WalMixin, HistoryMixin):
         rec.setdefault("created_at", _now())
         if rec["parent"] is not None:
             check_name(rec["parent"])
-        with redis_errors(self.where):
-            created = self._client.hsetnx(self.keys.registry(), name, dumps_json(rec))
-        if not created:
+        tenant, short = name.split("/", 1)
+        keys = [self.keys.registry(), self.keys.names(tenant)]
+        if not self._run("CREATE_MEMORY", keys, [name, short, dumps_json(rec)]):
             raise MemoryExists(f"memory {name} already exists")
 
     def get_memory(self, name: str) -> dict:
@@ -151,23 +154,25 @@ class MetadataStore(WalMixin, HistoryMixin):
             return bool(self._client.hexists(self.keys.registry(), name))
 
     def list_memories(self, tenant: str | None = None) -> list[dict]:
-        """Registry records, sorted by name; only `tenant`'s when given."""
+        """Every registry record, sorted by name; only `tenant`'s when given. Reads the whole
+        registry: for tools and tests; listings for callers page with `list_page`."""
         match = None if tenant is None else _tenant_match(tenant)
         with redis_errors(self.where):
             items = list(self._client.hscan_iter(self.keys.registry(), match=match, count=500))
         return [loads_json(raw) for _name, raw in sorted(items)]
 
     def count_memories(self, tenant: str) -> int:
-        """How many memories `tenant` has (for its quota)."""
-        match = _tenant_match(tenant)
+        """How many memories `tenant` has (for its quota): the size of its name set, O(1)."""
+        _tenant_match(tenant)
         with redis_errors(self.where):
-            return sum(1 for _ in self._client.hscan_iter(self.keys.registry(), match=match, count=1000))
+            return int(self._client.zcard(self.keys.names(tenant)))
 
     def delete_memory(self, name: str) -> None:
         """Remove the registry entry, stats, checkpoint index, WAL and history."""
         check_name(name)
-        keys = [self.keys.registry(), *self.keys.memory_keys(name)]
-        if not self._run("DELETE_MEMORY", keys, [name]):
+        tenant, short = name.split("/", 1)
+        keys = [self.keys.registry(), self.keys.names(tenant), *self.keys.memory_keys(name)]
+        if not self._run("DELETE_MEMORY", keys, [name, short]):
             raise MemoryNotFound(f"memory {name} not found")
 
     # -- stats ------------------------------------------------------------------------------

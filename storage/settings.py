@@ -75,6 +75,10 @@ class StorageSettings(BaseSettings):
     )
     s3_part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024,
                               description="Part size of multipart uploads, bytes.")
+    chunk_cache_mb: int = Field(
+        64, ge=0, le=65_536,
+        description="Checkpoint chunks each process keeps in memory (by sha256): waking a fork of a base "
+                    "this actor process loaded before reads only its manifest from the store. 0: off.")
     data_dir: Path = Field(
         Path(".neural-memory"),
         description="Root of the embedded defaults (Valkey AOF, local checkpoints)."

@@ -61,6 +61,13 @@ def reader(cls: type[BaseModel]) -> Callable[[httpx.Response], BaseModel]:
     return lambda response: cls.model_validate(response.json())
 
 
+def page_params(cursor: str | None, limit: int | None, prefix: str | None) -> dict[str, Any]:
+    """Query parameters of a listing page, checked by the server's own rules first."""
+    C.check_page(cursor, C.DEFAULT_PAGE if limit is None else limit, prefix)
+    found = {"cursor": cursor, "limit": limit, "prefix": prefix or None}
+    return {key: value for key, value in found.items() if value is not None}
+
+
 def memory_path(name: str, action: str = "") -> str:
     if not isinstance(name, str) or not re.fullmatch(S.MEMORY_NAME_PATTERN, name):
         raise InvalidInput(f"memory name {name!r} is not valid: use 1-63 of a-z 0-9 . _ -, "
@@ -81,15 +88,20 @@ class Api:
         return self._send(Call("POST", "v1/memories", body, read=reader(S.CreateMemoryResponse),
                                idempotent=False))
 
-    def list_memories(self) -> S.MemoryList:
-        return self._send(Call("GET", "v1/memories", read=reader(S.MemoryList)))
+    def list_memories(self, cursor: str | None = None, limit: int | None = None,
+                      prefix: str | None = None) -> S.MemoryList:
+        """One page of your memories by name; pass `next_cursor` back as `cursor` for the next."""
+        return self._send(Call("GET", "v1/memories", params=page_params(cursor, limit, prefix),
+                               read=reader(S.MemoryList)))
 
     def delete_memory(self, name: str) -> S.DeleteMemoryResponse:
         done = S.DeleteMemoryResponse(deleted=True, name=name)
         return self._send(Call("DELETE", memory_path(name), read=lambda _: done, idempotent=False))
 
-    def lineage(self) -> S.LineageResponse:
-        return self._send(Call("GET", "v1/lineage", read=reader(S.LineageResponse)))
+    def lineage(self, cursor: str | None = None, limit: int | None = None,
+                prefix: str | None = None) -> S.LineageResponse:
+        return self._send(Call("GET", "v1/lineage", params=page_params(cursor, limit, prefix),
+                               read=reader(S.LineageResponse)))
 
     # ---- learning ----------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ from langgraph.store.memory import InMemoryStore
 
 from errors import InvalidInput, MemoryExists, MemoryNotFound
 from neural_memory.client import DEFAULT_TIMEOUT_S, AsyncClient, Client
-from contract import MAX_TOP_K
+from contract import MAX_PAGE, MAX_TOP_K
 from serve.schemas import MEMORY_NAME_PATTERN
 
 __all__ = ["NeuralMemoryStore", "memory_name", "namespace_of", "TEXT_FIELD"]
@@ -259,8 +259,15 @@ class NeuralMemoryStore(BaseStore):
         return [ns] if self.fork_from in (None, ns) else [ns, self.fork_from]
 
     def _memory_namespaces(self) -> Plan:
-        listed = yield _Server("list_memories")
-        spaces = (namespace_of(m.name, self.name_prefix) for m in listed.memories)
+        names, cursor = [], None
+        while True:  # every page of the memories named with this store's prefix
+            listed = yield _Server("list_memories", kwargs={"cursor": cursor, "limit": MAX_PAGE,
+                                                            "prefix": self.name_prefix or None})
+            names += [m.name for m in listed.memories]
+            cursor = listed.next_cursor
+            if cursor is None:
+                break
+        spaces = (namespace_of(name, self.name_prefix) for name in names)
         return [ns for ns in spaces if ns is not None]
 
     def _list_namespaces(self, op: ListNamespacesOp) -> Plan:

@@ -192,6 +192,8 @@ async function onCreate(ev) {
     ctx.log(name, `created with ${r.weight_parameters.toLocaleString("en")} weight parameters, weights `, hashEl(r.weight_hash));
     form.reset();
     await ctx.refresh({ lineage: true });
+    // A tenant may have thousands of memories: show the new one's page by searching its name.
+    if (!ctx.state.memories.some((m) => m.name === name)) ctx.setSearch(name);
     ctx.select(name);
   } catch (exc) {
     ctx.showError(exc.message);

@@ -66,8 +66,14 @@ function compact(obj) {
   return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined && v !== "" && v !== null));
 }
 
+// A listing page: { cursor, limit, prefix } as query parameters (empty ones left out).
+function page(path, opts = {}) {
+  const query = new URLSearchParams(compact(opts)).toString();
+  return request("GET", query ? `${path}?${query}` : path);
+}
+
 export const api = {
-  listMemories: () => request("GET", "/v1/memories"),
+  listMemories: (opts) => page("/v1/memories", opts),
   createMemory: (name, config) => request("POST", "/v1/memories", compact({ name, config })),
   deleteMemory: (name) => request("DELETE", m(name)),
   observe: (name, body) => request("POST", `${m(name)}/observe`, compact(body)),
@@ -81,7 +87,7 @@ export const api = {
   stats: (name) => request("GET", `${m(name)}/stats`),
   explain: (name, topK = 5) => request("GET", `${m(name)}/explain?top_k=${topK}`),
   history: (name, limit = 200) => request("GET", `${m(name)}/history?limit=${limit}`),
-  lineage: () => request("GET", "/v1/lineage"),
+  lineage: (opts) => page("/v1/lineage", opts),
   parseImport: (filename, bytes, options) => request(
     "POST", `/v1/import/parse?${new URLSearchParams(compact({ filename, ...options }))}`, bytes),
 };

@@ -9,11 +9,14 @@ import { wireActions } from "./actions.js";
 
 const POLL_MS = 1500;       // history + list: cheap reads from the metadata store
 const LINEAGE_MS = 6000;    // lineage + checkpoints: one call per memory, so less often
-const MAX_TREE_MEMORIES = 50;
+const PAGE = 50;            // memories per page: the list and the tree never render more
+const NAME_PREFIX = /^[a-z0-9._-]*$/;
 
 const state = {
   connected: false,
-  memories: [],
+  memories: [],       // the page shown (a tenant may have 10,000: never fetch them all)
+  page: { prefix: "", cursor: null, back: [], next: null },
+  current: null,      // summary of the selected memory, which may be on another page
   stats: {},          // name -> last stats seen (kept so the list can show them)
   hashes: {},         // name -> current weight hash as far as the page knows
   selected: null,
@@ -56,16 +59,28 @@ function log(memory, ...parts) {
 
 async function refreshList() {
   const my = ++seq.list;
-  const data = await api.listMemories();
-  if (my !== seq.list) return;
+  const { prefix, cursor } = state.page;
+  const data = await api.listMemories({ cursor, limit: PAGE, prefix });
   const memories = (data && data.memories) || [];
+  const name = state.selected;
+  const current = name ? memories.find((m) => m.name === name) || await findMemory(name) : null;
+  if (my !== seq.list) return;
   const before = state.memories.map((m) => m.name).join();
-  state.memories = memories.sort((a, b) => a.name.localeCompare(b.name));
+  state.memories = memories;
+  state.page.next = (data && data.next_cursor) || null;
   if (memories.map((m) => m.name).join() !== before) state.lineageAt = 0;
-  if (state.selected && !memories.some((m) => m.name === state.selected)) select(null);
+  state.current = current;
+  if (name && !current && name === state.selected) select(null); // deleted
   renderMemoryList();
   renderHeader();
   if (state.connected) setStatus("ok", connectedText());
+}
+
+// The summary of one memory, wherever its page is: the first name starting with it is itself.
+async function findMemory(name) {
+  const data = await api.listMemories({ prefix: name, limit: 1 });
+  const m = ((data && data.memories) || [])[0];
+  return m && m.name === name ? m : null;
 }
 
 async function refreshHistory(force = false) {
@@ -99,8 +114,9 @@ async function refreshDetails(name) {
 
 async function refreshLineage() {
   const my = ++seq.lineage;
-  const data = await api.lineage();
-  const memories = ((data && data.memories) || []).slice(0, MAX_TREE_MEMORIES);
+  const { prefix, cursor } = state.page;
+  const data = await api.lineage({ cursor, limit: PAGE, prefix });
+  const memories = (data && data.memories) || [];
   const lists = await Promise.allSettled(memories.map((m) => api.listCheckpoints(m.name)));
   if (my !== seq.lineage) return;
   state.lineage = memories;
@@ -141,7 +157,8 @@ async function tick() {
 
 function connectedText() {
   const n = state.memories.length;
-  return `Connected · ${n} ${n === 1 ? "memory" : "memories"} · updated ${clock()}`;
+  const more = state.page.next || state.page.back.length ? " on this page" : "";
+  return `Connected · ${n} ${n === 1 ? "memory" : "memories"}${more} · updated ${clock()}`;
 }
 
 function handleFailure(exc, polling) {
@@ -164,7 +181,7 @@ async function connect({ silent = false } = {}) {
     hideError();
     setStatus("ok", connectedText());
     $("lineage-card").hidden = false;
-    if (!state.selected && state.memories.length === 1) select(state.memories[0].name);
+    if (!state.selected && state.memories.length === 1 && !state.page.next) select(state.memories[0].name);
     await refreshAll({ force: true, lineage: true });
   } catch (exc) {
     state.connected = false;
@@ -180,6 +197,7 @@ async function connect({ silent = false } = {}) {
 function select(name) {
   if (name && name === state.selected && !$("memory-view").hidden) return; // already open
   state.selected = name;
+  state.current = (name && state.memories.find((m) => m.name === name)) || null;
   state.history = [];
   state.historySig = "";
   history.replaceState(null, "", name ? `#memory=${encodeURIComponent(name)}` : location.pathname);
@@ -192,16 +210,66 @@ function select(name) {
   renderCheckpointChoices();
   renderLineageCard();
   if (name && state.connected) {
+    if (!state.current) refreshList().catch((exc) => handleFailure(exc, false)); // on another page
     refreshHistory(true).catch((exc) => handleFailure(exc, false));
   }
+}
+
+// ---- pages and search ------------------------------------------------------------------
+
+async function showPage(page) {
+  state.page = page;
+  state.lineageAt = 0;
+  try {
+    await refreshAll();
+  } catch (exc) {
+    handleFailure(exc, false);
+  }
+}
+
+function setSearch(text) {
+  const prefix = text.trim().toLowerCase();
+  $("memory-search").value = prefix;
+  if (!NAME_PREFIX.test(prefix)) {
+    clear($("memory-list"), h("li", { class: "muted" }, "Memory names use only a-z 0-9 . _ -"));
+    return;
+  }
+  showPage({ prefix, cursor: null, back: [], next: null });
+}
+
+function wirePager() {
+  let typing = null;
+  $("memory-search").addEventListener("input", (ev) => {
+    clearTimeout(typing);
+    typing = setTimeout(() => setSearch(ev.target.value), 250);
+  });
+  $("page-next").addEventListener("click", () => {
+    const { prefix, cursor, back, next } = state.page;
+    if (next) showPage({ prefix, cursor: next, back: [...back, cursor], next: null });
+  });
+  $("page-prev").addEventListener("click", () => {
+    const { prefix, back } = state.page;
+    if (back.length) showPage({ prefix, cursor: back[back.length - 1], back: back.slice(0, -1), next: null });
+  });
+}
+
+function renderPager() {
+  const { back, next } = state.page;
+  const first = back.length * PAGE + 1;
+  const shown = state.memories.length;
+  $("page-prev").disabled = !back.length;
+  $("page-next").disabled = !next;
+  $("page-info").textContent = shown ? `${first}–${first + shown - 1}${next ? " of more" : ""}` : "";
 }
 
 // ---- rendering -------------------------------------------------------------------------
 
 function renderMemoryList() {
   const list = $("memory-list");
+  renderPager();
   if (!state.memories.length) {
-    clear(list, h("li", { class: "muted" }, state.connected ? "No memories yet — create one below." : "Not connected."));
+    const none = state.page.prefix ? `No memory name starts with “${state.page.prefix}”.` : "No memories yet — create one below.";
+    clear(list, h("li", { class: "muted" }, state.connected ? none : "Not connected."));
     return;
   }
   clear(list, state.memories.map((m) => {
@@ -232,7 +300,7 @@ function revealSelected() {
 }
 
 function renderHeader() {
-  const m = state.memories.find((x) => x.name === state.selected);
+  const m = state.current;
   $("memory-view").hidden = !m;
   $("empty-state").hidden = Boolean(m);
   if (!m) return;
@@ -253,7 +321,7 @@ function sizeText(st) {
 
 function renderStats(error) {
   const st = state.stats[state.selected];
-  const m = state.memories.find((x) => x.name === state.selected);
+  const m = state.current;
   $("stat-obs").textContent = count(st ? st.total_observations : m && m.total_observations);
   $("stat-params").textContent = st ? Number(st.weight_parameters).toLocaleString("en") : "—";
   $("stat-params").title = st ? String(st.weight_parameters) : "";
@@ -399,8 +467,9 @@ function wireKeyForm() {
 
 function boot() {
   wireKeyForm();
+  wirePager();
   wireActions({
-    state, log, select,
+    state, log, select, setSearch,
     showError, hideError,
     refresh: (opts) => refreshAll({ force: true, ...opts }),
   });

@@ -67,10 +67,15 @@ def never_seen_surprises(actor) -> list[float]:
 
 def find_text(storage: Storage, qname: str, text: str) -> list[str]:
     """Where `text` (UTF-8 bytes, also zlib-compressed streams decoded) still is: every object
-    under the memory's prefix and every Redis key of the memory (and its tenant's audit)."""
+    under the memory's prefix, every chunk in the store (checkpoints share them, so a test
+    must not keep the text in another memory of its store) and every Redis key of the memory
+    (and its tenant's audit)."""
+    from storage.cas import CHUNK_PREFIX
+
     needle = text.encode("utf-8")
-    found = [key for key in storage.checkpoints.list(f"{qname}/")
-             if _holds(storage.checkpoints.get(key), needle)]
+    objects = storage.checkpoints
+    found = [key for key in objects.list(f"{qname}/") + objects.list(CHUNK_PREFIX)
+             if _holds(objects.get(key), needle)]
     client, keys = storage.metadata.client, storage.metadata.keys
     tenant = qname.split("/", 1)[0]
     for key in [*keys.memory_keys(qname), keys.audit(tenant)]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.durability import Checkpoints, recover
+from actors.durability import Checkpoints, recover, to_parts
 from actors.wal import check_observation, entry_args, make_entry
 from errors import CheckpointCorrupt, InvalidInput
 from tests.actors.conftest import register
@@ -61,11 +61,11 @@ def _two_autos(storage):
     config = MemoryConfig.from_dict(register(storage, Q))
     ckpts = Checkpoints(storage, Q)
     memory = NeuralMemory(config)
-    first = ckpts.save_auto(memory.to_bytes(), step=0, weight_hash=memory.weight_hash)
+    first = ckpts.save_auto(to_parts(memory), step=0, weight_hash=memory.weight_hash)
     vectors = encode(["kept by the wal"])
     storage.metadata.wal_append(Q, make_entry(1, vectors, ["kept by the wal"], None, None, "r1"))
     memory.observe_vectors(vectors, ["kept by the wal"])
-    second = ckpts.save_auto(memory.to_bytes(), step=1, weight_hash=memory.weight_hash)
+    second = ckpts.save_auto(to_parts(memory), step=1, weight_hash=memory.weight_hash)
     assert second["tag"] > first["tag"]
     return config, memory, first, second
 
@@ -97,6 +97,51 @@ def test_genesis_is_refused_when_the_log_was_trimmed(local_storage):
         recover(local_storage, Q, config, remember=10)
 
 
+def test_checkpoints_share_bytes_and_old_single_blob_checkpoints_still_load(local_storage):
+    """A fork's first checkpoint costs a manifest; a checkpoint after one more observation adds
+    the memory's head part, not its episode segments; a checkpoint object written before
+    manifests (one blob of the memory's format 1) still recovers."""
+    import json
+    from pathlib import Path
+
+    from memory import MemoryConfig, NeuralMemory
+    from storage.keys import object_key
+
+    full = {"encoder": "hash"}  # the default network: its weights are what every observation changes
+    config = MemoryConfig.from_dict(register(local_storage, Q, full))
+    rng = np.random.default_rng(0)
+    texts = [" ".join(f"w{k}" for k in rng.integers(0, 50_000, 12)) for _ in range(2100)]
+    vectors = encode(texts)
+    memory = NeuralMemory(config)
+    for i in range(0, len(texts), 300):
+        memory.observe_vectors(vectors[i:i + 300], texts[i:i + 300])
+    ckpts = Checkpoints(local_storage, Q)
+    base = ckpts.save_auto(to_parts(memory), step=memory.step, weight_hash=memory.weight_hash)
+    assert base["stored"] >= base["size"]
+
+    register(local_storage, "acme/fork", full)
+    fork = Checkpoints(local_storage, "acme/fork").copy_auto(base)
+    assert fork["stored"] < 4096 and fork["size"] == base["size"]
+    assert recover(local_storage, "acme/fork", config, remember=1).memory.weight_hash == memory.weight_hash
+
+    memory.observe_vectors(encode(["one more"]), ["one more"])
+    parts = to_parts(memory)
+    assert len(parts) > 2  # a head and episode segments
+    after = ckpts.save_auto(parts, step=memory.step, weight_hash=memory.weight_hash)
+    assert len(parts["head"]) <= after["stored"] <= len(parts["head"]) + 4096 < after["size"]
+
+    data = Path(__file__).resolve().parents[1] / "memory" / "data"
+    expected = json.loads((data / "state_v1.json").read_text())
+    register(local_storage, "acme/old", full)
+    key = object_key("acme/old", "auto@000000000001", nonce="abc")
+    stored = local_storage.checkpoints.put(key, (data / "state_v1.nmem").read_bytes())
+    local_storage.metadata.add_checkpoint("acme/old", "auto@000000000001", {
+        "object_key": key, "sha256": stored["sha256"], "size": stored["size"], "step": expected["step"],
+        "weight_hash": expected["weight_hash"]})
+    rec = recover(local_storage, "acme/old", config, remember=1)
+    assert rec.checkpoint_step == expected["step"] and rec.memory.weight_hash == expected["weight_hash"]
+
+
 def test_genesis_is_refused_when_it_would_not_reproduce_the_checkpoints(local_storage):
     """A step-0 checkpoint that is not the config's genesis (consolidated, imported, forked):
     replaying the log on a fresh memory would give other weights, so recovery refuses."""
@@ -108,9 +153,9 @@ def test_genesis_is_refused_when_it_would_not_reproduce_the_checkpoints(local_st
     other = NeuralMemory(config)
     other.observe_vectors(encode(["something else"]), ["something else"])
     other.step = 0  # a different state recorded at step 0
-    Checkpoints(local_storage, Q).save_auto(other.to_bytes(), step=0, weight_hash=other.weight_hash)
+    Checkpoints(local_storage, Q).save_auto(to_parts(other), step=0, weight_hash=other.weight_hash)
     local_storage.metadata.delete_checkpoint(Q, second["tag"])  # order: the step-0 one newest
-    bad = Checkpoints(local_storage, Q).save_auto(memory.to_bytes(), step=1, weight_hash=memory.weight_hash)
+    bad = Checkpoints(local_storage, Q).save_auto(to_parts(memory), step=1, weight_hash=memory.weight_hash)
     _damage(local_storage, bad)
     _damage(local_storage, Checkpoints(local_storage, Q).autos()[0])
     with pytest.raises(CheckpointCorrupt, match="cannot be rebuilt"):

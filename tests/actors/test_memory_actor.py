@@ -9,6 +9,7 @@ import pytest
 from actors import MemoryActor
 from errors import (CheckpointConflict, CheckpointNotFound, InvalidInput, MemoryNotFound, MetadataError,
                     Unavailable)
+from tests.actors.conftest import register
 from tests.cluster.helpers import encode, reference_hash, wait_until
 
 Q = "acme/notes"
@@ -70,7 +71,7 @@ def test_observe_logs_then_applies_and_repeats_are_idempotent(local_storage, mak
 
 
 def test_auto_checkpoints_by_count_and_time_then_trim(storage, make_actor):
-    actor = make_actor(storage, Q, checkpoint_every_writes=3, checkpoint_every_seconds=1.0)
+    actor = make_actor(storage, Q, checkpoint_every_writes=3, checkpoint_every_seconds=1.0, wal_tail_writes=1)
     texts = [f"fact {i}" for i in range(7)]
     vectors = encode(texts)
     actor.observe("w0", vectors[:1], texts[:1])
@@ -120,8 +121,33 @@ def test_user_checkpoint_restore_is_a_barrier(local_storage, make_actor):
     twin._storage.close()
 
 
+def test_a_short_tail_stays_in_the_wal_a_long_one_is_checkpointed(local_storage, make_actor):
+    import time
+
+    actor = make_actor(local_storage, Q, checkpoint_every_seconds=0.05, wal_tail_writes=3)
+    texts = [f"tail {i}" for i in range(3)]
+    vectors = encode(texts)
+    for i in range(2):
+        actor.observe(f"t{i}", vectors[i : i + 1], texts[i : i + 1])
+    time.sleep(0.1)
+    assert not actor._checkpoint_due()  # seconds are up, but two writes replay faster than a checkpoint
+    actor.observe("t2", vectors[2:3], texts[2:3])
+    assert actor._checkpoint_due()
+    assert wait_until(lambda: autos(local_storage)[-1]["step"] == 3, timeout=60)
+
+    other = make_actor(local_storage, "acme/tail", wal_tail_writes=3)
+    other.observe("u0", vectors[:1], texts[:1])
+    assert other.prepare_hibernate() == {"step": 1}
+    assert [c["step"] for c in autos(local_storage, "acme/tail")] == [0]  # hibernation kept the tail
+    assert wal_steps(local_storage, "acme/tail") == [1]
+    twin = MemoryActor("acme/tail", other._spec)
+    assert twin.start()["replayed"] == 1 and twin.stats()["weight_hash"] == other.stats()["weight_hash"]
+    twin._stop.set()
+    twin._storage.close()
+
+
 def test_hibernating_actor_refuses_writes_but_answers_reads(local_storage, make_actor):
-    actor = make_actor(local_storage, Q)
+    actor = make_actor(local_storage, Q, wal_tail_writes=0)  # 0: hibernation always checkpoints
     vectors = encode(["late note"])
     actor.observe("h0", vectors, ["late note"])
     assert actor.prepare_hibernate() == {"step": 1}
@@ -151,7 +177,7 @@ def test_spare_warms_up_then_serves_one_memory_for_life(local_storage, make_acto
             spare.stats()
 
         started = spare.start(Q)
-        assert started["was_warm"] and started["step"] == 1 and started["replayed"] == 0
+        assert started["was_warm"] and started["step"] == 1 and started["replayed"] == 1  # the WAL tail
         assert started["weight_hash"] == source.stats()["weight_hash"]
         assert "imports" not in started["timings"]  # paid by warm(), not by the start
         assert {"checkpoint_fetch", "checkpoint_decode", "wal_replay", "total"} <= set(started["timings"])
@@ -165,6 +191,42 @@ def test_spare_warms_up_then_serves_one_memory_for_life(local_storage, make_acto
         spare._wake.set()
         if spare._storage is not None:
             spare._storage.close()
+
+
+def test_released_actor_serves_the_next_memory_like_a_fresh_one(local_storage, make_actor):
+    """bind A, learn, release, bind B: B's answers and weight_hash equal a fresh actor's for B,
+    A comes back whole elsewhere, and a stale call for A is refused, never served by B."""
+    a_texts = [f"alpha secret {i}" for i in range(5)]
+    b_texts = ["bravo one", "bravo two"]
+    a_vec, b_vec = encode(a_texts), encode(b_texts)
+    actor = make_actor(local_storage, "acme/a", wal_tail_writes=3)
+    for i, text in enumerate(a_texts):
+        actor.call("acme/a", "observe", f"a{i}", a_vec[i : i + 1], [text])
+    a_hash = actor.stats()["weight_hash"]
+    assert actor.release()["step"] == 5
+    assert actor.identity() == {"qname": None, "started": False, "warm": True}
+    with pytest.raises(Unavailable, match="not served"):
+        actor.call("acme/a", "stats")
+
+    register(local_storage, "acme/b")
+    fresh = make_actor(local_storage, "acme/b-twin")  # same config, never served anything else
+    assert actor.start("acme/b")["weight_hash"] == fresh.stats()["weight_hash"]
+    assert actor._checkpointer.is_alive()  # B is checkpointed again (A's stop flag did not carry over)
+    for i, text in enumerate(b_texts):
+        ours = actor.call("acme/b", "observe", f"b{i}", b_vec[i : i + 1], [text])
+        theirs = fresh.observe(f"b{i}", b_vec[i : i + 1], [text])
+        assert ours == theirs
+    probe = encode(["alpha secret 3"])[0]
+    assert actor.call("acme/b", "infer", probe, 3) == fresh.infer(probe, 3)  # nothing of A answers
+    assert actor.call("acme/b", "stats") == fresh.stats()
+    assert actor.call("acme/b", "explain", 10) == fresh.explain(10)
+    with pytest.raises(Unavailable, match="not served"):
+        actor.call("acme/a", "infer", probe, 3)
+    with pytest.raises(InvalidInput, match="not a memory operation"):
+        actor.call("acme/b", "release")
+
+    again = make_actor(local_storage, "acme/a")  # A was hibernated with its WAL tail: nothing lost
+    assert again.stats()["weight_hash"] == a_hash and again.stats()["total_observations"] == 5
 
 
 def _fail_once(monkeypatch, *, after_applying: bool) -> None:
@@ -238,7 +300,7 @@ def test_history_unwritten_by_a_killed_actor_is_rebuilt_from_the_wal(local_stora
     texts = ["first fact", "second fact", "third fact", "fourth fact"]
     actor.observe("w1", encode(texts[:1]), texts[:1])
     actor.flush_records()
-    actor._write_record = lambda **_: None  # dies before its background writes reach Redis
+    actor._write_record = lambda *_, **__: None  # dies before its background writes reach Redis
     for i, text in enumerate(texts[1:], start=2):
         last = actor.observe(f"w{i}", encode([text]), [text])
     actor.flush_records()
@@ -251,3 +313,41 @@ def test_history_unwritten_by_a_killed_actor_is_rebuilt_from_the_wal(local_stora
     assert [(h["step"], h["text"]) for h in history] == list(enumerate(texts, start=1))
     assert history[-1]["weight_hash"] == last["weight_hash"] == again.stats()["weight_hash"]
     assert local_storage.metadata.get_stats(Q)["step"] == 4
+
+
+def test_forks_of_one_base_in_one_process_share_its_chunks_never_what_a_fork_learned(local_storage, make_actor):
+    """Forks of one base bound one after the other in one process: the second reads the base's
+    chunks from the process's memory and gets the base's weights, not the first fork's."""
+    from actors import ActorSettings, ActorSpec
+    from actors.durability import Checkpoints
+
+    base = make_actor(local_storage, "acme/base")
+    texts = ["base fact one", "base fact two", "fork one learns this"]
+    vectors = encode(texts)
+    base.observe("b0", vectors[:2], texts[:2])
+    tag = base.checkpoint("v1")
+    for fork in ("acme/f1", "acme/f2", "acme/f3"):
+        register(local_storage, fork)
+        Checkpoints(local_storage, fork).copy_auto(tag)
+
+    spec = ActorSpec(storage=local_storage.settings, settings=ActorSettings(checkpoint_every_seconds=3600.0))
+    actor = MemoryActor(None, spec)
+    try:
+        first = actor.start("acme/f1")
+        assert first["weight_hash"] == tag["weight_hash"]
+        learned = actor.call("acme/f1", "observe", "f0", vectors[2:], texts[2:])
+        actor.release()
+        shas = local_storage.content.manifest(tag["object_key"]).chunk_shas()
+        assert all(actor._storage.content.cache.get(sha) is not None for sha in shas)
+        second = actor.start("acme/f2")
+        assert second["weight_hash"] == tag["weight_hash"] != learned["weight_hash"]
+        assert texts[2] not in actor.call("acme/f2", "infer", vectors[2], 5)["response"]
+        decoded = make_actor(local_storage, "acme/f3")  # a process that decoded the base itself
+        ours = actor.call("acme/f2", "observe", "g0", vectors[2:], texts[2:])
+        assert ours == decoded.observe("g0", vectors[2:], texts[2:])
+        assert actor.call("acme/f2", "infer", vectors[2], 3) == decoded.infer(vectors[2], 3)
+    finally:
+        actor._stop.set()
+        actor._storage.close()
+    again = make_actor(local_storage, "acme/f1")  # f1's own learning is kept in its WAL
+    assert again.stats()["weight_hash"] == learned["weight_hash"]

@@ -44,7 +44,9 @@ def _factory(request: pytest.FixtureRequest, arun: Callable, root: Path) -> Iter
 
     def make(backend: str = "valkey-local", **overrides: Any) -> MemoryCluster:
         namespace = f"t{uuid.uuid4().hex[:10]}"
+        # reuse_idle_seconds 0: tests that count live actors must not see one hibernate for a start
         values = {"ray_address": None, "namespace": namespace, "max_live_actors": 16, "idle_seconds": 3600.0,
+                  "reuse_idle_seconds": 0.0,
                   "actor": ActorSettings(checkpoint_every_writes=40, checkpoint_every_seconds=3600.0),
                   "actor_placement": "pack", "storage": _storage(backend, request, root, namespace)}
         cluster = MemoryCluster(ClusterSettings(**{**values, **overrides}))

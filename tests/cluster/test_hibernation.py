@@ -63,7 +63,7 @@ def test_supervisor_restart_readopts_live_actors(make_cluster, arun, tenant):
     the memory actors still running, so the cap keeps counting them."""
     import ray
 
-    cluster = make_cluster(max_live_actors=2)
+    cluster = make_cluster(max_live_actors=2, spare_actors_max=1)  # an evicted process is not kept
     for name in ("kept", "also-kept"):
         arun(cluster.create_memory(tenant, name, SMALL))
     supervisor = ray.get_actor("supervisor", namespace=cluster.settings.namespace)

@@ -28,15 +28,16 @@ def test_create_list_config_delete(shared_cluster, arun, tenant):
     feed(arun, cluster, T, "notes", ["the sky is blue", "grass is green"])
 
     listed = arun(cluster.list_memories(T))
-    assert listed == {"memories": [{"name": "notes", "total_observations": 2, "live": True, "parent": None}]}
-    assert arun(cluster.list_memories(T + "x")) == {"memories": []}
+    assert listed == {"memories": [{"name": "notes", "total_observations": 2, "live": True, "parent": None}],
+                      "next_cursor": None}
+    assert arun(cluster.list_memories(T + "x")) == {"memories": [], "next_cursor": None}
     assert arun(cluster.memory_config(T, "notes"))["encoder"] == "hash"
     history = arun(cluster.history(T, "notes"))["observations"]
     assert [h["text"] for h in history] == ["the sky is blue", "grass is green"]
     assert [h["step"] for h in history] == [1, 2]
 
     assert arun(cluster.delete_memory(T, "notes")) == {"deleted": True, "name": "notes"}
-    assert arun(cluster.list_memories(T)) == {"memories": []}
+    assert arun(cluster.list_memories(T)) == {"memories": [], "next_cursor": None}
     assert cluster.storage.checkpoints.list(f"{T}/notes/") == []
     with pytest.raises(MemoryNotFound):
         arun(cluster.stats(T, "notes"))
@@ -53,7 +54,7 @@ def test_errors_for_bad_names_unknown_memories_and_tags(shared_cluster, arun, te
             arun(cluster.create_memory(T, bad, SMALL))
     with pytest.raises(InvalidInput, match="unknown memory config"):
         arun(cluster.create_memory(T, "cfg", {"encoder": "hash", "bogus": 1}))
-    assert arun(cluster.list_memories(T)) == {"memories": []}
+    assert arun(cluster.list_memories(T)) == {"memories": [], "next_cursor": None}
 
     vec = encode(["x"])
     for call in (cluster.observe(T, "ghost", vec, ["x"]), cluster.stats(T, "ghost"),

@@ -54,7 +54,8 @@ def test_retried_write_is_applied_once(shared_cluster, arun, tenant):
     assert retried["step"] == 4
     assert arun(cluster.stats(tenant, "idem"))["weight_hash"] == reference_hash(texts, vectors)
 
-    # Once a checkpoint covers r3 (hibernation writes one), a retry is still not re-applied.
+    # Once a checkpoint covers r3, a retry is still not re-applied.
+    arun(cluster._routes().call(qname, "snapshot"))
     assert arun(cluster.hibernate(tenant, "idem"))
     retried = arun(cluster.observe(tenant, "idem", vectors[3:4], [texts[3]], request_id="r3"))
     stats = arun(cluster.stats(tenant, "idem"))
@@ -69,7 +70,8 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_one_before(shared_cluster, 
     for i, text in enumerate(texts):
         arun(cluster.observe(tenant, "frag", vectors[i : i + 1], [text]))
     before = arun(cluster.stats(tenant, "frag"))
-    assert arun(cluster.hibernate(tenant, "frag"))  # auto-checkpoint at step 3; WAL kept back to step 0
+    arun(cluster._routes().call(f"{tenant}/frag", "snapshot"))  # auto-checkpoint at step 3; WAL kept back to step 0
+    assert arun(cluster.hibernate(tenant, "frag"))
     infos = cluster.storage.metadata.list_checkpoints(f"{tenant}/frag")
     autos = [c for c in infos if c["tag"].startswith("auto@")]
     assert [c["step"] for c in autos] == [0, 3]

@@ -90,7 +90,7 @@ def test_no_spares_when_turned_off(make_cluster, arun, tenant):
     assert supervisor_call(cluster, "spares_ready") == 0
 
 
-@pytest.mark.parametrize("value", [-1, 65])
+@pytest.mark.parametrize("value", [-1, 257])
 def test_spare_count_is_validated(value):
     from pydantic import ValidationError
 

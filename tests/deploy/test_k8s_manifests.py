@@ -203,7 +203,7 @@ def test_live_actor_cap_fits_the_largest_cluster():
     serve_cpus = sum(args.get(f"{d}_replicas", defaults[f"{d}_replicas"].default)
                      * args.get(f"{d}_num_cpus", defaults[f"{d}_num_cpus"].default)
                      for d in deployments)
-    actors = int(settings["NMEM_MAX_LIVE_ACTORS"]) + int(settings["NMEM_SPARE_ACTORS"])
+    actors = int(settings["NMEM_MAX_LIVE_ACTORS"]) + int(settings["NMEM_SPARE_ACTORS_MAX"])
     assert actors * actor_cpus + serve_cpus <= capacity
 
 
@@ -219,6 +219,28 @@ def test_gcs_fault_tolerance_uses_the_same_redis():
     env = ray_cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
     url = next(e["value"] for e in env if e["name"] == "NMEM_REDIS_URL")
     assert re.fullmatch(rf"redis://:\$\([A-Z_]+\)@{host}:{port}/1", url), url
+
+
+def test_head_node_fault_tolerance_is_configured_the_kuberay_way():
+    """GCS state in the external Redis (so a new head pod reloads the cluster and the Serve
+    apps), set only through gcsFaultToleranceOptions: KubeRay refuses it together with the old
+    `ray.io/ft-enabled` annotation, and injects RAY_REDIS_ADDRESS / REDIS_PASSWORD on the head
+    and a 600 s GCS reconnect timeout on the workers by itself (k8s/README.md)."""
+    service = rayservice()
+    ray_cluster = service["spec"]["rayClusterConfig"]
+    ft = ray_cluster["gcsFaultToleranceOptions"]
+    assert ft.get("backend", "redis") == "redis" and ft["externalStorageNamespace"]
+    assert "secretKeyRef" in ft["redisPassword"]["valueFrom"]  # never a literal password
+    for meta in (service["metadata"], ray_cluster["headGroupSpec"]["template"]["metadata"]):
+        assert not {"ray.io/ft-enabled", "ray.io/external-storage-namespace"} & set(meta.get("annotations", {}))
+    head = ray_cluster["headGroupSpec"]
+    env = {e["name"] for e in head["template"]["spec"]["containers"][0]["env"]}
+    assert not {"RAY_REDIS_ADDRESS", "REDIS_PASSWORD", "RAY_external_storage_namespace"} & env
+    assert "redis-password" not in head["rayStartParams"]
+    for group in ray_cluster["workerGroupSpecs"]:
+        worker_env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0]["env"]}
+        # A worker must outwait a head restart; unset, KubeRay makes it 600 s.
+        assert float(worker_env.get("RAY_gcs_rpc_server_reconnect_timeout_s", 600)) >= 120
 
 
 def test_ray_token_auth_is_on():

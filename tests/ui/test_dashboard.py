@@ -120,7 +120,7 @@ def test_checkpoint_restore_and_fork_grow_the_lineage_tree(page, ui_server, memo
     expect(nested).to_have_count(1, timeout=WAIT_MS)
     assert tree.locator(".tree-memory").count() == before + 1
     with ui_server.rest() as rest:
-        nodes = {n["name"]: n for n in rest.get("/v1/lineage").json()["memories"]}
+        nodes = {n["name"]: n for n in rest.get("/v1/lineage", params={"prefix": memory_name}).json()["memories"]}
     assert nodes[branch]["source_tag"] == "stable-v1"
     assert str(nodes[branch]["parent"]).split("/")[-1] == memory_name
 

@@ -1,0 +1,151 @@
+"""Garbage collection of the content store: delete the chunks that no manifest names.
+
+    report = GarbageCollector(storage.content).run(grace_seconds=900)
+
+Mark: list every object; read every manifest and collect the chunks it names (cached by key:
+objects are create-only under unique keys, so a key's manifest never changes). Sweep: each
+chunk named by none is doomed, unless claimed since (start - grace), then deleted and its
+marks forgotten (why this is safe beside writers: storage/cas.py). One collector runs at a
+time (a lock in Redis that expires if its holder dies). The supervisor runs it every
+`gc_interval_seconds`; `neural-memory gc` runs it by hand.
+
+Not collected: a manifest whose index entry was never written (its writer died between the
+two writes); it is a few KB and keeps its chunks alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+from errors import CheckpointCorrupt, CheckpointNotFound, InvalidInput
+from storage.cas import CHUNK_PREFIX, ContentStore, chunk_key, parse_manifest
+from storage.keys import SEGMENT_SUFFIX
+
+__all__ = ["GarbageCollector", "GcReport", "MIN_GRACE_SECONDS"]
+
+log = logging.getLogger(__name__)
+
+MIN_GRACE_SECONDS = 60.0  # must exceed storage.cas.REFRESH_CLAIMS_AFTER
+LOCK_SECONDS = 3600
+
+
+@dataclass
+class GcReport:
+    ran: bool  # False: another collector holds the lock
+    objects: int = 0  # checkpoint objects (manifests and format-1 blobs) seen
+    chunks: int = 0  # chunks in the store before the sweep
+    referenced: int = 0  # chunks some manifest names
+    deleted: int = 0  # chunks deleted
+    spared: int = 0  # unreferenced chunks kept because a writer claimed them recently
+    unreadable: int = 0  # manifests that could not be read: nothing is deleted then
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class GarbageCollector:
+    """Collects one content store; keep it to reuse its manifest cache between runs."""
+
+    def __init__(self, content: ContentStore) -> None:
+        self.content = content
+        self._named: dict[str, frozenset[str]] = {}  # object key -> chunks its manifest names
+
+    def run(self, grace_seconds: float, *, dry_run: bool = False) -> GcReport:
+        if grace_seconds < MIN_GRACE_SECONDS and not dry_run:
+            raise InvalidInput(f"the GC grace must be at least {MIN_GRACE_SECONDS:.0f} seconds")
+        meta = self.content.metadata
+        token = uuid.uuid4().hex
+        if not meta.gc_lock(token, LOCK_SECONDS):
+            return GcReport(ran=False)
+        try:
+            return self._collect(grace_seconds, dry_run)
+        finally:
+            meta.gc_unlock(token)
+
+    def _collect(self, grace_seconds: float, dry_run: bool) -> GcReport:
+        began = time.monotonic()
+        meta, objects = self.content.metadata, self.content.objects
+        start = meta.server_time()
+        keys = objects.list("")
+        chunks = {key.rsplit("/", 1)[1]: key for key in keys if key.startswith(CHUNK_PREFIX)}
+        manifests = _manifests(keys)
+        referenced: set[str] = set()
+        report = GcReport(ran=True, objects=len(manifests), chunks=len(chunks))
+        for key in manifests:
+            try:
+                referenced |= self._chunks_named_by(key)
+            except CheckpointCorrupt as exc:  # its chunks are unknown: delete nothing this round
+                log.error("checkpoint GC cannot read %s (%s); sweeping nothing", key, exc)
+                report.unreadable += 1
+        alive = set(manifests)
+        self._named = {k: v for k, v in self._named.items() if k in alive}
+        orphans = sorted(set(chunks) - referenced)
+        report.referenced = len(referenced & set(chunks))
+        if orphans and not dry_run and not report.unreadable:
+            doomed = meta.cas_doom(orphans, start - grace_seconds)
+            for sha in doomed:
+                objects.delete(chunks[sha])
+            meta.cas_forget(doomed)
+            report.deleted, report.spared = len(doomed), len(orphans) - len(doomed)
+            meta.cas_prune_claims(start - grace_seconds)
+        report.seconds = round(time.monotonic() - began, 3)
+        log.info("checkpoint GC: %s", report.as_dict())
+        return report
+
+    def sweep(self, candidates: set[str], claimed_before: float, holding: list[bytes] = (),
+              wait_seconds: float = 60.0) -> dict:
+        """Delete now those of `candidates` (chunk sha256s) that no manifest names any more: a
+        forget job's old checkpoints held them, and their bytes hold what was forgotten; so do
+        unreferenced chunks (e.g. of auto-checkpoints pruned before) whose bytes hold one of
+        `holding`. Spares chunks claimed at or after `claimed_before` (a writer may be about to
+        name them) and deletes nothing if a manifest cannot be read. Waits up to `wait_seconds`
+        for a running collection. Returns {"deleted": [sha...], "left": [sha...]}."""
+        meta, objects = self.content.metadata, self.content.objects
+        token, deadline = uuid.uuid4().hex, time.monotonic() + wait_seconds
+        while not meta.gc_lock(token, LOCK_SECONDS):
+            if time.monotonic() > deadline:
+                return {"deleted": [], "left": sorted(candidates)}
+            time.sleep(0.2)
+        try:
+            referenced: set[str] = set()
+            keys = objects.list("")
+            for key in _manifests(keys):
+                referenced |= self._chunks_named_by(key)
+            unnamed = {key.rsplit("/", 1)[1] for key in keys if key.startswith(CHUNK_PREFIX)} - referenced
+            candidates = set(candidates) | {sha for sha in unnamed - set(candidates)
+                                            if holding and _holds(objects.get(chunk_key(sha)), holding)}
+            orphans = sorted(candidates - referenced)
+            doomed = meta.cas_doom(orphans, claimed_before)
+            for sha in doomed:
+                objects.delete(chunk_key(sha))
+            meta.cas_forget(doomed)
+            return {"deleted": doomed, "left": sorted(candidates - set(doomed))}
+        except CheckpointCorrupt as exc:
+            log.error("chunk sweep cannot read a manifest (%s); leaving the chunks to the GC", exc)
+            return {"deleted": [], "left": sorted(candidates)}
+        finally:
+            meta.gc_unlock(token)
+
+    def _chunks_named_by(self, key: str) -> frozenset[str]:
+        named = self._named.get(key)
+        if named is None:
+            try:
+                manifest = parse_manifest(self.content.objects.get(key), key)
+            except CheckpointNotFound:  # deleted since the listing: names nothing any more
+                return frozenset()
+            named = frozenset() if manifest is None else frozenset(manifest.chunk_shas())
+            self._named[key] = named
+        return named
+
+
+def _manifests(keys: list[str]) -> list[str]:
+    """The checkpoint objects among `keys` (not chunks, not archived log segments)."""
+    return [key for key in keys if not key.startswith(CHUNK_PREFIX) and not key.endswith(SEGMENT_SUFFIX)]
+
+
+def _holds(data: bytes, needles: list[bytes]) -> bool:
+    return any(needle in data for needle in needles)

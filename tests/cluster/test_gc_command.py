@@ -1,0 +1,62 @@
+"""`neural-memory gc` (and cluster.collector.collect_once): collects what no checkpoint names,
+against configured storage or the embedded Valkey a running server holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cluster.collector import collect_once
+from storage import EmbeddedValkey, StorageSettings, open_storage
+from storage.cas import CHUNK_PREFIX
+from tests.fixtures.servers import make_storage_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _orphan_chunks(storage) -> set[str]:
+    """Write a checkpoint and a second one sharing half of it, drop the second's manifest and
+    age every claim: the unshared half is garbage, the rest is still named."""
+    content = storage.content
+    kept, dropped = {"chunk/0": os.urandom(65536)}, {"head": os.urandom(65536)}
+    content.write("acme/keep/v1.ckpt", kept)
+    content.write("acme/drop/v1.ckpt", {**kept, **dropped})
+    named = content.manifest("acme/keep/v1.ckpt").chunk_shas()
+    content.objects.delete("acme/drop/v1.ckpt")
+    claims = storage.metadata.keys.cas("claims")
+    storage.metadata.client.zadd(claims, {sha: 0 for sha in storage.metadata.client.zrange(claims, 0, -1)})
+    return named
+
+
+def _chunks(storage) -> set[str]:
+    return {key.rsplit("/", 1)[1] for key in storage.checkpoints.list(CHUNK_PREFIX)}
+
+
+def test_the_command_deletes_unnamed_chunks(valkey_url, storage_namespace, tmp_path):
+    settings = make_storage_settings(data_dir=tmp_path / "nmem", redis_url=valkey_url, namespace=storage_namespace)
+    with open_storage(settings) as storage:
+        named = _orphan_chunks(storage)
+        env = {**os.environ, "NMEM_REDIS_URL": valkey_url, "NMEM_REDIS_PREFIX": storage_namespace,
+               "NMEM_DATA_DIR": str(tmp_path / "nmem")}
+        command = [sys.executable, "-m", "serve.cli", "gc"]
+        dry = subprocess.run([*command, "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert dry.returncode == 0, dry.stderr
+        assert json.loads(dry.stdout)["deleted"] == 0 and _chunks(storage) > named
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["deleted"] > 0
+        assert _chunks(storage) == named
+        assert storage.content.read("acme/keep/v1.ckpt")
+
+
+def test_collect_once_shares_the_embedded_valkey_a_server_holds(tmp_path):
+    settings = StorageSettings(data_dir=tmp_path / "nmem")
+    with open_storage(settings) as running:  # as `neural-memory serve` holds it
+        assert isinstance(running.embedded, EmbeddedValkey)
+        named = _orphan_chunks(running)
+        report = collect_once(settings, 60.0)
+        assert report.ran and report.deleted > 0
+        assert _chunks(running) == named
