@@ -22,6 +22,7 @@ from errors import InvalidInput
 
 __all__ = [
     "TENANT_PATTERN", "MEMORY_NAME_PATTERN", "TAG_PATTERN", "AUTO_TAG_PREFIX", "REQUEST_ID_PATTERN",
+    "JOB_ID_PATTERN",
     "MAX_TEXT_CHARS", "MAX_DOMAIN_CHARS", "MAX_DESCRIPTION_CHARS", "MAX_ITEMS_PER_WRITE",
     "MAX_BATCH_ITEMS",
     "MIN_TOP_K", "MAX_TOP_K", "MAX_TEMPERATURE", "DEFAULT_TEMPERATURE", "MAX_TOKENS",
@@ -37,6 +38,8 @@ __all__ = [
 TENANT_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}"
 MEMORY_NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,62}"
 TAG_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+# The id of a forget job (uuid4 hex), as returned by forget and read back in its status route.
+JOB_ID_PATTERN = r"[0-9a-f]{32}"
 # A client's idempotency key for a write (REST field `request_id` or header `Idempotency-Key`).
 REQUEST_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
 # Internal auto-checkpoint tags start with this; '@' is never in a user tag, so they cannot clash.

@@ -22,7 +22,7 @@ __all__ = ["Rebinding", "ROUTED_METHODS", "RELEASE_WAIT"]
 # What callers may run through call(qname, ...): the memory's own operations.
 ROUTED_METHODS = frozenset({
     "observe", "consolidate", "checkpoint", "restore", "snapshot", "surprise", "infer",
-    "attention_map", "explain", "stats", "where", "flush_records",
+    "attention_map", "explain", "stats", "where", "flush_records", "forget_start", "forget_status",
 })
 RELEASE_WAIT = 60.0  # seconds release() waits for calls in flight
 

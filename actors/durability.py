@@ -28,6 +28,7 @@ from storage.cas import LEGACY_PART
 from storage.keys import object_key
 
 from actors.phases import Phases
+from actors.replay import EntryFailed, Replay, Unusable
 from actors.wal import RecentResults, entry_args
 
 if TYPE_CHECKING:  # torch is imported only where a memory is actually loaded (not by the supervisor)
@@ -91,36 +92,55 @@ class Checkpoints:
         self._next_seq: int | None = None  # read from the index on the first save_auto
 
     def save(self, parts: dict[str, bytes], *, tag: str, step: int, weight_hash: str,
-             description: str = "") -> dict:
-        """Store `parts` under a fresh object key and index it as `tag` (CheckpointConflict if taken)."""
-        return self._index(lambda key: self._storage.content.write(key, parts), tag=tag, step=step,
-                           weight_hash=weight_hash, description=description)
+             description: str = "", seq: int | None = None) -> dict:
+        """Store `parts` under a fresh object key and index it as `tag` (CheckpointConflict if
+        taken). `seq`: the log position of the state (actors/wal.py)."""
+        info = self.put_object(parts, tag=tag, step=step, weight_hash=weight_hash, description=description,
+                               seq=seq)
+        return self._index(info)
 
-    def save_auto(self, parts: dict[str, bytes], *, step: int, weight_hash: str) -> dict:
-        return self.save(parts, tag=self._next_auto_tag(), step=step, weight_hash=weight_hash,
-                         description="auto")
+    def put_object(self, parts: dict[str, bytes], *, tag: str, step: int, weight_hash: str,
+                   description: str = "", seq: int | None = None) -> dict:
+        """Store `parts` as a checkpoint object for `tag` without indexing it; its info (a forget
+        job indexes all of its objects in one commit)."""
+        return self._write(lambda key: self._storage.content.write(key, parts), tag=tag, step=step,
+                           weight_hash=weight_hash, description=description, seq=seq)
+
+    def save_auto(self, parts: dict[str, bytes], *, step: int, weight_hash: str, seq: int | None = None) -> dict:
+        return self.save(parts, tag=self.next_auto_tag(), step=step, weight_hash=weight_hash,
+                         description="auto", seq=seq)
 
     def copy_auto(self, source: dict) -> dict:
         """A new auto-checkpoint holding checkpoint `source` (of any memory): a fork's first
-        state, costing one manifest (the chunks are shared)."""
+        state, costing one manifest (the chunks are shared). It has no log position: the
+        memory's own history starts at it."""
         content = self._storage.content
-        return self._index(lambda key: content.copy(source["object_key"], source.get("sha256"), key),
-                           tag=self._next_auto_tag(), step=int(source["step"]),
+        info = self._write(lambda key: content.copy(source["object_key"], source.get("sha256"), key),
+                           tag=self.next_auto_tag(), step=int(source["step"]),
                            weight_hash=source["weight_hash"], description="auto")
+        return self._index(info)
 
-    def _next_auto_tag(self) -> str:
+    def next_auto_tag(self) -> str:
         if self._next_seq is None:
             self._next_seq = 1 + max((_auto_seq(c["tag"]) for c in self.autos()), default=0)
         tag = f"{AUTO_PREFIX}{self._next_seq:012d}"
         self._next_seq += 1
         return tag
 
-    def _index(self, write, *, tag: str, step: int, weight_hash: str, description: str) -> dict:
+    def _write(self, write, *, tag: str, step: int, weight_hash: str, description: str,
+               seq: int | None = None) -> dict:
         key = object_key(self.qname, tag, nonce=uuid.uuid4().hex[:12])
         stored = write(key)
-        info = {"object_key": key, "weight_hash": weight_hash, "size": int(stored["size"]),
+        info = {"tag": tag, "object_key": key, "weight_hash": weight_hash, "size": int(stored["size"]),
                 "stored": int(stored["stored"]), "sha256": stored["sha256"], "step": int(step),
                 "description": description}
+        if seq is not None:
+            info["seq"] = int(seq)
+        return info
+
+    def _index(self, info: dict) -> dict:
+        info = dict(info)
+        tag, key = info.pop("tag"), info["object_key"]
         try:
             self._storage.metadata.add_checkpoint(self.qname, tag, info)
         except CheckpointConflict:
@@ -175,17 +195,9 @@ class Recovered:
     # ones whose stats/history a killed actor may not have recorded yet.
     unrecorded: list[tuple[dict, list[str], str | None]] = field(default_factory=list)
     fell_back: bool = False  # the newest auto-checkpoint was unusable: save a fresh one soon
-
-
-class _Unusable(Exception):
-    """This starting point cannot rebuild the memory (a gap in the log, or a hash that differs
-    from what a newer checkpoint recorded)."""
-
-
-class _EntryFailed(Exception):
-    def __init__(self, entry: dict, cause: BaseException) -> None:
-        super().__init__(f"WAL entry at step {entry['step']} failed to apply: {cause!r}")
-        self.entry = entry
+    # Log position of the rebuilt state (its last entry); None: a state from before log
+    # positions (its first checkpoint then starts the memory's kept history).
+    seq: int | None = 0
 
 
 def _starting_points(ckpts: Checkpoints, config: MemoryConfig, autos: list[dict]) -> list[tuple]:
@@ -200,39 +212,51 @@ def _starting_points(ckpts: Checkpoints, config: MemoryConfig, autos: list[dict]
     return points
 
 
-def _replay(memory: NeuralMemory, entries: list[dict], expected: dict[int, str], results: RecentResults,
-            unrecorded: list, history_after: int | None) -> int:
-    """Apply the entries after `memory.step`, in order; returns how many. Checks that the log
-    has no gap and that the weights match every newer checkpoint's recorded hash on the way.
+def _position(info: dict | None, seq_era: bool) -> tuple[str, int]:
+    """Where a starting point is in the log: by seq, or by step for states from before seqs."""
+    if info is None:
+        return ("seq", 0) if seq_era else ("step", 0)
+    return ("seq", int(info["seq"])) if "seq" in info else ("step", int(info["step"]))
+
+
+def _after(entries: list[dict], where: tuple[str, int]) -> list[dict]:
+    """The entries a state at `where` does not hold yet, in log order: by seq; from a state of
+    before log positions, the entries without a seq after its step come first."""
+    kind, at = where
+    positioned = sorted((e for e in entries if "seq" in e and (kind == "step" or e["seq"] > at)),
+                        key=lambda e: e["seq"])
+    if kind == "seq":
+        return positioned
+    return [e for e in entries if "seq" not in e and e["step"] > at] + positioned
+
+
+def _replay(memory: NeuralMemory, entries: list[dict], expected: dict[tuple, str], results: RecentResults,
+            unrecorded: list, history_after: int | None, load_tag) -> tuple[NeuralMemory, int, int | None]:
+    """Apply the entries, in order: (the memory, how many, the last seq or None). Checks that the
+    log has no gap and that the weights match every newer checkpoint's recorded hash on the way.
     Writes past step `history_after` go to `unrecorded` (see Recovered)."""
-    replayed, pending = 0, dict(expected)
-    _check_expected(memory, pending)
+    replay, pending, seq = Replay(memory, load_tag), dict(expected), None
+    _check_expected(replay.memory, pending, ("step", memory.step), None)
     for entry in entries:
-        vectors, texts, domain, learning_rate, request_id = entry_args(entry)
-        if entry["step"] <= memory.step:  # already in the state (a checkpoint covers it)
-            results.put(request_id, None)
-            continue
-        if entry["step"] != memory.step + len(texts):
-            raise _Unusable(f"the log jumps from step {memory.step} to {entry['step']}")
-        try:
-            result = memory.observe_vectors(vectors, texts, domain=domain, learning_rate=learning_rate)
-        except Exception as exc:  # noqa: BLE001 - any failure: this write cannot be part of the state
-            raise _EntryFailed(entry, exc) from exc
-        results.put(request_id, result)
-        replayed += 1
-        if history_after is not None and result["step"] > history_after:
-            unrecorded.append(({**result, "weight_hash": memory.weight_hash}, texts, domain))
-        _check_expected(memory, pending)
+        _entry, result = replay.apply(entry)
+        seq = entry.get("seq", seq)
+        if result is not None:
+            results.put(entry_args(entry)[4], result)
+            if history_after is not None and result["step"] > history_after:
+                unrecorded.append(({**result, "weight_hash": replay.memory.weight_hash},
+                                   list(entry["texts"]), entry.get("domain")))
+        _check_expected(replay.memory, pending, ("step", replay.memory.step), seq)
     if pending:
-        raise _Unusable(f"the log ends at step {memory.step}, before the checkpoint at step {min(pending)}")
-    return replayed
+        raise Unusable(f"the log ends at step {replay.memory.step}, before a newer checkpoint")
+    return replay.memory, len(entries), seq
 
 
-def _check_expected(memory: NeuralMemory, pending: dict[int, str]) -> None:
-    """Compare with the checkpoint saved at this step, if any (and tick it off)."""
-    want = pending.pop(memory.step, None)
-    if want is not None and memory.weight_hash != want:
-        raise _Unusable(f"at step {memory.step} the weights differ from the checkpoint saved then")
+def _check_expected(memory: NeuralMemory, pending: dict[tuple, str], step: tuple, seq: int | None) -> None:
+    """Compare with the checkpoint saved at this point, if any (and tick it off)."""
+    for where in (step, ("seq", seq)):
+        want = pending.pop(where, None)
+        if want is not None and memory.weight_hash != want:
+            raise Unusable(f"at {where[0]} {where[1]} the weights differ from the checkpoint saved then")
 
 
 def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *,
@@ -244,7 +268,7 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
     instead, provided the log reaches back to it and replay reproduces the weight hash every
     newer checkpoint recorded; otherwise CheckpointCorrupt. A logged write that fails to apply
     was never acknowledged: it is dropped from the log and the rebuild starts over without it.
-    Entries at or below the starting step are not applied again, but their request ids are
+    Entries the starting point holds already are not applied again, but their request ids are
     remembered so a retried write that already reached the checkpoint is not applied twice.
     Replayed writes past step `history_after` (the newest step the history holds) come back in
     `unrecorded`, with their weight hash, so their stats and history can be written again.
@@ -254,40 +278,50 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
     ckpts = ckpts if ckpts is not None else Checkpoints(storage, qname)
     autos = ckpts.autos()
     phases.lap("checkpoint_index")
-    entries = storage.metadata.wal_read_after(qname, 0)
+    entries = storage.metadata.wal_read_after(qname, -1)
     phases.lap("wal_read")
-    points = _starting_points(ckpts, config, autos)
-    for rank, (info, load) in enumerate(points):
+    seq_era = all("seq" in e for e in entries)  # genesis: is the whole log positioned?
+    for rank, (info, load) in enumerate(_starting_points(ckpts, config, autos)):
         newer = autos[autos.index(info) + 1:] if info is not None else autos
-        expected = {int(c["step"]): c["weight_hash"] for c in newer}
+        expected = {_position(c, True): c["weight_hash"] for c in newer}
         while True:
             try:
                 memory = load(phases)
             except (CheckpointCorrupt, CheckpointNotFound, IncompatibleState) as exc:
                 log.error("auto-checkpoint %s of %s unusable (%s); trying an older start", info["tag"], qname, exc)
                 break
-            results, unrecorded = RecentResults(remember), []
+            where = _position(info, seq_era)
+            results, unrecorded, todo = RecentResults(remember), [], _after(entries, where)
+            pending = {id(e) for e in todo}
+            for entry in entries:  # already in the state: only their request ids count
+                if id(entry) not in pending:
+                    results.put(entry_args(entry)[4], None)
             try:
-                replayed = _replay(memory, entries, expected, results, unrecorded, history_after)
-            except _Unusable as exc:
+                memory, replayed, seq = _replay(memory, todo, expected, results, unrecorded,
+                                                history_after, lambda tag, tag_seq: ckpts.load(ckpts.get(tag)))
+            except Unusable as exc:
                 log.error("cannot rebuild %s from %s: %s", qname, info["tag"] if info else "its config", exc)
                 break
-            except _EntryFailed as exc:
+            except EntryFailed as exc:
                 entries = _drop_failed(storage, qname, entries, exc)
                 continue
             phases.lap("wal_replay")
+            start_seq = where[1] if where[0] == "seq" else None
             return Recovered(memory=memory, checkpoint_step=None if info is None else int(info["step"]),
                              replayed=replayed, results=results, autos=autos, unrecorded=unrecorded,
-                             fell_back=rank > 0 and bool(autos))
+                             fell_back=rank > 0 and bool(autos), seq=seq if seq is not None else start_seq)
     raise CheckpointCorrupt(f"memory {qname} cannot be rebuilt: no saved state loads and its log does "
                             "not reach back far enough; restore a tagged checkpoint or delete it")
 
 
-def _drop_failed(storage: Storage, qname: str, entries: list[dict], failed: _EntryFailed) -> list[dict]:
+def _drop_failed(storage: Storage, qname: str, entries: list[dict], failed: EntryFailed) -> list[dict]:
     """Remove a write that cannot be applied from the log (and from this replay)."""
     entry = failed.entry
     request_id = (entry.get("options") or {}).get("request_id")
     log.error("memory %s: %s; dropping it from the log", qname, failed)
     if request_id:  # every actor-written entry has one; without it, only this replay skips it
-        storage.metadata.wal_drop(qname, after_step=entry["step"] - 1, request_id=request_id)
+        if "seq" in entry:
+            storage.metadata.wal_drop(qname, from_seq=entry["seq"], request_id=request_id)
+        else:
+            storage.metadata.wal_drop(qname, after_step=entry["step"] - 1, request_id=request_id)
     return [e for e in entries if e is not entry]

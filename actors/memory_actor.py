@@ -36,10 +36,12 @@ import numpy as np
 from errors import CheckpointCorrupt, CheckpointNotFound, InvalidInput, NeuralMemoryError, Unavailable
 
 from actors.binding import Rebinding
-from actors.durability import TRIM_ALL, Checkpoints, recover, to_parts
+from actors.durability import Checkpoints, recover, to_parts
+from actors.forgetting import Forgetting
+from actors.history import History, parse_retention
 from actors.phases import Phases
 from actors.spec import ActorSpec
-from actors.wal import RecentResults, check_observation, make_entry
+from actors.wal import CONSOLIDATE, RESTORE, TAG, RecentResults, check_observation, make_entry, make_marker
 
 if TYPE_CHECKING:  # imported in start(): the supervisor imports this module and needs no torch
     from memory import MemoryConfig, NeuralMemory
@@ -49,7 +51,7 @@ __all__ = ["MemoryActor"]
 log = logging.getLogger(__name__)
 
 
-class MemoryActor(Rebinding):
+class MemoryActor(Rebinding, Forgetting):
     """The live state of memory `qname`; wrap with `ray.remote` (see cluster.supervisor)."""
 
     def __init__(self, qname: str | None, spec: ActorSpec) -> None:
@@ -85,11 +87,17 @@ class MemoryActor(Rebinding):
         self._started = False
         self._writes_since = 0  # writes applied since the newest auto-checkpoint
         self._last_ckpt = time.monotonic()
-        self._prev_auto_step = 0  # the WAL is kept after this step (fallback + request ids)
+        self._seq = 0  # log position of the newest entry (actors/wal.py)
+        self._history: History | None = None
+        self._prev_auto_seq = 0  # the WAL is kept after this seq (fallback + request ids)
+        self._prev_auto: dict | None = None  # the auto-checkpoint at that seq
         self._latest_auto: dict | None = None
-        # (step before, weights touched?) of a write that failed after it was logged: its entry
-        # must leave the log before anything else is logged or saved (see _settle).
-        self._unsettled: tuple[int, bool] | None = None
+        self._job: dict | None = None  # the running forget job (actors/forgetting.py)
+        self._job_thread: threading.Thread | None = None
+        self._job_cancel = threading.Event()
+        # (step before, weights touched?, seq) of a write that failed after it was logged: its
+        # entry must leave the log before anything else is logged or saved (see _settle).
+        self._unsettled: tuple[int, bool, int] | None = None
 
     def __repr__(self) -> str:  # Ray names the actor's process and log lines after this
         return f"MemoryActor({self._qname or 'spare'})"
@@ -124,23 +132,29 @@ class MemoryActor(Rebinding):
                           history_after=recorded[-1]["step"] if recorded else 0)
             self._results = rec.results
             self._mem = rec.memory
-            self._prev_auto_step = rec.checkpoint_step or 0
-            self._latest_auto = rec.autos[-1] if rec.autos else None
+            self._seq = rec.seq or 0
+            self._history = History(self._storage, self._qname, parse_retention(self._spec.settings.history_retention))
+            self._prev_auto = rec.autos[-1] if rec.autos else None
+            self._prev_auto_seq = int((self._prev_auto or {}).get("seq", 0))
+            self._latest_auto = self._prev_auto
             for result, texts, domain in rec.unrecorded:  # answered, but not yet in the history
                 self._record(result, texts, domain)
             with self._ckpt_lock:
-                if rec.checkpoint_step is None or rec.fell_back:
-                    # The initial checkpoint, the first after a crash, or a good one again
-                    # after the newest turned out unusable.
+                if rec.checkpoint_step is None or rec.fell_back or rec.seq is None:
+                    # The initial checkpoint, the first after a crash, a good one again after
+                    # the newest turned out unusable, or the first with a log position.
                     self._auto_checkpoint()
                 else:
                     self._writes_since = rec.replayed
+                if self._history.base() is None:  # history starts: at genesis, or here
+                    self._history.start(None if rec.seq is not None else self._latest_auto)
             phases.lap("initial_checkpoint")
             self._sync_stats()
             phases.lap("stats")
             self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="checkpointer", daemon=True)
             self._checkpointer.start()
             self._started = True
+            self._resume_jobs()
             log.info("memory %s up at step %s (replayed %s WAL entries)",
                      self._qname, self._mem.step, rec.replayed)
             return {**self._summary(), "replayed": rec.replayed, "was_warm": was_warm,
@@ -165,6 +179,7 @@ class MemoryActor(Rebinding):
         next. Unsaved writes stay in the WAL (replayed on wake) unless there are at least
         `wal_tail_writes` of them: then they are checkpointed, so wake-ups stay quick."""
         mem = self._ready()
+        self._stop_job()  # a running forget job resumes when the memory wakes
         with self._ckpt_lock:
             with self._write_lock:
                 self._closing = True
@@ -195,15 +210,16 @@ class MemoryActor(Rebinding):
             if request_id in self._results:  # the same request raced itself
                 return self._repeat(request_id)
             self._settle()
-            mem, before, applying = self._mem, self._mem.step, False
-            entry = make_entry(before + len(texts), array, texts, domain, learning_rate, request_id)
+            mem, before, applying, seq = self._mem, self._mem.step, False, self._seq + 1
+            entry = make_entry(before + len(texts), array, texts, domain, learning_rate, request_id, seq)
             try:
                 self._storage.metadata.wal_append(self._qname, entry)
+                self._seq = seq
                 applying = True
                 raw = mem.observe_vectors(array, texts, domain=domain, learning_rate=learning_rate)
             except Exception:
                 # Not acknowledged, so it must not stay in the log (nor half in the weights).
-                self._unsettled = (before, applying)
+                self._unsettled = (before, applying, seq)
                 self._settle_now()
                 raise
             result = {**raw, "weight_hash": mem.weight_hash}
@@ -217,22 +233,50 @@ class MemoryActor(Rebinding):
         return result
 
     def consolidate(self) -> dict:
-        """Consolidate, then checkpoint at once: consolidation is not in the WAL."""
+        """Log a consolidate entry, consolidate, then checkpoint at once (no checkpoint while a
+        forget job runs: the log entry is enough to redo it)."""
         self._ready()
         with self._ckpt_lock, self._write_lock:
             self._check_open()
             self._settle()
-            result = self._mem.consolidate()
-            self._auto_checkpoint(barrier=True)
+            before = self._mem.step
+            seq = self._log_marker(CONSOLIDATE)
+            try:
+                result = self._mem.consolidate()
+            except Exception:
+                self._unsettled = (before, True, seq)
+                self._settle_now()
+                raise
+            if self._job is None:
+                self._auto_checkpoint(barrier=True)
             return result
+
+    def _log_marker(self, kind: str, step: int | None = None, **fields: Any) -> int:
+        """Append a log entry for a change that is not an observation (caller holds
+        `_write_lock`); `step` is the memory's step after it. Returns its seq."""
+        seq = self._seq + 1
+        step = self._mem.step if step is None else step
+        self._storage.metadata.wal_append(self._qname, make_marker(kind, seq, step, **fields))
+        self._seq = seq
+        return seq
 
     def checkpoint(self, tag: str, description: str = "") -> dict:
         """Save the current state under a user tag (CheckpointConflict if the tag exists)."""
         self._ready()
+        try:
+            self._ckpts.get(tag)
+            taken = True
+        except CheckpointNotFound:
+            taken = False
+        if taken:  # checked first, so no tag entry is logged for it
+            from errors import CheckpointConflict  # noqa: PLC0415
+
+            raise CheckpointConflict(f"checkpoint tag {tag!r} already exists for memory {self._qname}")
         with self._write_lock:
             self._settle()
+            seq = self._log_marker(TAG, tag=tag)
             parts, step, weight_hash = to_parts(self._mem), self._mem.step, self._mem.weight_hash
-        return self._ckpts.save(parts, tag=tag, step=step, weight_hash=weight_hash, description=description)
+        return self._ckpts.save(parts, tag=tag, step=step, weight_hash=weight_hash, description=description, seq=seq)
 
     def restore(self, tag: str) -> dict:
         """Load checkpoint `tag` into this memory, then make it the recovery point."""
@@ -248,11 +292,14 @@ class MemoryActor(Rebinding):
         restored.config.require_compatible(self._config)
         with self._ckpt_lock, self._write_lock:
             self._check_open()
+            self._settle()
             before = self._mem.step
+            self._log_marker(RESTORE, restored.step, tag=tag, tag_seq=int(info.get("seq", -1)))
             self._mem = restored
-            # Barrier: the new auto-checkpoint holds the restored state and the whole WAL goes,
-            # so a crash now can never replay pre-restore writes on top of it.
-            self._auto_checkpoint(barrier=True)
+            # Barrier: the new auto-checkpoint holds the restored state and the WAL before it
+            # is archived (no checkpoint while a forget job runs: the log entry redoes it).
+            if self._job is None:
+                self._auto_checkpoint(barrier=True)
             self._sync_stats()
             return {
                 "restored": True,
@@ -264,7 +311,7 @@ class MemoryActor(Rebinding):
         """An auto-checkpoint holding the current state (reused if nothing changed): fork's source."""
         self._ready()
         with self._ckpt_lock:
-            if self._writes_since > 0 or self._latest_auto is None:
+            if self._writes_since > 0 or self._latest_auto is None or "seq" not in self._latest_auto:
                 self._auto_checkpoint()
             return dict(self._latest_auto)
 
@@ -372,21 +419,24 @@ class MemoryActor(Rebinding):
                 "weight_parameters": int(mem.stats()["weight_parameters"])}
 
     def _auto_checkpoint(self, *, barrier: bool = False) -> dict:
-        """Write an auto-checkpoint and trim the WAL. Caller holds `_ckpt_lock`; with
-        `barrier` it also holds `_write_lock` (so the whole WAL may go)."""
+        """Write an auto-checkpoint, then archive the WAL behind it (actors/history.py). Caller
+        holds `_ckpt_lock`; with `barrier` it also holds `_write_lock` (so the whole WAL may
+        go). While a forget job runs the log stays as it is: only the checkpoint is written."""
         if barrier:
-            data, step, weight_hash, pending = self._snapshot_state()
+            data, step, weight_hash, pending, seq = self._snapshot_state()
         else:
             with self._write_lock:
-                data, step, weight_hash, pending = self._snapshot_state()
-        info = self._ckpts.save_auto(data, step=step, weight_hash=weight_hash)
+                data, step, weight_hash, pending, seq = self._snapshot_state()
+        info = self._ckpts.save_auto(data, step=step, weight_hash=weight_hash, seq=seq)
         with self._count_lock:
             self._writes_since -= pending
             self._last_ckpt = time.monotonic()
         self._latest_auto = info
-        meta = self._storage.metadata
-        meta.wal_trim_through(self._qname, TRIM_ALL if barrier else self._prev_auto_step)
-        self._prev_auto_step = step
+        if self._job is not None:
+            return info
+        through, state = (seq, info) if barrier else (self._prev_auto_seq, self._prev_auto)
+        self._history.archive_through(through, state)
+        self._prev_auto_seq, self._prev_auto = seq, info
         self._ckpts.prune_autos(1 if barrier else self._spec.settings.keep_auto_checkpoints)
         return info
 
@@ -396,8 +446,8 @@ class MemoryActor(Rebinding):
         from checkpoint + log. Raises (e.g. MetadataError) while that cannot be done."""
         if self._unsettled is None:
             return
-        step, touched = self._unsettled
-        self._storage.metadata.wal_drop(self._qname, after_step=step)
+        step, touched, seq = self._unsettled
+        self._storage.metadata.wal_drop(self._qname, from_seq=seq)
         if touched:
             self._mem = recover(self._storage, self._qname, self._config, 1, ckpts=self._ckpts).memory
             if self._mem.step != step:
@@ -413,15 +463,15 @@ class MemoryActor(Rebinding):
             log.error("memory %s: a failed write is still in the log (%s); writes wait for it",
                       self._qname, exc)
 
-    def _snapshot_state(self) -> tuple[dict[str, bytes], int, str, int]:
+    def _snapshot_state(self) -> tuple[dict[str, bytes], int, str, int, int]:
         self._settle()  # never save weights a failed write touched
         mem = self._mem
-        return to_parts(mem), mem.step, mem.weight_hash, self._writes_since
+        return to_parts(mem), mem.step, mem.weight_hash, self._writes_since, self._seq
 
     def _checkpoint_due(self) -> bool:
         spec = self._spec.settings
         with self._count_lock:
-            if self._writes_since <= 0:
+            if self._writes_since <= 0 or self._job is not None:
                 return False
             # A short tail is cheaper to replay than to checkpoint (a new head per memory).
             return (self._writes_since >= spec.checkpoint_every_writes

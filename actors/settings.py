@@ -34,6 +34,13 @@ class ActorSettings(BaseSettings):
     torch_threads: int = Field(
         1, ge=1, le=64, description="torch threads per memory actor: many actors share few cores, so "
                                    "one each avoids oversubscription.")
+    history_retention: str = Field(
+        "all", pattern=r"^(all|none|[1-9][0-9]{0,4}d)$",
+        description="History kept so a memory can forget exactly (replay without the forgotten "
+                    "observations): \"all\" (default: every observation can be erased exactly, for "
+                    "~1.6 KB of object storage per observation with 384-dim vectors), \"<N>d\" (at least the last N days, at most "
+                    "~2N; older ones can only be forgotten approximately) or \"none\" (only what is "
+                    "still in the WAL).")
     remembered_requests: int = Field(
         4096, ge=1, le=1_000_000, description="Request ids remembered per memory (with their "
                                              "results), so a retried write is never applied twice.")

@@ -4,6 +4,13 @@ A write is validated *before* it reaches the WAL (the rules of `contract`, the s
 memory applies), so replay never meets an entry the live actor would have refused. An entry
 holds everything `observe_vectors` needs to redo the write bit-for-bit (float32 vectors, texts,
 domain, learning rate) plus the caller's request id, which makes a retried write idempotent.
+
+The log records every change of state, not only observations, so the memory can be rebuilt from
+any earlier state by replay (recovery, and forgetting: actors/forget.py). Each entry has a
+`kind` — "observe" (the default, also of entries from before kinds existed), "consolidate",
+"restore" (of tag `tag`, taken at log position `tag_seq`) or "tag" (a user checkpoint taken
+here) — a `seq`, its position in the memory's log (1, 2, ...; never reused, gaps where a
+forgotten or failed write was), the memory's `step` after it, and `at` (unix time).
 """
 
 from __future__ import annotations
@@ -11,12 +18,17 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import time
+
 import numpy as np
 
 import contract
 from errors import InvalidInput
 
-__all__ = ["check_observation", "make_entry", "entry_args", "RecentResults"]
+__all__ = ["check_observation", "make_entry", "make_marker", "entry_args", "entry_kind", "RecentResults",
+           "OBSERVE", "CONSOLIDATE", "RESTORE", "TAG"]
+
+OBSERVE, CONSOLIDATE, RESTORE, TAG = "observe", "consolidate", "restore", "tag"
 
 
 def check_observation(vectors: Any, texts: Any, domain: Any, learning_rate: Any, dim: int) -> np.ndarray:
@@ -47,18 +59,32 @@ def check_observation(vectors: Any, texts: Any, domain: Any, learning_rate: Any,
 
 
 def make_entry(step: int, vectors: np.ndarray, texts: list[str], domain: str | None,
-               learning_rate: float | None, request_id: str) -> dict[str, Any]:
+               learning_rate: float | None, request_id: str, seq: int | None = None) -> dict[str, Any]:
     """The WAL entry of a write; `step` is the memory's step *after* applying it."""
     options = {"request_id": request_id}
     if learning_rate is not None:
         options["learning_rate"] = float(learning_rate)
-    return {
+    entry = {
         "step": int(step),
         "vectors": vectors.astype("<f4", copy=False).tobytes(),
         "texts": list(texts),
         "domain": domain,
         "options": options,
+        "at": time.time(),
     }
+    if seq is not None:
+        entry["seq"] = int(seq)
+    return entry
+
+
+def make_marker(kind: str, seq: int, step: int, **fields: Any) -> dict[str, Any]:
+    """A log entry for a change of state that is not an observation (consolidate, restore, tag)."""
+    return {"kind": kind, "seq": int(seq), "step": int(step), "vectors": b"", "texts": [], "domain": None,
+            "options": {}, "at": time.time(), **fields}
+
+
+def entry_kind(entry: dict[str, Any]) -> str:
+    return entry.get("kind") or OBSERVE
 
 
 def entry_args(entry: dict[str, Any]) -> tuple[np.ndarray, list[str], str | None, float | None, str | None]:

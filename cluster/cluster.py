@@ -26,6 +26,7 @@ from errors import (CheckpointCorrupt, CheckpointNotFound, IncompatibleState, In
                     MemoryNotFound, QuotaExceeded, Unavailable)
 from storage import Storage, open_storage
 
+from cluster.forget import ForgetOps
 from cluster.names import check_tenant, check_user_tag, qualify, split
 from cluster.router import ActorRouter
 from cluster.settings import ClusterSettings
@@ -48,6 +49,7 @@ class ExportedState:
     weight_hash: str
     step: int
     data: bytes
+    seq: int | None = None  # where in the source memory's log this state is (its forks' lineage)
 
 
 def _short(qname: str | None) -> str | None:
@@ -72,6 +74,7 @@ class MemoryCluster:
         self._supervisor: Any = None
         self._router: ActorRouter | None = None
         self._start_lock = asyncio.Lock()
+        self._forget = ForgetOps(self)
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -94,6 +97,7 @@ class MemoryCluster:
         of the namespace (tests, single-process runs); otherwise they outlive this process."""
         if self._router is None:
             return
+        self._forget.close()
         try:
             if stop_actors:
                 await self._supervisor.stop_all.remote()
@@ -262,7 +266,8 @@ class MemoryCluster:
         await self._check_quota(tenant)
         info = await self._source_info(source, source_tag)
         child = {"tenant": tenant, "name": target, "config": record["config"], "encoder": record["encoder"],
-                 "parent": source, "source_tag": source_tag}
+                 "parent": source, "source_tag": source_tag, "source_seq": info.get("seq"),
+                 "source_step": int(info["step"])}
 
         def seed(ckpts: Checkpoints) -> dict:
             try:
@@ -272,6 +277,20 @@ class MemoryCluster:
 
         stats = await self._create_seeded(child, seed, info["weight_hash"])
         return {"forked": True, "source_hash": info["weight_hash"], "new_hash": stats["weight_hash"]}
+
+    # ---- forgetting (cluster/forget.py) ------------------------------------------------------
+
+    async def forget(self, tenant: str, name: str, request: dict, who: dict | None = None) -> dict:
+        """Start a forget job on memory `name` (request: selector, mode, dry_run, checkpoints,
+        forks); its status as the job record says (poll `forget_status`)."""
+        return await self._forget.start(tenant, name, request, who or {})
+
+    async def forget_status(self, tenant: str, name: str, job_id: str) -> dict:
+        return await self._forget.status(tenant, name, job_id)
+
+    async def audit(self, tenant: str, limit: int = 100) -> dict:
+        """The tenant's forget audit records, newest last."""
+        return await self._forget.audit(check_tenant(tenant), limit)
 
     # ---- memory images: a memory's state out as bytes, and back in as a new memory ----------
 

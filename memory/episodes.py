@@ -2,7 +2,11 @@
 
 Records get ids 0, 1, 2, ... in observation order. Each holds a unit vector (float16), the
 text, the step at which it was stored, a domain id and its pattern (the id of the record that
-founded its pattern, see `memory.patterns`). Nothing is ever evicted or rewritten.
+founded its pattern, see `memory.patterns`). Nothing is evicted; only an explicit `erase` (the
+approximate mode of forgetting, `memory.unlearn`) turns records into tombstones: zero vector,
+empty text (never an observable text), never found again. Ids stay put, so only the chunks
+holding erased records get new contents, under a new revision of their name
+(`chunk/<start>.r<n>`): a part name still always means the same bytes.
 
 Records are appended to a *tail*; every `episode_chunk` records the tail becomes an immutable
 chunk (one state part, never changed again; its arrays are zero-copy views of the part's bytes,
@@ -48,6 +52,22 @@ class Chunk:
         begin = int(self.text_ends[row - 1]) if row else 0
         return bytes(self.text_bytes[begin : int(self.text_ends[row])]).decode("utf-8")
 
+    def empty_rows(self) -> list[int]:
+        """Ids of the tombstones (an observed text is never empty)."""
+        lengths = np.diff(np.asarray(self.text_ends, dtype=np.int64), prepend=0)
+        return (self.start + np.nonzero(lengths == 0)[0]).tolist()
+
+    def without(self, rows: list[int]) -> "Chunk":
+        """This chunk with `rows` turned into tombstones (a new part: zero vector, no text)."""
+        texts = ["" if row in rows else self.text(row) for row in range(self.count)]
+        vectors = np.array(self.vectors)
+        vectors[rows] = 0
+        encoded = [t.encode("utf-8") for t in texts]
+        columns = {"vectors": vectors, "text_bytes": np.frombuffer(b"".join(encoded), dtype=np.uint8),
+                   "text_ends": np.cumsum([len(e) for e in encoded], dtype=np.int64),
+                   "steps": self.steps, "domains": self.domains, "patterns": self.patterns}
+        return Chunk(codec.pack("chunk", {"start": self.start}, columns))
+
 
 class Tail:
     """Records after the last full chunk: preallocated rows, written in place."""
@@ -78,6 +98,9 @@ class Tail:
     def text(self, row: int) -> str:
         return self.texts[row]
 
+    def empty_rows(self) -> list[int]:
+        return [self.start + row for row, text in enumerate(self.texts[: self.count]) if not text]
+
 
 class EpisodicStore:
     def __init__(self, dim: int, chunk: int, shortlist: int):
@@ -86,6 +109,8 @@ class EpisodicStore:
         self._view: tuple[list[Chunk], Tail] = ([], Tail(0, chunk, dim))
         self._codes = faiss.IndexBinaryFlat(dim)  # sign bits of every record, in id order
         self._lock = threading.Lock()  # faiss: no search while an add reallocates its codes
+        self.erased: frozenset[int] = frozenset()  # tombstones (see `erase`), swapped whole
+        self.revisions: dict[int, int] = {}  # chunk start -> revision of its part (erasures)
 
     @property
     def chunks(self) -> list[Chunk]:
@@ -97,7 +122,13 @@ class EpisodicStore:
 
     @property
     def size(self) -> int:
+        """Ids handed out so far (tombstones included)."""
         return self._codes.ntotal
+
+    @property
+    def live(self) -> int:
+        """Records that can be found (size minus tombstones)."""
+        return self.size - len(self.erased)
 
     # ---- writes ----------------------------------------------------------------------------
     def append(self, vector: np.ndarray, text: str, step: int, domain: int, pattern: int | None) -> int:
@@ -113,6 +144,31 @@ class EpisodicStore:
             self._view = (self.chunks + [Chunk(part)], Tail(record + 1, self.chunk, self.dim))
         return record
 
+    def erase(self, records) -> None:
+        """Turn `records` into tombstones: zero vector, empty text, never found again. Each
+        chunk holding one is packed anew under its next revision; the tail is edited in place."""
+        doomed = sorted(set(int(r) for r in records) - self.erased)
+        if not doomed:
+            return
+        chunks, tail = list(self.chunks), self.tail
+        by_chunk: dict[int, list[int]] = {}
+        for record in doomed:
+            if record >= tail.start:
+                tail.vectors[record - tail.start] = 0
+                tail.texts[record - tail.start] = ""
+            else:
+                by_chunk.setdefault(record // self.chunk, []).append(record % self.chunk)
+        for index, rows in by_chunk.items():
+            chunks[index] = chunks[index].without(rows)
+            self.revisions[chunks[index].start] = self.revisions.get(chunks[index].start, 0) + 1
+        self.erased = self.erased | frozenset(doomed)
+        self._view = (chunks, tail)
+        with self._lock:  # the tombstones' codes become all-zero like their vectors
+            self._codes.reset()
+            for c in chunks:
+                self._codes.add(signs(c.vectors))
+            self._codes.add(signs(tail.vectors[: tail.count]))
+
     # ---- reads -----------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, shortlist: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The k most similar records to each query (n, dim): ids (n, k), closest first (ties:
@@ -127,6 +183,8 @@ class EpisodicStore:
             _, ids = self._codes.search(signs(queries), min(size, shortlist))
         sims = np.full(ids.shape, -np.inf)
         valid = ids >= 0
+        if self.erased:
+            valid &= ~np.isin(ids, list(self.erased))
         sims[valid] = exact_cosines(self.vectors(ids[valid]), queries[np.nonzero(valid)[0]])
         return _best(ids.astype(np.int64), sims, k)
 
@@ -138,6 +196,10 @@ class EpisodicStore:
         ids = np.arange(since, self.size)
         rows = np.broadcast_to(query.astype(np.float32), (len(ids), len(query)))
         sims = exact_cosines(self.vectors(ids), rows)
+        if self.erased:
+            sims[np.isin(ids, list(self.erased))] = -np.inf
+            if not np.isfinite(sims).any():
+                return None
         best = int(np.argmax(sims))
         return since + best, float(sims[best])
 
@@ -155,6 +217,15 @@ class EpisodicStore:
         where, row = self._locate(record)
         return int(where.patterns[row])
 
+    def records(self):
+        """(id, text, step, domain id) of every live record, in id order."""
+        chunks, tail = self._view
+        for where in [*chunks, tail]:
+            for row in range(where.count):
+                record = where.start + row
+                if record not in self.erased:
+                    yield record, where.text(row), int(where.steps[row]), int(where.domains[row])
+
     def vectors(self, ids) -> np.ndarray:
         """(len(ids), dim) float32 rows for record ids, in the given order."""
         ids = np.asarray(ids, dtype=np.int64)
@@ -170,19 +241,24 @@ class EpisodicStore:
     # ---- persistence -----------------------------------------------------------------------
     def parts(self) -> dict[str, bytes]:
         """Immutable parts: every full chunk (the tail goes into the head part)."""
-        return {chunk_name(c.start): c.part for c in self.chunks}
+        return {chunk_name(c.start, self.revisions.get(c.start, 0)): c.part for c in self.chunks}
 
     def tail_columns(self) -> dict[str, np.ndarray]:
         return self.tail.columns()
 
     def manifest(self) -> dict:
-        return {"size": self.size, "chunks": len(self.chunks)}
+        manifest = {"size": self.size, "chunks": len(self.chunks)}
+        if self.revisions:  # only after an erasure, so older states keep their exact bytes
+            manifest["revisions"] = [[start, rev] for start, rev in sorted(self.revisions.items())]
+        return manifest
 
     @classmethod
     def restore(cls, dim: int, chunk: int, shortlist: int, manifest: dict, parts,
                 tail: dict[str, np.ndarray]) -> "EpisodicStore":
         store = cls(dim, chunk, shortlist)
-        chunks = [Chunk(bytes_of(parts, chunk_name(i * chunk))) for i in range(manifest["chunks"])]
+        store.revisions = {int(start): int(rev) for start, rev in manifest.get("revisions", [])}
+        chunks = [Chunk(bytes_of(parts, chunk_name(i * chunk, store.revisions.get(i * chunk, 0))))
+                  for i in range(manifest["chunks"])]
         store._view = (chunks, Tail(len(chunks) * chunk, chunk, dim))
         begin = 0
         for row, end in enumerate(tail["text_ends"].tolist()):
@@ -193,6 +269,7 @@ class EpisodicStore:
         for c in store.chunks:
             store._codes.add(signs(c.vectors))
         store._codes.add(signs(store.tail.vectors[: store.tail.count]))
+        store.erased = frozenset(r for c in [*store.chunks, store.tail] for r in c.empty_rows())
         if store.size != manifest["size"]:
             raise IncompatibleState(f"episodic store holds {store.size} records, its manifest "
                                     f"says {manifest['size']}")
@@ -222,8 +299,8 @@ def exact_cosines(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return (rows.astype(np.float64) * queries.astype(np.float64)).sum(axis=1)
 
 
-def chunk_name(start: int) -> str:
-    return f"chunk/{start:012d}"
+def chunk_name(start: int, revision: int = 0) -> str:
+    return f"chunk/{start:012d}" + (f".r{revision}" if revision else "")
 
 
 def bytes_of(parts, name: str) -> bytes:

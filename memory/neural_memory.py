@@ -191,6 +191,14 @@ class NeuralMemory:
         self._hash = None
         return result
 
+    def forget_approximately(self, match) -> dict:
+        """Erase the records `match(text, step, domain)` selects and push the network away from
+        them: approximate forgetting, for when the history needed to replay is gone (see
+        `memory.unlearn`). Returns the count and each text's surprise before and after."""
+        from memory.unlearn import forget_approximately  # noqa: PLC0415
+
+        return forget_approximately(self, match)
+
     # ---- reading -------------------------------------------------------------------------
     def surprise_vector(self, vector, text: str = "") -> dict:
         score, _, nearest = self._score(self._keys(vector)[0])
@@ -301,7 +309,7 @@ class NeuralMemory:
         return {"total_observations": self.step, "weight_parameters": self.net.parameter_count,
                 "capacity_used": self.capacity_used, "avg_surprise": self.avg_surprise,
                 "domains": sorted(self.domain_counts), "patterns": self.hot.used,
-                "episodes": self.store.size}
+                "episodes": self.store.live}
 
     # ---- state ---------------------------------------------------------------------------
     @property

@@ -6,7 +6,7 @@
     gateway.py         Gateway deployment: the FastAPI ingress, built inside each replica
     http_app.py        the FastAPI app: lifespan (cluster + MCP), /healthz, /metrics, dashboard
     rest.py            REST routes;  schemas.py  request/response models with their limits
-    mcp_tools.py       the 14 MCP tools (shared by /mcp and the stdio proxy)
+    mcp_tools.py       the 15 MCP tools (shared by /mcp and the stdio proxy)
     mcp_server.py      /mcp: streamable HTTP, stateless, JSON responses, API-key gate
     service.py         what every call does: encode the text, then call the cluster
     encode_batcher.py  coalesces one replica's concurrent encodes into few forward passes

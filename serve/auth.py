@@ -129,6 +129,14 @@ class Authenticator:
             raise AuthError("unknown API key")
         return tenant
 
+    def key_id(self, authorization: str | None) -> str:
+        """Which key made a call, for audit records: a fingerprint (the first 12 hex digits of
+        the key's sha256), never the key; "auth-off" without keys."""
+        if not self.enabled:
+            return "auth-off"
+        _scheme, _, key = (authorization or "").strip().partition(" ")
+        return "key:" + _digest(key.strip())[:12]
+
     def check_metrics(self, authorization: str | None, client_host: str | None, public: bool) -> None:
         """May this caller read /metrics (server-wide figures, so never with a tenant's key)?"""
         if public:

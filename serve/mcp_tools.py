@@ -1,4 +1,4 @@
-"""The 14 MCP tools, defined once for both MCP servers we run.
+"""The 15 MCP tools, defined once for both MCP servers we run.
 
 The gateway's `/mcp` endpoint and the stdio proxy (`neural-memory mcp`) register the same
 functions; only the backend differs (a `TenantService` in the gateway, a REST client in the
@@ -8,7 +8,7 @@ Docstrings and Field descriptions are what the model reading the tool list sees.
 """
 
 import inspect
-from typing import Annotated, Any, Awaitable, Callable, Protocol
+from typing import Annotated, Any, Awaitable, Callable, Literal, Protocol
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
@@ -24,7 +24,7 @@ from serve.metrics import GatewayMetrics
 TOOL_NAMES = (
     "observe", "infer", "surprise", "consolidate", "checkpoint", "restore", "fork",
     "list_checkpoints", "stats", "attention_map", "explain",
-    "create_memory", "list_memories", "delete_memory",
+    "create_memory", "list_memories", "delete_memory", "forget",
 )
 
 OptionalMemory = Annotated[
@@ -73,6 +73,10 @@ class MemoryBackend(Protocol):
     async def stats(self, name: str) -> dict: ...
     async def attention_map(self, name: str, query: str) -> dict: ...
     async def explain(self, name: str, top_k: int = 5) -> dict: ...
+    async def forget(self, name: str, text: str | None = None, texts: list[str] | None = None,
+                     domain: str | None = None, steps: dict | None = None, mode: str = "exact",
+                     dry_run: bool = False, checkpoints: str = "rebuild", forks: bool = False) -> dict: ...
+    async def forget_status(self, name: str, job_id: str) -> dict: ...
 
 
 BackendFactory = Callable[[Context], MemoryBackend]
@@ -159,12 +163,13 @@ class _Dispatcher:
 
 def register_tools(server: MCPServer, backend_for: BackendFactory, default_memory: str = "default",
                    metrics: GatewayMetrics | None = None) -> None:
-    """Add the 14 tools to `server`."""
+    """Add the 15 tools to `server`."""
     d = _Dispatcher(backend_for, default_memory, metrics)
     _register_learning(server, d)
     _register_state(server, d)
     _register_introspection(server, d)
     _register_registry(server, d)
+    _register_forget(server, d)
 
 
 def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
@@ -326,3 +331,73 @@ def _register_registry(server: MCPServer, d: _Dispatcher) -> None:
         """Delete a memory with its checkpoints and history. This cannot be undone."""
         return await d.run("delete_memory", ctx, memory, lambda b, m: b.delete_memory(m),
                            S.DeleteMemoryResponse, autocreate=False)
+
+
+FORGET_POLL_SECONDS = 0.5
+MAX_FORGET_WAIT = 120
+
+
+async def _forget_until(backend: MemoryBackend, memory: str, job: Any, wait_seconds: float) -> Any:
+    """The job once done or failed, or as it is after `wait_seconds`."""
+    import asyncio  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    deadline = time.monotonic() + wait_seconds
+    while _field(job, "status") in ("pending", "running") and time.monotonic() < deadline:
+        await asyncio.sleep(FORGET_POLL_SECONDS)
+        job = await backend.forget_status(memory, _field(job, "job_id"))
+    return job
+
+
+def _field(value: Any, name: str) -> Any:
+    return value[name] if isinstance(value, dict) else getattr(value, name)
+
+
+def _register_forget(server: MCPServer, d: _Dispatcher) -> None:
+    @_tool(server, DESTRUCTIVE)
+    async def forget(
+        ctx: Context,
+        text: Annotated[S.Text | None, Field(description="Forget every observation of exactly this text.")] = None,
+        texts: Annotated[list[S.Text] | None, Field(
+            min_length=1, max_length=C.MAX_BATCH_ITEMS,
+            description="Forget every observation of any of these texts (e.g. patterns infer returned).")] = None,
+        domain: S.Domain | None = None,
+        steps: Annotated[S.StepRange | None, Field(description="Forget the observations at steps "
+                                                               "{from, to} (both included).")] = None,
+        mode: Annotated[Literal["exact", "approximate"], Field(
+            description="exact (replay without them; needs the kept history) or approximate.")] = "exact",
+        dry_run: Annotated[bool, Field(description="Only list what would be forgotten.")] = False,
+        checkpoints: Annotated[Literal["rebuild", "delete"], Field(
+            description="Tags that held them: rebuilt without them, or deleted.")] = "rebuild",
+        forks: Annotated[bool, Field(description="Also forget it in forks made from a state that held it.")] = False,
+        job_id: Annotated[str | None, Field(pattern=C.anchored(C.JOB_ID_PATTERN), description=(
+            "Instead of a selector: read this job's status (a job still running after wait_seconds)."))] = None,
+        wait_seconds: Annotated[float, Field(ge=0, le=MAX_FORGET_WAIT, description=(
+            "How long to wait for the job to finish before returning its status."))] = 30,
+        memory: OptionalMemory = None,
+    ) -> S.ForgetJob:
+        """Make the memory forget observations — on request, and provably: in exact mode it is
+        rebuilt as if they had never been observed (every write is logged, so the memory
+        replays its history without them: same weights as a twin that never saw them), and
+        every copy goes (checkpoints, logs, history). Select by exact `text`, a list of `texts`
+        (e.g. the patterns infer returned), a `domain` or a `steps` range; `dry_run` lists what
+        would go. Returns the job (waiting up to wait_seconds): status, exact, forgotten count,
+        new weight hash and the erasure report. If the history is gone it fails with
+        history_unavailable: then use mode approximate."""
+        if job_id is None:
+            try:
+                S.ForgetRequest(text=text, texts=texts, domain=domain,
+                                steps=steps.model_dump(by_alias=True) if steps else None)
+            except ValueError as exc:
+                raise ToolError(f"invalid_input: {exc}") from None
+
+        async def op(b: MemoryBackend, m: str) -> Any:
+            if job_id is not None:
+                job = await b.forget_status(m, job_id)
+            else:
+                job = await b.forget(m, text=text, texts=texts, domain=domain,
+                                     steps={"from": steps.from_, "to": steps.to} if steps else None,
+                                     mode=mode, dry_run=dry_run, checkpoints=checkpoints, forks=forks)
+            return await _forget_until(b, m, job, wait_seconds)
+
+        return await d.run("forget", ctx, memory, op, S.ForgetJob, autocreate=False)

@@ -48,7 +48,8 @@ async def request_tenant(
 
 
 async def _service(request: Request, tenant: Annotated[str, Depends(request_tenant)]) -> TenantService:
-    return request.app.state.core.for_tenant(tenant)
+    key = request.app.state.auth.key_id(request.headers.get("authorization"))
+    return request.app.state.core.for_tenant(tenant, key)
 
 
 Svc = Annotated[TenantService, Depends(_service)]
@@ -61,6 +62,7 @@ def create_router() -> APIRouter:
     _learning_routes(router)
     _state_routes(router)
     _introspection_routes(router)
+    _forget_routes(router)
     return router
 
 
@@ -176,3 +178,24 @@ def _introspection_routes(router: APIRouter) -> None:
         limit: Annotated[int, Query(ge=1, le=C.MAX_HISTORY)] = 200,
     ) -> dict:
         return await s.history(name, limit)
+
+
+JobIdPath = Annotated[str, Path(pattern=C.anchored(C.JOB_ID_PATTERN), description="The job id forget returned.")]
+
+
+def _forget_routes(router: APIRouter) -> None:
+    @router.post("/memories/{name}/forget", status_code=202, response_model=S.ForgetJob, tags=["forgetting"],
+                 summary="Forget observations (exactly, by replay; or approximately): starts a job")
+    async def forget(name: NamePath, body: S.ForgetRequest, s: Svc) -> dict:
+        return await s.forget(name, mode=body.mode, dry_run=body.dry_run, checkpoints=body.checkpoints,
+                              forks=body.forks, **body.selector())
+
+    @router.get("/memories/{name}/forget/{job_id}", response_model=S.ForgetJob, tags=["forgetting"],
+                summary="Status and erasure report of a forget job")
+    async def forget_status(name: NamePath, job_id: JobIdPath, s: Svc) -> dict:
+        return await s.forget_status(name, job_id)
+
+    @router.get("/audit", response_model=S.AuditResponse, tags=["forgetting"],
+                summary="Your forget jobs: who (which key), when, what kind of selection, how (never the text)")
+    async def audit(s: Svc, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> dict:
+        return await s.audit(limit)

@@ -163,6 +163,55 @@ class AttentionMapRequest(Request):
     query: Text = Field(description="Query whose attention over learned patterns to show.")
 
 
+class StepRange(Request):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: int = Field(alias="from", ge=1, description="First step (as in observe's `step`), included.")
+    to: int = Field(ge=1, description="Last step, included.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "StepRange":
+        if self.to < self.from_:
+            raise ValueError("steps: `to` must not be before `from`")
+        return self
+
+
+FORGET_SELECTORS = ("text", "texts", "domain", "steps")
+
+
+class ForgetRequest(Request):
+    text: Text | None = Field(None, description="Forget every observation of exactly this text.")
+    texts: list[Text] | None = Field(
+        None, min_length=1, max_length=C.MAX_BATCH_ITEMS,
+        description="Forget every observation of any of these texts, e.g. the `pattern`s an infer or "
+                    "attention_map returned.")
+    domain: Domain | None = Field(None, description="Forget every observation made with this domain.")
+    steps: StepRange | None = Field(None, description="Forget the observations at these steps.")
+    mode: Literal["exact", "approximate"] = Field(
+        "exact", description="exact: rebuild the memory as if they had never been observed, by replay "
+                             "(needs the kept history; fails with history_unavailable otherwise). "
+                             "approximate: erase their stored records and push the network away from "
+                             "them (no history needed; reported as approximate).")
+    dry_run: bool = Field(False, description="Only list what would be forgotten; change nothing.")
+    checkpoints: Literal["rebuild", "delete"] = Field(
+        "rebuild", description="Your checkpoint tags whose state held a forgotten observation: rebuilt "
+                               "without it (default), or deleted.")
+    forks: bool = Field(False, description="Also forget it in the forks made from a state that held it.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_selector(cls, data: Any) -> Any:
+        if isinstance(data, dict) and sum(data.get(k) not in (None, [], "") for k in FORGET_SELECTORS) != 1:
+            raise ValueError("give exactly one selector: `text`, `texts`, `domain` or `steps` ({from, to})")
+        return data
+
+    def selector(self) -> dict:
+        """The selector as the actor takes it."""
+        if self.steps is not None:
+            return {"steps": {"from": self.steps.from_, "to": self.steps.to}}
+        return {k: getattr(self, k) for k in ("text", "texts", "domain") if getattr(self, k) is not None}
+
+
 # ---------------------------------------------------------------- responses
 
 
@@ -333,6 +382,58 @@ class ImportImageResponse(Response):
     weight_parameters: int
     step: int = Field(description="Observations the imported state had learned.")
     source: str = Field(description="Where the image came from: memory[@tag] on its server.")
+
+
+class ForkForgetting(Response):
+    name: str = Field(description="The fork (a memory of yours).")
+    source_tag: str | None = None
+    contains: bool | None = Field(description="Whether the state it was forked from held a forgotten "
+                                              "observation (null: unknown).")
+    job_id: str | None = Field(None, description="The same forget on this fork (with `forks: true`).")
+    status: str | None = None
+
+
+class ForgetJob(Response):
+    job_id: str = Field(description="Poll GET /v1/memories/{name}/forget/{job_id}.")
+    memory: str
+    status: Literal["pending", "running", "done", "failed"]
+    mode: Literal["exact", "approximate"]
+    dry_run: bool
+    exact: bool | None = Field(description="true: the memory is now what it would be had the forgotten "
+                                           "observations never happened (proven by replay); false: "
+                                           "approximate; null: not known yet.")
+    forgotten: int = Field(description="Observations forgotten (a dry run: that would be; approximate: "
+                                       "records erased).")
+    weight_hash: str | None = Field(description="The memory's weight hash after the job.")
+    progress: float = Field(description="0-1.")
+    selection: dict[str, Any] = Field(description="What was selected: its kind and size, never the text.")
+    created_at: str
+    finished_at: str | None = None
+    error: dict[str, Any] | None = Field(None, description="{code, message} of a failed job; code "
+                                                           "history_unavailable: use mode approximate.")
+    report: dict[str, Any] | None = Field(
+        None, description="The erasure report: replayed from where, checkpoints rebuilt or deleted, log "
+                          "segments rewritten, objects deleted, forks (a dry run: the observations it "
+                          "would forget, with their texts).")
+
+
+class AuditRecord(Response):
+    at: str
+    tenant: str
+    key: str | None = Field(description="Which API key (a fingerprint, never the key).")
+    memory: str
+    job_id: str
+    selection: dict[str, Any]
+    mode: str
+    dry_run: bool
+    exact: bool | None
+    forgotten: int
+    status: str
+    error: str | None = None
+
+
+class AuditResponse(Response):
+    records: list[AuditRecord] = Field(description="Newest last; never a forgotten text.")
 
 
 class ErrorBody(BaseModel):

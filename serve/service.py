@@ -41,8 +41,9 @@ class MemoryService:
         self._cache_seconds = encoder_cache_seconds
         self._encoders: dict[tuple[str, str], tuple[str, float]] = {}
 
-    def for_tenant(self, tenant: str) -> TenantService:
-        return TenantService(self, tenant)
+    def for_tenant(self, tenant: str, key: str | None = None) -> TenantService:
+        """`key`: which API key calls (a fingerprint, for audit records)."""
+        return TenantService(self, tenant, key)
 
     async def encoder_of(self, tenant: str, name: str) -> str:
         now = time.monotonic()
@@ -75,9 +76,10 @@ class MemoryService:
 class TenantService:
     """One tenant's operations; memory names are short names scoped by that tenant."""
 
-    def __init__(self, core: MemoryService, tenant: str) -> None:
+    def __init__(self, core: MemoryService, tenant: str, key: str | None = None) -> None:
         self.core = core
         self.tenant = tenant
+        self.key = key
         self._cluster = core.cluster
 
     # ------------------------------------------------------------ registry
@@ -155,6 +157,24 @@ class TenantService:
     async def import_state(self, name: str, state: Any) -> dict:
         self.core.forget(self.tenant, name)
         return await self._cluster.import_state(self.tenant, name, state)
+
+    # ------------------------------------------------------------ forgetting
+
+    async def forget(self, name: str, text: str | None = None, texts: list[str] | None = None,
+                     domain: str | None = None, steps: dict | None = None, mode: str = "exact",
+                     dry_run: bool = False, checkpoints: str = "rebuild", forks: bool = False) -> dict:
+        """Start a forget job (exactly one selector: text, texts, domain or steps {from, to})."""
+        selector = {k: v for k, v in {"text": text, "texts": texts, "domain": domain, "steps": steps}.items()
+                    if v is not None}
+        request = {"selector": selector, "mode": mode, "dry_run": dry_run, "checkpoints": checkpoints,
+                   "forks": forks}
+        return await self._cluster.forget(self.tenant, name, request, {"tenant": self.tenant, "key": self.key})
+
+    async def forget_status(self, name: str, job_id: str) -> dict:
+        return await self._cluster.forget_status(self.tenant, name, job_id)
+
+    async def audit(self, limit: int = 100) -> dict:
+        return await self._cluster.audit(self.tenant, limit)
 
     # ------------------------------------------------------------ introspection
 

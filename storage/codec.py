@@ -6,7 +6,8 @@ Checkpoint objects are framed so a reader can prove it got exactly what was writ
 
 A flipped byte anywhere (magic, digest, length or payload) or a truncated object fails
 `unframe` with CheckpointCorrupt. WAL entries become stream fields: `step` (ASCII int),
-`vectors` (raw bytes) and `meta` (msgpack of every other field).
+`vectors` (raw bytes), `meta` (msgpack of every other field) and, when the entry has one, `seq`
+(ASCII int: its position in the memory's log, see actors/wal.py), so trims read no msgpack.
 """
 
 from __future__ import annotations
@@ -78,7 +79,10 @@ def encode_wal_entry(entry: dict[str, Any]) -> dict[str, bytes]:
     texts = entry.get("texts", [])
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise InvalidInput("WAL entry 'texts' must be a list of strings")
-    meta = {k: v for k, v in entry.items() if k not in ("step", "vectors")}
+    seq = entry.get("seq")
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
+        raise InvalidInput(f"WAL entry 'seq' must be an integer >= 0, got {seq!r}")
+    meta = {k: v for k, v in entry.items() if k not in ("step", "vectors", "seq")}
     meta.setdefault("texts", [])
     meta.setdefault("domain", None)
     meta.setdefault("options", {})
@@ -86,13 +90,19 @@ def encode_wal_entry(entry: dict[str, Any]) -> dict[str, bytes]:
         packed = msgpack.packb(meta, use_bin_type=True)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"WAL entry fields must be plain data (str, int, float, list, dict): {exc}") from exc
-    return {"step": str(step).encode(), "vectors": bytes(vectors), "meta": packed}
+    fields = {"step": str(step).encode(), "vectors": bytes(vectors), "meta": packed}
+    if seq is not None:
+        fields["seq"] = str(seq).encode()
+    return fields
 
 
 def decode_wal_entry(fields: dict[bytes, bytes]) -> dict[str, Any]:
     """Inverse of encode_wal_entry (fields as returned by XRANGE with bytes keys)."""
     meta = msgpack.unpackb(fields[b"meta"], raw=False)
-    return {"step": int(fields[b"step"]), "vectors": fields[b"vectors"], **meta}
+    entry = {"step": int(fields[b"step"]), "vectors": fields[b"vectors"], **meta}
+    if b"seq" in fields:
+        entry["seq"] = int(fields[b"seq"])
+    return entry
 
 
 def dumps_json(value: Any) -> bytes:

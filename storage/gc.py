@@ -21,7 +21,8 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from errors import CheckpointCorrupt, CheckpointNotFound, InvalidInput
-from storage.cas import CHUNK_PREFIX, ContentStore, parse_manifest
+from storage.cas import CHUNK_PREFIX, ContentStore, chunk_key, parse_manifest
+from storage.keys import SEGMENT_SUFFIX
 
 __all__ = ["GarbageCollector", "GcReport", "MIN_GRACE_SECONDS"]
 
@@ -71,7 +72,7 @@ class GarbageCollector:
         start = meta.server_time()
         keys = objects.list("")
         chunks = {key.rsplit("/", 1)[1]: key for key in keys if key.startswith(CHUNK_PREFIX)}
-        manifests = [key for key in keys if not key.startswith(CHUNK_PREFIX)]
+        manifests = _manifests(keys)
         referenced: set[str] = set()
         report = GcReport(ran=True, objects=len(manifests), chunks=len(chunks))
         for key in manifests:
@@ -95,6 +96,40 @@ class GarbageCollector:
         log.info("checkpoint GC: %s", report.as_dict())
         return report
 
+    def sweep(self, candidates: set[str], claimed_before: float, holding: list[bytes] = (),
+              wait_seconds: float = 60.0) -> dict:
+        """Delete now those of `candidates` (chunk sha256s) that no manifest names any more: a
+        forget job's old checkpoints held them, and their bytes hold what was forgotten; so do
+        unreferenced chunks (e.g. of auto-checkpoints pruned before) whose bytes hold one of
+        `holding`. Spares chunks claimed at or after `claimed_before` (a writer may be about to
+        name them) and deletes nothing if a manifest cannot be read. Waits up to `wait_seconds`
+        for a running collection. Returns {"deleted": [sha...], "left": [sha...]}."""
+        meta, objects = self.content.metadata, self.content.objects
+        token, deadline = uuid.uuid4().hex, time.monotonic() + wait_seconds
+        while not meta.gc_lock(token, LOCK_SECONDS):
+            if time.monotonic() > deadline:
+                return {"deleted": [], "left": sorted(candidates)}
+            time.sleep(0.2)
+        try:
+            referenced: set[str] = set()
+            keys = objects.list("")
+            for key in _manifests(keys):
+                referenced |= self._chunks_named_by(key)
+            unnamed = {key.rsplit("/", 1)[1] for key in keys if key.startswith(CHUNK_PREFIX)} - referenced
+            candidates = set(candidates) | {sha for sha in unnamed - set(candidates)
+                                            if holding and _holds(objects.get(chunk_key(sha)), holding)}
+            orphans = sorted(candidates - referenced)
+            doomed = meta.cas_doom(orphans, claimed_before)
+            for sha in doomed:
+                objects.delete(chunk_key(sha))
+            meta.cas_forget(doomed)
+            return {"deleted": doomed, "left": sorted(candidates - set(doomed))}
+        except CheckpointCorrupt as exc:
+            log.error("chunk sweep cannot read a manifest (%s); leaving the chunks to the GC", exc)
+            return {"deleted": [], "left": sorted(candidates)}
+        finally:
+            meta.gc_unlock(token)
+
     def _chunks_named_by(self, key: str) -> frozenset[str]:
         named = self._named.get(key)
         if named is None:
@@ -105,3 +140,12 @@ class GarbageCollector:
             named = frozenset() if manifest is None else frozenset(manifest.chunk_shas())
             self._named[key] = named
         return named
+
+
+def _manifests(keys: list[str]) -> list[str]:
+    """The checkpoint objects among `keys` (not chunks, not archived log segments)."""
+    return [key for key in keys if not key.startswith(CHUNK_PREFIX) and not key.endswith(SEGMENT_SUFFIX)]
+
+
+def _holds(data: bytes, needles: list[bytes]) -> bool:
+    return any(needle in data for needle in needles)

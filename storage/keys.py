@@ -9,6 +9,11 @@ Layout (prefix defaults to "nmem"; `name` is the fully qualified "tenant/memory"
     {p}:mem:{name}:ckpt_order    list  tags in creation order
     {p}:mem:{name}:wal           stream  write-ahead log
     {p}:mem:{name}:history       list  JSON observation summaries, newest last (capped)
+    {p}:mem:{name}:archive       list  JSON infos of the archived log segments, oldest first
+    {p}:mem:{name}:base          string JSON: the state the memory's kept history starts from
+    {p}:mem:{name}:jobs          hash  job id -> JSON forget job (status, report)
+    {p}:audit:{tenant}           list  JSON audit records of the tenant's forget jobs (kept
+                                       after the memory is deleted)
     {p}:names:{tenant}           zset  the tenant's memory names, all score 0 (paged by name)
     {p}:names-indexed            string  set once the name sets hold every registered name
     {p}:cas:claims               zset  chunk sha256 -> Redis time of its newest claim (storage/cas.py)
@@ -16,7 +21,10 @@ Layout (prefix defaults to "nmem"; `name` is the fully qualified "tenant/memory"
     {p}:cas:gc                   string  lock held by the one running garbage collection
 
 Checkpoint objects: "{tenant}/{memory}/{tag}[-{nonce}].ckpt" (a manifest, or a format-1 blob);
-chunks: "_chunks/{sha[:2]}/{sha}" ('_' starts no tenant, so no memory's prefix covers them).
+chunks: "_chunks/{sha[:2]}/{sha}" ('_' starts no tenant, so no memory's prefix covers them);
+archived log segments: "{tenant}/{memory}/_log/{first seq}-{last seq}-{nonce}.wal"; copies of
+the history base: "{tenant}/{memory}/_base/{seq}-{nonce}.ckpt" (both under the memory's prefix,
+so deleted with it).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import re
 import contract
 from errors import InvalidInput
 
-__all__ = ["Keys", "check_name", "check_tag", "object_key"]
+__all__ = ["Keys", "check_name", "check_tag", "object_key", "segment_key", "base_key", "SEGMENT_SUFFIX"]
 
 # Tags as stored: a user tag, or an internal auto-checkpoint tag ("auto@" + a sequence number).
 _STORED_TAG = re.compile(rf"{contract.TAG_PATTERN}|{re.escape(contract.AUTO_TAG_PREFIX)}[0-9]{{1,20}}")
@@ -54,12 +62,27 @@ def check_tag(tag: str) -> str:
 def object_key(name: str, tag: str, nonce: str | None = None) -> str:
     """The checkpoint object key for memory `name` at `tag` (same layout on S3 and on disk).
     A `nonce` (hex) makes the key unique, so a tag taken again never meets an old object."""
-    suffix = ""
-    if nonce is not None:
-        if not re.fullmatch(r"[0-9a-f]{1,32}", nonce):
-            raise InvalidInput(f"object key nonce {nonce!r} must be 1-32 lowercase hex digits")
-        suffix = f"-{nonce}"
+    suffix = "" if nonce is None else f"-{_nonce(nonce)}"
     return f"{check_name(name)}/{check_tag(tag)}{suffix}.ckpt"
+
+
+def _nonce(nonce: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{1,32}", nonce):
+        raise InvalidInput(f"object key nonce {nonce!r} must be 1-32 lowercase hex digits")
+    return nonce
+
+
+SEGMENT_SUFFIX = ".wal"  # archived log segments: plain objects, neither manifests nor chunks
+
+
+def segment_key(name: str, first_seq: int, last_seq: int, nonce: str) -> str:
+    """The object key of an archived log segment (entries first_seq..last_seq)."""
+    return f"{check_name(name)}/_log/{int(first_seq):012d}-{int(last_seq):012d}-{_nonce(nonce)}{SEGMENT_SUFFIX}"
+
+
+def base_key(name: str, seq: int, nonce: str) -> str:
+    """The object key of a copy of the state the memory's history starts from."""
+    return f"{check_name(name)}/_base/{int(seq):012d}-{_nonce(nonce)}.ckpt"
 
 
 class Keys:
@@ -92,6 +115,18 @@ class Keys:
     def history(self, name: str) -> str:
         return self._mem(name, "history")
 
+    def archive(self, name: str) -> str:
+        return self._mem(name, "archive")
+
+    def history_base(self, name: str) -> str:
+        return self._mem(name, "base")
+
+    def jobs(self, name: str) -> str:
+        return self._mem(name, "jobs")
+
+    def audit(self, tenant: str) -> str:
+        return f"{self.prefix}:audit:{contract.check_tenant(tenant)}"
+
     def names(self, tenant: str) -> str:
         return f"{self.prefix}:names:{contract.check_tenant(tenant)}"
 
@@ -112,4 +147,7 @@ class Keys:
             self.checkpoint_order(name),
             self.wal(name),
             self.history(name),
+            self.archive(name),
+            self.history_base(name),
+            self.jobs(name),
         ]

@@ -7,8 +7,9 @@ Names are fully qualified "tenant/memory". Every key comes from storage/keys.py;
 multi-key update runs as one Lua script (storage/scripts.py) or one MULTI/EXEC, so readers
 never see half an update. Writes to a memory that is not registered raise MemoryNotFound,
 so a late write from a stale actor cannot resurrect a deleted memory. The write-ahead log
-methods live in storage/wal.py (WalMixin), paged listings in storage/registry_pages.py and the
-content store's claims in storage/content_index.py.
+methods live in storage/wal.py (WalMixin), paged listings in storage/registry_pages.py, the
+content store's claims in storage/content_index.py, and the kept history, forget jobs and audit
+records in storage/history.py (HistoryMixin).
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from storage import scripts
 from storage.codec import dumps_json, loads_json
 from storage.keys import Keys, check_name, check_tag
 from storage.translate import redacted_url, redis_errors
+from storage.history import HistoryMixin
 from storage.content_index import ContentIndexMixin
 from storage.registry_pages import RegistryPagesMixin
 from storage.wal import WalMixin
 
-__all__ = ["MetadataStore"]
+__all__ = ["MetadataStore", "cut_history_text", "HISTORY_CAP"]
 
 HISTORY_TEXT_LIMIT = 200  # characters of observed text kept per history item
 HISTORY_CAP = 1000  # history items kept per memory (the newest)
@@ -52,7 +54,7 @@ def _describe_client(client: redis.Redis) -> str:
     return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
 
-class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin):
+class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixin):
     """Metadata of every memory, on one Redis/Valkey server (given as a URL or a redis.Redis)."""
 
     def __init__(
@@ -194,7 +196,7 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin):
                 or history_cap < 1:
             raise InvalidInput("history items must be dicts and history_cap an int >= 1")
         at = _now()
-        items = [dumps_json({**item, "text": _cut(item.get("text")), "at": at}) for item in history]
+        items = [dumps_json({**item, "text": cut_history_text(item.get("text")), "at": at}) for item in history]
         keys = [self.keys.registry(), self.keys.stats(name), self.keys.domains(name), self.keys.history(name)]
         args = [name, observations, step, weight_hash, history_cap, len(domains), *domains, *items]
         if self._run("RECORD_WRITE", keys, args) == -1:
@@ -281,7 +283,8 @@ def _tenant_match(tenant: str) -> str:
     return f"{tenant}/*"
 
 
-def _cut(text: Any) -> Any:
+def cut_history_text(text: Any) -> Any:
+    """A text as a history item keeps it (the first HISTORY_TEXT_LIMIT characters)."""
     if isinstance(text, str) and len(text) > HISTORY_TEXT_LIMIT:
         return text[: HISTORY_TEXT_LIMIT - 1] + "…"
     return text

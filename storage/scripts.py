@@ -13,6 +13,10 @@ __all__ = [
     "ADD_CHECKPOINT",
     "DELETE_CHECKPOINT",
     "WAL_APPEND",
+    "GUARDED_RPUSH",
+    "GUARDED_SET",
+    "GUARDED_HSET",
+    "FORGET_COMMIT",
     "CREATE_MEMORY",
     "CAS_CLAIM",
     "CAS_DOOM",
@@ -107,8 +111,66 @@ redis.call('LREM', KEYS[2], 0, ARGV[1])
 return 1
 """
 
-# KEYS: registry, wal stream. ARGV: name, step, vectors, meta. Returns the entry id or -1.
+# KEYS: registry, wal stream. ARGV: name, then the entry's field/value pairs. Returns the
+# entry id or -1.
 WAL_APPEND = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
-return redis.call('XADD', KEYS[2], '*', 'step', ARGV[2], 'vectors', ARGV[3], 'meta', ARGV[4])
+return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+"""
+
+# KEYS: registry, a list of the memory. ARGV: name, value. -1 if the memory is not registered.
+GUARDED_RPUSH = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: registry, a string key of the memory. ARGV: name, value.
+GUARDED_SET = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: registry, a hash of the memory. ARGV: name, field, value.
+GUARDED_HSET = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+# The swap of a forget job, all or nothing (storage/history.py `forget_commit`).
+# KEYS: registry, ckpt hash, ckpt order, wal, archive, history, stats, domains, jobs, base, audit.
+# ARGV: name, plan JSON, then 8 values per new WAL entry (field/value pairs: step, vectors, meta,
+# seq). Plan: ckpt_del [tag], ckpt_put [[tag, info JSON]], wal (bool: replace the WAL),
+# archive/history/domains (lists of values, or null: unchanged), stats {field: value},
+# jobs_del [id], job [id, JSON], base (JSON or null), audit (JSON or null).
+FORGET_COMMIT = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+local plan = cjson.decode(ARGV[2])
+local function replace(key, values, command)
+  if values == cjson.null then return end
+  redis.call('DEL', key)
+  for _, v in ipairs(values) do redis.call(command, key, v) end
+end
+for _, tag in ipairs(plan.ckpt_del) do
+  redis.call('HDEL', KEYS[2], tag)
+  redis.call('LREM', KEYS[3], 0, tag)
+end
+for _, put in ipairs(plan.ckpt_put) do
+  if redis.call('HSET', KEYS[2], put[1], put[2]) == 1 then redis.call('RPUSH', KEYS[3], put[1]) end
+end
+if plan.wal then
+  redis.call('DEL', KEYS[4])
+  for i = 3, #ARGV, 8 do redis.call('XADD', KEYS[4], '*', unpack(ARGV, i, i + 7)) end
+end
+replace(KEYS[5], plan.archive, 'RPUSH')
+replace(KEYS[6], plan.history, 'RPUSH')
+replace(KEYS[8], plan.domains, 'SADD')
+for field, value in pairs(plan.stats) do redis.call('HSET', KEYS[7], field, value) end
+for _, id in ipairs(plan.jobs_del) do redis.call('HDEL', KEYS[9], id) end
+redis.call('HSET', KEYS[9], plan.job[1], plan.job[2])
+if plan.base ~= cjson.null then redis.call('SET', KEYS[10], plan.base) end
+if plan.audit ~= cjson.null then redis.call('RPUSH', KEYS[11], plan.audit) end
+return 1
 """

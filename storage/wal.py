@@ -32,7 +32,7 @@ class WalMixin:
         check_name(name)
         fields = encode_wal_entry(entry)
         keys = [self.keys.registry(), self.keys.wal(name)]
-        args = [name, fields["step"], fields["vectors"], fields["meta"]]
+        args = [name, *(item for pair in fields.items() for item in pair)]
         result = self._run("WAL_APPEND", keys, args)  # type: ignore[attr-defined]
         if result == -1:
             raise MemoryNotFound(f"memory {name} not found")
@@ -61,6 +61,22 @@ class WalMixin:
                     entries.append(decode_wal_entry(fields))
         return entries
 
+    def wal_read_all(self, name: str) -> list[dict]:
+        """Every entry, in append order."""
+        return self.wal_read_after(name, -1)
+
+    def wal_trim_seq_through(self, name: str, seq: int) -> int:
+        """Delete the entries whose seq is <= `seq` (and any without a seq, written before logs
+        had positions: a checkpoint with a seq covers them); returns how many."""
+        self._registered_read(name)  # type: ignore[attr-defined]
+        doomed = [
+            entry_id
+            for page in self._wal_pages(name)
+            for entry_id, fields in page
+            if int(fields.get(b"seq", -1)) <= seq
+        ]
+        return self._wal_delete(name, doomed)
+
     def wal_trim_through(self, name: str, step: int) -> int:
         """Delete the entries whose step is <= `step` (a checkpoint now covers them); returns how many."""
         self._registered_read(name)  # type: ignore[attr-defined]
@@ -72,15 +88,18 @@ class WalMixin:
         ]
         return self._wal_delete(name, doomed)
 
-    def wal_drop(self, name: str, *, after_step: int, request_id: str | None = None) -> int:
-        """Delete the entries whose step is greater than `after_step` (only those carrying
-        `request_id`, if given): writes that were logged but never applied, so never
-        acknowledged. Returns how many went."""
+    def wal_drop(self, name: str, *, after_step: int | None = None, from_seq: int | None = None,
+                 request_id: str | None = None) -> int:
+        """Delete the entries whose step is greater than `after_step`, or whose seq is at least
+        `from_seq` (only those carrying `request_id`, if given): writes that were logged but
+        never applied, so never acknowledged. Returns how many went."""
         self._registered_read(name)  # type: ignore[attr-defined]
         doomed = []
         for page in self._wal_pages(name):
             for entry_id, fields in page:
-                if int(fields[b"step"]) <= after_step:
+                if from_seq is not None and int(fields.get(b"seq", -1)) < from_seq:
+                    continue
+                if after_step is not None and int(fields[b"step"]) <= after_step:
                     continue
                 if request_id is None or decode_wal_entry(fields).get("options", {}).get(
                         "request_id") == request_id:

@@ -44,7 +44,7 @@ class Call:
     content: bytes | None = None  # a raw body (an image upload) instead of `body`
 
     def json(self) -> dict | None:
-        return None if self.body is None else self.body.model_dump(mode="json", exclude_none=True)
+        return None if self.body is None else self.body.model_dump(mode="json", exclude_none=True, by_alias=True)
 
 
 def model(cls: type[BaseModel], **fields: Any) -> BaseModel:
@@ -171,6 +171,30 @@ class Api:
     def history(self, name: str, limit: int = 200) -> S.HistoryResponse:
         return self._send(Call("GET", memory_path(name, "history"), params={"limit": limit},
                                read=reader(S.HistoryResponse)))
+
+    # ---- forgetting (waiting for a job is in the sync/async classes) --------------------
+
+    def forget(self, name: str, text: str | None = None, texts: list[str] | None = None,
+               domain: str | None = None, steps: dict | tuple | None = None, mode: str = "exact",
+               dry_run: bool = False, checkpoints: str = "rebuild", forks: bool = False) -> S.ForgetJob:
+        """Start forgetting: exactly one of `text`, `texts` (e.g. the patterns infer returned),
+        `domain` or `steps` ({"from": a, "to": b} or (a, b)). Returns the job; wait for it with
+        `wait_for_forget` (or poll `forget_status`)."""
+        if isinstance(steps, tuple):
+            steps = {"from": steps[0], "to": steps[1]}
+        body = model(S.ForgetRequest, text=text, texts=texts, domain=domain, steps=steps, mode=mode,
+                     dry_run=dry_run, checkpoints=checkpoints, forks=forks)
+        return self._send(Call("POST", memory_path(name, "forget"), body, read=reader(S.ForgetJob),
+                               idempotent=False))
+
+    def forget_status(self, name: str, job_id: str) -> S.ForgetJob:
+        if not isinstance(job_id, str) or not re.fullmatch(C.JOB_ID_PATTERN, job_id):
+            raise InvalidInput(f"job_id {job_id!r} is not a forget job id (32 hex digits)")
+        return self._send(Call("GET", memory_path(name, f"forget/{job_id}"), read=reader(S.ForgetJob)))
+
+    def audit(self, limit: int = 100) -> S.AuditResponse:
+        """Your forget jobs, newest last: who, when, what kind of selection, how (never the text)."""
+        return self._send(Call("GET", "v1/audit", params={"limit": limit}, read=reader(S.AuditResponse)))
 
     # ---- images (the transfer itself is in the sync/async classes) ---------------------
 

@@ -90,6 +90,18 @@ class _Base(Api):
         return data
 
 
+FINISHED = ("done", "failed")
+
+
+def _job_id(job: S.ForgetJob | str) -> str:
+    return job if isinstance(job, str) else job.job_id
+
+
+def _timed_out(name: str, job_id: str, timeout: float) -> Unavailable:
+    return Unavailable(f"forget job {job_id} on {name} is still running after {timeout:g}s; "
+                       "call wait_for_forget again (it keeps running on the server)")
+
+
 def _save_image(data: bytes, path: str | Path, source: str) -> image.ImageHeader:
     header = image.decode(data, source=source).header  # verify before it gets a file name
     image.write_file(path, [data])
@@ -128,6 +140,18 @@ class Client(_Base):
     def import_image(self, source: str | Path | bytes, name: str) -> S.ImportImageResponse:
         """Create memory `name` from an image file (or its bytes)."""
         return self._send(self._import_call(name, self._image_bytes(source)))
+
+    def wait_for_forget(self, name: str, job: S.ForgetJob | str, timeout: float = 600.0,
+                        poll: float = 0.5) -> S.ForgetJob:
+        """Poll a forget job until it is done or failed (Unavailable after `timeout` seconds)."""
+        deadline = time.monotonic() + timeout
+        status = self.forget_status(name, _job_id(job))
+        while status.status not in FINISHED:
+            if time.monotonic() > deadline:
+                raise _timed_out(name, status.job_id, timeout)
+            time.sleep(poll)
+            status = self.forget_status(name, status.job_id)
+        return status
 
     def close(self) -> None:
         self._http.close()
@@ -170,6 +194,17 @@ class AsyncClient(_Base):
     async def import_image(self, source: str | Path | bytes, name: str) -> S.ImportImageResponse:
         data = await asyncio.to_thread(self._image_bytes, source)
         return await self._send(self._import_call(name, data))
+
+    async def wait_for_forget(self, name: str, job: S.ForgetJob | str, timeout: float = 600.0,
+                              poll: float = 0.5) -> S.ForgetJob:
+        deadline = time.monotonic() + timeout
+        status = await self.forget_status(name, _job_id(job))
+        while status.status not in FINISHED:
+            if time.monotonic() > deadline:
+                raise _timed_out(name, status.job_id, timeout)
+            await asyncio.sleep(poll)
+            status = await self.forget_status(name, status.job_id)
+        return status
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -27,6 +27,7 @@ EXPECTED = {
     "StateGraph(State)": ["Vegetarian; never eats fish.", "{'text': 'Lives in Lisbon since 2021.'}"],
     "neural-memory pull": ["pulled localhost:", "as py-notes-pulled"],
     "neural-memory import team.md": ["imported 3 items from 2 file(s) into team-notes"],
+    "nm.forget(": ["done exact 1", "learn", "'kind': 'text'"],
 }
 
 

@@ -36,7 +36,7 @@ def result_of(done: subprocess.CompletedProcess, tool_error: bool = False) -> di
 
 def test_inspector_lists_tools_and_calls_observe_and_infer(gateway):
     tools = result_of(inspector(gateway, "--method", "tools/list", key=gateway.key_a))["tools"]
-    assert len(tools) == 14 and {"observe", "infer", "fork"} <= {t["name"] for t in tools}
+    assert len(tools) == 15 and {"observe", "infer", "fork"} <= {t["name"] for t in tools}
 
     memory = f"insp-{uuid.uuid4().hex[:8]}"
     observed = result_of(inspector(

@@ -1,6 +1,6 @@
 """MCP over streamable HTTP with the official `mcp` client, against the running Serve app.
 
-Lists the 14 tools, calls every one of them (scenarios 6.1-6.3 through MCP), checks tool
+Lists the 15 tools, calls every one of them (scenarios 6.1-6.3 through MCP), checks tool
 errors and MCP auth, and runs the stdio proxy (`neural-memory mcp`) as a desktop client would.
 """
 
@@ -53,13 +53,13 @@ def name() -> str:
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])  # 2026-07-28 and handshake-era protocols
-def test_lists_the_14_tools_with_described_arguments(gateway, mode):
+def test_lists_the_15_tools_with_described_arguments(gateway, mode):
     async def run() -> list:
         async with mcp_client(gateway.mcp_url, gateway.key_a, mode) as client:
             return (await client.list_tools()).tools
 
     tools = {t.name: t for t in anyio.run(run)}
-    assert set(tools) == set(TOOL_NAMES) and len(tools) == 14
+    assert set(tools) == set(TOOL_NAMES) and len(tools) == 15
     for tool in tools.values():
         assert tool.description and tool.output_schema, tool.name
         props = tool.input_schema.get("properties", {})
@@ -102,6 +102,8 @@ def test_every_tool_through_scenarios(gateway):
             restored = await call(c, "restore", tag="stable-v1", memory=memory)
             assert restored["weight_hash"] == saved["weight_hash"]
             assert restored["learning_since_checkpoint"] == 1
+            forgot = await call(c, "forget", text="An experiment that fails", memory=memory)
+            assert (forgot["status"], forgot["exact"], forgot["forgotten"]) == ("done", True, 1)
             forked = await call(c, "fork", source_tag="stable-v1", new_tag=branch, memory=memory)
             assert forked["forked"] and forked["new_hash"] == saved["weight_hash"]
             stats = await call(c, "stats", memory=branch)

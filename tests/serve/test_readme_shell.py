@@ -62,6 +62,15 @@ def _run(block: str, server: Server) -> str:
 
 
 @pytest.mark.slow
+def test_forget_examples_run_as_written(readme_server):
+    (block,) = shell_blocks("Forget on request")
+    created, observed, job, audit = json_documents(_run(block, readme_server))
+    assert created["name"] == "private-rest" and observed["step"] == 2
+    assert (job["status"], job["exact"], job["forgotten"]) == ("done", True, 1)
+    assert audit["records"][-1]["job_id"] == job["job_id"] and "Dana" not in json.dumps(audit)
+
+
+@pytest.mark.slow
 def test_rest_examples_run_as_written(readme_server):
     (block,) = shell_blocks("Use it over REST")
     docs = json_documents(_run(block, readme_server))

@@ -1,0 +1,292 @@
+"""Erasure everywhere a forgotten observation lives in one memory (mixed into MemoryActor).
+
+After a replay without the selected items (actors/forgetting.py) or an approximate erasure,
+this module stages and commits the new state and removes the old one:
+- the live memory and a new auto-checkpoint (the only one: older ones held the data);
+- user tags whose state held a selected item: rebuilt from the replayed state (default) or
+  deleted (`checkpoints: "delete"`);
+- the archived log: segments from the first selected item on are written anew without it;
+- the WAL: replaced by the tail logged during the job, rewritten;
+- the observation history list (Redis): regenerated from the replay (approximate: the items of
+  the erased texts removed); stats and domains to match;
+- every object that held the data (old checkpoints, tags, segments, base copies) is deleted
+  right after the commit, and listed in the report.
+The commit is one Redis script; the objects it names are written before it and the old ones
+deleted after it (listed in the job record, so a crash in between is finished on restart).
+"""
+
+from __future__ import annotations
+
+import logging
+from storage.keys import SEGMENT_SUFFIX
+from storage.metadata import HISTORY_CAP, cut_history_text
+
+from actors.forget import Rebuild, Selector, scan
+
+__all__ = ["Erasure"]
+
+log = logging.getLogger(__name__)
+
+SEGMENT_ENTRIES = 256  # entries per rewritten log segment
+
+
+class Erasure:
+    """Relies on MemoryActor's fields and on Forgetting's helpers."""
+
+    # ---- exact: stage, swap ------------------------------------------------------------------
+
+    def _stage_exact(self, job: dict, rebuild: Rebuild, cut: int, archived: list[dict]) -> dict:
+        """Write the new objects (not indexed yet); their keys go into the job record first."""
+        memory = rebuild.memory
+        auto = self._ckpts.put_object(self._serialize(memory), tag=self._ckpts.next_auto_tag(), step=memory.step,
+                                      weight_hash=memory.weight_hash, description="auto", seq=cut)
+        staged = {"auto": auto, "tags": {}, "deleted_tags": [], "segments": []}
+        self._note_staged(job, [auto["object_key"]])
+        self._stage_tags(job, rebuild, staged, lambda seq: seq <= cut)
+        if self._history.retention != 0.0:
+            for i in range(0, len(archived), SEGMENT_ENTRIES):
+                segment = self._history.write_segment(archived[i : i + SEGMENT_ENTRIES])
+                staged["segments"].append(segment)
+                self._note_staged(job, [segment["key"]])
+        return staged
+
+    def _stage_tags(self, job: dict, rebuild: Rebuild, staged: dict, within) -> None:
+        """Rebuild (or mark for deletion) each user tag taken while the old state held an item."""
+        for info in self._user_tags():
+            seq = info.get("seq")
+            if seq is None or not within(int(seq)) or not rebuild.taint_at.get(int(seq)):
+                continue
+            if job["checkpoints"] == "delete":
+                staged["deleted_tags"].append(info)
+                continue
+            state = self._deserialize(rebuild.states[int(seq)])
+            new = self._ckpts.put_object(rebuild.states[int(seq)], tag=info["tag"], step=state.step,
+                                         weight_hash=state.weight_hash, description=info.get("description", ""),
+                                         seq=int(seq))
+            staged["tags"][info["tag"]] = {**new, "created_at": info.get("created_at"), "old": info}
+            self._note_staged(job, [new["object_key"]])
+
+    def _user_tags(self) -> list[dict]:
+        from actors.durability import is_auto  # noqa: PLC0415
+
+        return [c for c in self._storage.metadata.list_checkpoints(self._qname) if not is_auto(c["tag"])]
+
+    def _note_staged(self, job: dict, keys: list[str]) -> None:
+        job["staged"] = job.get("staged", []) + keys
+        self._storage.metadata.job_put(self._qname, job)
+
+    def _swap(self, job: dict, selector: Selector, rebuild: Rebuild, cut: int, kept: list[dict],
+              staged: dict, old_segments: list[dict], start: dict) -> None:
+        """Replay the tail logged since `cut`, commit, switch the live memory, clean up."""
+        with self._ckpt_lock, self._write_lock:
+            tail = list(self._history.events(cut, None, []))
+            rebuild.matches.update(scan(tail, selector).matches)
+            for entry in tail:
+                rebuild.apply(entry)
+            self._stage_tags(job, rebuild, staged, lambda seq: seq > cut)
+            self.flush_records()
+            meta = self._storage.metadata
+            old_autos = self._ckpts.autos()
+            tail_entries = [e for e in rebuild.entries if e["seq"] > cut]
+            base = None
+            if self._history.retention == 0.0 or job.get("base"):
+                base = job.get("base") or self._history.copy_state(staged["auto"])
+            cleanup = self._exact_cleanup(staged, old_autos, kept, old_segments, base)
+            report = self._exact_report(job, rebuild, start, staged, old_autos, cleanup, len(tail_entries), kept,
+                                        old_segments)
+            job.update(status="done", exact=True, forgotten=rebuild.forgotten, progress=1.0, report=report,
+                       weight_hash=rebuild.memory.weight_hash, selector=None, staged=[], cleanup=cleanup,
+                       **self._old_chunks(cleanup))
+            job["finished_at"] = report["finished_at"]
+            plan = self._plan(job, rebuild.memory, staged, old_autos, base)
+            plan["archive"] = kept + staged["segments"]
+            plan["history"] = self._regenerated_history(rebuild)
+            plan["stats"]["total_observations"] = max(0, self._total_observations() - rebuild.forgotten)
+            plan["domains"] = self._domains_after(rebuild)
+            meta.forget_commit(self._qname, plan, tail_entries, self._audit(job))
+            self._mem = rebuild.memory
+            self._results = self._rebuilt_results(rebuild)
+            self._after_swap(staged["auto"], len(tail_entries))
+            self._job = None  # committed: the memory may take the next job
+        self._finish_cleanup(job, rebuild.forgotten_texts)
+
+    def _after_swap(self, auto: dict, pending_writes: int) -> None:
+        """The new auto-checkpoint is the recovery point (caller holds both locks)."""
+        self._latest_auto = dict(auto)
+        self._prev_auto_seq = int(auto["seq"])
+        with self._count_lock:
+            self._writes_since = pending_writes
+
+    def _plan(self, job: dict, memory, staged: dict, old_autos: list[dict], base: dict | None) -> dict:
+        from actors.forgetting import now_iso  # noqa: PLC0415
+
+        puts = {staged["auto"]["tag"]: {**staged["auto"], "created_at": now_iso()}}
+        for tag, info in staged["tags"].items():
+            puts[tag] = {k: v for k, v in info.items() if k != "old"}
+        dry_runs = [j["job_id"] for j in self._storage.metadata.jobs(self._qname) if j.get("dry_run")]
+        return {"ckpt_del": [a["tag"] for a in old_autos] + [t["tag"] for t in staged["deleted_tags"]],
+                "ckpt_put": puts, "stats": {"step": memory.step, "weight_hash": memory.weight_hash},
+                "jobs_del": dry_runs, "job": job, "base": base}
+
+    def _exact_cleanup(self, staged: dict, old_autos: list[dict], kept: list[dict], old_segments: list[dict],
+                       base: dict | None) -> list[str]:
+        keys = [a["object_key"] for a in old_autos]
+        keys += [t["old"]["object_key"] for t in staged["tags"].values()]
+        keys += [t["object_key"] for t in staged["deleted_tags"]]
+        keys += [s["key"] for s in old_segments if s not in kept]
+        if base is not None:
+            old = self._history.base() or {}
+            keys += [key for key in (old.get("object_key"), (old.get("pending") or {}).get("object_key")) if key]
+        return keys
+
+    def _exact_report(self, job: dict, rebuild: Rebuild, start: dict, staged: dict, old_autos: list[dict],
+                      cleanup: list[str], tail: int, kept: list[dict], old_segments: list[dict]) -> dict:
+        from actors.forgetting import now_iso  # noqa: PLC0415
+
+        kind = "genesis" if start.get("object_key") is None else (
+            "history base" if "tag" not in start else ("auto-checkpoint" if start["tag"].startswith("auto@")
+                                                        else f"checkpoint {start['tag']}"))
+        # bytes new to the store: chunks it did not hold yet, manifests, log segments
+        written = staged["auto"]["stored"] + sum(s["size"] for s in staged["segments"])
+        written += sum(t["stored"] for t in staged["tags"].values())
+        return {"exact": True, "forgotten": rebuild.forgotten, "step": rebuild.memory.step,
+                "weight_hash": rebuild.memory.weight_hash,
+                "replayed_from": {"kind": kind, "step": int(start["step"])},
+                "replayed_entries": len(rebuild.entries), "tail_entries": tail,
+                "checkpoints": {"rebuilt": sorted(staged["tags"]),
+                                "deleted": sorted(t["tag"] for t in staged["deleted_tags"]),
+                                "auto_checkpoints_replaced": [a["tag"] for a in old_autos]},
+                "archive": {"segments_kept": len(kept), "segments_written": len(staged["segments"]),
+                            "segments_deleted": len([s for s in old_segments if s not in kept])},
+                "objects_deleted": cleanup, "bytes_written": int(written),
+                "forks": self._fork_report(rebuild, job), "finished_at": now_iso()}
+
+    def _regenerated_history(self, rebuild: Rebuild) -> list[dict]:
+        """The observation history as the twin would have it: items before the replay as they
+        were, the replayed ones (forgotten ones gone) from the replay."""
+        old = self._storage.metadata.history(self._qname, HISTORY_CAP)
+        before = old[: max(0, len(old) - rebuild.replayed)]
+        fresh = [{**item, "text": cut_history_text(item["text"]), "at": self._entry_time(item["at"])}
+                 for item in rebuild.items]
+        return (before + fresh)[-HISTORY_CAP:]
+
+    def _total_observations(self) -> int:
+        return int(self._storage.metadata.get_stats(self._qname)["total_observations"])
+
+    def _domains_after(self, rebuild: Rebuild) -> list[str]:
+        seen = set(self._storage.metadata.get_stats(self._qname)["domains"])
+        alive = set(rebuild.memory.domain_counts) | rebuild.domains
+        return sorted(d for d in seen if d in alive or d not in rebuild.forgotten_domains)
+
+    def _rebuilt_results(self, rebuild: Rebuild):
+        from actors.wal import RecentResults  # noqa: PLC0415
+
+        results = RecentResults(self._spec.settings.remembered_requests)
+        for request_id, result in rebuild.results:
+            results.put(request_id, result)
+        return results
+
+    # ---- approximate ---------------------------------------------------------------------------
+
+    def _forget_approximately(self, job: dict, selector: Selector) -> None:
+        from memory.unlearn import matching_records, summary  # noqa: PLC0415
+
+        match = selector.matches
+        with self._ckpt_lock, self._write_lock:
+            memory = self._mem
+            found = matching_records(memory, match)
+            texts = {memory.store.text(r) for r in found}
+            job["exact"] = False
+            if job["dry_run"]:
+                job["forgotten"] = len(found)
+                listed = sorted(texts)[:1000]
+                return self._finish(job, {"would_forget": len(found), "records": listed, "listed": len(listed)})
+            self.flush_records()
+            result = memory.forget_approximately(match) if found else {"records": 0, "surprise_before": [],
+                                                                       "surprise_after": []}
+            seq = self._seq
+            auto = self._ckpts.put_object(self._serialize(memory), tag=self._ckpts.next_auto_tag(),
+                                          step=memory.step, weight_hash=memory.weight_hash, description="auto",
+                                          seq=seq)
+            self._note_staged(job, [auto["object_key"]])
+            staged = {"auto": auto, "tags": {}, "deleted_tags": [], "segments": []}
+            self._approximate_tags(job, selector, staged)
+            base = self._history.copy_state(auto)  # the log no longer explains the state: it restarts
+            old_autos, old_segments = self._ckpts.autos(), self._history.segments()
+            cleanup = self._exact_cleanup(staged, old_autos, [], old_segments, base)
+            report = {"exact": False, "forgotten": result["records"], "records_erased": result["records"],
+                      "surprise_before": summary(result["surprise_before"]),
+                      "surprise_after": summary(result["surprise_after"]),
+                      "checkpoints": {"rebuilt": sorted(staged["tags"]),
+                                      "deleted": sorted(t["tag"] for t in staged["deleted_tags"]),
+                                      "auto_checkpoints_replaced": [a["tag"] for a in old_autos]},
+                      "archive": {"segments_deleted": len(old_segments)}, "objects_deleted": cleanup,
+                      "history_restarts_at_step": memory.step,
+                      "note": "approximate: records erased and the network pushed away from them; what they "
+                              "did to the rest of the network stays"}
+            job.update(status="done", forgotten=result["records"], progress=1.0, report=report,
+                       weight_hash=memory.weight_hash, selector=None, staged=[], cleanup=cleanup,
+                       **self._old_chunks(cleanup))
+            from actors.forgetting import now_iso  # noqa: PLC0415
+
+            job["finished_at"] = now_iso()
+            plan = self._plan(job, memory, staged, old_autos, base)
+            plan["archive"] = []
+            cut = {cut_history_text(t) for t in texts}
+            plan["history"] = [h for h in self._storage.metadata.history(self._qname, HISTORY_CAP)
+                               if h.get("text") not in cut]
+            self._storage.metadata.forget_commit(self._qname, plan, [], self._audit(job))
+            self._after_swap(auto, 0)
+            self._job = None
+        self._finish_cleanup(job, texts)
+
+    def _approximate_tags(self, job: dict, selector: Selector, staged: dict) -> None:
+        for info in self._user_tags():
+            state = self._ckpts.load(info)
+            if not state.forget_approximately(selector.matches)["records"]:
+                continue
+            if job["checkpoints"] == "delete":
+                staged["deleted_tags"].append(info)
+                continue
+            new = self._ckpts.put_object(self._serialize(state), tag=info["tag"], step=state.step,
+                                         weight_hash=state.weight_hash, description=info.get("description", ""),
+                                         seq=info.get("seq"))
+            staged["tags"][info["tag"]] = {**new, "created_at": info.get("created_at"), "old": info}
+            self._note_staged(job, [new["object_key"]])
+
+    # ---- cleanup -------------------------------------------------------------------------------
+
+    def _old_chunks(self, keys: list[str]) -> dict:
+        """The chunks the old checkpoints name (before the commit; they are swept after it,
+        as far as no other checkpoint of any memory names them), and the time to spare
+        claims from: a writer that claimed one since may be about to name it."""
+        chunks: set[str] = set()
+        for key in keys:
+            manifest = self._storage.content.manifest(key) if not key.endswith(SEGMENT_SUFFIX) else None
+            chunks |= manifest.chunk_shas() if manifest is not None else set()
+        return {"cleanup_chunks": sorted(chunks), "commit_time": self._storage.metadata.server_time()}
+
+    def _finish_cleanup(self, job: dict, texts: set[str] = frozenset()) -> None:
+        """Delete the objects that held the forgotten data (listed in the committed job), then
+        the chunks only they named, and unnamed chunks holding one of `texts` (pruned before),
+        at once (not left to a later GC)."""
+        from storage.gc import GarbageCollector  # noqa: PLC0415
+
+        self._delete_objects(job.get("cleanup", []))
+        swept = GarbageCollector(self._storage.content).sweep(
+            set(job.get("cleanup_chunks", [])), float(job.get("commit_time", 0.0)),
+            holding=[t.encode("utf-8") for t in texts])
+        if job.get("report") is not None and job.get("cleanup_chunks"):
+            job["report"]["chunks_deleted"] = len(swept["deleted"])
+            job["report"]["chunks_shared_with_other_checkpoints"] = len(swept["left"])
+        job.update(cleanup=[], cleanup_chunks=[])
+        self._storage.metadata.job_put(self._qname, job)
+        self._storage.metadata.rewrite_append_only_file()
+
+    def _delete_objects(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                self._storage.checkpoints.delete(key)
+            except Exception as exc:  # noqa: BLE001 - retried by the next start (still listed)
+                log.error("memory %s: could not delete %s: %s", self._qname, key, exc)
+                raise

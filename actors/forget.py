@@ -1,0 +1,223 @@
+"""Exact forgetting, the parts without locks: select, find where to start, replay without.
+
+A forget job (actors/forgetting.py) asks for a memory "as if these observations had never
+happened". Every change of state is in the kept history (actors/history.py), so:
+
+1. `scan` reads the history once and finds the selected items (by exact text, a list of texts
+   such as the patterns `infer` returned, a domain, or a step range), each as (entry seq, item);
+2. `choose_start` picks the newest stored state (history base, auto-checkpoint or user tag)
+   logged before the first of them: a state that cannot contain them;
+3. `Rebuild` replays the history from there, dropping the selected items (a batch is replayed
+   without them, as by a twin that never saw them). It notes which states the old timeline
+   had with a selected item in them ("tainted"): user tags taken then, and fork points, are
+   rebuilt from the replayed state.
+
+Exactness is claimed only when it is proven: the start state is older than every selected item
+(a checkpoint's seq says what it holds), and no selected text is in the history base itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import contract
+from errors import InvalidInput
+
+from actors.replay import Replay
+from actors.wal import OBSERVE, RESTORE, TAG, entry_args, entry_kind
+
+__all__ = ["Selector", "Scan", "scan", "choose_start", "Rebuild", "NotExact", "SELECTOR_KINDS",
+           "DRY_RUN_ITEMS"]
+
+SELECTOR_KINDS = ("text", "texts", "domain", "steps")
+DRY_RUN_ITEMS = 1000  # items a dry run lists (it counts them all)
+
+
+class NotExact(Exception):
+    """The kept history cannot prove the result exact (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which observations to forget: exactly one kind (see SELECTOR_KINDS)."""
+
+    kind: str
+    texts: frozenset[str] = frozenset()
+    domain: str | None = None
+    steps: tuple[int, int] | None = None
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "Selector":
+        given = [k for k in SELECTOR_KINDS if spec.get(k) not in (None, [], "")]
+        if len(given) != 1:
+            raise InvalidInput("give exactly one selector: `text` (one exact text), `texts` (a list, e.g. "
+                               "the patterns infer returned), `domain`, or `steps` ({from, to})")
+        kind = given[0]
+        if kind == "text":
+            return cls("text", texts=frozenset([contract.check_text(spec["text"])]))
+        if kind == "texts":
+            texts = spec["texts"]
+            if not isinstance(texts, list) or len(texts) > contract.MAX_BATCH_ITEMS:
+                raise InvalidInput(f"texts must be a list of 1-{contract.MAX_BATCH_ITEMS} texts")
+            return cls("texts", texts=frozenset(contract.check_text(t) for t in texts))
+        if kind == "domain":
+            return cls("domain", domain=contract.check_domain(spec["domain"]))
+        steps = spec["steps"]
+        low, high = (steps.get("from"), steps.get("to")) if isinstance(steps, dict) else (None, None)
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (low, high)) or low > high:
+            raise InvalidInput("steps must be {\"from\": a, \"to\": b} with 1 <= a <= b (both included)")
+        return cls("steps", steps=(low, high))
+
+    def to_dict(self) -> dict:
+        """Everything needed to run the job again (held only while it runs: it has the texts)."""
+        if self.kind in ("text", "texts"):
+            return {self.kind: sorted(self.texts) if self.kind == "texts" else next(iter(self.texts))}
+        if self.kind == "domain":
+            return {"domain": self.domain}
+        return {"steps": {"from": self.steps[0], "to": self.steps[1]}}
+
+    def describe(self) -> dict:
+        """What was selected, without any text (audit records and finished jobs)."""
+        if self.kind in ("text", "texts"):
+            return {"kind": self.kind, "texts": len(self.texts)}
+        if self.kind == "domain":
+            return {"kind": "domain", "domain": self.domain}
+        return {"kind": "steps", "from": self.steps[0], "to": self.steps[1]}
+
+    def matches(self, text: str, step: int, domain: str | None) -> bool:
+        if self.kind in ("text", "texts"):
+            return text in self.texts
+        if self.kind == "domain":
+            return domain == self.domain
+        return self.steps[0] <= step <= self.steps[1]
+
+
+@dataclass
+class Scan:
+    """The selected items in the kept history, and what a replay will meet."""
+
+    matches: dict[int, frozenset[int]] = field(default_factory=dict)  # entry seq -> item positions
+    count: int = 0
+    listed: list[dict] = field(default_factory=list)  # the first DRY_RUN_ITEMS, with their texts
+    restores: list[tuple[int, str, int]] = field(default_factory=list)  # (seq, tag, tag's seq)
+    tags: dict[int, str] = field(default_factory=dict)  # seq of each tag entry -> tag
+    last_seq: int = 0
+
+    @property
+    def first_seq(self) -> int | None:
+        return min(self.matches) if self.matches else None
+
+
+def items_of(entry: dict) -> Iterable[tuple[int, str, int]]:
+    """(position, text, step) of each item of an observe entry."""
+    texts = entry.get("texts") or []
+    first = int(entry["step"]) - len(texts) + 1
+    return ((i, text, first + i) for i, text in enumerate(texts))
+
+
+def scan(events: Iterable[dict], selector: Selector) -> Scan:
+    found = Scan()
+    for entry in events:
+        kind, seq = entry_kind(entry), int(entry["seq"])
+        found.last_seq = seq
+        if kind == RESTORE:
+            found.restores.append((seq, entry["tag"], int(entry["tag_seq"])))
+        elif kind == TAG:
+            found.tags[seq] = entry["tag"]
+        elif kind == OBSERVE:
+            hits = [i for i, text, step in items_of(entry) if selector.matches(text, step, entry.get("domain"))]
+            if hits:
+                found.matches[seq] = frozenset(hits)
+                found.count += len(hits)
+                for i in hits[: max(0, DRY_RUN_ITEMS - len(found.listed))]:
+                    found.listed.append({"seq": seq, "step": int(entry["step"]) - len(entry["texts"]) + 1 + i,
+                                         "text": entry["texts"][i], "domain": entry.get("domain")})
+    return found
+
+
+def choose_start(candidates: list[dict], found: Scan, loadable: Callable[[str, int], bool]) -> dict:
+    """The newest candidate state logged before every selected item, from which every restore
+    the replay will meet can be redone: a restore of a tag taken before the start needs that
+    tag still stored (a tag deleted by an earlier forget moves the start before it)."""
+    bound = found.first_seq
+    while True:
+        before = [c for c in candidates if int(c["seq"]) < bound]
+        if not before:
+            raise NotExact("no stored state is older than the first selected observation")
+        start = max(before, key=lambda c: (int(c["seq"]), c.get("object_key") is not None))
+        missing = [tag_seq for seq, tag, tag_seq in found.restores
+                   if seq > start["seq"] and tag_seq <= start["seq"] and not loadable(tag, tag_seq)]
+        if not missing:
+            return start
+        bound = min(missing)
+
+
+class Rebuild:
+    """Replays entries from a start state, dropping the selected items; collects the rewritten
+    log, the history items and results, and the states to rebuild (tags, fork points)."""
+
+    def __init__(self, memory, matches: dict[int, frozenset[int]], load_stored: Callable[[str], object],
+                 serialize: Callable[[object], dict], deserialize: Callable[[dict], object],
+                 keep_states: set[int], tainted: bool = False, logged_step: int | None = None) -> None:
+        self.matches = matches
+        self._load_stored, self._serialize, self._deserialize = load_stored, serialize, deserialize
+        self._keep = keep_states  # seqs whose replayed state is needed (restores, fork points)
+        self.replay = Replay(memory, self._load_tag, on_tag=self._on_tag)
+        if logged_step is not None:  # the start replaces a state of another step (a fork's base)
+            self.replay.logged_step = logged_step
+        self.tainted = tainted  # does the old timeline's state here hold a selected item?
+        self.taint_at: dict[int, bool] = {}  # seq -> tainted, for tags and kept states
+        self.states: dict[int, dict] = {}  # seq -> replayed state as parts (tags, fork points)
+        self.entries: list[dict] = []  # the rewritten log, in order
+        self.items: list[dict] = []  # history items of the replayed observations
+        self.results: list[tuple[str | None, dict]] = []
+        self.forgotten = 0
+        self.replayed = 0  # observations (items) the old log held in this replay
+        self.domains: set[str] = set()  # of the kept observations
+        self.forgotten_domains: set[str] = set()
+        self.forgotten_texts: set[str] = set()  # kept in memory only: chunks holding them go too
+
+    @property
+    def memory(self):
+        return self.replay.memory
+
+    def _load_tag(self, tag: str, tag_seq: int):
+        if tag_seq in self.states:
+            return self._deserialize(self.states[tag_seq])
+        return self._load_stored(tag)
+
+    def _on_tag(self, entry: dict, memory) -> None:
+        self.taint_at[int(entry["seq"])] = self.tainted
+
+    def apply(self, entry: dict) -> None:
+        seq, kind = int(entry["seq"]), entry_kind(entry)
+        drop = self.matches.get(seq, frozenset())
+        if kind == RESTORE:
+            self.tainted = self.taint_at.get(int(entry["tag_seq"]), False)
+        if drop:
+            self.tainted = True
+            self.forgotten += len(drop)
+            self.forgotten_texts.update(entry["texts"][i] for i in drop)
+            if entry.get("domain"):
+                self.forgotten_domains.add(entry["domain"])
+        if kind == OBSERVE:
+            self.replayed += len(entry.get("texts") or [])
+        rewritten, result = self.replay.apply(entry, drop)
+        if rewritten is not None:
+            self.entries.append(rewritten)
+        if result is not None:
+            self._note(rewritten, result)
+        if seq in self._keep or (kind == TAG and self.tainted):
+            self.taint_at[seq] = self.tainted
+            self.states[seq] = self._serialize(self.memory)
+
+    def _note(self, entry: dict, result: dict) -> None:
+        weight_hash = self.memory.weight_hash
+        surprises = result.get("surprises") or [result["surprise"]] * len(entry["texts"])
+        for (i, text, step), surprise in zip(items_of(entry), surprises):
+            self.items.append({"step": step, "text": text, "surprise": float(surprise),
+                               "weight_hash": weight_hash, "at": entry.get("at")})
+        if entry.get("domain"):
+            self.domains.add(entry["domain"])
+        self.results.append((entry_args(entry)[4], {**result, "weight_hash": weight_hash}))

@@ -1,0 +1,119 @@
+"""Forget jobs through the control plane: start one on a memory, read its status, apply it to
+the memory's forks, read the tenant's audit records.
+
+The job itself runs in the memory's actor (actors/forgetting.py) and keeps its status in Redis,
+so any gateway replica can answer a status read; reading it goes through the actor, which
+wakes a hibernated memory and with it a job that was stopped (it resumes).
+
+Forks are separate memories. A job's report lists the memory's forks and whether the state
+each was made from held a selected observation. With `forks: true`, once the job is done, the
+same forget runs on every fork that did (or may have: a fork from before log positions): in
+exact mode from the parent's replayed state at the fork point, which the parent's job stored
+as the fork's new history base. The gateway that started the job drives this in the
+background and every status read finishes it (so a gateway restart only delays it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from typing import Any
+
+from errors import InvalidInput, NotFound
+
+from cluster.names import qualify
+
+__all__ = ["ForgetOps"]
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5
+
+
+def child_job_id(parent_job_id: str, fork: str) -> str:
+    """The job id of a parent job's run on one fork (the same on every retry)."""
+    return hashlib.sha256(f"{parent_job_id}/{fork}".encode()).hexdigest()[:32]
+
+
+class ForgetOps:
+    """The forget calls of MemoryCluster (it passes itself)."""
+
+    def __init__(self, cluster: Any) -> None:
+        self._cluster = cluster
+        self._selectors: dict[str, dict] = {}  # job id -> request, while its forks are pending
+        self._tasks: set[asyncio.Task] = set()
+
+    def close(self) -> None:
+        """Stop driving forks (a status read on another gateway finishes the work)."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def start(self, tenant: str, name: str, request: dict, who: dict) -> dict:
+        return await self._launch(tenant, name, uuid.uuid4().hex, request, who)
+
+    async def _launch(self, tenant: str, name: str, job_id: str, request: dict, who: dict) -> dict:
+        job = await self._cluster._routes().call(qualify(tenant, name), "forget_start", job_id,
+                                                 {**request, "who": who})
+        if request.get("forks") and not request.get("dry_run") and job["status"] not in ("done", "failed"):
+            self._selectors[job_id] = {k: v for k, v in request.items() if k not in ("base", "parent_job")}
+            task = asyncio.get_running_loop().create_task(self._drive(tenant, name, job_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return job
+
+    async def status(self, tenant: str, name: str, job_id: str) -> dict:
+        job = await self._cluster._routes().call(qualify(tenant, name), "forget_status", job_id)
+        if job.get("forks") and job["status"] == "done" and not job["dry_run"]:
+            job["report"]["forks"] = await self._forks(tenant, name, job)
+        return job
+
+    async def audit(self, tenant: str, limit: int) -> dict:
+        records = await self._cluster._meta("audit_read", tenant, limit)
+        return {"records": records}
+
+    # ---- forks ----------------------------------------------------------------------------------
+
+    async def _drive(self, tenant: str, name: str, job_id: str) -> None:
+        """Wait for the job, then start it on the forks (a status read does the same)."""
+        try:
+            while True:
+                job = await self.status(tenant, name, job_id)
+                if job["status"] in ("done", "failed"):
+                    return
+                await asyncio.sleep(POLL_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - a status read finishes the work later
+            log.warning("forget job %s on %s: driving its forks failed: %s", job_id, name, exc)
+
+    async def _forks(self, tenant: str, name: str, job: dict) -> list[dict]:
+        """Each fork entry of a done job, with its own job's id and status (started here once)."""
+        out = []
+        request = self._selectors.get(job["job_id"])
+        for fork in job["report"].get("forks", []):
+            entry = {k: v for k, v in fork.items() if k != "base"}  # the base is the child job's
+            if fork.get("contains") is False:
+                out.append({**entry, "job_id": None, "status": "not needed"})
+                continue
+            child_id = child_job_id(job["job_id"], fork["name"])
+            child = await self._child(tenant, fork, child_id, request, job)
+            entry.update(job_id=child_id, status=child["status"] if child else "not started",
+                         exact=child.get("exact") if child else None)
+            out.append(entry)
+        if all(e["status"] != "not started" for e in out):
+            self._selectors.pop(job["job_id"], None)
+        return out
+
+    async def _child(self, tenant: str, fork: dict, child_id: str, request: dict | None, job: dict) -> dict | None:
+        qname = qualify(tenant, fork["name"])
+        try:
+            found = await self._cluster._meta("job_get", qname, child_id)
+        except NotFound:
+            return {"status": "fork deleted"}
+        if found is not None or request is None:
+            return found  # running or done; or the request is gone (this gateway restarted)
+        child = {**request, "base": fork.get("base"), "parent_job": job["job_id"], "forks": True}
+        try:
+            return await self._launch(tenant, fork["name"], child_id, child, job.get("who") or {})
+        except (InvalidInput, NotFound) as exc:
+            return {"status": "failed", "error": str(exc)}

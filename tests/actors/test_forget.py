@@ -1,0 +1,137 @@
+"""Forgetting in a MemoryActor, in process: exact by replay (equal to a twin that never saw the
+forgotten text), with consolidate, tags and restores in the stream; erasure from every object
+and Redis key of the memory; approximate when the history is gone; dry runs."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.cluster.helpers import wait_until
+from tests.actors.forget_helpers import (assert_twins, feed, find_text, forget, never_seen_surprises,
+                                         run_stream)
+
+X = "Alice's phone number is 555-0199 and she lives at 12 Elm Street"
+A = [f"fact {i}: the {['cat', 'dog', 'owl'][i % 3]} sat on mat {i * 7}" for i in range(14)]
+B = [f"note {i}: meeting room {i} is booked on day {i % 5}" for i in range(12)]
+
+
+def q(name: str) -> str:
+    return f"acme/{name}-{uuid.uuid4().hex[:6]}"
+
+
+def test_forget_one_text_equals_a_twin_that_never_saw_it(storage, make_actor) -> None:
+    spec = {"checkpoint_every_writes": 5}
+    m, t = make_actor(storage, q("m"), **spec), make_actor(storage, q("t"), **spec)
+    # X once alone and once inside a batch: both go, the batch is replayed without it.
+    feed(m, A[:6] + [X] + A[6:10])
+    feed(m, [A[10:13] + [X] + B[:2]])
+    feed(m, B[2:])
+    feed(t, A[:10])
+    feed(t, [A[10:13] + B[:2]])
+    feed(t, B[2:])
+    assert find_text(storage, m._qname, X)  # the scan finds it where it is (WAL, archive, ...)
+    job = forget(m, {"text": X})
+    assert job["status"] == "done" and job["exact"] is True and job["forgotten"] == 2
+    assert_twins(m, t, [X, A[3], B[4], "where does Alice live?"])
+    assert job["report"]["archive"]["segments_written"] >= 1  # the archived log was rewritten
+    assert find_text(storage, m._qname, X) == []
+    assert m.surprise(*m_vec(X))["score"] >= min(never_seen_surprises(m)) - 0.05
+
+
+def m_vec(text: str):
+    from tests.cluster.helpers import encode
+
+    return encode([text])[0], text
+
+
+@pytest.mark.parametrize("stream", ["consolidate", "restore_of_a_tag_holding_x", "tag_before_x"])
+def test_forget_with_consolidate_tags_and_restores_in_the_stream(local_storage, make_actor, stream) -> None:
+    spec = {"checkpoint_every_writes": 4}
+    m, t = make_actor(local_storage, q("m"), **spec), make_actor(local_storage, q("t"), **spec)
+    steps = {
+        "consolidate": [A[:5], X, A[5:9], "consolidate", B[:6]],
+        "restore_of_a_tag_holding_x": [A[:5], X, A[5:7], "tag:t1", B[:5], "restore:t1", B[5:9]],
+        "tag_before_x": [A[:5], "tag:t0", X, A[5:8], "consolidate", "restore:t0", B[:4], X, B[4:6]],
+    }[stream]
+    run_stream(m, steps)
+    run_stream(t, [s for s in steps if s != X])
+    job = forget(m, {"text": X})
+    assert job["status"] == "done" and job["exact"] is True, job
+    assert_twins(m, t, [X, A[2], B[3]])
+    for tag in {s.split(":")[1] for s in steps if isinstance(s, str) and s.startswith("tag:")}:
+        meta = local_storage.metadata
+        assert meta.get_checkpoint(m._qname, tag)["weight_hash"] == meta.get_checkpoint(t._qname, tag)["weight_hash"]
+    assert find_text(local_storage, m._qname, X) == []
+
+
+def test_dry_run_lists_and_changes_nothing(local_storage, make_actor) -> None:
+    m = make_actor(local_storage, q("m"))
+    feed(m, A[:3] + [X])
+    feed(m, [[B[0], X]], domain="contacts")
+    before = m.stats()["weight_hash"]
+    job = forget(m, {"text": X}, dry_run=True)
+    assert job["status"] == "done" and job["forgotten"] == 2 and job["report"]["would_forget"] == 2
+    assert [(o["step"], o["text"]) for o in job["report"]["observations"]] == [(4, X), (6, X)]
+    assert m.stats()["weight_hash"] == before
+    by_domain = forget(m, {"domain": "contacts"}, dry_run=True)
+    assert [o["text"] for o in by_domain["report"]["observations"]] == [B[0], X]
+    by_steps = forget(m, {"steps": {"from": 2, "to": 3}}, dry_run=True)
+    assert [o["text"] for o in by_steps["report"]["observations"]] == A[1:3]
+
+
+def test_without_history_exact_refuses_and_approximate_erases(local_storage, make_actor) -> None:
+    m = make_actor(local_storage, q("m"), checkpoint_every_writes=3, history_retention="none")
+    feed(m, A[:4] + [X] + A[4:14])  # X (step 5) leaves the kept history: retention "none"
+    assert wait_until(lambda: local_storage.metadata.history_base(m._qname)["step"] >= 5)
+    job = forget(m, {"text": X})
+    assert job["status"] == "failed" and job["error"]["code"] == "history_unavailable"
+    assert "approximate" in job["error"]["message"]
+    approx = forget(m, {"text": X}, mode="approximate")
+    assert approx["status"] == "done" and approx["exact"] is False and approx["forgotten"] == 1
+    report = approx["report"]
+    assert report["surprise_before"]["max"] < 0.3 <= report["surprise_after"]["min"]
+    assert find_text(local_storage, m._qname, X) == []
+    assert m.surprise(*m_vec(X))["score"] >= min(never_seen_surprises(m)) - 0.05
+
+
+def test_writes_during_the_job_are_kept_and_replayed_at_the_swap(local_storage, make_actor) -> None:
+    from tests.actors.conftest import register
+    from tests.cluster.helpers import SMALL
+
+    slow = {**SMALL, "chunk_size": 1}  # item by item: the replay takes long enough to write beside it
+    m, t = q("m"), q("t")
+    for name in (m, t):
+        register(local_storage, name, slow)
+    m, t = make_actor(local_storage, m), make_actor(local_storage, t)
+    items = [f"reading {i}: valve {i % 11} pressure {i * 17 % 97}" for i in range(1200)]
+    stream = [tuple(items[:200]), X, *[tuple(items[i:i + 200]) for i in range(200, 1200, 200)]]
+    run_stream(m, stream)
+    run_stream(t, [s for s in stream if s != X])
+    job_id = uuid.uuid4().hex
+    m.forget_start(job_id, {"selector": {"text": X}, "who": {}})
+    during = [B[0], "consolidate", X, B[1]]  # X again while the job runs: forgotten at the swap
+    run_stream(m, during)
+    run_stream(t, [s for s in during if s != X])
+    assert wait_until(lambda: m.forget_status(job_id)["status"] == "done", timeout=120)
+    job = m.forget_status(job_id)
+    assert job["report"]["tail_entries"] >= 2 and job["forgotten"] == 2  # the swap replayed them
+    assert_twins(m, t, [X, B[0], items[5]])
+
+
+def test_a_second_forget_of_an_older_text_still_equals_the_twin(local_storage, make_actor) -> None:
+    """The first job archives the whole log (the part before its text included), so a later
+    job can replay from further back."""
+    older = "Frank's locker code is 8812"
+    spec = {"checkpoint_every_writes": 3}
+    m, t = make_actor(local_storage, q("m"), **spec), make_actor(local_storage, q("t"), **spec)
+    run_stream(m, [A[:3], older, A[3:8], X, B[:5]])
+    run_stream(t, [A[:3], A[3:8], B[:5]])
+    assert forget(m, {"text": X})["exact"] is True
+    second = forget(m, {"text": older})
+    assert second["status"] == "done" and second["exact"] is True, second["error"]
+    assert_twins(m, t, [older, X, A[4]])
+    assert find_text(local_storage, m._qname, older) == [] and find_text(local_storage, m._qname, X) == []
+    restarted = make_actor(local_storage, m._qname, **spec)  # recovery: new checkpoint + rewritten log
+    assert_twins(restarted, t, [older, A[4]])

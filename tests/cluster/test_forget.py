@@ -1,0 +1,83 @@
+"""Forgetting through the control plane, with real actors: a SIGKILL in the middle of a job
+(it resumes, and nothing acknowledged is lost) and the same forget applied to a fork."""
+
+from __future__ import annotations
+
+import time
+
+from tests.actors.forget_helpers import find_text
+from tests.cluster.helpers import SMALL, encode, kill_actor, wait_until
+
+# chunk_size 1: a batch is learned item by item, so a replay takes long enough to be killed in.
+SLOW = {**SMALL, "chunk_size": 1}
+X = "Bob's salary is 123,456 a year"
+
+
+def batches(prefix: str, count: int, size: int) -> list[list[str]]:
+    texts = [f"{prefix} {i}: valve {i % 11} pressure {i * 17 % 97}" for i in range(count)]
+    return [texts[i : i + size] for i in range(0, count, size)]
+
+
+def observe(arun, cluster, tenant: str, name: str, texts: list[str]) -> dict:
+    return arun(cluster.observe(tenant, name, encode(texts), texts))
+
+
+def wait_job(arun, cluster, tenant: str, name: str, job_id: str, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = arun(cluster.forget_status(tenant, name, job_id))
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
+
+
+def test_sigkill_mid_job_resumes_and_loses_nothing(shared_cluster, arun, tenant):
+    cluster = shared_cluster()
+    for name in ("m", "twin"):
+        arun(cluster.create_memory(tenant, name, SLOW))
+    stream = batches("reading", 1200, 200)
+    stream.insert(1, [X])
+    for texts in stream:
+        observe(arun, cluster, tenant, "m", texts)
+        if texts != [X]:
+            observe(arun, cluster, tenant, "twin", texts)
+    job = arun(cluster.forget(tenant, "m", {"selector": {"text": X}, "mode": "exact"}, {"key": "test"}))
+    assert wait_until(lambda: arun(cluster.forget_status(tenant, "m", job["job_id"]))["status"] == "running",
+                      every=0.01)
+    during = ["written while the job ran", "and acknowledged before the kill"]
+    for name in ("m", "twin"):  # acknowledged while the job runs: applied live, kept after the swap
+        observe(arun, cluster, tenant, name, during)
+    kill_actor(cluster.settings.namespace, f"{tenant}/m")
+    done = wait_job(arun, cluster, tenant, "m", job["job_id"])  # the read wakes it; the job resumes
+    assert done["status"] == "done" and done["exact"] and done["forgotten"] == 1
+    assert done["attempts"] >= 2  # it really was stopped mid-way and run again
+    m, twin = arun(cluster.stats(tenant, "m")), arun(cluster.stats(tenant, "twin"))
+    assert m["weight_hash"] == twin["weight_hash"] and m["total_observations"] == twin["total_observations"]
+    assert find_text(cluster.storage, f"{tenant}/m", X) == []
+
+
+def test_forks_made_after_the_text_forget_it_too(shared_cluster, arun, tenant):
+    cluster = shared_cluster()
+    for name in ("m", "twin"):
+        arun(cluster.create_memory(tenant, name, SMALL))
+    before, after = ["the pump is red", "the tank holds 40 litres"], ["valves are checked weekly"]
+    for text in before + [X] + after:
+        observe(arun, cluster, tenant, "m", [text])
+    for text in before + after:
+        observe(arun, cluster, tenant, "twin", [text])
+    arun(cluster.fork(tenant, "m", "m-fork"))
+    arun(cluster.fork(tenant, "twin", "twin-fork"))
+    for name in ("m-fork", "twin-fork"):
+        observe(arun, cluster, tenant, name, ["the fork learned this on its own"])
+    job = arun(cluster.forget(tenant, "m", {"selector": {"text": X}, "forks": True}, {"key": "test"}))
+    done = wait_job(arun, cluster, tenant, "m", job["job_id"])
+    (fork,) = done["report"]["forks"]
+    assert fork["name"] == "m-fork" and fork["contains"] is True
+    status = lambda: arun(cluster.forget_status(tenant, "m", job["job_id"]))["report"]["forks"][0]  # noqa: E731
+    assert wait_until(lambda: status()["status"] == "done", timeout=60), status()
+    child = arun(cluster.forget_status(tenant, "m-fork", fork["job_id"]))
+    assert child["exact"] is True
+    for a, b in (("m", "twin"), ("m-fork", "twin-fork")):
+        assert arun(cluster.stats(tenant, a))["weight_hash"] == arun(cluster.stats(tenant, b))["weight_hash"]
+    assert find_text(cluster.storage, f"{tenant}/m-fork", X) == []
