@@ -20,6 +20,18 @@ def feed(actor, items: list, domain: str | None = None) -> None:
         actor.observe(uuid.uuid4().hex, encode(texts), texts, domain)
 
 
+def feed_checkpointed(actor, texts: list[str], every: int, timeout: float = 60) -> None:
+    """Observe `texts` `every` at a time (the actor's checkpoint period), letting each group's
+    auto-checkpoint land before the next: a fast feed would otherwise leave the background
+    checkpointer one checkpoint for the lot (and the history where it was)."""
+    for start in range(0, len(texts), every):
+        feed(actor, texts[start : start + every])
+        deadline = time.monotonic() + timeout
+        while (actor._latest_auto or {}).get("step", -1) < actor._mem.step:
+            assert time.monotonic() < deadline, "no auto-checkpoint within the timeout"
+            time.sleep(0.02)
+
+
 def run_stream(actor, steps: list) -> None:
     """Texts, lists of texts (one write each), tuples (one batch write), "consolidate",
     "tag:<name>", "restore:<name>"."""

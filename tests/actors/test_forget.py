@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from tests.cluster.helpers import wait_until
-from tests.actors.forget_helpers import (assert_twins, feed, find_text, forget, never_seen_surprises,
-                                         run_stream)
+from tests.actors.forget_helpers import (assert_twins, feed, feed_checkpointed, find_text, forget,
+                                         never_seen_surprises, run_stream)
 
 X = "Alice's phone number is 555-0199 and she lives at 12 Elm Street"
 A = [f"fact {i}: the {['cat', 'dog', 'owl'][i % 3]} sat on mat {i * 7}" for i in range(14)]
@@ -83,7 +83,7 @@ def test_dry_run_lists_and_changes_nothing(local_storage, make_actor) -> None:
 
 def test_without_history_exact_refuses_and_approximate_erases(local_storage, make_actor) -> None:
     m = make_actor(local_storage, q("m"), checkpoint_every_writes=3, history_retention="none")
-    feed(m, A[:4] + [X] + A[4:14])  # X (step 5) leaves the kept history: retention "none"
+    feed_checkpointed(m, A[:4] + [X] + A[4:14], every=3)  # X (step 5) leaves the kept history
     assert wait_until(lambda: local_storage.metadata.history_base(m._qname)["step"] >= 5)
     job = forget(m, {"text": X})
     assert job["status"] == "failed" and job["error"]["code"] == "history_unavailable"

@@ -26,9 +26,17 @@ from pathlib import Path
 
 import httpx
 
-from tests.fixtures.servers import S3Server, _free_ports, _wait_for_s3, _weed_command, _WEED_PORTS, \
-    S3_ACCESS_KEY, S3_SECRET_KEY, stop_process
-from tests.serve.server_process import Server, free_port
+from tests.fixtures.ports import free_port, free_ports
+from tests.fixtures.servers import (
+    _WEED_PORTS,
+    S3_ACCESS_KEY,
+    S3_SECRET_KEY,
+    S3Server,
+    _wait_for_s3,
+    _weed_command,
+    stop_process,
+)
+from tests.serve.server_process import Server
 
 CONFIG = {"encoder": "hash", "memory_width": 128, "pattern_slots": 256, "value_dim": 64}
 TENANTS = {"acme": "chaos-key-acme-0001", "bolt": "chaos-key-bolt-0001"}
@@ -49,7 +57,7 @@ class Weed:
         beside = Path(sys.executable).parent / "weed"
         self.binary = str(beside) if beside.exists() else shutil.which("weed")
         self.root = root
-        self.ports = dict(zip(_WEED_PORTS, _free_ports(len(_WEED_PORTS))))
+        self.ports = dict(zip(_WEED_PORTS, free_ports(len(_WEED_PORTS))))
         self.server = S3Server(f"http://127.0.0.1:{self.ports['s3.port']}", S3_ACCESS_KEY, S3_SECRET_KEY)
         self.process = None
 

@@ -47,7 +47,8 @@ def test_retried_write_is_applied_once(shared_cluster, arun, tenant):
     assert again["step"] == 3 and arun(cluster.stats(tenant, "idem"))["total_observations"] == 3
 
     # The crash window: the actor logged write r3 in the WAL, then died before applying it.
-    entry = make_entry(4, vectors[3:4], [texts[3]], None, None, "r3")
+    logged = cluster.storage.metadata.wal_read_after(qname, -1)
+    entry = make_entry(4, vectors[3:4], [texts[3]], None, None, "r3", seq=1 + max(e["seq"] for e in logged))
     cluster.storage.metadata.wal_append(qname, entry)
     kill(cluster, tenant, "idem")
     retried = arun(cluster.observe(tenant, "idem", vectors[3:4], [texts[3]], request_id="r3"))

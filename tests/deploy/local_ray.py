@@ -14,15 +14,15 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from contextlib import ExitStack, closing
 from pathlib import Path
+
+from tests.fixtures.ports import free_ports
 
 BIN = Path(sys.executable).parent
 PORT_FLAGS = (
@@ -30,15 +30,6 @@ PORT_FLAGS = (
     "--object-manager-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
     "--runtime-env-agent-port", "--metrics-export-port",
 )
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports free right now (held open together so they differ)."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(closing(socket.socket())) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
 
 
 def http_get(url: str, headers: dict[str, str] | None = None,

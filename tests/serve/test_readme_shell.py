@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve.server_process import Server, free_port
+from tests.fixtures.ports import free_port
+from tests.serve.server_process import Server
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SERVER_SECTIONS = ("Use it over REST", "Use it over MCP")

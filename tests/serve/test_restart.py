@@ -10,8 +10,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.fixtures.ports import free_port
 from tests.serve.helpers import ok
-from tests.serve.server_process import Server, free_port
+from tests.serve.server_process import Server
 
 KEY = "restart-test-key-0001"
 GROKKING = ("Grokking is when a model suddenly generalizes after extensive overfitting. "

@@ -58,7 +58,10 @@ def test_key_layout_and_names() -> None:
     keys = Keys("nm")
     assert keys.registry() == "nm:registry"
     assert keys.wal("acme/notes") == "nm:mem:acme/notes:wal"
-    assert len(set(keys.memory_keys("acme/notes"))) == 6
+    per_memory = keys.memory_keys("acme/notes")
+    assert len(set(per_memory)) == len(per_memory) >= 6  # distinct, and all in the memory's own space
+    assert all(key.startswith("nm:mem:acme/notes:") for key in per_memory)
+    assert not set(per_memory) & set(keys.memory_keys("acme/notes2"))
     assert object_key("acme/notes", "v1") == "acme/notes/v1.ckpt"
     assert check_name("user@example.com/notes.v2") == "user@example.com/notes.v2"
     for bad_tag in ("", "../x", "a/b", " v1", "v" * 129):
