@@ -1,7 +1,7 @@
 """`neural-memory mcp`: a stdio MCP server for desktop clients, proxying to a running gateway.
 
 Claude Desktop and similar clients start MCP servers as subprocesses and talk over stdin /
-stdout. This one exposes the same 14 tools as the gateway's /mcp (they are the same
+stdout. This one exposes the same 15 tools as the gateway's /mcp (they are the same
 functions) and forwards each call to the gateway's REST API with the given API key, so the
 tenant, validation and errors are exactly those of the gateway: the backend is the Python
 client (`neural_memory.AsyncClient`), whose errors are the gateway's exception classes.
