@@ -264,6 +264,7 @@ def local_server(encoder_threads: int) -> Iterator[tuple[str, str, str]]:
             storage = {"redis_url": redis_url, "data_dir": tmp, "s3_endpoint": None}
             app = build_app({"host": "127.0.0.1", "port": port, "api_keys": f"{key}:bench",
                              "encoder_threads": encoder_threads, "preload_encoders": "minilm,hash",
+                             "rate_limit_per_second": 0,  # throughput is measured, not the limit
                              "cluster": {"namespace": NAMESPACE, "storage": storage}})
             serve.run(app, name="neural-memory", route_prefix="/", blocking=False)
             url = f"http://127.0.0.1:{port}"
@@ -339,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     print(report(results))
     print(f"\nload average before/after: {results['machine']['loadavg_before']} / "
           f"{results['machine']['loadavg_after']}; full results in {args.out}")
-    return 0
+    failed = {phase: figure["first_error"] for phase, figure in results.items()
+              if isinstance(figure, dict) and figure.get("errors")}
+    for phase, first in failed.items():  # a figure with refused requests measures the refusals
+        print(f"INVALID: {phase} had {results[phase]['errors']} failed requests, e.g. {first[:1]}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

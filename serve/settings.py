@@ -66,13 +66,15 @@ class GatewaySettings(BaseSettings):
                     "server-wide, so tenant keys are refused; with auth on and neither this nor "
                     "NMEM_METRICS_PUBLIC, /metrics is closed.",
     )
+    # Above what one replica serves on a small machine (~50-250 single observes/s on 2 cores),
+    # so an agent's own ingest is not throttled; it stops floods, not heavy honest use.
     rate_limit_per_second: float = Field(
-        50.0, ge=0,
+        200.0, ge=0,
         description="Requests per second one API key may make to /v1 and /mcp, on average, per "
                     "gateway replica (429 with Retry-After above it). 0 turns the limit off.",
     )
     rate_limit_burst: int = Field(
-        200, ge=1, description="Requests one API key may make at once before the rate applies."
+        400, ge=1, description="Requests one API key may make at once before the rate applies."
     )
     encoder_cache_seconds: float = Field(
         60.0, ge=0, description="How long the gateway trusts a cached memory -> encoder lookup."
