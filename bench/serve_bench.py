@@ -265,7 +265,10 @@ def local_server(encoder_threads: int) -> Iterator[tuple[str, str, str]]:
             app = build_app({"host": "127.0.0.1", "port": port, "api_keys": f"{key}:bench",
                              "encoder_threads": encoder_threads, "preload_encoders": "minilm,hash",
                              "rate_limit_per_second": 0,  # throughput is measured, not the limit
-                             "cluster": {"namespace": NAMESPACE, "storage": storage}})
+                             "cluster": {"namespace": NAMESPACE, "storage": storage,
+                                         # all 16 memories stay live: the request path is measured,
+                                         # not one memory handing its process to another
+                                         "reuse_idle_seconds": 0}})
             serve.run(app, name="neural-memory", route_prefix="/", blocking=False)
             url = f"http://127.0.0.1:{port}"
             wait_healthy(url, timeout=300)
