@@ -1,8 +1,8 @@
 """The repository stands on its own: nothing in it reads the team's reference shelf.
 
 The team's `shared` folder exists beside our own checkouts only; users who clone the project
-never have it, so any path into it from code, tests, benchmarks or set-up would break a clean clone. This scans
-every file git tracks (plus untracked, not-ignored ones) for a reference to it.
+never have it, so any path into it from code, tests, benchmarks or set-up would break a clean
+clone. This scans every file git tracks (plus untracked, not-ignored ones) for a reference to it.
 """
 
 from __future__ import annotations
