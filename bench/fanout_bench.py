@@ -32,8 +32,6 @@ import asyncio
 import json
 import os
 import random
-import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,53 +39,16 @@ import tempfile
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 
-from serve.demo import wait_healthy
+from bench.local_server import local_server, wait_for_spares
 
 TENANT = "bench"  # the tenant of the server's one API key
 NAMESPACE = "nmem-fanout-bench"
 REPO = Path(__file__).resolve().parents[1]
-
-
-@contextmanager
-def local_server(cluster: dict) -> Iterator[tuple[str, str, dict]]:
-    """Ray + Serve + the app on a free port (auth on, hash encoder), embedded storage in a temp
-    dir; yields (url, key, storage settings). `cluster`: ClusterSettings overrides."""
-    import ray
-    from ray import serve
-
-    from serve.app import build_app
-    from storage import EmbeddedValkey
-
-    key = secrets.token_urlsafe(24)
-    with tempfile.TemporaryDirectory(prefix="nmem-fanout-bench-") as tmp:
-        valkey = EmbeddedValkey(Path(tmp) / "valkey")
-        redis_url = valkey.start()
-        try:
-            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
-            storage = {"redis_url": redis_url, "data_dir": tmp, "s3_endpoint": None}
-            app = build_app({"host": "127.0.0.1", "port": port, "api_keys": f"{key}:{TENANT}",
-                             "preload_encoders": "hash",
-                             "cluster": {"namespace": NAMESPACE, "storage": storage, **cluster}})
-            serve.run(app, name="neural-memory", route_prefix="/", blocking=False)
-            url = f"http://127.0.0.1:{port}"
-            wait_healthy(url, timeout=300)
-            yield url, key, storage
-        finally:
-            if ray.is_initialized():
-                serve.shutdown()
-                ray.shutdown()
-            valkey.stop()
 
 
 def _pct(samples: list[float]) -> dict:
@@ -297,26 +258,14 @@ async def starts_report() -> dict:
     return await supervisor.processes.remote()
 
 
-async def warm_spares(count: int, timeout: float = 600.0) -> None:
-    """Wait until the supervisor holds `count` warm processes: the platform is ready for a
-    burst (the cold ramp, one process start per warm process, is not the fan-out's cost)."""
-    import ray
-
-    from cluster.supervisor import SUPERVISOR_NAME
-
-    supervisor = ray.get_actor(SUPERVISOR_NAME, namespace=NAMESPACE)
-    deadline = time.monotonic() + timeout
-    while await supervisor.spares_ready.remote() < count and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-
-
 def run_fanout(args: argparse.Namespace) -> dict:
     cluster = {"max_live_actors": args.live_cap, "spare_actors": args.warm, "spare_actors_max": args.spares_max,
                "idle_seconds": 3600.0, "max_memories_per_tenant": args.forks + 10}
-    with local_server(cluster) as (url, key, storage):
+    with local_server(tenant=TENANT, namespace=NAMESPACE, gateway={"preload_encoders": "hash"},
+                      cluster=cluster) as (url, key, storage):
         checkpoints = Path(storage["data_dir"]) / "checkpoints"
         base = asyncio.run(build_base(url, key, args.base))
-        asyncio.run(warm_spares(args.warm))
+        asyncio.run(wait_for_spares(NAMESPACE, args.warm, timeout=600.0))
         before, redis_before = dir_bytes(checkpoints), redis_bytes(storage["redis_url"])
         with NodeMemory() as node:
             started_before = asyncio.run(starts_report())["started"]

@@ -24,21 +24,17 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
-import socket
 import statistics
-import tempfile
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Awaitable, Callable, Iterator
+from typing import Awaitable, Callable
 
 import httpx
 
 from bench.corpus import docstring_sentences
 from bench.procstat import cpu_by_role, per_request_ms
-from serve.demo import wait_healthy
+from bench.local_server import local_server, wait_for_spares
 
 CLIENTS = 8
 BATCH = 64
@@ -76,19 +72,11 @@ async def _create(client: httpx.AsyncClient, encoder: str) -> str:
     return name
 
 
-async def spares_settled(timeout: float = 120.0) -> None:
-    """Wait until the supervisor's warm spares are ready: creating memories binds spares and the
-    replacements warm in the background (~3 CPU-seconds each), which would be timed otherwise."""
-    import ray
-
+async def spares_settled() -> None:
+    """Creating memories binds spares and the replacements warm in the background: wait them out."""
     from cluster import ClusterSettings
-    from cluster.supervisor import SUPERVISOR_NAME
 
-    wanted = ClusterSettings().spare_actors
-    supervisor = ray.get_actor(SUPERVISOR_NAME, namespace=NAMESPACE)
-    deadline = time.monotonic() + timeout
-    while await supervisor.spares_ready.remote() < wanted and time.monotonic() < deadline:
-        await asyncio.sleep(0.25)
+    await wait_for_spares(NAMESPACE, ClusterSettings().spare_actors, timeout=120.0)
     await asyncio.sleep(1.0)
 
 
@@ -236,50 +224,6 @@ async def run_all(url: str, key: str, redis_url: str, n: int, seconds: float) ->
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def local_server(encoder_threads: int) -> Iterator[tuple[str, str, str]]:
-    """Ray + Serve + the app on a free port, embedded storage in a temp dir; yields (url, key,
-    the Valkey's URL)."""
-    import ray
-    from ray import serve
-
-    from serve.app import build_app
-    from storage import EmbeddedValkey
-
-    key = secrets.token_urlsafe(24)
-    with tempfile.TemporaryDirectory(prefix="nmem-serve-bench-") as tmp:
-        valkey = EmbeddedValkey(Path(tmp) / "valkey")
-        redis_url = valkey.start()
-        try:
-            ray.init(address="local", include_dashboard=False, log_to_driver=False,
-                     logging_level="WARNING")
-            port = _free_port()
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
-            storage = {"redis_url": redis_url, "data_dir": tmp, "s3_endpoint": None}
-            app = build_app({"host": "127.0.0.1", "port": port, "api_keys": f"{key}:bench",
-                             "encoder_threads": encoder_threads, "preload_encoders": "minilm,hash",
-                             "rate_limit_per_second": 0,  # throughput is measured, not the limit
-                             "cluster": {"namespace": NAMESPACE, "storage": storage,
-                                         # all 16 memories stay live: the request path is measured,
-                                         # not one memory handing its process to another
-                                         "reuse_idle_seconds": 0}})
-            serve.run(app, name="neural-memory", route_prefix="/", blocking=False)
-            url = f"http://127.0.0.1:{port}"
-            wait_healthy(url, timeout=300)
-            yield url, key, redis_url
-        finally:
-            if ray.is_initialized():
-                serve.shutdown()
-                ray.shutdown()
-            valkey.stop()
-
-
 def figures(r: dict) -> list[tuple[str, str, str, str]]:
     """(figure, measured, floor it is compared with, target) rows."""
     health = r["healthz_8_clients"]["calls_per_s"]
@@ -332,8 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default 15 lets anything starve it
     load_before = os.getloadavg()
-    with local_server(args.encoder_threads) as (url, key, redis_url):
-        results = asyncio.run(run_all(url, key, redis_url, args.requests, args.seconds))
+    gateway = {"encoder_threads": args.encoder_threads, "preload_encoders": "minilm,hash",
+               "rate_limit_per_second": 0}  # throughput is measured, not the limit
+    # all 16 memories stay live: the request path is measured, not one memory handing its
+    # process to another
+    cluster = {"reuse_idle_seconds": 0}
+    with local_server(tenant="bench", namespace=NAMESPACE, gateway=gateway, cluster=cluster) as (url, key, storage):
+        results = asyncio.run(run_all(url, key, storage["redis_url"], args.requests, args.seconds))
     results["figures"] = [dict(zip(("figure", "measured", "floor", "target"), row)) for row in figures(results)]
     results["machine"] = {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                           "loadavg_after": [round(x, 2) for x in os.getloadavg()],
