@@ -21,6 +21,7 @@ import logging
 from storage.keys import SEGMENT_SUFFIX
 from storage.metadata import HISTORY_CAP, cut_history_text
 
+from actors.durability import from_parts, to_parts
 from actors.forget import Rebuild, Selector, scan
 
 __all__ = ["Erasure"]
@@ -38,7 +39,7 @@ class Erasure:
     def _stage_exact(self, job: dict, rebuild: Rebuild, cut: int, archived: list[dict]) -> dict:
         """Write the new objects (not indexed yet); their keys go into the job record first."""
         memory = rebuild.memory
-        auto = self._ckpts.put_object(self._serialize(memory), tag=self._ckpts.next_auto_tag(), step=memory.step,
+        auto = self._ckpts.put_object(to_parts(memory), tag=self._ckpts.next_auto_tag(), step=memory.step,
                                       weight_hash=memory.weight_hash, description="auto", seq=cut)
         staged = {"auto": auto, "tags": {}, "deleted_tags": [], "segments": []}
         self._note_staged(job, [auto["object_key"]])
@@ -59,7 +60,7 @@ class Erasure:
             if job["checkpoints"] == "delete":
                 staged["deleted_tags"].append(info)
                 continue
-            state = self._deserialize(rebuild.states[int(seq)])
+            state = from_parts(rebuild.states[int(seq)])
             new = self._ckpts.put_object(rebuild.states[int(seq)], tag=info["tag"], step=state.step,
                                          weight_hash=state.weight_hash, description=info.get("description", ""),
                                          seq=int(seq))
@@ -205,7 +206,7 @@ class Erasure:
             result = memory.forget_approximately(match) if found else {"records": 0, "surprise_before": [],
                                                                        "surprise_after": []}
             seq = self._seq
-            auto = self._ckpts.put_object(self._serialize(memory), tag=self._ckpts.next_auto_tag(),
+            auto = self._ckpts.put_object(to_parts(memory), tag=self._ckpts.next_auto_tag(),
                                           step=memory.step, weight_hash=memory.weight_hash, description="auto",
                                           seq=seq)
             self._note_staged(job, [auto["object_key"]])
@@ -248,7 +249,7 @@ class Erasure:
             if job["checkpoints"] == "delete":
                 staged["deleted_tags"].append(info)
                 continue
-            new = self._ckpts.put_object(self._serialize(state), tag=info["tag"], step=state.step,
+            new = self._ckpts.put_object(to_parts(state), tag=info["tag"], step=state.step,
                                          weight_hash=state.weight_hash, description=info.get("description", ""),
                                          seq=info.get("seq"))
             staged["tags"][info["tag"]] = {**new, "created_at": info.get("created_at"), "old": info}

@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 import contract
 from errors import InvalidInput
 
+from actors.durability import from_parts, to_parts
 from actors.replay import Replay
 from actors.wal import OBSERVE, RESTORE, TAG, entry_args, entry_kind
 
@@ -158,10 +159,9 @@ class Rebuild:
     log, the history items and results, and the states to rebuild (tags, fork points)."""
 
     def __init__(self, memory, matches: dict[int, frozenset[int]], load_stored: Callable[[str], object],
-                 serialize: Callable[[object], dict], deserialize: Callable[[dict], object],
                  keep_states: set[int], tainted: bool = False, logged_step: int | None = None) -> None:
         self.matches = matches
-        self._load_stored, self._serialize, self._deserialize = load_stored, serialize, deserialize
+        self._load_stored = load_stored
         self._keep = keep_states  # seqs whose replayed state is needed (restores, fork points)
         self.replay = Replay(memory, self._load_tag, on_tag=self._on_tag)
         if logged_step is not None:  # the start replaces a state of another step (a fork's base)
@@ -184,7 +184,7 @@ class Rebuild:
 
     def _load_tag(self, tag: str, tag_seq: int):
         if tag_seq in self.states:
-            return self._deserialize(self.states[tag_seq])
+            return from_parts(self.states[tag_seq])
         return self._load_stored(tag)
 
     def _on_tag(self, entry: dict, memory) -> None:
@@ -210,7 +210,7 @@ class Rebuild:
             self._note(rewritten, result)
         if seq in self._keep or (kind == TAG and self.tainted):
             self.taint_at[seq] = self.tainted
-            self.states[seq] = self._serialize(self.memory)
+            self.states[seq] = to_parts(self.memory)  # immutable parts shared, not copied
 
     def _note(self, entry: dict, result: dict) -> None:
         weight_hash = self.memory.weight_hash

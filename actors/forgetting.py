@@ -31,10 +31,9 @@ from typing import Any
 
 from errors import InvalidInput, NeuralMemoryError, Unavailable
 
-from actors.durability import from_parts, to_parts
+from actors.durability import from_parts
 from actors.erasure import Erasure
 from actors.forget import NotExact, Rebuild, Selector, choose_start, scan
-from actors.history import GENESIS
 
 __all__ = ["Forgetting"]
 
@@ -219,8 +218,8 @@ class Forgetting(Erasure):
         first = 0 if override else found.first_seq
         start = override or choose_start(self._start_candidates(base), found, self._tag_loadable)
         job["exact"] = True
-        rebuild = Rebuild(self._load_start(start, base), found.matches, self._load_tag_state, self._serialize,
-                          self._deserialize, keep_states={t for _, _, t in found.restores} | set(self._fork_points()),
+        rebuild = Rebuild(self._load_start(start, base), found.matches, self._load_tag_state,
+                          keep_states={t for _, _, t in found.restores} | set(self._fork_points()),
                           tainted=override is not None,
                           logged_step=int(self._history.base()["step"]) if override else None)
         # Segments wholly before the first selected item stay; everything logged after them
@@ -288,15 +287,6 @@ class Forgetting(Erasure):
     def _load_tag_state(self, tag: str):
         return self._ckpts.load(self._ckpts.get(tag))
 
-    @staticmethod
-    def _serialize(memory) -> dict[str, bytes]:
-        """A replayed state, kept as its parts (the immutable ones shared, not copied)."""
-        return to_parts(memory)
-
-    @staticmethod
-    def _deserialize(parts: dict[str, bytes]):
-        return from_parts(parts)
-
     def _finish_dry_run(self, job: dict, found, base: dict) -> None:
         job["exact"] = True
         job["forgotten"] = found.count
@@ -345,7 +335,7 @@ class Forgetting(Erasure):
 
         from storage.keys import base_key  # noqa: PLC0415
 
-        memory = self._deserialize(state)
+        memory = from_parts(state)
         key = base_key(fork, 0, uuid.uuid4().hex[:12])
         stored = self._storage.content.write(key, state)
         self._note_staged(job, [key])
