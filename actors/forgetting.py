@@ -102,9 +102,14 @@ class Forgetting(Erasure):
 
     @staticmethod
     def _public(job: dict) -> dict:
-        """The job as callers see it: never the selector's texts, nor internal bookkeeping."""
+        """The job as callers see it: never the selector's texts, nor internal bookkeeping.
+        A committed job whose old objects are still being deleted is "running" until they are
+        gone: "done" promises that no stored object holds the forgotten data any more."""
         hidden = ("selector", "staged", "cleanup", "cleanup_chunks", "commit_time", "base", "cut")
-        return {k: v for k, v in job.items() if k not in hidden}
+        public = {k: v for k, v in job.items() if k not in hidden}
+        if job["status"] == "done" and (job.get("cleanup") or job.get("cleanup_chunks")):
+            public.update(status="running", progress=0.99)
+        return public
 
     # ---- lifecycle -----------------------------------------------------------------------------
 

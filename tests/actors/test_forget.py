@@ -135,3 +135,32 @@ def test_a_second_forget_of_an_older_text_still_equals_the_twin(local_storage, m
     assert find_text(local_storage, m._qname, older) == [] and find_text(local_storage, m._qname, X) == []
     restarted = make_actor(local_storage, m._qname, **spec)  # recovery: new checkpoint + rewritten log
     assert_twins(restarted, t, [older, A[4]])
+
+
+def test_a_job_reads_done_only_once_the_objects_holding_the_text_are_deleted(local_storage, make_actor,
+                                                                             monkeypatch) -> None:
+    """The job commits, then deletes the old objects; until they are gone it reads "running", so
+    a caller that waits for "done" never finds the text in the store afterwards."""
+    import threading
+
+    from storage.gc import GarbageCollector
+
+    m = make_actor(local_storage, q("m"), checkpoint_every_writes=5)
+    feed(m, A[:6] + [X] + A[6:10])
+    entered, release = threading.Event(), threading.Event()
+    sweep = GarbageCollector.sweep
+
+    def held_sweep(self, *args, **kwargs):
+        entered.set()
+        release.wait(30)
+        return sweep(self, *args, **kwargs)
+
+    monkeypatch.setattr(GarbageCollector, "sweep", held_sweep)
+    job_id = uuid.uuid4().hex
+    m.forget_start(job_id, {"selector": {"text": X}, "mode": "exact", "dry_run": False, "who": {"key": "test"}})
+    assert entered.wait(60)  # committed; the chunks that held X are not deleted yet
+    held = m.forget_status(job_id)
+    assert held["status"] == "running" and held["progress"] < 1
+    release.set()
+    assert wait_until(lambda: m.forget_status(job_id)["status"] == "done", timeout=60)
+    assert find_text(local_storage, m._qname, X) == []
