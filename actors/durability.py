@@ -112,12 +112,13 @@ class Checkpoints:
 
     def copy_auto(self, source: dict) -> dict:
         """A new auto-checkpoint holding checkpoint `source` (of any memory): a fork's first
-        state, costing one manifest (the chunks are shared). It has no log position: the
-        memory's own history starts at it."""
+        state, costing one manifest (the chunks are shared). It sits at position 0 of the new
+        memory's own log (nothing of that log is in it), so the memory starts from it as it is:
+        no checkpoint of its own until it has learned something. Its history starts at it."""
         content = self._storage.content
         info = self._write(lambda key: content.copy(source["object_key"], source.get("sha256"), key),
                            tag=self.next_auto_tag(), step=int(source["step"]),
-                           weight_hash=source["weight_hash"], description="auto")
+                           weight_hash=source["weight_hash"], description="auto", seq=0)
         return self._index(info)
 
     def next_auto_tag(self) -> str:

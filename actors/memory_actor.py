@@ -146,8 +146,11 @@ class MemoryActor(Rebinding, Forgetting):
                     self._auto_checkpoint()
                 else:
                     self._writes_since = rec.replayed
-                if self._history.base() is None:  # history starts: at genesis, or here
-                    self._history.start(None if rec.seq is not None else self._latest_auto)
+                if self._history.base() is None:  # history starts: at genesis, or at the state
+                    # the memory began from (a fork's or an image's first checkpoint, at log
+                    # position 0) or was found in (a memory from before log positions)
+                    began_from_copy = rec.seq == 0 and bool(rec.checkpoint_step)
+                    self._history.start(self._latest_auto if rec.seq is None or began_from_copy else None)
             phases.lap("initial_checkpoint")
             self._sync_stats()
             phases.lap("stats")

@@ -321,7 +321,8 @@ class MemoryCluster:
         record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
                   "parent": None, "source_tag": None}
         parts = await asyncio.to_thread(blob_to_parts, state.data)
-        seed = lambda ckpts: ckpts.save_auto(parts, step=state.step, weight_hash=state.weight_hash)  # noqa: E731
+        # Position 0 of the new memory's log: it starts from the image as it is (see copy_auto).
+        seed = lambda ckpts: ckpts.save_auto(parts, step=state.step, weight_hash=state.weight_hash, seq=0)  # noqa: E731
         try:
             stats = await self._create_seeded(record, seed, state.weight_hash)
         except CheckpointCorrupt as exc:  # the actor could not load the bytes

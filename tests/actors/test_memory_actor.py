@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors import MemoryActor
+from actors import MemoryActor, normalize_config
 from errors import (CheckpointConflict, CheckpointNotFound, InvalidInput, MemoryNotFound, MetadataError,
                     Unavailable)
 from tests.actors.conftest import register
-from tests.cluster.helpers import encode, reference_hash, wait_until
+from tests.cluster.helpers import SMALL, encode, reference_hash, wait_until
 
 Q = "acme/notes"
 
@@ -351,3 +351,35 @@ def test_forks_of_one_base_in_one_process_share_its_chunks_never_what_a_fork_lea
         actor._storage.close()
     again = make_actor(local_storage, "acme/f1")  # f1's own learning is kept in its WAL
     assert again.stats()["weight_hash"] == learned["weight_hash"]
+
+
+def test_a_fork_starts_from_its_copied_checkpoint_without_writing_one_of_its_own(local_storage, make_actor):
+    """A fork's first state is a copy of the source's manifest at position 0 of its own log: the
+    fork starts from it as it is (no checkpoint written on start), its history begins there,
+    and what it learns next is kept by its WAL until the usual checkpoint rule."""
+    from actors.durability import Checkpoints
+
+    config = {**SMALL, "episode_chunk": 4}
+    register(local_storage, "acme/base", config)
+    base = make_actor(local_storage, "acme/base")
+    texts = [f"base fact {i} about subject {i * 3}" for i in range(11)]  # two chunks and a tail
+    base.observe("b0", encode(texts), texts)
+    tag = base.checkpoint("v1")
+    register(local_storage, "acme/f1", config)
+    Checkpoints(local_storage, "acme/f1").copy_auto(tag)
+
+    fork = make_actor(local_storage, "acme/f1")
+    autos = Checkpoints(local_storage, "acme/f1").autos()
+    assert [(a["seq"], a["step"]) for a in autos] == [(0, 11)]  # only the copy: nothing written on start
+    assert fork.stats()["weight_hash"] == tag["weight_hash"]
+    assert local_storage.metadata.history_base("acme/f1")["step"] == 11  # not genesis: the fork's start
+    learned = fork.observe("f0", encode(["the fork's own fact"]), ["the fork's own fact"])
+    fork._stop.set()
+    assert len(Checkpoints(local_storage, "acme/f1").autos()) == 1
+    again = make_actor(local_storage, "acme/f1")  # the copy plus the WAL tail
+    from memory import MemoryConfig, NeuralMemory
+
+    twin = NeuralMemory(MemoryConfig.from_dict(normalize_config(config)))  # never forked, never saved
+    twin.observe_vectors(encode(texts), texts)
+    twin.observe_vectors(encode(["the fork's own fact"]), ["the fork's own fact"])
+    assert again.stats()["weight_hash"] == learned["weight_hash"] == twin.weight_hash
