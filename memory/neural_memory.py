@@ -42,9 +42,11 @@ NEAREST_SHORTLIST = 16
 
 
 class NeuralMemory:
-    def __init__(self, config: MemoryConfig | None = None):
+    def __init__(self, config: MemoryConfig | None = None, *, loading: bool = False):
+        """A new, empty memory. `loading` (memory.state): a saved state's weights overwrite the
+        network's next, so none are drawn."""
         self.config = config or MemoryConfig()
-        self.net = TitansMemory(self.config)
+        self.net = TitansMemory(self.config, loading=loading)
         self.store = EpisodicStore(self.config.dim, self.config.episode_chunk, self.config.shortlist)
         self.hot = HotSet(self.config.pattern_slots, self.config.exemplars_per_slot)
         self.step = 0

@@ -59,11 +59,12 @@ def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _new_memory(cls, config: dict, expected: MemoryConfig | None):
-    """An empty memory of the saved config (IncompatibleState if `expected` differs in kind)."""
+    """An empty memory of the saved config, its weights to be set from the state
+    (IncompatibleState if `expected` differs in kind)."""
     restored = MemoryConfig.from_dict(config)
     if expected is not None:
         restored.require_compatible(expected)
-    return cls(restored)
+    return cls(restored, loading=True)
 
 
 def _set_network(net, saved: Mapping[str, Any], ewc: Mapping[str, Any] | None, tensor) -> None:

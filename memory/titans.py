@@ -19,6 +19,7 @@ everything familiar; with random-Fourier values, different texts have near-ortho
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -40,26 +41,40 @@ def gelu_grad(x: torch.Tensor) -> torch.Tensor:
 
 
 class ValueMap:
-    """Fixed random-Fourier features: the content view v(x), unit length. Never trained."""
+    """Fixed random-Fourier features: the content view v(x), unit length. Never trained (and
+    shared between memories, see `value_map`: nothing may write to its tensors)."""
 
-    def __init__(self, config: MemoryConfig, dtype: torch.dtype):
-        gen = torch.Generator().manual_seed(config.seed * 7919 + 1)
-        self.weight = torch.randn(config.value_dim, config.dim, generator=gen, dtype=torch.float64)
-        self.weight = (self.weight * config.value_bandwidth).to(dtype)  # (value_dim, dim)
-        self.phase = (torch.rand(config.value_dim, generator=gen, dtype=torch.float64)
-                      * 2 * math.pi).to(dtype)
+    def __init__(self, seed: int, value_dim: int, dim: int, bandwidth: float, dtype: torch.dtype):
+        gen = torch.Generator().manual_seed(seed * 7919 + 1)
+        self.weight = torch.randn(value_dim, dim, generator=gen, dtype=torch.float64)
+        self.weight = (self.weight * bandwidth).to(dtype)  # (value_dim, dim)
+        self.phase = (torch.rand(value_dim, generator=gen, dtype=torch.float64) * 2 * math.pi).to(dtype)
 
     def __call__(self, keys: torch.Tensor) -> torch.Tensor:  # (n, dim) -> (n, value_dim)
         v = torch.cos(keys @ self.weight.T + self.phase)
         return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def init_params(config: MemoryConfig, dtype: torch.dtype) -> Params:
+@functools.lru_cache(maxsize=8)
+def value_map(seed: int, value_dim: int, dim: int, bandwidth: float, dtype: torch.dtype) -> "ValueMap":
+    """The ValueMap of these settings, made once per process and shared by every memory that
+    uses them: it is a pure function of them and never written to, and drawing it costs a
+    few ms per memory started (a fork burst starts hundreds)."""
+    return ValueMap(seed, value_dim, dim, bandwidth, dtype)
+
+
+def init_params(config: MemoryConfig, dtype: torch.dtype, *, random: bool = True) -> Params:
     """Random first layers (they start as random features), zero output layer (M(k) = 0:
-    a new memory knows nothing, so everything is fully surprising)."""
+    a new memory knows nothing, so everything is fully surprising). `random=False`: tensors of
+    the same shapes, left uninitialised, for a loaded state to overwrite (drawing the random
+    ones costs ~5-10 ms, which a fork or a wake-up would throw away)."""
     gen = torch.Generator().manual_seed(config.seed * 7919 + 2)
     sizes = [config.dim] + [config.memory_width] * (config.memory_depth - 1) + [config.value_dim]
     params: Params = []
+    if not random:
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            params += [torch.empty(fan_out, fan_in, dtype=dtype), torch.empty(fan_out, dtype=dtype)]
+        return params
     for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         last = layer == len(sizes) - 2
         if last:
@@ -165,11 +180,12 @@ def feature_energy(cache) -> torch.Tensor:
 class TitansMemory:
     """The learnable part of a memory: MLP weights, momentum, and the EWC anchor."""
 
-    def __init__(self, config: MemoryConfig):
+    def __init__(self, config: MemoryConfig, *, loading: bool = False):
+        """`loading`: the weights are about to be overwritten by a saved state (not drawn)."""
         self.config = config
         self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
-        self.values = ValueMap(config, self.dtype)
-        self.params: Params = init_params(config, self.dtype)
+        self.values = value_map(config.seed, config.value_dim, config.dim, config.value_bandwidth, self.dtype)
+        self.params: Params = init_params(config, self.dtype, random=not loading)
         self.momentum: Params = [torch.zeros_like(p) for p in self.params]
         # Online EWC: diagonal Fisher and the weights it anchors to (empty until consolidate()).
         self.fisher: Params = []
