@@ -130,3 +130,34 @@ def test_a_format_1_blob_from_the_previous_code_still_loads():
     assert copy.weight_hash == memory.weight_hash
     memory.observe("A new fact after the upgrade")
     assert memory.stats()["total_observations"] == saved["step"] + 1
+
+
+def test_memories_loaded_from_the_same_parts_share_decoded_chunks_and_answer_alike(grown, monkeypatch):
+    """A process decodes a chunk's bytes once (a fork burst loads one base many times); what it
+    shares is immutable, so each copy still answers, learns and saves as a fresh decode does."""
+    from memory import episodes
+
+    parts = grown.state_parts()
+    first, second = NeuralMemory.from_parts(parts), NeuralMemory.from_parts(parts)
+    assert all(a is b for a, b in zip(first.store.chunks, second.store.chunks))
+    monkeypatch.setattr(episodes, "DECODED", episodes.DecodedChunks(0))  # cache off: decode afresh
+    fresh = NeuralMemory.from_parts(parts)
+    assert not any(a is b for a, b in zip(first.store.chunks, fresh.store.chunks))
+    assert _answers(first) == _answers(fresh) == _answers(grown)
+    assert np.array_equal(_index(first), _index(fresh))
+    more = _batches(60, seed=5)
+    _feed(first, more)
+    _feed(fresh, more)
+    assert _answers(second) == _answers(grown)  # the first copy's learning did not reach it
+    assert first.state_parts() == fresh.state_parts() and _answers(first) == _answers(fresh)
+
+
+def test_decoded_chunks_are_bounded_by_bytes_least_recently_used_out_first(grown):
+    from memory.episodes import DecodedChunks
+
+    parts = [grown.state_parts()[name] for name in sorted(grown.state_parts()) if name.startswith("chunk/")]
+    cache = DecodedChunks(max_bytes=2 * max(len(p) for p in parts))
+    a, b, c = (cache.get(p) for p in parts[:3])
+    assert cache.get(parts[1]) is b and cache.get(parts[2]) is c  # kept
+    assert cache.get(parts[0]) is not a  # the oldest went when the third came
+    assert cache.get(bytearray(parts[1])) is not b  # a mutable buffer is decoded, never kept
