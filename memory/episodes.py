@@ -240,11 +240,13 @@ class EpisodicStore:
     def nearest_since(self, query: np.ndarray, since: int) -> tuple[int, float] | None:
         """The record most similar to `query` among ids >= since (for items of a batch that
         came after its shared search), scored like `search` scores."""
-        if since >= self.size:
+        size, tail = self.size, self.tail
+        if since >= size:
             return None
-        ids = np.arange(since, self.size)
-        rows = np.broadcast_to(query.astype(np.float32), (len(ids), len(query)))
-        sims = exact_cosines(self.vectors(ids), rows)
+        ids = np.arange(since, size)
+        # A batch's own records are in the tail unless it filled a chunk: slice them, no gather.
+        stored = tail.vectors[since - tail.start : size - tail.start] if since >= tail.start else self.vectors(ids)
+        sims = exact_cosines(stored, query.astype(np.float32)[None, :])
         if self.erased:
             sims[np.isin(ids, list(self.erased))] = -np.inf
             if not np.isfinite(sims).any():
