@@ -13,7 +13,8 @@ Starts everything itself in a temp dir (local Ray, an embedded Valkey, Serve on 
 - the encoder in this process on the same texts (1 thread one at a time; both cores in batches),
   and an in-process encode + observe of one text (1 thread): the floors of the MiniLM figures;
 - one client: REST observe p50 and MCP observe p50 (MiniLM);
-- batch import through REST: sequential `contexts` batches of 64 to one memory, MiniLM and hash.
+- batch import through REST: sequential `contexts` batches of the import command's size (256) to
+  one memory, MiniLM and hash.
 
 On a shared 2-core machine the figures move a lot: compare within one run (the ratios).
 """
@@ -35,9 +36,10 @@ import httpx
 from bench.corpus import docstring_sentences
 from bench.procstat import cpu_by_role, per_request_ms
 from bench.local_server import local_server, wait_for_spares
+from neural_memory.importing import DEFAULT_BATCH as IMPORT_BATCH
 
 CLIENTS = 8
-BATCH = 64
+BATCH = 64  # the encoder floor's batches
 NAMESPACE = "nmem-serve-bench"
 
 
@@ -217,10 +219,10 @@ async def run_all(url: str, key: str, redis_url: str, n: int, seconds: float) ->
         out["rest_observe_1_client"] = await sequential(
             n, lambda: c.post(f"/v1/memories/{one}/observe", json={"context": texts.take()}))
         out["mcp_observe_1_client"] = await mcp_observe_latency(url, key, one, texts, n)
-        out["import_minilm"] = await throughput(c, _observe(minilm[1:2], texts, BATCH), seconds,
-                                                clients=1, items_per_call=BATCH)
-        out["import_hash"] = await throughput(c, _observe(hashed[1:2], texts, BATCH), seconds,
-                                              clients=1, items_per_call=BATCH)
+        out["import_minilm"] = await throughput(c, _observe(minilm[1:2], texts, IMPORT_BATCH), seconds,
+                                                clients=1, items_per_call=IMPORT_BATCH)
+        out["import_hash"] = await throughput(c, _observe(hashed[1:2], texts, IMPORT_BATCH), seconds,
+                                              clients=1, items_per_call=IMPORT_BATCH)
     return out
 
 
@@ -242,7 +244,7 @@ def figures(r: dict) -> list[tuple[str, str, str, str]]:
         ("REST observe p50, 1 client (MiniLM)", f"{rest_p50} ms",
          f"in-process encode + observe {one_in_process} ms ({ratio(rest_p50, one_in_process)}); "
          f"+ one durable WAL append {floors['durable_wal_append_1_text']['p50_ms']} ms", "≤ 1.3×"),
-        ("batch import through REST (MiniLM, batches of 64)", f"{imp_mini} items/s",
+        (f"batch import through REST (MiniLM, batches of {IMPORT_BATCH})", f"{imp_mini} items/s",
          f"encoder batched {encoder_batched}/s ({ratio(imp_mini, encoder_batched)})", "≥ 0.8× encoder"),
         ("batch import through REST (hash)", f"{imp_hash} items/s", "-", "≥ 2,000 items/s"),
         ("MCP observe p50 vs REST p50", f"{mcp_p50} ms", f"REST {rest_p50} ms ({ratio(mcp_p50, rest_p50)})",
