@@ -72,36 +72,35 @@ class Chunk:
 
 
 class DecodedChunks:
-    """Chunks this process decoded, by their part's bytes, the least recently used out first
-    past `max_bytes`. A part's bytes are its content, so a hit is exactly what decoding would
-    give, and a Chunk is immutable, so memories may share one. What it saves: a burst of forks
-    of one base (or wake-ups of its forks) in one process decodes and sign-codes the base's
-    chunks once, not once per fork (~1.5 ms per 1,024 records). Lookups cost nothing extra
-    when the bytes object is the one seen before (the checkpoint store's chunk cache hands out
-    the same object; Python keeps a bytes object's hash)."""
+    """Chunks this process decoded, by the identity of their part's bytes object, the least
+    recently used out first past `max_bytes`. A Chunk is immutable, so memories may share one.
+    What it saves: a burst of forks of one base (or wake-ups of its forks) in one process decodes
+    and sign-codes the base's chunks once, not once per fork (~1.5 ms per 1,024 records), since
+    the checkpoint store's chunk cache hands out the same bytes object for the same chunk.
+    Identity, not content, is the key: hashing a ~1 MB part would cost a cold load more than it
+    saves. An entry holds its bytes, so their id cannot be reused while it is kept."""
 
     def __init__(self, max_bytes: int) -> None:
         self._max = max_bytes
-        self._kept: OrderedDict[bytes, Chunk] = OrderedDict()
+        self._kept: OrderedDict[int, tuple[bytes, Chunk]] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
 
     def get(self, part: bytes) -> Chunk:
-        if type(part) is not bytes:  # a view or a mutable buffer: not a stable key
-            return Chunk(part)
+        key = id(part)
         with self._lock:
-            chunk = self._kept.get(part)
-            if chunk is not None:
-                self._kept.move_to_end(part)
-                return chunk
+            kept = self._kept.get(key)
+            if kept is not None and kept[0] is part:
+                self._kept.move_to_end(key)
+                return kept[1]
         chunk = Chunk(part)
-        if len(part) <= self._max:
+        if type(part) is bytes and len(part) <= self._max:  # not a view or a mutable buffer
             with self._lock:
-                if part not in self._kept:
-                    self._kept[part] = chunk
+                if key not in self._kept:
+                    self._kept[key] = (part, chunk)
                     self._size += len(part)
                 while self._size > self._max:
-                    out, _chunk = self._kept.popitem(last=False)
+                    _key, (out, _chunk) = self._kept.popitem(last=False)
                     self._size -= len(out)
         return chunk
 

@@ -161,3 +161,4 @@ def test_decoded_chunks_are_bounded_by_bytes_least_recently_used_out_first(grown
     assert cache.get(parts[1]) is b and cache.get(parts[2]) is c  # kept
     assert cache.get(parts[0]) is not a  # the oldest went when the third came
     assert cache.get(bytearray(parts[1])) is not b  # a mutable buffer is decoded, never kept
+    assert cache.get(bytes(bytearray(parts[2]))) is not c  # equal bytes, another object: decoded
