@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 import tempfile
 import time
 from contextlib import contextmanager
@@ -14,12 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from serve.demo import wait_healthy
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.fixtures.ports import free_port
 
 
 @contextmanager
@@ -38,7 +32,7 @@ def local_server(*, tenant: str, namespace: str, gateway: dict, cluster: dict) -
         redis_url = valkey.start()
         try:
             ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-            port = _free_port()  # bound at once by serve.start (no window for another taker)
+            port = free_port()  # below the ephemeral range: Serve binds it seconds later
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             storage = {"redis_url": redis_url, "data_dir": tmp, "s3_endpoint": None}
             app = build_app({"host": "127.0.0.1", "port": port, "api_keys": f"{key}:{tenant}", **gateway,
