@@ -15,12 +15,12 @@ on a shared 2-core machine it moves the timings a lot.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
+from bench import write_results
 from tests.chaos.harness import FAULTS, run_all
 
 
@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     for r in records:
         print(f"{r['fault']:<11} writes ok after {r['writes_ok_after_s']:>6.2f} s, every memory after "
               f"{r['every_memory_ok_after_s']:>6.2f} s; acknowledged {r['acknowledged']}, lost {r['lost']}")

@@ -39,6 +39,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from bench import write_results
+
 TENANT = "bench"
 
 
@@ -353,8 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
     results["machine"] = {"cpus": os.cpu_count(), "loadavg_1m_at_start": load_at_start,
                           "loadavg_1m_at_end": round(os.getloadavg()[0], 2)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     print(json.dumps(results, indent=2))
     return 0
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import write_results
 from bench.local_server import local_server, wait_for_spares
 
 TENANT = "bench"  # the tenant of the server's one API key
@@ -340,8 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                           "loadavg_after": [round(x, 2) for x in os.getloadavg()], "encoder": "hash",
                           "command": " ".join(["python -m bench.fanout_bench", *(argv or sys.argv[1:])])}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     print(json.dumps(results, indent=2))
     return 0
 

@@ -21,6 +21,8 @@ import time
 import uuid
 from pathlib import Path
 
+from bench import write_results
+
 WARMUP = 5
 
 
@@ -84,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results/fork_binding.json"))
     args = parser.parse_args(argv)
     result = run(args.base, args.forks)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(json.dumps(result, indent=2))
     return 0
 

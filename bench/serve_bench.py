@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import time
@@ -33,6 +32,7 @@ from typing import Awaitable, Callable
 
 import httpx
 
+from bench import write_results
 from bench.corpus import docstring_sentences
 from bench.procstat import cpu_by_role, per_request_ms
 from bench.local_server import local_server, wait_for_spares
@@ -289,8 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                           "loadavg_after": [round(x, 2) for x in os.getloadavg()],
                           "encoder_threads": args.encoder_threads}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     print(report(results))
     print(f"\nload average before/after: {results['machine']['loadavg_before']} / "
           f"{results['machine']['loadavg_after']}; full results in {args.out}")
