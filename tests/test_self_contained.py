@@ -12,8 +12,8 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# The shelf by relative or absolute path, or a path built as `... / "shared"` (how the old
-# readers did it). Spelled in pieces here so this file does not name the path itself.
+# The shelf by relative or absolute path, or a path built by joining its name onto the repo's
+# parent (how the old readers did it). Spelled in pieces here so this file does not name it.
 SHELF = "shared"
 REFERENCE = re.compile(rf"""\.\./{SHELF}\b|/work/{SHELF}\b|/\s*["']{SHELF}["']""")
 
@@ -39,6 +39,6 @@ def test_no_file_refers_to_the_shared_shelf():
 
 
 def test_the_pattern_catches_the_old_readers():
-    assert REFERENCE.search('SHARED = REPO.parent / "shared"')
+    assert REFERENCE.search(f'SHARED = REPO.parent / "{SHELF}"')
     assert REFERENCE.search(f"suite in ../{SHELF}/acceptance")
     assert not REFERENCE.search("shared by all replicas")
