@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from functools import partial
+from functools import lru_cache, partial
 from typing import Protocol
 
 import numpy as np
@@ -42,11 +42,6 @@ class HashEncoder:
     def __init__(self, dim: int = 384):
         self.dim = dim
 
-    def _bucket(self, feature: str) -> tuple[int, float]:
-        digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
-        value = int.from_bytes(digest, "little")
-        return value % self.dim, 1.0 if (value >> 63) & 1 else -1.0
-
     def encode(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float64)
         for row, text in enumerate(texts):
@@ -55,9 +50,16 @@ class HashEncoder:
             padded = f" {' '.join(words)} "
             features += [f"c:{padded[i:i + 3]}" for i in range(len(padded) - 2)]
             for feature in features or ["<empty>"]:
-                index, sign = self._bucket(feature)
-                out[row, index] += sign
+                index, sign = _bucket(feature, self.dim)
+                out[row, index] += sign  # sums of ±1.0: exact in any order
         return _normalise(out)
+
+
+@lru_cache(maxsize=1 << 18)  # words and trigrams repeat: a hit skips the hash (~1 µs each)
+def _bucket(feature: str, dim: int) -> tuple[int, float]:
+    digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+    value = int.from_bytes(digest, "little")
+    return value % dim, 1.0 if (value >> 63) & 1 else -1.0
 
 
 class MiniLMEncoder:

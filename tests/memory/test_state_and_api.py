@@ -123,6 +123,29 @@ def test_hash_encoder_is_deterministic_and_normalised():
         get_encoder("nope")
 
 
+def test_hash_encoder_vectors_are_signed_feature_hashing_of_words_and_trigrams():
+    """The `hash` encoder's vectors are a stored memory's keys: pinned to their definition
+    (blake2b-64 of each feature; bucket = value mod dim, sign = top bit), cold and warm."""
+    import hashlib
+    import re
+
+    def reference(text: str, dim: int = 384) -> np.ndarray:
+        words = re.findall(r"\w+", text.lower())
+        padded = f" {' '.join(words)} "
+        features = [f"w:{w}" for w in words] + [f"c:{padded[i:i + 3]}" for i in range(len(padded) - 2)]
+        out = np.zeros(dim)
+        for feature in features or ["<empty>"]:
+            value = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
+            out[value % dim] += 1.0 if value >> 63 else -1.0
+        return (out / max(np.linalg.norm(out), 1e-12)).astype(np.float32)
+
+    texts = ["Ray Serve exposes REST and MCP", "the the the", "", "Ünïcode café, naïve!", "x" * 500]
+    want = np.stack([reference(t) for t in texts])
+    encoder = HashEncoder()
+    assert np.array_equal(encoder.encode(texts), want)
+    assert np.array_equal(encoder.encode(texts), want)  # every feature now seen before
+
+
 def test_minilm_encoder_loads_offline_and_separates_meaning():
     enc = get_encoder("minilm")
     v = enc.encode(["Kubernetes restarts failed containers", "K8s restarts containers that fail",
