@@ -340,8 +340,9 @@ def _best(ids: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
 def exact_cosines(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Row-wise dot products in float64: every product of a float16-valued row entry and a
     float32 query entry is exact there, and the sum's order depends only on the length, so a
-    (record, query) pair always scores the same bits."""
-    return (rows.astype(np.float64) * queries.astype(np.float64)).sum(axis=1)
+    (record, query) pair always scores the same bits. The ufunc casts as it goes: two float64
+    copies of a large shortlist would be fresh pages, faulted in on every call (~6× slower)."""
+    return np.multiply(rows, queries, dtype=np.float64).sum(axis=1)
 
 
 def chunk_name(start: int, revision: int = 0) -> str:

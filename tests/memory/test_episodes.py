@@ -51,6 +51,19 @@ def test_store_search_equals_brute_force_over_chunks_and_tail():
     assert padded.tolist() == [[-1, -1, -1]]
 
 
+def test_exact_cosines_are_the_float64_sums_of_exact_products_in_any_batch():
+    """A (record, query) pair scores the same bits whatever else is scored with it: a store
+    search, a batch's check of its own records, one pair alone."""
+    from memory.episodes import exact_cosines
+
+    rows = _unit(300, 384, 11).astype(np.float16)
+    queries = _unit(300, 384, 12)
+    want = (rows.astype(np.float64) * queries.astype(np.float64)).sum(axis=1)
+    assert np.array_equal(exact_cosines(rows, queries), want)
+    assert np.array_equal(exact_cosines(rows.astype(np.float32), queries), want)  # gathered rows
+    assert all(exact_cosines(rows[i : i + 1], queries[i : i + 1])[0] == want[i] for i in (0, 150, 299))
+
+
 def test_a_short_shortlist_still_finds_every_stored_vector_and_ranks_exactly():
     store = EpisodicStore(64, chunk=50, shortlist=8)  # 8 of 300 pass the sign-bit scan
     vectors = _unit(300, 64, 8)
