@@ -29,7 +29,7 @@ __all__ = [
     "MAX_LEARNING_RATE", "MAX_HISTORY", "MAX_PAGE", "DEFAULT_PAGE", "NAME_PREFIX_PATTERN",
     "check_tenant", "check_memory_name", "check_tag", "check_text", "check_domain",
     "check_description", "check_top_k", "check_temperature", "check_max_tokens",
-    "check_learning_rate", "check_request_id", "blank_as_unset", "check_page",
+    "check_learning_rate", "check_request_id", "check_after_request_id", "blank_as_unset", "check_page",
 ]
 
 # ---- names (they reach Redis keys, object keys, file paths and actor tables) ------------------
@@ -102,6 +102,15 @@ def check_tag(tag: Any) -> str:
     return _require(TAG_PATTERN, tag, f"checkpoint tag {_show(tag)} is invalid: use 1-64 letters, "
                                       "digits, '.', '_' or '-', starting with a letter or digit "
                                       "(e.g. 'v1.0', 'pre-experiment')")
+
+
+def check_after_request_id(after: Any, request_id: str) -> str | None:
+    """The write a write must follow: a request id, not the write's own."""
+    after = check_request_id(after)
+    if after is not None and after == request_id:
+        raise InvalidInput(f"after_request_id {after!r} names this write itself: name the write it "
+                           "must follow, or leave it out")
+    return after
 
 
 def check_request_id(request_id: Any) -> str | None:

@@ -10,6 +10,7 @@ and it imports nothing of ours. Only `serve/` turns these into HTTP statuses or 
     │   └── CheckpointNotFound    (also a CheckpointError)
     ├── AlreadyExists             409
     │   └── MemoryExists
+    ├── OutOfOrder                409: a write's predecessor (`after_request_id`) was not applied
     ├── IncompatibleState         a state made with another encoder, dim or format version
     ├── StorageError              a backing service failed or misbehaved; 503
     │   ├── MetadataError         Redis/Valkey
@@ -34,6 +35,7 @@ __all__ = [
     "MemoryNotFound",
     "AlreadyExists",
     "MemoryExists",
+    "OutOfOrder",
     "IncompatibleState",
     "StorageError",
     "MetadataError",
@@ -72,6 +74,11 @@ class AlreadyExists(NeuralMemoryError):
 
 class MemoryExists(AlreadyExists):
     """A memory with that name already exists."""
+
+
+class OutOfOrder(NeuralMemoryError):
+    """A write named the write it must follow (`after_request_id`), and that one was not
+    applied in time: nothing of this write was applied. Send the earlier one (again) first."""
 
 
 class IncompatibleState(NeuralMemoryError):

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from errors import CheckpointCorrupt, CheckpointNotFound, InvalidInput, NeuralMemoryError, Unavailable
+from errors import CheckpointCorrupt, CheckpointNotFound, InvalidInput, NeuralMemoryError, OutOfOrder, Unavailable
 
 from actors.binding import Rebinding
 from actors.durability import Checkpoints, recover, to_parts
@@ -63,6 +63,7 @@ class MemoryActor(Rebinding, Forgetting):
         self._ckpt_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._calls = threading.Condition()  # routed calls in flight (see call / release)
+        self._applied = threading.Condition()  # a write was applied, or the memory is closing
         self._in_flight = 0
         self._storage = None
         self._warm = False
@@ -187,6 +188,8 @@ class MemoryActor(Rebinding, Forgetting):
             with self._write_lock:
                 self._closing = True
                 self._settle()  # a failed write leaves the log before the tail is kept as it is
+            with self._applied:  # writes waiting for a predecessor stop waiting: refused, retried
+                self._applied.notify_all()
             if self._writes_since >= max(1, self._spec.settings.wal_tail_writes):
                 self._auto_checkpoint()
             self._stop.set()
@@ -202,12 +205,36 @@ class MemoryActor(Rebinding, Forgetting):
     # ---- writes -----------------------------------------------------------------------------
 
     def observe(self, request_id: str, vectors: Any, texts: list[str], domain: str | None = None,
-                learning_rate: float | None = None) -> dict:
-        """Log, apply and acknowledge one write. A repeated `request_id` returns the first result."""
-        mem = self._ready()
+                learning_rate: float | None = None, after: str | None = None) -> dict:
+        """Log, apply and acknowledge one write. A repeated `request_id` returns the first result.
+        `after`: the request id of a write that must be applied before this one, so a client may
+        keep several writes in flight (their encoding overlaps the apply) and still have them
+        applied in its order; this one waits for it (see `_wait_until_applied`)."""
+        self._ready()
         if request_id in self._results:
             return self._repeat(request_id)
         array = check_observation(vectors, texts, domain, learning_rate, self._config.dim)
+        if after is not None:
+            self._wait_until_applied(after)
+        try:
+            return self._observe(request_id, array, texts, domain, learning_rate)
+        finally:
+            with self._applied:
+                self._applied.notify_all()
+
+    def _wait_until_applied(self, request_id: str) -> None:
+        """Until write `request_id` is applied (or the memory closes: the write lock's check then
+        refuses this write as Unavailable). OutOfOrder if it is not applied in time."""
+        wait = self._spec.settings.ordered_write_wait_seconds
+        with self._applied:
+            if self._applied.wait_for(lambda: request_id in self._results or self._closing, wait):
+                return
+        raise OutOfOrder(f"write {request_id!r}, which this one must follow (after_request_id), was not "
+                         f"applied to {self._qname} within {wait:g} s, so nothing of this write was "
+                         f"applied: send {request_id!r} (again) first, or leave after_request_id out")
+
+    def _observe(self, request_id: str, array: np.ndarray, texts: list[str], domain: str | None,
+                 learning_rate: float | None) -> dict:
         with self._write_lock:
             self._check_open()
             if request_id in self._results:  # the same request raced itself

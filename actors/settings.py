@@ -41,6 +41,10 @@ class ActorSettings(BaseSettings):
                     "~1.6 KB of object storage per observation with 384-dim vectors), \"<N>d\" (at least the last N days, at most "
                     "~2N; older ones can only be forgotten approximately) or \"none\" (only what is "
                     "still in the WAL).")
+    ordered_write_wait_seconds: float = Field(
+        30.0, gt=0, le=600, description="How long a write that names the write it must follow "
+                                        "(after_request_id) waits for that one to be applied before "
+                                        "it is refused (409 out_of_order, nothing applied).")
     remembered_requests: int = Field(
         4096, ge=1, le=1_000_000, description="Request ids remembered per memory (with their "
                                              "results), so a retried write is never applied twice.")

@@ -201,10 +201,14 @@ class MemoryCluster:
 
     async def observe(self, tenant: str, name: str, vectors: np.ndarray, texts: list[str],
                       domain: str | None = None, learning_rate: float | None = None,
-                      *, request_id: str | None = None) -> dict:
-        """Apply one write. `request_id` (default: fresh) makes a client's own retry idempotent."""
+                      *, request_id: str | None = None, after_request_id: str | None = None) -> dict:
+        """Apply one write. `request_id` (default: fresh) makes a client's own retry idempotent;
+        `after_request_id` names a write of this memory that must be applied first (it is
+        waited for: a client may keep several writes in flight and keep their order)."""
         request_id = contract.check_request_id(request_id) or uuid.uuid4().hex
-        result = await self._call(tenant, name, "observe", request_id, vectors, texts, domain, learning_rate)
+        after = contract.check_after_request_id(after_request_id, request_id)
+        result = await self._call(tenant, name, "observe", request_id, vectors, texts, domain, learning_rate,
+                                  after)
         shaped = {key: result[key] for key in _OBSERVE_KEYS}
         if len(texts) > 1 and result.get("surprises"):  # a batch: one result per item, in order
             first = result["step"] - len(texts) + 1

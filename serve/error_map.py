@@ -31,6 +31,7 @@ STATUS_TABLE: list[tuple[type[BaseException], int]] = [
     (E.InvalidInput, 400),
     (E.NotFound, 404),
     (E.AlreadyExists, 409),
+    (E.OutOfOrder, 409),
     (E.IncompatibleState, 422),
     (E.AuthError, 401),
     (E.Forbidden, 403),

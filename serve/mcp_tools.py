@@ -61,7 +61,8 @@ class MemoryBackend(Protocol):
                             prefix: str | None = None) -> dict: ...
     async def delete_memory(self, name: str) -> dict: ...
     async def observe(self, name: str, context: str | list[str], learning_rate: float | None = None,
-                      domain: str | None = None, request_id: str | None = None) -> dict: ...
+                      domain: str | None = None, request_id: str | None = None,
+                      after_request_id: str | None = None) -> dict: ...
     async def infer(self, name: str, prompt: str, temperature: float | None = None,
                     max_tokens: int | None = None, top_k: int = 5) -> dict: ...
     async def surprise(self, name: str, input: str) -> dict: ...  # noqa: A002
@@ -185,6 +186,7 @@ def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
         domain: S.Domain | None = None,
         request_id: Annotated[S.RequestId | None, Field(
             description="Idempotency key: a retried call with the same key is applied once.")] = None,
+        after_request_id: Annotated[S.RequestId | None, Field(description=S.AFTER_REQUEST_ID)] = None,
         memory: OptionalMemory = None,
     ) -> S.ObserveResponse:
         """Teach the memory a text (`context`) or a batch of texts (`contexts`): its network's
@@ -197,7 +199,7 @@ def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
                             "(a batch)")
         return await d.run("observe", ctx, memory, lambda b, m: b.observe(
             m, context if contexts is None else contexts, learning_rate=learning_rate,
-            domain=domain, request_id=request_id), S.ObserveResponse)
+            domain=domain, request_id=request_id, after_request_id=after_request_id), S.ObserveResponse)
 
     @_tool(server, READ_ONLY)
     async def infer(

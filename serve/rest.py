@@ -109,7 +109,8 @@ def _learning_routes(router: APIRouter) -> None:
             raise InvalidInput(f"request_id {body.request_id!r} and the {S.IDEMPOTENCY_HEADER} header "
                                f"{idempotency_key!r} differ; send one, or the same in both")
         return await s.observe(name, body.texts if body.contexts else body.context, body.learning_rate,
-                               body.domain, request_id=body.request_id or idempotency_key)
+                               body.domain, request_id=body.request_id or idempotency_key,
+                               after_request_id=body.after_request_id)
 
     @router.post("/memories/{name}/infer", response_model=S.InferResponse, tags=["learning"],
                  summary="Recall: the stored text that best matches the prompt, with confidence")

@@ -48,6 +48,12 @@ Domain = Annotated[
                     "characters, no control characters).",
     ),
 ]
+AFTER_REQUEST_ID = (
+    "The `request_id` of an earlier write to this memory that must be applied before this one: "
+    "this write waits for it (up to NMEM_ORDERED_WRITE_WAIT_SECONDS, default 30), so a client "
+    "may keep several writes in flight and still have them applied in its order. If that write "
+    "is not applied in time, this one is refused with 409 `out_of_order` and nothing of it is "
+    "applied. It must be among the memory's last NMEM_REMEMBERED_REQUESTS writes.")
 # The header a client may send a write's idempotency key in, instead of the body's `request_id`.
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 RequestId = Annotated[str, Field(pattern=C.anchored(C.REQUEST_ID_PATTERN),
@@ -113,6 +119,8 @@ class ObserveRequest(Request):
     request_id: RequestId | None = Field(
         None, description="Idempotency key (or the `Idempotency-Key` header): a retried write "
                           "with the same key is applied once and answered with the first result.")
+    after_request_id: RequestId | None = Field(
+        None, description=AFTER_REQUEST_ID)
 
     @model_validator(mode="before")
     @classmethod

@@ -104,13 +104,14 @@ class TenantService:
 
     async def observe(
         self, name: str, context: str | list[str], learning_rate: float | None = None,
-        domain: str | None = None, request_id: str | None = None,
+        domain: str | None = None, request_id: str | None = None, after_request_id: str | None = None,
     ) -> dict:
         """Learn one text, or a batch (a list: one write, one result per item in `items`)."""
         texts = [context] if isinstance(context, str) else list(context)
         vectors = await self.core.vectors(self.tenant, name, texts)
         result = await self._cluster.observe(self.tenant, name, vectors, texts, domain=domain,
-                                             learning_rate=learning_rate, request_id=request_id)
+                                             learning_rate=learning_rate, request_id=request_id,
+                                             after_request_id=after_request_id)
         if self.core.metrics is not None:
             for item in result.get("items") or [result]:
                 self.core.metrics.surprise.observe(float(item["surprise"]))

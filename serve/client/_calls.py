@@ -106,15 +106,17 @@ class Api:
     # ---- learning ----------------------------------------------------------------------
 
     def observe(self, name: str, text: str | list[str], domain: str | None = None,
-                learning_rate: float | None = None, request_id: str | None = None
-                ) -> S.ObserveResponse:
+                learning_rate: float | None = None, request_id: str | None = None,
+                after_request_id: str | None = None) -> S.ObserveResponse:
         """Learn from `text`, or from a list of texts as one batch (one result per text in
         `items`). `request_id` (default: a fresh one) is reused by every retry, so a retried
-        write is applied once."""
+        write is applied once. `after_request_id`: an earlier write's request id that must be
+        applied first (for several writes in flight; OutOfOrder if it never is)."""
         request_id = request_id or uuid.uuid4().hex
         extra = {"request_id": request_id} if SERVER_DEDUPES_OBSERVE else {}
         texts = {"context": text} if isinstance(text, str) else {"contexts": list(text)}
-        body = model(S.ObserveRequest, domain=domain, learning_rate=learning_rate, **texts, **extra)
+        body = model(S.ObserveRequest, domain=domain, learning_rate=learning_rate,
+                     after_request_id=after_request_id, **texts, **extra)
         return self._send(Call("POST", memory_path(name, "observe"), body,
                                read=reader(S.ObserveResponse), idempotent=SERVER_DEDUPES_OBSERVE,
                                headers={IDEMPOTENCY_HEADER: request_id}))

@@ -51,7 +51,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_import(sub: argparse._SubParsersAction) -> None:
-    from neural_memory.importing import DEFAULT_BATCH, FORMATS, SPLITS
+    from neural_memory.importing import DEFAULT_BATCH, DEFAULT_IN_FLIGHT, FORMATS, SPLITS
 
     imp = sub.add_parser("import", help="learn text files (txt/md, JSONL, CSV) into a memory, "
                          "with progress; re-run the same command to resume after a crash")
@@ -67,6 +67,8 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--domain", default=None, help="domain for items that name none")
     imp.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
                      help=f"texts per request (default {DEFAULT_BATCH})")
+    imp.add_argument("--in-flight", type=int, default=DEFAULT_IN_FLIGHT,
+                     help=f"requests sent at once, applied in order (default {DEFAULT_IN_FLIGHT}; 1: one at a time)")
     imp.add_argument("--again", action="store_true",
                      help="learn the files again even if this exact import already finished")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -132,7 +134,7 @@ def _learn_files(client, args: argparse.Namespace) -> int:
             client.create_memory(args.memory)
         except MemoryExists:
             pass
-    run = ImportRun(client, args.memory, plan)
+    run = ImportRun(client, args.memory, plan, in_flight=args.in_flight)
     journal = run.journal
     if journal.finished:
         print(f"already imported: these {plan.items:,} items were learned into {args.memory} by an "

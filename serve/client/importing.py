@@ -28,16 +28,18 @@ import io
 import json
 import os
 import re
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import contract
-from errors import InvalidInput
+from errors import InvalidInput, OutOfOrder
 
 __all__ = ["ImportOptions", "Item", "Plan", "ImportRun", "read_items", "plan_import", "FORMATS",
-           "SPLITS", "journal_dir"]
+           "SPLITS", "journal_dir", "DEFAULT_IN_FLIGHT"]
 
 FORMATS = {".txt": "text", ".md": "text", ".markdown": "text", ".rst": "text",
            ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv"}
@@ -45,6 +47,10 @@ SPLITS = ("paragraph", "sentence", "line")
 # As many texts per request as the server takes: each request's fixed cost (HTTP, Ray hops, one
 # log entry) is shared by more items (hash encoder, one client: ~1,050 items/s at 64, ~1,460 at 256).
 DEFAULT_BATCH = contract.MAX_BATCH_ITEMS
+# Batches sent at once: with two, the server encodes one while it applies the other (hash
+# encoder, alternating runs: ~1,600 items/s one at a time, ~1,950 with two); more only queue.
+DEFAULT_IN_FLIGHT = 2
+MAX_IN_FLIGHT = 8
 MAX_BATCH_BYTES = 512 * 1024  # texts per request, well under the server's 1 MB body limit
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
 _BINARY_SNIFF = 8192
@@ -254,28 +260,56 @@ class Journal:
 
 @dataclass
 class ImportRun:
-    """Send a plan's batches to `memory` through a `neural_memory.Client`, resuming its journal."""
+    """Send a plan's batches to `memory` through a `neural_memory.Client`, resuming its journal.
+
+    `in_flight` batches are sent at once, each naming the one before it (`after_request_id`),
+    so the server encodes the next batch while it applies this one, and still applies them in
+    order. The journal records the acknowledged prefix: after a crash up to `in_flight`
+    batches past it may have been applied, and resending them (same request ids) applies
+    nothing twice."""
 
     client: Any
     memory: str
     plan: Plan
+    in_flight: int = DEFAULT_IN_FLIGHT
     journal: Journal = field(init=False)
 
     def __post_init__(self) -> None:
+        if not 1 <= self.in_flight <= MAX_IN_FLIGHT:
+            raise InvalidInput(f"in_flight must be 1-{MAX_IN_FLIGHT}, got {self.in_flight}")
         self.journal = Journal.load(self.plan.key)
 
     def run(self, on_batch: Callable[[int, float], None] | None = None) -> dict:
         """Send every batch not yet acknowledged; `on_batch(items, mean surprise)` after each."""
         journal, batches = self.journal, self.plan.batches
-        for index in range(journal.done_batches, len(batches)):
-            batch = batches[index]
-            result = self.client.observe(self.memory, [item.text for item in batch], domain=batch[0].domain,
-                                         request_id=self.plan.request_id(index))
-            journal.done_batches, journal.done_items = index + 1, journal.done_items + len(batch)
-            journal.finished = journal.done_batches == len(batches)
-            journal.save()
-            if on_batch is not None:
-                on_batch(len(batch), float(result.surprise))
+        sent: deque[tuple[int, Future]] = deque()
+        following = journal.done_batches
+        with ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix="import") as pool:
+            try:
+                while journal.done_batches < len(batches):
+                    while following < len(batches) and len(sent) < self.in_flight:
+                        after = self.plan.request_id(following - 1) if sent else None
+                        sent.append((following, pool.submit(self._send, following, after)))
+                        following += 1
+                    index, future = sent.popleft()
+                    try:
+                        result = future.result()
+                    except OutOfOrder:  # its predecessor is acknowledged by now: once more, alone
+                        result = self._send(index, None)
+                    batch = batches[index]
+                    journal.done_batches, journal.done_items = index + 1, journal.done_items + len(batch)
+                    journal.finished = journal.done_batches == len(batches)
+                    journal.save()
+                    if on_batch is not None:
+                        on_batch(len(batch), float(result.surprise))
+            finally:  # a failure or Ctrl-C: what is in flight is not waited for, only not journaled
+                for _, future in sent:
+                    future.cancel()
         journal.finished = True
         journal.save()
         return {"memory": self.memory, "items": self.plan.items, "batches": len(batches)}
+
+    def _send(self, index: int, after: str | None) -> Any:
+        batch = self.plan.batches[index]
+        return self.client.observe(self.memory, [item.text for item in batch], domain=batch[0].domain,
+                                   request_id=self.plan.request_id(index), after_request_id=after)

@@ -48,3 +48,48 @@ def test_sixteen_concurrent_writers(shared_cluster, arun, tenant):
     kill_actor(cluster.settings.namespace, f"{tenant}/busy")
     after = arun(cluster.stats(tenant, "busy"))
     assert after["weight_hash"] == stats["weight_hash"] and after["total_observations"] == sent
+
+
+def test_writes_that_name_their_predecessor_are_applied_in_that_order(make_cluster, arun, tenant):
+    """A client keeping several writes in flight names each one's predecessor: they arrive in
+    any order and are applied in the client's; one whose predecessor never comes is refused
+    (after the wait) and nothing of it is applied."""
+    import pytest
+
+    from actors import ActorSettings
+    from errors import InvalidInput, OutOfOrder
+
+    cluster = make_cluster(actor=ActorSettings(checkpoint_every_writes=40, checkpoint_every_seconds=3600.0,
+                                               ordered_write_wait_seconds=2.0))
+    texts = [f"chained write {i} about the {w} harbour" for i, w in enumerate(["north", "south", "east",
+                                                                                "west", "old", "new"])]
+    vectors = encode(texts)
+    for name in ("chain", "twin"):
+        arun(cluster.create_memory(tenant, name, SMALL))
+    for i, text in enumerate(texts):  # the twin: one at a time, in order
+        arun(cluster.observe(tenant, "twin", vectors[i : i + 1], [text]))
+
+    async def send(i: int, delay: float) -> dict:
+        await asyncio.sleep(delay)
+        return await cluster.observe(tenant, "chain", vectors[i : i + 1], [texts[i]], request_id=f"w{i}",
+                                     after_request_id=f"w{i - 1}" if i else None)
+
+    async def newest_first() -> list[dict]:  # w5 reaches the actor first, w0 last
+        n = len(texts)
+        return await asyncio.gather(*(send(i, 0.1 * (n - 1 - i)) for i in range(n)))
+
+    results = arun(newest_first())
+    assert [r["step"] for r in results] == list(range(1, len(texts) + 1))
+    twin = arun(cluster.stats(tenant, "twin"))
+    assert results[-1]["weight_hash"] == twin["weight_hash"]
+
+    with pytest.raises(OutOfOrder, match="never-sent"):
+        arun(cluster.observe(tenant, "chain", vectors[:1], ["one more"], request_id="w6",
+                             after_request_id="never-sent"))
+    with pytest.raises(InvalidInput, match="itself"):
+        arun(cluster.observe(tenant, "chain", vectors[:1], ["one more"], request_id="w7", after_request_id="w7"))
+    stats = arun(cluster.stats(tenant, "chain"))
+    assert stats["total_observations"] == len(texts) and stats["weight_hash"] == twin["weight_hash"]
+    # the refused write was not remembered as done: sent again without the missing predecessor, it applies
+    again = arun(cluster.observe(tenant, "chain", vectors[:1], ["one more"], request_id="w6"))
+    assert again["step"] == len(texts) + 1

@@ -57,6 +57,39 @@ def test_a_retried_write_applies_once(api, fresh_name):
     assert third["step"] == 11
 
 
+def test_a_batch_sent_before_the_one_it_names_waits_and_lands_after_it(api, gateway, fresh_name):
+    """Two batches in flight: the second names the first (`after_request_id`) and reaches the
+    server first; it is applied second, exactly as one client sending them one by one."""
+    import threading
+    import time
+
+    import httpx
+
+    _create(api, fresh_name)
+    first, second = TEXTS[:20], TEXTS[20:]
+    late: dict = {}
+
+    def send_second() -> None:
+        with httpx.Client(base_url=gateway.base_url, headers=dict(api.headers), timeout=60) as other:
+            late["response"] = other.post(f"/v1/memories/{fresh_name}/observe", json={
+                "contexts": second, "request_id": "import-b", "after_request_id": "import-a"})
+
+    sender = threading.Thread(target=send_second)
+    sender.start()
+    time.sleep(1.0)  # the second batch is waiting in the memory's actor
+    assert ok(api.get(f"/v1/memories/{fresh_name}/stats"))["total_observations"] == 0
+    a = ok(api.post(f"/v1/memories/{fresh_name}/observe", json={"contexts": first, "request_id": "import-a"}))
+    sender.join(60)
+    b = ok(late["response"])
+    assert (a["step"], b["step"]) == (len(first), len(TEXTS))
+
+    with torch_threads(ActorSettings().torch_threads):
+        twin = NeuralMemory(MemoryConfig.from_dict(CONFIG))
+        twin.observe(first)
+        twin.observe(second)
+    assert b["weight_hash"] == twin.weight_hash
+
+
 @pytest.mark.parametrize("body, headers, words", [
     ({"context": "x", "contexts": ["y"]}, {}, ["exactly one"]),
     ({}, {}, ["exactly one"]),
@@ -65,6 +98,8 @@ def test_a_retried_write_applies_once(api, fresh_name):
     ({"contexts": ["ok", "  "]}, {}, ["contexts.1"]),
     ({"context": "x", "request_id": "bad id!"}, {}, ["request_id"]),
     ({"context": "x", "request_id": "a-1"}, {"Idempotency-Key": "a-2"}, ["differ"]),
+    ({"context": "x", "request_id": "a-1", "after_request_id": "a-1"}, {}, ["after_request_id", "itself"]),
+    ({"context": "x", "after_request_id": "bad id!"}, {}, ["after_request_id"]),
 ])
 def test_bad_batches_are_refused_and_nothing_is_learned(api, fresh_name, body, headers, words):
     _create(api, fresh_name)
