@@ -236,23 +236,6 @@ class EpisodicStore:
         sims[valid] = exact_cosines(self.vectors(ids[valid]), queries[np.nonzero(valid)[0]])
         return _best(ids.astype(np.int64), sims, k)
 
-    def nearest_since(self, query: np.ndarray, since: int) -> tuple[int, float] | None:
-        """The record most similar to `query` among ids >= since (for items of a batch that
-        came after its shared search), scored like `search` scores."""
-        size, tail = self.size, self.tail
-        if since >= size:
-            return None
-        ids = np.arange(since, size)
-        # A batch's own records are in the tail unless it filled a chunk: slice them, no gather.
-        stored = tail.vectors[since - tail.start : size - tail.start] if since >= tail.start else self.vectors(ids)
-        sims = exact_cosines(stored, query.astype(np.float32)[None, :])
-        if self.erased:
-            sims[np.isin(ids, list(self.erased))] = -np.inf
-            if not np.isfinite(sims).any():
-                return None
-        best = int(np.argmax(sims))
-        return since + best, float(sims[best])
-
     def _locate(self, record: int):
         chunks, tail = self._view
         if record >= tail.start:
@@ -321,6 +304,36 @@ class EpisodicStore:
         return store
 
 
+class BlockRecords:
+    """The records one block of a batch adds to the store, for the block's later items: each
+    item's nearest among them, scored exactly as `search` scores a stored record, without
+    reading the store back. A record stored by item j *is* item j's query, rounded to float16
+    as `EpisodicStore.append` rounds it, so the block's float64 copies are made once."""
+
+    def __init__(self, queries: np.ndarray, first_id: int):
+        self._rows = queries.astype(np.float16).astype(np.float64)  # each as it would be stored
+        self._queries = queries.astype(np.float32).astype(np.float64)
+        self._first_id = first_id  # the id the block's first record gets
+        self._kept = np.empty_like(self._rows)  # the rows stored so far, in id order
+        self._count = 0
+        self._products = np.empty_like(self._rows)  # scratch: no fresh pages per item
+
+    def stored(self, item: int) -> None:
+        """Item `item` of the block was just appended to the store (the next id)."""
+        self._kept[self._count] = self._rows[item]
+        self._count += 1
+
+    def nearest(self, item: int) -> tuple[int, float] | None:
+        """(id, cosine) of the record most like item `item` among those stored so far (ties:
+        the lower id); None if none is."""
+        if not self._count:
+            return None
+        n = self._count
+        sims = exact_cosines(self._kept[:n], self._queries[item][None, :], out=self._products[:n])
+        best = int(np.argmax(sims))
+        return self._first_id + best, float(sims[best])
+
+
 def signs(vectors: np.ndarray) -> np.ndarray:
     """The binary code of each row: its sign bits, packed (n, dim / 8)."""
     return np.packbits(np.asarray(vectors) > 0, axis=1)
@@ -337,12 +350,13 @@ def _best(ids: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     return ids, sims
 
 
-def exact_cosines(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+def exact_cosines(rows: np.ndarray, queries: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Row-wise dot products in float64: every product of a float16-valued row entry and a
     float32 query entry is exact there, and the sum's order depends only on the length, so a
     (record, query) pair always scores the same bits. The ufunc casts as it goes: two float64
-    copies of a large shortlist would be fresh pages, faulted in on every call (~6× slower)."""
-    return np.multiply(rows, queries, dtype=np.float64).sum(axis=1)
+    copies of a large shortlist would be fresh pages, faulted in on every call (~6× slower).
+    `out`: a float64 array of rows' shape for the products (scratch)."""
+    return np.multiply(rows, queries, dtype=np.float64, out=out).sum(axis=1)
 
 
 def chunk_name(start: int, revision: int = 0) -> str:

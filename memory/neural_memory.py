@@ -29,7 +29,7 @@ import contract
 from memory import state
 from memory.config import MemoryConfig
 from memory.consolidation import consolidate as run_consolidation
-from memory.episodes import EpisodicStore
+from memory.episodes import BlockRecords, EpisodicStore
 from memory.errors import InvalidInput
 from memory.patterns import HotSet
 from memory.titans import TitansMemory
@@ -136,19 +136,22 @@ class NeuralMemory:
         block_size = chunk_size * max(1, LOOKUP_BLOCK // chunk_size)  # whole chunks per block
         for block_start in range(0, keys.shape[0], block_size):
             # one store search per block; records stored by the block's own earlier items are
-            # checked item by item (`nearest_since`)
-            since = self.store.size
-            ids, sims = self.store.search(queries[block_start : block_start + block_size], 1, NEAREST_SHORTLIST)
+            # checked item by item (`BlockRecords`)
+            block = queries[block_start : block_start + block_size]
+            own = BlockRecords(block, first_id=self.store.size)
+            ids, sims = self.store.search(block, 1, NEAREST_SHORTLIST)
             for start in range(block_start, min(block_start + block_size, keys.shape[0]), chunk_size):
                 chunk = keys[start : start + chunk_size]  # blocks hold whole chunks
                 result = self.net.update(chunk, lr_scale)  # network surprise is measured before it
                 delta_sq += result["weight_delta"] ** 2
                 for offset, neural in enumerate(result["surprise"].tolist()):
-                    i = start + offset
-                    nearest = _closer((int(ids[i - block_start, 0]), float(sims[i - block_start, 0])),
-                                      self.store.nearest_since(queries[i], since))
+                    i, item = start + offset, start + offset - block_start
+                    nearest = _closer((int(ids[item, 0]), float(sims[item, 0])), own.nearest(item))
+                    size = self.store.size
                     surprises.append(self._remember(queries[i], texts[i], neural, nearest,
                                                     domain_id, activated))
+                    if self.store.size > size:
+                        own.stored(item)
         self._hash = None
         for s in surprises:
             self.avg_surprise += self.config.surprise_ema * (s - self.avg_surprise)
