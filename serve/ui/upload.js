@@ -1,13 +1,17 @@
 // The Import tab: a file -> the server splits it exactly as `neural-memory import` does
 // (POST /v1/import/parse, which learns nothing) -> batches of texts sent to observe, each with a
 // request id derived from the file's bytes, so pressing Import again after a failure resends a
-// batch the server already applied without learning it twice. Progress: items, rate, ETA and the
-// running surprise of what was just learned.
+// batch the server already applied without learning it twice. Batches are cut like the command
+// cuts them (up to 256 texts and 512 KiB), and two are in flight, each naming the one before it
+// (`after_request_id`), so the server learns them in file order. Progress: items, rate, ETA and
+// the running surprise of what was just learned.
 
 import { api } from "./api.js";
 import { $, h, clear, score } from "./dom.js";
 
-const BATCH = 64; // texts per observe call (the server takes up to 256)
+const BATCH = 256; // texts per observe call: the most the server takes
+const BATCH_BYTES = 512 * 1024; // and their UTF-8, well under the server's 1 MB body limit
+const IN_FLIGHT = 2; // the server encodes one batch while it learns the other
 
 async function fileKey(bytes, name, split) {
   const tag = new TextEncoder().encode(`\u0000${name}\u0000${split}`);
@@ -20,10 +24,17 @@ async function fileKey(bytes, name, split) {
 
 function batches(items) {
   const out = [];
+  const utf8 = new TextEncoder();
+  let bytes = 0;
   for (const item of items) {
     const last = out[out.length - 1];
-    if (!last || last.length >= BATCH || last[0].domain !== item.domain) out.push([]);
+    const cost = utf8.encode(item.text).length + 16;
+    if (!last || last.length >= BATCH || last[0].domain !== item.domain || bytes + cost > BATCH_BYTES) {
+      out.push([]);
+      bytes = 0;
+    }
     out[out.length - 1].push(item);
+    bytes += cost;
   }
   return out;
 }
@@ -50,11 +61,20 @@ export async function onImport(form, memory, log) {
   const began = performance.now();
   let done = 0;
   let surprise = null;
-  for (const [index, group] of groups.entries()) {
-    const r = await api.observe(memory, {
-      contexts: group.map((item) => item.text), domain: group[0].domain || undefined,
-      request_id: `ui-${key}-${String(index).padStart(6, "0")}`,
+  const idOf = (index) => `ui-${key}-${String(index).padStart(6, "0")}`;
+  const send = (index) => {
+    const reply = api.observe(memory, {
+      contexts: groups[index].map((item) => item.text), domain: groups[index][0].domain || undefined,
+      request_id: idOf(index), after_request_id: index > 0 ? idOf(index - 1) : undefined,
     });
+    reply.catch(() => {}); // awaited below, in order; a failure stops the import there
+    return reply;
+  };
+  const sent = [];
+  let next = 0;
+  for (const group of groups) {
+    while (next < groups.length && sent.length < IN_FLIGHT) sent.push(send(next++));
+    const r = await sent.shift();
     done += group.length;
     surprise = surprise === null ? r.surprise : 0.8 * surprise + 0.2 * r.surprise;
     const rate = done / ((performance.now() - began) / 1000);

@@ -10,8 +10,9 @@ from tests.ui.test_dashboard import WAIT_MS, connect, create_in_page
 
 
 def test_upload_learns_every_paragraph_with_progress(page, ui_server, memory_name, tmp_path):
+    # 600 items: three batches, two of them in flight at once, learned in file order
     text = "\n\n".join(f"Paragraph {i}: the lighthouse at cape {i} blinks every {i % 9 + 2} seconds."
-                       for i in range(150))
+                       for i in range(600))
     path = tmp_path / "lighthouses.md"
     path.write_text(text)
     expected = read_items(path.read_bytes(), path.name, ImportOptions())
@@ -29,9 +30,32 @@ def test_upload_learns_every_paragraph_with_progress(page, ui_server, memory_nam
     with ui_server.rest() as rest:
         stats = rest.get(f"/v1/memories/{memory_name}/stats").json()
         history = rest.get(f"/v1/memories/{memory_name}/history", params={"limit": 1000}).json()
-    assert stats["total_observations"] == len(expected) == 150
+    assert stats["total_observations"] == len(expected) == 600
     assert stats["domains"] == ["coast"]
     assert [h["text"] for h in history["observations"]] == [i.text for i in expected]
+
+
+def test_long_paragraphs_are_sent_in_batches_under_the_body_limit(page, ui_server, memory_name, tmp_path):
+    # 48 paragraphs of ~30,000 characters: 1.4 MB, over the server's 1 MB body limit at once
+    text = "\n\n".join(f"Report {i}: " + " ".join(f"tide{i}-{k}" for k in range(3500))[:30_000]
+                       for i in range(48))
+    path = tmp_path / "reports.md"
+    path.write_text(text)
+    expected = read_items(path.read_bytes(), path.name, ImportOptions())
+    assert len(expected) == 48 and sum(len(i.text) for i in expected) > 1_300_000
+
+    connect(page, ui_server)
+    create_in_page(page, memory_name)
+    page.get_by_role("tab", name="Import").click()
+    page.get_by_label("File").set_input_files(str(path))
+    page.locator("#panel-import button[type=submit]").click()
+    expect(page.locator("#result")).to_contain_text("Learned 48 items", timeout=WAIT_MS)
+    with ui_server.rest() as rest:
+        stats = rest.get(f"/v1/memories/{memory_name}/stats").json()
+        history = rest.get(f"/v1/memories/{memory_name}/history", params={"limit": 100}).json()
+    assert stats["total_observations"] == 48
+    # the history shows the start of long texts: enough to see every report once, in file order
+    assert [h["text"].split(":")[0] for h in history["observations"]] == [f"Report {i}" for i in range(48)]
 
 
 def test_a_bad_file_is_refused_with_the_reason(page, ui_server, memory_name, tmp_path):
