@@ -10,7 +10,7 @@ import { api } from "./api.js";
 import { $, h, clear, score } from "./dom.js";
 
 const BATCH = 256; // texts per observe call: the most the server takes
-const BATCH_BYTES = 512 * 1024; // and their UTF-8, well under the server's 1 MB body limit
+const BATCH_BYTES = 512 * 1024; // and their UTF-8 (as MAX_BATCH_BYTES, serve/client/importing.py)
 const IN_FLIGHT = 2; // the server encodes one batch while it learns the other
 
 async function fileKey(bytes, name, split) {
