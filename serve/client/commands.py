@@ -51,7 +51,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_import(sub: argparse._SubParsersAction) -> None:
-    from neural_memory.importing import DEFAULT_BATCH, DEFAULT_IN_FLIGHT, FORMATS, SPLITS
+    from neural_memory.importing import DEFAULT_BATCH, DEFAULT_IN_FLIGHT, FORMATS, MAX_IN_FLIGHT, SPLITS
 
     imp = sub.add_parser("import", help="learn text files (txt/md, JSONL, CSV) into a memory, "
                          "with progress; re-run the same command to resume after a crash")
@@ -68,7 +68,8 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
                      help=f"texts per request (default {DEFAULT_BATCH})")
     imp.add_argument("--in-flight", type=int, default=DEFAULT_IN_FLIGHT,
-                     help=f"requests sent at once, applied in order (default {DEFAULT_IN_FLIGHT}; 1: one at a time)")
+                     help=f"requests sent at once, applied in order: 1-{MAX_IN_FLIGHT} (default "
+                          f"{DEFAULT_IN_FLIGHT}; 1: one at a time, e.g. for a server without after_request_id)")
     imp.add_argument("--again", action="store_true",
                      help="learn the files again even if this exact import already finished")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -39,7 +39,7 @@ import contract
 from errors import InvalidInput, OutOfOrder
 
 __all__ = ["ImportOptions", "Item", "Plan", "ImportRun", "read_items", "plan_import", "FORMATS",
-           "SPLITS", "journal_dir", "DEFAULT_IN_FLIGHT"]
+           "SPLITS", "journal_dir", "DEFAULT_IN_FLIGHT", "MAX_IN_FLIGHT"]
 
 FORMATS = {".txt": "text", ".md": "text", ".markdown": "text", ".rst": "text",
            ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv"}
@@ -49,8 +49,10 @@ SPLITS = ("paragraph", "sentence", "line")
 DEFAULT_BATCH = contract.MAX_BATCH_ITEMS
 # Batches sent at once: with two, the server encodes one while it applies the other (hash
 # encoder, alternating runs: ~1,600 items/s one at a time, ~1,950 with two); more only queue.
+# Each one waiting for its predecessor holds one of the memory's call threads
+# (NMEM_ACTOR_MAX_CONCURRENCY, default 8), hence the cap.
 DEFAULT_IN_FLIGHT = 2
-MAX_IN_FLIGHT = 8
+MAX_IN_FLIGHT = 4
 MAX_BATCH_BYTES = 512 * 1024  # texts per request, well under the server's 1 MB body limit
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
 _BINARY_SNIFF = 8192
@@ -284,27 +286,29 @@ class ImportRun:
         journal, batches = self.journal, self.plan.batches
         sent: deque[tuple[int, Future]] = deque()
         following = journal.done_batches
-        with ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix="import") as pool:
-            try:
-                while journal.done_batches < len(batches):
-                    while following < len(batches) and len(sent) < self.in_flight:
-                        after = self.plan.request_id(following - 1) if sent else None
-                        sent.append((following, pool.submit(self._send, following, after)))
-                        following += 1
-                    index, future = sent.popleft()
-                    try:
-                        result = future.result()
-                    except OutOfOrder:  # its predecessor is acknowledged by now: once more, alone
-                        result = self._send(index, None)
-                    batch = batches[index]
-                    journal.done_batches, journal.done_items = index + 1, journal.done_items + len(batch)
-                    journal.finished = journal.done_batches == len(batches)
-                    journal.save()
-                    if on_batch is not None:
-                        on_batch(len(batch), float(result.surprise))
-            finally:  # a failure or Ctrl-C: what is in flight is not waited for, only not journaled
-                for _, future in sent:
-                    future.cancel()
+        pool = ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix="import")
+        try:
+            while journal.done_batches < len(batches):
+                while following < len(batches) and len(sent) < self.in_flight:
+                    after = self.plan.request_id(following - 1) if sent else None
+                    sent.append((following, pool.submit(self._send, following, after)))
+                    following += 1
+                index, future = sent.popleft()
+                try:
+                    result = future.result()
+                except OutOfOrder:  # its predecessor is acknowledged by now: once more, alone
+                    result = self._send(index, None)
+                batch = batches[index]
+                journal.done_batches, journal.done_items = index + 1, journal.done_items + len(batch)
+                journal.finished = journal.done_batches == len(batches)
+                journal.save()
+                if on_batch is not None:
+                    on_batch(len(batch), float(result.surprise))
+        finally:
+            # A failure or Ctrl-C is reported at once: the batches behind it are not waited for
+            # here (one may wait on the server for the failed one) and are not journaled; the
+            # interpreter still joins their threads when it exits.
+            pool.shutdown(wait=False, cancel_futures=True)
         journal.finished = True
         journal.save()
         return {"memory": self.memory, "items": self.plan.items, "batches": len(batches)}

@@ -183,3 +183,28 @@ def test_an_import_with_batches_in_flight_learns_what_one_at_a_time_learns(clien
     assert hashes[1] == hashes[3]
     with pytest.raises(InvalidInput, match="in_flight"):
         ImportRun(client, "x", plan, in_flight=0)
+
+
+class _SecondFailsThirdIsSlow:
+    """The second batch is refused after 1 s; the third, sent meanwhile, takes 5 s."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def observe(self, *args, **kwargs):
+        if kwargs["request_id"].endswith("-000001"):
+            time.sleep(1)
+            raise InvalidInput("refused for the test")
+        if kwargs["request_id"].endswith("-000002"):
+            time.sleep(5)
+        return self.client.observe(*args, **kwargs)
+
+
+def test_a_failed_batch_is_reported_without_waiting_for_the_ones_in_flight(client, tmp_path, journals, fresh_name):
+    client.create_memory(fresh_name, CONFIG)
+    plan = plan_import([_notes(tmp_path / "n.md", 40)], ImportOptions(batch_size=10), memory=fresh_name)
+    started = time.monotonic()
+    with pytest.raises(InvalidInput, match="refused for the test"):
+        ImportRun(_SecondFailsThirdIsSlow(client), fresh_name, plan, in_flight=2).run()
+    assert time.monotonic() - started < 4
+    assert Journal.load(plan.key).done_batches == 1
