@@ -230,8 +230,10 @@ class MemoryActor(Rebinding, Forgetting):
             if self._applied.wait_for(lambda: request_id in self._results or self._closing, wait):
                 return
         raise OutOfOrder(f"write {request_id!r}, which this one must follow (after_request_id), was not "
-                         f"applied to {self._qname} within {wait:g} s, so nothing of this write was "
-                         f"applied: send {request_id!r} (again) first, or leave after_request_id out")
+                         f"applied to {self._qname} within {wait:g} s, or so long ago that its id is no "
+                         f"longer remembered; nothing of this write was applied. If {request_id!r} was "
+                         "acknowledged, send this write again without after_request_id; if not, send "
+                         f"{request_id!r} first")
 
     def _observe(self, request_id: str, array: np.ndarray, texts: list[str], domain: str | None,
                  learning_rate: float | None) -> dict:
