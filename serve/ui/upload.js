@@ -61,20 +61,28 @@ export async function onImport(form, memory, log) {
   const began = performance.now();
   let done = 0;
   let surprise = null;
-  const idOf = (index) => `ui-${key}-${String(index).padStart(6, "0")}`;
-  const send = (index) => {
+  // The batch size is in the id: a batch cut another way is another write.
+  const idOf = (index) => `ui${BATCH}-${key}-${String(index).padStart(6, "0")}`;
+  const send = (index, ordered = true) => {
     const reply = api.observe(memory, {
       contexts: groups[index].map((item) => item.text), domain: groups[index][0].domain || undefined,
-      request_id: idOf(index), after_request_id: index > 0 ? idOf(index - 1) : undefined,
+      request_id: idOf(index), after_request_id: ordered && index > 0 ? idOf(index - 1) : undefined,
     });
     reply.catch(() => {}); // awaited below, in order; a failure stops the import there
     return reply;
   };
   const sent = [];
   let next = 0;
-  for (const group of groups) {
+  for (const [index, group] of groups.entries()) {
     while (next < groups.length && sent.length < IN_FLIGHT) sent.push(send(next++));
-    const r = await sent.shift();
+    let r;
+    try {
+      r = await sent.shift();
+    } catch (err) {
+      // its predecessor is acknowledged by now (replies are awaited in order): once more, alone
+      if (err.code !== "out_of_order") throw err;
+      r = await send(index, false);
+    }
     done += group.length;
     surprise = surprise === null ? r.surprise : 0.8 * surprise + 0.2 * r.surprise;
     const rate = done / ((performance.now() - began) / 1000);
