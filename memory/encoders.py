@@ -55,7 +55,7 @@ class HashEncoder:
         return _normalise(out)
 
 
-@lru_cache(maxsize=1 << 18)  # words and trigrams repeat: a hit skips the hash (~1 µs each)
+@lru_cache(maxsize=1 << 16)  # words and trigrams repeat: a hit skips the hash (~1 µs); ~20 MB full
 def _bucket(feature: str, dim: int) -> tuple[int, float]:
     digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
     value = int.from_bytes(digest, "little")
