@@ -311,16 +311,16 @@ class BlockRecords:
     as `EpisodicStore.append` rounds it, so the block's float64 copies are made once."""
 
     def __init__(self, queries: np.ndarray, first_id: int):
-        self._rows = queries.astype(np.float16).astype(np.float64)  # each as it would be stored
+        self._block = queries
         self._queries = queries.astype(np.float32).astype(np.float64)
         self._first_id = first_id  # the id the block's first record gets
-        self._kept = np.empty_like(self._rows)  # the rows stored so far, in id order
+        self._kept = np.empty_like(self._queries)  # the rows stored so far, in id order
         self._count = 0
-        self._products = np.empty_like(self._rows)  # scratch: no fresh pages per item
+        self._products = np.empty_like(self._queries)  # scratch: no fresh pages per item
 
     def stored(self, item: int) -> None:
         """Item `item` of the block was just appended to the store (the next id)."""
-        self._kept[self._count] = self._rows[item]
+        self._kept[self._count] = self._block[item].astype(np.float16)  # as the store keeps it
         self._count += 1
 
     def nearest(self, item: int) -> tuple[int, float] | None:
