@@ -9,6 +9,17 @@ from neural_memory.importing import ImportOptions, read_items
 from tests.ui.test_dashboard import WAIT_MS, connect, create_in_page
 
 
+def _import_in_page(page, ui_server, memory_name: str, path, domain: str | None = None) -> None:
+    """Connect, create `memory_name`, and submit `path` in the Import tab."""
+    connect(page, ui_server)
+    create_in_page(page, memory_name)
+    page.get_by_role("tab", name="Import").click()
+    page.get_by_label("File").set_input_files(str(path))
+    if domain is not None:
+        page.get_by_label("Domain (optional)", exact=True).last.fill(domain)
+    page.locator("#panel-import button[type=submit]").click()
+
+
 def test_upload_learns_every_paragraph_with_progress(page, ui_server, memory_name, tmp_path):
     # 600 items: three batches, two of them in flight at once, learned in file order
     text = "\n\n".join(f"Paragraph {i}: the lighthouse at cape {i} blinks every {i % 9 + 2} seconds."
@@ -17,12 +28,7 @@ def test_upload_learns_every_paragraph_with_progress(page, ui_server, memory_nam
     path.write_text(text)
     expected = read_items(path.read_bytes(), path.name, ImportOptions())
 
-    connect(page, ui_server)
-    create_in_page(page, memory_name)
-    page.get_by_role("tab", name="Import").click()
-    page.get_by_label("File").set_input_files(str(path))
-    page.get_by_label("Domain (optional)", exact=True).last.fill("coast")
-    page.locator("#panel-import button[type=submit]").click()
+    _import_in_page(page, ui_server, memory_name, path, domain="coast")
     expect(page.locator("#result")).to_contain_text(f"Learned {len(expected)} items", timeout=WAIT_MS)
     expect(page.locator("#import-progress")).to_have_attribute("value", str(len(expected)))
     expect(page.locator("#import-status")).to_contain_text("items/s")
@@ -44,11 +50,7 @@ def test_long_paragraphs_are_sent_in_batches_under_the_body_limit(page, ui_serve
     expected = read_items(path.read_bytes(), path.name, ImportOptions())
     assert len(expected) == 48 and sum(len(i.text) for i in expected) > 1_300_000
 
-    connect(page, ui_server)
-    create_in_page(page, memory_name)
-    page.get_by_role("tab", name="Import").click()
-    page.get_by_label("File").set_input_files(str(path))
-    page.locator("#panel-import button[type=submit]").click()
+    _import_in_page(page, ui_server, memory_name, path)
     expect(page.locator("#result")).to_contain_text("Learned 48 items", timeout=WAIT_MS)
     with ui_server.rest() as rest:
         stats = rest.get(f"/v1/memories/{memory_name}/stats").json()
@@ -61,11 +63,7 @@ def test_long_paragraphs_are_sent_in_batches_under_the_body_limit(page, ui_serve
 def test_a_bad_file_is_refused_with_the_reason(page, ui_server, memory_name, tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("id,body\n1,hello\n")
-    connect(page, ui_server)
-    create_in_page(page, memory_name)
-    page.get_by_role("tab", name="Import").click()
-    page.get_by_label("File").set_input_files(str(path))
-    page.locator("#panel-import button[type=submit]").click()
+    _import_in_page(page, ui_server, memory_name, path)
     expect(page.locator("#result")).to_contain_text("has no column 'text'", timeout=WAIT_MS)
     with ui_server.rest() as rest:
         assert rest.get(f"/v1/memories/{memory_name}/stats").json()["total_observations"] == 0
