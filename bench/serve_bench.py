@@ -190,12 +190,13 @@ def import_run(url: str, key: str, name: str, texts: list[str], in_flight: int) 
     import json
     import tempfile
     from pathlib import Path
+    from unittest import mock
 
     from neural_memory import Client
     from neural_memory.importing import ImportOptions, ImportRun, plan_import
 
-    with tempfile.TemporaryDirectory(prefix="nmem-bench-import-") as tmp:
-        os.environ["NMEM_IMPORT_JOURNAL_DIR"] = tmp
+    with tempfile.TemporaryDirectory(prefix="nmem-bench-import-") as tmp, \
+            mock.patch.dict(os.environ, {"NMEM_IMPORT_JOURNAL_DIR": tmp}):  # the journal, then gone
         source = Path(tmp) / "items.jsonl"
         source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
         plan = plan_import([source], ImportOptions(), memory=name, server=url)
