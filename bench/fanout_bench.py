@@ -129,7 +129,7 @@ def _role(pid: int, cmd: str) -> str:
         return "bench clients + driver"
     name = cmd.split("/")[-1]
     for role in ("MemoryActor", "Supervisor", "ServeReplica", "ProxyActor", "ServeController", "raylet",
-                 "gcs_server", "valkey"):
+                 "gcs_server", "valkey", "haproxy"):
         if role in name or role in cmd:
             return role
     return "other (Ray agents, idle workers)"
@@ -263,7 +263,7 @@ def run_fanout(args: argparse.Namespace) -> dict:
     cluster = {"max_live_actors": args.live_cap, "spare_actors": args.warm, "spare_actors_max": args.spares_max,
                "idle_seconds": 3600.0, "max_memories_per_tenant": args.forks + 10}
     with local_server(tenant=TENANT, namespace=NAMESPACE, gateway={"preload_encoders": "hash"},
-                      cluster=cluster, direct_ingress=args.direct_ingress) as (url, key, storage):
+                      cluster=cluster, ingress=args.ingress) as (url, key, storage):
         checkpoints = Path(storage["data_dir"]) / "checkpoints"
         base = asyncio.run(build_base(url, key, args.base))
         asyncio.run(wait_for_spares(NAMESPACE, args.warm, timeout=600.0))
@@ -329,8 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="NMEM_SPARE_ACTORS of the server: warm processes ready before the burst")
     parser.add_argument("--rehydrate", type=int, default=200, help="random forks touched after hibernation")
     parser.add_argument("--only", choices=["fanout", "node-loss"])
-    parser.add_argument("--direct-ingress", action="store_true",
-                        help="no Serve proxy: the gateway replica serves HTTP itself (bench.local_server)")
+    parser.add_argument("--ingress", choices=["proxy", "haproxy"], default="proxy",
+                        help="how HTTP reaches the gateway, as `neural-memory serve --ingress`")
     parser.add_argument("--out", type=Path, default=Path("bench/results/fanout.json"))
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

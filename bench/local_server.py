@@ -5,8 +5,8 @@ key), an embedded Valkey and local checkpoints in a temp dir; all torn down at t
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
+import shutil
 import tempfile
 import time
 from contextlib import contextmanager
@@ -14,28 +14,19 @@ from pathlib import Path
 from typing import Iterator
 
 from serve.demo import wait_healthy
-from tests.fixtures.ports import free_port, free_ports
-
-
-# Ray Serve's direct ingress (an experimental Ray flag): the gateway replica serves HTTP itself on
-# the port, with no Serve proxy and no proxy -> replica actor call in between. Only for a single
-# gateway replica on one machine (more replicas would each take a port of their own).
-DIRECT_INGRESS_ENV = "RAY_SERVE_ENABLE_DIRECT_INGRESS"
+from serve.local import use_haproxy_ingress
+from tests.fixtures.ports import free_port
 
 
 @contextmanager
 def local_server(*, tenant: str, namespace: str, gateway: dict, cluster: dict,
-                 direct_ingress: bool = False) -> Iterator[tuple[str, str, dict]]:
+                 ingress: str = "proxy") -> Iterator[tuple[str, str, dict]]:
     """Yields (url, API key, storage settings). `gateway`: GatewaySettings overrides; `cluster`:
-    ClusterSettings overrides (the namespace and storage are set here). `direct_ingress`: see
-    DIRECT_INGRESS_ENV (set before Ray starts: its processes read it once)."""
-    # below the ephemeral range: Serve binds them seconds later. With direct ingress the (idle)
-    # proxy still binds a port of its own, and the replica binds `port`.
-    port, proxy_port = free_ports(2) if direct_ingress else [free_port()] * 2
-    if direct_ingress:
-        os.environ.update({DIRECT_INGRESS_ENV: "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
-                           "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),
-                           "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0"})
+    ClusterSettings overrides (the namespace and storage are set here). `ingress`: "proxy" or
+    "haproxy", as `neural-memory serve --ingress` (set before Ray starts: its processes read it
+    once)."""
+    port = free_port()  # below the ephemeral range: Serve binds it seconds later
+    haproxy_dir = use_haproxy_ingress() if ingress == "haproxy" else None
     import ray
     from ray import serve
 
@@ -48,7 +39,7 @@ def local_server(*, tenant: str, namespace: str, gateway: dict, cluster: dict,
         redis_url = valkey.start()
         try:
             ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-            serve.start(http_options={"host": "127.0.0.1", "port": proxy_port})
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
             storage = {"redis_url": redis_url, "data_dir": tmp, "s3_endpoint": None}
             app = build_app({"host": "127.0.0.1", "port": port, "api_keys": f"{key}:{tenant}", **gateway,
                              "cluster": {**cluster, "namespace": namespace, "storage": storage}})
@@ -61,6 +52,8 @@ def local_server(*, tenant: str, namespace: str, gateway: dict, cluster: dict,
                 serve.shutdown()
                 ray.shutdown()
             valkey.stop()
+            if haproxy_dir is not None:
+                shutil.rmtree(haproxy_dir, ignore_errors=True)
 
 
 async def wait_for_spares(namespace: str, count: int, timeout: float) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 # (role, what its command line contains), first match wins.
 ROLES = [
     ("serve proxy", "ray::ProxyActor"),
+    ("haproxy", "/haproxy "),  # `--ingress haproxy`: it takes the Python proxy's place
     ("gateway", "ServeReplica:neural-memory:Gateway"),
     ("encoder deployment", "ServeReplica:neural-memory:Encoder"),
     ("serve controller", "ray::ServeController"),

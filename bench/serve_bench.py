@@ -304,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each throughput run")
     parser.add_argument("--encoder-threads", type=int, default=0,
                         help="NMEM_ENCODER_THREADS of the gateway (0: the default)")
-    parser.add_argument("--direct-ingress", action="store_true",
-                        help="no Serve proxy: the gateway replica serves HTTP itself (bench.local_server)")
+    parser.add_argument("--ingress", choices=["proxy", "haproxy"], default="proxy",
+                        help="how HTTP reaches the gateway, as `neural-memory serve --ingress`")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve_bench.json"))
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -317,12 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     # process to another
     cluster = {"reuse_idle_seconds": 0}
     with local_server(tenant="bench", namespace=NAMESPACE, gateway=gateway, cluster=cluster,
-                      direct_ingress=args.direct_ingress) as (url, key, storage):
+                      ingress=args.ingress) as (url, key, storage):
         results = asyncio.run(run_all(url, key, storage["redis_url"], args.requests, args.seconds))
     results["figures"] = [dict(zip(("figure", "measured", "floor", "target"), row)) for row in figures(results)]
     results["machine"] = {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                           "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-                          "encoder_threads": args.encoder_threads, "direct_ingress": args.direct_ingress}
+                          "encoder_threads": args.encoder_threads, "ingress": args.ingress}
     write_results(args.out, results)
     print(report(results))
     print(f"\nload average before/after: {results['machine']['loadavg_before']} / "

@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="join this Ray cluster instead of starting a local one (NMEM_RAY_ADDRESS)")
     run.add_argument("--gateway-replicas", type=int, default=None)
     run.add_argument("--encoder-replicas", type=int, default=None)
+    run.add_argument("--ingress", choices=["proxy", "haproxy"], default=None,
+                     help="how HTTP reaches the gateway (NMEM_INGRESS, default proxy): Serve's "
+                          "Python proxy, or Ray's HAProxy ingress (faster; see the README)")
 
     mcp = sub.add_parser("mcp", help="stdio MCP server for desktop clients, proxying to a gateway")
     mcp.add_argument("--url", default=os.environ.get("NMEM_URL", "http://127.0.0.1:8000"),
@@ -104,7 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     opts = ServeOptions(host=args.host, port=args.port, data_dir=args.data_dir,
                         ray_address=args.ray_address, gateway_replicas=args.gateway_replicas,
-                        encoder_replicas=args.encoder_replicas)
+                        encoder_replicas=args.encoder_replicas, ingress=args.ingress)
     try:
         return run_server(opts)
     except InvalidInput as exc:

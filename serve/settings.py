@@ -102,6 +102,15 @@ class GatewaySettings(BaseSettings):
     encoder_batch_wait_s: float = Field(
         0.002, ge=0, le=1, description="How long the encoder waits to fill a batch."
     )
+    ingress: Literal["proxy", "haproxy"] = Field(
+        "proxy",
+        description="How HTTP reaches the gateway when `neural-memory serve` starts its own Ray: "
+                    "through Ray Serve's Python proxy, or through Ray's HAProxy ingress in Serve's "
+                    "throughput-optimized mode (about 2x the small-request throughput on a 2-core "
+                    "machine; README: 'HAProxy ingress'). On a Ray cluster this command does not "
+                    "start, set RAY_SERVE_ENABLE_HA_PROXY=1 and RAY_SERVE_THROUGHPUT_OPTIMIZED=1 "
+                    "in the cluster's environment instead.",
+    )
     gateway_replicas: int = Field(1, ge=1, le=64, description="Gateway (FastAPI) replicas.")
     encoder_replicas: int = Field(1, ge=1, le=64, description="Encoder replicas.")
     gateway_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per gateway replica.")
