@@ -35,6 +35,7 @@ import numpy as np
 
 from errors import CheckpointCorrupt, CheckpointNotFound, InvalidInput, NeuralMemoryError, OutOfOrder, Unavailable
 
+from actors.allocator import keep_freed_buffers
 from actors.binding import Rebinding
 from actors.durability import Checkpoints, recover, to_parts
 from actors.forgetting import Forgetting
@@ -388,6 +389,7 @@ class MemoryActor(Rebinding, Forgetting):
         from storage import open_storage  # noqa: PLC0415
 
         torch.set_num_threads(max(1, self._spec.settings.torch_threads))
+        keep_freed_buffers()  # a write's fresh weight tensors stop faulting pages in (allocator.py)
         phases.lap("imports")
         self._storage = open_storage(self._spec.storage)
         phases.lap("open_storage")

@@ -1,0 +1,28 @@
+"""glibc malloc settings for a memory actor's process.
+
+Every chunk of a write allocates the next weight tensors (~2 MB: readers keep the old set until
+the swap) and every block of episodic lookups a few MB of scratch. Under glibc's adaptive
+thresholds such blocks go back to the OS soon after they are freed, and the next write faults the
+same pages in again: about 2-4x the page faults, ~10 % of a batch write's CPU (the `hash`
+encoder, 12,288 items in batches of 256: 0.36 ms of CPU per item before, 0.31 after, the same
+peak RSS). Serving blocks up to MMAP_THRESHOLD from the heap and keeping up to TRIM_THRESHOLD of
+freed heap for reuse removes most of them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
+MMAP_THRESHOLD = 4 << 20  # blocks up to this size come from the heap
+TRIM_THRESHOLD = 8 << 20  # freed heap kept for reuse: the most a process holds unused
+
+
+def keep_freed_buffers() -> bool:
+    """Apply the thresholds to this process; False where the C library is not glibc (nothing
+    is changed there)."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
