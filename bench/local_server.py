@@ -15,7 +15,7 @@ from typing import Iterator
 
 from serve.demo import wait_healthy
 from serve.local import use_haproxy_ingress
-from tests.fixtures.ports import free_port
+from serve.ports import free_port
 
 
 @contextmanager

@@ -5,10 +5,10 @@ NMEM_REDIS_URL, this process starts the embedded Valkey (AOF in <data-dir>/valke
 control plane's `start_storage` and hands its URL to every replica, so gateway replicas and
 memory actors share one metadata store and never race to start their own. Checkpoints go to
 <data-dir>/checkpoints unless NMEM_S3_ENDPOINT is set; this process also restarts that Valkey
-if it dies. A local Ray is started with its node address on loopback. With `--ingress haproxy`
-that Ray runs Serve's HAProxy ingress in place of the Python proxy (`HAPROXY_INGRESS_ENV`). On Ctrl-C / SIGTERM every
-live memory writes a checkpoint first (at most SHUTDOWN_CHECKPOINT_S), then the Serve app is
-shut down (the gateway's lifespan closes the cluster), then Ray, then Valkey.
+if it dies. A local Ray is started with its node address on loopback; with `--ingress haproxy`
+it runs Serve's HAProxy ingress in place of the Python proxy (`HAPROXY_INGRESS_ENV`). On Ctrl-C /
+SIGTERM every live memory writes a checkpoint first (at most SHUTDOWN_CHECKPOINT_S), then the
+Serve app is shut down (the gateway's lifespan closes the cluster), then Ray, then Valkey.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
 import time
-from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from serve.ports import free_ports
 
 APP_NAME = "neural-memory"
 SHUTDOWN_CHECKPOINT_S = 30.0  # a graceful stop saves live memories for at most this long
@@ -120,12 +120,12 @@ def run_server(opts: ServeOptions) -> int:
 def use_haproxy_ingress() -> Path:
     """Put the HAProxy ingress in this process's environment, for the Ray it is about to start:
     its files in a private temp dir, and its stats and metrics listeners and the fallback proxy
-    on free ports (Ray's fixed defaults, /tmp/haproxy-serve and ports 8404, 9101 and 8500, would
+    on free ports below the ephemeral range (`serve.ports`; Ray's fixed defaults, /tmp/haproxy-serve and ports 8404, 9101 and 8500, would
     clash between two servers on one machine; HAProxy binds the first two on every interface:
     read-only traffic figures, no memory data). Returns that dir, for the caller to remove
     once Ray is down."""
     state = Path(tempfile.mkdtemp(prefix="nmem-haproxy-"))  # short: it holds unix sockets
-    stats_port, metrics_port, fallback_port = _free_ports_on_every_interface(3)
+    stats_port, metrics_port, fallback_port = free_ports(3, host="")  # "": every interface
     os.environ.update({
         **HAPROXY_INGRESS_ENV,
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state / "haproxy.cfg"),
@@ -141,14 +141,6 @@ def use_haproxy_ingress() -> Path:
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
     })
     return state
-
-
-def _free_ports_on_every_interface(count: int) -> list[int]:
-    with ExitStack() as stack:  # held open together, so the ports differ
-        sockets = [stack.enter_context(closing(socket.socket())) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 def _private_ray_token() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.fixtures.ports import free_port, free_ports
+from serve.ports import free_port, free_ports
 from tests.fixtures.servers import (
     _WEED_PORTS,
     S3_ACCESS_KEY,

@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.fixtures.ports import free_ports
+from serve.ports import free_ports
 
 BIN = Path(sys.executable).parent
 PORT_FLAGS = (

@@ -22,7 +22,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests.deploy.local_ray import BIN, LocalRayHead, http_get
 from tests.deploy.manifests import serve_config
-from tests.fixtures.ports import free_ports
+from serve.ports import free_ports
 
 API_KEY = "deploy-check-key-0123"
 TENANT = "acme"

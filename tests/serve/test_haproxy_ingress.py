@@ -16,7 +16,7 @@ import anyio
 import httpx
 import pytest
 
-from tests.fixtures.ports import free_port
+from serve.ports import free_port
 from tests.serve.helpers import ok
 from tests.serve.server_process import Server
 from tests.serve.test_mcp import call, mcp_client

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.ports import free_port
+from serve.ports import free_port
 from tests.serve.server_process import Server
 
 README = Path(__file__).resolve().parents[2] / "README.md"

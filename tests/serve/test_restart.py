@@ -10,7 +10,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.fixtures.ports import free_port
+from serve.ports import free_port
 from tests.serve.helpers import ok
 from tests.serve.server_process import Server
 
