@@ -104,7 +104,11 @@ def run_server(opts: ServeOptions) -> int:
         state = f"ON ({len(auth.tenants)} tenant(s))" if auth.enabled else "OFF (loopback only)"
         print(f"neural-memory serving at {url}  (REST {url}/v1, MCP {url}/mcp, docs {url}/docs)",
               flush=True)
-        print(f"auth: {state}; data: {cluster_settings.storage.data_dir}; ingress: {gateway.ingress}; "
+        ingress = gateway.ingress
+        if haproxy_dir is not None:  # its two listeners on every interface: say where they are
+            ingress += (f" (its stats page :{os.environ['RAY_SERVE_HAPROXY_STATS_PORT']} and metrics "
+                        f":{os.environ['RAY_SERVE_HAPROXY_METRICS_PORT']} listen on every interface)")
+        print(f"auth: {state}; data: {cluster_settings.storage.data_dir}; ingress: {ingress}; "
               "Ctrl-C to stop", flush=True)
         _wait_for_signal()
         print("neural-memory: shutting down", file=sys.stderr, flush=True)

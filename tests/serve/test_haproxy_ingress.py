@@ -8,6 +8,7 @@ files live in a private temp dir; a stop leaves no HAProxy process or file behin
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,11 +44,14 @@ def test_haproxy_ingress_serves_rest_and_mcp_on_the_port_and_stops_clean(tmp_pat
     server = Server(tmp_path / "data", port, tmp_path / "serve.log", {"NMEM_INGRESS": "haproxy"})
     try:
         server.wait_ready()
-        assert "ingress: haproxy" in server.log.read_text()
+        banner = re.search(r"ingress: haproxy \(its stats page :(\d+) and metrics :(\d+)", server.log.read_text())
+        assert banner, server.log.read_text()[-2000:]
         configs = _haproxy_configs(server.process.pid)
         assert configs, "no HAProxy process in the server's session"
         config = next(iter(configs.values()))
         assert f"bind 127.0.0.1:{port}" in config.read_text()  # HAProxy holds the public port
+        assert f"bind *:{banner[1]}" in config.read_text()  # the banner names the wide listeners
+        assert f"bind :{banner[2]}" in config.read_text()
         assert "/nmem-haproxy-" in str(config)  # a private dir, not Ray's shared /tmp/haproxy-serve
 
         with httpx.Client(base_url=server.url, timeout=120) as api:
