@@ -46,6 +46,7 @@ import httpx
 
 from bench import write_results
 from bench.local_server import local_server, wait_for_spares
+from serve.settings import INGRESS_MODES
 
 TENANT = "bench"  # the tenant of the server's one API key
 NAMESPACE = "nmem-fanout-bench"
@@ -329,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="NMEM_SPARE_ACTORS of the server: warm processes ready before the burst")
     parser.add_argument("--rehydrate", type=int, default=200, help="random forks touched after hibernation")
     parser.add_argument("--only", choices=["fanout", "node-loss"])
-    parser.add_argument("--ingress", choices=["proxy", "haproxy"], default="proxy",
+    parser.add_argument("--ingress", choices=INGRESS_MODES, default="proxy",
                         help="how HTTP reaches the gateway, as `neural-memory serve --ingress`")
     parser.add_argument("--out", type=Path, default=Path("bench/results/fanout.json"))
     args = parser.parse_args(argv)

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from neural_memory import commands as image_commands
+from serve.settings import INGRESS_MODES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="join this Ray cluster instead of starting a local one (NMEM_RAY_ADDRESS)")
     run.add_argument("--gateway-replicas", type=int, default=None)
     run.add_argument("--encoder-replicas", type=int, default=None)
-    run.add_argument("--ingress", choices=["proxy", "haproxy"], default=None,
+    run.add_argument("--ingress", choices=INGRESS_MODES, default=None,
                      help="how HTTP reaches the gateway (NMEM_INGRESS, default proxy): Serve's "
                           "Python proxy, or Ray's HAProxy ingress (faster; see the README)")
 

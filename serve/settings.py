@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +17,8 @@ import contract
 from serve.schemas import MEMORY_NAME_PATTERN
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+Ingress = Literal["proxy", "haproxy"]  # how HTTP reaches the gateway (`ingress` below)
+INGRESS_MODES: tuple[str, ...] = get_args(Ingress)
 
 
 def is_loopback(host: str) -> bool:
@@ -102,7 +104,7 @@ class GatewaySettings(BaseSettings):
     encoder_batch_wait_s: float = Field(
         0.002, ge=0, le=1, description="How long the encoder waits to fill a batch."
     )
-    ingress: Literal["proxy", "haproxy"] = Field(
+    ingress: Ingress = Field(
         "proxy",
         description="How HTTP reaches the gateway when `neural-memory serve` starts its own Ray: "
                     "through Ray Serve's Python proxy, or through Ray's HAProxy ingress in Serve's "
