@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import shutil
 import tempfile
 import time
 from contextlib import contextmanager
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from serve.demo import wait_healthy
-from serve.local import use_haproxy_ingress
+from serve.local import ingress_environment
 from serve.ports import free_port
 
 
@@ -26,7 +25,6 @@ def local_server(*, tenant: str, namespace: str, gateway: dict, cluster: dict,
     "haproxy", as `neural-memory serve --ingress` (set before Ray starts: its processes read it
     once)."""
     port = free_port()  # below the ephemeral range: Serve binds it seconds later
-    haproxy_dir = use_haproxy_ingress() if ingress == "haproxy" else None
     import ray
     from ray import serve
 
@@ -34,7 +32,7 @@ def local_server(*, tenant: str, namespace: str, gateway: dict, cluster: dict,
     from storage import EmbeddedValkey
 
     key = secrets.token_urlsafe(24)
-    with tempfile.TemporaryDirectory(prefix=f"{namespace}-") as tmp:
+    with ingress_environment(ingress), tempfile.TemporaryDirectory(prefix=f"{namespace}-") as tmp:
         valkey = EmbeddedValkey(Path(tmp) / "valkey")
         redis_url = valkey.start()
         try:
@@ -52,8 +50,6 @@ def local_server(*, tenant: str, namespace: str, gateway: dict, cluster: dict,
                 serve.shutdown()
                 ray.shutdown()
             valkey.stop()
-            if haproxy_dir is not None:
-                shutil.rmtree(haproxy_dir, ignore_errors=True)
 
 
 async def wait_for_spares(namespace: str, count: int, timeout: float) -> None:

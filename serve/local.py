@@ -20,9 +20,10 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from serve.ports import free_ports
 
@@ -89,62 +90,68 @@ def run_server(opts: ServeOptions) -> int:
     from ray import serve
 
     cluster_settings, storage = start_storage(settings.cluster)
-    haproxy_dir = use_haproxy_ingress() if gateway.ingress == "haproxy" else None
-    try:
-        # A Ray of our own is reached only from this machine: its node address is loopback.
-        local = {"_node_ip_address": "127.0.0.1"} if not cluster_settings.ray_address else {}
-        ray.init(address=cluster_settings.ray_address or "local", include_dashboard=False,
-                 logging_level="WARNING", log_to_driver=False, **local)
-        if local:
-            _private_ray_token()
-        serve.start(http_options={"host": gateway.host, "port": gateway.port})
-        app = build_application(AppSettings(gateway=gateway, cluster=cluster_settings))
-        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-        url = f"http://{gateway.host}:{gateway.port}"
-        state = f"ON ({len(auth.tenants)} tenant(s))" if auth.enabled else "OFF (loopback only)"
-        print(f"neural-memory serving at {url}  (REST {url}/v1, MCP {url}/mcp, docs {url}/docs)",
-              flush=True)
-        ingress = gateway.ingress
-        if haproxy_dir is not None:  # its two listeners on every interface: say where they are
-            ingress += (f" (its stats page :{os.environ['RAY_SERVE_HAPROXY_STATS_PORT']} and metrics "
-                        f":{os.environ['RAY_SERVE_HAPROXY_METRICS_PORT']} listen on every interface)")
-        print(f"auth: {state}; data: {cluster_settings.storage.data_dir}; ingress: {ingress}; "
-              "Ctrl-C to stop", flush=True)
-        _wait_for_signal()
-        print("neural-memory: shutting down", file=sys.stderr, flush=True)
-        return 0
-    finally:
+    # the ingress's files outlive Ray: they go only after _shutdown
+    with ingress_environment(gateway.ingress) as ingress_env:
         try:
-            _shutdown(storage, cluster_settings.namespace)
+            # A Ray of our own is reached only from this machine: its node address is loopback.
+            local = {"_node_ip_address": "127.0.0.1"} if not cluster_settings.ray_address else {}
+            ray.init(address=cluster_settings.ray_address or "local", include_dashboard=False,
+                     logging_level="WARNING", log_to_driver=False, **local)
+            if local:
+                _private_ray_token()
+            serve.start(http_options={"host": gateway.host, "port": gateway.port})
+            app = build_application(AppSettings(gateway=gateway, cluster=cluster_settings))
+            serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+            url = f"http://{gateway.host}:{gateway.port}"
+            state = f"ON ({len(auth.tenants)} tenant(s))" if auth.enabled else "OFF (loopback only)"
+            print(f"neural-memory serving at {url}  (REST {url}/v1, MCP {url}/mcp, docs {url}/docs)",
+                  flush=True)
+            ingress = gateway.ingress
+            if ingress_env:  # HAProxy's two listeners on every interface: say where they are
+                ingress += (f" (its stats page :{ingress_env['RAY_SERVE_HAPROXY_STATS_PORT']} and metrics "
+                            f":{ingress_env['RAY_SERVE_HAPROXY_METRICS_PORT']} listen on every interface)")
+            print(f"auth: {state}; data: {cluster_settings.storage.data_dir}; ingress: {ingress}; "
+                  "Ctrl-C to stop", flush=True)
+            _wait_for_signal()
+            print("neural-memory: shutting down", file=sys.stderr, flush=True)
+            return 0
         finally:
-            if haproxy_dir is not None:
-                shutil.rmtree(haproxy_dir, ignore_errors=True)
+            _shutdown(storage, cluster_settings.namespace)
 
 
-def use_haproxy_ingress() -> Path:
-    """Put the HAProxy ingress in this process's environment, for the Ray it is about to start:
-    its files in a private temp dir, and its stats and metrics listeners and the fallback proxy
-    on free ports below the ephemeral range (`serve.ports`; Ray's fixed defaults, /tmp/haproxy-serve and ports 8404, 9101 and 8500, would
-    clash between two servers on one machine; HAProxy binds the first two on every interface:
-    read-only traffic figures, no memory data). Returns that dir, for the caller to remove
-    once Ray is down."""
+@contextmanager
+def ingress_environment(ingress: str) -> Iterator[dict[str, str]]:
+    """For "haproxy": put the HAProxy ingress in this process's environment, for the Ray it is
+    about to start, and yield what was set; its temp dir is removed on exit. Its files go to
+    that private dir, and its stats and metrics listeners and the fallback proxy to free ports
+    below the ephemeral range (`serve.ports`): Ray's fixed defaults, /tmp/haproxy-serve and
+    ports 8404, 9101 and 8500, would clash between two servers on one machine. HAProxy binds the
+    first two on every interface (read-only traffic figures, no memory data). For "proxy":
+    nothing to set."""
+    if ingress != "haproxy":
+        yield {}
+        return
     state = Path(tempfile.mkdtemp(prefix="nmem-haproxy-"))  # short: it holds unix sockets
-    stats_port, metrics_port, fallback_port = free_ports(3, host="")  # "": every interface
-    os.environ.update({
-        **HAPROXY_INGRESS_ENV,
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state / "haproxy.cfg"),
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(state / "admin.sock"),
-        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(state / "metrics.sock"),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state / "server-state"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_port),
-        # a stopping gateway replica waits this long for HAProxy to route around it (Ray's 30 s
-        # default held every stop for 30 s; a local server stops only after its checkpoints)
-        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-    })
-    return state
+    try:
+        stats_port, metrics_port, fallback_port = free_ports(3, host="")  # "": every interface
+        env = {
+            **HAPROXY_INGRESS_ENV,
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(state / "admin.sock"),
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(state / "metrics.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state / "server-state"),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_port),
+            # a stopping gateway replica waits this long for HAProxy to route around it (Ray's
+            # 30 s default held every stop for 30 s; a local server stops only after its checkpoints)
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+        }
+        os.environ.update(env)
+        yield env
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def _private_ray_token() -> None:
