@@ -27,16 +27,19 @@ READABLE_VERSIONS = (1, 2)
 _NUMPY = {"float32", "float64", "float16", "int64", "int32", "int16", "uint8"}
 
 
-def _canonical(tensor: torch.Tensor) -> bytes:
-    array = tensor.detach().contiguous().cpu().numpy()
-    return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+def _canonical(weights: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The weights as a contiguous little-endian array (no copy where they already are one)."""
+    array = weights.detach().contiguous().cpu().numpy() if isinstance(weights, torch.Tensor) else weights
+    return np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
 
 
-def weight_hash(named: list[tuple[str, torch.Tensor]]) -> str:
+def weight_hash(named: list[tuple[str, torch.Tensor | np.ndarray]]) -> str:
+    """sha256 over named weights: a tensor and its saved array (same dtype) hash alike."""
     digest = hashlib.sha256()
-    for name, tensor in named:
-        digest.update(f"{name}:{tuple(tensor.shape)}:{str(tensor.dtype)}|".encode())
-        digest.update(_canonical(tensor))
+    for name, weights in named:
+        array = _canonical(weights)
+        digest.update(f"{name}:{tuple(array.shape)}:torch.{array.dtype.name}|".encode())  # str(torch dtype)
+        digest.update(memoryview(array).cast("B"))
     return digest.hexdigest()
 
 

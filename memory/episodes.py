@@ -27,12 +27,12 @@ linearly (extrapolated: ~6 ms per query at a million records).
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 
 import faiss
 import numpy as np
 
 from memory import codec
+from memory.decoded import DecodedParts
 from memory.errors import IncompatibleState
 
 faiss.omp_set_num_threads(1)  # like torch: one thread per memory actor; scans are memory-bound
@@ -71,42 +71,9 @@ class Chunk:
         return Chunk(codec.pack("chunk", {"start": self.start}, columns))
 
 
-class DecodedChunks:
-    """Chunks this process decoded, by the identity of their part's bytes object, the least
-    recently used out first past `max_bytes`. A Chunk is immutable, so memories may share one.
-    What it saves: a burst of forks of one base (or wake-ups of its forks) in one process decodes
-    and sign-codes the base's chunks once, not once per fork (~1.5 ms per 1,024 records), since
-    the checkpoint store's chunk cache hands out the same bytes object for the same chunk.
-    Identity, not content, is the key: hashing a ~1 MB part would cost a cold load more than it
-    saves. An entry holds its bytes, so their id cannot be reused while it is kept."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self._max = max_bytes
-        self._kept: OrderedDict[int, tuple[bytes, Chunk]] = OrderedDict()
-        self._size = 0
-        self._lock = threading.Lock()
-
-    def get(self, part: bytes) -> Chunk:
-        key = id(part)
-        with self._lock:
-            kept = self._kept.get(key)
-            if kept is not None and kept[0] is part:
-                self._kept.move_to_end(key)
-                return kept[1]
-        chunk = Chunk(part)
-        if type(part) is bytes and len(part) <= self._max:  # not a view or a mutable buffer
-            with self._lock:
-                if key not in self._kept:
-                    self._kept[key] = (part, chunk)
-                    self._size += len(part)
-                while self._size > self._max:
-                    _key, (out, _chunk) = self._kept.popitem(last=False)
-                    self._size -= len(out)
-        return chunk
-
-
-# Mostly the same bytes objects as the checkpoint store's chunk cache holds (64 MB by default).
-DECODED = DecodedChunks(64 * 1024 * 1024)
+# Chunks this process decoded (memory.decoded): mostly the same bytes objects as the checkpoint
+# store's chunk cache holds (64 MB by default). A Chunk is immutable, so memories share one.
+DECODED: DecodedParts[Chunk] = DecodedParts(Chunk, 64 * 1024 * 1024)
 
 
 class Tail:

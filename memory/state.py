@@ -15,6 +15,7 @@ format 1 (the network plus the old bounded pattern book), converting its exempla
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 
 from memory import codec
 from memory.config import MemoryConfig
+from memory.decoded import DecodedParts
 from memory.episodes import EpisodicStore, bytes_of
 from memory.errors import IncompatibleState
 
@@ -55,7 +57,31 @@ def to_parts(memory) -> dict[str, bytes]:
 
 
 def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    return torch.from_numpy(np.array(array)).to(dtype)  # a writable copy
+    copy = torch.from_numpy(np.array(array))  # writable: the memory learns into it
+    if copy.dtype != dtype:  # the head's weight hash was checked on the stored dtype
+        raise IncompatibleState(f"memory state holds {copy.dtype} weights; its config says {dtype}")
+    return copy
+
+
+@dataclass(frozen=True)
+class Head:
+    """A `head` part, verified: its payload sha256 and its weights against their hash."""
+
+    fields: dict
+    arrays: dict[str, np.ndarray]  # read-only views of the part's bytes: copy before writing
+    weights: int  # w0, w1, ...: the network's weight tensors the hash covers
+
+
+def _verified_head(data: bytes) -> Head:
+    fields, arrays = codec.unpack(data, "head")
+    weights = sorted((name for name in arrays if name[0] == "w" and name[1:].isdigit()), key=lambda n: int(n[1:]))
+    if codec.weight_hash([(name, arrays[name]) for name in weights]) != fields["weight_hash"]:
+        raise IncompatibleState("memory state is inconsistent: its weights do not match their hash")
+    return Head(fields, arrays, len(weights))
+
+
+# Heads this process verified (memory.decoded): a fork burst loads one base's head per fork.
+HEADS: DecodedParts[Head] = DecodedParts(_verified_head, 16 * 1024 * 1024)
 
 
 def _new_memory(cls, config: dict, expected: MemoryConfig | None):
@@ -78,8 +104,12 @@ def _set_network(net, saved: Mapping[str, Any], ewc: Mapping[str, Any] | None, t
 
 
 def from_parts(cls, parts: Mapping[str, bytes], expected: MemoryConfig | None = None):
-    fields, arrays = codec.unpack(bytes_of(parts, "head"), "head")
+    head = HEADS.get(bytes_of(parts, "head"))
+    fields, arrays = head.fields, head.arrays
     memory = _new_memory(cls, fields["config"], expected)
+    if head.weights != len(memory.net.params):
+        raise IncompatibleState(f"memory state holds {head.weights} weight tensors; its config makes "
+                                f"{len(memory.net.params)}")
     ewc = codec.unpack(bytes_of(parts, fields["ewc"]), "ewc")[1] if fields["ewc"] else None
     _set_network(memory.net, arrays, ewc, lambda a: _tensor(a, memory.net.dtype))
     memory.hot.load(arrays)
@@ -91,8 +121,7 @@ def from_parts(cls, parts: Mapping[str, bytes], expected: MemoryConfig | None = 
     memory.domain_names = list(fields["domain_names"])
     memory.domain_counts = Counter(fields["domain_counts"])
     memory.ewc_generation = fields["ewc_generation"]
-    if memory.weight_hash != fields["weight_hash"]:
-        raise IncompatibleState("memory state is inconsistent: its weights do not match their hash")
+    memory._hash = fields["weight_hash"]  # of exact copies of the weights `_verified_head` checked
     return memory
 
 

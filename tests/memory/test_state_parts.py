@@ -136,11 +136,12 @@ def test_memories_loaded_from_the_same_parts_share_decoded_chunks_and_answer_ali
     """A process decodes a chunk's bytes once (a fork burst loads one base many times); what it
     shares is immutable, so each copy still answers, learns and saves as a fresh decode does."""
     from memory import episodes
+    from memory.decoded import DecodedParts
 
     parts = grown.state_parts()
     first, second = NeuralMemory.from_parts(parts), NeuralMemory.from_parts(parts)
     assert all(a is b for a, b in zip(first.store.chunks, second.store.chunks))
-    monkeypatch.setattr(episodes, "DECODED", episodes.DecodedChunks(0))  # cache off: decode afresh
+    monkeypatch.setattr(episodes, "DECODED", DecodedParts(episodes.Chunk, 0))  # cache off: decode afresh
     fresh = NeuralMemory.from_parts(parts)
     assert not any(a is b for a, b in zip(first.store.chunks, fresh.store.chunks))
     assert _answers(first) == _answers(fresh) == _answers(grown)
@@ -152,11 +153,47 @@ def test_memories_loaded_from_the_same_parts_share_decoded_chunks_and_answer_ali
     assert first.state_parts() == fresh.state_parts() and _answers(first) == _answers(fresh)
 
 
-def test_decoded_chunks_are_bounded_by_bytes_least_recently_used_out_first(grown):
-    from memory.episodes import DecodedChunks
+def test_memories_loaded_from_the_same_head_verify_it_once_and_learn_into_their_own_weights(grown, monkeypatch):
+    """The head (network, momentum, hot set) is checked once per process — payload sha256 and
+    weights against their hash — and each memory loaded from it copies what it will change."""
+    from memory import state
+    from memory.decoded import DecodedParts
+
+    parts = grown.state_parts()
+    verified = []
+    monkeypatch.setattr(state, "HEADS", DecodedParts(lambda data: verified.append(1) or state._verified_head(data),
+                                                     16 * 1024 * 1024))
+    first, second = NeuralMemory.from_parts(parts), NeuralMemory.from_parts(parts)
+    assert len(verified) == 1
+    monkeypatch.setattr(state, "HEADS", DecodedParts(state._verified_head, 0))  # cache off: verify afresh
+    fresh = NeuralMemory.from_parts(parts)
+    assert first.weight_hash == second.weight_hash == fresh.weight_hash == grown.weight_hash
+    assert _answers(first) == _answers(fresh) == _answers(grown)
+    _feed(first, _batches(20, seed=6))
+    assert state.weight_hash(first) != grown.weight_hash
+    assert state.weight_hash(second) == grown.weight_hash  # recomputed, not the cached value
+    assert NeuralMemory.from_parts(parts).state_parts() == parts  # the stored bytes are untouched
+
+
+def test_a_head_whose_weights_do_not_match_their_hash_is_refused_and_not_kept(grown):
+    from memory import codec
+
+    parts = dict(grown.state_parts())
+    fields, arrays = codec.unpack(parts["head"], "head")
+    forged = codec.pack("head", {k: v for k, v in fields.items() if k not in ("kind", "format_version", "arrays",
+                                                                              "payload_sha256")}
+                        | {"weight_hash": "0" * 64}, arrays)
+    for _attempt in range(2):  # a refused head is not kept: the second load checks it again
+        with pytest.raises(IncompatibleState, match="weights do not match their hash"):
+            NeuralMemory.from_parts({**parts, "head": forged})
+
+
+def test_decoded_parts_are_bounded_by_bytes_least_recently_used_out_first(grown):
+    from memory.decoded import DecodedParts
+    from memory.episodes import Chunk
 
     parts = [grown.state_parts()[name] for name in sorted(grown.state_parts()) if name.startswith("chunk/")]
-    cache = DecodedChunks(max_bytes=2 * max(len(p) for p in parts))
+    cache = DecodedParts(Chunk, max_bytes=2 * max(len(p) for p in parts))
     a, b, c = (cache.get(p) for p in parts[:3])
     assert cache.get(parts[1]) is b and cache.get(parts[2]) is c  # kept
     assert cache.get(parts[0]) is not a  # the oldest went when the third came
