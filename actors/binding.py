@@ -9,15 +9,15 @@ process was given another memory is refused instead of acting on the wrong one.
 
 from __future__ import annotations
 
-import ctypes
 import threading
 from typing import Any
 
 from errors import InvalidInput, Unavailable
 
+from actors.allocator import return_freed_memory
 from actors.phases import Phases
 
-__all__ = ["Rebinding", "ROUTED_METHODS", "RELEASE_WAIT"]
+__all__ = ["Rebinding", "ROUTED_METHODS", "RELEASE_WAIT", "TRIM_AFTER"]
 
 # What callers may run through call(qname, ...): the memory's own operations.
 ROUTED_METHODS = frozenset({
@@ -25,17 +25,9 @@ ROUTED_METHODS = frozenset({
     "attention_map", "explain", "stats", "where", "flush_records", "forget_start", "forget_status",
 })
 RELEASE_WAIT = 60.0  # seconds release() waits for calls in flight
-
-
-def _return_freed_memory() -> None:
-    """Hand the released memory's heap back to the OS (glibc keeps freed blocks otherwise), so
-    a spare's footprint does not grow with each memory it served. No gc.collect(): a memory
-    holds no reference cycles, so dropping it frees its tensors at once, and a full collection
-    over torch's ~200k objects costs 0.1-0.5 s per release on 2 cores."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the memory is reused by the next binding
-        pass
+# Seconds a released process stays unbound before its freed heap goes back to the OS. In a
+# burst the next memory is bound within milliseconds and reuses those pages as they are.
+TRIM_AFTER = 5.0
 
 
 class Rebinding:
@@ -48,6 +40,7 @@ class Rebinding:
     _releasing: bool
     _started: bool
     _checkpointer: threading.Thread | None
+    _trim_timer: threading.Timer | None
 
     def release(self) -> dict:
         """Hibernate, wait for calls in flight, then forget the memory: this process is a spare
@@ -66,9 +59,23 @@ class Rebinding:
                 self._checkpointer.join()
             self._reset_binding(None)
             phases.lap("unbind")
-        _return_freed_memory()
-        phases.lap("free_memory")
+            self._trim_if_still_unbound(after=TRIM_AFTER)
         return {**summary, "timings": phases.as_dict()}
+
+    def _trim_if_still_unbound(self, after: float) -> None:
+        """Return the freed heap to the OS in `after` seconds unless a memory is bound by then
+        (caller holds `_start_lock`)."""
+        if self._trim_timer is not None:
+            self._trim_timer.cancel()
+
+        def trim() -> None:
+            with self._start_lock:
+                if self._qname is None:
+                    return_freed_memory()
+
+        self._trim_timer = threading.Timer(after, trim)
+        self._trim_timer.daemon = True
+        self._trim_timer.start()
 
     def call(self, qname: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """`method(*args, **kwargs)` for memory `qname`: how the control plane reaches a memory.

@@ -71,6 +71,7 @@ class MemoryActor(Rebinding, Forgetting):
         # One thread for the process: stats/history writes stay in write order. Each record
         # names its memory, so one queued before a release never lands on the next memory.
         self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
+        self._trim_timer = None  # a released process's freed heap goes back later (binding.py)
         self._reset_binding(qname)
 
     def _reset_binding(self, qname: str | None) -> None:

@@ -229,6 +229,34 @@ def test_released_actor_serves_the_next_memory_like_a_fresh_one(local_storage, m
     assert again.stats()["weight_hash"] == a_hash and again.stats()["total_observations"] == 5
 
 
+def test_a_released_process_hands_its_freed_heap_back_only_once_it_stays_unbound(local_storage, make_actor,
+                                                                                   monkeypatch):
+    """In a burst the next memory is bound within milliseconds and reuses the freed pages as
+    they are (trimming at release made each start fault ~2,000 of them in again); a process
+    that stays a spare gives them back after TRIM_AFTER seconds, once per release."""
+    import time
+
+    from actors import binding
+
+    trims: list[float] = []
+    monkeypatch.setattr(binding, "TRIM_AFTER", 0.3)
+    monkeypatch.setattr(binding, "return_freed_memory", lambda: trims.append(time.monotonic()))
+    for name in ("acme/b", "acme/c"):
+        register(local_storage, name)
+    actor = make_actor(local_storage, "acme/a")
+    actor.release()
+    actor.start("acme/b")  # bound again at once: nothing is trimmed under it
+    time.sleep(0.6)
+    assert trims == []
+    actor.release()
+    actor.start("acme/c")
+    actor.release()  # two releases in a row: one trim, TRIM_AFTER after the last
+    released = time.monotonic()
+    wait_until(lambda: trims, timeout=5)
+    time.sleep(0.6)
+    assert len(trims) == 1 and trims[0] - released >= 0.25
+
+
 def _fail_once(monkeypatch, *, after_applying: bool) -> None:
     """The next NeuralMemory.observe_vectors raises, having touched the weights or not."""
     from memory import NeuralMemory
