@@ -51,6 +51,24 @@ def test_store_search_equals_brute_force_over_chunks_and_tail():
     assert padded.tolist() == [[-1, -1, -1]]
 
 
+def test_vectors_are_the_stored_rows_in_the_order_asked_few_or_many_from_any_chunk():
+    """A few ids are looked up row by row, a shortlist's worth grouped by chunk: either way the
+    rows come back as stored (float16, widened exactly), in the order asked, repeats included."""
+    from memory.episodes import GROUP_GATHER_AT
+
+    store = EpisodicStore(16, chunk=32, shortlist=8)
+    vectors = _unit(200, 16, 4)
+    for i, vector in enumerate(vectors):
+        store.append(vector, f"r{i}", i + 1, 0, None)
+    stored = vectors.astype(np.float16).astype(np.float32)
+    rng = np.random.default_rng(5)
+    for count in (1, GROUP_GATHER_AT - 1, GROUP_GATHER_AT, 4 * GROUP_GATHER_AT):
+        ids = rng.integers(0, 200, count)  # chunks and the tail, out of order, with repeats
+        got = store.vectors(ids)
+        assert got.dtype == np.float32 and np.array_equal(got, stored[ids]), count
+    assert store.vectors([]).shape == (0, 16)
+
+
 def test_exact_cosines_are_the_float64_sums_of_exact_products_in_any_batch():
     """A (record, query) pair scores the same bits whatever else is scored with it: a store
     search, a batch's check of its own records, one pair alone."""
