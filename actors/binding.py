@@ -59,12 +59,12 @@ class Rebinding:
                 self._checkpointer.join()
             self._reset_binding(None)
             phases.lap("unbind")
-            self._trim_if_still_unbound(after=TRIM_AFTER)
+            self._trim_if_still_unbound()
         return {**summary, "timings": phases.as_dict()}
 
-    def _trim_if_still_unbound(self, after: float) -> None:
-        """Return the freed heap to the OS in `after` seconds unless a memory is bound by then
-        (caller holds `_start_lock`)."""
+    def _trim_if_still_unbound(self) -> None:
+        """Return the freed heap to the OS in TRIM_AFTER seconds unless a memory is bound by
+        then (caller holds `_start_lock`)."""
         if self._trim_timer is not None:
             self._trim_timer.cancel()
 
@@ -73,7 +73,7 @@ class Rebinding:
                 if self._qname is None:
                     return_freed_memory()
 
-        self._trim_timer = threading.Timer(after, trim)
+        self._trim_timer = threading.Timer(TRIM_AFTER, trim)
         self._trim_timer.daemon = True
         self._trim_timer.start()
 
