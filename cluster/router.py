@@ -18,7 +18,8 @@ from typing import Any, Awaitable, Callable
 
 from ray.exceptions import RayActorError, RayTaskError
 
-from errors import MemoryNotFound, Unavailable
+from errors import Unavailable
+from storage import memory_not_found
 
 from cluster.supervisor import unwrap
 
@@ -44,7 +45,7 @@ class ActorRouter:
     async def ensure(self, qname: str, *, check_registry: bool = True) -> Any:
         """A live actor for `qname` (MemoryNotFound if the memory is not registered)."""
         if check_registry and not await self._exists(qname):
-            raise MemoryNotFound(f"memory {qname.split('/', 1)[1]} not found")
+            raise memory_not_found(qname)
         try:
             handle = await self._supervisor.ensure.remote(qname)
         except RayTaskError as exc:

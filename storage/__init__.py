@@ -12,7 +12,7 @@ from storage.cas import ContentStore
 from storage.checkpoints import CheckpointStore
 from storage.embedded import EmbeddedValkey
 from storage.factory import Storage, open_storage
-from storage.keys import Keys, check_name, check_tag, object_key
+from storage.keys import Keys, check_name, check_tag, memory_not_found, object_key
 from storage.local import LocalCheckpointStore
 from storage.metadata import MetadataStore
 from storage.s3 import S3CheckpointStore
@@ -32,4 +32,5 @@ __all__ = [
     "object_key",
     "check_name",
     "check_tag",
+    "memory_not_found",
 ]

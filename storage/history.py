@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from errors import InvalidInput, MemoryNotFound
+from errors import InvalidInput
 from storage.codec import dumps_json, encode_wal_entry, loads_json
-from storage.keys import check_name
+from storage.keys import check_name, memory_not_found
 from storage.translate import redis_errors
 
 __all__ = ["HistoryMixin", "AUDIT_CAP"]
@@ -39,7 +39,7 @@ class HistoryMixin:
     def _guarded(self, script: str, name: str, key: str, *values: Any) -> None:
         check_name(name)
         if self._run(script, [self.keys.registry(), key], [name, *values]) == -1:  # type: ignore[attr-defined]
-            raise MemoryNotFound(f"memory {name} not found")
+            raise memory_not_found(name)
 
     # -- archive index ----------------------------------------------------------------------
 
@@ -149,7 +149,7 @@ class HistoryMixin:
                 self.keys.domains(name), self.keys.jobs(name), self.keys.history_base(name),
                 self.keys.audit(tenant)]
         if self._run("FORGET_COMMIT", keys, args) == -1:  # type: ignore[attr-defined]
-            raise MemoryNotFound(f"memory {name} not found")
+            raise memory_not_found(name)
 
 
 def _json_list(values: list | None) -> list[str] | None:

@@ -32,9 +32,9 @@ from __future__ import annotations
 import re
 
 import contract
-from errors import InvalidInput
+from errors import InvalidInput, MemoryNotFound
 
-__all__ = ["Keys", "check_name", "check_tag", "object_key", "segment_key", "base_key", "SEGMENT_SUFFIX"]
+__all__ = ["Keys", "check_name", "check_tag", "memory_not_found", "object_key", "segment_key", "base_key", "SEGMENT_SUFFIX"]
 
 # Tags as stored: a user tag, or an internal auto-checkpoint tag ("auto@" + a sequence number).
 _STORED_TAG = re.compile(rf"{contract.TAG_PATTERN}|{re.escape(contract.AUTO_TAG_PREFIX)}[0-9]{{1,20}}")
@@ -49,6 +49,12 @@ def check_name(name: str) -> str:
     contract.check_tenant(tenant)
     contract.check_memory_name(memory)
     return name
+
+
+def memory_not_found(name: str) -> MemoryNotFound:
+    """The error for a qualified name that is not registered. It names the memory as its
+    caller does (the short name: a tenant only ever sees its own memories)."""
+    return MemoryNotFound(f"memory {name.partition('/')[2] or name} not found")
 
 
 def check_tag(tag: str) -> str:

@@ -26,11 +26,10 @@ from errors import (
     CheckpointNotFound,
     InvalidInput,
     MemoryExists,
-    MemoryNotFound,
 )
 from storage import scripts
 from storage.codec import dumps_json, loads_json
-from storage.keys import Keys, check_name, check_tag
+from storage.keys import Keys, check_name, check_tag, memory_not_found
 from storage.translate import redacted_url, redis_errors
 from storage.history import HistoryMixin
 from storage.content_index import ContentIndexMixin
@@ -110,7 +109,7 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
                 read(pipe)
             exists, *results = pipe.execute()
         if not exists:
-            raise MemoryNotFound(f"memory {name} not found")
+            raise memory_not_found(name)
         return results
 
     def ping(self) -> None:
@@ -145,7 +144,7 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
         with redis_errors(self.where):
             raw = self._client.hget(self.keys.registry(), name)
         if raw is None:
-            raise MemoryNotFound(f"memory {name} not found")
+            raise memory_not_found(name)
         return loads_json(raw)
 
     def memory_exists(self, name: str) -> bool:
@@ -173,7 +172,7 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
         tenant, short = name.split("/", 1)
         keys = [self.keys.registry(), self.keys.names(tenant), *self.keys.memory_keys(name)]
         if not self._run("DELETE_MEMORY", keys, [name, short]):
-            raise MemoryNotFound(f"memory {name} not found")
+            raise memory_not_found(name)
 
     # -- stats ------------------------------------------------------------------------------
 
@@ -200,7 +199,7 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
         keys = [self.keys.registry(), self.keys.stats(name), self.keys.domains(name), self.keys.history(name)]
         args = [name, observations, step, weight_hash, history_cap, len(domains), *domains, *items]
         if self._run("RECORD_WRITE", keys, args) == -1:
-            raise MemoryNotFound(f"memory {name} not found")
+            raise memory_not_found(name)
 
     def get_stats(self, name: str) -> dict:
         stats, domains = self._registered_read(
@@ -228,7 +227,7 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
         keys = [self.keys.registry(), self.keys.checkpoints(name), self.keys.checkpoint_order(name)]
         result = self._run("ADD_CHECKPOINT", keys, [name, tag, dumps_json(stored)])
         if result == -1:
-            raise MemoryNotFound(f"memory {name} not found")
+            raise memory_not_found(name)
         if result == 0:
             raise CheckpointConflict(f"checkpoint tag {tag!r} already exists for memory {name}")
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from errors import MemoryNotFound
 from storage.codec import decode_wal_entry, encode_wal_entry
-from storage.keys import check_name
+from storage.keys import check_name, memory_not_found
 from storage.translate import redis_errors
 
 __all__ = ["WalMixin"]
@@ -35,7 +34,7 @@ class WalMixin:
         args = [name, *(item for pair in fields.items() for item in pair)]
         result = self._run("WAL_APPEND", keys, args)  # type: ignore[attr-defined]
         if result == -1:
-            raise MemoryNotFound(f"memory {name} not found")
+            raise memory_not_found(name)
         return result.decode() if isinstance(result, bytes) else str(result)
 
     def _wal_pages(self, name: str) -> Iterator[list[tuple[bytes, dict[bytes, bytes]]]]:

@@ -103,3 +103,21 @@ def test_server_keeps_serving_after_the_table(api, target):
     learned = ok(api.post(f"/v1/memories/{target}/observe", json={"context": "still learning"}))
     assert learned["step"] >= 1
     assert error_of(api.get("/v1/memories/never-created/stats"), 404)
+
+
+UNKNOWN_MEMORY_ROUTES = [
+    ("GET", "/stats", {}), ("POST", "/observe", {"json": {"context": "x"}}),
+    ("POST", "/infer", {"json": {"prompt": "x"}}), ("GET", "/history", {}),
+    ("GET", "/checkpoints", {}), ("POST", "/checkpoints", {"json": {"tag": "v1"}}),
+    ("POST", "/fork", {"json": {"new_name": "never-forked"}}), ("DELETE", "", {}),
+]
+
+
+@pytest.mark.parametrize("method,suffix,kwargs", UNKNOWN_MEMORY_ROUTES,
+                         ids=[f"{m} {s or '/'}" for m, s, _ in UNKNOWN_MEMORY_ROUTES])
+def test_an_unknown_memory_is_named_as_the_caller_named_it(api, method, suffix, kwargs):
+    """Whichever layer finds it missing (registry, WAL, history, router), the message names the
+    memory by the caller's own name, never by the server's tenant-qualified id."""
+    error = error_of(api.request(method, f"/v1/memories/no-such-memory{suffix}", **kwargs), 404)
+    assert error["code"] == "memory_not_found"
+    assert error["message"] == "memory no-such-memory not found", error
