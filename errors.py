@@ -9,7 +9,8 @@ and it imports nothing of ours. Only `serve/` turns these into HTTP statuses or 
     │   ├── MemoryNotFound
     │   └── CheckpointNotFound    (also a CheckpointError)
     ├── AlreadyExists             409
-    │   └── MemoryExists
+    │   ├── MemoryExists
+    │   └── RequestIdReused       a write's `request_id` names an earlier, different write
     ├── OutOfOrder                409: a write's predecessor (`after_request_id`) was not applied
     ├── IncompatibleState         a state made with another encoder, dim or format version
     ├── StorageError              a backing service failed or misbehaved; 503
@@ -35,6 +36,7 @@ __all__ = [
     "MemoryNotFound",
     "AlreadyExists",
     "MemoryExists",
+    "RequestIdReused",
     "OutOfOrder",
     "IncompatibleState",
     "StorageError",
@@ -74,6 +76,12 @@ class AlreadyExists(NeuralMemoryError):
 
 class MemoryExists(AlreadyExists):
     """A memory with that name already exists."""
+
+
+class RequestIdReused(AlreadyExists):
+    """A write carried the `request_id` of an earlier write of this memory with other texts,
+    domain or learning rate: nothing of it was applied (a retry must repeat its write exactly;
+    a new write needs a new id)."""
 
 
 class OutOfOrder(NeuralMemoryError):

@@ -29,7 +29,7 @@ from storage.keys import object_key
 
 from actors.phases import Phases
 from actors.replay import EntryFailed, Replay, Unusable
-from actors.wal import RecentResults, entry_args
+from actors.wal import RecentResults, entry_args, write_fingerprint
 
 if TYPE_CHECKING:  # torch is imported only where a memory is actually loaded (not by the supervisor)
     from memory import MemoryConfig, NeuralMemory
@@ -242,7 +242,8 @@ def _replay(memory: NeuralMemory, entries: list[dict], expected: dict[tuple, str
         _entry, result = replay.apply(entry)
         seq = entry.get("seq", seq)
         if result is not None:
-            results.put(entry_args(entry)[4], result)
+            _, texts, domain, learning_rate, request_id = entry_args(entry)
+            results.put(request_id, result, write_fingerprint(texts, domain, learning_rate))
             if history_after is not None and result["step"] > history_after:
                 unrecorded.append(({**result, "weight_hash": replay.memory.weight_hash},
                                    list(entry["texts"]), entry.get("domain")))

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from errors import CheckpointCorrupt, CheckpointNotFound, InvalidInput, NeuralMemoryError, OutOfOrder, Unavailable
+from errors import (CheckpointCorrupt, CheckpointNotFound, InvalidInput, NeuralMemoryError, OutOfOrder, RequestIdReused,
+                    Unavailable)
 
 from actors.allocator import keep_freed_buffers
 from actors.binding import Rebinding
@@ -42,7 +43,8 @@ from actors.forgetting import Forgetting
 from actors.history import History, parse_retention
 from actors.phases import Phases
 from actors.spec import ActorSpec
-from actors.wal import CONSOLIDATE, RESTORE, TAG, RecentResults, check_observation, make_entry, make_marker
+from actors.wal import (CONSOLIDATE, RESTORE, TAG, RecentResults, check_observation, make_entry, make_marker,
+                        write_fingerprint)
 
 if TYPE_CHECKING:  # imported in start(): the supervisor imports this module and needs no torch
     from memory import MemoryConfig, NeuralMemory
@@ -213,13 +215,14 @@ class MemoryActor(Rebinding, Forgetting):
         keep several writes in flight (their encoding overlaps the apply) and still have them
         applied in its order; this one waits for it (see `_wait_until_applied`)."""
         self._ready()
+        fingerprint = write_fingerprint(texts, domain, learning_rate)
         if request_id in self._results:
-            return self._repeat(request_id)
+            return self._repeat(request_id, fingerprint)
         array = check_observation(vectors, texts, domain, learning_rate, self._config.dim)
         if after is not None:
             self._wait_until_applied(after)
         try:
-            return self._observe(request_id, array, texts, domain, learning_rate)
+            return self._observe(request_id, fingerprint, array, texts, domain, learning_rate)
         finally:
             with self._applied:
                 self._applied.notify_all()
@@ -237,12 +240,12 @@ class MemoryActor(Rebinding, Forgetting):
                          "acknowledged, send this write again without after_request_id; if not, send "
                          f"{request_id!r} first")
 
-    def _observe(self, request_id: str, array: np.ndarray, texts: list[str], domain: str | None,
-                 learning_rate: float | None) -> dict:
+    def _observe(self, request_id: str, fingerprint: str, array: np.ndarray, texts: list[str],
+                 domain: str | None, learning_rate: float | None) -> dict:
         with self._write_lock:
             self._check_open()
             if request_id in self._results:  # the same request raced itself
-                return self._repeat(request_id)
+                return self._repeat(request_id, fingerprint)
             self._settle()
             mem, before, applying, seq = self._mem, self._mem.step, False, self._seq + 1
             entry = make_entry(before + len(texts), array, texts, domain, learning_rate, request_id, seq)
@@ -257,7 +260,7 @@ class MemoryActor(Rebinding, Forgetting):
                 self._settle_now()
                 raise
             result = {**raw, "weight_hash": mem.weight_hash}
-            self._results.put(request_id, result)
+            self._results.put(request_id, result, fingerprint)
             self._record(result, texts, domain)
             with self._count_lock:
                 self._writes_since += 1
@@ -405,8 +408,15 @@ class MemoryActor(Rebinding, Forgetting):
         if self._closing:
             raise Unavailable(f"memory {self._qname} is hibernating; retry")
 
-    def _repeat(self, request_id: str) -> dict:
-        """Result of a write already applied (before a crash, it may only be known by its id)."""
+    def _repeat(self, request_id: str, fingerprint: str) -> dict:
+        """Result of a write already applied (before a crash, it may only be known by its id).
+        RequestIdReused if that write was another one (where its content is still known)."""
+        known = self._results.fingerprint(request_id)
+        if known is not None and known != fingerprint:
+            raise RequestIdReused(f"request_id {request_id!r} already named another write to memory "
+                                  f"{self._qname.split('/', 1)[1]} (other texts, domain or learning rate); "
+                                  "nothing of this one was applied. A retry must repeat its write exactly; "
+                                  "give a new write a new request_id")
         result = self._results.get(request_id)
         mem = self._ready()
         if result is None:  # applied before the newest checkpoint: only its id survived

@@ -15,6 +15,8 @@ forgotten or failed write was), the memory's `step` after it, and `at` (unix tim
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import OrderedDict
 from typing import Any
 
@@ -96,23 +98,34 @@ def entry_args(entry: dict[str, Any]) -> tuple[np.ndarray, list[str], str | None
     return vectors, texts, entry.get("domain"), options.get("learning_rate"), options.get("request_id")
 
 
+def write_fingerprint(texts: list[str], domain: str | None, learning_rate: float | None) -> str:
+    """What makes two writes with one request id the same write (the vectors follow from the
+    texts): a retry must match the write its id first named."""
+    rate = None if learning_rate is None else float(learning_rate)
+    return hashlib.sha256(json.dumps([list(texts), domain, rate]).encode()).hexdigest()
+
+
 class RecentResults:
-    """Bounded map request id -> result of the write (None if only known to be applied)."""
+    """Bounded map request id -> (result of the write, or None if only known to be applied;
+    its `write_fingerprint`, or None where it is not known)."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = max(1, capacity)
-        self._items: OrderedDict[str, dict | None] = OrderedDict()
+        self._items: OrderedDict[str, tuple[dict | None, str | None]] = OrderedDict()
 
     def __contains__(self, request_id: object) -> bool:
         return request_id in self._items
 
     def get(self, request_id: str) -> dict | None:
-        return self._items.get(request_id)
+        return self._items.get(request_id, (None, None))[0]
 
-    def put(self, request_id: str | None, result: dict | None) -> None:
+    def fingerprint(self, request_id: str) -> str | None:
+        return self._items.get(request_id, (None, None))[1]
+
+    def put(self, request_id: str | None, result: dict | None, fingerprint: str | None = None) -> None:
         if not request_id:
             return
-        self._items[request_id] = result
+        self._items[request_id] = (result, fingerprint)
         self._items.move_to_end(request_id)
         while len(self._items) > self._capacity:
             self._items.popitem(last=False)

@@ -210,9 +210,10 @@ class MemoryCluster:
         result = await self._call(tenant, name, "observe", request_id, vectors, texts, domain, learning_rate,
                                   after)
         shaped = {key: result[key] for key in _OBSERVE_KEYS}
-        if len(texts) > 1 and result.get("surprises"):  # a batch: one result per item, in order
-            first = result["step"] - len(texts) + 1
-            shaped["items"] = [{"surprise": s, "step": first + i} for i, s in enumerate(result["surprises"])]
+        surprises = result.get("surprises") or []  # a retry's are the first answer's
+        if len(texts) > 1 and surprises:  # a batch: one result per item, in order
+            first = result["step"] - len(surprises) + 1
+            shaped["items"] = [{"surprise": s, "step": first + i} for i, s in enumerate(surprises)]
         return shaped
 
     async def surprise(self, tenant: str, name: str, vector: np.ndarray, text: str) -> dict:

@@ -185,7 +185,8 @@ def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
         learning_rate: S.LearningRate | None = None,
         domain: S.Domain | None = None,
         request_id: Annotated[S.RequestId | None, Field(
-            description="Idempotency key: a retried call with the same key is applied once.")] = None,
+            description="Idempotency key: a retried call with the same key is applied once; the key of "
+                        "another write is refused (request_id_reused).")] = None,
         after_request_id: Annotated[S.RequestId | None, Field(description=S.AFTER_REQUEST_ID)] = None,
         memory: OptionalMemory = None,
     ) -> S.ObserveResponse:

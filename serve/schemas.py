@@ -120,7 +120,9 @@ class ObserveRequest(Request):
     domain: Domain | None = None
     request_id: RequestId | None = Field(
         None, description="Idempotency key (or the `Idempotency-Key` header): a retried write "
-                          "with the same key is applied once and answered with the first result.")
+                          "with the same key is applied once and answered with the first result; the key "
+                          "of another write (other texts, domain or learning rate) is refused with "
+                          "409 `request_id_reused`.")
     after_request_id: RequestId | None = Field(
         None, description=AFTER_REQUEST_ID)
 

@@ -8,7 +8,7 @@ import pytest
 
 from actors import MemoryActor, normalize_config
 from errors import (CheckpointConflict, CheckpointNotFound, InvalidInput, MemoryNotFound, MetadataError,
-                    Unavailable)
+                    RequestIdReused, Unavailable)
 from tests.actors.conftest import register
 from tests.cluster.helpers import SMALL, encode, reference_hash, wait_until
 
@@ -60,7 +60,7 @@ def test_observe_logs_then_applies_and_repeats_are_idempotent(local_storage, mak
     assert entry["options"] == {"request_id": "r1", "learning_rate": 0.5}
     assert np.frombuffer(entry["vectors"], "<f4").tolist() == vectors[0].tolist()
 
-    assert actor.observe("r1", vectors[:1], ["one"]) == first
+    assert actor.observe("r1", vectors[:1], ["one"], domain="demo", learning_rate=0.5) == first
     assert actor.stats()["total_observations"] == 1 and wal_steps(local_storage) == [1]
     batch = actor.observe("r2", vectors, ["one", "two"])
     assert batch["step"] == 3 and wal_steps(local_storage) == [1, 3]
@@ -68,6 +68,26 @@ def test_observe_logs_then_applies_and_repeats_are_idempotent(local_storage, mak
     stats = local_storage.metadata.get_stats(Q)
     assert stats["total_observations"] == 3 and stats["step"] == 3 and stats["domains"] == ["demo"]
     assert [h["step"] for h in local_storage.metadata.history(Q)] == [1, 2, 3]
+
+
+def test_a_request_id_names_one_write_live_and_after_a_restart(local_storage, make_actor):
+    """A retry must repeat its write; the id of another write is refused, nothing applied, and
+    the check survives a restart (the replayed log holds each write's texts and options)."""
+    actor = make_actor(local_storage, Q)
+    vectors = encode(["one", "two", "three"])
+    first = actor.observe("r1", vectors[:2], ["one", "two"], domain="d", learning_rate=0.5)
+    for restarted in (False, True):
+        if restarted:
+            actor = make_actor(local_storage, Q)  # a new process: checkpoint + log replay
+        for args, kwargs in (((vectors[:2], ["one", "three"]), {"domain": "d", "learning_rate": 0.5}),
+                             ((vectors[:2], ["one", "two"]), {"domain": None, "learning_rate": 0.5}),
+                             ((vectors[:2], ["one", "two"]), {"domain": "d"}),
+                             ((vectors[2:], ["three"]), {"domain": "d", "learning_rate": 0.5})):
+            with pytest.raises(RequestIdReused, match="r1"):
+                actor.observe("r1", *args, **kwargs)
+        again = actor.observe("r1", vectors[:2], ["one", "two"], domain="d", learning_rate=0.5)
+        assert (again["step"], again["weight_hash"]) == (2, first["weight_hash"])
+        assert wal_steps(local_storage) == [2]
 
 
 def test_auto_checkpoints_by_count_and_time_then_trim(storage, make_actor):

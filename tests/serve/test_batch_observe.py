@@ -57,6 +57,22 @@ def test_a_retried_write_applies_once(api, fresh_name):
     assert third["step"] == 11
 
 
+def test_a_key_reused_for_another_write_is_refused_and_nothing_of_it_applied(api, fresh_name):
+    _create(api, fresh_name)
+    body = {"contexts": TEXTS[:2], "request_id": "reused-0001"}
+    first = ok(api.post(f"/v1/memories/{fresh_name}/observe", json=body))
+    for other in ({"contexts": TEXTS[2:5]}, {"context": TEXTS[0]}, {"contexts": TEXTS[:2], "domain": "geo"},
+                  {"contexts": TEXTS[:2], "learning_rate": 0.5}, {"contexts": TEXTS[1::-1]}):
+        error = error_of(api.post(f"/v1/memories/{fresh_name}/observe",
+                                  json={**other, "request_id": "reused-0001"}), 409)
+        assert error["code"] == "request_id_reused" and "reused-0001" in error["message"], error
+    stats = ok(api.get(f"/v1/memories/{fresh_name}/stats"))
+    assert (stats["total_observations"], stats["weight_hash"]) == (2, first["weight_hash"])
+    # the write itself, retried exactly, is still answered as the first time, items included
+    assert ok(api.post(f"/v1/memories/{fresh_name}/observe", json=body)) == first
+    assert [item["step"] for item in first["items"]] == [1, 2]
+
+
 def test_a_batch_sent_before_the_one_it_names_waits_and_lands_after_it(api, gateway, fresh_name):
     """Two batches in flight: the second names the first (`after_request_id`) and reaches the
     server first; it is applied second, exactly as one client sending them one by one."""
