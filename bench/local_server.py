@@ -21,9 +21,9 @@ from serve.ports import free_port
 def local_server(*, tenant: str, namespace: str, gateway: dict, cluster: dict,
                  ingress: str = "proxy") -> Iterator[tuple[str, str, dict]]:
     """Yields (url, API key, storage settings). `gateway`: GatewaySettings overrides; `cluster`:
-    ClusterSettings overrides (the namespace and storage are set here). `ingress`: "proxy" or
-    "haproxy", as `neural-memory serve --ingress` (set before Ray starts: its processes read it
-    once)."""
+    ClusterSettings overrides (the namespace and storage are set here). `ingress`: "proxy",
+    "haproxy" or "direct", as `neural-memory serve --ingress` (set before Ray starts: its
+    processes read it once)."""
     port = free_port()  # below the ephemeral range: Serve binds it seconds later
     import ray
     from ray import serve
@@ -32,12 +32,12 @@ def local_server(*, tenant: str, namespace: str, gateway: dict, cluster: dict,
     from storage import EmbeddedValkey
 
     key = secrets.token_urlsafe(24)
-    with ingress_environment(ingress), tempfile.TemporaryDirectory(prefix=f"{namespace}-") as tmp:
+    with ingress_environment(ingress, port) as plan, tempfile.TemporaryDirectory(prefix=f"{namespace}-") as tmp:
         valkey = EmbeddedValkey(Path(tmp) / "valkey")
         redis_url = valkey.start()
         try:
             ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            serve.start(http_options={"host": "127.0.0.1", "port": plan.proxy_port})
             storage = {"redis_url": redis_url, "data_dir": tmp, "s3_endpoint": None}
             app = build_app({"host": "127.0.0.1", "port": port, "api_keys": f"{key}:{tenant}", **gateway,
                              "cluster": {**cluster, "namespace": namespace, "storage": storage}})

@@ -5,8 +5,9 @@ NMEM_REDIS_URL, this process starts the embedded Valkey (AOF in <data-dir>/valke
 control plane's `start_storage` and hands its URL to every replica, so gateway replicas and
 memory actors share one metadata store and never race to start their own. Checkpoints go to
 <data-dir>/checkpoints unless NMEM_S3_ENDPOINT is set; this process also restarts that Valkey
-if it dies. A local Ray is started with its node address on loopback; with `--ingress haproxy`
-it runs Serve's HAProxy ingress in place of the Python proxy (`HAPROXY_INGRESS_ENV`). On Ctrl-C /
+if it dies. A local Ray is started with its node address on loopback; `--ingress` picks who
+holds the port (`ingress_environment`): Serve's Python proxy, Serve's HAProxy ingress, or the
+gateway replica itself ("direct"). On Ctrl-C /
 SIGTERM every live memory writes a checkpoint first (at most SHUTDOWN_CHECKPOINT_S), then the
 Serve app is shut down (the gateway's lifespan closes the cluster), then Ray, then Valkey.
 """
@@ -34,6 +35,22 @@ SHUTDOWN_CHECKPOINT_S = 30.0  # a graceful stop saves live memories for at most 
 # an HTTP server inside each gateway replica, instead of a Python proxy actor that makes one more
 # actor call per request. Ray reads these once, in every process it starts: set before ray.init.
 HAPROXY_INGRESS_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+# The same mode without HAProxy ("direct ingress"): the gateway replica's own HTTP server binds
+# the port, so a request makes no hop at all before our app. Serve hands replicas ports from
+# [MIN, MAX), here the one configured port; the head's proxy, which Serve still starts, is moved
+# to a spare port. A released port is normally quarantined (150 s) before it is handed out
+# again; with one port, a replacement replica (after a crash) must get it back at once.
+DIRECT_INGRESS_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_PORT_QUARANTINE_S": "0"}
+
+
+@dataclass(frozen=True)
+class IngressPlan:
+    """What `ingress_environment` set up: the environment it added, the port to give Serve's
+    proxy (`serve.start`), and how the banner describes the ingress."""
+
+    env: dict[str, str]
+    proxy_port: int
+    banner: str
 
 
 @dataclass
@@ -85,13 +102,17 @@ def run_server(opts: ServeOptions) -> int:
         raise InvalidInput("--ingress haproxy applies to the Ray this command starts; on an existing "
                            "Ray cluster set " + " and ".join(f"{k}={v}" for k, v in HAPROXY_INGRESS_ENV.items())
                            + " in the environment of its processes instead (README: 'HAProxy ingress')")
+    if gateway.ingress == "direct" and (settings.cluster.ray_address or gateway.gateway_replicas != 1):
+        raise InvalidInput("--ingress direct serves the port from the one gateway replica of the Ray "
+                           "this command starts; for several gateway replicas or an existing Ray "
+                           "cluster use --ingress haproxy or proxy (README: 'Direct ingress')")
 
     import ray
     from ray import serve
 
     cluster_settings, storage = start_storage(settings.cluster)
     # the ingress's files outlive Ray: they go only after _shutdown
-    with ingress_environment(gateway.ingress) as ingress_env:
+    with ingress_environment(gateway.ingress, gateway.port, gateway.host) as ingress:
         try:
             # A Ray of our own is reached only from this machine: its node address is loopback.
             local = {"_node_ip_address": "127.0.0.1"} if not cluster_settings.ray_address else {}
@@ -99,18 +120,14 @@ def run_server(opts: ServeOptions) -> int:
                      logging_level="WARNING", log_to_driver=False, **local)
             if local:
                 _private_ray_token()
-            serve.start(http_options={"host": gateway.host, "port": gateway.port})
+            serve.start(http_options={"host": gateway.host, "port": ingress.proxy_port})
             app = build_application(AppSettings(gateway=gateway, cluster=cluster_settings))
             serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
             url = f"http://{gateway.host}:{gateway.port}"
             state = f"ON ({len(auth.tenants)} tenant(s))" if auth.enabled else "OFF (loopback only)"
             print(f"neural-memory serving at {url}  (REST {url}/v1, MCP {url}/mcp, docs {url}/docs)",
                   flush=True)
-            ingress = gateway.ingress
-            if ingress_env:  # HAProxy's two listeners on every interface: say where they are
-                ingress += (f" (its stats page :{ingress_env['RAY_SERVE_HAPROXY_STATS_PORT']} and metrics "
-                            f":{ingress_env['RAY_SERVE_HAPROXY_METRICS_PORT']} listen on every interface)")
-            print(f"auth: {state}; data: {cluster_settings.storage.data_dir}; ingress: {ingress}; "
+            print(f"auth: {state}; data: {cluster_settings.storage.data_dir}; ingress: {ingress.banner}; "
                   "Ctrl-C to stop", flush=True)
             _wait_for_signal()
             print("neural-memory: shutting down", file=sys.stderr, flush=True)
@@ -120,16 +137,32 @@ def run_server(opts: ServeOptions) -> int:
 
 
 @contextmanager
-def ingress_environment(ingress: str) -> Iterator[dict[str, str]]:
-    """For "haproxy": put the HAProxy ingress in this process's environment, for the Ray it is
-    about to start, and yield what was set; its temp dir is removed on exit. Its files go to
-    that private dir, and its stats and metrics listeners and the fallback proxy to free ports
-    below the ephemeral range (`serve.ports`): Ray's fixed defaults, /tmp/haproxy-serve and
-    ports 8404, 9101 and 8500, would clash between two servers on one machine. HAProxy binds the
-    first two on every interface (read-only traffic figures, no memory data). For "proxy":
-    nothing to set."""
-    if ingress != "haproxy":
-        yield {}
+def ingress_environment(ingress: str, port: int, host: str = "127.0.0.1") -> Iterator[IngressPlan]:
+    """Set up who holds `port` on `host`, for the Ray this process is about to start (Ray's
+    processes read these variables once: set before ray.init); yields the IngressPlan.
+
+    - "proxy": Serve's Python proxy holds the port; nothing to set.
+    - "haproxy": HAProxy holds it. Its files go to a private temp dir (removed on exit), its stats
+      and metrics listeners and the fallback proxy to free ports below the ephemeral range
+      (`serve.ports`): Ray's fixed defaults, /tmp/haproxy-serve and ports 8404, 9101 and 8500,
+      would clash between two servers on one machine. HAProxy binds the first two on every
+      interface (read-only traffic figures, no memory data).
+    - "direct": the gateway replica's own HTTP server holds it (`DIRECT_INGRESS_ENV`); Serve's
+      proxy listens on a spare port of the same host (it serves the same app, with the same
+      authentication)."""
+    if ingress == "proxy":
+        yield IngressPlan({}, port, "proxy")
+        return
+    if ingress == "direct":
+        (proxy_port,) = free_ports(1, host="" if host in ("0.0.0.0", "::") else host)
+        env = {**DIRECT_INGRESS_ENV, "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+               "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),
+               # a stopping replica holds the port this long for load balancers (Ray's default
+               # 30 s); none is in front here, and the replacement waits for the port
+               "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+        with _environment(env):
+            yield IngressPlan(env, proxy_port, f"direct (the gateway replica holds :{port}; Serve's "
+                                               f"proxy serves the same app on :{proxy_port})")
         return
     state = Path(tempfile.mkdtemp(prefix="nmem-haproxy-"))  # short: it holds unix sockets
     try:
@@ -148,10 +181,26 @@ def ingress_environment(ingress: str) -> Iterator[dict[str, str]]:
             # 30 s default held every stop for 30 s; a local server stops only after its checkpoints)
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
         }
-        os.environ.update(env)
-        yield env
+        with _environment(env):
+            yield IngressPlan(env, port, f"haproxy (its stats page :{stats_port} and metrics :{metrics_port} "
+                                         "listen on every interface)")
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+@contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """`env` in os.environ while the block runs, the previous values back after it."""
+    before = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _private_ray_token() -> None:

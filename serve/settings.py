@@ -17,7 +17,7 @@ import contract
 from serve.schemas import MEMORY_NAME_PATTERN
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
-Ingress = Literal["proxy", "haproxy"]  # how HTTP reaches the gateway (`ingress` below)
+Ingress = Literal["proxy", "haproxy", "direct"]  # how HTTP reaches the gateway (`ingress` below)
 INGRESS_MODES: tuple[str, ...] = get_args(Ingress)
 
 
@@ -107,9 +107,11 @@ class GatewaySettings(BaseSettings):
     ingress: Ingress = Field(
         "proxy",
         description="How HTTP reaches the gateway when `neural-memory serve` starts its own Ray: "
-                    "through Ray Serve's Python proxy, or through Ray's HAProxy ingress in Serve's "
+                    "through Ray Serve's Python proxy; through Ray's HAProxy ingress in Serve's "
                     "throughput-optimized mode (about 2x the small-request throughput on a 2-core "
-                    "machine; README: 'HAProxy ingress'). On a Ray cluster this command does not "
+                    "machine; README: 'HAProxy ingress'); or `direct`, the same mode without "
+                    "HAProxy: the one gateway replica holds the port itself (the fastest on one "
+                    "machine; README: 'Direct ingress'). On a Ray cluster this command does not "
                     "start, set RAY_SERVE_ENABLE_HA_PROXY=1 and RAY_SERVE_THROUGHPUT_OPTIMIZED=1 "
                     "in the cluster's environment instead.",
     )
