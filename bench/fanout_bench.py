@@ -46,6 +46,7 @@ import httpx
 
 from bench import write_results
 from bench.local_server import local_server, wait_for_spares
+from serve.local import resolve_ingress
 from serve.settings import INGRESS_MODES
 
 TENANT = "bench"  # the tenant of the server's one API key
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="NMEM_SPARE_ACTORS of the server: warm processes ready before the burst")
     parser.add_argument("--rehydrate", type=int, default=200, help="random forks touched after hibernation")
     parser.add_argument("--only", choices=["fanout", "node-loss"])
-    parser.add_argument("--ingress", choices=INGRESS_MODES, default="proxy",
+    parser.add_argument("--ingress", choices=INGRESS_MODES, default="auto",
                         help="how HTTP reaches the gateway, as `neural-memory serve --ingress`")
     parser.add_argument("--out", type=Path, default=Path("bench/results/fanout.json"))
     args = parser.parse_args(argv)
@@ -343,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         results["node_loss"] = run_node_loss()
     results["machine"] = {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                           "loadavg_after": [round(x, 2) for x in os.getloadavg()], "encoder": "hash",
+                          "ingress": resolve_ingress(args.ingress, None, 1),
                           "command": " ".join(["python -m bench.fanout_bench", *(argv or sys.argv[1:])])}
     write_results(args.out, results)
     print(json.dumps(results, indent=2))

@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Iterator
 
 from serve.demo import wait_healthy
-from serve.local import ingress_environment
+from serve.local import ingress_environment, resolve_ingress
 from serve.ports import free_port
 
 
 @contextmanager
 def local_server(*, tenant: str, namespace: str, gateway: dict, cluster: dict,
-                 ingress: str = "proxy") -> Iterator[tuple[str, str, dict]]:
+                 ingress: str = "auto") -> Iterator[tuple[str, str, dict]]:
     """Yields (url, API key, storage settings). `gateway`: GatewaySettings overrides; `cluster`:
-    ClusterSettings overrides (the namespace and storage are set here). `ingress`: "proxy",
-    "haproxy" or "direct", as `neural-memory serve --ingress` (set before Ray starts: its
-    processes read it once)."""
+    ClusterSettings overrides (the namespace and storage are set here). `ingress`: as
+    `neural-memory serve --ingress` ("auto": direct, since this starts its own Ray with one
+    gateway replica; set before Ray starts: its processes read it once)."""
     port = free_port()  # below the ephemeral range: Serve binds it seconds later
     import ray
     from ray import serve
@@ -32,7 +32,7 @@ def local_server(*, tenant: str, namespace: str, gateway: dict, cluster: dict,
     from storage import EmbeddedValkey
 
     key = secrets.token_urlsafe(24)
-    with ingress_environment(ingress, port) as plan, tempfile.TemporaryDirectory(prefix=f"{namespace}-") as tmp:
+    with ingress_environment(resolve_ingress(ingress, None, 1), port) as plan, tempfile.TemporaryDirectory(prefix=f"{namespace}-") as tmp:
         valkey = EmbeddedValkey(Path(tmp) / "valkey")
         redis_url = valkey.start()
         try:

@@ -37,6 +37,7 @@ from bench import write_results
 from bench.corpus import docstring_sentences
 from bench.procstat import cpu_by_role, per_request_ms
 from bench.local_server import local_server, wait_for_spares
+from serve.local import resolve_ingress
 from serve.settings import INGRESS_MODES
 from neural_memory.importing import DEFAULT_BATCH as IMPORT_BATCH
 from neural_memory.importing import DEFAULT_IN_FLIGHT
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each throughput run")
     parser.add_argument("--encoder-threads", type=int, default=0,
                         help="NMEM_ENCODER_THREADS of the gateway (0: the default)")
-    parser.add_argument("--ingress", choices=INGRESS_MODES, default="proxy",
+    parser.add_argument("--ingress", choices=INGRESS_MODES, default="auto",
                         help="how HTTP reaches the gateway, as `neural-memory serve --ingress`")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve_bench.json"))
     args = parser.parse_args(argv)
@@ -323,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     results["figures"] = [dict(zip(("figure", "measured", "floor", "target"), row)) for row in figures(results)]
     results["machine"] = {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                           "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-                          "encoder_threads": args.encoder_threads, "ingress": args.ingress}
+                          "encoder_threads": args.encoder_threads,
+                          "ingress": resolve_ingress(args.ingress, None, 1)}
     write_results(args.out, results)
     print(report(results))
     print(f"\nload average before/after: {results['machine']['loadavg_before']} / "

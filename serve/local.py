@@ -98,11 +98,12 @@ def run_server(opts: ServeOptions) -> int:
     gateway = settings.gateway
     auth = Authenticator.from_settings(gateway)
     auth.check_bind(gateway.host, warn=False)  # fail before starting anything; the build warns
-    if gateway.ingress == "haproxy" and settings.cluster.ray_address:
+    ingress_mode = resolve_ingress(gateway.ingress, settings.cluster.ray_address, gateway.gateway_replicas)
+    if ingress_mode == "haproxy" and settings.cluster.ray_address:
         raise InvalidInput("--ingress haproxy applies to the Ray this command starts; on an existing "
                            "Ray cluster set " + " and ".join(f"{k}={v}" for k, v in HAPROXY_INGRESS_ENV.items())
                            + " in the environment of its processes instead (README: 'HAProxy ingress')")
-    if gateway.ingress == "direct" and (settings.cluster.ray_address or gateway.gateway_replicas != 1):
+    if ingress_mode == "direct" and (settings.cluster.ray_address or gateway.gateway_replicas != 1):
         raise InvalidInput("--ingress direct serves the port from the one gateway replica of the Ray "
                            "this command starts; for several gateway replicas or an existing Ray "
                            "cluster use --ingress haproxy or proxy (README: 'Direct ingress')")
@@ -112,7 +113,7 @@ def run_server(opts: ServeOptions) -> int:
 
     cluster_settings, storage = start_storage(settings.cluster)
     # the ingress's files outlive Ray: they go only after _shutdown
-    with ingress_environment(gateway.ingress, gateway.port, gateway.host) as ingress:
+    with ingress_environment(ingress_mode, gateway.port, gateway.host) as ingress:
         try:
             # A Ray of our own is reached only from this machine: its node address is loopback.
             local = {"_node_ip_address": "127.0.0.1"} if not cluster_settings.ray_address else {}
@@ -134,6 +135,14 @@ def run_server(opts: ServeOptions) -> int:
             return 0
         finally:
             _shutdown(storage, cluster_settings.namespace)
+
+
+def resolve_ingress(ingress: str, ray_address: str | None, gateway_replicas: int) -> str:
+    """The ingress "auto" stands for: direct where this command starts its own Ray and serves
+    from one gateway replica (nothing in front of the app), else Serve's proxy. Others as given."""
+    if ingress != "auto":
+        return ingress
+    return "direct" if not ray_address and gateway_replicas == 1 else "proxy"
 
 
 @contextmanager

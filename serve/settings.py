@@ -17,7 +17,7 @@ import contract
 from serve.schemas import MEMORY_NAME_PATTERN
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
-Ingress = Literal["proxy", "haproxy", "direct"]  # how HTTP reaches the gateway (`ingress` below)
+Ingress = Literal["auto", "direct", "proxy", "haproxy"]  # how HTTP reaches the gateway (`ingress` below)
 INGRESS_MODES: tuple[str, ...] = get_args(Ingress)
 
 
@@ -105,15 +105,15 @@ class GatewaySettings(BaseSettings):
         0.002, ge=0, le=1, description="How long the encoder waits to fill a batch."
     )
     ingress: Ingress = Field(
-        "proxy",
-        description="How HTTP reaches the gateway when `neural-memory serve` starts its own Ray: "
-                    "through Ray Serve's Python proxy; through Ray's HAProxy ingress in Serve's "
-                    "throughput-optimized mode (about 2x the small-request throughput on a 2-core "
-                    "machine; README: 'HAProxy ingress'); or `direct`, the same mode without "
-                    "HAProxy: the one gateway replica holds the port itself (the fastest on one "
-                    "machine; README: 'Direct ingress'). On a Ray cluster this command does not "
-                    "start, set RAY_SERVE_ENABLE_HA_PROXY=1 and RAY_SERVE_THROUGHPUT_OPTIMIZED=1 "
-                    "in the cluster's environment instead.",
+        "auto",
+        description="Who holds the HTTP port when `neural-memory serve` starts its own Ray: `direct`, "
+                    "the one gateway replica itself (Serve's direct ingress: no hop before the app; "
+                    "the fastest on one machine); `proxy`, Ray Serve's Python proxy actor; `haproxy`, "
+                    "Ray's HAProxy ingress in Serve's throughput-optimized mode (for several gateway "
+                    "replicas). `auto`: direct when this command starts its own Ray with one gateway "
+                    "replica, else proxy (README: 'Ingress'). On a Ray cluster this command does "
+                    "not start, set RAY_SERVE_ENABLE_HA_PROXY=1 and RAY_SERVE_THROUGHPUT_OPTIMIZED=1 "
+                    "in the cluster's environment for HAProxy.",
     )
     gateway_replicas: int = Field(1, ge=1, le=64, description="Gateway (FastAPI) replicas.")
     encoder_replicas: int = Field(1, ge=1, le=64, description="Encoder replicas.")

@@ -111,3 +111,16 @@ def test_direct_ingress_beyond_one_local_replica_is_refused_with_what_to_use(tmp
     assert done.returncode == 2, done.stdout + done.stderr
     assert "--ingress haproxy" in done.stderr and "one gateway replica" in done.stderr
     assert not list(tmp_path.iterdir()), "something was started before the refusal"
+
+
+@pytest.mark.parametrize("given,ray_address,replicas,expected", [
+    ("auto", None, 1, "direct"), ("auto", None, 2, "proxy"), ("auto", "10.0.0.5:6379", 1, "proxy"),
+    ("proxy", None, 1, "proxy"), ("haproxy", None, 3, "haproxy"), ("direct", None, 1, "direct"),
+])
+def test_the_default_ingress_is_direct_only_where_one_local_replica_can_hold_the_port(
+        given, ray_address, replicas, expected):
+    from serve.local import resolve_ingress
+    from serve.settings import GatewaySettings
+
+    assert GatewaySettings().ingress == "auto"
+    assert resolve_ingress(given, ray_address, replicas) == expected
