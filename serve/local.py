@@ -102,11 +102,11 @@ def run_server(opts: ServeOptions) -> int:
     if ingress_mode == "haproxy" and settings.cluster.ray_address:
         raise InvalidInput("--ingress haproxy applies to the Ray this command starts; on an existing "
                            "Ray cluster set " + " and ".join(f"{k}={v}" for k, v in HAPROXY_INGRESS_ENV.items())
-                           + " in the environment of its processes instead (README: 'HAProxy ingress')")
+                           + " in the environment of its processes instead (README: 'Ingress')")
     if ingress_mode == "direct" and (settings.cluster.ray_address or gateway.gateway_replicas != 1):
         raise InvalidInput("--ingress direct serves the port from the one gateway replica of the Ray "
                            "this command starts; for several gateway replicas or an existing Ray "
-                           "cluster use --ingress haproxy or proxy (README: 'Direct ingress')")
+                           "cluster use --ingress haproxy or proxy (README: 'Ingress')")
 
     import ray
     from ray import serve
