@@ -41,14 +41,17 @@ HAPROXY_INGRESS_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_O
 # to a spare port. A released port is normally quarantined (150 s) before it is handed out
 # again; with one port, a replacement replica (after a crash) must get it back at once.
 DIRECT_INGRESS_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_PORT_QUARANTINE_S": "0"}
+# Both modes: a stopping gateway replica keeps serving this long so a load balancer can route
+# around it. Ray's 30 s default held every stop for 30 s (a local server stops only after its
+# checkpoints), and a replacement replica waits that long for the port in direct mode.
+SHORT_DRAIN_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
 
 
 @dataclass(frozen=True)
 class IngressPlan:
-    """What `ingress_environment` set up: the environment it added, the port to give Serve's
-    proxy (`serve.start`), and how the banner describes the ingress."""
+    """What `ingress_environment` set up: the port to give Serve's proxy (`serve.start`) and
+    how the start-up banner describes the ingress."""
 
-    env: dict[str, str]
     proxy_port: int
     banner: str
 
@@ -160,17 +163,14 @@ def ingress_environment(ingress: str, port: int, host: str = "127.0.0.1") -> Ite
       proxy listens on a spare port of the same host (it serves the same app, with the same
       authentication)."""
     if ingress == "proxy":
-        yield IngressPlan({}, port, "proxy")
+        yield IngressPlan(port, "proxy")
         return
     if ingress == "direct":
         (proxy_port,) = free_ports(1, host="" if host in ("0.0.0.0", "::") else host)
-        env = {**DIRECT_INGRESS_ENV, "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
-               "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),
-               # a stopping replica holds the port this long for load balancers (Ray's default
-               # 30 s); none is in front here, and the replacement waits for the port
-               "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+        env = {**DIRECT_INGRESS_ENV, **SHORT_DRAIN_ENV, "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+               "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1)}
         with _environment(env):
-            yield IngressPlan(env, proxy_port, f"direct (the gateway replica holds :{port}; Serve's "
+            yield IngressPlan(proxy_port, f"direct (the gateway replica holds :{port}; Serve's "
                                                f"proxy serves the same app on :{proxy_port})")
         return
     state = Path(tempfile.mkdtemp(prefix="nmem-haproxy-"))  # short: it holds unix sockets
@@ -186,12 +186,10 @@ def ingress_environment(ingress: str, port: int, host: str = "127.0.0.1") -> Ite
             "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
             "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_port),
-            # a stopping gateway replica waits this long for HAProxy to route around it (Ray's
-            # 30 s default held every stop for 30 s; a local server stops only after its checkpoints)
-            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+            **SHORT_DRAIN_ENV,
         }
         with _environment(env):
-            yield IngressPlan(env, port, f"haproxy (its stats page :{stats_port} and metrics :{metrics_port} "
+            yield IngressPlan(port, f"haproxy (its stats page :{stats_port} and metrics :{metrics_port} "
                                          "listen on every interface)")
     finally:
         shutil.rmtree(state, ignore_errors=True)
