@@ -45,8 +45,7 @@ from pathlib import Path
 import httpx
 
 from bench import write_results
-from bench.local_server import local_server, wait_for_spares
-from serve.local import resolve_ingress
+from bench.local_server import local_ingress, local_server, wait_for_spares
 from serve.settings import INGRESS_MODES
 
 TENANT = "bench"  # the tenant of the server's one API key
@@ -344,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         results["node_loss"] = run_node_loss()
     results["machine"] = {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                           "loadavg_after": [round(x, 2) for x in os.getloadavg()], "encoder": "hash",
-                          "ingress": resolve_ingress(args.ingress, None, 1),
+                          "ingress": local_ingress(args.ingress),
                           "command": " ".join(["python -m bench.fanout_bench", *(argv or sys.argv[1:])])}
     write_results(args.out, results)
     print(json.dumps(results, indent=2))

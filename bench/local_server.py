@@ -17,6 +17,12 @@ from serve.local import ingress_environment, resolve_ingress
 from serve.ports import free_port
 
 
+def local_ingress(ingress: str) -> str:
+    """The ingress `local_server` runs for `ingress` ("auto" resolved: its own Ray, one gateway
+    replica), for a bench to record beside its figures."""
+    return resolve_ingress(ingress, None, 1)
+
+
 @contextmanager
 def local_server(*, tenant: str, namespace: str, gateway: dict, cluster: dict,
                  ingress: str = "auto") -> Iterator[tuple[str, str, dict]]:
@@ -32,7 +38,8 @@ def local_server(*, tenant: str, namespace: str, gateway: dict, cluster: dict,
     from storage import EmbeddedValkey
 
     key = secrets.token_urlsafe(24)
-    with ingress_environment(resolve_ingress(ingress, None, 1), port) as plan, tempfile.TemporaryDirectory(prefix=f"{namespace}-") as tmp:
+    with (ingress_environment(local_ingress(ingress), port) as plan,
+          tempfile.TemporaryDirectory(prefix=f"{namespace}-") as tmp):
         valkey = EmbeddedValkey(Path(tmp) / "valkey")
         redis_url = valkey.start()
         try:

@@ -36,8 +36,7 @@ import httpx
 from bench import write_results
 from bench.corpus import docstring_sentences
 from bench.procstat import cpu_by_role, per_request_ms
-from bench.local_server import local_server, wait_for_spares
-from serve.local import resolve_ingress
+from bench.local_server import local_ingress, local_server, wait_for_spares
 from serve.settings import INGRESS_MODES
 from neural_memory.importing import DEFAULT_BATCH as IMPORT_BATCH
 from neural_memory.importing import DEFAULT_IN_FLIGHT
@@ -325,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                           "loadavg_after": [round(x, 2) for x in os.getloadavg()],
                           "encoder_threads": args.encoder_threads,
-                          "ingress": resolve_ingress(args.ingress, None, 1)}
+                          "ingress": local_ingress(args.ingress)}
     write_results(args.out, results)
     print(report(results))
     print(f"\nload average before/after: {results['machine']['loadavg_before']} / "

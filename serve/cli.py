@@ -43,9 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--gateway-replicas", type=int, default=None)
     run.add_argument("--encoder-replicas", type=int, default=None)
     run.add_argument("--ingress", choices=INGRESS_MODES, default=None,
-                     help="how HTTP reaches the gateway (NMEM_INGRESS, default proxy): Serve's "
-                          "Python proxy, Ray's HAProxy ingress (faster), or direct: the gateway replica "
-                          "itself (fastest, one replica; see the README)")
+                     help="who holds the port (NMEM_INGRESS, default auto: direct for one gateway "
+                          "replica of a Ray this command starts, else proxy): direct, the gateway "
+                          "replica itself (fastest); proxy, Serve's Python proxy; haproxy, Ray's "
+                          "HAProxy ingress (several replicas; see the README)")
 
     mcp = sub.add_parser("mcp", help="stdio MCP server for desktop clients, proxying to a gateway")
     mcp.add_argument("--url", default=os.environ.get("NMEM_URL", "http://127.0.0.1:8000"),

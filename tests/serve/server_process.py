@@ -8,9 +8,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+
+
+def session_processes(session: int) -> Iterator[Path]:
+    """/proc/<pid> of every process in `session` (a server's own, see `Server`), skipping any
+    that is gone or unreadable meanwhile."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.getsid(int(entry.name)) == session:
+                yield entry
+        except OSError:
+            continue
 
 
 class Server:

@@ -22,7 +22,7 @@ import pytest
 
 from serve.ports import free_port
 from tests.serve.helpers import ok
-from tests.serve.server_process import Server
+from tests.serve.server_process import Server, session_processes
 from tests.serve.test_mcp import call, mcp_client
 
 
@@ -34,10 +34,8 @@ def _listener(port: int, session: int) -> tuple[int, str] | None:
         fields = line.split()
         if fields[1] == wanted and fields[3] == "0A":  # 0A: LISTEN
             inodes.add(f"socket:[{fields[9]}]")
-    for entry in Path("/proc").iterdir():
+    for entry in session_processes(session):
         try:
-            if not entry.name.isdigit() or os.getsid(int(entry.name)) != session:
-                continue
             if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
                 return int(entry.name), (entry / "cmdline").read_bytes().decode().replace("\0", " ")
         except OSError:

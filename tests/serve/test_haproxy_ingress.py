@@ -7,7 +7,6 @@ files live in a private temp dir; a stop leaves no HAProxy process or file behin
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -19,19 +18,17 @@ import pytest
 
 from serve.ports import free_port
 from tests.serve.helpers import ok
-from tests.serve.server_process import Server
+from tests.serve.server_process import Server, session_processes
 from tests.serve.test_mcp import call, mcp_client
 
 
 def _haproxy_configs(session: int) -> dict[int, Path]:
     """pid -> config file of every HAProxy process in the server's session."""
     found = {}
-    for entry in Path("/proc").iterdir():
+    for entry in session_processes(session):
         try:
-            if not entry.name.isdigit() or os.getsid(int(entry.name)) != session:
-                continue
             argv = (entry / "cmdline").read_bytes().decode().split("\0")
-        except (OSError, ProcessLookupError):
+        except OSError:
             continue  # gone meanwhile
         if Path(argv[0]).name == "haproxy" and "-f" in argv:
             found[int(entry.name)] = Path(argv[argv.index("-f") + 1])
