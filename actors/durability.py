@@ -192,9 +192,9 @@ class Recovered:
     replayed: int  # WAL entries applied on top of it
     results: RecentResults = field(default_factory=lambda: RecentResults(1))
     autos: list[dict] = field(default_factory=list)  # the auto-checkpoints found, oldest first
-    # Replayed writes after `history_after` as (result with weight_hash, texts, domain): the
-    # ones whose stats/history a killed actor may not have recorded yet.
-    unrecorded: list[tuple[dict, list[str], str | None]] = field(default_factory=list)
+    # Replayed writes after `history_after` as (result with weight_hash, texts, domain,
+    # request id): the ones whose stats/history a killed actor may not have recorded yet.
+    unrecorded: list[tuple[dict, list[str], str | None, str | None]] = field(default_factory=list)
     fell_back: bool = False  # the newest auto-checkpoint was unusable: save a fresh one soon
     # Log position of the rebuilt state (its last entry); None: a state from before log
     # positions (its first checkpoint then starts the memory's kept history).
@@ -246,7 +246,7 @@ def _replay(memory: NeuralMemory, entries: list[dict], expected: dict[tuple, str
             results.put(request_id, result, write_fingerprint(texts, domain, learning_rate))
             if history_after is not None and result["step"] > history_after:
                 unrecorded.append(({**result, "weight_hash": replay.memory.weight_hash},
-                                   list(entry["texts"]), entry.get("domain")))
+                                   list(entry["texts"]), entry.get("domain"), request_id))
         _check_expected(replay.memory, pending, ("step", replay.memory.step), seq)
     if pending:
         raise Unusable(f"the log ends at step {replay.memory.step}, before a newer checkpoint")
@@ -295,9 +295,10 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
             where = _position(info, seq_era)
             results, unrecorded, todo = RecentResults(remember), [], _after(entries, where)
             pending = {id(e) for e in todo}
-            for entry in entries:  # already in the state: only their request ids count
+            for entry in entries:  # already in the state: their ids and what they wrote count
                 if id(entry) not in pending:
-                    results.put(entry_args(entry)[4], None)
+                    _, texts, domain, learning_rate, request_id = entry_args(entry)
+                    results.put(request_id, None, write_fingerprint(texts, domain, learning_rate))
             try:
                 memory, replayed, seq = _replay(memory, todo, expected, results, unrecorded,
                                                 history_after, lambda tag, tag_seq: ckpts.load(ckpts.get(tag)))

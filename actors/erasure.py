@@ -183,8 +183,8 @@ class Erasure:
         from actors.wal import RecentResults  # noqa: PLC0415
 
         results = RecentResults(self._spec.settings.remembered_requests)
-        for request_id, result in rebuild.results:
-            results.put(request_id, result)
+        for request_id, result, fingerprint in rebuild.results:
+            results.put(request_id, result, fingerprint)
         return results
 
     # ---- approximate ---------------------------------------------------------------------------

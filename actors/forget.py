@@ -26,7 +26,7 @@ from errors import InvalidInput
 
 from actors.durability import from_parts, to_parts
 from actors.replay import Replay
-from actors.wal import OBSERVE, RESTORE, TAG, entry_args, entry_kind
+from actors.wal import OBSERVE, RESTORE, TAG, entry_args, entry_kind, history_items, write_fingerprint
 
 __all__ = ["Selector", "Scan", "scan", "choose_start", "Rebuild", "NotExact", "SELECTOR_KINDS",
            "DRY_RUN_ITEMS"]
@@ -171,7 +171,7 @@ class Rebuild:
         self.states: dict[int, dict] = {}  # seq -> replayed state as parts (tags, fork points)
         self.entries: list[dict] = []  # the rewritten log, in order
         self.items: list[dict] = []  # history items of the replayed observations
-        self.results: list[tuple[str | None, dict]] = []
+        self.results: list[tuple[str | None, dict, str]] = []  # (request id, answer, fingerprint)
         self.forgotten = 0
         self.replayed = 0  # observations (items) the old log held in this replay
         self.domains: set[str] = set()  # of the kept observations
@@ -213,11 +213,9 @@ class Rebuild:
             self.states[seq] = to_parts(self.memory)  # immutable parts shared, not copied
 
     def _note(self, entry: dict, result: dict) -> None:
-        weight_hash = self.memory.weight_hash
-        surprises = result.get("surprises") or [result["surprise"]] * len(entry["texts"])
-        for (i, text, step), surprise in zip(items_of(entry), surprises):
-            self.items.append({"step": step, "text": text, "surprise": float(surprise),
-                               "weight_hash": weight_hash, "at": entry.get("at")})
-        if entry.get("domain"):
-            self.domains.add(entry["domain"])
-        self.results.append((entry_args(entry)[4], {**result, "weight_hash": weight_hash}))
+        _, texts, domain, learning_rate, request_id = entry_args(entry)
+        result = {**result, "weight_hash": self.memory.weight_hash}
+        self.items += [{**item, "at": entry.get("at")} for item in history_items(result, texts, request_id)]
+        if domain:
+            self.domains.add(domain)
+        self.results.append((request_id, result, write_fingerprint(texts, domain, learning_rate)))

@@ -43,8 +43,9 @@ from actors.forgetting import Forgetting
 from actors.history import History, parse_retention
 from actors.phases import Phases
 from actors.spec import ActorSpec
-from actors.wal import (CONSOLIDATE, RESTORE, TAG, RecentResults, check_observation, make_entry, make_marker,
-                        write_fingerprint)
+from actors.wal import (CONSOLIDATE, RESTORE, TAG, RecentResults, check_observation, history_items, make_entry,
+                        make_marker, result_from_history, write_fingerprint)
+from storage.metadata import HISTORY_CAP
 
 if TYPE_CHECKING:  # imported in start(): the supervisor imports this module and needs no torch
     from memory import MemoryConfig, NeuralMemory
@@ -142,8 +143,8 @@ class MemoryActor(Rebinding, Forgetting):
             self._prev_auto = rec.autos[-1] if rec.autos else None
             self._prev_auto_seq = int((self._prev_auto or {}).get("seq", 0))
             self._latest_auto = self._prev_auto
-            for result, texts, domain in rec.unrecorded:  # answered, but not yet in the history
-                self._record(result, texts, domain)
+            for result, texts, domain, request_id in rec.unrecorded:  # answered, not yet in the history
+                self._record(result, texts, domain, request_id)
             with self._ckpt_lock:
                 if rec.checkpoint_step is None or rec.fell_back or rec.seq is None:
                     # The initial checkpoint, the first after a crash, a good one again after
@@ -261,7 +262,7 @@ class MemoryActor(Rebinding, Forgetting):
                 raise
             result = {**raw, "weight_hash": mem.weight_hash}
             self._results.put(request_id, result, fingerprint)
-            self._record(result, texts, domain)
+            self._record(result, texts, domain, request_id)
             with self._count_lock:
                 self._writes_since += 1
                 due = self._writes_since >= self._spec.settings.checkpoint_every_writes
@@ -419,9 +420,13 @@ class MemoryActor(Rebinding, Forgetting):
                                   "give a new write a new request_id")
         result = self._results.get(request_id)
         mem = self._ready()
-        if result is None:  # applied before the newest checkpoint: only its id survived
-            return {"surprise": 0.0, "surprises": [], "weight_delta": 0.0, "patterns_activated": [],
-                    "step": mem.step, "weight_hash": mem.weight_hash}
+        if result is None:  # applied before the newest checkpoint: its answer is in the history
+            self.flush_records()
+            result = result_from_history(self._storage.metadata.history(self._qname, HISTORY_CAP), request_id)
+            if result is None:  # older than the history keeps: only its id survived
+                return {"surprise": 0.0, "surprises": [], "weight_delta": 0.0, "patterns_activated": [],
+                        "step": mem.step, "weight_hash": mem.weight_hash}
+            self._results.put(request_id, result, fingerprint)
         # Results rebuilt by WAL replay carry no hash; a retry is almost always of the newest
         # write, whose hash is the current one.
         return {"weight_hash": mem.weight_hash, **result}
@@ -436,12 +441,9 @@ class MemoryActor(Rebinding, Forgetting):
             raise InvalidInput(f"vector must have {dim} finite values, got shape {array.shape}")
         return array
 
-    def _record(self, result: dict, texts: list[str], domain: str | None) -> None:
+    def _record(self, result: dict, texts: list[str], domain: str | None, request_id: str | None) -> None:
         """Queue the stats and history of a write (one round trip, on the recorder thread)."""
-        surprises = result.get("surprises") or [result["surprise"]] * len(texts)
-        first = result["step"] - len(texts) + 1
-        history = [{"step": first + i, "text": text, "surprise": float(surprises[i]),
-                    "weight_hash": result["weight_hash"]} for i, text in enumerate(texts)]
+        history = history_items(result, texts, request_id)
         self._recorder.submit(self._write_record, self._qname, step=int(result["step"]),
                               weight_hash=result["weight_hash"],
                               observations=len(texts), domains=[domain] if domain else [], history=history)

@@ -28,6 +28,7 @@ import contract
 from errors import InvalidInput
 
 __all__ = ["check_observation", "make_entry", "make_marker", "entry_args", "entry_kind", "RecentResults",
+           "history_items", "result_from_history",
            "OBSERVE", "CONSOLIDATE", "RESTORE", "TAG"]
 
 OBSERVE, CONSOLIDATE, RESTORE, TAG = "observe", "consolidate", "restore", "tag"
@@ -129,3 +130,33 @@ class RecentResults:
         self._items.move_to_end(request_id)
         while len(self._items) > self._capacity:
             self._items.popitem(last=False)
+
+
+def history_items(result: dict, texts: list[str], request_id: str | None) -> list[dict]:
+    """The history items of one answered write: one per text, each naming the write's request
+    id; the last also keeps the write's totals, so `result_from_history` can answer a retry of
+    a write that only the history still details (one applied before the newest checkpoint)."""
+    surprises = result.get("surprises") or [result["surprise"]] * len(texts)
+    first = result["step"] - len(texts) + 1
+    items = [{"step": first + i, "text": text, "surprise": float(surprises[i]),
+              "weight_hash": result["weight_hash"]} for i, text in enumerate(texts)]
+    if request_id and items:
+        for item in items:
+            item["request_id"] = request_id
+        items[-1]["write"] = {"surprise": float(result["surprise"]), "weight_delta": float(result["weight_delta"]),
+                              "patterns_activated": list(result.get("patterns_activated") or [])}
+    return items
+
+
+def result_from_history(items: list[dict], request_id: str) -> dict | None:
+    """The answer of write `request_id` rebuilt from its history items, or None where the
+    history no longer holds all of them (older than its cap, or recorded before they named
+    their write)."""
+    mine = sorted((item for item in items if item.get("request_id") == request_id), key=lambda i: i["step"])
+    if not mine or "write" not in mine[-1] or mine[-1]["step"] - mine[0]["step"] + 1 != len(mine):
+        return None
+    totals = mine[-1]["write"]
+    result = {**totals, "step": mine[-1]["step"], "weight_hash": mine[-1]["weight_hash"]}
+    if len(mine) > 1:
+        result["surprises"] = [float(item["surprise"]) for item in mine]
+    return result
