@@ -120,22 +120,20 @@ def _export(client, args: argparse.Namespace) -> int:
 
 
 def _learn_files(client, args: argparse.Namespace) -> int:
-    import uuid
-
     from errors import MemoryExists
     from neural_memory.importing import ImportOptions, ImportRun, plan_import
 
     opts = ImportOptions(format=args.format, split=args.split, column=args.column,
                          domain_column=args.domain_column, domain=args.domain, batch_size=args.batch_size)
     plan = plan_import(args.paths, opts, memory=args.memory, server=client.url)
-    if args.again:  # a fresh key: new request ids and a new journal
-        plan = type(plan)(f"{plan.key[:32]}{uuid.uuid4().hex[:32]}", plan.batches)
+    if args.again:
+        plan = plan.renewed()
+    run = ImportRun(client, args.memory, plan, in_flight=args.in_flight)  # checks the options first
     if args.create:
         try:
             client.create_memory(args.memory)
         except MemoryExists:
             pass
-    run = ImportRun(client, args.memory, plan, in_flight=args.in_flight)
     journal = run.journal
     if journal.finished:
         print(f"already imported: these {plan.items:,} items were learned into {args.memory} by an "

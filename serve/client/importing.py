@@ -26,6 +26,7 @@ import csv
 import hashlib
 import io
 import json
+import uuid
 import os
 import re
 from collections import deque
@@ -100,9 +101,13 @@ def _decode(data: bytes, source: str) -> str:
 
 def _checked(text: str, domain: str | None, where: str, hint: str = "") -> Item:
     try:
-        return Item(contract.check_text(text, field=f"the text at {where}"), contract.check_domain(domain), where)
+        text = contract.check_text(text, field=f"the text at {where}")
     except InvalidInput as exc:
         raise InvalidInput(f"{exc}{hint}") from None
+    try:
+        return Item(text, contract.check_domain(domain), where)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}: {exc}") from None
 
 
 def _text_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
@@ -129,7 +134,9 @@ def _text_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
 
 
 def _jsonl_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only: str.splitlines() would also cut at U+2028 or U+0085, which JSON
+    # strings may hold raw.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{source}:{number}"
@@ -138,20 +145,47 @@ def _jsonl_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"{where} is not valid JSON ({exc.msg}); each line must be an object "
                                'like {"text": "...", "domain": "..."}') from None
+        except (ValueError, RecursionError) as exc:  # a number of thousands of digits; deep nesting
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+            raise InvalidInput(f"{where} cannot be read as JSON ({reason}); each line must be an object "
+                               'like {"text": "...", "domain": "..."}') from None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise InvalidInput(f'{where} needs an object with a string "text" field')
         yield _checked(record["text"], record.get("domain", opts.domain), where)
 
 
+def _csv_rows(reader: csv.DictReader, source: str) -> Iterator[tuple[int, dict]]:
+    """(first line, row) of each row. Strict quoting: a stray quote that opens a field and never
+    closes would otherwise swallow every later row into one cell, silently."""
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise _not_csv(source, start, exc) from None
+        yield start, row
+
+
+def _not_csv(source: str, line: int, exc: csv.Error) -> InvalidInput:
+    return InvalidInput(f"{source}:{line} is not valid CSV ({exc}): a field that starts with a quote must "
+                        'end with one, a quote inside it is written twice (""), and a cell holds at most '
+                        f"{csv.field_size_limit():,} characters")
+
+
 def _csv_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
     dialect = "excel-tab" if source.endswith(".tsv") else "excel"
-    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
-    columns = reader.fieldnames or []
+    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect, strict=True)
+    try:
+        columns = reader.fieldnames or []  # reads the header
+    except csv.Error as exc:
+        raise _not_csv(source, 1, exc) from None
     for wanted in (opts.column, opts.domain_column):
         if wanted is not None and wanted not in columns:
             raise InvalidInput(f"{source} has no column {wanted!r}; its columns are {columns} "
                                "(choose one with --column / --domain-column)")
-    for number, row in enumerate(reader, start=2):
+    for number, row in _csv_rows(reader, source):
         value = row.get(opts.column) or ""
         if not value.strip():
             continue  # an empty cell is no text, not an error
@@ -190,6 +224,10 @@ class Plan:
 
     def request_id(self, index: int) -> str:
         return f"import-{self.key[:24]}-{index:06d}"
+
+    def renewed(self) -> "Plan":
+        """The same batches under a fresh key (new request ids, a new journal): learned again."""
+        return Plan(hashlib.sha256(f"{self.key}:{uuid.uuid4()}".encode()).hexdigest(), self.batches)
 
 
 def _batches(items: list[Item], size: int) -> list[list[Item]]:

@@ -67,6 +67,13 @@ def test_formats_split_as_documented(tmp_path):
     items = read_items(rows, "r.csv", ImportOptions(column="body", domain_column="topic"))
     assert [(i.text, i.domain, i.where) for i in items] == [("the sky is blue", "sky", "r.csv:2"),
                                                             ("grass is green", "plants", "r.csv:4")]
+    # a JSON string may hold U+2028 or U+0085 raw: they do not end a line; a quoted CSV cell
+    # may span lines (its row is named by its first line)
+    raw = '{"text": "one\u2028two\u0085three"}\n'.encode()
+    assert [i.text for i in read_items(raw, "u.jsonl", ImportOptions())] == ["one\u2028two\u0085three"]
+    quoted = b'text\n"line one\nline two, with ""quotes"""\nnext\n'
+    assert [(i.text, i.where) for i in read_items(quoted, "q.csv", ImportOptions())] == \
+        [('line one\nline two, with "quotes"', "q.csv:2"), ("next", "q.csv:4")]
 
 
 @pytest.mark.parametrize("name, data, options, words", [
@@ -78,6 +85,12 @@ def test_formats_split_as_documented(tmp_path):
     ("bad.jsonl", b'{"text": "ok"}\n{"text": oops}\n', {}, ["bad.jsonl:2", "JSON"]),
     ("nofield.jsonl", b'{"body": "x"}\n', {}, ["nofield.jsonl:1", '"text"']),
     ("notes.docx", b"text", {}, ["--format"]),
+    ("half.jsonl", b'{"text": "ok"}\n{"text": "a \\ud800 b"}\n', {}, ["half.jsonl:2", "surrogate"]),
+    ("deep.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n", {}, ["deep.jsonl:1", "nested too deeply"]),
+    ("digits.jsonl", b'{"text": "x", "n": ' + b"9" * 5000 + b"}\n", {}, ["digits.jsonl:1", "digits"]),
+    ("domain.jsonl", b'{"text": "x"}\n{"text": "y", "domain": ""}\n', {}, ["domain.jsonl:2", "domain"]),
+    ("stray.csv", b'text\nrow 1\n"stray quote\n' + b"row\n" * 50, {}, ["stray.csv:3", "quote"]),
+    ("wide.csv", b"text\n" + b"x" * 200_000 + b"\n", {}, ["wide.csv:2", "131,072"]),
 ])
 def test_bad_files_are_refused_with_a_clear_error(name, data, options, words):
     with pytest.raises(InvalidInput) as caught:
@@ -138,6 +151,14 @@ def test_import_learns_everything_once_and_resumes_after_a_kill(gateway, client,
     out, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0 and "already imported" in out
     assert _stats(client, killed).total_observations == 600
+
+    # --again learns the same files once more, each time it is given
+    for _ in range(2):
+        twice = _cli(gateway, str(notes), "--memory", killed, "--batch-size", "16", "--again",
+                     env={"NMEM_IMPORT_JOURNAL_DIR": str(tmp_path / "killed-journals")})
+        out, err = twice.communicate(timeout=300)
+        assert twice.returncode == 0 and "imported 600 items" in out, err
+    assert _stats(client, killed).total_observations == 1800
 
 
 class _CrashAfter:
