@@ -62,7 +62,12 @@ MAX_HISTORY = 1_000  # observations returned by one history call
 MAX_PAGE, DEFAULT_PAGE = 1_000, 100
 NAME_PREFIX_PATTERN = r"[a-z0-9._-]{0,63}"
 
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f]")
+# A domain has none of the C0 or C1 control characters, nor DEL (all invisible or line-breaking).
+_CONTROL_CHAR_CLASS = r"\x00-\x1f\x7f-\x9f"
+DOMAIN_PATTERN = rf"[^{_CONTROL_CHAR_CLASS}]+"
+_CONTROL_CHARS = re.compile(rf"[{_CONTROL_CHAR_CLASS}]")
+# A surrogate code point left in a str is half a pair (JSON "\ud800"): not text, not encodable.
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def anchored(pattern: str) -> str:
@@ -135,6 +140,10 @@ def check_text(text: Any, field: str = "text") -> str:
         raise InvalidInput(f"{field} is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
     if "\x00" in text:
         raise InvalidInput(f"{field} must not contain NUL characters")
+    surrogate = _LONE_SURROGATE.search(text)
+    if surrogate:
+        raise InvalidInput(f"{field} is not valid Unicode: character {surrogate.start() + 1} is half of a "
+                           f"surrogate pair (U+{ord(surrogate.group()):04X}); send the whole character")
     return text
 
 

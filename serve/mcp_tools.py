@@ -88,9 +88,21 @@ class ContractMCPServer(MCPServer):
 
     The SDK checks tool arguments against their schemas (the limits of `contract`, via
     serve.schemas) before our code runs and reports a bare pydantic message; this prefixes the
-    same `invalid_input` code that REST and the Python API give for the same value."""
+    same `invalid_input` code that REST and the Python API give for the same value. Arguments
+    a tool does not take are refused (the SDK's models would drop them, so a misspelt `memory`
+    would write to the default memory); its input schema says so (additionalProperties)."""
+
+    def add_tool(self, fn: Callable[..., Any], name: str | None = None, **options: Any) -> None:
+        super().add_tool(fn, name=name, **options)
+        self._tool_manager.get_tool(name or fn.__name__).parameters["additionalProperties"] = False
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        tool = self._tool_manager.get_tool(name)
+        takes = list(tool.parameters.get("properties", {})) if tool is not None else []
+        unknown = sorted(set(arguments or {}) - set(takes)) if tool is not None else []
+        if unknown:
+            raise ToolError(f"Error executing tool {name}: invalid_input: unknown argument(s) "
+                            f"{', '.join(map(repr, unknown))}; {name} takes {', '.join(takes)}")
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:

@@ -26,7 +26,10 @@ ERRORS = {
         (400, "Bad input (says what to fix)"),
         (401, "Missing or unknown API key"),
         (404, "No such memory or checkpoint"),
-        (409, "Name or tag already taken"),
+        (409, "A conflict, named by `error.code`: the memory name or checkpoint tag is taken "
+              "(`memory_exists`, `already_exists`, `checkpoint_conflict`), a request_id already names "
+              "another write (`request_id_reused`), or a write's predecessor was not applied "
+              "(`out_of_order`)"),
         (413, "Request body too large"),
         (422, "Request failed validation (field paths in details), or a stored checkpoint is unusable"),
         (429, "A rate limit or quota was reached (the message names it); see Retry-After"),

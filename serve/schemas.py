@@ -43,7 +43,7 @@ Domain = Annotated[
     Field(
         min_length=1,
         max_length=C.MAX_DOMAIN_CHARS,
-        pattern=r"^[^\x00-\x1f]+$",
+        pattern=C.anchored(C.DOMAIN_PATTERN),
         description=f"Domain tag for routing and stats, e.g. 'python' (1-{C.MAX_DOMAIN_CHARS} "
                     "characters, no control characters).",
     ),
@@ -62,21 +62,21 @@ RequestId = Annotated[str, Field(pattern=C.anchored(C.REQUEST_ID_PATTERN),
                                   examples=["import-3f2a9c-batch-0007"])]
 LearningRate = Annotated[
     float,
-    Field(gt=0, le=C.MAX_LEARNING_RATE, allow_inf_nan=False,
+    Field(gt=0, le=C.MAX_LEARNING_RATE, allow_inf_nan=False, strict=True,
           description=f"Override the memory's learning rate for this observation, in "
                       f"(0, {C.MAX_LEARNING_RATE:g}]."),
 ]
 Temperature = Annotated[
     float,
-    Field(ge=0, le=C.MAX_TEMPERATURE, allow_inf_nan=False,
+    Field(ge=0, le=C.MAX_TEMPERATURE, allow_inf_nan=False, strict=True,
           description=f"Softmax temperature of the attention weights over the returned patterns, "
                       f"0 (greedy: all weight on the best) to {C.MAX_TEMPERATURE:g}; default "
                       f"{C.DEFAULT_TEMPERATURE}."),
 ]
 MaxTokens = Annotated[
-    int, Field(ge=1, le=C.MAX_TOKENS, description="Upper bound on the response length in words.")
+    int, Field(ge=1, le=C.MAX_TOKENS, strict=True, description="Upper bound on the response length in words.")
 ]
-TopK = Annotated[int, Field(ge=C.MIN_TOP_K, le=C.MAX_TOP_K,
+TopK = Annotated[int, Field(ge=C.MIN_TOP_K, le=C.MAX_TOP_K, strict=True,
                             description="How many patterns to use/return.")]
 Description = Annotated[str, Field(max_length=C.MAX_DESCRIPTION_CHARS, description="Free-text note."),
                         AfterValidator(_no_nul)]

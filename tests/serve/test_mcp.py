@@ -62,6 +62,7 @@ def test_lists_the_15_tools_with_described_arguments(gateway, mode):
     assert set(tools) == set(TOOL_NAMES) and len(tools) == 15
     for tool in tools.values():
         assert tool.description and tool.output_schema, tool.name
+        assert tool.input_schema.get("additionalProperties") is False, tool.name
         props = tool.input_schema.get("properties", {})
         if tool.name != "list_memories":
             assert "memory" in props, tool.name
@@ -142,6 +143,12 @@ def test_tool_errors_say_what_to_fix(gateway):
             assert "learning_rate" in await call_error(c, "observe", context="x", learning_rate=-1)
             memory = name()
             await call(c, "create_memory", memory=memory)
+            default_before = (await call(c, "stats"))["total_observations"]
+            # a misspelt argument is refused, not dropped (the write would land in the default memory)
+            typo = await call_error(c, "observe", context="x", memroy=memory)
+            assert "invalid_input" in typo and "'memroy'" in typo and "memory" in typo
+            assert (await call(c, "stats"))["total_observations"] == default_before
+            assert (await call(c, "stats", memory=memory))["total_observations"] == 0
             assert "memory_exists" in await call_error(c, "create_memory", memory=memory)
             assert "checkpoint_not_found" in await call_error(c, "restore", tag="nope", memory=memory)
             assert "Unknown tool" in await call_error(c, "store", content="x")
