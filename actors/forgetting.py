@@ -34,6 +34,7 @@ from errors import InvalidInput, NeuralMemoryError, Unavailable
 from actors.durability import from_parts
 from actors.erasure import Erasure
 from actors.forget import NotExact, Rebuild, Selector, choose_start, scan
+from storage import is_fork_of
 
 __all__ = ["Forgetting"]
 
@@ -316,8 +317,9 @@ class Forgetting(Erasure):
         return {int(r["source_seq"]): r for r in self._forks() if r.get("source_seq") is not None}
 
     def _forks(self) -> list[dict]:
-        tenant = self._qname.split("/", 1)[0]
-        return [r for r in self._storage.metadata.list_memories(tenant) if r.get("parent") == self._qname]
+        """Forks of this memory (not of an earlier, deleted memory of the same name)."""
+        tenant, me = self._qname.split("/", 1)[0], self._storage.metadata.get_memory(self._qname)
+        return [r for r in self._storage.metadata.list_memories(tenant) if is_fork_of(r, me)]
 
     def _fork_report(self, rebuild: Rebuild | None, job: dict | None = None) -> list[dict]:
         """Each fork of this memory: whether the state it was made from held a selected item;

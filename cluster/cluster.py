@@ -167,7 +167,8 @@ class MemoryCluster:
             records, next_cursor = await self._page(tenant, cursor, limit, prefix)
         live = set(await self._supervisor.live.remote())
         return {"memories": [{"name": _short(r["name"]), "total_observations": r["step"], "live": r["name"] in live,
-                              "parent": _short(r.get("parent"))} for r in records],
+                              "parent": _short(r.get("parent")),
+                              "parent_deleted": bool(r.get("parent_deleted"))} for r in records],
                 "next_cursor": next_cursor}
 
     async def _page(self, tenant: str, cursor: str | None, limit: int, prefix: str | None
@@ -271,7 +272,8 @@ class MemoryCluster:
         await self._check_quota(tenant)
         info = await self._source_info(source, source_tag)
         child = {"tenant": tenant, "name": target, "config": record["config"], "encoder": record["encoder"],
-                 "parent": source, "source_tag": source_tag, "source_seq": info.get("seq"),
+                 "parent": source, "parent_created_at": record.get("created_at"),
+                 "source_tag": source_tag, "source_seq": info.get("seq"),
                  "source_step": int(info["step"])}
 
         def seed(ckpts: Checkpoints) -> dict:
@@ -366,7 +368,8 @@ class MemoryCluster:
         """Fork edges of one page of memories (paged like list_memories)."""
         records, next_cursor = await self._page(tenant, cursor, limit, prefix)
         live = set(await self._supervisor.live.remote())
-        return {"memories": [{"name": _short(r["name"]), "parent": _short(r.get("parent")), "source_tag": r.get("source_tag"),
+        return {"memories": [{"name": _short(r["name"]), "parent": _short(r.get("parent")),
+                              "parent_deleted": bool(r.get("parent_deleted")), "source_tag": r.get("source_tag"),
                  "created_at": r.get("created_at"), "live": r["name"] in live} for r in records],
                 "next_cursor": next_cursor}
 

@@ -233,11 +233,16 @@ class CreateMemoryResponse(Response):
     weight_parameters: int = Field(description="Number of trainable parameters.")
 
 
+PARENT_DELETED = ("The memory it was forked from was deleted since; a memory now registered under "
+                  "that name is another one, not its parent.")
+
+
 class MemorySummary(Response):
     name: str
     total_observations: int
     live: bool = Field(description="Whether an actor currently holds it in memory.")
     parent: str | None = Field(None, description="Memory it was forked from, if any.")
+    parent_deleted: bool = Field(False, description=PARENT_DELETED)
 
 
 class MemoryList(Response):
@@ -372,6 +377,7 @@ class HistoryResponse(Response):
 class LineageNode(Response):
     name: str
     parent: str | None = None
+    parent_deleted: bool = Field(False, description=PARENT_DELETED)
     source_tag: str | None = None
     created_at: str | None = None
     live: bool = False

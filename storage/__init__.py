@@ -15,6 +15,7 @@ from storage.factory import Storage, open_storage
 from storage.keys import Keys, check_name, check_tag, memory_not_found, object_key
 from storage.local import LocalCheckpointStore
 from storage.metadata import MetadataStore
+from storage.registry_pages import is_fork_of
 from storage.s3 import S3CheckpointStore
 from storage.settings import StorageSettings
 
@@ -33,4 +34,5 @@ __all__ = [
     "check_name",
     "check_tag",
     "memory_not_found",
+    "is_fork_of",
 ]

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from errors import CheckpointCorrupt, CheckpointNotFound, InvalidInput
-from storage.cas import CHUNK_PREFIX, ContentStore, chunk_key, parse_manifest
+from storage.cas import CHUNK_PREFIX, REFRESH_CLAIMS_AFTER, ContentStore, chunk_key, parse_manifest
 from storage.keys import SEGMENT_SUFFIX
 
 __all__ = ["GarbageCollector", "GcReport", "MIN_GRACE_SECONDS"]
@@ -56,7 +56,10 @@ class GarbageCollector:
 
     def run(self, grace_seconds: float, *, dry_run: bool = False) -> GcReport:
         if grace_seconds < MIN_GRACE_SECONDS and not dry_run:
-            raise InvalidInput(f"the GC grace must be at least {MIN_GRACE_SECONDS:.0f} seconds")
+            raise InvalidInput(f"the GC grace must be at least {MIN_GRACE_SECONDS:.0f} seconds, got {grace_seconds:g}: "
+                               "a checkpoint being written renews its chunks' claims every "
+                               f"{REFRESH_CLAIMS_AFTER:.0f} s, and a shorter grace could delete them under it "
+                               "(--dry-run takes any grace)")
         meta = self.content.metadata
         token = uuid.uuid4().hex
         if not meta.gc_lock(token, LOCK_SECONDS):

@@ -16,7 +16,20 @@ import contract
 from storage.codec import loads_json
 from storage.translate import redis_errors
 
-__all__ = ["RegistryPagesMixin"]
+__all__ = ["RegistryPagesMixin", "is_fork_of"]
+
+
+def is_fork_of(record: dict, parent: dict | None) -> bool:
+    """Whether memory `record` was forked from `parent` as it is registered now. A deleted
+    memory's name can be registered again, and that new memory has none of the old one's forks:
+    a fork names the creation time of the memory it came from (`parent_created_at`)."""
+    if parent is None or not record.get("parent") or record["parent"] != parent.get("name"):
+        return False
+    made_from = record.get("parent_created_at")
+    if made_from is not None:
+        return made_from == parent.get("created_at")
+    # A fork recorded before forks named that: it was made after its parent was created.
+    return str(record.get("created_at", "")) >= str(parent.get("created_at", ""))
 
 
 def _lex_bounds(after: str | None, prefix: str) -> tuple[bytes, bytes]:
@@ -64,7 +77,21 @@ class RegistryPagesMixin:
         for raw, step in zip(raws, steps):
             if raw is not None:  # deleted between the two reads
                 out.append({**loads_json(raw), "step": int(step or 0)})
+        self._mark_deleted_parents(out)
         return out
+
+    def _mark_deleted_parents(self, records: list[dict]) -> None:
+        """`parent_deleted` on each fork whose parent is gone (or whose name is another memory's
+        now), so a listing never joins a fork to a stranger of the same name."""
+        parents = sorted({r["parent"] for r in records if r.get("parent")})
+        if not parents:
+            return
+        with redis_errors(self.where):
+            raws = self._client.hmget(self.keys.registry(), parents)
+        current = {name: loads_json(raw) for name, raw in zip(parents, raws) if raw is not None}
+        for record in records:
+            if record.get("parent"):
+                record["parent_deleted"] = not is_fork_of(record, current.get(record["parent"]))
 
     def index_names(self) -> int:
         """Build the per-tenant name sets from the registry if that was never done (registries

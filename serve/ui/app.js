@@ -264,6 +264,11 @@ function renderPager() {
 
 // ---- rendering -------------------------------------------------------------------------
 
+function forkParent(m) {
+  const name = String(m.parent).split("/").pop();
+  return m.parent_deleted ? `${name} (deleted)` : name;
+}
+
 function renderMemoryList() {
   const list = $("memory-list");
   renderPager();
@@ -284,7 +289,7 @@ function renderMemoryList() {
     h("span", { class: "mi-meta" },
       `${count(m.total_observations)} observations`,
       st ? ` · ${count(st.weight_parameters)} params · ${percent(st.capacity_used)} used` : "",
-      m.parent ? ` · fork of ${String(m.parent).split("/").pop()}` : "")));
+      m.parent ? ` · fork of ${forkParent(m)}` : "")));
   }));
 }
 
@@ -308,7 +313,7 @@ function renderHeader() {
   const badge = $("memory-state");
   badge.className = `badge ${m.live ? "live" : "asleep"}`;
   badge.textContent = m.live ? "live (in memory)" : "hibernated (on disk)";
-  $("memory-parent").textContent = m.parent ? `forked from ${String(m.parent).split("/").pop()}` : "";
+  $("memory-parent").textContent = m.parent ? `forked from ${forkParent(m)}` : "";
 }
 
 // "412 patterns · 3.1 MB": how full the pattern book is and what the saved state weighs.

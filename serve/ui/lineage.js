@@ -60,7 +60,8 @@ export function renderLineage(host, memories, checkpoints, selected, onSelect) {
   const children = new Map();
   const roots = [];
   for (const mem of mems) {
-    if (mem.parent && names.has(mem.parent) && mem.parent !== mem.name) {
+    // a fork of a deleted memory stays a root: its parent's name may now be another memory's
+    if (mem.parent && !mem.parent_deleted && names.has(mem.parent) && mem.parent !== mem.name) {
       if (!children.has(mem.parent)) children.set(mem.parent, []);
       children.get(mem.parent).push(mem);
     } else {
@@ -73,6 +74,6 @@ export function renderLineage(host, memories, checkpoints, selected, onSelect) {
   }
   const ctx = { checkpoints, children, selected, onSelect, seen: new Set() };
   const items = roots.sort(byCreated).map((mem) =>
-    memoryNode(mem, ctx, mem.parent ? `from ${mem.parent}` : null));
+    memoryNode(mem, ctx, mem.parent ? `from ${mem.parent}${mem.parent_deleted ? " (deleted)" : ""}` : null));
   host.replaceChildren(h("ul", { class: "tree", "data-count": mems.length }, items));
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from errors import CheckpointConflict, InvalidInput, MemoryExists
-from storage import MetadataStore
+from storage import MetadataStore, is_fork_of
 from storage.codec import dumps_json
 
 
@@ -81,3 +81,26 @@ def test_a_resent_create_or_checkpoint_is_not_a_conflict(metadata_store: Metadat
     with pytest.raises(CheckpointConflict):
         metadata_store.add_checkpoint("acme/resent", "v1", {**info, "step": 2})
     assert [c["tag"] for c in metadata_store.list_checkpoints("acme/resent")] == ["v1"]
+
+
+def test_a_fork_belongs_to_its_parent_not_to_a_later_memory_of_that_name(metadata_store):
+    """Forks name their parent's creation; forks from before that did are placed by time."""
+    metadata_store.create_memory("acme/base", {"config": {}, "created_at": "2026-01-01T00:00:00+00:00"})
+    old = metadata_store.get_memory("acme/base")
+    metadata_store.create_memory("acme/kid", {"config": {}, "parent": "acme/base",
+                                              "parent_created_at": old["created_at"]})
+    metadata_store.create_memory("acme/legacy", {"config": {}, "parent": "acme/base",
+                                                 "created_at": "2026-01-02T00:00:00+00:00"})
+    assert is_fork_of(metadata_store.get_memory("acme/kid"), old)
+    assert is_fork_of(metadata_store.get_memory("acme/legacy"), old)
+    assert {r["name"]: r["parent_deleted"] for r in metadata_store.list_page("acme")[0] if r.get("parent")} \
+        == {"acme/kid": False, "acme/legacy": False}
+
+    metadata_store.delete_memory("acme/base")
+    assert {r["name"]: r["parent_deleted"] for r in metadata_store.list_page("acme")[0] if r.get("parent")} \
+        == {"acme/kid": True, "acme/legacy": True}
+    metadata_store.create_memory("acme/base", {"config": {}})  # now: after both forks were made
+    new = metadata_store.get_memory("acme/base")
+    assert not is_fork_of(metadata_store.get_memory("acme/kid"), new)
+    assert not is_fork_of(metadata_store.get_memory("acme/legacy"), new)
+    assert all(r["parent_deleted"] for r in metadata_store.list_page("acme")[0] if r.get("parent"))
