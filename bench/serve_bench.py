@@ -200,7 +200,7 @@ def import_run(url: str, key: str, name: str, texts: list[str], in_flight: int) 
             mock.patch.dict(os.environ, {"NMEM_IMPORT_JOURNAL_DIR": tmp}):  # the journal, then gone
         source = Path(tmp) / "items.jsonl"
         source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-        plan = plan_import([source], ImportOptions(), memory=name, server=url)
+        plan = plan_import([source], ImportOptions(), memory=name)
         with Client(url, api_key=key, timeout=300) as client:
             cpu_before, start = cpu_by_role(), time.perf_counter()
             ImportRun(client, name, plan, in_flight=in_flight).run()

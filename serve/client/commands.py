@@ -121,19 +121,21 @@ def _export(client, args: argparse.Namespace) -> int:
 
 def _learn_files(client, args: argparse.Namespace) -> int:
     from errors import MemoryExists
-    from neural_memory.importing import ImportOptions, ImportRun, plan_import
+    from neural_memory.importing import ImportOptions, ImportRun, check_in_flight, memory_created_at, plan_import
 
     opts = ImportOptions(format=args.format, split=args.split, column=args.column,
                          domain_column=args.domain_column, domain=args.domain, batch_size=args.batch_size)
-    plan = plan_import(args.paths, opts, memory=args.memory, server=client.url)
-    if args.again:
-        plan = plan.renewed()
-    run = ImportRun(client, args.memory, plan, in_flight=args.in_flight)  # checks the options first
+    plan = plan_import(args.paths, opts, memory=args.memory)  # every file read and checked first
+    check_in_flight(args.in_flight)
     if args.create:
         try:
             client.create_memory(args.memory)
         except MemoryExists:
             pass
+    plan = plan.into(memory_created_at(client, args.memory))
+    if args.again:
+        plan = plan.renewed()
+    run = ImportRun(client, args.memory, plan, in_flight=args.in_flight)
     journal = run.journal
     if journal.finished:
         print(f"already imported: these {plan.items:,} items were learned into {args.memory} by an "

@@ -1,6 +1,7 @@
 """Bulk import: files -> items -> batches of observe calls, resumable.
 
-    plan = plan_import([Path("notes.md")], ImportOptions(split="paragraph"))
+    plan = plan_import([Path("notes.md")], ImportOptions(split="paragraph"), memory="notes")
+    plan = plan.into(memory_created_at(client, "notes"))
     ImportRun(client, "notes", plan).run(progress)
 
 Reading and checking (`read_items`) is shared by `neural-memory import` and the dashboard's
@@ -14,7 +15,7 @@ upload box (the server parses uploads with this module), so both split files the
 Every file is read and checked in full before anything is sent, so a bad file (binary, empty, an
 item over the text limit, a bad JSON line, a missing column) is refused with its name and line
 and nothing of it is learned. A run then sends batches with deterministic request ids (from the
-memory, the options and the files' contents) and records each acknowledged batch in a journal
+memory — its name and when it was created —, the options and the files' contents) and records each acknowledged batch in a journal
 under the user's cache directory: run the same command again after a crash or Ctrl-C and it
 resumes after the last acknowledged batch, while the server answers a batch it already applied
 (same request id) without applying it twice.
@@ -26,9 +27,9 @@ import csv
 import hashlib
 import io
 import json
-import uuid
 import os
 import re
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import contract
-from errors import InvalidInput, OutOfOrder
+from errors import InvalidInput, MemoryNotFound, OutOfOrder
 
-__all__ = ["ImportOptions", "Item", "Plan", "ImportRun", "read_items", "plan_import", "FORMATS",
-           "SPLITS", "journal_dir", "DEFAULT_IN_FLIGHT", "MAX_IN_FLIGHT"]
+__all__ = ["ImportOptions", "Item", "Plan", "ImportRun", "read_items", "plan_import", "memory_created_at",
+           "check_in_flight", "FORMATS", "SPLITS", "journal_dir", "DEFAULT_IN_FLIGHT", "MAX_IN_FLIGHT"]
 
 FORMATS = {".txt": "text", ".md": "text", ".markdown": "text", ".rst": "text",
            ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv"}
@@ -227,7 +228,24 @@ class Plan:
 
     def renewed(self) -> "Plan":
         """The same batches under a fresh key (new request ids, a new journal): learned again."""
-        return Plan(hashlib.sha256(f"{self.key}:{uuid.uuid4()}".encode()).hexdigest(), self.batches)
+        return self._keyed(str(uuid.uuid4()))
+
+    def into(self, created_at: str) -> "Plan":
+        """This plan for the memory created at `created_at` (see `memory_created_at`): the
+        same memory has the same key whichever URL reaches its server, and a memory created
+        anew under the name (or on another server) gets another key, so it learns the files."""
+        return self._keyed(f"memory created {created_at}")
+
+    def _keyed(self, salt: str) -> "Plan":
+        return Plan(hashlib.sha256(f"{self.key}:{salt}".encode()).hexdigest(), self.batches)
+
+
+def memory_created_at(client: Any, memory: str) -> str:
+    """When `memory` was created, from its lineage node (MemoryNotFound if there is none)."""
+    nodes = client.lineage(prefix=memory, limit=1).memories  # the name itself sorts first
+    if not nodes or nodes[0].name != memory:
+        raise MemoryNotFound(f"memory {memory} not found: create it first, or import with --create")
+    return nodes[0].created_at or ""
 
 
 def _batches(items: list[Item], size: int) -> list[list[Item]]:
@@ -245,12 +263,12 @@ def _batches(items: list[Item], size: int) -> list[list[Item]]:
     return out
 
 
-def plan_import(paths: list[Path], opts: ImportOptions, memory: str = "", server: str = "") -> Plan:
+def plan_import(paths: list[Path], opts: ImportOptions, memory: str = "") -> Plan:
     """Read and check every file, then cut the items into batches."""
     if not paths:
         raise InvalidInput("name at least one file to import")
     items: list[Item] = []
-    digest = hashlib.sha256(json.dumps([memory, server, asdict(opts)], sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps([memory, asdict(opts)], sort_keys=True).encode())
     for path in paths:
         try:
             data = path.read_bytes()
@@ -298,6 +316,12 @@ class Journal:
         os.replace(temp, self.path)  # atomic: a kill leaves the old journal or the new one
 
 
+def check_in_flight(in_flight: int) -> int:
+    if not 1 <= in_flight <= MAX_IN_FLIGHT:
+        raise InvalidInput(f"in_flight must be 1-{MAX_IN_FLIGHT}, got {in_flight}")
+    return in_flight
+
+
 @dataclass
 class ImportRun:
     """Send a plan's batches to `memory` through a `neural_memory.Client`, resuming its journal.
@@ -315,8 +339,7 @@ class ImportRun:
     journal: Journal = field(init=False)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.in_flight <= MAX_IN_FLIGHT:
-            raise InvalidInput(f"in_flight must be 1-{MAX_IN_FLIGHT}, got {self.in_flight}")
+        check_in_flight(self.in_flight)
         self.journal = Journal.load(self.plan.key)
 
     def run(self, on_batch: Callable[[int, float], None] | None = None) -> dict:

@@ -160,6 +160,22 @@ def test_import_learns_everything_once_and_resumes_after_a_kill(gateway, client,
         assert twice.returncode == 0 and "imported 600 items" in out, err
     assert _stats(client, killed).total_observations == 1800
 
+    # the same server by another URL is the same memory: nothing learned twice
+    other_url = gateway.base_url.replace("127.0.0.1", "localhost")
+    assert other_url != gateway.base_url
+    by_name = subprocess.run([CLI, "import", str(notes), "--memory", killed, "--batch-size", "16",
+                              "--url", other_url, "--api-key", gateway.key_a], capture_output=True, text=True,
+                             env={**os.environ, "NMEM_IMPORT_JOURNAL_DIR": str(tmp_path / "killed-journals")})
+    assert by_name.returncode == 0 and "already imported" in by_name.stdout, by_name.stderr
+    # a memory created anew under the name is another memory: it learns the files
+    client.delete_memory(killed)
+    client.create_memory(killed, CONFIG)
+    fresh = _cli(gateway, str(notes), "--memory", killed, "--batch-size", "16",
+                 env={"NMEM_IMPORT_JOURNAL_DIR": str(tmp_path / "killed-journals")})
+    out, err = fresh.communicate(timeout=300)
+    assert fresh.returncode == 0 and "imported 600 items" in out, err
+    assert _stats(client, killed).total_observations == 600
+
 
 class _CrashAfter:
     """A client whose process 'dies' right after the server acknowledged batch `n` (before the

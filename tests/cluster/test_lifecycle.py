@@ -28,7 +28,8 @@ def test_create_list_config_delete(shared_cluster, arun, tenant):
     feed(arun, cluster, T, "notes", ["the sky is blue", "grass is green"])
 
     listed = arun(cluster.list_memories(T))
-    assert listed == {"memories": [{"name": "notes", "total_observations": 2, "live": True, "parent": None}],
+    assert listed == {"memories": [{"name": "notes", "total_observations": 2, "live": True, "parent": None,
+                                    "parent_deleted": False}],
                       "next_cursor": None}
     assert arun(cluster.list_memories(T + "x")) == {"memories": [], "next_cursor": None}
     assert arun(cluster.memory_config(T, "notes"))["encoder"] == "hash"
