@@ -420,16 +420,19 @@ class MemoryActor(Rebinding, Forgetting):
                                   "give a new write a new request_id")
         result = self._results.get(request_id)
         mem = self._ready()
-        if result is None:  # applied before the newest checkpoint: its answer is in the history
+        if result is None or "weight_hash" not in result:
+            # Applied before the newest checkpoint (only its id and fingerprint survived), or
+            # replayed after a restart (no hash: hashing every replayed step would slow every
+            # wake-up): the history holds its whole answer.
             self.flush_records()
-            result = result_from_history(self._storage.metadata.history(self._qname, HISTORY_CAP), request_id)
-            if result is None:  # older than the history keeps: only its id survived
-                return {"surprise": 0.0, "surprises": [], "weight_delta": 0.0, "patterns_activated": [],
-                        "step": mem.step, "weight_hash": mem.weight_hash}
-            self._results.put(request_id, result, fingerprint)
-        # Results rebuilt by WAL replay carry no hash; a retry is almost always of the newest
-        # write, whose hash is the current one.
-        return {"weight_hash": mem.weight_hash, **result}
+            recorded = result_from_history(self._storage.metadata.history(self._qname, HISTORY_CAP), request_id)
+            if recorded is not None:
+                self._results.put(request_id, recorded, fingerprint)
+                return recorded
+        if result is None:  # older than the history keeps: only its id survived
+            return {"surprise": 0.0, "surprises": [], "weight_delta": 0.0, "patterns_activated": [],
+                    "step": mem.step, "weight_hash": mem.weight_hash}
+        return {"weight_hash": mem.weight_hash, **result}  # the newest write's, almost always
 
     def _vector(self, vector: Any) -> np.ndarray:
         dim = self._config.dim
