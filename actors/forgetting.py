@@ -29,7 +29,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from errors import InvalidInput, NeuralMemoryError, Unavailable
+from errors import InvalidInput, NeuralMemoryError, NotFound, Unavailable
 
 from actors.durability import from_parts
 from actors.erasure import Erasure
@@ -326,16 +326,40 @@ class Forgetting(Erasure):
         for those that did, with `job`, the replayed state at the fork point is stored as the
         fork's new history base (so the same forget on the fork can be exact)."""
         out = []
+        left_behind = self._forks_left_behind() if job is not None and rebuild is not None else set()
         for record in self._forks():
             seq = record.get("source_seq")
             entry = {"name": record["name"].split("/", 1)[1], "source_tag": record.get("source_tag"),
                      "source_seq": seq, "contains": None}  # None: unknown (dry run, or an old fork)
             if seq is not None and rebuild is not None:
                 entry["contains"] = rebuild.taint_at.get(int(seq), False)
-                if entry["contains"] and job is not None and int(seq) in rebuild.states:
+                if entry["contains"] and job is not None and int(seq) in rebuild.states \
+                        and (entry["name"], seq) not in left_behind:
                     entry["base"] = self._stage_fork_base(job, record["name"], rebuild.states[int(seq)])
             out.append(entry)
         return out
+
+    def _forks_left_behind(self) -> set[tuple[str, Any]]:
+        """(name, source seq) of forks that an earlier forget of this memory found holding its
+        data and did not run on: this memory's log no longer replays to the state they were made
+        from, so that replay must not become their base (it would take from them what only the
+        earlier forget removed). Without a base their own run refuses, as not exact."""
+        tenant = self._qname.split("/", 1)[0]
+        left: set[tuple[str, Any]] = set()
+        for earlier in self._storage.metadata.jobs(self._qname):
+            if earlier.get("status") != "done" or earlier.get("dry_run"):
+                continue
+            for fork in (earlier.get("report") or {}).get("forks", []):
+                if fork.get("contains") and not self._ran_on_fork(f"{tenant}/{fork['name']}", earlier["job_id"]):
+                    left.add((fork["name"], fork.get("source_seq")))
+        return left
+
+    def _ran_on_fork(self, fork: str, parent_job: str) -> bool:
+        try:
+            return any(j.get("parent_job") == parent_job and j.get("status") == "done"
+                       for j in self._storage.metadata.jobs(fork))
+        except NotFound:
+            return True  # the fork is gone: nothing of it to protect
 
     def _stage_fork_base(self, job: dict, fork: str, state: dict[str, bytes]) -> dict:
         import uuid  # noqa: PLC0415

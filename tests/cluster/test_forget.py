@@ -81,3 +81,28 @@ def test_forks_made_after_the_text_forget_it_too(shared_cluster, arun, tenant):
     for a, b in (("m", "twin"), ("m-fork", "twin-fork")):
         assert arun(cluster.stats(tenant, a))["weight_hash"] == arun(cluster.stats(tenant, b))["weight_hash"]
     assert find_text(cluster.storage, f"{tenant}/m-fork", X) == []
+
+
+def test_a_fork_an_earlier_forget_left_alone_keeps_what_only_that_forget_removed(make_cluster, arun, tenant):
+    """Forget beta on the parent only, then gamma with forks: the parent's log no longer
+    replays to the state the fork was made from (it held beta), so the fork must not be rebuilt
+    from it: its run refuses as not exact and the fork keeps everything it had."""
+    cluster = make_cluster()
+    alpha, beta, gamma = "alpha fact one", "beta fact two", "gamma fact three"
+    arun(cluster.create_memory(tenant, "p", SMALL))
+    observe(arun, cluster, tenant, "p", [alpha, beta])
+    observe(arun, cluster, tenant, "p", [gamma])
+    arun(cluster.fork(tenant, "p", "p-kid"))
+    kid = arun(cluster.stats(tenant, "p-kid"))
+
+    first = arun(cluster.forget(tenant, "p", {"selector": {"text": beta}}, {"key": "test"}))
+    done = wait_job(arun, cluster, tenant, "p", first["job_id"])
+    assert done["status"] == "done" and done["report"]["forks"][0]["contains"] is True
+    second = arun(cluster.forget(tenant, "p", {"selector": {"text": gamma}, "forks": True}, {"key": "test"}))
+    wait_job(arun, cluster, tenant, "p", second["job_id"])
+    status = lambda: arun(cluster.forget_status(tenant, "p", second["job_id"]))["report"]["forks"][0]  # noqa: E731
+    assert wait_until(lambda: status()["status"] in ("done", "failed"), timeout=60), status()
+    assert status()["status"] == "failed"
+    after = arun(cluster.stats(tenant, "p-kid"))
+    assert (after["total_observations"], after["weight_hash"]) == (kid["total_observations"], kid["weight_hash"])
+    assert arun(cluster.infer(tenant, "p-kid", encode([beta])[0], beta, top_k=1))["response"] == beta
