@@ -109,9 +109,15 @@ class ContractMCPServer(MCPServer):
             cause = exc.__cause__
             if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
                 raise
-            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-                                 for err in cause.errors())
-            raise ToolError(f"Error executing tool {name}: invalid_input: {problems}") from cause
+            raise ToolError(f"Error executing tool {name}: invalid_input: {_problems(cause)}") from cause
+
+
+def _problems(exc: ValidationError) -> str:
+    """pydantic's errors as `field: message; ...` (a whole-request rule has no field)."""
+    def one(err: dict) -> str:
+        message = err["msg"].removeprefix("Value error, ")
+        return f"{'.'.join(str(p) for p in err['loc'])}: {message}" if err["loc"] else message
+    return "; ".join(one(err) for err in exc.errors())
 
 
 def _tool(server: MCPServer, annotations: ToolAnnotations) -> Callable[[Callable], Callable]:
@@ -403,8 +409,8 @@ def _register_forget(server: MCPServer, d: _Dispatcher) -> None:
             try:
                 S.ForgetRequest(text=text, texts=texts, domain=domain,
                                 steps=steps.model_dump(by_alias=True) if steps else None)
-            except ValueError as exc:
-                raise ToolError(f"invalid_input: {exc}") from None
+            except ValidationError as exc:
+                raise ToolError(f"invalid_input: {_problems(exc)}") from None
 
         async def op(b: MemoryBackend, m: str) -> Any:
             if job_id is not None:
