@@ -56,6 +56,11 @@ def _short(qname: str | None) -> str | None:
     return None if qname is None else split(qname)[1]
 
 
+def _parent_of(record: dict) -> dict:
+    """A listing's fork edge: the parent's short name, and whether that memory is gone."""
+    return {"parent": _short(record.get("parent")), "parent_deleted": bool(record.get("parent_deleted"))}
+
+
 def _damaged(qname: str, tag: str | None, exc: Exception) -> CheckpointCorrupt:
     """The error for a source checkpoint that cannot be read: it names the tag, never the
     object's key or path (those go to the log)."""
@@ -167,8 +172,7 @@ class MemoryCluster:
             records, next_cursor = await self._page(tenant, cursor, limit, prefix)
         live = set(await self._supervisor.live.remote())
         return {"memories": [{"name": _short(r["name"]), "total_observations": r["step"], "live": r["name"] in live,
-                              "parent": _short(r.get("parent")),
-                              "parent_deleted": bool(r.get("parent_deleted"))} for r in records],
+                              **_parent_of(r)} for r in records],
                 "next_cursor": next_cursor}
 
     async def _page(self, tenant: str, cursor: str | None, limit: int, prefix: str | None
@@ -368,8 +372,7 @@ class MemoryCluster:
         """Fork edges of one page of memories (paged like list_memories)."""
         records, next_cursor = await self._page(tenant, cursor, limit, prefix)
         live = set(await self._supervisor.live.remote())
-        return {"memories": [{"name": _short(r["name"]), "parent": _short(r.get("parent")),
-                              "parent_deleted": bool(r.get("parent_deleted")), "source_tag": r.get("source_tag"),
+        return {"memories": [{"name": _short(r["name"]), **_parent_of(r), "source_tag": r.get("source_tag"),
                  "created_at": r.get("created_at"), "live": r["name"] in live} for r in records],
                 "next_cursor": next_cursor}
 

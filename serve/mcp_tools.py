@@ -97,10 +97,10 @@ class ContractMCPServer(MCPServer):
         self._tool_manager.get_tool(name or fn.__name__).parameters["additionalProperties"] = False
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
-        tool = self._tool_manager.get_tool(name)
+        tool = self._tool_manager.get_tool(name)  # None: the SDK reports the unknown tool
         takes = list(tool.parameters.get("properties", {})) if tool is not None else []
-        unknown = sorted(set(arguments or {}) - set(takes)) if tool is not None else []
-        if unknown:
+        unknown = sorted(set(arguments or {}) - set(takes))
+        if tool is not None and unknown:
             raise ToolError(f"Error executing tool {name}: invalid_input: unknown argument(s) "
                             f"{', '.join(map(repr, unknown))}; {name} takes {', '.join(takes)}")
         try:
