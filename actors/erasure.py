@@ -55,7 +55,7 @@ class Erasure:
         """Rebuild (or mark for deletion) each user tag taken while the old state held an item."""
         for info in self._user_tags():
             seq = info.get("seq")
-            if seq is None or not within(int(seq)) or not rebuild.taint_at.get(int(seq)):
+            if seq is None or not within(int(seq)) or not rebuild.held_at.get(int(seq)):
                 continue
             if job["checkpoints"] == "delete":
                 staged["deleted_tags"].append(info)
@@ -91,11 +91,12 @@ class Erasure:
             tail_entries = [e for e in rebuild.entries if e["seq"] > cut]
             base = None
             if self._history.retention == 0.0 or job.get("base"):
-                base = job.get("base") or self._history.copy_state(staged["auto"])
+                staged_base = {k: v for k, v in (job.get("base") or {}).items() if k != "held"}
+                base = staged_base or self._history.copy_state(staged["auto"])
             cleanup = self._exact_cleanup(staged, old_autos, kept, old_segments, base)
             report = self._exact_report(job, rebuild, start, staged, old_autos, cleanup, len(tail_entries), kept,
                                         old_segments)
-            job.update(status="done", exact=True, forgotten=rebuild.forgotten, progress=1.0, report=report,
+            job.update(status="done", exact=True, forgotten=rebuild.removed, progress=1.0, report=report,
                        weight_hash=rebuild.memory.weight_hash, selector=None, staged=[], cleanup=cleanup,
                        **self._old_chunks(cleanup))
             job["finished_at"] = report["finished_at"]
@@ -150,7 +151,7 @@ class Erasure:
         # bytes new to the store: chunks it did not hold yet, manifests, log segments
         written = staged["auto"]["stored"] + sum(s["size"] for s in staged["segments"])
         written += sum(t["stored"] for t in staged["tags"].values())
-        return {"exact": True, "forgotten": rebuild.forgotten, "step": rebuild.memory.step,
+        return {"exact": True, "forgotten": rebuild.removed, "step": rebuild.memory.step,
                 "weight_hash": rebuild.memory.weight_hash,
                 "replayed_from": {"kind": kind, "step": int(start["step"])},
                 "replayed_entries": len(rebuild.entries), "tail_entries": tail,

@@ -9,8 +9,8 @@ happened". Every change of state is in the kept history (actors/history.py), so:
    logged before the first of them: a state that cannot contain them;
 3. `Rebuild` replays the history from there, dropping the selected items (a batch is replayed
    without them, as by a twin that never saw them). It notes which states the old timeline
-   had with a selected item in them ("tainted"): user tags taken then, and fork points, are
-   rebuilt from the replayed state.
+   had with selected items in them (how many: `held`): user tags taken then, and fork points,
+   are rebuilt from the replayed state.
 
 Exactness is claimed only when it is proven: the start state is older than every selected item
 (a checkpoint's seq says what it holds), and no selected text is in the history base itself.
@@ -159,20 +159,22 @@ class Rebuild:
     log, the history items and results, and the states to rebuild (tags, fork points)."""
 
     def __init__(self, memory, matches: dict[int, frozenset[int]], load_stored: Callable[[str], object],
-                 keep_states: set[int], tainted: bool = False, logged_step: int | None = None) -> None:
+                 keep_states: set[int], held: int = 0, logged_step: int | None = None) -> None:
         self.matches = matches
         self._load_stored = load_stored
         self._keep = keep_states  # seqs whose replayed state is needed (restores, fork points)
         self.replay = Replay(memory, self._load_tag, on_tag=self._on_tag)
         if logged_step is not None:  # the start replaces a state of another step (a fork's base)
             self.replay.logged_step = logged_step
-        self.tainted = tainted  # does the old timeline's state here hold a selected item?
-        self.taint_at: dict[int, bool] = {}  # seq -> tainted, for tags and kept states
+        # How many selected items the old timeline's state holds here: `held` at the start (a
+        # fork's base held what its parent's forget removed from it), then counted per entry.
+        self.held = self.inherited = held
+        self.held_at: dict[int, int] = {}  # seq -> held, for tags and kept states
         self.states: dict[int, dict] = {}  # seq -> replayed state as parts (tags, fork points)
         self.entries: list[dict] = []  # the rewritten log, in order
         self.items: list[dict] = []  # history items of the replayed observations
         self.results: list[tuple[str | None, dict, str]] = []  # (request id, answer, fingerprint)
-        self.forgotten = 0
+        self.forgotten = 0  # selected items dropped from this log (the start's `inherited` aside)
         self.replayed = 0  # observations (items) the old log held in this replay
         self.domains: set[str] = set()  # of the kept observations
         self.forgotten_domains: set[str] = set()
@@ -182,21 +184,30 @@ class Rebuild:
     def memory(self):
         return self.replay.memory
 
+    @property
+    def tainted(self) -> bool:
+        return self.held > 0
+
+    @property
+    def removed(self) -> int:
+        """Selected items that left this memory's state: its log's and its start state's."""
+        return self.forgotten + self.inherited
+
     def _load_tag(self, tag: str, tag_seq: int):
         if tag_seq in self.states:
             return from_parts(self.states[tag_seq])
         return self._load_stored(tag)
 
     def _on_tag(self, entry: dict, memory) -> None:
-        self.taint_at[int(entry["seq"])] = self.tainted
+        self.held_at[int(entry["seq"])] = self.held
 
     def apply(self, entry: dict) -> None:
         seq, kind = int(entry["seq"]), entry_kind(entry)
         drop = self.matches.get(seq, frozenset())
         if kind == RESTORE:
-            self.tainted = self.taint_at.get(int(entry["tag_seq"]), False)
+            self.held = self.held_at.get(int(entry["tag_seq"]), 0)
         if drop:
-            self.tainted = True
+            self.held += len(drop)
             self.forgotten += len(drop)
             self.forgotten_texts.update(entry["texts"][i] for i in drop)
             if entry.get("domain"):
@@ -209,7 +220,7 @@ class Rebuild:
         if result is not None:
             self._note(rewritten, result)
         if seq in self._keep or (kind == TAG and self.tainted):
-            self.taint_at[seq] = self.tainted
+            self.held_at[seq] = self.held
             self.states[seq] = to_parts(self.memory)  # immutable parts shared, not copied
 
     def _note(self, entry: dict, result: dict) -> None:

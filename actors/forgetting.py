@@ -226,7 +226,7 @@ class Forgetting(Erasure):
         job["exact"] = True
         rebuild = Rebuild(self._load_start(start, base), found.matches, self._load_tag_state,
                           keep_states={t for _, _, t in found.restores} | set(self._fork_points()),
-                          tainted=override is not None,
+                          held=int(override.get("held", 1)) if override else 0,  # 1: staged before counts
                           logged_step=int(self._history.base()["step"]) if override else None)
         # Segments wholly before the first selected item stay; everything logged after them
         # (rewritten, or as it was) goes into new segments, the WAL included.
@@ -332,10 +332,12 @@ class Forgetting(Erasure):
             entry = {"name": record["name"].split("/", 1)[1], "source_tag": record.get("source_tag"),
                      "source_seq": seq, "contains": None}  # None: unknown (dry run, or an old fork)
             if seq is not None and rebuild is not None:
-                entry["contains"] = rebuild.taint_at.get(int(seq), False)
+                held = rebuild.held_at.get(int(seq), 0)
+                entry["contains"] = held > 0
                 if entry["contains"] and job is not None and int(seq) in rebuild.states \
                         and (entry["name"], seq) not in left_behind:
-                    entry["base"] = self._stage_fork_base(job, record["name"], rebuild.states[int(seq)])
+                    entry["base"] = {**self._stage_fork_base(job, record["name"], rebuild.states[int(seq)]),
+                                     "held": held}
             out.append(entry)
         return out
 
