@@ -176,7 +176,7 @@ def _introspection_routes(router: APIRouter) -> None:
         return await s.explain(name, top_k)
 
     @router.get("/memories/{name}/history", response_model=S.HistoryResponse,
-                tags=["introspection"], summary="Recent observations, newest last (dashboard)")
+                tags=["introspection"], summary="Recent observations as they happened, newest last (a restore leaves the ones it undid)")
     async def history(
         name: NamePath, s: Svc,
         limit: Annotated[int, Query(ge=1, le=C.MAX_HISTORY)] = 200,
