@@ -193,8 +193,9 @@ class Recovered:
     results: RecentResults = field(default_factory=lambda: RecentResults(1))
     autos: list[dict] = field(default_factory=list)  # the auto-checkpoints found, oldest first
     # Replayed writes after `history_after` as (result with weight_hash, texts, domain,
-    # request id): the ones whose stats/history a killed actor may not have recorded yet.
-    unrecorded: list[tuple[dict, list[str], str | None, str | None]] = field(default_factory=list)
+    # request id, write fingerprint): the ones whose stats/history a killed actor may not have
+    # recorded yet.
+    unrecorded: list[tuple[dict, list[str], str | None, str | None, str]] = field(default_factory=list)
     fell_back: bool = False  # the newest auto-checkpoint was unusable: save a fresh one soon
     # Log position of the rebuilt state (its last entry); None: a state from before log
     # positions (its first checkpoint then starts the memory's kept history).
@@ -243,10 +244,11 @@ def _replay(memory: NeuralMemory, entries: list[dict], expected: dict[tuple, str
         seq = entry.get("seq", seq)
         if result is not None:
             _, texts, domain, learning_rate, request_id = entry_args(entry)
-            results.put(request_id, result, write_fingerprint(texts, domain, learning_rate))
+            fingerprint = write_fingerprint(texts, domain, learning_rate)
+            results.put(request_id, result, fingerprint)
             if history_after is not None and result["step"] > history_after:
                 unrecorded.append(({**result, "weight_hash": replay.memory.weight_hash},
-                                   list(entry["texts"]), entry.get("domain"), request_id))
+                                   list(entry["texts"]), entry.get("domain"), request_id, fingerprint))
         _check_expected(replay.memory, pending, ("step", replay.memory.step), seq)
     if pending:
         raise Unusable(f"the log ends at step {replay.memory.step}, before a newer checkpoint")
@@ -263,7 +265,7 @@ def _check_expected(memory: NeuralMemory, pending: dict[tuple, str], step: tuple
 
 def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *,
             ckpts: Checkpoints | None = None, phases: Phases | None = None,
-            history_after: int | None = None) -> Recovered:
+            history_after: int | None = None, applied: list[tuple[str, str | None]] = ()) -> Recovered:
     """Rebuild memory `qname`: newest auto-checkpoint + replay of the WAL entries after it.
 
     If that checkpoint is corrupt or missing, an older one (or the memory as created) is used
@@ -271,7 +273,9 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
     newer checkpoint recorded; otherwise CheckpointCorrupt. A logged write that fails to apply
     was never acknowledged: it is dropped from the log and the rebuild starts over without it.
     Entries the starting point holds already are not applied again, but their request ids are
-    remembered so a retried write that already reached the checkpoint is not applied twice.
+    remembered so a retried write that already reached the checkpoint is not applied twice; so
+    are the (request id, fingerprint) pairs in `applied` (the writes the history details, whose
+    entries a checkpoint may have trimmed from the log).
     Replayed writes past step `history_after` (the newest step the history holds) come back in
     `unrecorded`, with their weight hash, so their stats and history can be written again.
     `phases`, if given, gets the time of each step (index, fetch, decode, WAL read, replay).
@@ -294,6 +298,8 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
                 break
             where = _position(info, seq_era)
             results, unrecorded, todo = RecentResults(remember), [], _after(entries, where)
+            for request_id, fingerprint in applied:
+                results.put(request_id, None, fingerprint)
             pending = {id(e) for e in todo}
             for entry in entries:  # already in the state: their ids and what they wrote count
                 if id(entry) not in pending:

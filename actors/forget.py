@@ -226,7 +226,8 @@ class Rebuild:
     def _note(self, entry: dict, result: dict) -> None:
         _, texts, domain, learning_rate, request_id = entry_args(entry)
         result = {**result, "weight_hash": self.memory.weight_hash}
-        self.items += [{**item, "at": entry.get("at")} for item in history_items(result, texts, request_id)]
+        fingerprint = write_fingerprint(texts, domain, learning_rate)
+        self.items += [{**item, "at": entry.get("at")} for item in history_items(result, texts, request_id, fingerprint)]
         if domain:
             self.domains.add(domain)
-        self.results.append((request_id, result, write_fingerprint(texts, domain, learning_rate)))
+        self.results.append((request_id, result, fingerprint))

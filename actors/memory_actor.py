@@ -43,7 +43,7 @@ from actors.forgetting import Forgetting
 from actors.history import History, parse_retention
 from actors.phases import Phases
 from actors.spec import ActorSpec
-from actors.wal import (CONSOLIDATE, RESTORE, TAG, RecentResults, check_observation, history_items, make_entry,
+from actors.wal import (CONSOLIDATE, RESTORE, TAG, RecentResults, applied_in_history, check_observation, history_items, make_entry,
                         make_marker, result_from_history, write_fingerprint)
 from storage.metadata import HISTORY_CAP
 
@@ -132,10 +132,11 @@ class MemoryActor(Rebinding, Forgetting):
             self._config = MemoryConfig.from_dict(record["config"])
             phases.lap("registry")
             self._ckpts = Checkpoints(self._storage, self._qname)
-            recorded = self._storage.metadata.history(self._qname, 1)
+            recorded = self._storage.metadata.history(self._qname, HISTORY_CAP)
             rec = recover(self._storage, self._qname, self._config, self._spec.settings.remembered_requests,
                           ckpts=self._ckpts, phases=phases,
-                          history_after=recorded[-1]["step"] if recorded else 0)
+                          history_after=recorded[-1]["step"] if recorded else 0,
+                          applied=applied_in_history(recorded))
             self._results = rec.results
             self._mem = rec.memory
             self._seq = rec.seq or 0
@@ -143,8 +144,8 @@ class MemoryActor(Rebinding, Forgetting):
             self._prev_auto = rec.autos[-1] if rec.autos else None
             self._prev_auto_seq = int((self._prev_auto or {}).get("seq", 0))
             self._latest_auto = self._prev_auto
-            for result, texts, domain, request_id in rec.unrecorded:  # answered, not yet in the history
-                self._record(result, texts, domain, request_id)
+            for result, texts, domain, request_id, fingerprint in rec.unrecorded:  # answered, not yet in the history
+                self._record(result, texts, domain, request_id, fingerprint)
             with self._ckpt_lock:
                 if rec.checkpoint_step is None or rec.fell_back or rec.seq is None:
                     # The initial checkpoint, the first after a crash, a good one again after
@@ -262,7 +263,7 @@ class MemoryActor(Rebinding, Forgetting):
                 raise
             result = {**raw, "weight_hash": mem.weight_hash}
             self._results.put(request_id, result, fingerprint)
-            self._record(result, texts, domain, request_id)
+            self._record(result, texts, domain, request_id, fingerprint)
             with self._count_lock:
                 self._writes_since += 1
                 due = self._writes_since >= self._spec.settings.checkpoint_every_writes
@@ -444,9 +445,10 @@ class MemoryActor(Rebinding, Forgetting):
             raise InvalidInput(f"vector must have {dim} finite values, got shape {array.shape}")
         return array
 
-    def _record(self, result: dict, texts: list[str], domain: str | None, request_id: str | None) -> None:
+    def _record(self, result: dict, texts: list[str], domain: str | None, request_id: str | None,
+                fingerprint: str) -> None:
         """Queue the stats and history of a write (one round trip, on the recorder thread)."""
-        history = history_items(result, texts, request_id)
+        history = history_items(result, texts, request_id, fingerprint)
         self._recorder.submit(self._write_record, self._qname, step=int(result["step"]),
                               weight_hash=result["weight_hash"],
                               observations=len(texts), domains=[domain] if domain else [], history=history)

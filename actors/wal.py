@@ -28,7 +28,7 @@ import contract
 from errors import InvalidInput
 
 __all__ = ["check_observation", "make_entry", "make_marker", "entry_args", "entry_kind", "RecentResults",
-           "history_items", "result_from_history",
+           "history_items", "result_from_history", "applied_in_history",
            "OBSERVE", "CONSOLIDATE", "RESTORE", "TAG"]
 
 OBSERVE, CONSOLIDATE, RESTORE, TAG = "observe", "consolidate", "restore", "tag"
@@ -132,10 +132,12 @@ class RecentResults:
             self._items.popitem(last=False)
 
 
-def history_items(result: dict, texts: list[str], request_id: str | None) -> list[dict]:
+def history_items(result: dict, texts: list[str], request_id: str | None,
+                  fingerprint: str | None = None) -> list[dict]:
     """The history items of one answered write: one per text, each naming the write's request
-    id; the last also keeps the write's totals, so `result_from_history` can answer a retry of
-    a write that only the history still details (one applied before the newest checkpoint)."""
+    id; the last also keeps the write's totals and `write_fingerprint`, so `result_from_history`
+    can answer a retry of a write that only the history still details (one applied before the
+    newest checkpoint), and `applied_in_history` can refuse another write sent under its id."""
     surprises = result.get("surprises") or [result["surprise"]] * len(texts)
     first = result["step"] - len(texts) + 1
     items = [{"step": first + i, "text": text, "surprise": float(surprises[i]),
@@ -145,7 +147,21 @@ def history_items(result: dict, texts: list[str], request_id: str | None) -> lis
             item["request_id"] = request_id
         items[-1]["write"] = {"surprise": float(result["surprise"]), "weight_delta": float(result["weight_delta"]),
                               "patterns_activated": list(result.get("patterns_activated") or [])}
+        if fingerprint:
+            items[-1]["fingerprint"] = fingerprint
     return items
+
+
+def applied_in_history(items: list[dict]) -> list[tuple[str, str | None]]:
+    """(request id, write_fingerprint or None where not recorded) of each write the history
+    items name, oldest first: writes a restart must still know as applied, though the log that
+    held them was trimmed after a checkpoint."""
+    applied: dict[str, str | None] = {}
+    for item in items:
+        request_id = item.get("request_id")
+        if request_id:
+            applied[request_id] = item.get("fingerprint") or applied.get(request_id)
+    return list(applied.items())
 
 
 def result_from_history(items: list[dict], request_id: str) -> dict | None:

@@ -73,13 +73,14 @@ def test_observe_logs_then_applies_and_repeats_are_idempotent(local_storage, mak
 def test_a_request_id_names_one_write_live_and_after_a_restart(local_storage, make_actor):
     """A retry must repeat its write and gets the first answer; the id of another write is
     refused, nothing applied. Both hold after a restart, whether the write is replayed from the
-    log or already inside the checkpoint the restart loads (then the history details it)."""
+    log or already inside the checkpoint the restart loads (then the history details it), and
+    after a later checkpoint trimmed it from the log (a consolidate's barrier)."""
     actor = make_actor(local_storage, Q)
     vectors = encode(["one", "two", "three"])
     first = actor.observe("r1", vectors[:2], ["one", "two"], domain="d", learning_rate=0.5)
     actor.observe("r2", vectors[2:], ["three"])  # r1 is not the newest write: its own hash comes back
     answer = ("surprise", "surprises", "weight_delta", "patterns_activated", "step", "weight_hash")
-    for restart in (None, "replayed", "checkpointed"):
+    for restart in (None, "replayed", "checkpointed", "trimmed"):
         if restart == "replayed":
             actor = make_actor(local_storage, Q)  # a new process: checkpoint + log replay
         elif restart == "checkpointed":  # a clean stop checkpoints the write (tail >= 1)
@@ -87,6 +88,10 @@ def test_a_request_id_names_one_write_live_and_after_a_restart(local_storage, ma
             actor.prepare_hibernate()
             actor = make_actor(local_storage, Q)
             assert autos(local_storage)[-1]["step"] == 3  # the write is in the loaded checkpoint
+        elif restart == "trimmed":
+            actor.consolidate()  # a barrier checkpoint: the log before it is archived
+            actor = make_actor(local_storage, Q)
+            assert not wal_steps(local_storage)  # only the history still names r1
         for args, kwargs in (((vectors[:2], ["one", "three"]), {"domain": "d", "learning_rate": 0.5}),
                              ((vectors[:2], ["one", "two"]), {"domain": None, "learning_rate": 0.5}),
                              ((vectors[:2], ["one", "two"]), {"domain": "d"}),
