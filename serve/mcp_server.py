@@ -68,8 +68,9 @@ def build_mcp(
     server = new_mcp_server()
 
     def backend_for(ctx: Context) -> TenantService:
-        headers = ctx.headers or {}
-        return core.for_tenant(auth.tenant_for(headers.get("authorization")))
+        authorization = (ctx.headers or {}).get("authorization")
+        # the key's fingerprint goes into forget jobs' audit records, as over REST
+        return core.for_tenant(auth.tenant_for(authorization), auth.key_id(authorization))
 
     register_tools(server, backend_for, settings.default_memory, metrics)
     # Creates the session manager (and DNS-rebinding protection when bound to loopback).

@@ -6,6 +6,7 @@ errors and MCP auth, and runs the stdio proxy (`neural-memory mcp`) as a desktop
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import uuid
@@ -105,6 +106,10 @@ def test_every_tool_through_scenarios(gateway):
             assert restored["learning_since_checkpoint"] == 1
             forgot = await call(c, "forget", text="An experiment that fails", memory=memory)
             assert (forgot["status"], forgot["exact"], forgot["forgotten"]) == ("done", True, 1)
+            # the audit names the key that asked (its fingerprint), as for a forget over REST
+            audit = httpx.get(f"{gateway.base_url}/v1/audit", headers=gateway.headers(), timeout=TIMEOUT).json()
+            (record,) = [r for r in audit["records"] if r["job_id"] == forgot["job_id"]]
+            assert record["key"] == "key:" + hashlib.sha256(gateway.key_a.encode()).hexdigest()[:12]
             forked = await call(c, "fork", source_tag="stable-v1", new_tag=branch, memory=memory)
             assert forked["forked"] and forked["new_hash"] == saved["weight_hash"]
             stats = await call(c, "stats", memory=branch)
