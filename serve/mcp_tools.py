@@ -405,7 +405,12 @@ def _register_forget(server: MCPServer, d: _Dispatcher) -> None:
         would go. Returns the job (waiting up to wait_seconds): status, exact, forgotten count,
         new weight hash and the erasure report. If the history is gone it fails with
         history_unavailable: then use mode approximate."""
-        if job_id is None:
+        if job_id is not None:
+            given = [n for n, v in (("text", text), ("texts", texts), ("domain", domain), ("steps", steps)) if v]
+            if given:  # a status read must not look like a started forget
+                raise ToolError(f"invalid_input: job_id reads a job's status; it takes no selector "
+                                f"(got {', '.join(given)}): send the selector without job_id to start a job")
+        else:
             try:
                 S.ForgetRequest(text=text, texts=texts, domain=domain,
                                 steps=steps.model_dump(by_alias=True) if steps else None)

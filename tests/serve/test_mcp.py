@@ -157,6 +157,8 @@ def test_tool_errors_say_what_to_fix(gateway):
             assert "memory_exists" in await call_error(c, "create_memory", memory=memory)
             bad_selector = await call_error(c, "forget", text="a", domain="b", memory=memory)
             assert "invalid_input: give exactly one selector" in bad_selector and "pydantic" not in bad_selector
+            status_and_selector = await call_error(c, "forget", job_id="0" * 32, text="a", memory=memory)
+            assert "invalid_input" in status_and_selector and "text" in status_and_selector
             assert "checkpoint_not_found" in await call_error(c, "restore", tag="nope", memory=memory)
             assert "Unknown tool" in await call_error(c, "store", content="x")
             await call(c, "delete_memory", memory=memory)
