@@ -193,7 +193,8 @@ class Forgetting(Erasure):
             self._storage.metadata.job_put(self._qname, job)
 
     def _audit(self, job: dict) -> dict:
-        """Who forgot what kind of selection, when and how: never the text."""
+        """Who forgot what kind of selection, when and how: never the text. (Deleting a memory
+        writes the same record for each job it stops: storage/scripts.py DELETE_MEMORY.)"""
         return {"at": now_iso(), "tenant": self._qname.split("/", 1)[0], "key": job["who"].get("key"),
                 "memory": job["memory"], "job_id": job["job_id"], "selection": job["selection"],
                 "mode": job["mode"], "dry_run": job["dry_run"], "exact": job["exact"],

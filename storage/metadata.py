@@ -31,7 +31,7 @@ from storage import scripts
 from storage.codec import dumps_json, loads_json
 from storage.keys import Keys, check_name, check_tag, memory_not_found
 from storage.translate import redacted_url, redis_errors
-from storage.history import HistoryMixin
+from storage.history import AUDIT_CAP, HistoryMixin
 from storage.content_index import ContentIndexMixin
 from storage.registry_pages import RegistryPagesMixin
 from storage.wal import WalMixin
@@ -167,11 +167,15 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
             return int(self._client.zcard(self.keys.names(tenant)))
 
     def delete_memory(self, name: str) -> None:
-        """Remove the registry entry, stats, checkpoint index, WAL and history."""
+        """Remove the registry entry, stats, checkpoint index, WAL, history and forget jobs. In
+        the same script, each forget job that had not finished gets its final audit record
+        (status "failed", error "memory_deleted"), so an accepted erasure is never missing from
+        the tenant's audit trail, whatever happens to its actor."""
         check_name(name)
         tenant, short = name.split("/", 1)
-        keys = [self.keys.registry(), self.keys.names(tenant), *self.keys.memory_keys(name)]
-        if not self._run("DELETE_MEMORY", keys, [name, short]):
+        keys = [self.keys.registry(), self.keys.names(tenant), self.keys.jobs(name), self.keys.audit(tenant),
+                *self.keys.memory_keys(name)]
+        if not self._run("DELETE_MEMORY", keys, [name, short, _now(), AUDIT_CAP, tenant]):
             raise memory_not_found(name)
 
     # -- stats ------------------------------------------------------------------------------

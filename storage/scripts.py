@@ -22,11 +22,38 @@ __all__ = [
     "CAS_DOOM",
 ]
 
-# KEYS: registry, the tenant's name index, then the memory's own keys. ARGV: name, short name.
+# KEYS: registry, the tenant's name index, the memory's forget jobs hash, the tenant's audit list,
+# then the memory's own keys. ARGV: name, short name, now (ISO time), audit cap, tenant.
+# Every forget job of the memory that has not finished (pending or running) gets its final audit
+# record here, in the same step as the delete: status "failed", error "memory_deleted" (the
+# job's own failure write would find the memory gone, and a killed actor writes nothing). The
+# record has the fields of every other audit record (actors/forgetting.py `_audit`), never the
+# selector's texts. Records are built before the first write: a script error writes nothing.
 DELETE_MEMORY = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local function nullable(v) if v == nil then return cjson.null end return v end
+local unfinished = {}
+for _, raw in ipairs(redis.call('HVALS', KEYS[3])) do
+  local ok, job = pcall(cjson.decode, raw)
+  if ok and type(job) == 'table' and (job.status == 'pending' or job.status == 'running') then
+    unfinished[#unfinished + 1] = job
+  end
+end
+table.sort(unfinished, function(a, b) return tostring(a.created_at) < tostring(b.created_at) end)
+local records = {}
+for _, job in ipairs(unfinished) do
+  local who = type(job.who) == 'table' and job.who or {}
+  records[#records + 1] = cjson.encode({
+    at = ARGV[3], tenant = ARGV[5], key = nullable(who.key), memory = nullable(job.memory),
+    job_id = nullable(job.job_id), selection = nullable(job.selection), mode = nullable(job.mode),
+    dry_run = nullable(job.dry_run), exact = nullable(job.exact), forgotten = job.forgotten or 0,
+    status = 'failed', error = 'memory_deleted'})
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
-for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+for _, record in ipairs(records) do redis.call('RPUSH', KEYS[4], record) end
+if #records > 0 then redis.call('LTRIM', KEYS[4], -tonumber(ARGV[4]), -1) end
+for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
 return 1
 """
 

@@ -1,10 +1,15 @@
 """Forgetting through the control plane, with real actors: a SIGKILL in the middle of a job
-(it resumes, and nothing acknowledged is lost) and the same forget applied to a fork."""
+(it resumes, and nothing acknowledged is lost), a delete in the middle of a job (the audit
+keeps it) and the same forget applied to a fork."""
 
 from __future__ import annotations
 
+import json
 import time
 
+import pytest
+
+from errors import MemoryNotFound
 from tests.actors.forget_helpers import find_text
 from tests.cluster.helpers import SMALL, encode, kill_actor, wait_until
 
@@ -55,6 +60,33 @@ def test_sigkill_mid_job_resumes_and_loses_nothing(shared_cluster, arun, tenant)
     m, twin = arun(cluster.stats(tenant, "m")), arun(cluster.stats(tenant, "twin"))
     assert m["weight_hash"] == twin["weight_hash"] and m["total_observations"] == twin["total_observations"]
     assert find_text(cluster.storage, f"{tenant}/m", X) == []
+
+
+def test_deleting_a_memory_mid_job_leaves_the_job_in_the_audit(shared_cluster, arun, tenant):
+    """The delete writes the final audit record of a job it stops (its actor is killed and
+    never writes one), with the fields of every other record and never the text."""
+    cluster = shared_cluster()
+    arun(cluster.create_memory(tenant, "gone", SLOW))
+    stream = batches("reading", 600, 200)
+    stream.insert(1, [X])
+    for texts in stream:
+        observe(arun, cluster, tenant, "gone", texts)
+    dry = arun(cluster.forget(tenant, "gone", {"selector": {"text": X}, "dry_run": True}, {"key": "test"}))
+    assert wait_job(arun, cluster, tenant, "gone", dry["job_id"])["status"] == "done"
+    job = arun(cluster.forget(tenant, "gone", {"selector": {"text": X}, "mode": "exact"}, {"key": "test"}))
+    assert arun(cluster.forget_status(tenant, "gone", job["job_id"]))["status"] in ("pending", "running")
+    arun(cluster.delete_memory(tenant, "gone"))
+    with pytest.raises(MemoryNotFound):
+        arun(cluster.forget_status(tenant, "gone", job["job_id"]))
+    records = arun(cluster.audit(tenant, 1000))["records"]
+    (done,) = [r for r in records if r["job_id"] == dry["job_id"]]
+    (stopped,) = [r for r in records if r["job_id"] == job["job_id"]]
+    assert (stopped["status"], stopped["error"]) == ("failed", "memory_deleted"), stopped
+    assert set(stopped) == set(done)
+    assert (stopped["tenant"], stopped["memory"], stopped["key"], stopped["mode"], stopped["dry_run"]) == (
+        tenant, "gone", "test", "exact", False)
+    assert stopped["selection"] == {"kind": "text", "texts": 1} and stopped["forgotten"] == 0
+    assert X not in json.dumps(records)
 
 
 def test_forks_made_after_the_text_forget_it_too(shared_cluster, arun, tenant):
