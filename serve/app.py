@@ -20,13 +20,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
 from ray.serve import Application
 
 from cluster import ClusterSettings
+from errors import InvalidInput
 from serve.auth import Authenticator
 from serve.encoder import Encoder
 from serve.gateway import Gateway
-from serve.settings import GatewaySettings
+from serve.settings import GatewaySettings, settings_problems
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,10 @@ def _split_args(args: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, 
 def read_settings(args: dict[str, Any] | None = None) -> AppSettings:
     """NMEM_* from this process's environment, with `args` on top (see the module docstring)."""
     gateway_args, cluster_args = _split_args(args)
-    return AppSettings(gateway=GatewaySettings(**gateway_args), cluster=ClusterSettings(**cluster_args))
+    try:
+        return AppSettings(gateway=GatewaySettings(**gateway_args), cluster=ClusterSettings(**cluster_args))
+    except ValidationError as exc:
+        raise InvalidInput(f"bad settings: {settings_problems(exc)}") from None
 
 
 def build_application(settings: AppSettings) -> Application:

@@ -77,14 +77,26 @@ def _add_gc_command(sub: argparse._SubParsersAction) -> None:
 def _gc(args: argparse.Namespace) -> int:
     import json
 
+    from pydantic import ValidationError
+
     from cluster import ClusterSettings
     from cluster.collector import collect_once
     from errors import NeuralMemoryError
+    from serve.settings import settings_problems
 
-    settings = ClusterSettings()
+    try:
+        settings = ClusterSettings()
+    except ValidationError as exc:
+        print(f"neural-memory gc: bad settings: {settings_problems(exc)}", file=sys.stderr)
+        return 2
     storage = settings.storage
     if args.data_dir is not None:
         storage = storage.model_copy(update={"data_dir": args.data_dir})
+    if storage.embedded_redis and not storage.valkey_dir.is_dir():
+        # an embedded store is found by its folder: starting one here would collect nothing
+        print(f"neural-memory gc: no server data at {storage.data_dir.resolve()}: pass --data-dir (the "
+              "server's NMEM_DATA_DIR) or NMEM_REDIS_URL for a server with its own Redis", file=sys.stderr)
+        return 2
     grace = settings.gc_grace_seconds if args.grace is None else args.grace
     try:
         report = collect_once(storage, grace, dry_run=args.dry_run)

@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import contract
@@ -19,6 +19,13 @@ from serve.schemas import MEMORY_NAME_PATTERN
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 Ingress = Literal["auto", "direct", "proxy", "haproxy"]  # how HTTP reaches the gateway (`ingress` below)
 INGRESS_MODES: tuple[str, ...] = get_args(Ingress)
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """What to fix in NMEM_* settings pydantic refused, naming each variable, never its value
+    (a refused value may be a key or a secret, and this message reaches logs)."""
+    return "; ".join(f"NMEM_{str(error['loc'][-1]).upper() if error['loc'] else '?'}: {error['msg']}"
+                     for error in exc.errors(include_input=False, include_url=False))
 
 
 def is_loopback(host: str) -> bool:
@@ -64,7 +71,7 @@ class GatewaySettings(BaseSettings):
     )
     metrics_key: str | None = Field(
         None, min_length=16, repr=False,
-        description="Operator key for /metrics (Authorization: Bearer <key>). The metrics are "
+        description="Operator key for /metrics (Authorization: Bearer <key>), at least 16 characters. The metrics are "
                     "server-wide, so tenant keys are refused; with auth on and neither this nor "
                     "NMEM_METRICS_PUBLIC, /metrics is closed.",
     )

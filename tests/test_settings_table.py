@@ -31,3 +31,19 @@ def test_the_table_names_every_field_of_every_settings_model():
             if model is ClusterSettings and name in ("storage", "actor"):
                 continue
             assert f"`NMEM_{name.upper()}`" in table, name
+
+
+def test_a_refused_setting_names_its_variable_and_never_its_value(monkeypatch):
+    import pytest
+
+    from errors import InvalidInput
+    from serve.app import read_settings
+
+    secret = "short-key-15chr"
+    monkeypatch.setenv("NMEM_METRICS_KEY", secret)
+    monkeypatch.setenv("NMEM_S3_SECRET_KEY", "s3-secret-value")
+    with pytest.raises(InvalidInput) as caught:
+        read_settings()
+    message = str(caught.value)
+    assert "NMEM_METRICS_KEY" in message and "16 characters" in message, message
+    assert secret not in message and "s3-secret-value" not in message

@@ -60,3 +60,12 @@ def test_collect_once_shares_the_embedded_valkey_a_server_holds(tmp_path):
         report = collect_once(settings, 60.0)
         assert report.ran and report.deleted > 0
         assert _chunks(running) == named
+
+
+def test_the_command_refuses_a_folder_without_server_data(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NMEM_")}
+    done = subprocess.run([sys.executable, "-m", "serve.cli", "gc", "--data-dir", str(tmp_path / "elsewhere")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "no server data at" in done.stderr and "--data-dir" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "elsewhere").exists()  # no empty store started in its place
