@@ -286,7 +286,10 @@ class MemoryCluster:
             except (CheckpointCorrupt, CheckpointNotFound) as exc:
                 raise _damaged(source, source_tag, exc) from None
 
-        stats = await self._create_seeded(child, seed, info["weight_hash"])
+        try:
+            stats = await self._create_seeded(child, seed, info["weight_hash"])
+        except CheckpointCorrupt as exc:  # copied fine, but its bytes do not load: name the source
+            raise _damaged(source, source_tag, exc) from None
         return {"forked": True, "source_hash": info["weight_hash"], "new_hash": stats["weight_hash"]}
 
     # ---- forgetting (cluster/forget.py) ------------------------------------------------------

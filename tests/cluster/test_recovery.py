@@ -97,3 +97,29 @@ def test_embedded_default_storage_recovers(make_cluster, arun, tenant):
     kill(cluster, tenant, "local")
     stats = arun(cluster.stats(tenant, "local"))
     assert stats["total_observations"] == 2 and stats["weight_hash"] == reference_hash(texts, vectors)
+
+
+def test_a_fork_of_a_damaged_tag_names_the_tag_and_leaves_nothing(shared_cluster, arun, tenant):
+    import pytest
+
+    from errors import CheckpointCorrupt
+    from storage.cas import chunk_key
+
+    cluster = shared_cluster()
+    arun(cluster.create_memory(tenant, "src", SMALL))
+    texts = ["one fact", "another fact"]
+    vectors = encode(texts)
+    for i, text in enumerate(texts):
+        arun(cluster.observe(tenant, "src", vectors[i : i + 1], [text]))
+    arun(cluster.checkpoint(tenant, "src", "v1"))
+    (info,) = [c for c in cluster.storage.metadata.list_checkpoints(f"{tenant}/src") if c["tag"] == "v1"]
+    for sha in cluster.storage.content.manifest(info["object_key"]).chunk_shas():  # every byte of v1 damaged
+        path = cluster.storage.settings.checkpoint_dir / chunk_key(sha)
+        blob = bytearray(path.read_bytes())
+        blob[len(blob) // 2] ^= 0xFF
+        path.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointCorrupt) as caught:
+        arun(cluster.fork(tenant, "src", "src-fork", source_tag="v1"))
+    message = str(caught.value)
+    assert "checkpoint 'v1' of memory src" in message and "src-fork" not in message and tenant not in message
+    assert "src-fork" not in [m["name"] for m in arun(cluster.list_memories(tenant))["memories"]]
