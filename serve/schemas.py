@@ -343,7 +343,9 @@ class StatsResponse(Response):
     weight_hash: str
     patterns: int | None = Field(None, description="Learned patterns held (capacity_used × slots).")
     size_mb: float | None = Field(
-        None, description="Size of the saved state (the newest checkpoint; an image weighs this)."
+        None, description="Size of the newest auto-checkpoint, in MB: what the memory's saved state "
+                          "weighed then. Writes since are in the log until the next one "
+                          "(NMEM_CHECKPOINT_EVERY_WRITES), so an image of the live state may be larger."
     )
 
 
