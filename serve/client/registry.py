@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ __all__ = ["PushResult", "push_image", "pull_image", "parse_reference"]
 
 TITLE_ANNOTATION = "org.opencontainers.image.title"
 LOCAL_HOSTS = ("localhost", "127.", "[::1]")
+# A repository name, as registries check it (OCI distribution spec): parts joined by "/".
+REPOSITORY_NAME = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,14 @@ def parse_reference(ref: str):
         raise InvalidInput(f"registry reference {ref!r} needs a registry host: "
                            "e.g. localhost:5000/memories/notes:v1")
     try:
-        return oras.container.Container(ref)
+        container = oras.container.Container(ref)
     except ValueError as exc:
         raise InvalidInput(f"registry reference {ref!r} is not valid: {exc}") from None
+    if not REPOSITORY_NAME.fullmatch(container.api_prefix):
+        raise InvalidInput(f"registry reference {ref!r}: the repository name {container.api_prefix!r} must be "
+                           "lowercase letters and digits, in parts split by '/' and joined by '.', '_', '__' "
+                           "or '-' (OCI distribution spec), e.g. localhost:5000/memories/notes:v1")
+    return container
 
 
 def _client(container, auth: RegistryAuth):
