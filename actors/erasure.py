@@ -184,6 +184,11 @@ class Erasure:
         from actors.wal import RecentResults  # noqa: PLC0415
 
         results = RecentResults(self._spec.settings.remembered_requests)
+        # Writes the replay did not answer stay known as applied: one from before its start, or
+        # a forgotten one (a retry must not learn it again). Their old answers name weights that
+        # are gone: a retry reads its answer from the rewritten history, where there is one.
+        for request_id, fingerprint in self._results.known():
+            results.put(request_id, None, fingerprint)
         for request_id, result, fingerprint in rebuild.results:
             results.put(request_id, result, fingerprint)
         return results

@@ -123,6 +123,10 @@ class RecentResults:
     def fingerprint(self, request_id: str) -> str | None:
         return self._items.get(request_id, (None, None))[1]
 
+    def known(self) -> list[tuple[str, str | None]]:
+        """(request id, fingerprint) of every remembered write, oldest first."""
+        return [(request_id, fingerprint) for request_id, (_result, fingerprint) in self._items.items()]
+
     def put(self, request_id: str | None, result: dict | None, fingerprint: str | None = None) -> None:
         if not request_id:
             return

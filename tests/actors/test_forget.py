@@ -164,3 +164,28 @@ def test_a_job_reads_done_only_once_the_objects_holding_the_text_are_deleted(loc
     release.set()
     assert wait_until(lambda: m.forget_status(job_id)["status"] == "done", timeout=60)
     assert find_text(local_storage, m._qname, X) == []
+
+
+def test_a_retry_after_a_forget_is_answered_not_applied_again(local_storage, make_actor) -> None:
+    """Writes the replay did not answer (one before its start, the forgotten one) stay known:
+    a retry gets its first answer, or for the forgotten write is not learned again."""
+    from errors import RequestIdReused
+    from tests.cluster.helpers import encode
+
+    m = make_actor(local_storage, q("m"))
+    vectors = encode([A[0], X, A[1]])
+    first = m.observe("r1", vectors[:1], [A[0]])
+    m.consolidate()  # a barrier checkpoint: the replay starts after r1
+    m.observe("r2", vectors[1:2], [X])
+    m.observe("r3", vectors[2:], [A[1]])
+    assert forget(m, {"text": X})["forgotten"] == 1
+    after = m.stats()
+    again = m.observe("r1", vectors[:1], [A[0]])
+    answer = ("surprise", "weight_delta", "patterns_activated", "step", "weight_hash")
+    assert {k: again[k] for k in answer} == {k: first[k] for k in answer}
+    m.observe("r2", vectors[1:2], [X])  # acknowledged long ago, then forgotten: not learned again
+    with pytest.raises(RequestIdReused):
+        m.observe("r1", vectors[2:], [A[1]])
+    now = m.stats()
+    assert (now["total_observations"], now["weight_hash"]) == (after["total_observations"], after["weight_hash"])
+    assert find_text(local_storage, m._qname, X) == []
