@@ -58,11 +58,15 @@ def from_parts(parts: dict[str, bytes], expected: MemoryConfig | None = None) ->
     return NeuralMemory.from_parts(parts, expected)
 
 
-def blob_to_parts(data: bytes) -> dict[str, bytes]:
-    """Parts of a state given as one blob (`NeuralMemory.to_bytes()`, e.g. an imported image)."""
+def blob_to_parts(data: bytes) -> tuple[dict[str, bytes], dict]:
+    """Parts of a state given as one blob (`NeuralMemory.to_bytes()`, e.g. an imported image),
+    and what that state holds: its own saved `config` (every field), its `step` and the
+    `weight_hash` of its weights (checked against them on decoding, or computed from them)."""
     from memory import NeuralMemory  # noqa: PLC0415
 
-    return NeuralMemory.from_bytes(data).state_parts()
+    memory = NeuralMemory.from_bytes(data)
+    held = {"config": memory.config.to_dict(), "step": int(memory.step), "weight_hash": memory.weight_hash}
+    return memory.state_parts(), held
 
 
 def parts_to_blob(parts: dict[str, bytes]) -> bytes:

@@ -50,6 +50,30 @@ class ExportedState:
     step: int
     data: bytes
     seq: int | None = None  # where in the source memory's log this state is (its forks' lineage)
+    encoder: str | None = None  # an image header's own `encoder` field (None: only the config's)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _image_mismatches(config: dict, state: ExportedState, held: dict) -> list[str]:
+    """Where what an image says about its checkpoint (`config`: its header's, made whole as the
+    new memory would run it; encoder, step, weight_hash) differs from what the checkpoint itself
+    holds (`blob_to_parts`): one line per field."""
+    problems, saved = [], held["config"]
+    for key in sorted(set(config) | set(saved)):
+        if config.get(key) != saved.get(key):
+            problems.append(f"config.{key} is {_show(config.get(key))}, the checkpoint's is {_show(saved.get(key))}")
+    if state.encoder is not None and state.encoder != saved.get("encoder"):
+        problems.append(f"encoder is {_show(state.encoder)}, the checkpoint's is {_show(saved.get('encoder'))}")
+    if state.step != held["step"]:
+        problems.append(f"step is {_show(state.step)}, the checkpoint's is {held['step']}")
+    if state.weight_hash != held["weight_hash"]:
+        problems.append(f"weight_hash is {_show(state.weight_hash)}, the checkpoint's weights hash to "
+                        f"{held['weight_hash'][:12]}")
+    return problems
 
 
 def _short(qname: str | None) -> str | None:
@@ -319,7 +343,8 @@ class MemoryCluster:
         except (CheckpointCorrupt, CheckpointNotFound) as exc:
             raise _damaged(qname, tag, exc) from None
         blob = await asyncio.to_thread(parts_to_blob, parts)
-        return ExportedState(record["config"], info["weight_hash"], int(info["step"]), blob)
+        # The full config (a record from before a field existed lacks it; its checkpoint has it).
+        return ExportedState(normalize_config(record["config"]), info["weight_hash"], int(info["step"]), blob)
 
     async def import_state(self, tenant: str, name: str, state: ExportedState) -> dict:
         """Create memory `name` holding `state` (its config, encoder and weights); the loaded
@@ -334,7 +359,11 @@ class MemoryCluster:
         await self._check_quota(tenant)
         record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
                   "parent": None, "source_tag": None}
-        parts = await asyncio.to_thread(blob_to_parts, state.data)
+        parts, held = await asyncio.to_thread(blob_to_parts, state.data)
+        problems = _image_mismatches(full, state, held)
+        if problems:  # the header is what the new memory would run with: it must be the checkpoint's
+            raise IncompatibleState("the image's header does not match the checkpoint it carries: "
+                                    + "; ".join(problems))
         # Position 0 of the new memory's log: it starts from the image as it is (see copy_auto).
         seed = lambda ckpts: ckpts.save_auto(parts, step=state.step, weight_hash=state.weight_hash, seq=0)  # noqa: E731
         try:

@@ -67,7 +67,8 @@ def create_image_router(max_image_bytes: int) -> APIRouter:
         data = await request.body()  # BodyLimitMiddleware stops it at max_image_bytes
         img = image.decode(data, max_bytes=max_image_bytes, source="the uploaded image")
         h = img.header
-        state = ExportedState(h.config, h.weight_hash, h.step, img.part(image.CHECKPOINT_PART))
+        state = ExportedState(h.config, h.weight_hash, h.step, img.part(image.CHECKPOINT_PART),
+                              encoder=h.encoder)  # all checked against the checkpoint itself
         result = await s.import_state(name, state)
         return {**result, "source": f"{h.name}@{h.tag}" if h.tag else h.name}
 

@@ -144,6 +144,41 @@ def test_a_wrong_weight_hash_is_caught_on_import(nm, good_image):
         nm.stats("lying-memory")
 
 
+_HEADER_LIES = {  # what is rewritten in the header -> what the refusal must name
+    "encoder": (lambda h: {"config": {**h.config, "encoder": "minilm"}, "encoder": "minilm"},
+                r"config\.encoder is 'minilm', the checkpoint's is 'hash'"),
+    "header-encoder": (lambda h: {"encoder": "minilm"}, r"carries: encoder is 'minilm', the checkpoint's is 'hash'"),
+    "memory_width": (lambda h: {"config": {**h.config, "memory_width": 512}}, r"config\.memory_width is 512"),
+    "lr": (lambda h: {"config": {**h.config, "lr": 0.5}}, r"config\.lr is 0\.5"),
+    "seed": (lambda h: {"config": {**h.config, "seed": 7}}, r"config\.seed is 7"),
+    "dtype": (lambda h: {"config": {**h.config, "dtype": "float64"}}, r"config\.dtype is 'float64'"),
+    "empty-config": (lambda h: {"config": {}}, r"config\.encoder is 'minilm', the checkpoint's is 'hash'"),
+    "step": (lambda h: {"step": 999}, r"step is 999, the checkpoint's is 1"),
+    "huge-step": (lambda h: {"step": 10**30}, r"step is 10000000000+, the checkpoint's is 1"),
+}
+
+
+@pytest.mark.parametrize("lie", list(_HEADER_LIES))
+def test_a_header_that_disagrees_with_its_checkpoint_is_refused(nm, gateway, good_image, fresh_name, lie):
+    from neural_memory import image
+
+    change, reason = _HEADER_LIES[lie]
+    header = image.decode(good_image).header
+    assert header.step == 1 and header.encoder == header.config["encoder"] == "hash"
+    lying = _reencode(good_image, **change(header))
+    with pytest.raises(E.IncompatibleState, match=reason):
+        nm.import_image(lying, fresh_name)
+    raw = httpx.put(f"{gateway.base_url}/v1/memories/{fresh_name}/image", content=lying,
+                    headers=gateway.headers(), timeout=120)
+    assert raw.status_code == 422
+    error = raw.json()["error"]
+    assert error["code"] == "incompatible_state"
+    assert "does not match the checkpoint it carries" in error["message"]
+    with pytest.raises(E.MemoryNotFound):  # nothing left behind: no memory, no objects
+        nm.stats(fresh_name)
+    assert [p for p in gateway.data_dir.rglob("*") if fresh_name in p.name] == []
+
+
 def test_upload_over_the_image_limit_is_413(gateway, gateway_b):
     from neural_memory.image import MEDIA_TYPE
 
