@@ -29,7 +29,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser("export", help="download a memory as an image file (.nmem)")
     export.add_argument("source", metavar="NAME[@TAG]", help="memory, and a checkpoint tag "
                         "(default: its live state)")
-    export.add_argument("-o", "--output", type=Path, help="file to write (default NAME.nmem)")
+    export.add_argument("-o", "--output", type=Path, help="file to write, or a folder for NAME.nmem (default NAME.nmem here)")
     _server_args(export)
 
     imp = sub.add_parser("import-image", help="create a memory from an image file")
@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _export(client, args: argparse.Namespace) -> int:
     name, tag = split_source(args.source)
-    out = args.output or Path(f"{name}@{tag}.nmem" if tag else f"{name}.nmem")
+    default = Path(f"{name}@{tag}.nmem" if tag else f"{name}.nmem")
+    out = args.output / default if args.output is not None and args.output.is_dir() else (args.output or default)
     header = client.export(name, out, tag=tag)
     print(f"exported {args.source} to {out} ({out.stat().st_size:,} bytes, "
           f"weights {header.weight_hash[:12]}, step {header.step})")

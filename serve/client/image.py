@@ -169,13 +169,20 @@ def read_file(path: str | Path, *, max_bytes: int | None = None) -> Image:
 
 
 def write_file(path: str | Path, chunks: Iterable[bytes]) -> int:
-    """Write chunks to `path` atomically (a partial file never has the final name)."""
+    """Write chunks to `path` atomically (a partial file never has the final name, and none is
+    left behind when writing fails)."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     written = 0
-    with open(partial, "wb") as out:
-        for chunk in chunks:
-            out.write(chunk)
-            written += len(chunk)
-    partial.replace(path)
+    try:
+        with open(partial, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+                written += len(chunk)
+        partial.replace(path)
+    except BaseException as exc:
+        partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise InvalidInput(f"cannot write image {path}: {exc.strerror or exc}") from None
+        raise
     return written

@@ -73,6 +73,21 @@ def test_export_then_import_is_the_same_memory(nm, fresh_name, tmp_path):
         nm.delete_memory(fresh_name)
 
 
+def test_export_to_a_folder_or_a_path_that_cannot_be_written(nm, gateway, fresh_name, tmp_path):
+    nm.create_memory(fresh_name, {"encoder": "hash"})
+    nm.observe(fresh_name, FACTS[0])
+    server = ["--url", gateway.base_url, "--api-key", gateway.key_a]
+    into_folder = _cli("export", fresh_name, "-o", str(tmp_path), *server)  # the file goes inside it
+    assert into_folder.returncode == 0, into_folder.stderr
+    assert (tmp_path / f"{fresh_name}.nmem").is_file()
+    nowhere = tmp_path / "missing" / "x.nmem"
+    refused = _cli("export", fresh_name, "-o", str(nowhere), *server)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert f"cannot write image {nowhere}" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{fresh_name}.nmem"]  # no .partial left
+    nm.delete_memory(fresh_name)
+
+
 @pytest.fixture(scope="module")
 def good_image(gateway, tmp_path_factory) -> bytes:
     from neural_memory import Client
