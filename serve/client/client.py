@@ -9,6 +9,8 @@ Retries: a call is sent again (after 0.2 s, 0.4 s, ... up to `retries` times) wh
 answers 502/503/504 or the connection fails. A call that changes state is resent after a
 connection failure only when the request surely never left (connect errors), unless the
 server deduplicates it (observe with its request id, see `_calls.IDEMPOTENCY_HEADER`).
+A call the server's rate limit refused (429 rate_limited: nothing of it was done) waits its
+Retry-After and is sent again, for up to `rate_limit_wait` seconds in all, then RateLimited.
 """
 
 from __future__ import annotations
@@ -33,12 +35,16 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "NMEM_URL"
 API_KEY_ENV = "NMEM_API_KEY"
 RETRY_STATUSES = frozenset({502, 503, 504})
+RATE_LIMITED = 429  # code rate_limited: refused before anything was done (not quota_exceeded)
+MAX_RETRY_AFTER_S = 30.0
+DEFAULT_RATE_LIMIT_WAIT_S = 60.0
 NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 DEFAULT_TIMEOUT_S = 60.0  # a first call may start a memory's actor and warm the encoder
 
 
 class _Base(Api):
-    def __init__(self, url: str | None, api_key: str | None, timeout: float, retries: int) -> None:
+    def __init__(self, url: str | None, api_key: str | None, timeout: float, retries: int,
+                 rate_limit_wait: float) -> None:
         self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         self._options: dict[str, Any] = {
@@ -46,6 +52,7 @@ class _Base(Api):
             "headers": {"Authorization": f"Bearer {key}"} if key else {},
         }
         self.retries = max(0, int(retries))
+        self.rate_limit_wait = max(0.0, float(rate_limit_wait))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -55,11 +62,27 @@ class _Base(Api):
         return {"method": call.method, "url": call.path, "json": call.json(), "params": call.params,
                 "headers": call.headers or None, "content": call.content}
 
-    def _again_after(self, call: Call, exc: httpx.TransportError, attempt: int) -> bool:
-        return attempt < self.retries and (call.idempotent or isinstance(exc, NEVER_SENT))
+    def _again(self, call: Call, outcome: httpx.Response | httpx.TransportError, attempt: int,
+               waited: float) -> tuple[float, int] | None:
+        """(seconds to wait, attempts now counted) before sending `call` again, or None: the
+        outcome (an answer, or a transport error) is final. Rate-limit waits count no attempt."""
+        if isinstance(outcome, httpx.TransportError):
+            sendable = call.idempotent or isinstance(outcome, NEVER_SENT)
+            return (self._pause(attempt), attempt + 1) if attempt < self.retries and sendable else None
+        if outcome.status_code == RATE_LIMITED and _error_code(outcome) == "rate_limited":
+            try:
+                wait = min(MAX_RETRY_AFTER_S, max(0.1, float(outcome.headers.get("retry-after", 1))))
+            except ValueError:
+                wait = 1.0
+            return (wait, attempt) if waited + wait <= self.rate_limit_wait else None
+        if attempt < self.retries and outcome.status_code in RETRY_STATUSES:
+            return self._pause(attempt), attempt + 1
+        return None
 
-    def _again_on(self, response: httpx.Response, attempt: int) -> bool:
-        return attempt < self.retries and response.status_code in RETRY_STATUSES
+    def _outcome(self, call: Call, outcome: httpx.Response | httpx.TransportError) -> Any:
+        if isinstance(outcome, httpx.TransportError):
+            raise self._unreachable(outcome) from outcome
+        return self._finish(call, outcome)
 
     @staticmethod
     def _pause(attempt: int) -> float:
@@ -93,6 +116,13 @@ class _Base(Api):
 FINISHED = ("done", "failed")
 
 
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        return response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _job_id(job: S.ForgetJob | str) -> str:
     return job if isinstance(job, str) else job.job_id
 
@@ -114,23 +144,24 @@ class Client(_Base):
 
     def __init__(self, url: str | None = None, api_key: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S, retries: int = 2,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        super().__init__(url, api_key, timeout, retries)
+                 transport: httpx.BaseTransport | None = None,
+                 rate_limit_wait: float = DEFAULT_RATE_LIMIT_WAIT_S) -> None:
+        super().__init__(url, api_key, timeout, retries, rate_limit_wait)
         self._http = httpx.Client(transport=transport, **self._options)
 
     def _send(self, call: Call) -> Any:
-        attempt = 0
+        attempt, waited = 0, 0.0
         while True:
             try:
-                response = self._http.request(**self._request(call))
+                outcome = self._http.request(**self._request(call))
             except httpx.TransportError as exc:
-                if not self._again_after(call, exc, attempt):
-                    raise self._unreachable(exc) from exc
-            else:
-                if not self._again_on(response, attempt):
-                    return self._finish(call, response)
-            time.sleep(self._pause(attempt))
-            attempt += 1
+                outcome = exc
+            again = self._again(call, outcome, attempt, waited)
+            if again is None:
+                return self._outcome(call, outcome)
+            wait, attempt = again
+            time.sleep(wait)
+            waited += wait
 
     def export(self, name: str, path: str | Path, tag: str | None = None) -> image.ImageHeader:
         """Download `name` (its checkpoint `tag`, or its live state) as an image file."""
@@ -168,23 +199,24 @@ class AsyncClient(_Base):
 
     def __init__(self, url: str | None = None, api_key: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S, retries: int = 2,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__(url, api_key, timeout, retries)
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 rate_limit_wait: float = DEFAULT_RATE_LIMIT_WAIT_S) -> None:
+        super().__init__(url, api_key, timeout, retries, rate_limit_wait)
         self._http = httpx.AsyncClient(transport=transport, **self._options)
 
     async def _send(self, call: Call) -> Any:
-        attempt = 0
+        attempt, waited = 0, 0.0
         while True:
             try:
-                response = await self._http.request(**self._request(call))
+                outcome = await self._http.request(**self._request(call))
             except httpx.TransportError as exc:
-                if not self._again_after(call, exc, attempt):
-                    raise self._unreachable(exc) from exc
-            else:
-                if not self._again_on(response, attempt):
-                    return self._finish(call, response)
-            await asyncio.sleep(self._pause(attempt))
-            attempt += 1
+                outcome = exc
+            again = self._again(call, outcome, attempt, waited)
+            if again is None:
+                return self._outcome(call, outcome)
+            wait, attempt = again
+            await asyncio.sleep(wait)
+            waited += wait
 
     async def export(self, name: str, path: str | Path, tag: str | None = None
                      ) -> image.ImageHeader:

@@ -213,3 +213,50 @@ def test_importable_only_as_neural_memory():
     out = subprocess.run([sys.executable, "-c", "import serve.client"], capture_output=True,
                          text=True)
     assert out.returncode != 0 and "import this package as `neural_memory`" in out.stderr
+
+
+def test_a_rate_limited_call_waits_its_retry_after_and_goes_through():
+    """The gateway's own rate-limit middleware on a tiny app: a 429 rate_limited is refused
+    before anything is done, so the client waits Retry-After and sends it again (up to
+    rate_limit_wait); a 429 quota_exceeded will not clear by waiting and is raised at once."""
+    import asyncio
+    import time
+
+    import httpx
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    from neural_memory import AsyncClient
+    from serve.http_middleware import RequestContextMiddleware
+    from serve.limits import RateLimitMiddleware
+
+    app, created = FastAPI(), []
+
+    @app.post("/v1/memories")
+    async def create(body: dict) -> JSONResponse:
+        if body["name"] == "over-quota":
+            return JSONResponse({"error": {"code": "quota_exceeded", "message": "quota: at most 1"}},
+                                status_code=429, headers={"Retry-After": "1"})
+        created.append(body["name"])
+        return JSONResponse({"name": body["name"], "weight_hash": "h", "weight_parameters": 1}, status_code=201)
+
+    app.add_middleware(RateLimitMiddleware, rate=2.0, burst=1)
+    app.add_middleware(RequestContextMiddleware)
+
+    async def run() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with AsyncClient("http://gw", api_key="key-a-0000", transport=transport) as nm:
+            started = time.monotonic()
+            for i in range(3):  # burst 1, then 2/s: the 2nd and 3rd are refused once each, then pass
+                assert (await nm.create_memory(f"m{i}")).name == f"m{i}"
+            assert created == ["m0", "m1", "m2"] and time.monotonic() - started >= 1.0
+            await asyncio.sleep(1.0)
+            with pytest.raises(E.QuotaExceeded):
+                await nm.create_memory("over-quota")
+        async with AsyncClient("http://gw", api_key="key-b-0000", transport=transport, rate_limit_wait=0) as nm:
+            await nm.create_memory("b0")
+            with pytest.raises(E.RateLimited, match="NMEM_RATE_LIMIT_PER_SECOND"):
+                await nm.create_memory("b1")  # told not to wait
+        assert created == ["m0", "m1", "m2", "b0"]
+
+    asyncio.run(run())
