@@ -31,8 +31,27 @@ function describe(data, res) {
   return `The server answered ${res.status} ${res.statusText}`.trim();
 }
 
+// A call the rate limit refused did nothing: wait as the server says and send it again, for up
+// to this long in all (the key's budget is shared with the user's agents).
+const RATE_LIMIT_WAIT_MS = 30000;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 // `body`: an object sent as JSON, or an ArrayBuffer sent as it is (a file upload).
 export async function request(method, path, body) {
+  let waited = 0;
+  for (;;) {
+    try {
+      return await requestOnce(method, path, body);
+    } catch (exc) {
+      const wait = exc instanceof ApiError && exc.code === "rate_limited" ? exc.retryAfterMs : null;
+      if (wait === null || waited + wait > RATE_LIMIT_WAIT_MS) throw exc;
+      await sleep(wait);
+      waited += wait;
+    }
+  }
+}
+
+async function requestOnce(method, path, body) {
   const headers = { Accept: "application/json" };
   const key = getKey();
   if (key) headers.Authorization = `Bearer ${key}`;
@@ -54,7 +73,10 @@ export async function request(method, path, body) {
   }
   if (!res.ok) {
     const code = (data && data.error && data.error.code) || `http_${res.status}`;
-    throw new ApiError(res.status, code, describe(data, res));
+    const error = new ApiError(res.status, code, describe(data, res));
+    const seconds = Number(res.headers.get("Retry-After"));
+    error.retryAfterMs = Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds, 10) * 1000 : 1000;
+    throw error;
   }
   return data;
 }

@@ -120,9 +120,10 @@ async function refreshLineage() {
   const lists = await Promise.allSettled(memories.map((m) => api.listCheckpoints(m.name)));
   if (my !== seq.lineage) return;
   state.lineage = memories;
+  const known = state.checkpoints;
   state.checkpoints = {};
-  memories.forEach((m, i) => {
-    state.checkpoints[m.name] = lists[i].status === "fulfilled" ? lists[i].value.checkpoints || [] : [];
+  memories.forEach((m, i) => {  // a list that could not be read keeps what was last read
+    state.checkpoints[m.name] = lists[i].status === "fulfilled" ? lists[i].value.checkpoints || [] : known[m.name] || [];
   });
   state.lineageAt = Date.now();
   renderLineageCard();

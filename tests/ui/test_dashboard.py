@@ -217,3 +217,38 @@ def test_server_error_message_is_shown(page, ui_server):
     page.get_by_role("button", name="Create memory").click()
     expect(page.locator("#error-banner")).to_be_visible(timeout=WAIT_MS)
     expect(page.locator("#error-banner")).to_contain_text(expected)
+
+
+def test_a_rate_limited_read_is_waited_out_not_shown_as_empty(page, ui_server, memory_name):
+    """The rate limit is per key, so an open tab shares it with the user's agents: a refused
+    call did nothing and is sent again after Retry-After (never taken for "no checkpoints").
+    The first two checkpoint listings get the gateway's 429 (its body and header, as the rate
+    limit middleware sends them); the real answer follows."""
+    import json
+
+    with ui_server.rest() as rest:
+        rest.post("/v1/memories", json={"name": memory_name, "config": {"encoder": "hash"}}).raise_for_status()
+        rest.post(f"/v1/memories/{memory_name}/observe", json={"context": CONCEPT}).raise_for_status()
+        rest.post(f"/v1/memories/{memory_name}/checkpoints", json={"tag": "kept-v1"}).raise_for_status()
+    connect(page, ui_server)
+    refused = []
+
+    def limit(route):
+        if len(refused) < 2:
+            refused.append(route.request.url)
+            body = {"error": {"code": "rate_limited", "message": "rate limit: slow down (NMEM_RATE_LIMIT_PER_SECOND)"}}
+            return route.fulfill(status=429, headers={"Retry-After": "1", "content-type": "application/json"},
+                                 body=json.dumps(body))
+        return route.continue_()
+
+    page.route(f"**/v1/memories/{memory_name}/checkpoints", limit)
+    tags = page.evaluate("""async (name) => {
+        const { api } = await import("/ui/api.js");
+        return (await api.listCheckpoints(name)).checkpoints.map((c) => c.tag);
+    }""", memory_name)
+    assert tags == ["kept-v1"] and len(refused) == 2
+    page.goto(f"{ui_server.url}/#memory={memory_name}")  # and the page built on it offers the tag
+    expect(page.locator("#memory-title")).to_have_text(memory_name, timeout=WAIT_MS)
+    page.get_by_role("tab", name="Restore").click()
+    expect(page.get_by_label("Checkpoint to restore").locator("option[value='kept-v1']")).to_have_count(
+        1, timeout=WAIT_MS)
