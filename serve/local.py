@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from serve.ports import free_ports
+from serve.ports import check_port_free, free_ports
 
 APP_NAME = "neural-memory"
 SHUTDOWN_CHECKPOINT_S = 30.0  # a graceful stop saves live memories for at most this long
@@ -110,6 +110,8 @@ def run_server(opts: ServeOptions) -> int:
         raise InvalidInput("--ingress direct serves the port from the one gateway replica of the Ray "
                            "this command starts; for several gateway replicas or an existing Ray "
                            "cluster use --ingress haproxy or proxy (README: 'Ingress')")
+
+    check_port_free(gateway.host, gateway.port)
 
     import ray
     from ray import serve
