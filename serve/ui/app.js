@@ -16,6 +16,7 @@ const state = {
   connected: false,
   memories: [],       // the page shown (a tenant may have 10,000: never fetch them all)
   page: { prefix: "", cursor: null, back: [], next: null },
+  searchProblem: null,  // what is wrong with the search box's text (its listing is not shown)
   current: null,      // summary of the selected memory, which may be on another page
   stats: {},          // name -> last stats seen (kept so the list can show them)
   hashes: {},         // name -> current weight hash as far as the page knows
@@ -231,8 +232,10 @@ async function showPage(page) {
 function setSearch(text) {
   const prefix = text.trim().toLowerCase();
   $("memory-search").value = prefix;
-  if (!NAME_PREFIX.test(prefix)) {
-    clear($("memory-list"), h("li", { class: "muted" }, "Memory names use only a-z 0-9 . _ -"));
+  // Kept until the box holds a valid prefix again: polling must not put back the last results.
+  state.searchProblem = NAME_PREFIX.test(prefix) ? null : "Memory names use only a-z 0-9 . _ -";
+  if (state.searchProblem) {
+    renderMemoryList();
     return;
   }
   showPage({ prefix, cursor: null, back: [], next: null });
@@ -273,6 +276,10 @@ function forkParent(m) {
 function renderMemoryList() {
   const list = $("memory-list");
   renderPager();
+  if (state.searchProblem) {
+    clear(list, h("li", { class: "muted search-problem" }, state.searchProblem));
+    return;
+  }
   if (!state.memories.length) {
     const none = state.page.prefix ? `No memory name starts with “${state.page.prefix}”.` : "No memories yet — create one below.";
     clear(list, h("li", { class: "muted" }, state.connected ? none : "Not connected."));

@@ -71,3 +71,8 @@ def test_ten_thousand_memories_page_and_search(page, ui_server, many_memories):
     search.fill("ZZ-USER-09999")  # typed in capitals: names are lower-case
     expect(items).to_have_count(1, timeout=WAIT_MS)
     assert page.locator("#memory-list li").count() <= PAGE
+    search.fill("zz user!")  # not a name: said, and polling does not put the last results back
+    expect(page.locator("#memory-list .search-problem")).to_have_text("Memory names use only a-z 0-9 . _ -")
+    page.wait_for_timeout(3_000)  # two polls
+    expect(items).to_have_count(0)
+    expect(page.locator("#memory-list .search-problem")).to_have_count(1)
