@@ -15,6 +15,7 @@ from typing import Any
 from errors import InvalidInput, Unavailable
 
 from actors.allocator import return_freed_memory
+from storage import shown
 from actors.phases import Phases
 
 __all__ = ["Rebinding", "ROUTED_METHODS", "RELEASE_WAIT", "TRIM_AFTER"]
@@ -85,7 +86,7 @@ class Rebinding:
             raise InvalidInput(f"{method!r} is not a memory operation")
         with self._calls:
             if qname != self._qname or self._releasing:
-                raise Unavailable(f"memory {qname} is not served by this actor any more; retry")
+                raise Unavailable(f"memory {shown(qname)} is not served by this actor any more; retry")
             self._in_flight += 1
         try:
             return getattr(self, method)(*args, **kwargs)

@@ -25,7 +25,7 @@ import contract
 from errors import CheckpointConflict, CheckpointCorrupt, CheckpointNotFound, IncompatibleState
 from storage import Storage
 from storage.cas import LEGACY_PART
-from storage.keys import object_key
+from storage.keys import object_key, shown
 
 from actors.phases import Phases
 from actors.replay import EntryFailed, Replay, Unusable
@@ -323,7 +323,7 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
             return Recovered(memory=memory, checkpoint_step=None if info is None else int(info["step"]),
                              replayed=replayed, results=results, autos=autos, unrecorded=unrecorded,
                              fell_back=rank > 0 and bool(autos), seq=seq if seq is not None else start_seq)
-    raise CheckpointCorrupt(f"memory {qname} cannot be rebuilt: no saved state loads and its log does "
+    raise CheckpointCorrupt(f"memory {shown(qname)} cannot be rebuilt: no saved state loads and its log does "
                             "not reach back far enough; restore a tagged checkpoint or delete it")
 
 

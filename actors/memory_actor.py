@@ -45,6 +45,7 @@ from actors.phases import Phases
 from actors.spec import ActorSpec
 from actors.wal import (CONSOLIDATE, RESTORE, TAG, RecentResults, applied_in_history, check_observation, history_items, make_entry,
                         make_marker, result_from_history, write_fingerprint)
+from storage import shown
 from storage.metadata import HISTORY_CAP
 
 if TYPE_CHECKING:  # imported in start(): the supervisor imports this module and needs no torch
@@ -310,7 +311,7 @@ class MemoryActor(Rebinding, Forgetting):
         if taken:  # checked first, so no tag entry is logged for it
             from errors import CheckpointConflict  # noqa: PLC0415
 
-            raise CheckpointConflict(f"checkpoint tag {tag!r} already exists for memory {self._qname}")
+            raise CheckpointConflict(f"checkpoint tag {tag!r} already exists for memory {shown(self._qname)}")
         with self._write_lock:
             self._settle()
             seq = self._log_marker(TAG, tag=tag)
@@ -403,12 +404,12 @@ class MemoryActor(Rebinding, Forgetting):
 
     def _ready(self) -> NeuralMemory:
         if not self._started:
-            raise Unavailable(f"memory {self._qname} is still starting; retry")
+            raise Unavailable(f"memory {shown(self._qname)} is still starting; retry")
         return self._mem
 
     def _check_open(self) -> None:
         if self._closing:
-            raise Unavailable(f"memory {self._qname} is hibernating; retry")
+            raise Unavailable(f"memory {shown(self._qname)} is hibernating; retry")
 
     def _repeat(self, request_id: str, fingerprint: str) -> dict:
         """Result of a write already applied (before a crash, it may only be known by its id).

@@ -36,6 +36,7 @@ from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from errors import Unavailable
+from storage import shown
 
 from actors import ACTOR_PREFIX, ActorSpec, MemoryActor, new_actor_name
 from cluster.collector import run_collector
@@ -314,10 +315,10 @@ class Supervisor:
             await self._kill(qname)
             if spare:
                 return None
-            raise Unavailable(f"the actor of memory {qname} died while starting; retry") from None
+            raise Unavailable(f"the actor of memory {shown(qname)} died while starting; retry") from None
         except asyncio.TimeoutError as exc:
             await self._kill(qname)
-            raise Unavailable(f"memory {qname} did not start within {self._timeout:.0f}s") from exc
+            raise Unavailable(f"memory {shown(qname)} did not start within {self._timeout:.0f}s") from exc
         except Exception as exc:
             await self._kill(qname)
             raise unwrap(exc) from None

@@ -34,7 +34,7 @@ import re
 import contract
 from errors import InvalidInput, MemoryNotFound
 
-__all__ = ["Keys", "check_name", "check_tag", "memory_not_found", "object_key", "segment_key", "base_key", "SEGMENT_SUFFIX"]
+__all__ = ["Keys", "check_name", "check_tag", "memory_not_found", "shown", "object_key", "segment_key", "base_key", "SEGMENT_SUFFIX"]
 
 # Tags as stored: a user tag, or an internal auto-checkpoint tag ("auto@" + a sequence number).
 _STORED_TAG = re.compile(rf"{contract.TAG_PATTERN}|{re.escape(contract.AUTO_TAG_PREFIX)}[0-9]{{1,20}}")
@@ -51,10 +51,15 @@ def check_name(name: str) -> str:
     return name
 
 
+def shown(name: str | None) -> str:
+    """A qualified memory name as its tenant knows it, for messages: the short name (a tenant
+    only ever sees its own memories). A spare actor's None stays visible as such."""
+    return str(name).partition("/")[2] or str(name)
+
+
 def memory_not_found(name: str) -> MemoryNotFound:
-    """The error for a qualified name that is not registered. It names the memory as its
-    caller does (the short name: a tenant only ever sees its own memories)."""
-    return MemoryNotFound(f"memory {name.partition('/')[2] or name} not found")
+    """The error for a qualified name that is not registered."""
+    return MemoryNotFound(f"memory {shown(name)} not found")
 
 
 def check_tag(tag: str) -> str:

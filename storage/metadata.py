@@ -29,7 +29,7 @@ from errors import (
 )
 from storage import scripts
 from storage.codec import dumps_json, loads_json
-from storage.keys import Keys, check_name, check_tag, memory_not_found
+from storage.keys import Keys, check_name, check_tag, memory_not_found, shown
 from storage.translate import redacted_url, redis_errors
 from storage.history import AUDIT_CAP, HistoryMixin
 from storage.content_index import ContentIndexMixin
@@ -137,7 +137,7 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
         tenant, short = name.split("/", 1)
         keys = [self.keys.registry(), self.keys.names(tenant)]
         if not self._run("CREATE_MEMORY", keys, [name, short, dumps_json(rec)]):
-            raise MemoryExists(f"memory {name} already exists")
+            raise MemoryExists(f"memory {shown(name)} already exists")
 
     def get_memory(self, name: str) -> dict:
         check_name(name)
@@ -233,13 +233,13 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
         if result == -1:
             raise memory_not_found(name)
         if result == 0:
-            raise CheckpointConflict(f"checkpoint tag {tag!r} already exists for memory {name}")
+            raise CheckpointConflict(f"checkpoint tag {tag!r} already exists for memory {shown(name)}")
 
     def get_checkpoint(self, name: str, tag: str) -> dict:
         check_tag(tag)
         (raw,) = self._registered_read(name, lambda p: p.hget(self.keys.checkpoints(name), tag))
         if raw is None:
-            raise CheckpointNotFound(f"no checkpoint tagged {tag!r} for memory {name}")
+            raise CheckpointNotFound(f"no checkpoint tagged {tag!r} for memory {shown(name)}")
         return loads_json(raw)
 
     def list_checkpoints(self, name: str) -> list[dict]:
@@ -267,7 +267,7 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
         check_tag(tag)
         keys = [self.keys.checkpoints(name), self.keys.checkpoint_order(name)]
         if not self._run("DELETE_CHECKPOINT", keys, [tag]):
-            raise CheckpointNotFound(f"no checkpoint tagged {tag!r} for memory {name}")
+            raise CheckpointNotFound(f"no checkpoint tagged {tag!r} for memory {shown(name)}")
 
     # -- history ----------------------------------------------------------------------------
 

@@ -131,3 +131,13 @@ def test_an_unknown_memory_is_named_as_the_caller_named_it(api, method, suffix, 
     error = error_of(api.request(method, f"/v1/memories/no-such-memory{suffix}", **kwargs), 404)
     assert error["code"] == "memory_not_found"
     assert error["message"] == "memory no-such-memory not found", error
+
+
+def test_checkpoint_errors_name_the_memory_as_the_caller_named_it(api, target):
+    """Not found and already exists, from the registry or the memory's actor: the short name."""
+    missing = error_of(api.post(f"/v1/memories/{target}/restore", json={"tag": "never-saved"}), 404)
+    assert missing["message"] == f"no checkpoint tagged 'never-saved' for memory {target}", missing
+    taken = error_of(api.post(f"/v1/memories/{target}/checkpoints", json={"tag": "v1"}), 409)
+    assert taken["message"] == f"checkpoint tag 'v1' already exists for memory {target}", taken
+    exists = error_of(api.post("/v1/memories", json={"name": target}), 409)
+    assert exists["message"].startswith(f"memory {target} already exists"), exists
