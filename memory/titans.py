@@ -258,8 +258,8 @@ class TitansMemory:
         M_C is a new tensor (readers holding the old list keep a consistent set). Returns
         ‖M_C − M_0‖, taken with a dot product (torch.dist was the slowest pass here)."""
         if self.fisher:  # EWC pull strengths, weighted like the gradients they join
-            pull_m = -self.config.ewc_lambda * float(coeff_m.sum())
-            pull_s = -self.config.ewc_lambda * float(coeff_s.sum())
+            pull_m = self.config.ewc_lambda * float(coeff_m.sum())
+            pull_s = self.config.ewc_lambda * float(coeff_s.sum())
         new_params, delta_sq = [], 0.0
         for layer, (delta, (x, _)) in enumerate(zip(deltas, cache)):
             weighted_m = delta * -coeff_m[:, None]  # negated weights hand back the minus sign
@@ -274,9 +274,14 @@ class TitansMemory:
                 if decay_m != 1.0:
                     step.add_(param, alpha=decay_m - 1.0)
                 if self.fisher:  # EWC: pull towards the anchor
-                    pull = (param - self.anchor[i]).mul_(self.fisher[i])
-                    step.add_(pull, alpha=pull_m)
-                    momentum.mul_(carry_s).add_(pull, alpha=pull_s)
+                    # The pull h·F·(M − anchor) damped by 1/(1 + h·F), h = the chunk's whole
+                    # weight on M: the same for a small h·F, never past the anchor for a large
+                    # one (an implicit step). Fisher is mean 1 but peaks far higher and grows
+                    # over consolidations: undamped, the weights oscillated out to inf.
+                    drift = param - self.anchor[i]
+                    damped = self.fisher[i] / (1.0 + self.fisher[i] * pull_m)
+                    step.addcmul_(drift, damped, value=-pull_m)
+                    momentum.mul_(carry_s).addcmul_(drift, damped, value=-pull_s)
                     carry = 1.0
                 else:
                     carry = carry_s
