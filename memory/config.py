@@ -68,7 +68,9 @@ BOUNDS: dict[str, Bound] = {
     "key_scale": Bound(float, 0, 100, low_open=True),
     "value_dim": Bound(int, 1, 4096),
     "value_bandwidth": Bound(float, 0, 100, low_open=True),
-    "lr": Bound(float, 0, 2, low_open=True),  # above 2 each step overshoots
+    # above 2 each step overshoots; below 1e-6 nothing is learned, and an observe's
+    # learning_rate (≤ 2) over a subnormal lr overflowed to inf
+    "lr": Bound(float, 1e-6, 2),
     "momentum": Bound(float, 0, 0.99),  # 1 would carry past surprise forever (no friction)
     "forget": Bound(float, 0, 1),
     "max_grad_norm": Bound(float, 0, 1e6, low_open=True),

@@ -244,7 +244,10 @@ class NeuralMemory:
             weights = torch.zeros(len(order), dtype=scores.dtype)
             weights[0] = 1.0
         else:
-            weights = torch.softmax(scores[order] / temperature, dim=0)
+            # shifted, in float64: a tiny temperature overflowed s / T to inf (NaN out), and
+            # float32 rounds one below ~1e-45 to 0 (0 / 0)
+            top = scores[order].double()
+            weights = torch.softmax((top - top.max()) / temperature, dim=0)
         return [{"pattern": self.store.text(int(ids[i])), "weight": float(wt)}
                 for i, wt in zip(order.tolist(), weights.tolist())]
 

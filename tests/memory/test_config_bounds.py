@@ -86,3 +86,19 @@ def test_values_outside_the_bounds_are_refused_naming_the_field(name, value):
 def test_joint_cost_limits(config, what):
     with pytest.raises(InvalidInput, match=what):
         MemoryConfig.from_dict(config)
+
+
+def test_the_smallest_lr_and_temperature_stay_finite_with_the_largest_overrides():
+    """A subnormal lr was accepted, and an observe's learning_rate of 2 over it made the step
+    infinite; a temperature of 1e-40 overflowed the attention scores. Both now stay finite."""
+    with pytest.raises(InvalidInput, match="lr must be"):
+        MemoryConfig.from_dict({**BASE, "lr": 1e-309})
+    memory = NeuralMemory(MemoryConfig.from_dict({**BASE, "lr": BOUNDS["lr"].low}))
+    vectors = np.random.default_rng(0).normal(size=(4, 384)).astype(np.float32)
+    result = memory.observe_vectors(vectors, [f"t{i}" for i in range(4)], learning_rate=2.0)
+    assert math.isfinite(result["weight_delta"]) and all(math.isfinite(s) for s in result["surprises"])
+    for temperature in (1e-40, 5e-324, 1e-3):
+        answer = memory.infer_vector(vectors[0], top_k=4, temperature=temperature)
+        weights = [a["weight"] for a in answer["attention_weights"]]
+        assert all(math.isfinite(w) and 0 <= w <= 1 for w in weights) and abs(sum(weights) - 1) < 1e-6, weights
+    assert math.isfinite(memory.surprise_vector(vectors[1], "probe")["score"])
