@@ -247,7 +247,8 @@ def test_a_rate_limited_read_is_waited_out_not_shown_as_empty(page, ui_server, m
         return (await api.listCheckpoints(name)).checkpoints.map((c) => c.tag);
     }""", memory_name)
     assert tags == ["kept-v1"] and len(refused) == 2
-    page.goto(f"{ui_server.url}/#memory={memory_name}")  # and the page built on it offers the tag
+    page.get_by_label("Find memories by name").fill(memory_name)  # and the page built on it offers the tag
+    page.locator(f"#memory-list .memory-item[data-name='{memory_name}']").click(timeout=WAIT_MS)
     expect(page.locator("#memory-title")).to_have_text(memory_name, timeout=WAIT_MS)
     page.get_by_role("tab", name="Restore").click()
     expect(page.get_by_label("Checkpoint to restore").locator("option[value='kept-v1']")).to_have_count(
