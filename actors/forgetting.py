@@ -34,7 +34,7 @@ from errors import InvalidInput, NeuralMemoryError, NotFound, Unavailable
 from actors.durability import from_parts
 from actors.erasure import Erasure
 from actors.forget import NotExact, Rebuild, Selector, choose_start, scan
-from storage import is_fork_of
+from storage import is_fork_of, shown
 
 __all__ = ["Forgetting"]
 
@@ -70,7 +70,7 @@ class Forgetting(Erasure):
         policy = request.get("checkpoints", "rebuild")
         if mode not in MODES or policy not in TAG_POLICIES:
             raise InvalidInput(f"mode must be one of {MODES} and checkpoints one of {TAG_POLICIES}")
-        job = {"job_id": job_id, "memory": self._qname.split("/", 1)[1], "status": "pending", "mode": mode,
+        job = {"job_id": job_id, "memory": shown(self._qname), "status": "pending", "mode": mode,
                "dry_run": bool(request.get("dry_run", False)), "exact": None,
                "selection": selector.describe(), "selector": selector.to_dict(), "forgotten": 0,
                "weight_hash": None, "progress": 0.0, "created_at": now_iso(), "finished_at": None,
@@ -98,7 +98,7 @@ class Forgetting(Erasure):
         if job is None:
             from errors import NotFound  # noqa: PLC0415
 
-            raise NotFound(f"no forget job {job_id!r} for memory {self._qname.split('/', 1)[1]}")
+            raise NotFound(f"no forget job {job_id!r} for memory {shown(self._qname)}")
         return self._public(job)
 
     @staticmethod
@@ -330,7 +330,7 @@ class Forgetting(Erasure):
         left_behind = self._forks_left_behind() if job is not None and rebuild is not None else set()
         for record in self._forks():
             seq = record.get("source_seq")
-            entry = {"name": record["name"].split("/", 1)[1], "source_tag": record.get("source_tag"),
+            entry = {"name": shown(record["name"]), "source_tag": record.get("source_tag"),
                      "source_seq": seq, "contains": None}  # None: unknown (dry run, or an old fork)
             if seq is not None and rebuild is not None:
                 held = rebuild.held_at.get(int(seq), 0)

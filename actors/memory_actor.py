@@ -326,7 +326,7 @@ class MemoryActor(Rebinding, Forgetting):
             restored = self._ckpts.load(info)
         except (CheckpointCorrupt, CheckpointNotFound) as exc:  # name the tag, not the path
             log.error("checkpoint %s of %s cannot be loaded: %s", tag, self._qname, exc)
-            raise CheckpointCorrupt(f"checkpoint {tag!r} of memory {self._qname.split('/', 1)[1]} is "
+            raise CheckpointCorrupt(f"checkpoint {tag!r} of memory {shown(self._qname)} is "
                                     "damaged or missing in the checkpoint store; restore another "
                                     "tag") from None
         restored.config.require_compatible(self._config)
@@ -417,7 +417,7 @@ class MemoryActor(Rebinding, Forgetting):
         known = self._results.fingerprint(request_id)
         if known is not None and known != fingerprint:
             raise RequestIdReused(f"request_id {request_id!r} already named another write to memory "
-                                  f"{self._qname.split('/', 1)[1]} (other texts, domain or learning rate); "
+                                  f"{shown(self._qname)} (other texts, domain or learning rate); "
                                   "nothing of this one was applied. A retry must repeat its write exactly; "
                                   "give a new write a new request_id")
         result = self._results.get(request_id)

@@ -24,10 +24,10 @@ from actors import ActorSpec, Checkpoints, blob_to_parts, is_auto, normalize_con
 from contract import DEFAULT_PAGE, check_page
 from errors import (CheckpointCorrupt, CheckpointNotFound, IncompatibleState, InvalidInput, MemoryExists,
                     MemoryNotFound, QuotaExceeded, Unavailable)
-from storage import Storage, open_storage
+from storage import Storage, open_storage, shown
 
 from cluster.forget import ForgetOps
-from cluster.names import check_tenant, check_user_tag, qualify, split
+from cluster.names import check_tenant, check_user_tag, qualify
 from cluster.router import ActorRouter
 from cluster.settings import ClusterSettings
 from cluster.supervisor import supervisor_handle, unwrap
@@ -77,7 +77,7 @@ def _image_mismatches(config: dict, state: ExportedState, held: dict) -> list[st
 
 
 def _short(qname: str | None) -> str | None:
-    return None if qname is None else split(qname)[1]
+    return None if qname is None else shown(qname)
 
 
 def _parent_of(record: dict) -> dict:

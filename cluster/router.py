@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable
 from ray.exceptions import RayActorError, RayTaskError
 
 from errors import Unavailable
-from storage import memory_not_found
+from storage import memory_not_found, shown
 
 from cluster.supervisor import unwrap
 
@@ -77,7 +77,7 @@ class ActorRouter:
                 last = exc
             self._handles.pop(qname, None)
             if time.monotonic() + backoff > deadline:
-                raise Unavailable(f"memory {qname.split('/', 1)[1]} could not be reached: {last}") from last
+                raise Unavailable(f"memory {shown(qname)} could not be reached: {last}") from last
             await asyncio.sleep(backoff)
             backoff = min(max(2 * backoff, FIRST_BACKOFF), MAX_BACKOFF)
 
