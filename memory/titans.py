@@ -257,9 +257,8 @@ class TitansMemory:
         weighted sum is an addmm's product term. S is writer-only, so it is updated in place;
         M_C is a new tensor (readers holding the old list keep a consistent set). Returns
         ‖M_C − M_0‖, taken with a dot product (torch.dist was the slowest pass here)."""
-        if self.fisher:  # EWC pull strengths, weighted like the gradients they join
+        if self.fisher:  # EWC pull strength: the chunk's whole weight on M, h, times lambda
             pull_m = self.config.ewc_lambda * float(coeff_m.sum())
-            pull_s = self.config.ewc_lambda * float(coeff_s.sum())
         new_params, delta_sq = [], 0.0
         for layer, (delta, (x, _)) in enumerate(zip(deltas, cache)):
             weighted_m = delta * -coeff_m[:, None]  # negated weights hand back the minus sign
@@ -273,22 +272,20 @@ class TitansMemory:
                     step = torch.add(weighted_m.sum(0), momentum, alpha=carry_m, out=self._steps[i])
                 if decay_m != 1.0:
                     step.add_(param, alpha=decay_m - 1.0)
-                if self.fisher:  # EWC: pull towards the anchor
-                    # The pull h·F·(M − anchor) damped by 1/(1 + h·F), h = the chunk's whole
-                    # weight on M: the same for a small h·F, never past the anchor for a large
-                    # one (an implicit step). Fisher is mean 1 but peaks far higher and grows
-                    # over consolidations: undamped, the weights oscillated out to inf.
+                if self.fisher:  # EWC: pull M towards the anchor
+                    # The pull λh·F·(M − anchor) damped by 1/(1 + λh·F): the same for a small
+                    # λh·F, never past the anchor for a large one (an implicit step). Fisher is
+                    # mean 1 but peaks far higher and grows over consolidations: undamped, the
+                    # weights oscillated out to inf. Applied to M only, decoupled from the
+                    # momentum S: through S each chunk's pull was carried into every later one
+                    # (1/(1 − η) times over), which overshot the anchor again for η near 1.
                     drift = param - self.anchor[i]
                     damped = self.fisher[i] / (1.0 + self.fisher[i] * pull_m)
                     step.addcmul_(drift, damped, value=-pull_m)
-                    momentum.mul_(carry_s).addcmul_(drift, damped, value=-pull_s)
-                    carry = 1.0
-                else:
-                    carry = carry_s
                 if offset == 0:
-                    momentum.addmm_(weighted_s.T, x, beta=carry)
+                    momentum.addmm_(weighted_s.T, x, beta=carry_s)
                 else:
-                    momentum.mul_(carry).add_(weighted_s.sum(0))
+                    momentum.mul_(carry_s).add_(weighted_s.sum(0))
                 flat = step.view(-1)
                 delta_sq += float(torch.dot(flat, flat))
                 new_params.append(param + step)
