@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from memory.config import MemoryConfig
+from memory.errors import InvalidInput
 
 Params = list[torch.Tensor]  # [W0, b0, W1, b1, ...]; W_l: (out, in), b_l: (out,)
 
@@ -221,6 +222,9 @@ class TitansMemory:
         """Learn one chunk of keys (n, dim): one Titans step per item, graded at chunk start.
 
         Returns the per-item neural surprise measured before the update and the weight delta.
+        InvalidInput if the step overflows: the weights stay as they were, but the momentum
+        (updated in place) does not, so the caller rebuilds the memory (an actor does, from
+        its checkpoint and log, as for any write that failed while being applied).
         """
         cfg = self.config
         params = self.params  # readers keep using this list until the swap below
@@ -239,14 +243,18 @@ class TitansMemory:
         else:
             coeff_m, coeff_s, decay_m, carry_s, carry_m = _chunk_coefficients(theta, alpha, cfg.momentum)
         if single and not self.fisher:
-            return {"surprise": surprise,
-                    "weight_delta": self._step_one(params, deltas, cache, float(theta[0]), float(alpha[0]))}
-        return {"surprise": surprise,
-                "weight_delta": self._step_chunk(params, deltas, cache, coeff_m, coeff_s,
-                                                 decay_m, carry_s, carry_m)}
+            new_params, delta = self._step_one(params, deltas, cache, float(theta[0]), float(alpha[0]))
+        else:
+            new_params, delta = self._step_chunk(params, deltas, cache, coeff_m, coeff_s, decay_m, carry_s, carry_m)
+        if not math.isfinite(delta):  # an overflow anywhere in the step shows in its norm
+            raise InvalidInput("this write would make the memory's network diverge (its step overflows to "
+                               "infinity); it was not applied. Send it with a smaller learning_rate, or use a "
+                               "memory with a smaller lr or momentum")
+        self.params = new_params  # atomic swap: readers holding the old list see old weights
+        return {"surprise": surprise, "weight_delta": delta}
 
     def _step_chunk(self, params: Params, deltas, cache, coeff_m, coeff_s, decay_m: float,
-                    carry_s: float, carry_m: float) -> float:
+                    carry_s: float, carry_m: float) -> tuple[Params, float]:
         """Apply one chunk's collapsed recurrence (see `_chunk_coefficients`), reading and writing
         each weight tensor as few times as possible (they are a few MB: every pass costs):
 
@@ -255,8 +263,8 @@ class TitansMemory:
 
         The gradient of a weight matrix over the chunk is Σ_j w_j δ_j x_jᵀ = (w·δ)ᵀ X, so each
         weighted sum is an addmm's product term. S is writer-only, so it is updated in place;
-        M_C is a new tensor (readers holding the old list keep a consistent set). Returns
-        ‖M_C − M_0‖, taken with a dot product (torch.dist was the slowest pass here)."""
+        M_C is a new tensor (readers holding the old list keep a consistent set). Returns M_C
+        and ‖M_C − M_0‖, taken with a dot product (torch.dist was the slowest pass here)."""
         if self.fisher:  # EWC pull strength: the chunk's whole weight on M, h, times lambda
             pull_m = self.config.ewc_lambda * float(coeff_m.sum())
         new_params, delta_sq = [], 0.0
@@ -289,13 +297,12 @@ class TitansMemory:
                 flat = step.view(-1)
                 delta_sq += float(torch.dot(flat, flat))
                 new_params.append(param + step)
-        self.params = new_params  # atomic swap: readers see old or new
-        return math.sqrt(delta_sq)
+        return new_params, math.sqrt(delta_sq)
 
-    def _step_one(self, params: Params, deltas, cache, theta: float, alpha: float) -> float:
+    def _step_one(self, params: Params, deltas, cache, theta: float, alpha: float) -> tuple[Params, float]:
         """One item without EWC, in fewer passes over the weights: S ← η·S − θ·∇ℓ in place (the
         gradient of a weight matrix is the outer product δ xᵀ, so this is one addr_ pass), then
-        M ← M + (S − α·M). Returns ‖step‖. Same result as the general path in `update`."""
+        M ← M + (S − α·M). Returns the new M and ‖step‖. Same result as the general path."""
         eta = self.config.momentum
         new_params, delta_sq = [], 0.0
         for layer, (delta, (x, _)) in enumerate(zip(deltas, cache)):
@@ -308,8 +315,7 @@ class TitansMemory:
                 flat = step.view(-1)
                 delta_sq += float(torch.dot(flat, flat))
                 new_params.append(param + step)  # new tensors: readers holding `params` see old weights
-        self.params = new_params  # atomic swap
-        return math.sqrt(delta_sq)
+        return new_params, math.sqrt(delta_sq)
 
 
 def _chunk_coefficients(theta: torch.Tensor, alpha: torch.Tensor, eta: float):

@@ -13,6 +13,7 @@ import dataclasses
 import math
 
 import numpy as np
+import torch
 import pytest
 
 from errors import InvalidInput
@@ -102,3 +103,19 @@ def test_the_smallest_lr_and_temperature_stay_finite_with_the_largest_overrides(
         weights = [a["weight"] for a in answer["attention_weights"]]
         assert all(math.isfinite(w) and 0 <= w <= 1 for w in weights) and abs(sum(weights) - 1) < 1e-6, weights
     assert math.isfinite(memory.surprise_vector(vectors[1], "probe")["score"])
+
+
+def test_a_step_that_overflows_is_refused_and_the_weights_stay():
+    """Whatever makes the step overflow (here an output layer scaled to 1e30), the write is
+    refused with a message saying what to change, and no non-finite weight is ever stored
+    (before, NaN weights stayed for good and every answer carried NaN as JSON null)."""
+    memory = NeuralMemory(MemoryConfig.from_dict(BASE))
+    vectors = np.random.default_rng(1).normal(size=(3, 384)).astype(np.float32)
+    memory.observe_vectors(vectors[:2], ["t0", "t1"])
+    net = memory.net
+    net.params = [p * 1e30 if i == len(net.params) - 2 else p for i, p in enumerate(net.params)]
+    before, step = memory.weight_hash, memory.step
+    with pytest.raises(InvalidInput, match="diverge.*smaller learning_rate"):
+        memory.observe_vectors(vectors[2:], ["t2"])
+    assert (memory.weight_hash, memory.step) == (before, step)
+    assert all(torch.isfinite(p).all() for p in net.params)
