@@ -279,9 +279,11 @@ def run_fanout(args: argparse.Namespace) -> dict:
             fanout["redis_added_mb"] = round((redis_bytes(storage["redis_url"]) - redis_before) / 1e6, 2)
             fanout["processes"] = asyncio.run(starts_report())
             fanout["processes"]["started_during_burst"] = fanout["processes"]["started"] - started_before
+            print(json.dumps({"fanout": fanout}, indent=1), flush=True)
             # One client at a time: the wake-up itself; then all clients at once: under load.
             wake = {"one_client": asyncio.run(rehydrate(url, key, names, args.rehydrate // 2, 1, seed=3)),
-                    "all_clients": asyncio.run(rehydrate(url, key, names, args.rehydrate // 2, args.clients, seed=4))}
+                    "all_clients": asyncio.run(rehydrate(url, key, names, args.rehydrate // 2, args.clients, seed=4))
+                    } if args.rehydrate >= 2 else None  # --rehydrate 0: fan-out figures only
         memory = {"peak_pss_mb": node.peak_mb, "processes_at_peak": node.peak_processes,
                   "live_cap": args.live_cap, "processes_beyond_cap": args.spares_max}
     return {"base": base, "fanout": fanout, "rehydrate": wake, "node_memory": memory}
