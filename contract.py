@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from typing import Any
 
 from errors import InvalidInput
@@ -27,7 +28,7 @@ __all__ = [
     "MAX_BATCH_ITEMS",
     "MIN_TOP_K", "MAX_TOP_K", "MAX_TEMPERATURE", "DEFAULT_TEMPERATURE", "MAX_TOKENS",
     "MAX_LEARNING_RATE", "MAX_HISTORY", "MAX_PAGE", "DEFAULT_PAGE", "NAME_PREFIX_PATTERN",
-    "check_tenant", "check_memory_name", "check_tag", "check_text", "check_domain",
+    "check_tenant", "check_memory_name", "check_tag", "check_text", "check_new_text", "has_visible", "check_domain",
     "check_description", "check_top_k", "check_temperature", "check_max_tokens",
     "check_learning_rate", "check_request_id", "check_after_request_id", "blank_as_unset", "check_page",
 ]
@@ -68,6 +69,7 @@ DOMAIN_PATTERN = rf"[^{_CONTROL_CHAR_CLASS}]+"
 _CONTROL_CHARS = re.compile(rf"[{_CONTROL_CHAR_CLASS}]")
 # A surrogate code point left in a str is half a pair (JSON "\ud800"): not text, not encodable.
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Zs"})  # Unicode categories that show nothing
 
 
 def anchored(pattern: str) -> str:
@@ -144,6 +146,23 @@ def check_text(text: Any, field: str = "text") -> str:
     if surrogate:
         raise InvalidInput(f"{field} is not valid Unicode: character {surrogate.start() + 1} is half of a "
                            f"surrogate pair (U+{ord(surrogate.group()):04X}); send the whole character")
+    return text
+
+
+def has_visible(text: str) -> bool:
+    """Whether `text` shows anything: a character that is not whitespace, zero-width, format
+    or control (stops at the first one, so it costs nothing on ordinary text)."""
+    return any(not ch.isspace() and unicodedata.category(ch) not in _INVISIBLE for ch in text)
+
+
+def check_new_text(text: Any, field: str = "text") -> str:
+    """What a new write or query must be: `check_text`, and at least one visible character (a
+    text of only zero-width, format or control characters says nothing). Texts already stored
+    are read back with `check_text` alone, so one accepted before this rule still replays."""
+    check_text(text, field)
+    if not has_visible(text):
+        raise InvalidInput(f"{field} has no visible character (only whitespace, zero-width, format or "
+                           "control characters); send some text")
     return text
 
 

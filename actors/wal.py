@@ -42,7 +42,7 @@ def check_observation(vectors: Any, texts: Any, domain: Any, learning_rate: Any,
     if len(texts) > contract.MAX_ITEMS_PER_WRITE:
         raise InvalidInput(f"at most {contract.MAX_ITEMS_PER_WRITE} items per observe; split the batch")
     for text in texts:
-        contract.check_text(text)
+        contract.check_new_text(text)
     contract.check_domain(domain)
     contract.check_learning_rate(learning_rate)
     try:

@@ -20,7 +20,7 @@ TAG_PATTERN = C.anchored(C.TAG_PATTERN)
 
 
 def _has_content(text: str) -> str:
-    C.check_text(text)  # InvalidInput is a ValueError: pydantic reports it on the field
+    C.check_new_text(text)  # InvalidInput is a ValueError: pydantic reports it on the field
     return text
 
 

@@ -102,7 +102,7 @@ def _decode(data: bytes, source: str) -> str:
 
 def _checked(text: str, domain: str | None, where: str, hint: str = "") -> Item:
     try:
-        text = contract.check_text(text, field=f"the text at {where}")
+        text = contract.check_new_text(text, field=f"the text at {where}")
     except InvalidInput as exc:
         raise InvalidInput(f"{exc}{hint}") from None
     try:
@@ -117,10 +117,10 @@ def _text_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
     start = 1
     for number, line in enumerate(text.splitlines() + [""], start=1):
         if opts.split == "line":
-            if line.strip():
+            if contract.has_visible(line):
                 yield _checked(" ".join(line.split()), opts.domain, f"{source}:{number}", hint)
             continue
-        if line.strip():
+        if contract.has_visible(line):  # a line of only zero-width characters ends a paragraph too
             if not block:
                 start = number
             block.append(line.strip())
@@ -130,7 +130,7 @@ def _text_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
             block = []
             pieces = [paragraph] if opts.split == "paragraph" else _SENTENCE_END.split(paragraph)
             for piece in pieces:
-                if piece.strip():
+                if contract.has_visible(piece):
                     yield _checked(piece.strip(), opts.domain, f"{source}:{start}", hint)
 
 

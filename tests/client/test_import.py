@@ -71,6 +71,10 @@ def test_formats_split_as_documented(tmp_path):
     # may span lines (its row is named by its first line)
     raw = '{"text": "one\u2028two\u0085three"}\n'.encode()
     assert [i.text for i in read_items(raw, "u.jsonl", ImportOptions())] == ["one\u2028two\u0085three"]
+    # a line of only zero-width characters is blank: it ends a paragraph and is no item
+    invisible = "one\n\u200b\u2060\ntwo\n".encode()
+    assert [i.text for i in read_items(invisible, "z.txt", ImportOptions())] == ["one", "two"]
+    assert [i.text for i in read_items(invisible, "z.txt", ImportOptions(split="line"))] == ["one", "two"]
     quoted = b'text\n"line one\nline two, with ""quotes"""\nnext\n'
     assert [(i.text, i.where) for i in read_items(quoted, "q.csv", ImportOptions())] == \
         [('line one\nline two, with "quotes"', "q.csv:2"), ("next", "q.csv:4")]
@@ -85,6 +89,7 @@ def test_formats_split_as_documented(tmp_path):
     ("bad.jsonl", b'{"text": "ok"}\n{"text": oops}\n', {}, ["bad.jsonl:2", "JSON"]),
     ("nofield.jsonl", b'{"body": "x"}\n', {}, ["nofield.jsonl:1", '"text"']),
     ("notes.docx", b"text", {}, ["--format"]),
+    ("zw.jsonl", '{"text": "ok"}\n{"text": "\u200b\ufeff"}\n'.encode(), {}, ["zw.jsonl:2", "no visible character"]),
     ("half.jsonl", b'{"text": "ok"}\n{"text": "a \\ud800 b"}\n', {}, ["half.jsonl:2", "surrogate"]),
     ("deep.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n", {}, ["deep.jsonl:1", "nested too deeply"]),
     ("digits.jsonl", b'{"text": "x", "n": ' + b"9" * 5000 + b"}\n", {}, ["digits.jsonl:1", "digits"]),
