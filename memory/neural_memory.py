@@ -269,7 +269,8 @@ class NeuralMemory:
             response += f" (related: {attention[1]['pattern']})"
         if max_tokens is not None:
             words = response.split()
-            response = " ".join(words[:max_tokens]) + (" …" if len(words) > max_tokens else "")
+            # the ellipsis joins the last word: a separate " …" was one word more than asked for
+            response = " ".join(words[:max_tokens]) + ("…" if len(words) > max_tokens else "")
         neural = float((recalled - self.net.values(key[None])[0]).norm().clamp(max=1.0))
         nearest = (int(found[0][0, 0]), float(found[1][0, 0]))  # the search lists closest first
         return {"response": response, "confidence": 1.0 - self._fused(neural, nearest),

@@ -97,6 +97,9 @@ def test_result_shapes_follow_the_contract(memory):
     assert inferred["attention_weights"][0]["pattern"] == "Redis is an in-memory database"
     assert abs(sum(a["weight"] for a in inferred["attention_weights"]) - 1) < 1e-6
     assert len(inferred["attention_weights"]) == 3 and 0 <= inferred["confidence"] <= 1
+    for limit in (1, 2):  # at most that many words, a cut shown by an ellipsis on the last one
+        short = memory.infer("Redis is an in-memory database", max_tokens=limit)["response"]
+        assert len(short.split()) == limit and short.endswith("…"), short
     patterns = memory.explain(top_k=2)
     assert len(patterns) == 2 and patterns[0]["description"].endswith("Redis is an in-memory database")
     assert all(set(p) == {"description", "strength", "examples"} for p in patterns)
