@@ -80,6 +80,13 @@ def _short(qname: str | None) -> str | None:
     return None if qname is None else shown(qname)
 
 
+def _user_checkpoints(infos: list[dict]) -> list[dict]:
+    """The user-tagged checkpoints of a memory as the API lists them, oldest first."""
+    return [{"tag": i["tag"], "created_at": i["created_at"], "size_mb": round(i["size"] / 1e6, 3),
+             "description": i.get("description", ""), "weight_hash": i["weight_hash"], "step": i["step"]}
+            for i in infos if not is_auto(i["tag"])]
+
+
 def _parent_of(record: dict) -> dict:
     """A listing's fork edge: the parent's short name, and whether that memory is gone."""
     return {"parent": _short(record.get("parent")), "parent_deleted": bool(record.get("parent_deleted"))}
@@ -281,10 +288,7 @@ class MemoryCluster:
                 "weight_hash": info["weight_hash"]}
 
     async def list_checkpoints(self, tenant: str, name: str) -> dict:
-        infos = await self._meta("list_checkpoints", qualify(tenant, name))
-        return {"checkpoints": [{"tag": i["tag"], "created_at": i["created_at"], "size_mb": round(i["size"] / 1e6, 3),
-                 "description": i.get("description", ""), "weight_hash": i["weight_hash"], "step": i["step"]}
-                for i in infos if not is_auto(i["tag"])]}
+        return {"checkpoints": _user_checkpoints(await self._meta("list_checkpoints", qualify(tenant, name)))}
 
     async def restore(self, tenant: str, name: str, tag: str) -> dict:
         check_user_tag(tag)
@@ -404,8 +408,18 @@ class MemoryCluster:
         """Fork edges of one page of memories (paged like list_memories)."""
         records, next_cursor = await self._page(tenant, cursor, limit, prefix)
         live = set(await self._supervisor.live.remote())
+        # Each memory's checkpoints come along (one Redis read each, here): the tree shows them,
+        # and a dashboard that asked for them one memory at a time spent 51 calls of its key's
+        # rate limit per refresh.
+        checkpoints = await asyncio.gather(*(self._meta("list_checkpoints", r["name"]) for r in records),
+                                           return_exceptions=True)
+        for failed in checkpoints:  # a memory deleted since the page was read has none
+            if isinstance(failed, BaseException) and not isinstance(failed, MemoryNotFound):
+                raise failed
         return {"memories": [{"name": _short(r["name"]), **_parent_of(r), "source_tag": r.get("source_tag"),
-                 "created_at": r.get("created_at"), "live": r["name"] in live} for r in records],
+                 "created_at": r.get("created_at"), "live": r["name"] in live,
+                 "checkpoints": [] if isinstance(infos, BaseException) else _user_checkpoints(infos)}
+                for r, infos in zip(records, checkpoints)],
                 "next_cursor": next_cursor}
 
     async def health(self, timeout: float = 3.0) -> dict[str, str]:

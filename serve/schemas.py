@@ -383,6 +383,9 @@ class LineageNode(Response):
     source_tag: str | None = None
     created_at: str | None = None
     live: bool = False
+    checkpoints: list[CheckpointInfo] = Field(default_factory=list, description=(
+        "Its tagged checkpoints, oldest first (as GET /v1/memories/{name}/checkpoints lists them): "
+        "the tree's middle level, between a memory and the forks made from each tag."))
 
 
 class LineageResponse(Response):

@@ -103,7 +103,6 @@ export const api = {
   surprise: (name, input) => request("POST", `${m(name)}/surprise`, { input }),
   consolidate: (name) => request("POST", `${m(name)}/consolidate`, {}),
   checkpoint: (name, body) => request("POST", `${m(name)}/checkpoints`, compact(body)),
-  listCheckpoints: (name) => request("GET", `${m(name)}/checkpoints`),
   restore: (name, tag) => request("POST", `${m(name)}/restore`, { tag }),
   fork: (name, body) => request("POST", `${m(name)}/fork`, compact(body)),
   stats: (name) => request("GET", `${m(name)}/stats`),

@@ -8,7 +8,7 @@ import { renderLineage } from "./lineage.js";
 import { wireActions } from "./actions.js";
 
 const POLL_MS = 1500;       // history + list: cheap reads from the metadata store
-const LINEAGE_MS = 6000;    // lineage + checkpoints: one call per memory, so less often
+const LINEAGE_MS = 6000;    // the lineage tree (with checkpoints) changes less often than the list
 const PAGE = 50;            // memories per page: the list and the tree never render more
 const NAME_PREFIX = /^[a-z0-9._-]*$/;
 
@@ -116,16 +116,12 @@ async function refreshDetails(name) {
 async function refreshLineage() {
   const my = ++seq.lineage;
   const { prefix, cursor } = state.page;
+  // One call: each memory comes with its checkpoints. If it fails, what was last read stays.
   const data = await api.lineage({ cursor, limit: PAGE, prefix });
-  const memories = (data && data.memories) || [];
-  const lists = await Promise.allSettled(memories.map((m) => api.listCheckpoints(m.name)));
   if (my !== seq.lineage) return;
+  const memories = (data && data.memories) || [];
   state.lineage = memories;
-  const known = state.checkpoints;
-  state.checkpoints = {};
-  memories.forEach((m, i) => {  // a list that could not be read keeps what was last read
-    state.checkpoints[m.name] = lists[i].status === "fulfilled" ? lists[i].value.checkpoints || [] : known[m.name] || [];
-  });
+  state.checkpoints = Object.fromEntries(memories.map((m) => [m.name, m.checkpoints || []]));
   state.lineageAt = Date.now();
   renderLineageCard();
   renderCheckpointChoices();

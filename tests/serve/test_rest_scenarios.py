@@ -100,6 +100,7 @@ def test_6_3_checkpoint_experiment_restore_fork(api, fresh_name):
     assert mine and mine[0]["description"] == "before the experiment"
     lineage = {m["name"]: m for m in ok(api.get("/v1/lineage"))["memories"]}
     assert lineage[branch]["parent"] == fresh_name and lineage[branch]["source_tag"] == "stable-v1"
+    assert lineage[fresh_name]["checkpoints"] == tags and lineage[branch]["checkpoints"] == []  # auto ones hidden
     listed = {m["name"]: m for m in ok(api.get("/v1/memories"))["memories"]}
     assert listed[branch]["parent"] == fresh_name
 

@@ -222,8 +222,8 @@ def test_server_error_message_is_shown(page, ui_server):
 def test_a_rate_limited_read_is_waited_out_not_shown_as_empty(page, ui_server, memory_name):
     """The rate limit is per key, so an open tab shares it with the user's agents: a refused
     call did nothing and is sent again after Retry-After (never taken for "no checkpoints").
-    The first two checkpoint listings get the gateway's 429 (its body and header, as the rate
-    limit middleware sends them); the real answer follows."""
+    The first two lineage reads (which carry each memory's checkpoints) get the gateway's 429
+    (its body and header, as the rate limit middleware sends them); the real answer follows."""
     import json
 
     with ui_server.rest() as rest:
@@ -241,10 +241,11 @@ def test_a_rate_limited_read_is_waited_out_not_shown_as_empty(page, ui_server, m
                                  body=json.dumps(body))
         return route.continue_()
 
-    page.route(f"**/v1/memories/{memory_name}/checkpoints", limit)
+    page.route(lambda url: "/v1/lineage" in url, limit)
     tags = page.evaluate("""async (name) => {
         const { api } = await import("/ui/api.js");
-        return (await api.listCheckpoints(name)).checkpoints.map((c) => c.tag);
+        const found = (await api.lineage({ prefix: name })).memories.find((m) => m.name === name);
+        return found.checkpoints.map((c) => c.tag);
     }""", memory_name)
     assert tags == ["kept-v1"] and len(refused) == 2
     page.get_by_label("Find memories by name").fill(memory_name)  # and the page built on it offers the tag
