@@ -13,7 +13,9 @@ platform's, not MiniLM's):
   answer (fork sent -> infer answered) p50/p99; checkpoint bytes added (the checkpoint
   directory) against one base checkpoint, and what Redis grew by (registry, WAL tails, history); peak memory of the node (PSS summed over every
   process this bench started, sampled each second) against the live-actor cap; how many
-  starts bound a recycled process instead of starting one
+  starts bound a recycled process instead of starting one; CPU per fork cycle by process, and
+  the floor it sets on first-answer latency (clients x CPU per fork / cores, Little's law for
+  clients that wait for each answer)
 - rehydrate: once every fork has hibernated, --rehydrate random forks are touched (one infer
   each): half by one client (the wake-up's own latency), half by all clients at once (under
   load): p50/p99
@@ -140,6 +142,19 @@ def cpu_delta(before: dict[str, float], after: dict[str, float], per: int) -> di
     """CPU milliseconds per unit of work (`per` forks), by role, largest first."""
     diff = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     return {k: round(v * 1000 / per, 1) for k, v in sorted(diff.items(), key=lambda kv: -kv[1]) if v > 0}
+
+
+def closed_loop_floor(fanout: dict, clients: int) -> dict:
+    """The first-answer latency this machine allows at the measured CPU cost of one fork cycle.
+    The clients wait for each answer before the next fork (a closed loop), so by Little's law
+    the mean latency is clients / throughput, and throughput is at most cores / CPU per fork:
+    below this mean, only less CPU per fork (or more cores) goes."""
+    cpu_ms = sum(fanout["cpu_ms_per_fork_by_process"].values())
+    cores = os.cpu_count() or 1
+    mean_s = clients * cpu_ms / 1000 / cores
+    return {"cpu_ms_per_fork": round(cpu_ms, 1), "cores": cores, "first_answer_mean_floor_s": round(mean_s, 3),
+            "first_answer_mean_vs_floor": round(fanout["first_answer"]["mean_s"] / mean_s, 2),
+            "cpu_ms_per_fork_for_p50_target_0.5s": round(0.5 * cores * 1000 / clients, 1)}
 
 
 def _descendants(root: int) -> list[int]:
@@ -274,6 +289,7 @@ def run_fanout(args: argparse.Namespace) -> dict:
             cpu_before = cpu_by_role()
             fanout, names = asyncio.run(fan_out(url, key, args.forks, args.clients))
             fanout["cpu_ms_per_fork_by_process"] = cpu_delta(cpu_before, cpu_by_role(), args.forks)
+            fanout["floor"] = closed_loop_floor(fanout, args.clients)
             fanout["storage_added_mb"] = round((dir_bytes(checkpoints) - before) / 1e6, 2)
             fanout["storage_added_vs_base_checkpoint"] = round(fanout["storage_added_mb"] / base["checkpoint_mb"], 3)
             fanout["redis_added_mb"] = round((redis_bytes(storage["redis_url"]) - redis_before) / 1e6, 2)
