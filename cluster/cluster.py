@@ -408,18 +408,13 @@ class MemoryCluster:
         """Fork edges of one page of memories (paged like list_memories)."""
         records, next_cursor = await self._page(tenant, cursor, limit, prefix)
         live = set(await self._supervisor.live.remote())
-        # Each memory's checkpoints come along (one Redis read each, here): the tree shows them,
-        # and a dashboard that asked for them one memory at a time spent 51 calls of its key's
-        # rate limit per refresh.
-        checkpoints = await asyncio.gather(*(self._meta("list_checkpoints", r["name"]) for r in records),
-                                           return_exceptions=True)
-        for failed in checkpoints:  # a memory deleted since the page was read has none
-            if isinstance(failed, BaseException) and not isinstance(failed, MemoryNotFound):
-                raise failed
+        # Each memory's checkpoints come along (one Redis round trip for the page): the tree
+        # shows them, and a dashboard that asked for them one memory at a time spent 51 calls
+        # of its key's rate limit per refresh.
+        checkpoints = await self._meta("list_checkpoints_of", [r["name"] for r in records])
         return {"memories": [{"name": _short(r["name"]), **_parent_of(r), "source_tag": r.get("source_tag"),
                  "created_at": r.get("created_at"), "live": r["name"] in live,
-                 "checkpoints": [] if isinstance(infos, BaseException) else _user_checkpoints(infos)}
-                for r, infos in zip(records, checkpoints)],
+                 "checkpoints": _user_checkpoints(checkpoints[r["name"]])} for r in records],
                 "next_cursor": next_cursor}
 
     async def health(self, timeout: float = 3.0) -> dict[str, str]:

@@ -251,6 +251,20 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
         )
         return [loads_json(infos[tag]) for tag in order if tag in infos]
 
+    def list_checkpoints_of(self, names: list[str]) -> dict[str, list[dict]]:
+        """`list_checkpoints` of many memories in one round trip (a listing page's); a memory
+        that is not registered (deleted meanwhile) has none."""
+        for name in names:
+            check_name(name)
+        with redis_errors(self.where):
+            pipe = self._client.pipeline(transaction=True)
+            for name in names:
+                pipe.lrange(self.keys.checkpoint_order(name), 0, -1)
+                pipe.hgetall(self.keys.checkpoints(name))
+            results = pipe.execute() if names else []
+        return {name: [loads_json(infos[tag]) for tag in order if tag in infos]
+                for name, order, infos in zip(names, results[::2], results[1::2])}
+
     def latest_checkpoint(self, name: str) -> dict | None:
         (tag,) = self._registered_read(name, lambda p: p.lindex(self.keys.checkpoint_order(name), -1))
         if tag is None:

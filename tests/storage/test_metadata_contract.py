@@ -134,6 +134,10 @@ def test_checkpoint_index(metadata_store: MetadataStore) -> None:
     assert listed[0]["object_key"] == "acme/notes/b-first.ckpt" and listed[0]["created_at"]
     assert metadata_store.latest_checkpoint("acme/notes")["tag"] == "c-third"
     assert metadata_store.get_checkpoint("acme/notes", "a-second")["step"] == 2
+    _register(metadata_store, "acme/empty")  # many at once: each as listed alone, unknown ones empty
+    assert metadata_store.list_checkpoints_of(["acme/notes", "acme/empty", "acme/gone"]) == \
+        {"acme/notes": listed, "acme/empty": [], "acme/gone": []}
+    assert metadata_store.list_checkpoints_of([]) == {}
     with pytest.raises(CheckpointConflict):
         metadata_store.add_checkpoint("acme/notes", "a-second", {"step": 99})
     assert metadata_store.get_checkpoint("acme/notes", "a-second")["step"] == 2
