@@ -131,7 +131,25 @@ class NeuralMemory:
         lr_scale = 1.0 if learning_rate is None else learning_rate / self.config.lr
         domain_id = self._domain_id(domain)
         queries = self._queries(keys)
-        surprises, activated, delta_sq = [], [], 0.0
+        activated: list[str] = []
+        try:
+            surprises, delta_sq = self._learn(keys, queries, texts, lr_scale, domain_id, activated)
+        finally:  # also after a refused chunk: the chunks before it were learned
+            self._hash = None
+        for s in surprises:
+            self.avg_surprise += self.config.surprise_ema * (s - self.avg_surprise)
+        if domain:
+            self.domain_counts[domain] += len(texts)
+        return {"surprise": float(np.mean(surprises)), "surprises": surprises,
+                "weight_delta": math.sqrt(delta_sq), "patterns_activated": activated,
+                "step": self.step}
+
+    def _learn(self, keys, queries, texts: list[str], lr_scale: float, domain_id: int,
+               activated: list[str]) -> tuple[list[float], float]:
+        """Learn `keys` chunk by chunk and store each item: its surprises and the squared norm of
+        the whole weight change. A chunk whose step would diverge raises InvalidInput with the
+        earlier chunks learned (an actor then rebuilds the memory from checkpoint and log)."""
+        surprises, delta_sq = [], 0.0
         chunk_size = self.config.chunk_size
         block_size = chunk_size * max(1, LOOKUP_BLOCK // chunk_size)  # whole chunks per block
         for block_start in range(0, keys.shape[0], block_size):
@@ -152,14 +170,7 @@ class NeuralMemory:
                                                     domain_id, activated))
                     if self.store.size > size:
                         own.stored(item)
-        self._hash = None
-        for s in surprises:
-            self.avg_surprise += self.config.surprise_ema * (s - self.avg_surprise)
-        if domain:
-            self.domain_counts[domain] += len(texts)
-        return {"surprise": float(np.mean(surprises)), "surprises": surprises,
-                "weight_delta": math.sqrt(delta_sq), "patterns_activated": activated,
-                "step": self.step}
+        return surprises, delta_sq
 
     def _remember(self, vector: np.ndarray, text: str, neural: float, nearest, domain: int,
                   activated: list[str]) -> float:
@@ -190,10 +201,12 @@ class NeuralMemory:
 
     def consolidate(self) -> dict:
         anchor = self.net.anchor
-        result = run_consolidation(self.net, self.hot, self.store, self.centroids, self.config)
+        try:
+            result = run_consolidation(self.net, self.hot, self.store, self.centroids, self.config)
+        finally:  # also after a refusal: the replay before it changed the weights
+            self._hash = None
         if self.net.anchor is not anchor:  # new EWC state: a new immutable part
             self.ewc_generation += 1
-        self._hash = None
         return result
 
     def forget_approximately(self, match) -> dict:

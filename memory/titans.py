@@ -208,11 +208,19 @@ class TitansMemory:
 
     def diagonal_fisher(self, keys: torch.Tensor) -> Params:
         """Diagonal Fisher of the recall loss on `keys`, scaled to mean 1 over all parameters
-        (so `ewc_lambda` reads as a relative strength)."""
+        (so `ewc_lambda` reads as a relative strength). Squared and summed in float64: in float32
+        the squares of a deep network's large gradients overflowed to inf, the scaling made them
+        NaN, and every later step (pulled by a NaN Fisher) was refused. InvalidInput if even so
+        the gradients are not finite."""
         err, cache = output_error(self.params, keys, self.values(keys))
-        fisher = squared_grad_means(layer_deltas(self.params, err, cache), cache)
+        deltas = [d.double() for d in layer_deltas(self.params, err, cache)]
+        fisher = squared_grad_means(deltas, [(x.double(), h) for x, h in cache])
         mean = sum(float(f.sum()) for f in fisher) / sum(f.numel() for f in fisher)
-        return [f / max(mean, 1e-30) for f in fisher]
+        if not math.isfinite(mean):
+            raise InvalidInput("consolidate cannot anchor this memory: its network's gradients overflow "
+                               "(its weights have grown too large); restore an earlier checkpoint, or use a "
+                               "memory with a smaller lr or momentum")
+        return [(f / max(mean, 1e-30)).to(self.dtype) for f in fisher]
 
     def recall(self, keys: torch.Tensor) -> torch.Tensor:
         """What the memory returns for each cue: its predicted content view, (n, value_dim)."""
@@ -248,7 +256,7 @@ class TitansMemory:
             new_params, delta = self._step_chunk(params, deltas, cache, coeff_m, coeff_s, decay_m, carry_s, carry_m)
         if not math.isfinite(delta):  # an overflow anywhere in the step shows in its norm
             raise InvalidInput("this write would make the memory's network diverge (its step overflows to "
-                               "infinity); it was not applied. Send it with a smaller learning_rate, or use a "
+                               "infinity) and was refused; send it with a smaller learning_rate, or use a "
                                "memory with a smaller lr or momentum")
         self.params = new_params  # atomic swap: readers holding the old list see old weights
         return {"surprise": surprise, "weight_delta": delta}

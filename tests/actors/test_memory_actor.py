@@ -327,6 +327,24 @@ def test_a_write_that_fails_to_apply_is_never_acknowledged_nor_replayed(local_st
     assert third["weight_hash"] == reference
 
 
+def test_a_write_refused_for_diverging_leaves_the_memory_as_it_was(local_storage, make_actor):
+    """A batch whose later chunk would overflow the step is refused (InvalidInput) after its
+    first chunks were learned in process: the actor rebuilds the memory, so nothing of it stays,
+    in the weights, the step or the log, and the memory takes the next write."""
+    register(local_storage, Q, {"encoder": "hash", "momentum": 0.99, "memory_depth": 8, "memory_width": 16,
+                                "max_grad_norm": 1e6})
+    actor = make_actor(local_storage, Q)
+    first = actor.observe("r1", encode(["first"]), ["first"])
+    texts = [f"fact {i}" for i in range(100)]
+    with pytest.raises(InvalidInput, match="diverge"):
+        actor.observe("r2", encode(texts), texts, learning_rate=2.0)
+    after = actor.stats()
+    assert (after["step"], after["weight_hash"]) == (1, first["weight_hash"]) and wal_steps(local_storage) == [1]
+    second = actor.observe("r3", encode(["second"]), ["second"])
+    assert second["step"] == 2
+    assert make_actor(local_storage, Q).stats()["weight_hash"] == second["weight_hash"]
+
+
 def test_a_write_whose_log_append_answer_was_lost_is_dropped_before_the_next(local_storage, make_actor,
                                                                               monkeypatch):
     """The append reached Redis but its reply did not (server killed): unacknowledged, so the

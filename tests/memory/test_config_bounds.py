@@ -119,3 +119,14 @@ def test_a_step_that_overflows_is_refused_and_the_weights_stay():
         memory.observe_vectors(vectors[2:], ["t2"])
     assert (memory.weight_hash, memory.step) == (before, step)
     assert all(torch.isfinite(p).all() for p in net.params)
+
+
+def test_consolidating_a_deep_float32_network_keeps_the_fisher_finite():
+    """Deep, fast-learning float32 networks grow large gradients whose squares overflowed
+    float32: the Fisher became NaN and every later write was refused as diverging."""
+    memory = NeuralMemory(MemoryConfig.from_dict({"encoder": "hash", "memory_width": 16, "memory_depth": 8,
+                                                  "lr": 2.0, "momentum": 0.9}))
+    memory.observe([f"fact {i}" for i in range(300)])
+    memory.consolidate()
+    assert all(torch.isfinite(f).all() for f in memory.net.fisher)
+    assert memory.observe("a small later fact", learning_rate=1e-3)["step"] == 301
