@@ -249,7 +249,7 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
             lambda p: p.lrange(self.keys.checkpoint_order(name), 0, -1),
             lambda p: p.hgetall(self.keys.checkpoints(name)),
         )
-        return [loads_json(infos[tag]) for tag in order if tag in infos]
+        return _in_creation_order(order, infos)
 
     def list_checkpoints_of(self, names: list[str]) -> dict[str, list[dict]]:
         """`list_checkpoints` of many memories in one round trip (a listing page's); a memory
@@ -262,8 +262,7 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
                 pipe.lrange(self.keys.checkpoint_order(name), 0, -1)
                 pipe.hgetall(self.keys.checkpoints(name))
             results = pipe.execute() if names else []
-        return {name: [loads_json(infos[tag]) for tag in order if tag in infos]
-                for name, order, infos in zip(names, results[::2], results[1::2])}
+        return {name: _in_creation_order(order, infos) for name, order, infos in zip(names, results[::2], results[1::2])}
 
     def latest_checkpoint(self, name: str) -> dict | None:
         (tag,) = self._registered_read(name, lambda p: p.lindex(self.keys.checkpoint_order(name), -1))
@@ -305,3 +304,8 @@ def cut_history_text(text: Any) -> Any:
     if isinstance(text, str) and len(text) > HISTORY_TEXT_LIMIT:
         return text[: HISTORY_TEXT_LIMIT - 1] + "…"
     return text
+
+
+def _in_creation_order(order: list[bytes], infos: dict[bytes, bytes]) -> list[dict]:
+    """A memory's checkpoint infos (its index hash) in the order they were created (its list)."""
+    return [loads_json(infos[tag]) for tag in order if tag in infos]

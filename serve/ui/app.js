@@ -23,8 +23,7 @@ const state = {
   selected: null,
   history: [],
   historySig: "",
-  checkpoints: {},    // name -> [{tag, created_at, weight_hash, step, ...}]
-  lineage: [],
+  lineage: [],        // one page of memories, each with its checkpoints [{tag, created_at, step, ...}]
   lineageAt: 0,
   activity: [],
 };
@@ -119,9 +118,7 @@ async function refreshLineage() {
   // One call: each memory comes with its checkpoints. If it fails, what was last read stays.
   const data = await api.lineage({ cursor, limit: PAGE, prefix });
   if (my !== seq.lineage) return;
-  const memories = (data && data.memories) || [];
-  state.lineage = memories;
-  state.checkpoints = Object.fromEntries(memories.map((m) => [m.name, m.checkpoints || []]));
+  state.lineage = (data && data.memories) || [];
   state.lineageAt = Date.now();
   renderLineageCard();
   renderCheckpointChoices();
@@ -438,11 +435,11 @@ function renderActivity() {
 
 function renderLineageCard() {
   if (!state.connected && !state.lineage.length) return;
-  renderLineage($("lineage"), state.lineage, state.checkpoints, state.selected, select);
+  renderLineage($("lineage"), state.lineage, state.selected, select);
 }
 
 function renderCheckpointChoices() {
-  const cps = state.checkpoints[state.selected] || [];
+  const cps = state.lineage.find((m) => m.name === state.selected)?.checkpoints || [];
   const restore = $("restore-tag");
   const keep = restore.value;
   clear(restore, cps.length

@@ -43,7 +43,7 @@ function checkpointNode(mem, cp, forks, ctx) {
 function childrenList(mem, ctx) {
   if (ctx.seen.has(mem.name)) return null; // defensive: a cycle must not hang the page
   ctx.seen.add(mem.name);
-  const cps = [...(ctx.checkpoints[mem.name] || [])].sort(byCreated);
+  const cps = [...(mem.checkpoints || [])].sort(byCreated);
   const tags = new Set(cps.map((c) => c.tag));
   const kids = (ctx.children.get(mem.name) || []).sort(byCreated);
   const items = cps.map((cp) => checkpointNode(mem, cp, kids.filter((k) => k.source_tag === cp.tag), ctx));
@@ -54,7 +54,7 @@ function childrenList(mem, ctx) {
   return items.length ? h("ul", {}, items) : null;
 }
 
-export function renderLineage(host, memories, checkpoints, selected, onSelect) {
+export function renderLineage(host, memories, selected, onSelect) {
   const mems = memories.map((m) => ({ ...m, parent: shortName(m.parent) }));
   const names = new Set(mems.map((m) => m.name));
   const children = new Map();
@@ -72,7 +72,7 @@ export function renderLineage(host, memories, checkpoints, selected, onSelect) {
     host.replaceChildren(h("p", { class: "muted" }, "No memories yet."));
     return;
   }
-  const ctx = { checkpoints, children, selected, onSelect, seen: new Set() };
+  const ctx = { children, selected, onSelect, seen: new Set() };
   const items = roots.sort(byCreated).map((mem) =>
     memoryNode(mem, ctx, mem.parent ? `from ${mem.parent}${mem.parent_deleted ? " (deleted)" : ""}` : null));
   host.replaceChildren(h("ul", { class: "tree", "data-count": mems.length }, items));
