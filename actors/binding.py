@@ -3,8 +3,9 @@
 `release()` hibernates the memory served and resets every per-memory field (the actor's
 `_reset_binding`), so the process, with torch imported and storage open, can `start()` the
 next memory: a burst of forks or wake-ups costs state loads, not process starts. `call()` is
-how the control plane reaches a memory: it names the memory, so a handle cached before the
-process was given another memory is refused instead of acting on the wrong one.
+how the control plane reaches a memory (sent packed, through `route()`): it names the memory,
+so a handle cached before the process was given another memory is refused instead of acting on
+the wrong one.
 """
 
 from __future__ import annotations
@@ -77,6 +78,13 @@ class Rebinding:
         self._trim_timer = threading.Timer(TRIM_AFTER, trim)
         self._trim_timer.daemon = True
         self._trim_timer.start()
+
+    def route(self, request: tuple[str, str, tuple, dict]) -> Any:
+        """call(qname, method, *args, **kwargs) from `request` = (qname, method, args, kwargs):
+        what the router sends. Ray serialises each argument of a remote call on its own, so one
+        packed argument costs ~0.7 ms less per call than an observe's eight (measured here)."""
+        qname, method, args, kwargs = request
+        return self.call(qname, method, *args, **kwargs)
 
     def call(self, qname: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """`method(*args, **kwargs)` for memory `qname`: how the control plane reaches a memory.

@@ -114,10 +114,10 @@ async def bench_calls(mc, repeats: int) -> dict:
     await mc.create_memory(TENANT, "calls", {})
     qname = f"{TENANT}/calls"
     route = mc._routes()
-    await route.call(qname, "ping")
+    await route.call(qname, "where")  # "ping": the cheapest routed call (no model work)
     texts = [f"benchmark observation number {i} about topic {i % 13}" for i in range(repeats)]
     vectors = get_encoder("hash").encode(texts)  # any 384-d unit vectors; the actor never encodes
-    ping = await _timed(repeats * 5, lambda i: route.call(qname, "ping"))
+    ping = await _timed(repeats * 5, lambda i: route.call(qname, "where"))
     observe = await _timed(repeats, lambda i: mc.observe(TENANT, "calls", vectors[i : i + 1], [texts[i]]))
     return {"actor_call_ping": _ms(ping), "observe_end_to_end": _ms(observe)}
 

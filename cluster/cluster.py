@@ -176,8 +176,7 @@ class MemoryCluster:
         await self._check_quota(tenant)
         await self._meta("create_memory", qname, record)
         try:
-            await self._routes().ensure(qname, check_registry=False)
-            stats = await self._routes().call(qname, "stats")
+            stats = await self._routes().start(qname)
         except Exception:
             await self._discard(qname)
             raise
@@ -391,8 +390,7 @@ class MemoryCluster:
         await self._meta("create_memory", qname, record)
         try:
             await asyncio.to_thread(seed, Checkpoints(self.storage, qname))
-            await self._routes().ensure(qname, check_registry=False)
-            stats = await self._routes().call(qname, "stats")
+            stats = await self._routes().start(qname)
             if stats["weight_hash"] != weight_hash:
                 raise IncompatibleState(f"the loaded weights hash to {stats['weight_hash'][:12]} here, "
                                         f"not {weight_hash[:12]} as the source says")

@@ -1,12 +1,12 @@
 """Calls from the control plane to memory actors: cached handles, recovery, bounded retries.
 
-The fast path is one actor call on a cached handle: `handle.call(qname, method, ...)`, which
-the actor refuses if it no longer serves `qname` (its process was released and given another
-memory). If the actor is gone (crash, `ray.kill`, node loss), hibernating, or refuses, the
-router asks the supervisor for a live actor (which rehydrates the memory from checkpoint + WAL)
-and tries again, with backoff, until `patience` seconds have passed: a lost node costs callers
-a pause, not an error. Writes carry a request id, so the retry of a write that reached the WAL
-before a crash returns the replayed result instead of being applied twice.
+The fast path is one actor call on a cached handle, `handle.route((qname, method, args,
+kwargs))`, which the actor refuses if it no longer serves `qname` (its process was released and
+given another memory). If the actor is gone (crash, `ray.kill`, node loss), hibernating, or
+refuses, the router asks the supervisor for a live actor (which rehydrates the memory from
+checkpoint + WAL) and tries again, with backoff, until `patience` seconds have passed: a lost
+node costs callers a pause, not an error. Writes carry a request id, so the retry of a write
+that reached the WAL before a crash returns the replayed result instead of being applied twice.
 """
 
 from __future__ import annotations
@@ -42,19 +42,28 @@ class ActorRouter:
         self._handles: dict[str, Any] = {}
         self._touched: dict[str, float] = {}
 
-    async def ensure(self, qname: str, *, check_registry: bool = True) -> Any:
+    async def ensure(self, qname: str) -> Any:
         """A live actor for `qname` (MemoryNotFound if the memory is not registered)."""
-        if check_registry and not await self._exists(qname):
+        if not await self._exists(qname):
             raise memory_not_found(qname)
+        return await self._ensure(qname, with_summary=False)
+
+    async def start(self, qname: str) -> dict:
+        """Start the actor of a memory just registered; its summary (step, weight_hash,
+        weight_parameters), from the start itself: no second call."""
+        _, summary = await self._ensure(qname, with_summary=True)
+        return summary
+
+    async def _ensure(self, qname: str, *, with_summary: bool) -> Any:
         try:
-            handle = await self._supervisor.ensure.remote(qname)
+            answer = await self._supervisor.ensure.remote(qname, with_summary)
         except RayTaskError as exc:
             raise unwrap(exc) from None
         except RayActorError as exc:
             raise Unavailable(f"the actor supervisor is unavailable: {exc}") from exc
-        self._handles[qname] = handle
+        self._handles[qname] = answer[0] if with_summary else answer
         self._touched[qname] = time.monotonic()
-        return handle
+        return answer
 
     async def call(self, qname: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """`method(*args, **kwargs)` on `qname`'s actor, recovering it while it is gone."""
@@ -64,7 +73,7 @@ class ActorRouter:
             try:
                 handle = self._handles.get(qname) or await self.ensure(qname)
                 self._touch(qname)
-                return await handle.call.remote(qname, method, *args, **kwargs)
+                return await handle.route.remote((qname, method, args, kwargs))
             except RayActorError as exc:  # died or unreachable: rehydrate and retry
                 log.info("actor of %s is gone (%s); recovering", qname, type(exc).__name__)
                 last: BaseException = exc
@@ -88,7 +97,7 @@ class ActorRouter:
         if handle is None:
             return None
         try:
-            return await handle.call.remote(qname, method, *args)
+            return await handle.route.remote((qname, method, args, {}))
         except (RayActorError, RayTaskError):  # gone, or serving another memory by now
             return None
 

@@ -87,24 +87,28 @@ class Supervisor:
 
     # ---- API --------------------------------------------------------------------------------
 
-    async def ensure(self, qname: str) -> Any:
-        """Handle of memory `qname`'s actor, started (or rehydrated) if needed."""
+    async def ensure(self, qname: str, with_summary: bool = False) -> Any:
+        """Handle of memory `qname`'s actor, started (or rehydrated) if needed. `with_summary`:
+        (handle, its start() summary: step, weight_hash, weight_parameters), which a memory just
+        created or forked answers with, so it needs no second call for them."""
         await self._boot()
         async with self._lock(qname):
-            handle = await self._alive(qname)
+            handle, summary = await self._alive(qname), None
             if handle is None:
                 self._live.pop(qname, None)
                 async with self._gate.slot(qname.split("/", 1)[0]):
                     began = time.monotonic()
                     evicted = await self._reserve(qname)
                     try:
-                        handle = await self._start(qname, {"reserve_s": round(time.monotonic() - began, 4),
-                                                           "evicted": evicted})
+                        handle, summary = await self._start(qname, {"reserve_s": round(time.monotonic() - began, 4),
+                                                                    "evicted": evicted})
                     finally:
                         self._starting.discard(qname)
+            elif with_summary:  # live already: start() is idempotent and says the same
+                summary = await asyncio.wait_for(handle.start.remote(qname), self._timeout)
             self._live[qname] = time.monotonic()
             self._live.move_to_end(qname)
-            return handle
+            return (handle, summary) if with_summary else handle
 
     async def touch(self, qnames: list[str]) -> None:
         await self._boot()
@@ -276,9 +280,10 @@ class Supervisor:
             self._starting.add(qname)
         return evicted
 
-    async def _start(self, qname: str, report: dict) -> Any:
+    async def _start(self, qname: str, report: dict) -> tuple[Any, dict]:
         """Bind a process to `qname`: a warm spare, else one an idle memory hands over, else a
-        spare still warming up, else a new one; then top the spares up again."""
+        spare still warming up, else a new one; then top the spares up again. (handle, the
+        actor's start() summary)."""
         began = time.monotonic()
         try:
             slot = self._spares.take_ready() or await self._steal_idle(report) or await self._spares.take()
@@ -291,7 +296,7 @@ class Supervisor:
             self._spares.fill(self._idle_room())
         self._starts.append({"qname": qname, "spare": used_spare, "seconds": round(time.monotonic() - began, 4),
                              "timings": summary.get("timings", {}), **report})
-        return slot.handle
+        return slot.handle, summary
 
     async def _steal_idle(self, report: dict) -> Slot | None:
         """During a burst of starts: hibernate the least recently used memory idle for

@@ -251,12 +251,17 @@ def test_released_actor_serves_the_next_memory_like_a_fresh_one(local_storage, m
         assert ours == theirs
     probe = encode(["alpha secret 3"])[0]
     assert actor.call("acme/b", "infer", probe, 3) == fresh.infer(probe, 3)  # nothing of A answers
+    assert actor.route(("acme/b", "infer", (probe,), {"top_k": 3})) == fresh.infer(probe, 3)  # as Ray sends it
     assert actor.call("acme/b", "stats") == fresh.stats()
     assert actor.call("acme/b", "explain", 10) == fresh.explain(10)
     with pytest.raises(Unavailable, match="not served"):
         actor.call("acme/a", "infer", probe, 3)
+    with pytest.raises(Unavailable, match="not served"):
+        actor.route(("acme/a", "stats", (), {}))
     with pytest.raises(InvalidInput, match="not a memory operation"):
         actor.call("acme/b", "release")
+    with pytest.raises(InvalidInput, match="not a memory operation"):
+        actor.route(("acme/b", "release", (), {}))
 
     again = make_actor(local_storage, "acme/a")  # A was hibernated with its WAL tail: nothing lost
     assert again.stats()["weight_hash"] == a_hash and again.stats()["total_observations"] == 5

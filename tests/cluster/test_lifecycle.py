@@ -25,7 +25,11 @@ def test_create_list_config_delete(shared_cluster, arun, tenant):
     assert created["name"] == "notes" and len(created["weight_hash"]) == 64 and created["weight_parameters"] > 0
     with pytest.raises(MemoryExists):
         arun(cluster.create_memory(T, "notes", SMALL))
+    stats = arun(cluster.stats(T, "notes"))  # create answers from the start itself, the same
+    assert (created["weight_hash"], created["weight_parameters"]) == (stats["weight_hash"], stats["weight_parameters"])
     feed(arun, cluster, T, "notes", ["the sky is blue", "grass is green"])
+    live = arun(cluster._routes().start(f"{T}/notes"))  # already live: the summary of now
+    assert (live["step"], live["weight_hash"]) == (2, arun(cluster.stats(T, "notes"))["weight_hash"])
 
     listed = arun(cluster.list_memories(T))
     assert listed == {"memories": [{"name": "notes", "total_observations": 2, "live": True, "parent": None,
