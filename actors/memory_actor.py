@@ -188,7 +188,8 @@ class MemoryActor(Rebinding, Forgetting):
     def prepare_hibernate(self) -> dict:
         """Refuse new writes and stop checkpointing; the supervisor releases or kills the actor
         next. Unsaved writes stay in the WAL (replayed on wake) unless there are at least
-        `wal_tail_writes` of them: then they are checkpointed, so wake-ups stay quick."""
+        `wal_tail_writes` of them or `wal_tail_observations` observations in them: then they
+        are checkpointed, so wake-ups stay quick."""
         mem = self._ready()
         self._stop_job()  # a running forget job resumes when the memory wakes
         with self._ckpt_lock:
@@ -197,7 +198,7 @@ class MemoryActor(Rebinding, Forgetting):
                 self._settle()  # a failed write leaves the log before the tail is kept as it is
             with self._applied:  # writes waiting for a predecessor stop waiting: refused, retried
                 self._applied.notify_all()
-            if self._writes_since >= max(1, self._spec.settings.wal_tail_writes):
+            if self._tail_too_long():
                 self._auto_checkpoint()
             self._stop.set()
             self._wake.set()
@@ -267,7 +268,7 @@ class MemoryActor(Rebinding, Forgetting):
             self._record(result, texts, domain, request_id, fingerprint)
             with self._count_lock:
                 self._writes_since += 1
-                due = self._writes_since >= self._spec.settings.checkpoint_every_writes
+            due = self._checkpoint_due()
         if due:
             self._wake.set()
         return result
@@ -521,6 +522,18 @@ class MemoryActor(Rebinding, Forgetting):
         mem = self._mem
         return to_parts(mem), mem.step, mem.weight_hash, self._writes_since, self._seq
 
+    def _unsaved_observations(self) -> int:
+        """Observations learned since the newest auto-checkpoint: what a wake-up would replay
+        (a batch write is one write but many observations)."""
+        saved = (self._latest_auto or {}).get("step")
+        return self._mem.step - int(saved) if saved is not None else self._mem.step
+
+    def _tail_too_long(self) -> bool:
+        """Whether the unsaved WAL tail costs more to replay than a checkpoint costs to write."""
+        spec = self._spec.settings
+        return self._writes_since > 0 and (self._writes_since >= max(1, spec.wal_tail_writes) or
+                                           self._unsaved_observations() >= max(1, spec.wal_tail_observations))
+
     def _checkpoint_due(self) -> bool:
         spec = self._spec.settings
         with self._count_lock:
@@ -528,7 +541,8 @@ class MemoryActor(Rebinding, Forgetting):
                 return False
             # A short tail is cheaper to replay than to checkpoint (a new head per memory).
             return (self._writes_since >= spec.checkpoint_every_writes
-                    or (self._writes_since >= spec.wal_tail_writes
+                    or self._unsaved_observations() >= spec.checkpoint_every_observations
+                    or (self._tail_too_long()
                         and time.monotonic() - self._last_ckpt >= spec.checkpoint_every_seconds))
 
     def _checkpoint_loop(self) -> None:

@@ -179,6 +179,27 @@ def test_a_short_tail_stays_in_the_wal_a_long_one_is_checkpointed(local_storage,
     twin._storage.close()
 
 
+def test_a_tail_of_few_writes_but_many_observations_is_checkpointed(local_storage, make_actor):
+    """A batch is one write but many observations to replay on wake: the tail a hibernation
+    keeps is bounded in observations too, and so is the log between auto-checkpoints."""
+    texts = [f"batch item {i}" for i in range(30)]
+    vectors = encode(texts)
+    actor = make_actor(local_storage, Q, wal_tail_writes=32, wal_tail_observations=8)
+    actor.observe("b0", vectors[:5], texts[:5])
+    assert not actor._tail_too_long()
+    actor.observe("b1", vectors[5:10], texts[5:10])  # 2 writes, but 10 observations
+    assert actor._tail_too_long() and not actor._checkpoint_due()  # its seconds are not up
+    assert actor.prepare_hibernate() == {"step": 10}
+    assert autos(local_storage)[-1]["step"] == 10  # checkpointed, not left to a 10-item replay
+
+    other = make_actor(local_storage, "acme/many", checkpoint_every_observations=20)
+    other.observe("m0", vectors[:19], texts[:19])
+    assert not other._checkpoint_due()
+    other.observe("m1", vectors[19:21], texts[19:21])  # 2 writes, 21 observations
+    assert other._checkpoint_due()
+    assert wait_until(lambda: autos(local_storage, "acme/many")[-1]["step"] == 21, timeout=60)
+
+
 def test_hibernating_actor_refuses_writes_but_answers_reads(local_storage, make_actor):
     actor = make_actor(local_storage, Q, wal_tail_writes=0)  # 0: hibernation always checkpoints
     vectors = encode(["late note"])
