@@ -7,7 +7,8 @@ the new weights, never a mix). Every observe is appended to the WAL *before* it 
 acknowledged. Its stats and history (a view for listings and the dashboard, not the data) are
 written afterwards by one background thread, in order, so a write is answered without waiting for
 a second fsync'd round trip (`flush_records` waits for them; a killed actor's unwritten ones are
-rebuilt from the WAL on recovery). A background thread writes an auto-checkpoint every N writes or T seconds and
+rebuilt from the WAL on recovery). A background thread writes an auto-checkpoint every N writes
+or N observations (a batch counts each item), or after T seconds with a long enough tail, and
 then trims the WAL; lock order is always `_ckpt_lock` before `_write_lock`.
 
 An actor may be made before anyone knows which memory it will serve (a *spare*, qname None):
@@ -16,8 +17,8 @@ time, and `start(qname)` later binds it to one memory. Starting is mostly import
 warm spare turns a ~3 s rehydration into the state load (~0.1 s). `release()` hibernates the
 memory and unbinds it again (every per-memory field reset as in a fresh actor, see
 `_reset_binding`), so the process serves the next memory without a new start. Callers reach
-the memory through `call(qname, method, ...)`, which refuses a memory the actor no longer
-serves, so a stale handle can never act on the wrong memory.
+the memory through `call(qname, method, ...)` (over Ray, packed by `route`), which refuses a
+memory the actor no longer serves, so a stale handle can never act on the wrong memory.
 
 The actor never encodes text: vectors arrive from the gateway's encoder.
 """
@@ -526,7 +527,7 @@ class MemoryActor(Rebinding, Forgetting):
         """Observations learned since the newest auto-checkpoint: what a wake-up would replay
         (a batch write is one write but many observations)."""
         saved = (self._latest_auto or {}).get("step")
-        return self._mem.step - int(saved) if saved is not None else self._mem.step
+        return max(0, self._mem.step - int(saved)) if saved is not None else self._mem.step
 
     def _tail_too_long(self) -> bool:
         """Whether the unsaved WAL tail costs more to replay than a checkpoint costs to write."""

@@ -4,8 +4,9 @@
     python -m bench.cluster_bench --preload-probe     # why not Ray's preload_python_modules (below)
 
 Measures, with the default memory config (the actor never loads the text encoder):
-- actor call overhead: MemoryCluster -> Ray actor -> back, a no-op `ping` (and an observe,
-  which adds the WAL append with fsync, the update and stats/history writes)
+- actor call overhead: MemoryCluster -> Ray actor -> back, a routed call that does no model
+  work (`where`: the actor's node and pid; reported as `actor_call_ping`), and an observe,
+  which adds the WAL append with fsync, the update and stats/history writes
 - fork -> first observe: fork of a live memory (snapshot + an actor loads it) until its first
   write returns; and rehydrate: first call after hibernation. Both with the default warm spare
   (`spare_actors=1`: the supervisor binds an already started actor; measured once the spare has
@@ -114,7 +115,7 @@ async def bench_calls(mc, repeats: int) -> dict:
     await mc.create_memory(TENANT, "calls", {})
     qname = f"{TENANT}/calls"
     route = mc._routes()
-    await route.call(qname, "where")  # "ping": the cheapest routed call (no model work)
+    await route.call(qname, "where")
     texts = [f"benchmark observation number {i} about topic {i % 13}" for i in range(repeats)]
     vectors = get_encoder("hash").encode(texts)  # any 384-d unit vectors; the actor never encodes
     ping = await _timed(repeats * 5, lambda i: route.call(qname, "where"))

@@ -80,8 +80,10 @@ class LoadClient:
 
             self._session = aiohttp.ClientSession(self._url, headers=self._headers,
                                                   timeout=aiohttp.ClientTimeout(total=600))
+            self._errors = aiohttp.ClientError  # a dropped connection is counted, not fatal
         else:
             self._session = httpx.AsyncClient(base_url=self._url, headers=self._headers, timeout=600)
+            self._errors = httpx.HTTPError
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -95,7 +97,7 @@ class LoadClient:
             else:
                 reply = await self._session.post(path, json=body)
                 status, text = reply.status_code, reply.text
-        except (OSError, asyncio.TimeoutError, httpx.HTTPError) as exc:
+        except (OSError, asyncio.TimeoutError, self._errors) as exc:
             raise HttpError(f"{type(exc).__name__}: {exc}") from exc
         if not 200 <= status < 300:
             raise HttpError(f"{status} {text[:300]}")

@@ -7,7 +7,8 @@ keeps which actor serves which memory (actor names are opaque: see actors.new_ac
 
     ensure(qname)  live and answering -> its handle; else make room (hibernate LRU), then bind a
                    warm spare to the memory (cluster/spares.py), or the process of a memory idle
-                   for reuse_idle_seconds, or, with neither, start a new actor
+                   for reuse_idle_seconds, or, with neither, start a new actor (with_summary:
+                   also the start's summary, which create and fork answer with)
     touch(qnames)  callers report use (throttled, fire-and-forget) for LRU and idleness
     reaper         hibernates actors idle for idle_seconds, lets surplus spares exit
     collector      deletes checkpoint chunks no manifest names (storage/gc.py), every gc interval
@@ -105,7 +106,7 @@ class Supervisor:
                     finally:
                         self._starting.discard(qname)
             elif with_summary:  # live already: start() is idempotent and says the same
-                summary = await asyncio.wait_for(handle.start.remote(qname), self._timeout)
+                summary = await self._summary_of(qname, handle)
             self._live[qname] = time.monotonic()
             self._live.move_to_end(qname)
             return (handle, summary) if with_summary else handle
@@ -261,6 +262,15 @@ class Supervisor:
         except Exception as exc:
             await self._kill(qname)
             raise unwrap(exc) from None
+
+    async def _summary_of(self, qname: str, handle: Any) -> dict:
+        """start()'s summary from a live actor (caller holds `qname`'s lock); Unavailable, with
+        the actor gone, if it dies or hangs meanwhile (the caller's retry starts it again)."""
+        try:
+            return await asyncio.wait_for(handle.start.remote(qname), self._timeout)
+        except (RayActorError, asyncio.TimeoutError) as exc:
+            await self._kill(qname)
+            raise Unavailable(f"memory {shown(qname)} stopped answering while starting; retry") from exc
 
     async def _reserve(self, qname: str) -> list[dict]:
         """Hibernate least recently used actors until a slot is free, then take it; returns the
