@@ -532,7 +532,7 @@ class MemoryActor(Rebinding, Forgetting):
     def _tail_too_long(self) -> bool:
         """Whether the unsaved WAL tail costs more to replay than a checkpoint costs to write."""
         spec = self._spec.settings
-        return self._writes_since > 0 and (self._writes_since >= max(1, spec.wal_tail_writes) or
+        return self._writes_since > 0 and (self._writes_since >= spec.wal_tail_writes or
                                            self._unsaved_observations() >= max(1, spec.wal_tail_observations))
 
     def _checkpoint_due(self) -> bool:

@@ -46,7 +46,8 @@ class ActorRouter:
         """A live actor for `qname` (MemoryNotFound if the memory is not registered)."""
         if not await self._exists(qname):
             raise memory_not_found(qname)
-        return await self._ensure(qname, with_summary=False)
+        handle, _ = await self._ensure(qname, with_summary=False)
+        return handle
 
     async def start(self, qname: str) -> dict:
         """Start the actor of a memory just registered; its summary (step, weight_hash,
@@ -54,16 +55,16 @@ class ActorRouter:
         _, summary = await self._ensure(qname, with_summary=True)
         return summary
 
-    async def _ensure(self, qname: str, *, with_summary: bool) -> Any:
+    async def _ensure(self, qname: str, *, with_summary: bool) -> tuple[Any, dict | None]:
         try:
-            answer = await self._supervisor.ensure.remote(qname, with_summary)
+            handle, summary = await self._supervisor.ensure.remote(qname, with_summary)
         except RayTaskError as exc:
             raise unwrap(exc) from None
         except RayActorError as exc:
             raise Unavailable(f"the actor supervisor is unavailable: {exc}") from exc
-        self._handles[qname] = answer[0] if with_summary else answer
+        self._handles[qname] = handle
         self._touched[qname] = time.monotonic()
-        return answer
+        return handle, summary
 
     async def call(self, qname: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """`method(*args, **kwargs)` on `qname`'s actor, recovering it while it is gone."""

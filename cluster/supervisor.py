@@ -7,8 +7,8 @@ keeps which actor serves which memory (actor names are opaque: see actors.new_ac
 
     ensure(qname)  live and answering -> its handle; else make room (hibernate LRU), then bind a
                    warm spare to the memory (cluster/spares.py), or the process of a memory idle
-                   for reuse_idle_seconds, or, with neither, start a new actor (with_summary:
-                   also the start's summary, which create and fork answer with)
+                   for reuse_idle_seconds, or, with neither, start a new actor; with the
+                   start's summary (which create and fork answer with)
     touch(qnames)  callers report use (throttled, fire-and-forget) for LRU and idleness
     reaper         hibernates actors idle for idle_seconds, lets surplus spares exit
     collector      deletes checkpoint chunks no manifest names (storage/gc.py), every gc interval
@@ -88,28 +88,27 @@ class Supervisor:
 
     # ---- API --------------------------------------------------------------------------------
 
-    async def ensure(self, qname: str, with_summary: bool = False) -> Any:
-        """Handle of memory `qname`'s actor, started (or rehydrated) if needed. `with_summary`:
-        (handle, its start() summary: step, weight_hash, weight_parameters), which a memory just
-        created or forked answers with, so it needs no second call for them."""
+    async def ensure(self, qname: str, with_summary: bool = False) -> tuple[Any, dict | None]:
+        """(handle of memory `qname`'s actor, started or rehydrated if needed, its start()
+        summary: step, weight_hash, weight_parameters). The summary is None for an actor that
+        was live already unless `with_summary`: a memory just created or forked answers with
+        it, so it needs no second call."""
         await self._boot()
         async with self._lock(qname):
-            handle, summary = await self._alive(qname), None
-            if handle is None:
+            alive = await self._alive(qname, with_summary)
+            if alive is None:
                 self._live.pop(qname, None)
                 async with self._gate.slot(qname.split("/", 1)[0]):
                     began = time.monotonic()
                     evicted = await self._reserve(qname)
                     try:
-                        handle, summary = await self._start(qname, {"reserve_s": round(time.monotonic() - began, 4),
-                                                                    "evicted": evicted})
+                        alive = await self._start(qname, {"reserve_s": round(time.monotonic() - began, 4),
+                                                          "evicted": evicted})
                     finally:
                         self._starting.discard(qname)
-            elif with_summary:  # live already: start() is idempotent and says the same
-                summary = await self._summary_of(qname, handle)
             self._live[qname] = time.monotonic()
             self._live.move_to_end(qname)
-            return (handle, summary) if with_summary else handle
+            return alive
 
     async def touch(self, qnames: list[str]) -> None:
         await self._boot()
@@ -247,30 +246,23 @@ class Supervisor:
         ).remote(qname, self._spec)
         return Slot(name, handle)
 
-    async def _alive(self, qname: str) -> Any | None:
-        """The actor if it exists and answers (starting it if a previous start was cut short)."""
+    async def _alive(self, qname: str, with_summary: bool) -> tuple[Any, dict | None] | None:
+        """(the actor, its start() summary if asked for) if it exists and answers; start() also
+        finishes a start that was cut short, and is idempotent otherwise. None if it is gone."""
         slot = self._actors.get(qname)
         if slot is None:
             return None
         try:
-            if not await asyncio.wait_for(slot.handle.ping.remote(), self._timeout):
-                await asyncio.wait_for(slot.handle.start.remote(qname), self._timeout)
-            return slot.handle
+            summary = None
+            if with_summary or not await asyncio.wait_for(slot.handle.ping.remote(), self._timeout):
+                summary = await asyncio.wait_for(slot.handle.start.remote(qname), self._timeout)
+            return slot.handle, summary
         except (RayActorError, asyncio.TimeoutError):
             await self._kill(qname)
             return None
         except Exception as exc:
             await self._kill(qname)
             raise unwrap(exc) from None
-
-    async def _summary_of(self, qname: str, handle: Any) -> dict:
-        """start()'s summary from a live actor (caller holds `qname`'s lock); Unavailable, with
-        the actor gone, if it dies or hangs meanwhile (the caller's retry starts it again)."""
-        try:
-            return await asyncio.wait_for(handle.start.remote(qname), self._timeout)
-        except (RayActorError, asyncio.TimeoutError) as exc:
-            await self._kill(qname)
-            raise Unavailable(f"memory {shown(qname)} stopped answering while starting; retry") from exc
 
     async def _reserve(self, qname: str) -> list[dict]:
         """Hibernate least recently used actors until a slot is free, then take it; returns the
