@@ -7,6 +7,7 @@
 The control plane (cluster/) creates and supervises these; nothing here starts Ray.
 """
 
+from actors.code_id import CODE_ID
 from actors.durability import AUTO_PREFIX, Checkpoints, blob_to_parts, is_auto, parts_to_blob
 from actors.memory_actor import MemoryActor
 from actors.settings import ActorSettings
@@ -24,4 +25,5 @@ __all__ = [
     "blob_to_parts",
     "parts_to_blob",
     "normalize_config",
+    "CODE_ID",
 ]

@@ -39,6 +39,7 @@ from errors import (CheckpointCorrupt, CheckpointNotFound, InvalidInput, NeuralM
 
 from actors.allocator import keep_freed_buffers
 from actors.binding import Rebinding
+from actors.code_id import CODE_ID
 from actors.durability import Checkpoints, recover, to_parts
 from actors.forgetting import Forgetting
 from actors.history import History, parse_retention
@@ -173,8 +174,9 @@ class MemoryActor(Rebinding, Forgetting):
                     "timings": phases.as_dict()}
 
     def identity(self) -> dict:
-        """Which memory this actor serves (None: a spare) and whether it has started."""
-        return {"qname": self._qname, "started": self._started, "warm": self._warm}
+        """Which memory this actor serves (None: a spare), whether it has started, and the code
+        it runs (actors/code_id.py)."""
+        return {"qname": self._qname, "started": self._started, "warm": self._warm, "code": CODE_ID}
 
     def ping(self) -> bool:
         """True once start() has finished."""

@@ -30,7 +30,7 @@ from cluster.forget import ForgetOps
 from cluster.names import check_tenant, check_user_tag, qualify
 from cluster.router import ActorRouter
 from cluster.settings import ClusterSettings
-from cluster.supervisor import supervisor_handle, unwrap
+from cluster.supervisor import current_supervisor, unwrap
 
 __all__ = ["MemoryCluster", "ExportedState"]
 
@@ -124,7 +124,7 @@ class MemoryCluster:
                 ray.init(address=s.ray_address, namespace=s.namespace)
             self._storage = await asyncio.to_thread(open_storage, s.storage)
             spec = ActorSpec(storage=self._storage.settings, settings=s.actor)
-            self._supervisor = supervisor_handle(s, spec)
+            self._supervisor = await current_supervisor(s, spec)
             await asyncio.to_thread(self._storage.metadata.index_names)  # once, for older registries
             self._router = ActorRouter(self._supervisor, self._exists, patience=s.actor_start_timeout)
 

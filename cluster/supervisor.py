@@ -21,7 +21,9 @@ served in turns. Per-memory asyncio locks serialise start/hibernate/remove of on
 `_cap_lock` makes the "count, evict, reserve a slot" step atomic, so the cap holds even under a
 burst of starts. The cap counts memories; spares come on top of it. If the supervisor itself
 dies, Ray restarts it and it re-adopts the actors still alive by asking each one which memory
-it serves.
+it serves. Supervisor and memory actors are detached, so they can outlive a deployment: one
+running other code (actors/code_id.py) is replaced by `current_supervisor`, and memory actors of
+other code are stopped when adopted (their WAL holds every write).
 """
 
 from __future__ import annotations
@@ -39,13 +41,13 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from errors import Unavailable
 from storage import shown
 
-from actors import ACTOR_PREFIX, ActorSpec, MemoryActor, new_actor_name
+from actors import ACTOR_PREFIX, CODE_ID, ActorSpec, MemoryActor, new_actor_name
 from cluster.collector import run_collector
 from cluster.fairness import FairGate
 from cluster.settings import ClusterSettings
 from cluster.spares import Slot, SparePool
 
-__all__ = ["Supervisor", "SUPERVISOR_NAME", "supervisor_handle", "unwrap"]
+__all__ = ["Supervisor", "SUPERVISOR_NAME", "current_supervisor", "unwrap"]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,10 @@ class Supervisor:
         await self._boot()
         async with self._lock(qname):
             await self._kill(qname)
+
+    async def identity(self) -> dict:
+        """The code this supervisor runs (actors/code_id.py)."""
+        return {"code": CODE_ID}
 
     async def live(self) -> list[str]:
         await self._boot()
@@ -221,6 +227,9 @@ class Supervisor:
             qname = answer.get("qname") if isinstance(answer, dict) else None
             if isinstance(answer, BaseException):
                 log.warning("memory actor %s does not answer (%s); stopping it", slot.name, answer)
+            elif answer.get("code") != CODE_ID:  # left by another version: its WAL holds every write
+                log.warning("memory actor %s (memory %s) runs other code (%s, this is %s); stopping it",
+                            slot.name, shown(qname) if qname else "none, a spare", answer.get("code"), CODE_ID)
             elif qname is None and self._spares.adopt(slot, self._idle_room()):
                 continue
             elif qname is not None and qname not in self._actors:
@@ -404,8 +413,8 @@ def actor_options(settings: ClusterSettings) -> dict[str, Any]:
     }
 
 
-def supervisor_handle(settings: ClusterSettings, spec: ActorSpec) -> Any:
-    """The deployment's supervisor, created on first use (the first caller's settings win)."""
+def _create_supervisor(settings: ClusterSettings, spec: ActorSpec) -> Any:
+    """The deployment's supervisor, created if none is named (the first caller's settings win)."""
     node = ray.get_runtime_context().get_node_id()
     strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
     cls = ray.remote(Supervisor)
@@ -414,3 +423,33 @@ def supervisor_handle(settings: ClusterSettings, spec: ActorSpec) -> Any:
         num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=1000,
         scheduling_strategy=strategy,
     ).remote(settings, spec)
+
+
+async def current_supervisor(settings: ClusterSettings, spec: ActorSpec) -> Any:
+    """The deployment's supervisor, running this code: one of another version, left in the Ray
+    cluster by an earlier deployment, is stopped and replaced (the new one stops that version's
+    memory actors when it adopts them). A supervisor that does not answer in time is kept: it
+    may be restarting, and refusing to serve would be worse."""
+    handle = _create_supervisor(settings, spec)
+    try:
+        answer = await asyncio.wait_for(handle.identity.remote(), settings.actor_start_timeout)
+    except AttributeError:  # from before code ids: no identity()
+        answer = {}
+    except (RayActorError, asyncio.TimeoutError) as exc:
+        log.warning("supervisor of namespace %s did not say which code it runs (%s)", settings.namespace, exc)
+        return handle
+    if answer.get("code") == CODE_ID:
+        return handle
+    log.warning("supervisor of namespace %s runs other code (%s, this is %s); replacing it",
+                settings.namespace, answer.get("code"), CODE_ID)
+    ray.kill(handle, no_restart=True)
+    deadline = time.monotonic() + settings.actor_start_timeout
+    while time.monotonic() < deadline:  # until its name is free, or taken by a replacement
+        try:
+            named = ray.get_actor(SUPERVISOR_NAME, namespace=settings.namespace)
+        except ValueError:
+            break
+        if named != handle:
+            break
+        await asyncio.sleep(0.05)
+    return _create_supervisor(settings, spec)
