@@ -134,7 +134,7 @@ class MemoryConfig:
     def __post_init__(self) -> None:
         problems = [problem for name, bound in BOUNDS.items()
                     if (problem := bound.check(name, getattr(self, name))) is not None]
-        if self.encoder not in ENCODER_DIMS:
+        if not isinstance(self.encoder, str) or self.encoder not in ENCODER_DIMS:
             problems.append(f"encoder must be one of {sorted(ENCODER_DIMS)}, not {self.encoder!r}")
         elif self.dim != ENCODER_DIMS[self.encoder]:
             problems.append(f"dim must be {ENCODER_DIMS[self.encoder]} for encoder {self.encoder!r}")
@@ -189,7 +189,7 @@ class MemoryConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidInput(f"unknown memory config field(s) {unknown}; known: {sorted(known)}")
-        if "encoder" in data and "dim" not in data and data["encoder"] in ENCODER_DIMS:
+        if "dim" not in data and isinstance(data.get("encoder"), str) and data["encoder"] in ENCODER_DIMS:
             data["dim"] = ENCODER_DIMS[data["encoder"]]
         try:
             return cls(**data)

@@ -71,7 +71,7 @@ def _add_gc_command(sub: argparse._SubParsersAction) -> None:
                     help="the server's data directory (NMEM_DATA_DIR; storage otherwise from NMEM_*)")
     gc.add_argument("--grace", type=float, default=None,
                     help="keep chunks written or reused this recently (NMEM_GC_GRACE_SECONDS, default 900)")
-    gc.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
+    gc.add_argument("--dry-run", action="store_true", help="count what would be deleted (`deleted`, with `dry_run`: true); delete nothing")
 
 
 def _gc(args: argparse.Namespace) -> int:

@@ -50,6 +50,16 @@ class ContentIndexMixin:
             doomed += [b.decode() for b in found]
         return doomed
 
+    def cas_claimed_since(self, shas: list[str], since: float) -> set[str]:
+        """Those of `shas` claimed at or after `since` (what `cas_doom` would spare; reads only)."""
+        claimed: set[str] = set()
+        with redis_errors(self.where):
+            for i in range(0, len(shas), _BATCH):
+                batch = shas[i:i + _BATCH]
+                scores = self._client.zmscore(self.keys.cas("claims"), batch)
+                claimed |= {sha for sha, score in zip(batch, scores) if score is not None and score >= since}
+        return claimed
+
     def cas_forget(self, shas: list[str]) -> None:
         """Drop the claim and doom marks of chunks that are gone."""
         with redis_errors(self.where):

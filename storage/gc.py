@@ -16,6 +16,7 @@ two writes); it is a few KB and keeps its chunks alive.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -38,8 +39,10 @@ class GcReport:
     objects: int = 0  # checkpoint objects (manifests and format-1 blobs) seen
     chunks: int = 0  # chunks in the store before the sweep
     referenced: int = 0  # chunks some manifest names
-    deleted: int = 0  # chunks deleted
+    unreferenced: int = 0  # chunks no manifest names
+    deleted: int = 0  # chunks deleted (a dry run: those it would delete)
     spared: int = 0  # unreferenced chunks kept because a writer claimed them recently
+    dry_run: bool = False  # nothing was deleted
     unreadable: int = 0  # manifests that could not be read: nothing is deleted then
     seconds: float = 0.0
 
@@ -55,6 +58,8 @@ class GarbageCollector:
         self._named: dict[str, frozenset[str]] = {}  # object key -> chunks its manifest names
 
     def run(self, grace_seconds: float, *, dry_run: bool = False) -> GcReport:
+        if not (isinstance(grace_seconds, (int, float)) and math.isfinite(grace_seconds) and grace_seconds >= 0):
+            raise InvalidInput(f"the GC grace must be a number of seconds, got {grace_seconds!r}")
         if grace_seconds < MIN_GRACE_SECONDS and not dry_run:
             raise InvalidInput(f"the GC grace must be at least {MIN_GRACE_SECONDS:.0f} seconds, got {grace_seconds:g}: "
                                "a checkpoint being written renews its chunks' claims every "
@@ -77,7 +82,7 @@ class GarbageCollector:
         chunks = {key.rsplit("/", 1)[1]: key for key in keys if key.startswith(CHUNK_PREFIX)}
         manifests = _manifests(keys)
         referenced: set[str] = set()
-        report = GcReport(ran=True, objects=len(manifests), chunks=len(chunks))
+        report = GcReport(ran=True, objects=len(manifests), chunks=len(chunks), dry_run=dry_run)
         for key in manifests:
             try:
                 referenced |= self._chunks_named_by(key)
@@ -87,14 +92,17 @@ class GarbageCollector:
         alive = set(manifests)
         self._named = {k: v for k, v in self._named.items() if k in alive}
         orphans = sorted(set(chunks) - referenced)
-        report.referenced = len(referenced & set(chunks))
-        if orphans and not dry_run and not report.unreadable:
-            doomed = meta.cas_doom(orphans, start - grace_seconds)
-            for sha in doomed:
-                objects.delete(chunks[sha])
-            meta.cas_forget(doomed)
+        report.referenced, report.unreferenced = len(referenced & set(chunks)), len(orphans)
+        if orphans and not report.unreadable:
+            if dry_run:
+                doomed = sorted(set(orphans) - meta.cas_claimed_since(orphans, start - grace_seconds))
+            else:
+                doomed = meta.cas_doom(orphans, start - grace_seconds)
+                for sha in doomed:
+                    objects.delete(chunks[sha])
+                meta.cas_forget(doomed)
+                meta.cas_prune_claims(start - grace_seconds)
             report.deleted, report.spared = len(doomed), len(orphans) - len(doomed)
-            meta.cas_prune_claims(start - grace_seconds)
         report.seconds = round(time.monotonic() - began, 3)
         log.info("checkpoint GC: %s", report.as_dict())
         return report

@@ -44,10 +44,11 @@ def test_the_command_deletes_unnamed_chunks(valkey_url, storage_namespace, tmp_p
         command = [sys.executable, "-m", "serve.cli", "gc"]
         dry = subprocess.run([*command, "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
         assert dry.returncode == 0, dry.stderr
-        assert json.loads(dry.stdout)["deleted"] == 0 and _chunks(storage) > named
+        would = json.loads(dry.stdout)
+        assert would["dry_run"] and would["deleted"] > 0 and _chunks(storage) > named  # counted, kept
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout)["deleted"] > 0
+        assert json.loads(done.stdout)["deleted"] == would["deleted"]
         assert _chunks(storage) == named
         assert storage.content.read("acme/keep/v1.ckpt")
 

@@ -130,3 +130,12 @@ def test_consolidating_a_deep_float32_network_keeps_the_fisher_finite():
     memory.consolidate()
     assert all(torch.isfinite(f).all() for f in memory.net.fisher)
     assert memory.observe("a small later fact", learning_rate=1e-3)["step"] == 301
+
+
+@pytest.mark.parametrize("value", [{"name": "hash"}, ["hash"], 5, None, "", "Hash"])
+@pytest.mark.parametrize("name", STRING_FIELDS)
+def test_string_fields_refuse_any_other_value_naming_the_field(name, value):
+    """JSON can carry a list or an object where a name belongs; that is the caller's mistake (a
+    list cannot even be looked up in the table of names), so it is refused like any other."""
+    with pytest.raises(InvalidInput, match=rf"invalid memory config: .*\b{name} must be"):
+        MemoryConfig.from_dict({**BASE, name: value})

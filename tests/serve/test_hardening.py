@@ -30,6 +30,8 @@ BAD_CONFIGS = [
     ({"ewc_lambda": -1}, "ewc_lambda"),
     ({"pattern_slots": 65536, "exemplars_per_slot": 64}, "pattern_slots x exemplars_per_slot"),
     ({"max_grad_norm": 0}, "max_grad_norm"),
+    ({"encoder": ["hash"]}, "encoder"),  # unhashable: once a 500
+    ({"dtype": {"name": "float32"}}, "dtype"),
 ]
 
 

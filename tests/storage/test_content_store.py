@@ -151,11 +151,17 @@ def test_gc_frees_only_chunks_no_manifest_names(content: ContentStore, meta: Met
     content.objects.delete("acme/drop/v1.ckpt")
     gc = GarbageCollector(content)
 
+    fresh_dry = gc.run(GRACE, dry_run=True)
     fresh = gc.run(GRACE)  # just written: claimed recently, so spared
     assert fresh.deleted == 0 and fresh.spared > 0
+    assert (fresh_dry.deleted, fresh_dry.spared, fresh_dry.dry_run) == (0, fresh.spared, True)
     age_claims(meta)
+    before = chunks_in(content)
+    dry = gc.run(GRACE, dry_run=True)  # counts what the next run deletes, deletes nothing
+    assert chunks_in(content) == before
     report = gc.run(GRACE)
-    assert report.deleted > 0 and report.spared == 0
+    assert report.deleted > 0 and report.spared == 0 and not report.dry_run
+    assert (dry.deleted, dry.spared, dry.unreferenced) == (report.deleted, 0, report.unreferenced)
     assert chunks_in(content) == keep
     assert content.read("acme/keep/v1.ckpt") == shared
     assert gc.run(GRACE).deleted == 0
@@ -213,8 +219,11 @@ def test_a_writer_reusing_a_chunk_being_deleted_waits_and_writes_it_again(
 
 
 def test_gc_grace_has_a_floor(content: ContentStore) -> None:
-    with pytest.raises(InvalidInput, match="grace"):
+    with pytest.raises(InvalidInput, match="grace must be at least 60"):
         GarbageCollector(content).run(1.0)
+    for grace in (float("nan"), float("inf"), -1.0):  # nan < 60 is False: checked first
+        with pytest.raises(InvalidInput, match="grace must be a number of seconds"):
+            GarbageCollector(content).run(grace, dry_run=True)
 
 
 def test_one_collector_at_a_time(content: ContentStore, meta: MetadataStore) -> None:
