@@ -29,6 +29,7 @@ __all__ = [
     "MIN_TOP_K", "MAX_TOP_K", "MAX_TEMPERATURE", "DEFAULT_TEMPERATURE", "MAX_TOKENS",
     "MAX_LEARNING_RATE", "MAX_HISTORY", "MAX_PAGE", "DEFAULT_PAGE", "NAME_PREFIX_PATTERN",
     "check_tenant", "check_memory_name", "check_tag", "check_text", "check_new_text", "has_visible", "check_domain",
+    "check_new_domain",
     "check_description", "check_top_k", "check_temperature", "check_max_tokens",
     "check_learning_rate", "check_request_id", "check_after_request_id", "blank_as_unset", "check_page",
 ]
@@ -174,6 +175,17 @@ def check_domain(domain: Any) -> str | None:
             or _CONTROL_CHARS.search(domain):
         raise InvalidInput(f"domain must be 1 to {MAX_DOMAIN_CHARS} characters without control "
                            "characters, or omitted")
+    return domain
+
+
+def check_new_domain(domain: Any) -> str | None:
+    """What a new write's domain must be: `check_domain`, and a visible character (a domain of
+    only spaces would show as nothing in stats and filters). Domains already stored are read back
+    with `check_domain` alone, so one accepted before this rule still replays and can be forgotten."""
+    check_domain(domain)
+    if domain is not None and not has_visible(domain):
+        raise InvalidInput("domain has no visible character (only whitespace, zero-width or format "
+                           "characters); name it, or omit it")
     return domain
 
 

@@ -43,7 +43,7 @@ def check_observation(vectors: Any, texts: Any, domain: Any, learning_rate: Any,
         raise InvalidInput(f"at most {contract.MAX_ITEMS_PER_WRITE} items per observe; split the batch")
     for text in texts:
         contract.check_new_text(text)
-    contract.check_domain(domain)
+    contract.check_new_domain(domain)
     contract.check_learning_rate(learning_rate)
     try:
         array = np.array(vectors, dtype=np.float32, copy=True)

@@ -201,7 +201,7 @@ def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
             description=f"Instead of `context`: 1-{C.MAX_BATCH_ITEMS} texts learned in order as "
                         "one write.")] = None,
         learning_rate: S.LearningRate | None = None,
-        domain: S.Domain | None = None,
+        domain: S.NewDomain | None = None,
         request_id: Annotated[S.RequestId | None, Field(
             description="Idempotency key: a retried call with the same key is applied once; the key of "
                         "another write is refused (request_id_reused).")] = None,

@@ -48,6 +48,15 @@ Domain = Annotated[
                     "characters, no control characters).",
     ),
 ]
+
+
+def _visible_domain(domain: str) -> str:
+    C.check_new_domain(domain)
+    return domain
+
+
+# A new write's domain (a forget names domains already stored, so it takes `Domain`).
+NewDomain = Annotated[Domain, AfterValidator(_visible_domain)]
 AFTER_REQUEST_ID = (
     "The `request_id` of an earlier write to this memory that must be applied before this one: "
     "this write waits for it (up to NMEM_ORDERED_WRITE_WAIT_SECONDS, default 30), so a client "
@@ -117,7 +126,7 @@ class ObserveRequest(Request):
                     "log entry, chunked updates; the request body stays under the size limit). "
                     "Give this or `context`.")
     learning_rate: LearningRate | None = None
-    domain: Domain | None = None
+    domain: NewDomain | None = None
     request_id: RequestId | None = Field(
         None, description="Idempotency key (or the `Idempotency-Key` header): a retried write "
                           "with the same key is applied once and answered with the first result; the key "

@@ -122,7 +122,8 @@ def _export(client, args: argparse.Namespace) -> int:
 
 def _learn_files(client, args: argparse.Namespace) -> int:
     from errors import MemoryExists
-    from neural_memory.importing import ImportOptions, ImportRun, check_in_flight, memory_created_at, plan_import
+    from neural_memory.importing import (ImportOptions, ImportRun, check_in_flight, memory_created_at, plan_import,
+                                         unfinished_elsewhere)
 
     opts = ImportOptions(format=args.format, split=args.split, column=args.column,
                          domain_column=args.domain_column, domain=args.domain, batch_size=args.batch_size)
@@ -142,6 +143,13 @@ def _learn_files(client, args: argparse.Namespace) -> int:
         print(f"already imported: these {plan.items:,} items were learned into {args.memory} by an "
               "earlier run of this command; nothing to do (--again learns them again)")
         return 0
+    if not journal.done_batches:
+        earlier = unfinished_elsewhere(plan)
+        if earlier and not args.again:
+            print(f"neural-memory import: {_unfinished(earlier[0], plan)}", file=sys.stderr)
+            return 1
+        for abandoned in earlier:  # --again: learning the files anew supersedes them
+            abandoned.discard()
     if journal.done_batches:
         print(f"resuming: {journal.done_items:,} of {plan.items:,} items ({journal.done_batches} of "
               f"{len(plan.batches)} batches) were already learned; continuing at item "
@@ -156,6 +164,19 @@ def _learn_files(client, args: argparse.Namespace) -> int:
     print(f"imported {plan.items:,} items from {len(args.paths)} file(s) into {args.memory} "
           f"in {len(plan.batches)} batches")
     return 0
+
+
+def _unfinished(earlier, plan) -> str:
+    """What to do about an unfinished import of these files into this memory under other options
+    or contents (`unfinished_elsewhere`)."""
+    then, now = earlier.about.get("options") or {}, plan.options
+    changed = [f"--{name.replace('_', '-')} {then[name]} (now {now.get(name)})"
+               for name in sorted(then) if then[name] != now.get(name)]
+    how = f"with {', '.join(changed)}" if changed else "with the files as they were then (they have changed since)"
+    return (f"an unfinished import of these files into {plan.memory.split()[0]} learned "
+            f"at least {earlier.done_items:,} of {earlier.about.get('items', 0):,} items {how}. Run it again as it "
+            "was to resume it, or pass --again to learn these files from the start (what it learned "
+            "is then learned twice)")
 
 
 class _progress:

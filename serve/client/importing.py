@@ -33,7 +33,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ import contract
 from errors import InvalidInput, MemoryNotFound, OutOfOrder
 
 __all__ = ["ImportOptions", "Item", "Plan", "ImportRun", "read_items", "plan_import", "memory_created_at",
+           "unfinished_elsewhere", "Journal",
            "check_in_flight", "FORMATS", "SPLITS", "journal_dir", "DEFAULT_IN_FLIGHT", "MAX_IN_FLIGHT"]
 
 FORMATS = {".txt": "text", ".md": "text", ".markdown": "text", ".rst": "text",
@@ -76,7 +77,7 @@ class ImportOptions:
             raise InvalidInput(f"split must be one of {list(SPLITS)}, not {self.split!r}")
         if not 1 <= self.batch_size <= contract.MAX_BATCH_ITEMS:
             raise InvalidInput(f"batch size must be 1 to {contract.MAX_BATCH_ITEMS}")
-        contract.check_domain(self.domain)
+        contract.check_new_domain(self.domain)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def _checked(text: str, domain: str | None, where: str, hint: str = "") -> Item:
     except InvalidInput as exc:
         raise InvalidInput(f"{exc}{hint}") from None
     try:
-        return Item(text, contract.check_domain(domain), where)
+        return Item(text, contract.check_new_domain(domain), where)
     except InvalidInput as exc:
         raise InvalidInput(f"{where}: {exc}") from None
 
@@ -218,6 +219,11 @@ class Plan:
 
     key: str
     batches: list[list[Item]]
+    # Not part of the key, kept in the journal to recognise an unfinished import of the same
+    # files into the same memory under other options or contents (`unfinished_elsewhere`):
+    sources: tuple[str, ...] = ()  # the files, resolved
+    options: dict = field(default_factory=dict)  # ImportOptions as a dict
+    memory: str = ""  # which memory: its name and creation time, once `into` has named it
 
     @property
     def items(self) -> int:
@@ -234,10 +240,11 @@ class Plan:
         """This plan for the memory created at `created_at` (see `memory_created_at`): the
         same memory has the same key whichever URL reaches its server, and a memory created
         anew under the name (or on another server) gets another key, so it learns the files."""
-        return self._keyed(f"memory created {created_at}")
+        salt = f"memory created {created_at}"
+        return replace(self._keyed(salt), memory=f"{self.memory} {salt}")
 
     def _keyed(self, salt: str) -> "Plan":
-        return Plan(hashlib.sha256(f"{self.key}:{salt}".encode()).hexdigest(), self.batches)
+        return replace(self, key=hashlib.sha256(f"{self.key}:{salt}".encode()).hexdigest())
 
 
 def memory_created_at(client: Any, memory: str) -> str:
@@ -276,7 +283,8 @@ def plan_import(paths: list[Path], opts: ImportOptions, memory: str = "") -> Pla
             raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
         digest.update(hashlib.sha256(data).digest())
         items += read_items(data, str(path), opts)
-    return Plan(digest.hexdigest(), _batches(items, opts.batch_size))
+    return Plan(digest.hexdigest(), _batches(items, opts.batch_size),
+                sources=tuple(str(path.resolve()) for path in paths), options=asdict(opts), memory=memory)
 
 
 # ---- running ------------------------------------------------------------------------------
@@ -292,28 +300,59 @@ def journal_dir() -> Path:
 
 @dataclass
 class Journal:
-    """Acknowledged batches of one import (its plan key), saved after every batch."""
+    """Acknowledged batches of one import (its plan key), saved after every batch, with what
+    the import was (its plan's memory, sources, options and size)."""
 
     path: Path
     done_batches: int = 0
     done_items: int = 0
     finished: bool = False
+    about: dict = field(default_factory=dict)  # {"memory", "sources", "options", "items"}
 
     @classmethod
-    def load(cls, key: str) -> Journal:
-        path = journal_dir() / f"{key}.json"
+    def load(cls, key: str, plan: Plan | None = None) -> Journal:
+        """The journal of plan key `key` (empty if none); `plan`, if given, is what it records."""
+        journal = cls.read(journal_dir() / f"{key}.json") or cls(journal_dir() / f"{key}.json")
+        if plan is not None:
+            journal.about = {"memory": plan.memory, "sources": list(plan.sources), "options": plan.options,
+                             "items": plan.items}
+        return journal
+
+    @classmethod
+    def read(cls, path: Path) -> Journal | None:
         try:
             saved = json.loads(path.read_text())
-            return cls(path, int(saved["done_batches"]), int(saved["done_items"]), bool(saved["finished"]))
+            return cls(path, int(saved["done_batches"]), int(saved["done_items"]), bool(saved["finished"]),
+                       dict(saved.get("about") or {}))
         except (OSError, ValueError, KeyError, TypeError):
-            return cls(path)  # none yet, or unreadable: start from the beginning (ids dedupe)
+            return None  # none yet, or unreadable: start from the beginning (ids dedupe)
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temp = self.path.with_suffix(".tmp")
         temp.write_text(json.dumps({"done_batches": self.done_batches, "done_items": self.done_items,
-                                    "finished": self.finished}))
+                                    "finished": self.finished, "about": self.about}))
         os.replace(temp, self.path)  # atomic: a kill leaves the old journal or the new one
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def unfinished_elsewhere(plan: Plan) -> list[Journal]:
+    """Unfinished imports, under another plan key, of any of `plan`'s files into the same memory
+    (same name, same creation): the same files with other options, or files changed since.
+    Their request ids differ from this plan's, so running this one would learn again what they
+    learned; the command asks first."""
+    if not plan.memory:
+        return []
+    found = []
+    for path in sorted(journal_dir().glob("*.json")):
+        journal = Journal.read(path)
+        if (journal is not None and path.stem != plan.key and not journal.finished and journal.done_batches
+                and journal.about.get("memory") == plan.memory
+                and set(journal.about.get("sources") or ()) & set(plan.sources)):
+            found.append(journal)
+    return found
 
 
 def check_in_flight(in_flight: int) -> int:
@@ -340,7 +379,7 @@ class ImportRun:
 
     def __post_init__(self) -> None:
         check_in_flight(self.in_flight)
-        self.journal = Journal.load(self.plan.key)
+        self.journal = Journal.load(self.plan.key, self.plan)
 
     def run(self, on_batch: Callable[[int, float], None] | None = None) -> dict:
         """Send every batch not yet acknowledged; `on_batch(items, mean surprise)` after each."""

@@ -45,7 +45,7 @@ def test_observe_logs_then_applies_and_repeats_are_idempotent(local_storage, mak
         actor.observe("bad", vectors[:1], [])
     with pytest.raises(InvalidInput):
         actor.observe("bad", vectors[:1] * np.nan, ["one"])
-    for kwargs in ({"learning_rate": -1.0}, {"learning_rate": 3.0}, {"domain": "d" * 65}):
+    for kwargs in ({"learning_rate": -1.0}, {"learning_rate": 3.0}, {"domain": "d" * 65}, {"domain": " \u200b "}):
         with pytest.raises(InvalidInput):
             actor.observe("bad", vectors[:1], ["one"], **kwargs)
     for texts in (["   "], ["x" * 100_001]):

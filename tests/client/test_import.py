@@ -94,6 +94,7 @@ def test_formats_split_as_documented(tmp_path):
     ("deep.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n", {}, ["deep.jsonl:1", "nested too deeply"]),
     ("digits.jsonl", b'{"text": "x", "n": ' + b"9" * 5000 + b"}\n", {}, ["digits.jsonl:1", "digits"]),
     ("domain.jsonl", b'{"text": "x"}\n{"text": "y", "domain": ""}\n', {}, ["domain.jsonl:2", "domain"]),
+    ("blank.jsonl", b'{"text": "x", "domain": "   "}\n', {}, ["blank.jsonl:1", "domain has no visible"]),
     ("stray.csv", b'text\nrow 1\n"stray quote\n' + b"row\n" * 50, {}, ["stray.csv:3", "quote"]),
     ("wide.csv", b"text\n" + b"x" * 200_000 + b"\n", {}, ["wide.csv:2", "131,072"]),
 ])
@@ -250,3 +251,35 @@ def test_a_failed_batch_is_reported_without_waiting_for_the_ones_in_flight(clien
         ImportRun(_SecondFailsThirdIsSlow(client), fresh_name, plan, in_flight=2).run()
     assert time.monotonic() - started < 4
     assert Journal.load(plan.key).done_batches == 1
+
+
+def test_an_unfinished_import_of_the_same_files_is_not_learned_over(gateway, client, tmp_path, journals,
+                                                                     fresh_name):
+    """Other options or changed files give other request ids: resuming under them would learn
+    the acknowledged part twice, so the command asks for the original run or --again."""
+    from neural_memory.importing import memory_created_at
+
+    client.create_memory(fresh_name, CONFIG)
+    notes = _notes(tmp_path / "n.md", 60)
+    plan = plan_import([notes], ImportOptions(batch_size=10), memory=fresh_name)
+    plan = plan.into(memory_created_at(client, fresh_name))
+    with pytest.raises(SystemExit):
+        ImportRun(_CrashAfter(client, 2), fresh_name, plan, in_flight=1).run()
+    learned = _stats(client, fresh_name).total_observations
+    assert learned == 20
+
+    other_options = _cli(gateway, str(notes), "--memory", fresh_name, "--batch-size", "8")
+    _, err = other_options.communicate(timeout=300)
+    assert other_options.returncode == 1 and "--batch-size 10 (now 8)" in err and "learned at least 10 of 60" in err, err
+    with notes.open("a") as more:
+        more.write("\nOne more note, added after the crash.\n")
+    changed = _cli(gateway, str(notes), "--memory", fresh_name, "--batch-size", "10")
+    _, err = changed.communicate(timeout=300)
+    assert changed.returncode == 1 and "changed since" in err and "--again" in err, err
+    assert _stats(client, fresh_name).total_observations == learned  # nothing sent
+
+    anyway = _cli(gateway, str(notes), "--memory", fresh_name, "--batch-size", "8", "--again")
+    out, err = anyway.communicate(timeout=300)
+    assert anyway.returncode == 0 and "imported 61 items" in out, err
+    assert _stats(client, fresh_name).total_observations == learned + 61
+    assert not Journal.load(plan.key).done_batches  # the superseded journal is gone

@@ -85,6 +85,8 @@ CASES = [
      422, "invalid_input", ["context"]),
     ("body-not-object", "POST", "/v1/memories/{m}/observe", {"json": ["x"]},
      422, "invalid_input", []),
+    ("blank-domain", "POST", "/v1/memories/{m}/observe", {"json": {"context": "x", "domain": "   "}},
+     422, "invalid_input", ["domain", "visible"]),
     ("bad-config", "POST", "/v1/memories", {"json": {"name": "bad-config", "config": {"encoder": "nope"}}},
      400, "invalid_input", ["encoder"]),
     ("duplicate-tag", "POST", "/v1/memories/{m}/checkpoints", {"json": {"tag": "v1"}},
