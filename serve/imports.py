@@ -1,6 +1,6 @@
 """REST route behind the dashboard's upload box: a file in, the items an import would learn out.
 
-    POST /v1/import/parse?filename=notes.md[&split=paragraph&column=text&domain=...]
+    POST /v1/import/parse?filename=notes.md[&format=&split=paragraph&column=text&domain_column=&domain=...]
 
 The server splits the file with the same code as `neural-memory import` (`neural_memory.importing`),
 so a file becomes the same items whichever way it is imported; the dashboard then sends them in
@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from neural_memory.importing import SPLITS, ImportOptions, read_items
+from neural_memory.importing import FORMATS, SPLITS, ImportOptions, read_items
 from serve import schemas as S
 from serve.http_middleware import UploadRoute
 from serve.rest import ERRORS, Svc
@@ -40,11 +40,16 @@ def create_import_router() -> APIRouter:
         request: Request, _s: Svc,
         filename: Annotated[str, Query(min_length=1, max_length=255,
                                        description="The file's name; its extension gives the format.")],
+        format: Annotated[str | None, Query(  # noqa: A002 - the option's name everywhere
+            pattern=f"^({'|'.join(sorted(set(FORMATS.values())))})$",
+            description="The format, if the extension does not say.")] = None,
         split: Annotated[str, Query(pattern=f"^({'|'.join(SPLITS)})$")] = "paragraph",
-        column: Annotated[str, Query(min_length=1, max_length=200)] = "text",
-        domain: S.Domain | None = None,
+        column: Annotated[str, Query(min_length=1, max_length=200, description="CSV: the text's column.")] = "text",
+        domain_column: Annotated[str | None, Query(min_length=1, max_length=200,
+                                                   description="CSV: a column with each row's domain.")] = None,
+        domain: S.NewDomain | None = None,
     ) -> dict:
-        options = ImportOptions(split=split, column=column, domain=domain)
+        options = ImportOptions(format=format, split=split, column=column, domain_column=domain_column, domain=domain)
         items = read_items(await request.body(), filename, options)
         return {"items": [{"text": i.text, "domain": i.domain} for i in items], "count": len(items)}
 

@@ -185,8 +185,9 @@ def _csv_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
         raise _not_csv(source, 1, exc) from None
     for wanted in (opts.column, opts.domain_column):
         if wanted is not None and wanted not in columns:
-            raise InvalidInput(f"{source} has no column {wanted!r}; its columns are {columns} "
-                               "(choose one with --column / --domain-column)")
+            raise InvalidInput(f"{source} has no column {wanted!r}; its columns are {columns} (name the "
+                               "text's with --column, a domain's with --domain-column; `column` / "
+                               "`domain_column` on /v1/import/parse)")
     for number, row in _csv_rows(reader, source):
         value = row.get(opts.column) or ""
         if not value.strip():
@@ -203,8 +204,9 @@ def read_items(data: bytes, source: str, opts: ImportOptions) -> list[Item]:
     """Every item of one file's bytes, checked; InvalidInput (naming `source`) for a bad file."""
     fmt = opts.format or FORMATS.get(Path(source).suffix.lower())
     if fmt is None:
-        raise InvalidInput(f"cannot tell the format of {source} from its extension; pass --format "
-                           f"({', '.join(sorted(set(FORMATS.values())))})")
+        raise InvalidInput(f"cannot tell the format of {source} from its extension ({' '.join(FORMATS)}); "
+                           f"name it with --format ({', '.join(sorted(set(FORMATS.values())))}; `format` on "
+                           "/v1/import/parse)")
     items = list(_READERS[fmt](_decode(data, source), source, opts))
     if not items:
         raise InvalidInput(f"{source} has no text to import")

@@ -114,6 +114,7 @@ def test_a_batch_sent_before_the_one_it_names_waits_and_lands_after_it(api, gate
     ({"contexts": ["ok", "  "]}, {}, ["contexts.1"]),
     ({"context": "x", "request_id": "bad id!"}, {}, ["request_id"]),
     ({"context": "x", "request_id": "a-1"}, {"Idempotency-Key": "a-2"}, ["differ"]),
+    ({"context": "x"}, [("Idempotency-Key", "h-1"), ("Idempotency-Key", "h-2")], ["more than once"]),
     ({"context": "x", "request_id": "a-1", "after_request_id": "a-1"}, {}, ["after_request_id", "itself"]),
     ({"context": "x", "after_request_id": "bad id!"}, {}, ["after_request_id"]),
 ])
@@ -138,3 +139,23 @@ def test_mcp_observe_takes_a_batch_and_a_request_id(gateway, fresh_name):
     first, again, both = anyio.run(run)
     assert first == again and first["step"] == 4 and len(first["items"]) == 4
     assert "invalid_input" in both and "exactly one" in both
+
+
+def test_the_upload_parser_takes_every_option_the_command_does(api):
+    """POST /v1/import/parse (the dashboard's Import tab) splits with the import command's code
+    and options, and its errors name the parameter to set."""
+    def parse(body: bytes, **params) -> dict:
+        return ok(api.post("/v1/import/parse", params=params, content=body,
+                           headers={"content-type": "application/octet-stream"}))
+
+    rows = b"id,body,topic\n1,the sky is blue,sky\n2,grass is green,plants\n"
+    parsed = parse(rows, filename="r.csv", column="body", domain_column="topic")
+    assert [(i["text"], i["domain"]) for i in parsed["items"]] == [("the sky is blue", "sky"),
+                                                                   ("grass is green", "plants")]
+    assert parse(b'{"text": "no extension"}\n', filename="export", format="jsonl")["count"] == 1
+    unknown = error_of(api.post("/v1/import/parse", params={"filename": "export"}, content=b"x"), 400)
+    assert "`format`" in unknown["message"]
+    missing = error_of(api.post("/v1/import/parse", params={"filename": "r.csv"}, content=rows), 400)
+    assert "['id', 'body', 'topic']" in missing["message"] and "`column`" in missing["message"]
+    blank = error_of(api.post("/v1/import/parse", params={"filename": "a.md", "domain": "  "}, content=b"x"), 422)
+    assert "domain" in blank["message"]
