@@ -29,7 +29,7 @@ __all__ = [
     "MIN_TOP_K", "MAX_TOP_K", "MAX_TEMPERATURE", "DEFAULT_TEMPERATURE", "MAX_TOKENS",
     "MAX_LEARNING_RATE", "MAX_HISTORY", "MAX_PAGE", "DEFAULT_PAGE", "NAME_PREFIX_PATTERN",
     "check_tenant", "check_memory_name", "check_tag", "check_text", "check_new_text", "has_visible", "check_domain",
-    "check_new_domain",
+    "check_new_domain", "text_too_long",
     "check_description", "check_top_k", "check_temperature", "check_max_tokens",
     "check_learning_rate", "check_request_id", "check_after_request_id", "blank_as_unset", "check_page",
 ]
@@ -136,11 +136,15 @@ def blank_as_unset(value: Any) -> Any:
     return value
 
 
+def text_too_long(length: int, field: str = "text") -> InvalidInput:
+    return InvalidInput(f"{field} is {length} characters; the limit is {MAX_TEXT_CHARS}")
+
+
 def check_text(text: Any, field: str = "text") -> str:
     if not isinstance(text, str) or not text.strip():
         raise InvalidInput(f"{field} must be a non-empty string with some non-whitespace text")
     if len(text) > MAX_TEXT_CHARS:
-        raise InvalidInput(f"{field} is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+        raise text_too_long(len(text), field)
     if "\x00" in text:
         raise InvalidInput(f"{field} must not contain NUL characters")
     surrogate = _LONE_SURROGATE.search(text)

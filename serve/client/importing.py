@@ -57,6 +57,7 @@ DEFAULT_BATCH = contract.MAX_BATCH_ITEMS
 DEFAULT_IN_FLIGHT = 2
 MAX_IN_FLIGHT = 4
 MAX_BATCH_BYTES = 512 * 1024  # texts per request, well under the server's 1 MB body limit
+_COLLAPSE_SLICE = 1 << 20  # characters measured at a time by `_collapsed_length`
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
 _BINARY_SNIFF = 8192
 
@@ -112,6 +113,29 @@ def _checked(text: str, domain: str | None, where: str, hint: str = "") -> Item:
         raise InvalidInput(f"{where}: {exc}") from None
 
 
+def _collapsed(text: str, where: str, hint: str) -> str:
+    """`" ".join(text.split())` of an item; one over the text limit is refused without building
+    it: a 50 MB line split at once made ~1 GB of words just to be refused."""
+    if len(text) > contract.MAX_TEXT_CHARS:
+        length = _collapsed_length(text)
+        if length > contract.MAX_TEXT_CHARS:
+            raise InvalidInput(f"{contract.text_too_long(length, f'the text at {where}')}{hint}")
+    return " ".join(text.split())
+
+
+def _collapsed_length(text: str) -> int:
+    """len(" ".join(text.split())), measured a slice at a time."""
+    chars = words = 0
+    in_word = False  # the slice before ended inside a word
+    for start in range(0, len(text), _COLLAPSE_SLICE):
+        piece = text[start:start + _COLLAPSE_SLICE]
+        split = piece.split()
+        chars += sum(map(len, split))
+        words += len(split) - (1 if in_word and split and not piece[0].isspace() else 0)
+        in_word = bool(split) and not piece[-1].isspace()
+    return chars + max(words - 1, 0)
+
+
 def _text_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
     hint = "; use --split sentence or line, or shorten it" if opts.split == "paragraph" else ""
     block: list[str] = []
@@ -119,7 +143,8 @@ def _text_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
     for number, line in enumerate(text.splitlines() + [""], start=1):
         if opts.split == "line":
             if contract.has_visible(line):
-                yield _checked(" ".join(line.split()), opts.domain, f"{source}:{number}", hint)
+                where = f"{source}:{number}"
+                yield _checked(_collapsed(line, where, hint), opts.domain, where, hint)
             continue
         if contract.has_visible(line):  # a line of only zero-width characters ends a paragraph too
             if not block:
@@ -127,12 +152,15 @@ def _text_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
             block.append(line.strip())
             continue
         if block:
-            paragraph = " ".join(" ".join(block).split())
+            paragraph, where = " ".join(block), f"{source}:{start}"
             block = []
+            # cut before collapsing whitespace: the same cuts (a run of it is one cut either way),
+            # and each item is measured before it is built (`_collapsed`)
             pieces = [paragraph] if opts.split == "paragraph" else _SENTENCE_END.split(paragraph)
             for piece in pieces:
+                piece = _collapsed(piece, where, hint)
                 if contract.has_visible(piece):
-                    yield _checked(piece.strip(), opts.domain, f"{source}:{start}", hint)
+                    yield _checked(piece, opts.domain, where, hint)
 
 
 def _jsonl_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:

@@ -283,3 +283,27 @@ def test_an_unfinished_import_of_the_same_files_is_not_learned_over(gateway, cli
     assert anyway.returncode == 0 and "imported 61 items" in out, err
     assert _stats(client, fresh_name).total_observations == learned + 61
     assert not Journal.load(plan.key).done_batches  # the superseded journal is gone
+
+
+def test_a_long_text_is_measured_without_splitting_it_at_once(monkeypatch):
+    """The length of a text with its whitespace collapsed, measured slice by slice (so a 50 MB
+    line is refused without a list of its words), equals the collapsed text's; a long paragraph
+    cut into sentences is not refused for its own length."""
+    import random
+
+    from neural_memory import importing
+
+    monkeypatch.setattr(importing, "_COLLAPSE_SLICE", 7)
+    rng = random.Random(3)
+    for _ in range(2000):
+        text = "".join(rng.choice(["a", "bc", " ", "  ", "\n", "\u3000", "xyz"]) for _ in range(rng.randint(0, 40)))
+        assert importing._collapsed_length(text) == len(" ".join(text.split())), repr(text)
+        # sentences cut before the whitespace is collapsed are the sentences cut after
+        prose = "".join(rng.choice(["Aa", " b", ".", "!", " ", "\u3000", "\t", " 1", "(", "'"]) for _ in range(40))
+        before = [p.strip() for p in importing._SENTENCE_END.split(" ".join(prose.split())) if p.strip()]
+        if before:
+            assert [i.text for i in read_items(prose.encode(), "s.txt", ImportOptions(split="sentence"))] == before
+    many = " ".join(f"Sentence {i} is short." for i in range(5000)).encode()  # ~115,000 characters
+    assert len(read_items(many, "p.txt", ImportOptions(split="sentence"))) == 5000
+    with pytest.raises(InvalidInput, match=r"p.txt:1 is 1\d{5} characters"):
+        read_items(many, "p.txt", ImportOptions(split="paragraph"))
