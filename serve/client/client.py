@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from errors import Unavailable
+from errors import InvalidInput, Unavailable
 from neural_memory import image
 from neural_memory._calls import Api, Call
 from serve import schemas as S
@@ -42,10 +42,18 @@ NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 DEFAULT_TIMEOUT_S = 60.0  # a first call may start a memory's actor and warm the encoder
 
 
+def _server_url(url: str) -> str:
+    """The server's base URL, checked: a typo would otherwise surface as a lost connection."""
+    parsed = httpx.URL(url) if "://" in url else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidInput(f"server URL {url!r} must look like http://HOST:PORT (e.g. {DEFAULT_URL})")
+    return url.rstrip("/")
+
+
 class _Base(Api):
     def __init__(self, url: str | None, api_key: str | None, timeout: float, retries: int,
                  rate_limit_wait: float) -> None:
-        self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+        self.url = _server_url(url or os.environ.get(URL_ENV) or DEFAULT_URL)
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         self._options: dict[str, Any] = {
             "base_url": self.url, "timeout": timeout,

@@ -121,10 +121,12 @@ def _export(client, args: argparse.Namespace) -> int:
 
 
 def _learn_files(client, args: argparse.Namespace) -> int:
+    from contract import check_memory_name
     from errors import MemoryExists
     from neural_memory.importing import (ImportOptions, ImportRun, check_in_flight, memory_created_at, plan_import,
                                          unfinished_elsewhere)
 
+    check_memory_name(args.memory, "--memory")
     opts = ImportOptions(format=args.format, split=args.split, column=args.column,
                          domain_column=args.domain_column, domain=args.domain, batch_size=args.batch_size)
     plan = plan_import(args.paths, opts, memory=args.memory)  # every file read and checked first

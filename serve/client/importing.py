@@ -90,7 +90,15 @@ class Item:
 
 # ---- reading ------------------------------------------------------------------------------
 
+_UTF16_32_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+                  b"\xfe\xff": "UTF-16"}  # longest first: UTF-32 LE begins like UTF-16 LE
+
+
 def _decode(data: bytes, source: str) -> str:
+    encoding = next((name for bom, name in _UTF16_32_BOMS.items() if data.startswith(bom)), None)
+    if encoding is not None:
+        raise InvalidInput(f"{source} is {encoding} text; import reads UTF-8: convert it first "
+                           f"(e.g. iconv -f {encoding} -t UTF-8)")
     at = data.find(b"\x00", 0, _BINARY_SNIFF)
     if at >= 0:
         raise InvalidInput(f"{source} looks binary (a NUL byte at offset {at}); import reads UTF-8 "
@@ -212,14 +220,20 @@ def _csv_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
     except csv.Error as exc:
         raise _not_csv(source, 1, exc) from None
     for wanted in (opts.column, opts.domain_column):
+        if wanted is not None and columns.count(wanted) > 1:
+            raise InvalidInput(f"{source} has {columns.count(wanted)} columns named {wanted!r}; rename all but one")
         if wanted is not None and wanted not in columns:
             raise InvalidInput(f"{source} has no column {wanted!r}; its columns are {columns} (name the "
                                "text's with --column, a domain's with --domain-column; `column` / "
                                "`domain_column` on /v1/import/parse)")
     for number, row in _csv_rows(reader, source):
+        if None in row:  # more cells than the header names: an unquoted comma would cut the text
+            raise InvalidInput(f"{source}:{number} has {len(columns) + len(row[None])} fields, the header "
+                               f"{len(columns)}; quote a field that holds the delimiter "
+                               f"({reader.reader.dialect.delimiter!r})")
         value = row.get(opts.column) or ""
-        if not value.strip():
-            continue  # an empty cell is no text, not an error
+        if not contract.has_visible(value):
+            continue  # an empty cell is no text, not an error (as a blank line is in a text file)
         domain = (row.get(opts.domain_column) or None) if opts.domain_column else None
         yield _checked(value, domain or opts.domain, f"{source}:{number}")
 

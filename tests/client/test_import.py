@@ -63,7 +63,7 @@ def test_formats_split_as_documented(tmp_path):
     jsonl = b'{"text": "a fact", "domain": "geo"}\n\n{"text": "another"}\n'
     items = read_items(jsonl, "f.jsonl", ImportOptions(domain="misc"))
     assert [(i.text, i.domain) for i in items] == [("a fact", "geo"), ("another", "misc")]
-    rows = b"id,body,topic\n1,the sky is blue,sky\n2,,sky\n3,grass is green,plants\n"
+    rows = b"id,body,topic\n1,the sky is blue,sky\n2,,sky\n3,grass is green,plants\n4,\xe2\x80\x8b,sky\n"
     items = read_items(rows, "r.csv", ImportOptions(column="body", domain_column="topic"))
     assert [(i.text, i.domain, i.where) for i in items] == [("the sky is blue", "sky", "r.csv:2"),
                                                             ("grass is green", "plants", "r.csv:4")]
@@ -97,6 +97,9 @@ def test_formats_split_as_documented(tmp_path):
     ("blank.jsonl", b'{"text": "x", "domain": "   "}\n', {}, ["blank.jsonl:1", "domain has no visible"]),
     ("stray.csv", b'text\nrow 1\n"stray quote\n' + b"row\n" * 50, {}, ["stray.csv:3", "quote"]),
     ("wide.csv", b"text\n" + b"x" * 200_000 + b"\n", {}, ["wide.csv:2", "131,072"]),
+    ("comma.csv", b"text\nhello, world\n", {}, ["comma.csv:2", "2 fields", "quote"]),
+    ("twice.csv", b"text,text\na,b\n", {}, ["2 columns named 'text'"]),
+    ("utf16.txt", "caf\u00e9 notes".encode("utf-16"), {}, ["UTF-16", "iconv"]),
 ])
 def test_bad_files_are_refused_with_a_clear_error(name, data, options, words):
     with pytest.raises(InvalidInput) as caught:
@@ -307,3 +310,14 @@ def test_a_long_text_is_measured_without_splitting_it_at_once(monkeypatch):
     assert len(read_items(many, "p.txt", ImportOptions(split="sentence"))) == 5000
     with pytest.raises(InvalidInput, match=r"p.txt:1 is 1\d{5} characters"):
         read_items(many, "p.txt", ImportOptions(split="paragraph"))
+
+
+def test_a_mistyped_memory_or_server_is_named_as_such(tmp_path):
+    """Not a lost connection, nor a 'prefix': the option the user got wrong."""
+    for url in ("notaurl", "localhost:8000", "ftp://host", "http://"):
+        with pytest.raises(InvalidInput, match="must look like http://HOST:PORT"):
+            Client(url)
+    notes = _notes(tmp_path / "n.md", 2)
+    wrong = subprocess.run([CLI, "import", str(notes), "--memory", "Notes!", "--url", "http://127.0.0.1:9"],
+                           capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 1 and "--memory 'Notes!' is invalid" in wrong.stderr, wrong.stderr
