@@ -237,13 +237,18 @@ def _field(loc: tuple | list) -> str:
     return ".".join(parts)
 
 
-def validation_problem(errors: list[dict[str, Any]]) -> tuple[Problem, list[dict]]:
+def validation_problem(errors: list[dict[str, Any]], content_type: str = "") -> tuple[Problem, list[dict]]:
+    """The 4xx for failed request validation; `content_type`: the request's, named when a body
+    sent as something other than JSON is why it is not an object."""
     if any(err.get("type") == "json_invalid" for err in errors):
         msg = next(e.get("msg", "") for e in errors if e.get("type") == "json_invalid")
         return Problem(400, "invalid_json", f"request body is not valid JSON ({msg})"), []
     details = [{"field": _field(err.get("loc", ())), "message": err.get("msg", "invalid")}
                for err in errors]
     message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
+    if content_type and "json" not in content_type.lower() and any(tuple(e.get("loc", ())) == ("body",)
+                                                                    for e in errors):
+        message += f" (the body was sent as {content_type!r}; send JSON with Content-Type: application/json)"
     # The same code as InvalidInput raised below the gateway: one verdict, one code, whichever
     # layer applied the rule (422 keeps field-level schema failures apart in the status).
     return Problem(422, "invalid_input", message), details
@@ -262,7 +267,7 @@ def _allowed_methods(request: Request) -> list[str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problem, details = validation_problem(list(exc.errors()))
+        problem, details = validation_problem(list(exc.errors()), request.headers.get("content-type", ""))
         return problem_response(problem, details, request.scope)
 
     @app.exception_handler(StarletteHTTPException)
