@@ -227,7 +227,8 @@ def _csv_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
                                "text's with --column, a domain's with --domain-column; `column` / "
                                "`domain_column` on /v1/import/parse)")
     for number, row in _csv_rows(reader, source):
-        if None in row:  # more cells than the header names: an unquoted comma would cut the text
+        if any(map(contract.has_visible, row.get(None, ()))):  # more cells than the header names
+            # (an unquoted comma would cut the text; empty trailing ones are harmless)
             raise InvalidInput(f"{source}:{number} has {len(columns) + len(row[None])} fields, the header "
                                f"{len(columns)}; quote a field that holds the delimiter "
                                f"({reader.reader.dialect.delimiter!r})")

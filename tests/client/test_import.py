@@ -63,7 +63,7 @@ def test_formats_split_as_documented(tmp_path):
     jsonl = b'{"text": "a fact", "domain": "geo"}\n\n{"text": "another"}\n'
     items = read_items(jsonl, "f.jsonl", ImportOptions(domain="misc"))
     assert [(i.text, i.domain) for i in items] == [("a fact", "geo"), ("another", "misc")]
-    rows = b"id,body,topic\n1,the sky is blue,sky\n2,,sky\n3,grass is green,plants\n4,\xe2\x80\x8b,sky\n"
+    rows = b"id,body,topic\n1,the sky is blue,sky\n2,,sky\n3,grass is green,plants,,\n4,\xe2\x80\x8b,sky\n"
     items = read_items(rows, "r.csv", ImportOptions(column="body", domain_column="topic"))
     assert [(i.text, i.domain, i.where) for i in items] == [("the sky is blue", "sky", "r.csv:2"),
                                                             ("grass is green", "plants", "r.csv:4")]
