@@ -148,7 +148,7 @@ def _learn_files(client, args: argparse.Namespace) -> int:
     if not journal.done_batches:
         earlier = unfinished_elsewhere(plan)
         if earlier and not args.again:
-            print(f"neural-memory import: {_unfinished(earlier[0], plan)}", file=sys.stderr)
+            print(f"neural-memory import: {_unfinished(earlier[0], plan, args.memory)}", file=sys.stderr)
             return 1
         for abandoned in earlier:  # --again: learning the files anew supersedes them
             abandoned.discard()
@@ -168,14 +168,14 @@ def _learn_files(client, args: argparse.Namespace) -> int:
     return 0
 
 
-def _unfinished(earlier, plan) -> str:
+def _unfinished(earlier, plan, memory: str) -> str:
     """What to do about an unfinished import of these files into this memory under other options
     or contents (`unfinished_elsewhere`)."""
     then, now = earlier.about.get("options") or {}, plan.options
     changed = [f"--{name.replace('_', '-')} {then[name]} (now {now.get(name)})"
                for name in sorted(then) if then[name] != now.get(name)]
     how = f"with {', '.join(changed)}" if changed else "with the files as they were then (they have changed since)"
-    return (f"an unfinished import of these files into {plan.memory.split()[0]} learned "
+    return (f"an unfinished import of these files into {memory} learned "
             f"at least {earlier.done_items:,} of {earlier.about.get('items', 0):,} items {how}. Run it again as it "
             "was to resume it, or pass --again to learn these files from the start (what it learned "
             "is then learned twice)")
