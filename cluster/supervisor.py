@@ -368,17 +368,7 @@ class Supervisor:
     async def _kill_slot(self, slot: Slot) -> None:
         """ray.kill is asynchronous: wait until the name is free, i.e. the process is dead, so a
         new actor for the same memory never overlaps with the old one's last write."""
-        try:
-            ray.kill(slot.handle, no_restart=True)
-        except (RayActorError, ValueError):
-            return
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                ray.get_actor(slot.name, namespace=self._ns)
-            except ValueError:
-                return
-            await asyncio.sleep(0.02)
+        await kill_and_wait(slot.handle, slot.name, self._ns, timeout=30)
 
     async def _reap_forever(self) -> None:
         period = max(0.1, min(self._idle / 4, 10.0))
@@ -442,14 +432,22 @@ async def current_supervisor(settings: ClusterSettings, spec: ActorSpec) -> Any:
         return handle
     log.warning("supervisor of namespace %s runs other code (%s, this is %s); replacing it",
                 settings.namespace, answer.get("code"), CODE_ID)
-    ray.kill(handle, no_restart=True)
-    deadline = time.monotonic() + settings.actor_start_timeout
-    while time.monotonic() < deadline:  # until its name is free, or taken by a replacement
-        try:
-            named = ray.get_actor(SUPERVISOR_NAME, namespace=settings.namespace)
-        except ValueError:
-            break
-        if named != handle:
-            break
-        await asyncio.sleep(0.05)
+    await kill_and_wait(handle, SUPERVISOR_NAME, settings.namespace, timeout=settings.actor_start_timeout)
     return _create_supervisor(settings, spec)
+
+
+async def kill_and_wait(handle: Any, name: str, namespace: str, timeout: float) -> None:
+    """`ray.kill` the named actor and wait (up to `timeout`) until its name is free or held by
+    another actor (a replacement): ray.kill is asynchronous, and a successor must not overlap."""
+    try:
+        ray.kill(handle, no_restart=True)
+    except (RayActorError, ValueError):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if ray.get_actor(name, namespace=namespace) != handle:
+                return
+        except ValueError:
+            return
+        await asyncio.sleep(0.02)
