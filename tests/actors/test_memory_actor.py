@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from actors import MemoryActor, normalize_config
+from actors.code_id import CODE_ID
 from errors import (CheckpointConflict, CheckpointNotFound, InvalidInput, MemoryNotFound, MetadataError,
                     RequestIdReused, Unavailable)
 from tests.actors.conftest import register
@@ -220,10 +221,10 @@ def test_spare_warms_up_then_serves_one_memory_for_life(local_storage, make_acto
 
     spare = MemoryActor(None, source._spec)
     try:
-        assert spare.identity() == {"qname": None, "started": False, "warm": False}
+        assert spare.identity() == {"qname": None, "started": False, "warm": False, "code": CODE_ID}
         warmed = spare.warm()
         assert {"imports", "open_storage", "total"} <= set(warmed["timings"])
-        assert spare.identity() == {"qname": None, "started": False, "warm": True}
+        assert spare.identity() == {"qname": None, "started": False, "warm": True, "code": CODE_ID}
         with pytest.raises(InvalidInput, match="needs the name"):
             spare.start()
         with pytest.raises(Unavailable):
@@ -234,7 +235,7 @@ def test_spare_warms_up_then_serves_one_memory_for_life(local_storage, make_acto
         assert started["weight_hash"] == source.stats()["weight_hash"]
         assert "imports" not in started["timings"]  # paid by warm(), not by the start
         assert {"checkpoint_fetch", "checkpoint_decode", "wal_replay", "total"} <= set(started["timings"])
-        assert spare.identity() == {"qname": Q, "started": True, "warm": True}
+        assert spare.identity() == {"qname": Q, "started": True, "warm": True, "code": CODE_ID}
         assert spare.start(Q)["step"] == 1  # idempotent
         with pytest.raises(InvalidInput, match="serves memory"):
             spare.start("acme/other")
@@ -257,7 +258,7 @@ def test_released_actor_serves_the_next_memory_like_a_fresh_one(local_storage, m
         actor.call("acme/a", "observe", f"a{i}", a_vec[i : i + 1], [text])
     a_hash = actor.stats()["weight_hash"]
     assert actor.release()["step"] == 5
-    assert actor.identity() == {"qname": None, "started": False, "warm": True}
+    assert actor.identity() == {"qname": None, "started": False, "warm": True, "code": CODE_ID}
     with pytest.raises(Unavailable, match="not served"):
         actor.call("acme/a", "stats")
 
