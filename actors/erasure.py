@@ -81,7 +81,7 @@ class Erasure:
         """Replay the tail logged since `cut`, commit, switch the live memory, clean up."""
         with self._ckpt_lock, self._write_lock:
             tail = list(self._history.events(cut, None, []))
-            rebuild.matches.update(scan(tail, selector).matches)
+            rebuild.matches.update(scan(tail, selector, own_steps=job.get("parent_job") is None).matches)
             for entry in tail:
                 rebuild.apply(entry)
             self._stage_tags(job, rebuild, staged, lambda seq: seq > cut)

@@ -4,7 +4,9 @@ A forget job (actors/forgetting.py) asks for a memory "as if these observations 
 happened". Every change of state is in the kept history (actors/history.py), so:
 
 1. `scan` reads the history once and finds the selected items (by exact text, a list of texts
-   such as the patterns `infer` returned, a domain, or a step range), each as (entry seq, item);
+   such as the patterns `infer` returned, a domain, or a range of the steps `observe` answered,
+   which an earlier forget does not renumber: actors/wal.py `answered_steps`), each as
+   (entry seq, item);
 2. `choose_start` picks the newest stored state (history base, auto-checkpoint or user tag)
    logged before the first of them: a state that cannot contain them;
 3. `Rebuild` replays the history from there, dropping the selected items (a batch is replayed
@@ -26,7 +28,8 @@ from errors import InvalidInput
 
 from actors.durability import from_parts, to_parts
 from actors.replay import Replay
-from actors.wal import OBSERVE, RESTORE, TAG, entry_args, entry_kind, history_items, write_fingerprint
+from actors.wal import (OBSERVE, RESTORE, TAG, answered_steps, entry_args, entry_kind, history_items,
+                        write_fingerprint)
 
 __all__ = ["Selector", "Scan", "scan", "choose_start", "Rebuild", "NotExact", "SELECTOR_KINDS",
            "DRY_RUN_ITEMS"]
@@ -111,13 +114,13 @@ class Scan:
 
 
 def items_of(entry: dict) -> Iterable[tuple[int, str, int]]:
-    """(position, text, step) of each item of an observe entry."""
-    texts = entry.get("texts") or []
-    first = int(entry["step"]) - len(texts) + 1
-    return ((i, text, first + i) for i, text in enumerate(texts))
+    """(position, text, the step observe answered) of each item of an observe entry."""
+    return zip(range(len(entry.get("texts") or [])), entry.get("texts") or [], answered_steps(entry))
 
 
-def scan(events: Iterable[dict], selector: Selector) -> Scan:
+def scan(events: Iterable[dict], selector: Selector, *, own_steps: bool = True) -> Scan:
+    """The selected items of `events`. `own_steps=False`: a steps selector names none of them
+    (a fork's run of its parent's job: the steps were the parent's answers, not the fork's)."""
     found = Scan()
     for entry in events:
         kind, seq = entry_kind(entry), int(entry["seq"])
@@ -127,13 +130,15 @@ def scan(events: Iterable[dict], selector: Selector) -> Scan:
         elif kind == TAG:
             found.tags[seq] = entry["tag"]
         elif kind == OBSERVE:
-            hits = [i for i, text, step in items_of(entry) if selector.matches(text, step, entry.get("domain"))]
+            if selector.kind == "steps" and not own_steps:
+                continue
+            hits = [(i, step) for i, text, step in items_of(entry) if selector.matches(text, step, entry.get("domain"))]
             if hits:
-                found.matches[seq] = frozenset(hits)
+                found.matches[seq] = frozenset(i for i, _ in hits)
                 found.count += len(hits)
-                for i in hits[: max(0, DRY_RUN_ITEMS - len(found.listed))]:
-                    found.listed.append({"seq": seq, "step": int(entry["step"]) - len(entry["texts"]) + 1 + i,
-                                         "text": entry["texts"][i], "domain": entry.get("domain")})
+                for i, step in hits[: max(0, DRY_RUN_ITEMS - len(found.listed))]:
+                    found.listed.append({"seq": seq, "step": step, "text": entry["texts"][i],
+                                         "domain": entry.get("domain")})
     return found
 
 

@@ -77,6 +77,8 @@ class Forgetting(Erasure):
                "who": request.get("who") or {}, "checkpoints": policy, "forks": bool(request.get("forks")),
                "base": request.get("base"), "parent_job": request.get("parent_job"),
                "staged": [], "cleanup": [], "report": None, "error": None}
+        if mode == "approximate" and selector.kind == "steps":
+            self._check_steps_not_renumbered()
         with self._write_lock:
             self._check_open()
             if self._job is not None:
@@ -91,6 +93,18 @@ class Forgetting(Erasure):
             self._storage.metadata.job_put(self._qname, job)
             self._launch(job)
         return self._public(job)
+
+    def _check_steps_not_renumbered(self) -> None:
+        """An approximate forget selects by the steps the memory's records hold now; after an
+        exact forget removed observations, later ones hold renumbered steps, no longer the ones
+        observe answered (the exact mode reads those from the log: actors/wal.py answered_steps)."""
+        for earlier in self._storage.metadata.jobs(self._qname):
+            if earlier.get("status") == "done" and earlier.get("exact") and not earlier.get("dry_run") \
+                    and earlier.get("forgotten"):
+                raise InvalidInput(f"forget job {earlier['job_id']} removed observations from this memory, so "
+                                   "the steps after them were renumbered and no longer match what observe "
+                                   "answered: forget by steps with mode \"exact\", or select by text or "
+                                   "domain (a dry run lists them)")
 
     def forget_status(self, job_id: str) -> dict:
         self._ready()
@@ -214,7 +228,8 @@ class Forgetting(Erasure):
         if base is None:
             raise NotExact("this memory was made before its history was kept")
         segments = self._history.segments()
-        found = scan(self._history.events(base["seq"], cut, segments), selector)
+        found = scan(self._history.events(base["seq"], cut, segments), selector,
+                     own_steps=job.get("parent_job") is None)
         if override is None:
             self._check_base(base, selector, found)
         if job["dry_run"]:

@@ -6,7 +6,7 @@ an observe runs `observe_vectors` on the logged vectors, a consolidate runs `con
 restore loads the tag's state (from `load_tag`: the stored tag, or the state a forgetting
 replay rebuilt for it), a tag entry reports the state to `on_tag`. An item may be dropped from
 an observe (forgetting): the write is replayed without it, as by a twin that never saw it, and
-the entry comes back rewritten (fewer items, the new step).
+the entry comes back rewritten (fewer items, the new step, the steps its items were answered).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from actors.wal import CONSOLIDATE, OBSERVE, RESTORE, TAG, entry_args, entry_kind
+from actors.wal import CONSOLIDATE, OBSERVE, RESTORE, TAG, answered_steps, entry_args, entry_kind
 
 if TYPE_CHECKING:
     from memory import NeuralMemory
@@ -78,8 +78,10 @@ class Replay:
             result = memory.observe_vectors(vectors, texts, domain=domain, learning_rate=learning_rate)
         except Exception as exc:  # noqa: BLE001 - any failure: this write cannot be part of the state
             raise EntryFailed(entry, exc) from exc
-        if not drop:  # as logged, at its step in the replayed timeline
-            return (entry if entry["step"] == memory.step else {**entry, "step": memory.step}), result
-        rewritten = {**entry, "step": memory.step, "texts": texts,
-                     "vectors": vectors.astype("<f4", copy=False).tobytes()}
+        if not drop and entry["step"] == memory.step:
+            return entry, result  # as logged
+        answered = answered_steps(entry)  # what its items were answered: kept through renumbering
+        rewritten = {**entry, "step": memory.step, "answered": [answered[i] for i in keep]}
+        if drop:
+            rewritten.update(texts=texts, vectors=vectors.astype("<f4", copy=False).tobytes())
         return rewritten, result

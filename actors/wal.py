@@ -27,7 +27,7 @@ import numpy as np
 import contract
 from errors import InvalidInput
 
-__all__ = ["check_observation", "make_entry", "make_marker", "entry_args", "entry_kind", "RecentResults",
+__all__ = ["check_observation", "make_entry", "make_marker", "entry_args", "entry_kind", "answered_steps", "RecentResults",
            "history_items", "result_from_history", "applied_in_history",
            "OBSERVE", "CONSOLIDATE", "RESTORE", "TAG"]
 
@@ -97,6 +97,18 @@ def entry_args(entry: dict[str, Any]) -> tuple[np.ndarray, list[str], str | None
     vectors = np.frombuffer(entry["vectors"], dtype="<f4").astype(np.float32)
     vectors = vectors.reshape(len(texts), -1) if texts else vectors.reshape(0, 0)
     return vectors, texts, entry.get("domain"), options.get("learning_rate"), options.get("request_id")
+
+
+def answered_steps(entry: dict[str, Any]) -> list[int]:
+    """The step `observe` answered for each item of an observe entry. A forget renumbers what
+    follows the observations it removes (the memory equals a twin that never saw them), so an
+    entry it rewrites keeps its items' first answers in `answered`: a later forget by `steps`
+    selects what the caller was told, not what the renumbering made of it."""
+    if "answered" in entry:
+        return [int(step) for step in entry["answered"]]
+    count = len(entry.get("texts") or [])
+    first = int(entry["step"]) - count + 1
+    return list(range(first, first + count))
 
 
 def write_fingerprint(texts: list[str], domain: str | None, learning_rate: float | None) -> str:

@@ -383,8 +383,9 @@ def _register_forget(server: MCPServer, d: _Dispatcher) -> None:
             min_length=1, max_length=C.MAX_BATCH_ITEMS,
             description="Forget every observation of any of these texts (e.g. patterns infer returned).")] = None,
         domain: S.Domain | None = None,
-        steps: Annotated[S.StepRange | None, Field(description="Forget the observations at steps "
-                                                               "{from, to} (both included).")] = None,
+        steps: Annotated[S.StepRange | None, Field(description="Forget the observations observe "
+                                                               "answered with steps {from, to} (both included; an "
+                                                               "earlier forget does not renumber them).")] = None,
         mode: Annotated[Literal["exact", "approximate"], Field(
             description="exact (replay without them; needs the kept history) or approximate.")] = "exact",
         dry_run: Annotated[bool, Field(description="Only list what would be forgotten.")] = False,

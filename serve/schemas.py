@@ -207,7 +207,9 @@ class ForgetRequest(Request):
         description="Forget every observation of any of these texts, e.g. the `pattern`s an infer or "
                     "attention_map returned.")
     domain: Domain | None = Field(None, description="Forget every observation made with this domain.")
-    steps: StepRange | None = Field(None, description="Forget the observations at these steps.")
+    steps: StepRange | None = Field(
+        None, description="Forget the observations observe answered with these steps (an earlier forget "
+                          "does not renumber them).")
     mode: Literal["exact", "approximate"] = Field(
         "exact", description="exact: rebuild the memory as if they had never been observed, by replay "
                              "(needs the kept history; fails with history_unavailable otherwise). "

@@ -189,3 +189,32 @@ def test_a_retry_after_a_forget_is_answered_not_applied_again(local_storage, mak
     now = m.stats()
     assert (now["total_observations"], now["weight_hash"]) == (after["total_observations"], after["weight_hash"])
     assert find_text(local_storage, m._qname, X) == []
+
+
+def test_steps_select_what_observe_answered_after_an_earlier_forget_renumbered_them(local_storage,
+                                                                                   make_actor) -> None:
+    """Forgetting X makes the memory a twin that never saw it, so the steps after X shift down
+    by one in its state. A later forget by `steps` names the steps observe answered (kept in
+    the rewritten log, across a restart of the actor): it takes those observations, not the
+    ones the renumbering moved onto those numbers; and a steps range cuts into a batch."""
+    spec = {"checkpoint_every_writes": 3}
+    m, t = make_actor(local_storage, q("m"), **spec), make_actor(local_storage, q("t"), **spec)
+    answered = {}
+    for item in [*A[:3], X, (A[3], A[4], A[5]), A[6], A[7], A[8]]:
+        run_stream(m, [item])
+        answered[item] = m.stats()["step"]
+    assert answered[(A[3], A[4], A[5])] == 7 and answered[A[8]] == 10  # A[4] was answered step 6
+    run_stream(t, [*A[:3], (A[3],), A[7], A[8]])
+    assert forget(m, {"text": X})["forgotten"] == 1
+    m = make_actor(local_storage, m._qname, **spec)  # recovered from the rewritten log
+
+    dry = forget(m, {"steps": {"from": 6, "to": 8}}, dry_run=True)
+    assert [(o["step"], o["text"]) for o in dry["report"]["observations"]] == [(6, A[4]), (7, A[5]), (8, A[6])]
+    job = forget(m, {"steps": {"from": 6, "to": 8}})
+    assert job["status"] == "done" and job["forgotten"] == 3, job
+    assert_twins(m, t, [A[4], A[6], A[7], X])
+    # The answered steps outlive a second rewrite: steps 9-10 are A[7], A[8] still.
+    assert [o["text"] for o in forget(m, {"steps": {"from": 9, "to": 10}}, dry_run=True)["report"]["observations"]] \
+        == [A[7], A[8]]
+    with pytest.raises(Exception, match="renumbered"):  # the records hold the renumbered steps
+        forget(m, {"steps": {"from": 9, "to": 9}}, mode="approximate")

@@ -119,6 +119,33 @@ def test_forks_made_after_the_text_forget_it_too(shared_cluster, arun, tenant):
     assert find_text(cluster.storage, f"{tenant}/m-fork", X) == []
 
 
+def test_a_steps_forget_on_forks_takes_what_they_inherited_not_their_own_steps(shared_cluster, arun, tenant):
+    """Steps are the parent's answers: a fork made at step 4 holds the parent's steps 1-4, and
+    its own step 5 is another observation than the parent's step 5."""
+    cluster = shared_cluster()
+    for name in ("p", "twin"):
+        arun(cluster.create_memory(tenant, name, SMALL))
+    before = ["the pump is red", "the tank holds 40 litres"]
+    for text in before + [X, "valves are checked weekly"]:  # steps 1-4
+        observe(arun, cluster, tenant, "p", [text])
+    for text in before:
+        observe(arun, cluster, tenant, "twin", [text])
+    arun(cluster.fork(tenant, "p", "p-fork"))
+    arun(cluster.fork(tenant, "twin", "twin-fork"))
+    observe(arun, cluster, tenant, "p", ["the parent's own step 5"])
+    for name in ("p-fork", "twin-fork"):
+        observe(arun, cluster, tenant, name, ["the fork's own step 5"])
+    job = arun(cluster.forget(tenant, "p", {"selector": {"steps": {"from": 3, "to": 5}}, "forks": True},
+                              {"key": "test"}))
+    assert wait_job(arun, cluster, tenant, "p", job["job_id"])["forgotten"] == 3
+    status = lambda: arun(cluster.forget_status(tenant, "p", job["job_id"]))["report"]["forks"][0]  # noqa: E731
+    assert wait_until(lambda: status()["status"] == "done", timeout=60), status()
+    assert arun(cluster.forget_status(tenant, "p-fork", status()["job_id"]))["forgotten"] == 2
+    for a, b in (("p", "twin"), ("p-fork", "twin-fork")):
+        mine, twins = arun(cluster.stats(tenant, a)), arun(cluster.stats(tenant, b))
+        assert (mine["weight_hash"], mine["total_observations"]) == (twins["weight_hash"], twins["total_observations"])
+
+
 def test_a_fork_an_earlier_forget_left_alone_keeps_what_only_that_forget_removed(make_cluster, arun, tenant):
     """Forget beta on the parent only, then gamma with forks: the parent's log no longer
     replays to the state the fork was made from (it held beta), so the fork must not be rebuilt
