@@ -51,6 +51,7 @@ __all__ = [
     "RateLimited",
     "QuotaExceeded",
     "Unavailable",
+    "Busy",
 ]
 
 
@@ -146,3 +147,9 @@ class QuotaExceeded(LimitExceeded):
 
 class Unavailable(NeuralMemoryError):
     """A memory's actor could not be reached or (re)started in time."""
+
+
+class Busy(Unavailable):
+    """The memory is reachable but already doing the one thing of this kind it does at a time
+    (a forget job): retry once that is done. Unlike a memory being recovered, waiting inside
+    the call would not help, so it is answered at once (503, Retry-After)."""

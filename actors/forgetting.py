@@ -29,7 +29,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from errors import InvalidInput, NeuralMemoryError, NotFound, Unavailable
+from errors import Busy, InvalidInput, NeuralMemoryError, NotFound
 
 from actors.durability import from_parts
 from actors.erasure import Erasure
@@ -63,7 +63,7 @@ class Forgetting(Erasure):
     # ---- calls ---------------------------------------------------------------------------------
 
     def forget_start(self, job_id: str, request: dict) -> dict:
-        """Validate and start a forget job (Unavailable while another one runs)."""
+        """Validate and start a forget job (Busy while another one runs)."""
         self._ready()
         selector = Selector.from_dict(request.get("selector") or {})
         mode = request.get("mode", "exact")
@@ -84,8 +84,8 @@ class Forgetting(Erasure):
             if self._job is not None:
                 if self._job["job_id"] == job_id:
                     return self._public(self._job)
-                raise Unavailable(f"forget job {self._job['job_id']} is running on this memory; retry "
-                                  "when it is done")
+                raise Busy(f"forget job {self._job['job_id']} is running on this memory; retry when it "
+                           "is done")
             existing = self._storage.metadata.job_get(self._qname, job_id)
             if existing is not None:  # a retried start
                 return self._public(existing)

@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable
 
 from ray.exceptions import RayActorError, RayTaskError
 
-from errors import Unavailable
+from errors import Busy, Unavailable
 from storage import memory_not_found, shown
 
 from cluster.supervisor import unwrap
@@ -80,8 +80,8 @@ class ActorRouter:
                 last: BaseException = exc
             except RayTaskError as exc:
                 cause = unwrap(exc)
-                if not isinstance(cause, Unavailable):
-                    raise cause from None
+                if not isinstance(cause, Unavailable) or isinstance(cause, Busy):
+                    raise cause from None  # Busy: live, and waiting here would not free it
                 last = cause
             except Unavailable as exc:  # from ensure: the supervisor could not start it yet
                 last = exc

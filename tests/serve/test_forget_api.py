@@ -89,3 +89,23 @@ def test_client_forget_waits_and_reads_the_audit(gateway, fresh_name):
         assert (done.status, done.exact, done.forgotten) == ("done", True, 3)
         assert nm.stats(fresh_name).total_observations == 1
         assert done.job_id in {r.job_id for r in nm.audit(limit=1000).records}
+
+
+def test_a_second_forget_while_one_runs_is_answered_at_once_with_503_and_retry_after(api, fresh_name):
+    """One job per memory: the second is refused straight away (the memory is live; waiting in
+    the call would not free it), and the first goes on to finish."""
+    slow = {**HASH, "chunk_size": 1}  # item by item: the replay lasts while the second call comes
+    ok(api.post("/v1/memories", json={"name": fresh_name, "config": slow}), 201)
+    ok(api.post(f"/v1/memories/{fresh_name}/observe", json={"context": X}))
+    for start in range(0, 2048, 256):
+        contexts = [f"reading {i}: valve {i % 11} pressure {i * 17 % 97}" for i in range(start, start + 256)]
+        ok(api.post(f"/v1/memories/{fresh_name}/observe", json={"contexts": contexts}))
+    first = ok(api.post(f"/v1/memories/{fresh_name}/forget", json={"text": X}), 202)
+    running = ok(api.get(f"/v1/memories/{fresh_name}/forget/{first['job_id']}"))
+    second = api.post(f"/v1/memories/{fresh_name}/forget", json={"text": A[0]})
+    if running["status"] != "done" and running["progress"] < 0.5:  # seconds of replay still ahead
+        assert second.status_code == 503, second.text
+        assert error_of(second, 503)["code"] == "busy" and first["job_id"] in error_of(second, 503)["message"]
+        assert int(second.headers["Retry-After"]) >= 1
+        assert ok(api.get(f"/v1/memories/{fresh_name}/forget/{first['job_id']}"))["status"] != "done"
+    assert wait(api, fresh_name, first["job_id"])["status"] == "done"
