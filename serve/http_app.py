@@ -25,6 +25,7 @@ from serve.http_middleware import (
     BodyLimitMiddleware,
     CatchAllMiddleware,
     MetricsMiddleware,
+    OneValueHeadersMiddleware,
     RequestContextMiddleware,
     install_error_handlers,
 )
@@ -90,6 +91,7 @@ def create_api(rt: GatewayRuntime) -> FastAPI:
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=rt.settings.max_body_bytes,
                        uploads=(image_upload(rt.settings.max_image_bytes), parse_upload()))
+    app.add_middleware(OneValueHeadersMiddleware)
     app.add_middleware(RateLimitMiddleware, rate=rt.settings.rate_limit_per_second,
                        burst=rt.settings.rate_limit_burst)
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)

@@ -3,7 +3,9 @@ limit, metrics, and the one error envelope.
 
 Order, outermost first: RequestContextMiddleware (a request id on every request and response,
 security headers) -> MetricsMiddleware (sees every final status) -> RateLimitMiddleware
-(serve/limits.py) -> BodyLimitMiddleware (refuses big bodies before anything parses them) ->
+(serve/limits.py) -> OneValueHeadersMiddleware (a header that says who calls or which write
+this is, given twice with different values) -> BodyLimitMiddleware (refuses big bodies before
+anything parses them) ->
 CatchAllMiddleware (no exception leaves a request as anything but `{"error": {...}}`) ->
 FastAPI's own exception handlers -> routes.
 """
@@ -91,6 +93,30 @@ class RequestContextMiddleware:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+# Headers that decide who the caller is or which write a request is: the app reads only the
+# first of a repeated header, so two different values would be decided silently.
+ONE_VALUE_HEADERS = (b"authorization", b"idempotency-key")
+
+
+class OneValueHeadersMiddleware:
+    """400 for a request that repeats a ONE_VALUE_HEADERS header with different values."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            seen: dict[bytes, bytes] = {}
+            for name, value in scope.get("headers", []):
+                if name in ONE_VALUE_HEADERS and seen.setdefault(name, value) != value:
+                    shown_name = name.decode().title()
+                    refused = Problem(400, "invalid_input", f"the {shown_name} header is given more than once "
+                                      "with different values; send it once")
+                    await problem_response(refused, scope=scope)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 class BodyTooLarge(Exception):

@@ -104,13 +104,10 @@ def _learning_routes(router: APIRouter) -> None:
     @router.post("/memories/{name}/observe", response_model=S.ObserveResponse,
                  tags=["learning"], summary="Learn from a context (weights update; the text is kept as an episode)")
     async def observe(
-        name: NamePath, body: S.ObserveRequest, s: Svc, request: Request,
+        name: NamePath, body: S.ObserveRequest, s: Svc,
         idempotency_key: Annotated[S.RequestId | None, Header(
             alias=S.IDEMPOTENCY_HEADER, description="Same as the body's `request_id`.")] = None,
     ) -> dict:
-        if len(set(request.headers.getlist(S.IDEMPOTENCY_HEADER))) > 1:  # FastAPI reads the first
-            raise InvalidInput(f"the {S.IDEMPOTENCY_HEADER} header is given more than once with different "
-                               "values; send it once")
         if body.request_id and idempotency_key and body.request_id != idempotency_key:
             raise InvalidInput(f"request_id {body.request_id!r} and the {S.IDEMPOTENCY_HEADER} header "
                                f"{idempotency_key!r} differ; send one, or the same in both")

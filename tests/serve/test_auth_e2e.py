@@ -69,3 +69,14 @@ def test_tenant_b_cannot_reach_tenant_a_memories(api, api_b, fresh_name):
     assert api_b.delete(base).status_code == 204
     assert ok(api.get(f"{base}/stats"))["total_observations"] == 1  # A's memory untouched
     assert api.delete(base).status_code == 204
+
+
+def test_two_different_keys_in_one_request_are_refused_on_every_route(anon, gateway):
+    """The first of two Authorization headers used to win; a request naming two keys is
+    refused as ambiguous (REST and MCP alike), and one key given twice is fine."""
+    two = [("Authorization", f"Bearer {gateway.key_a}"), ("Authorization", f"Bearer {gateway.key_b}")]
+    for method, path in [("GET", "/v1/memories"), ("POST", "/mcp")]:
+        error = error_of(anon.request(method, path, headers=two, json={}), 400)
+        assert error["code"] == "invalid_input" and "Authorization header is given more than once" in error["message"]
+    same = [("Authorization", f"Bearer {gateway.key_a}")] * 2
+    assert anon.get("/v1/memories", headers=same).status_code == 200
