@@ -152,6 +152,9 @@ def _read_header(data: bytes, source: str) -> tuple[ImageHeader, int]:
         header = ImageHeader.model_validate_json(data[_PREFIX.size:end])
     except ValidationError as exc:
         raise InvalidInput(f"{source} has an unreadable header: {exc.errors()[0]['msg']}") from None
+    if header.format_version != version:  # hand-edited or spliced: which one would be true?
+        raise InvalidInput(f"{source} is inconsistent: its header says format version "
+                           f"{header.format_version}, its binary prefix {version}")
     if len(set(header.part_names())) != len(header.parts):
         raise InvalidInput(f"{source} names a part twice: {header.part_names()}")
     return header, end
