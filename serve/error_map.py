@@ -114,12 +114,14 @@ def masked(text: str) -> str:
     return _INTERNAL.sub("<internal>", text)
 
 
-def problem_for(exc: BaseException, request_id: str | None = None) -> Problem:
-    """Map any exception to what a client sees; 5xx details go to the log under `request_id`."""
+def problem_for(exc: BaseException, request_id: str | None = None, *, local: bool = False) -> Problem:
+    """Map any exception to what a client sees; 5xx details go to the log under `request_id`.
+    `local`: the one who reads it runs this process (the stdio MCP proxy), so our own errors
+    keep their words, the addresses they name included (e.g. the gateway it cannot reach)."""
     cause = _cause(exc)
     for cls, status in STATUS_TABLE:
         if isinstance(cause, cls):
-            message = _public_message(cause, status)
+            message = _first_line(cause) if local else _public_message(cause, status)
             if status >= 500:
                 logger.error("request %s: %s: %s", request_id, type(cause).__name__, _first_line(cause))
             return Problem(status, snake(_our_class(cause).__name__), message,

@@ -143,10 +143,11 @@ class _Dispatcher:
     """Runs one tool call: backend lookup, default-memory creation, error translation."""
 
     def __init__(self, backend_for: BackendFactory, default_memory: str,
-                 metrics: GatewayMetrics | None) -> None:
+                 metrics: GatewayMetrics | None, local_errors: bool) -> None:
         self.backend_for = backend_for
         self.default_memory = default_memory
         self.metrics = metrics
+        self.local_errors = local_errors  # see error_map.problem_for(local=)
 
     async def run(self, tool: str, ctx: Context, memory: str | None, op: Op,
                   model: type[BaseModel], autocreate: bool = True) -> Any:
@@ -163,8 +164,8 @@ class _Dispatcher:
             out = model.model_validate(result)
         except Exception as exc:  # every failure becomes a tool error the model can act on
             self._count(tool, "error")
-            problem = problem_for(exc, _request_id(ctx))
-            where = f" (request id {problem.request_id})" if problem.status >= 500 else ""
+            problem = problem_for(exc, _request_id(ctx), local=self.local_errors)
+            where = f" (request id {problem.request_id})" if problem.status >= 500 and problem.request_id else ""
             raise ToolError(f"{problem.code}: {problem.message}{where}") from exc
         self._count(tool, "ok")
         return out
@@ -181,9 +182,10 @@ class _Dispatcher:
 
 
 def register_tools(server: MCPServer, backend_for: BackendFactory, default_memory: str = "default",
-                   metrics: GatewayMetrics | None = None) -> None:
-    """Add the 15 tools to `server`."""
-    d = _Dispatcher(backend_for, default_memory, metrics)
+                   metrics: GatewayMetrics | None = None, *, local_errors: bool = False) -> None:
+    """Add the 15 tools to `server`; `local_errors` for a server whose user runs it (the stdio
+    proxy): its own errors are told unmasked."""
+    d = _Dispatcher(backend_for, default_memory, metrics, local_errors)
     _register_learning(server, d)
     _register_state(server, d)
     _register_introspection(server, d)

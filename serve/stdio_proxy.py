@@ -23,7 +23,7 @@ def build_proxy(url: str, api_key: str | None, default_memory: str = "default"
                 ) -> tuple[MCPServer, AsyncClient]:
     backend = AsyncClient(url, api_key)
     server = new_mcp_server()
-    register_tools(server, lambda ctx: backend, default_memory)
+    register_tools(server, lambda ctx: backend, default_memory, local_errors=True)
     return server, backend
 
 

@@ -233,3 +233,20 @@ def test_stdio_proxy_serves_the_same_tools(gateway):
             await call(c, "delete_memory", memory=memory)
 
     anyio.run(run)
+
+
+def test_stdio_proxy_names_the_gateway_it_cannot_reach():
+    """The proxy runs on its user's machine: a tool call whose gateway is down says which URL
+    it tried (the configured one), not only that some backend is unavailable."""
+    from serve.ports import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    cli = Path(sys.executable).with_name("neural-memory")
+    params = StdioServerParameters(command=str(cli), args=["mcp", "--url", url, "--api-key", "k"])
+
+    async def run() -> str:
+        async with Client(params, read_timeout_seconds=TIMEOUT) as c:
+            return await call_error(c, "stats", memory="anything")
+
+    message = anyio.run(run)
+    assert f"unavailable: cannot reach the gateway at {url}" in message and "request id None" not in message, message
