@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import time
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +78,9 @@ class MemoryActor(Rebinding, Forgetting):
         # One thread for the process: stats/history writes stay in write order. Each record
         # names its memory, so one queued before a release never lands on the next memory.
         self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
+        # A write's log append (a Redis round trip and its fsync) runs here while the write is
+        # applied to the weights; the write is acknowledged only once both are done.
+        self._wal_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._trim_timer = None  # a released process's freed heap goes back later (binding.py)
         self._reset_binding(qname)
 
@@ -254,16 +258,18 @@ class MemoryActor(Rebinding, Forgetting):
             if request_id in self._results:  # the same request raced itself
                 return self._repeat(request_id, fingerprint)
             self._settle()
-            mem, before, applying, seq = self._mem, self._mem.step, False, self._seq + 1
+            mem, before, seq = self._mem, self._mem.step, self._seq + 1
             entry = make_entry(before + len(texts), array, texts, domain, learning_rate, request_id, seq)
+            logged = self._wal_writer.submit(self._storage.metadata.wal_append, self._qname, entry)
             try:
-                self._storage.metadata.wal_append(self._qname, entry)
-                self._seq = seq
-                applying = True
                 raw = mem.observe_vectors(array, texts, domain=domain, learning_rate=learning_rate)
+                logged.result()
+                self._seq = seq
             except Exception:
-                # Not acknowledged, so it must not stay in the log (nor half in the weights).
-                self._unsettled = (before, applying, seq)
+                # Not acknowledged, so it must not stay in the log (nor half in the weights):
+                # once the append has ended either way, drop the entry and rebuild the weights.
+                futures.wait([logged])
+                self._unsettled = (before, True, seq)
                 self._settle_now()
                 raise
             result = {**raw, "weight_hash": mem.weight_hash}
@@ -362,21 +368,21 @@ class MemoryActor(Rebinding, Forgetting):
     # ---- reads ------------------------------------------------------------------------------
 
     def surprise(self, vector: Any, text: str) -> dict:
-        return self._ready().surprise_vector(self._vector(vector), text)
+        return self._readable().surprise_vector(self._vector(vector), text)
 
     def infer(self, vector: Any, top_k: int = 5, temperature: float | None = None,
               max_tokens: int | None = None) -> dict:
-        return self._ready().infer_vector(self._vector(vector), top_k=top_k, temperature=temperature,
-                                          max_tokens=max_tokens)
+        return self._readable().infer_vector(self._vector(vector), top_k=top_k, temperature=temperature,
+                                             max_tokens=max_tokens)
 
     def attention_map(self, vector: Any) -> list[dict]:
-        return self._ready().attention_map_vector(self._vector(vector))
+        return self._readable().attention_map_vector(self._vector(vector))
 
     def explain(self, top_k: int = 5) -> list[dict]:
-        return self._ready().explain(top_k=top_k)
+        return self._readable().explain(top_k=top_k)
 
     def stats(self) -> dict:
-        mem = self._ready()
+        mem = self._readable()
         saved = self._latest_auto  # size of the newest auto-checkpoint: what an image weighs
         return {**mem.stats(), "weight_hash": mem.weight_hash, "step": mem.step,
                 "size_mb": round(saved["size"] / 1e6, 3) if saved else None}
@@ -410,6 +416,20 @@ class MemoryActor(Rebinding, Forgetting):
         if not self._started:
             raise Unavailable(f"memory {shown(self._qname)} is still starting; retry")
         return self._mem
+
+    def _readable(self) -> NeuralMemory:
+        """The memory for a read, never with a write in its weights that was not acknowledged:
+        one whose log append failed is undone first (not callable under `_write_lock`)."""
+        mem = self._ready()
+        if self._unsettled is None or not self._unsettled[1]:
+            return mem
+        with self._write_lock:
+            try:
+                self._settle()
+            except NeuralMemoryError as exc:
+                raise Unavailable(f"memory {shown(self._qname)} is undoing a write that could not be logged "
+                                  f"({exc}); retry") from None
+            return self._mem
 
     def _check_open(self) -> None:
         if self._closing:

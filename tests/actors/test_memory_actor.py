@@ -390,11 +390,15 @@ def test_a_write_whose_log_append_answer_was_lost_is_dropped_before_the_next(loc
 
     monkeypatch.setattr(meta, "wal_append", append_then_lose_reply)
     monkeypatch.setattr(meta, "wal_drop", drop_while_down)
+    first = actor.stats()["weight_hash"]
     with pytest.raises(MetadataError):
         actor.observe("r2", vectors[1:2], ["two"])
     assert wal_steps(local_storage) == [1, 2]  # still there: the drop failed too
+    with pytest.raises(Unavailable, match="undoing a write"):  # learned while it was logged: never shown
+        actor.stats()
     monkeypatch.setattr(meta, "wal_append", real_append)
     monkeypatch.setattr(meta, "wal_drop", real_drop)
+    assert actor.stats()["weight_hash"] == first  # undone, now that the log can be fixed
     third = actor.observe("r3", vectors[2:], ["three"])
     assert third["step"] == 2 and [e["texts"] for e in local_storage.metadata.wal_read_after(Q, 0)] == [["one"], ["three"]]
     assert make_actor(local_storage, Q).stats()["weight_hash"] == third["weight_hash"]
