@@ -32,6 +32,7 @@ from __future__ import annotations
 __all__ = [
     "NeuralMemoryError",
     "InvalidInput",
+    "PayloadTooLarge",
     "NotFound",
     "MemoryNotFound",
     "AlreadyExists",
@@ -61,6 +62,10 @@ class NeuralMemoryError(Exception):
 
 class InvalidInput(NeuralMemoryError, ValueError):
     """A caller passed a bad argument; the message says what to fix."""
+
+
+class PayloadTooLarge(InvalidInput):
+    """The request body is over the server's size limit (the message names it)."""
 
 
 class NotFound(NeuralMemoryError, LookupError):

@@ -28,6 +28,7 @@ STATUS_TABLE: list[tuple[type[BaseException], int]] = [
     (E.CheckpointNotFound, 404),
     (E.CheckpointConflict, 409),
     (E.CheckpointCorrupt, 422),  # stored state that cannot be used; the message names it
+    (E.PayloadTooLarge, 413),
     (E.InvalidInput, 400),
     (E.NotFound, 404),
     (E.AlreadyExists, 409),
@@ -182,7 +183,7 @@ def error_from_body(status: int, body: object) -> E.NeuralMemoryError:
 
 def _class_for_status(status: int) -> type[E.NeuralMemoryError]:
     by_status = {400: E.InvalidInput, 401: E.AuthError, 403: E.Forbidden, 404: E.NotFound,
-                 409: E.AlreadyExists, 413: E.InvalidInput, 422: E.InvalidInput,
+                 409: E.AlreadyExists, 413: E.PayloadTooLarge, 422: E.InvalidInput,
                  429: E.LimitExceeded}
     if status in by_status:
         return by_status[status]

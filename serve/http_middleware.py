@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from errors import NeuralMemoryError
+from errors import NeuralMemoryError, PayloadTooLarge
 from serve.error_map import Problem, problem_for
 from serve.metrics import GatewayMetrics
 
@@ -51,13 +51,24 @@ def request_id_of(scope: Scope) -> str | None:
     return None
 
 
+MCP_PATH = "/mcp"
+# JSON-RPC's range for errors an implementation defines: an HTTP-level refusal of an MCP request.
+MCP_REFUSED = -32000
+
+
 def problem_response(problem: Problem, details: list[dict] | None = None,
                      scope: Scope | None = None) -> JSONResponse:
+    """The error envelope; for a request to /mcp, a JSON-RPC error (id null: the request is
+    refused before its body is read) carrying the same code and message, which MCP clients
+    show to their user, where a REST envelope would reach them as a bare status."""
     if scope is not None and problem.request_id is None:
         problem = dataclasses.replace(problem, request_id=request_id_of(scope))
     body = problem.body()
     if details:
         body["error"]["details"] = details
+    if scope is not None and scope.get("path", "").rstrip("/") == MCP_PATH:
+        body = {"jsonrpc": "2.0", "id": None,
+                "error": {"code": MCP_REFUSED, "message": f"{problem.code}: {problem.message}", "data": body["error"]}}
     return JSONResponse(body, status_code=problem.status, headers=problem.headers() or None)
 
 
@@ -153,8 +164,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         max_bytes, hint = self._limit(scope)
-        too_large = Problem(413, "payload_too_large",
-                            f"request body is over the {max_bytes}-byte limit; {hint}")
+        too_large = problem_for(PayloadTooLarge(f"request body is over the {max_bytes}-byte limit; {hint}"))
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 if not value.isdigit() or int(value) > max_bytes:
@@ -210,7 +220,7 @@ class CatchAllMiddleware:
         except Exception as exc:
             if started or scope["type"] != "http":
                 raise
-            await problem_response(problem_for(exc, request_id_of(scope)))(scope, receive, send)
+            await problem_response(problem_for(exc, request_id_of(scope)), scope=scope)(scope, receive, send)
 
 
 class MetricsMiddleware:

@@ -87,6 +87,6 @@ class RateLimitMiddleware:
                     f"rate limit: at most {self.limiter.rate:g} requests per second per API key "
                     f"(bursts of {self.limiter.burst}; NMEM_RATE_LIMIT_PER_SECOND); slow down",
                     retry_after=wait)
-                await problem_response(problem_for(refused, request_id_of(scope)))(scope, receive, send)
+                await problem_response(problem_for(refused, request_id_of(scope)), scope=scope)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -56,7 +56,7 @@ class McpAuthGate:
                 self.auth.check_client(client[0] if client else None)
                 self.auth.tenant_for(headers.get("authorization"))
             except NeuralMemoryError as exc:
-                await problem_response(problem_for(exc, request_id_of(scope)))(scope, receive, send)
+                await problem_response(problem_for(exc, request_id_of(scope)), scope=scope)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

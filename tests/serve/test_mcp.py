@@ -192,9 +192,24 @@ def test_mcp_requires_a_valid_key_and_stays_in_its_tenant(gateway):
     for key in (None, "not-a-real-key-123"):
         response = _rpc(gateway, key, listing)
         assert response.status_code == 401, response.text
-        assert response.json()["error"]["code"] == "auth_error"
+        assert response.json()["error"]["data"]["code"] == "auth_error"  # a JSON-RPC error
         assert response.headers["www-authenticate"] == "Bearer"
     assert httpx.get(gateway.mcp_url, timeout=TIMEOUT).status_code == 401
+
+    async def refused(key: str | None, tool: str, **args: Any) -> str:
+        """What the official client tells its user when the gateway refuses the HTTP request."""
+        with pytest.raises(Exception) as caught:
+            async with mcp_client(gateway.mcp_url, key) as client:
+                await client.call_tool(tool, args)
+        error = caught.value
+        while isinstance(error, BaseExceptionGroup):  # raised inside the client's task group
+            error = error.exceptions[0]
+        return str(error)
+
+    assert "auth_error: unknown API key" in anyio.run(refused, "not-a-real-key-123", "list_memories")
+    assert "auth_error: missing API key" in anyio.run(refused, None, "list_memories")
+    too_big = anyio.run(lambda: refused(gateway.key_a, "observe", contexts=["x" * 30_000] * 70))
+    assert "payload_too_large: request body is over the" in too_big
 
     private = name()
 
@@ -230,6 +245,8 @@ def test_stdio_proxy_serves_the_same_tools(gateway):
             assert (await call(c, "stats", memory=memory))["total_observations"] == 1
             assert "checkpoint_not_found" in await call_error(c, "restore", tag="x", memory=memory)
             assert "memory" in await call_error(c, "stats", memory="../x")
+            too_big = await call_error(c, "observe", contexts=["x" * 30_000] * 70, memory=memory)
+            assert "payload_too_large: request body is over the" in too_big, too_big  # as over HTTP
             await call(c, "delete_memory", memory=memory)
 
     anyio.run(run)
