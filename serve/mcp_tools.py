@@ -341,7 +341,8 @@ def _register_registry(server: MCPServer, d: _Dispatcher) -> None:
                            S.CreateMemoryResponse, autocreate=False)
 
     @_tool(server, READ_ONLY)
-    async def list_memories(ctx: Context, cursor: S.Cursor | None = None, limit: S.PageLimit = C.DEFAULT_PAGE,
+    async def list_memories(ctx: Context, cursor: S.Cursor | None = None,
+                            limit: Annotated[S.PageLimit, Field(strict=True)] = C.DEFAULT_PAGE,
                             prefix: S.NamePrefix | None = None) -> S.MemoryList:
         """List your memories by name, one page at a time, with their observation counts and
         whether each is loaded; pass `next_cursor` back as `cursor` for the next page, and
@@ -390,13 +391,14 @@ def _register_forget(server: MCPServer, d: _Dispatcher) -> None:
                                                                "earlier forget does not renumber them).")] = None,
         mode: Annotated[Literal["exact", "approximate"], Field(
             description="exact (replay without them; needs the kept history) or approximate.")] = "exact",
-        dry_run: Annotated[bool, Field(description="Only list what would be forgotten.")] = False,
+        dry_run: Annotated[bool, Field(strict=True, description="Only list what would be forgotten.")] = False,
         checkpoints: Annotated[Literal["rebuild", "delete"], Field(
             description="Tags that held them: rebuilt without them, or deleted.")] = "rebuild",
-        forks: Annotated[bool, Field(description="Also forget it in forks made from a state that held it.")] = False,
+        forks: Annotated[bool, Field(strict=True,
+                                     description="Also forget it in forks made from a state that held it.")] = False,
         job_id: Annotated[str | None, Field(pattern=C.anchored(C.JOB_ID_PATTERN), description=(
             "Instead of a selector: read this job's status (a job still running after wait_seconds)."))] = None,
-        wait_seconds: Annotated[float, Field(ge=0, le=MAX_FORGET_WAIT, description=(
+        wait_seconds: Annotated[float, Field(ge=0, le=MAX_FORGET_WAIT, strict=True, allow_inf_nan=False, description=(
             "How long to wait for the job to finish before returning its status."))] = 30,
         memory: OptionalMemory = None,
     ) -> S.ForgetJob:

@@ -215,11 +215,12 @@ class ForgetRequest(Request):
                              "(needs the kept history; fails with history_unavailable otherwise). "
                              "approximate: erase their stored records and push the network away from "
                              "them (no history needed; reported as approximate).")
-    dry_run: bool = Field(False, description="Only list what would be forgotten; change nothing.")
+    dry_run: bool = Field(False, strict=True, description="Only list what would be forgotten; change nothing.")
     checkpoints: Literal["rebuild", "delete"] = Field(
         "rebuild", description="Your checkpoint tags whose state held a forgotten observation: rebuilt "
                                "without it (default), or deleted.")
-    forks: bool = Field(False, description="Also forget it in the forks made from a state that held it.")
+    forks: bool = Field(False, strict=True,
+                        description="Also forget it in the forks made from a state that held it.")
 
     @model_validator(mode="before")
     @classmethod

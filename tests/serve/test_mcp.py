@@ -267,3 +267,22 @@ def test_stdio_proxy_names_the_gateway_it_cannot_reach():
 
     message = anyio.run(run)
     assert f"unavailable: cannot reach the gateway at {url}" in message and "request id None" not in message, message
+
+
+@pytest.mark.parametrize("tool, args", [
+    ("list_memories", {"limit": True}), ("list_memories", {"limit": "5"}), ("list_memories", {"limit": 5.0}),
+    ("forget", {"text": "x", "dry_run": "yes"}), ("forget", {"text": "x", "forks": "true"}),
+    ("forget", {"text": "x", "dry_run": True, "wait_seconds": "5"}),
+])
+def test_numbers_and_flags_are_not_guessed_from_other_types(gateway, tool, args):
+    """`limit: true` is not a page of one, nor `dry_run: "yes"` a yes: refused, as REST does
+    and as the other tools' numbers are."""
+    async def run() -> str:
+        async with mcp_client(gateway.mcp_url, gateway.key_a) as client:
+            return await call_error(client, tool, **args)
+
+    assert "invalid_input" in anyio.run(run)
+    if tool == "forget" and "wait_seconds" not in args:
+        response = httpx.post(f"{gateway.base_url}/v1/memories/default/forget", json=args,
+                              headers=gateway.headers(), timeout=TIMEOUT)
+        assert response.status_code == 422, response.text
