@@ -319,7 +319,10 @@ class Forgetting(Erasure):
 
     def _finish_unchanged(self, job: dict) -> None:
         job["exact"] = True
-        self._finish(job, {"forgotten": 0, "note": "nothing selected was ever observed"})
+        # Its forks are listed all the same (whether they hold it is not known from here): an
+        # earlier forget may have left the data in a fork, or a fork may have learned it itself.
+        self._finish(job, {"forgotten": 0, "note": "nothing selected is in this memory",
+                           "forks": self._fork_report(None)})
 
     def _finish(self, job: dict, report: dict, *, selector_kept: bool = False) -> None:
         job.update(status="done", progress=1.0, report=report, finished_at=now_iso(),

@@ -169,3 +169,13 @@ def test_a_fork_an_earlier_forget_left_alone_keeps_what_only_that_forget_removed
     after = arun(cluster.stats(tenant, "p-kid"))
     assert (after["total_observations"], after["weight_hash"]) == (kid["total_observations"], kid["weight_hash"])
     assert arun(cluster.infer(tenant, "p-kid", encode([beta])[0], beta, top_k=1))["response"] == beta
+    # beta again, now with forks: the parent holds none of it, yet the fork that does is listed
+    # and its run says it cannot be exact, instead of a report of "nothing ever observed".
+    third = arun(cluster.forget(tenant, "p", {"selector": {"text": beta}, "forks": True}, {"key": "test"}))
+    assert wait_job(arun, cluster, tenant, "p", third["job_id"])["forgotten"] == 0
+    status = lambda: arun(cluster.forget_status(tenant, "p", third["job_id"]))["report"]["forks"]  # noqa: E731
+    assert wait_until(lambda: status() and status()[0]["status"] in ("done", "failed"), timeout=60), status()
+    (fork,) = status()
+    assert fork["name"] == "p-kid" and fork["status"] == "failed"
+    assert arun(cluster.forget_status(tenant, "p-kid", fork["job_id"]))["error"]["code"] == "history_unavailable"
+    assert arun(cluster.stats(tenant, "p-kid"))["weight_hash"] == kid["weight_hash"]
