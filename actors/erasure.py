@@ -105,9 +105,11 @@ class Erasure:
             plan["history"] = self._regenerated_history(rebuild)
             plan["stats"]["total_observations"] = max(0, self._total_observations() - rebuild.forgotten)
             plan["domains"] = self._domains_after(rebuild)
+            plan["forgotten_writes"] = sorted(rebuild.forgotten_writes)
             meta.forget_commit(self._qname, plan, tail_entries, self._audit(job))
             self._mem = rebuild.memory
             self._results = self._rebuilt_results(rebuild)
+            self._mark_forgotten(rebuild.forgotten_writes)
             self._after_swap(staged["auto"], len(tail_entries))
             self._job = None  # committed: the memory may take the next job
         self._finish_cleanup(job, rebuild.forgotten_texts)
@@ -193,6 +195,15 @@ class Erasure:
             results.put(request_id, result, fingerprint)
         return results
 
+    def _mark_forgotten(self, request_ids: set[str]) -> None:
+        """Writes a forget took observations from: a retry under their ids is answered as
+        applied, whatever it holds, and never learned again (the ids are in Redis too, for
+        restarts); their fingerprints (hashes of what they held) are dropped."""
+        self._forgotten_writes |= request_ids
+        for request_id in request_ids:
+            if request_id in self._results:
+                self._results.drop_fingerprint(request_id)
+
     # ---- approximate ---------------------------------------------------------------------------
 
     def _forget_approximately(self, job: dict, selector: Selector) -> None:
@@ -240,9 +251,16 @@ class Erasure:
             plan = self._plan(job, memory, staged, old_autos, base)
             plan["archive"] = []
             cut = {cut_history_text(t) for t in texts}
-            plan["history"] = [h for h in self._storage.metadata.history(self._qname, HISTORY_CAP)
-                               if h.get("text") not in cut]
+            history = self._storage.metadata.history(self._qname, HISTORY_CAP)
+            # The writes that held them, as far as the history still names them (no log here);
+            # their other items stay, without the fingerprint of the whole write.
+            forgotten_writes = {h["request_id"] for h in history if h.get("text") in cut and h.get("request_id")}
+            plan["history"] = [{k: v for k, v in h.items() if k != "fingerprint"}
+                               if h.get("request_id") in forgotten_writes else h
+                               for h in history if h.get("text") not in cut]
+            plan["forgotten_writes"] = sorted(forgotten_writes)
             self._storage.metadata.forget_commit(self._qname, plan, [], self._audit(job))
+            self._mark_forgotten(forgotten_writes)
             self._after_swap(auto, 0)
             self._job = None
         self._finish_cleanup(job, texts)

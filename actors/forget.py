@@ -184,6 +184,7 @@ class Rebuild:
         self.domains: set[str] = set()  # of the kept observations
         self.forgotten_domains: set[str] = set()
         self.forgotten_texts: set[str] = set()  # kept in memory only: chunks holding them go too
+        self.forgotten_writes: set[str] = set()  # request ids of the writes items were dropped from
 
     @property
     def memory(self):
@@ -215,6 +216,9 @@ class Rebuild:
             self.held += len(drop)
             self.forgotten += len(drop)
             self.forgotten_texts.update(entry["texts"][i] for i in drop)
+            request_id = (entry.get("options") or {}).get("request_id")
+            if request_id:
+                self.forgotten_writes.add(request_id)
             if entry.get("domain"):
                 self.forgotten_domains.add(entry["domain"])
         if kind == OBSERVE:

@@ -95,6 +95,7 @@ class MemoryActor(Rebinding, Forgetting):
         self._config: MemoryConfig | None = None
         self._ckpts: Checkpoints | None = None
         self._results = RecentResults(self._spec.settings.remembered_requests)
+        self._forgotten_writes: set[str] = set()  # see Erasure._mark_forgotten
         self._closing = False
         self._releasing = False
         self._started = False
@@ -145,6 +146,8 @@ class MemoryActor(Rebinding, Forgetting):
                           history_after=recorded[-1]["step"] if recorded else 0,
                           applied=applied_in_history(recorded))
             self._results = rec.results
+            self._forgotten_writes = set()
+            self._mark_forgotten(self._storage.metadata.forgotten_writes(self._qname))
             self._mem = rec.memory
             self._seq = rec.seq or 0
             self._history = History(self._storage, self._qname, parse_retention(self._spec.settings.history_retention))
@@ -227,7 +230,7 @@ class MemoryActor(Rebinding, Forgetting):
         applied in its order; this one waits for it (see `_wait_until_applied`)."""
         self._ready()
         fingerprint = write_fingerprint(texts, domain, learning_rate)
-        if request_id in self._results:
+        if self._applied_before(request_id):
             return self._repeat(request_id, fingerprint)
         array = check_observation(vectors, texts, domain, learning_rate, self._config.dim)
         if after is not None:
@@ -243,7 +246,7 @@ class MemoryActor(Rebinding, Forgetting):
         refuses this write as Unavailable). OutOfOrder if it is not applied in time."""
         wait = self._spec.settings.ordered_write_wait_seconds
         with self._applied:
-            if self._applied.wait_for(lambda: request_id in self._results or self._closing, wait):
+            if self._applied.wait_for(lambda: self._applied_before(request_id) or self._closing, wait):
                 return
         raise OutOfOrder(f"write {request_id!r}, which this one must follow (after_request_id), was not "
                          f"applied to {self._qname} within {wait:g} s, or so long ago that its id is no "
@@ -255,7 +258,7 @@ class MemoryActor(Rebinding, Forgetting):
                  domain: str | None, learning_rate: float | None) -> dict:
         with self._write_lock:
             self._check_open()
-            if request_id in self._results:  # the same request raced itself
+            if self._applied_before(request_id):  # the same request raced itself
                 return self._repeat(request_id, fingerprint)
             self._settle()
             mem, before, seq = self._mem, self._mem.step, self._seq + 1
@@ -435,10 +438,14 @@ class MemoryActor(Rebinding, Forgetting):
         if self._closing:
             raise Unavailable(f"memory {shown(self._qname)} is hibernating; retry")
 
+    def _applied_before(self, request_id: str) -> bool:
+        return request_id in self._results or request_id in self._forgotten_writes
+
     def _repeat(self, request_id: str, fingerprint: str) -> dict:
         """Result of a write already applied (before a crash, it may only be known by its id).
-        RequestIdReused if that write was another one (where its content is still known)."""
-        known = self._results.fingerprint(request_id)
+        RequestIdReused if that write was another one (where its content is still known; never
+        for a write a forget took from: 409 or not would tell whether a guess of it was right)."""
+        known = None if request_id in self._forgotten_writes else self._results.fingerprint(request_id)
         if known is not None and known != fingerprint:
             raise RequestIdReused(f"request_id {request_id!r} already named another write to memory "
                                   f"{shown(self._qname)} (other texts, domain or learning rate); "

@@ -139,6 +139,10 @@ class RecentResults:
         """(request id, fingerprint) of every remembered write, oldest first."""
         return [(request_id, fingerprint) for request_id, (_result, fingerprint) in self._items.items()]
 
+    def drop_fingerprint(self, request_id: str) -> None:
+        result, _ = self._items[request_id]
+        self._items[request_id] = (result, None)
+
     def put(self, request_id: str | None, result: dict | None, fingerprint: str | None = None) -> None:
         if not request_id:
             return

@@ -80,6 +80,12 @@ class HistoryMixin:
         (raw,) = self._registered_read(name, lambda p: p.hget(self.keys.jobs(name), job_id))  # type: ignore[attr-defined]
         return None if raw is None else loads_json(raw)
 
+    def forgotten_writes(self, name: str) -> set[str]:
+        """Request ids of the writes forget jobs took observations from: a retry under one is
+        answered as applied and never learned again (not even after a restart)."""
+        (ids,) = self._registered_read(name, lambda p: p.smembers(self.keys.forgotten_writes(name)))  # type: ignore[attr-defined]
+        return {i.decode() if isinstance(i, bytes) else i for i in ids}
+
     def jobs(self, name: str) -> list[dict]:
         (items,) = self._registered_read(name, lambda p: p.hgetall(self.keys.jobs(name)))  # type: ignore[attr-defined]
         return sorted((loads_json(raw) for raw in items.values()), key=lambda j: j.get("created_at", ""))
@@ -121,8 +127,8 @@ class HistoryMixin:
     def forget_commit(self, name: str, plan: dict, wal: list[dict] | None, audit: dict | None) -> None:
         """Apply a forget job's new state in one atomic script (see the module doc). `plan` holds
         ckpt_del, ckpt_put ({tag: info}), archive / history (lists of dicts, or None: keep),
-        domains (list or None), stats, jobs_del, job, base (dict or None); `wal` (entries, or
-        None: keep) replaces the WAL."""
+        domains (list or None), stats, jobs_del, job, base (dict or None), forgotten_writes
+        (request ids, added); `wal` (entries, or None: keep) replaces the WAL."""
         check_name(name)
         tenant = name.split("/", 1)[0]
         doc = {
@@ -137,6 +143,7 @@ class HistoryMixin:
             "job": [plan["job"]["job_id"], dumps_json(plan["job"]).decode()],
             "base": None if plan.get("base") is None else dumps_json(plan["base"]).decode(),
             "audit": None if audit is None else dumps_json(audit).decode(),
+            "forgotten_writes": sorted(plan.get("forgotten_writes", [])),
         }
         args: list[Any] = [name, dumps_json(doc)]
         for entry in wal or []:
@@ -147,7 +154,7 @@ class HistoryMixin:
         keys = [self.keys.registry(), self.keys.checkpoints(name), self.keys.checkpoint_order(name),
                 self.keys.wal(name), self.keys.archive(name), self.keys.history(name), self.keys.stats(name),
                 self.keys.domains(name), self.keys.jobs(name), self.keys.history_base(name),
-                self.keys.audit(tenant)]
+                self.keys.audit(tenant), self.keys.forgotten_writes(name)]
         if self._run("FORGET_COMMIT", keys, args) == -1:  # type: ignore[attr-defined]
             raise memory_not_found(name)
 

@@ -135,6 +135,10 @@ class Keys:
     def jobs(self, name: str) -> str:
         return self._mem(name, "jobs")
 
+    def forgotten_writes(self, name: str) -> str:
+        """Request ids of writes a forget took observations from (actors/erasure.py)."""
+        return self._mem(name, "forgotten_writes")
+
     def audit(self, tenant: str) -> str:
         return f"{self.prefix}:audit:{contract.check_tenant(tenant)}"
 
@@ -161,4 +165,5 @@ class Keys:
             self.archive(name),
             self.history_base(name),
             self.jobs(name),
+            self.forgotten_writes(name),
         ]

@@ -167,11 +167,13 @@ return 1
 """
 
 # The swap of a forget job, all or nothing (storage/history.py `forget_commit`).
-# KEYS: registry, ckpt hash, ckpt order, wal, archive, history, stats, domains, jobs, base, audit.
+# KEYS: registry, ckpt hash, ckpt order, wal, archive, history, stats, domains, jobs, base, audit,
+# forgotten writes.
 # ARGV: name, plan JSON, then 8 values per new WAL entry (field/value pairs: step, vectors, meta,
 # seq). Plan: ckpt_del [tag], ckpt_put [[tag, info JSON]], wal (bool: replace the WAL),
 # archive/history/domains (lists of values, or null: unchanged), stats {field: value},
-# jobs_del [id], job [id, JSON], base (JSON or null), audit (JSON or null).
+# jobs_del [id], job [id, JSON], base (JSON or null), audit (JSON or null), forgotten_writes [id]
+# (added to the set).
 FORGET_COMMIT = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
 local plan = cjson.decode(ARGV[2])
@@ -199,5 +201,6 @@ for _, id in ipairs(plan.jobs_del) do redis.call('HDEL', KEYS[9], id) end
 redis.call('HSET', KEYS[9], plan.job[1], plan.job[2])
 if plan.base ~= cjson.null then redis.call('SET', KEYS[10], plan.base) end
 if plan.audit ~= cjson.null then redis.call('RPUSH', KEYS[11], plan.audit) end
+for _, id in ipairs(plan.forgotten_writes) do redis.call('SADD', KEYS[12], id) end
 return 1
 """

@@ -218,3 +218,38 @@ def test_steps_select_what_observe_answered_after_an_earlier_forget_renumbered_t
         == [A[7], A[8]]
     with pytest.raises(Exception, match="renumbered"):  # the records hold the renumbered steps
         forget(m, {"steps": {"from": 9, "to": 9}}, mode="approximate")
+
+
+@pytest.mark.parametrize("mode", ["exact", "approximate"])
+def test_a_forgotten_write_is_never_learned_again_nor_tells_what_it_held(local_storage, make_actor, mode) -> None:
+    """After a forget, a retry under a forgotten write's request id is answered as applied, not
+    learned again, also after the actor restarts (the ids are kept in Redis); it gets the same
+    answer whatever it holds, so the id cannot confirm a guess of the forgotten text (a 409 for
+    a wrong guess would); and an exact retry of a batch one item was forgotten from is answered,
+    not refused as another write. The fingerprints (hashes of what the writes held) are gone."""
+    from actors.wal import write_fingerprint
+    from tests.cluster.helpers import encode
+
+    pin = "Bob's PIN is 4321"
+    batch = [A[0], pin, A[1]]
+    m = make_actor(local_storage, q("m"))
+    m.observe("w-x", encode([X]), [X])
+    m.observe("w-batch", encode(batch), batch)
+    m.observe("w-after", encode([B[0]]), [B[0]])
+    prints = [write_fingerprint([X], None, None), write_fingerprint(batch, None, None)]
+    assert all(find_text(local_storage, m._qname, p) for p in prints)  # in the history, as every write's
+    selector = {"texts": [X, pin]}
+    job = forget(m, selector, mode=mode)
+    assert job["status"] == "done" and job["forgotten"] == 2, job
+    assert all(find_text(local_storage, m._qname, p) == [] for p in prints)
+
+    for actor in (m, make_actor(local_storage, m._qname)):  # live, then restarted
+        before = actor.stats()
+        right = actor.observe("w-x", encode([X]), [X])
+        wrong = actor.observe("w-x", encode(["Alice lives at 99 Oak Road"]), ["Alice lives at 99 Oak Road"])
+        assert right == wrong
+        actor.observe("w-batch", encode(batch), batch)  # not a 409: the same write
+        after = actor.stats()
+        assert (after["total_observations"], after["weight_hash"]) == (before["total_observations"],
+                                                                       before["weight_hash"])
+        assert actor.surprise(*m_vec(X))["score"] >= min(never_seen_surprises(actor)) - 0.05
