@@ -108,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
     except NeuralMemoryError as exc:
         print(f"neural-memory {args.command}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before the command's own handling (an import's resume note)
+        print(f"\nneural-memory {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _export(client, args: argparse.Namespace) -> int:
@@ -124,7 +127,7 @@ def _learn_files(client, args: argparse.Namespace) -> int:
     from contract import check_memory_name
     from errors import MemoryExists
     from neural_memory.importing import (ImportOptions, ImportRun, check_in_flight, memory_created_at, plan_import,
-                                         unfinished_elsewhere)
+                                         imported_elsewhere)
 
     check_memory_name(args.memory, "--memory")
     opts = ImportOptions(format=args.format, split=args.split, column=args.column,
@@ -146,12 +149,13 @@ def _learn_files(client, args: argparse.Namespace) -> int:
               "earlier run of this command; nothing to do (--again learns them again)")
         return 0
     if not journal.done_batches:
-        earlier = unfinished_elsewhere(plan)
+        earlier = imported_elsewhere(plan)
         if earlier and not args.again:
-            print(f"neural-memory import: {_unfinished(earlier[0], plan, args.memory)}", file=sys.stderr)
+            print(f"neural-memory import: {_imported_before(earlier[0], plan, args.memory)}", file=sys.stderr)
             return 1
-        for abandoned in earlier:  # --again: learning the files anew supersedes them
-            abandoned.discard()
+        for abandoned in earlier:  # --again: learning the files anew supersedes unfinished runs
+            if not abandoned.finished:
+                abandoned.discard()
     if journal.done_batches:
         print(f"resuming: {journal.done_items:,} of {plan.items:,} items ({journal.done_batches} of "
               f"{len(plan.batches)} batches) were already learned; continuing at item "
@@ -168,13 +172,16 @@ def _learn_files(client, args: argparse.Namespace) -> int:
     return 0
 
 
-def _unfinished(earlier, plan, memory: str) -> str:
-    """What to do about an unfinished import of these files into this memory under other options
-    or contents (`unfinished_elsewhere`)."""
+def _imported_before(earlier, plan, memory: str) -> str:
+    """What to do about an earlier import of these files into this memory under other options or
+    contents (`imported_elsewhere`)."""
     then, now = earlier.about.get("options") or {}, plan.options
     changed = [f"--{name.replace('_', '-')} {then[name]} (now {now.get(name)})"
                for name in sorted(then) if then[name] != now.get(name)]
     how = f"with {', '.join(changed)}" if changed else "with the files as they were then (they have changed since)"
+    if earlier.finished:
+        return (f"these files were already imported into {memory} ({earlier.done_items:,} items) {how}; "
+                "importing them again learns them twice. Pass --again to learn them again anyway")
     return (f"an unfinished import of these files into {memory} learned "
             f"at least {earlier.done_items:,} of {earlier.about.get('items', 0):,} items {how}. Run it again as it "
             "was to resume it, or pass --again to learn these files from the start (what it learned "

@@ -41,7 +41,7 @@ import contract
 from errors import InvalidInput, MemoryNotFound, OutOfOrder
 
 __all__ = ["ImportOptions", "Item", "Plan", "ImportRun", "read_items", "plan_import", "memory_created_at",
-           "unfinished_elsewhere", "Journal",
+           "imported_elsewhere", "Journal",
            "check_in_flight", "FORMATS", "SPLITS", "journal_dir", "DEFAULT_IN_FLIGHT", "MAX_IN_FLIGHT"]
 
 FORMATS = {".txt": "text", ".md": "text", ".markdown": "text", ".rst": "text",
@@ -264,8 +264,8 @@ class Plan:
 
     key: str
     batches: list[list[Item]]
-    # Not part of the key, kept in the journal to recognise an unfinished import of the same
-    # files into the same memory under other options or contents (`unfinished_elsewhere`):
+    # Not part of the key, kept in the journal to recognise an earlier import of the same
+    # files into the same memory under other options or contents (`imported_elsewhere`):
     sources: tuple[str, ...] = ()  # the files, resolved
     options: dict = field(default_factory=dict)  # ImportOptions as a dict
     memory: str = ""  # which memory: its name and creation time, once `into` has named it
@@ -383,21 +383,21 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
 
-def unfinished_elsewhere(plan: Plan) -> list[Journal]:
-    """Unfinished imports, under another plan key, of any of `plan`'s files into the same memory
-    (same name, same creation): the same files with other options, or files changed since.
-    Their request ids differ from this plan's, so running this one would learn again what they
-    learned; the command asks first."""
+def imported_elsewhere(plan: Plan) -> list[Journal]:
+    """Imports, finished or not, under another plan key, of any of `plan`'s files into the same
+    memory (same name, same creation): the same files with other options, or files changed
+    since. Their request ids differ from this plan's, so running this one would learn again
+    what they learned; the command asks first. Unfinished ones first."""
     if not plan.memory:
         return []
     found = []
     for path in sorted(journal_dir().glob("*.json")):
         journal = Journal.read(path)
-        if (journal is not None and path.stem != plan.key and not journal.finished and journal.done_batches
+        if (journal is not None and path.stem != plan.key and journal.done_batches
                 and journal.about.get("memory") == plan.memory
                 and set(journal.about.get("sources") or ()) & set(plan.sources)):
             found.append(journal)
-    return found
+    return sorted(found, key=lambda j: j.finished)
 
 
 def check_in_flight(in_flight: int) -> int:

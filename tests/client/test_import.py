@@ -286,6 +286,11 @@ def test_an_unfinished_import_of_the_same_files_is_not_learned_over(gateway, cli
     assert anyway.returncode == 0 and "imported 61 items" in out, err
     assert _stats(client, fresh_name).total_observations == learned + 61
     assert not Journal.load(plan.key).done_batches  # the superseded journal is gone
+    # Finished, then run with another batch size (other request ids): refused as well.
+    resized = _cli(gateway, str(notes), "--memory", fresh_name, "--batch-size", "5")
+    _, err = resized.communicate(timeout=300)
+    assert resized.returncode == 1 and "already imported" in err and "--batch-size 8 (now 5)" in err, err
+    assert _stats(client, fresh_name).total_observations == learned + 61
 
 
 def test_a_long_text_is_measured_without_splitting_it_at_once(monkeypatch):
