@@ -114,6 +114,8 @@ class Api:
         applied first (for several writes in flight; OutOfOrder if it never is)."""
         request_id = request_id or uuid.uuid4().hex
         extra = {"request_id": request_id} if SERVER_DEDUPES_OBSERVE else {}
+        if not isinstance(text, (str, list, tuple)):  # bytes would read as a list of numbers
+            raise InvalidInput(f"text must be a string or a list of strings, got {type(text).__name__}")
         texts = {"context": text} if isinstance(text, str) else {"contexts": list(text)}
         body = model(S.ObserveRequest, domain=domain, learning_rate=learning_rate,
                      after_request_id=after_request_id, **texts, **extra)

@@ -47,7 +47,19 @@ def _server_url(url: str) -> str:
     parsed = httpx.URL(url) if "://" in url else None
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
         raise InvalidInput(f"server URL {url!r} must look like http://HOST:PORT (e.g. {DEFAULT_URL})")
+    route = parsed.path.rstrip("/").rpartition("/")[2]
+    if route in ("v1", "mcp"):  # the client adds the routes itself
+        raise InvalidInput(f"server URL {url!r} names the /{route} route: give the server's base URL, "
+                           f"without /{route} (e.g. {DEFAULT_URL})")
     return url.rstrip("/")
+
+
+def _number(name: str, value: Any, *, positive: bool) -> float:
+    """A client option: a finite number, > 0 (`positive`) or >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or value in (float("inf"), float("-inf")) or value < 0 or (positive and value == 0):
+        raise InvalidInput(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    return value
 
 
 class _Base(Api):
@@ -55,12 +67,15 @@ class _Base(Api):
                  rate_limit_wait: float) -> None:
         self.url = _server_url(url or os.environ.get(URL_ENV) or DEFAULT_URL)
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        self.timeout = _number("timeout (seconds)", timeout, positive=True)
         self._options: dict[str, Any] = {
-            "base_url": self.url, "timeout": timeout,
+            "base_url": self.url, "timeout": self.timeout,
             "headers": {"Authorization": f"Bearer {key}"} if key else {},
         }
-        self.retries = max(0, int(retries))
-        self.rate_limit_wait = max(0.0, float(rate_limit_wait))
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidInput(f"retries must be an int >= 0, got {retries!r}")
+        self.retries = retries
+        self.rate_limit_wait = float(_number("rate_limit_wait (seconds)", rate_limit_wait, positive=False))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -97,8 +112,16 @@ class _Base(Api):
         return min(2.0, 0.2 * 2**attempt)
 
     def _unreachable(self, exc: httpx.TransportError) -> Unavailable:
+        if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, NEVER_SENT):
+            return Unavailable(f"no answer from the gateway at {self.url} within the client's timeout of "
+                               f"{self.timeout:g} s ({type(exc).__name__}); give the client a longer timeout")
         what = "cannot reach" if isinstance(exc, NEVER_SENT) else "lost the connection to"
         return Unavailable(f"{what} the gateway at {self.url}: {type(exc).__name__} {exc}".strip())
+
+    def _check_open(self, closed: bool) -> None:
+        if closed:
+            raise InvalidInput(f"this {type(self).__name__} was closed; make a new one (or use it inside "
+                               "its `with` block)")
 
     @staticmethod
     def _finish(call: Call, response: httpx.Response) -> Any:
@@ -158,6 +181,7 @@ class Client(_Base):
         self._http = httpx.Client(transport=transport, **self._options)
 
     def _send(self, call: Call) -> Any:
+        self._check_open(self._http.is_closed)
         attempt, waited = 0, 0.0
         while True:
             try:
@@ -213,6 +237,7 @@ class AsyncClient(_Base):
         self._http = httpx.AsyncClient(transport=transport, **self._options)
 
     async def _send(self, call: Call) -> Any:
+        self._check_open(self._http.is_closed)
         attempt, waited = 0, 0.0
         while True:
             try:

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -260,3 +261,53 @@ def test_a_rate_limited_call_waits_its_retry_after_and_goes_through():
         assert created == ["m0", "m1", "m2", "b0"]
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"timeout": 0}, "timeout"), ({"timeout": -1}, "timeout"), ({"timeout": float("nan")}, "timeout"),
+    ({"retries": -1}, "retries"), ({"retries": 1.5}, "retries"), ({"rate_limit_wait": -5}, "rate_limit_wait"),
+    ({"url": "http://127.0.0.1:8000/v1"}, "without /v1"), ({"url": "http://127.0.0.1:8000/mcp/"}, "without /mcp"),
+])
+def test_client_options_are_checked_when_it_is_made(options, words):
+    from neural_memory import AsyncClient, Client
+
+    for cls in (Client, AsyncClient):
+        with pytest.raises(E.InvalidInput, match=words):
+            cls(**{"url": "http://127.0.0.1:8000", **options})
+
+
+def test_a_closed_client_and_a_text_of_another_type_say_so(gateway):
+    from neural_memory import Client
+
+    with Client(gateway.base_url, api_key=gateway.key_a) as nm:
+        for text in (123, None, b"bytes text"):
+            with pytest.raises(E.InvalidInput, match="text must be a string or a list of strings"):
+                nm.observe("default", text)
+    with pytest.raises(E.InvalidInput, match="was closed"):
+        nm.stats("default")
+
+
+class _Slow(BaseHTTPRequestHandler):
+    """Answers after a second."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        time.sleep(1)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_slow_answer_is_told_as_the_client_timeout():
+    from neural_memory import Client
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with Client(f"http://127.0.0.1:{server.server_address[1]}", timeout=0.2, retries=0) as nm:
+            with pytest.raises(E.Unavailable, match="within the client's timeout of 0.2 s"):
+                nm.list_memories()
+    finally:
+        server.shutdown()
+        server.server_close()
