@@ -321,10 +321,12 @@ class MemoryCluster:
 
     # ---- forgetting (cluster/forget.py) ------------------------------------------------------
 
-    async def forget(self, tenant: str, name: str, request: dict, who: dict | None = None) -> dict:
+    async def forget(self, tenant: str, name: str, request: dict, who: dict | None = None,
+                     request_id: str | None = None) -> dict:
         """Start a forget job on memory `name` (request: selector, mode, dry_run, checkpoints,
-        forks); its status as the job record says (poll `forget_status`)."""
-        return await self._forget.start(tenant, name, request, who or {})
+        forks); its status as the job record says (poll `forget_status`). A retry with the same
+        `request_id` gets the job the first call started."""
+        return await self._forget.start(tenant, name, request, who or {}, request_id)
 
     async def forget_status(self, tenant: str, name: str, job_id: str) -> dict:
         return await self._forget.status(tenant, name, job_id)

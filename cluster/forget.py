@@ -50,8 +50,12 @@ class ForgetOps:
         for task in list(self._tasks):
             task.cancel()
 
-    async def start(self, tenant: str, name: str, request: dict, who: dict) -> dict:
-        return await self._launch(tenant, name, uuid.uuid4().hex, request, who)
+    async def start(self, tenant: str, name: str, request: dict, who: dict, request_id: str | None = None) -> dict:
+        """A new job; with the caller's `request_id`, a retried start finds the job the first
+        one started (its id follows from the request id) instead of starting another."""
+        job_id = uuid.uuid4().hex if request_id is None else \
+            hashlib.sha256(f"{qualify(tenant, name)}/{request_id}".encode()).hexdigest()[:32]
+        return await self._launch(tenant, name, job_id, request, who)
 
     async def _launch(self, tenant: str, name: str, job_id: str, request: dict, who: dict) -> dict:
         job = await self._cluster._routes().call(qualify(tenant, name), "forget_start", job_id,

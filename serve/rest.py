@@ -190,9 +190,14 @@ JobIdPath = Annotated[str, Path(pattern=C.anchored(C.JOB_ID_PATTERN), descriptio
 def _forget_routes(router: APIRouter) -> None:
     @router.post("/memories/{name}/forget", status_code=202, response_model=S.ForgetJob, tags=["forgetting"],
                  summary="Forget observations (exactly, by replay; or approximately): starts a job")
-    async def forget(name: NamePath, body: S.ForgetRequest, s: Svc) -> dict:
+    async def forget(
+        name: NamePath, body: S.ForgetRequest, s: Svc,
+        idempotency_key: Annotated[S.RequestId | None, Header(
+            alias=S.IDEMPOTENCY_HEADER, description="A retried start with the same key answers the job the "
+                                                    "first one started instead of starting another.")] = None,
+    ) -> dict:
         return await s.forget(name, mode=body.mode, dry_run=body.dry_run, checkpoints=body.checkpoints,
-                              forks=body.forks, **body.selector())
+                              forks=body.forks, request_id=idempotency_key, **body.selector())
 
     @router.get("/memories/{name}/forget/{job_id}", response_model=S.ForgetJob, tags=["forgetting"],
                 summary="Status and erasure report of a forget job")

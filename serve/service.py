@@ -163,13 +163,16 @@ class TenantService:
 
     async def forget(self, name: str, text: str | None = None, texts: list[str] | None = None,
                      domain: str | None = None, steps: dict | None = None, mode: str = "exact",
-                     dry_run: bool = False, checkpoints: str = "rebuild", forks: bool = False) -> dict:
-        """Start a forget job (exactly one selector: text, texts, domain or steps {from, to})."""
+                     dry_run: bool = False, checkpoints: str = "rebuild", forks: bool = False,
+                     request_id: str | None = None) -> dict:
+        """Start a forget job (exactly one selector: text, texts, domain or steps {from, to});
+        a retry with the same `request_id` gets the job the first call started."""
         selector = {k: v for k, v in {"text": text, "texts": texts, "domain": domain, "steps": steps}.items()
                     if v is not None}
         request = {"selector": selector, "mode": mode, "dry_run": dry_run, "checkpoints": checkpoints,
                    "forks": forks}
-        return await self._cluster.forget(self.tenant, name, request, {"tenant": self.tenant, "key": self.key})
+        return await self._cluster.forget(self.tenant, name, request, {"tenant": self.tenant, "key": self.key},
+                                          request_id)
 
     async def forget_status(self, name: str, job_id: str) -> dict:
         return await self._cluster.forget_status(self.tenant, name, job_id)

@@ -188,8 +188,9 @@ class Api:
             steps = {"from": steps[0], "to": steps[1]}
         body = model(S.ForgetRequest, text=text, texts=texts, domain=domain, steps=steps, mode=mode,
                      dry_run=dry_run, checkpoints=checkpoints, forks=forks)
+        # A key per call: a start resent after a lost answer finds its job, never starts another.
         return self._send(Call("POST", memory_path(name, "forget"), body, read=reader(S.ForgetJob),
-                               idempotent=False))
+                               idempotent=True, headers={IDEMPOTENCY_HEADER: uuid.uuid4().hex}))
 
     def forget_status(self, name: str, job_id: str) -> S.ForgetJob:
         if not isinstance(job_id, str) or not re.fullmatch(C.JOB_ID_PATTERN, job_id):

@@ -221,7 +221,6 @@ def test_a_rate_limited_call_waits_its_retry_after_and_goes_through():
     before anything is done, so the client waits Retry-After and sends it again (up to
     rate_limit_wait); a 429 quota_exceeded will not clear by waiting and is raised at once."""
     import asyncio
-    import time
 
     import httpx
     from fastapi import FastAPI

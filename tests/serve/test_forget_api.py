@@ -109,3 +109,17 @@ def test_a_second_forget_while_one_runs_is_answered_at_once_with_503_and_retry_a
         assert int(second.headers["Retry-After"]) >= 1
         assert ok(api.get(f"/v1/memories/{fresh_name}/forget/{first['job_id']}"))["status"] != "done"
     assert wait(api, fresh_name, first["job_id"])["status"] == "done"
+
+
+def test_a_forget_resent_with_its_idempotency_key_finds_its_job(api, fresh_name):
+    """A client that lost the answer to a start sends it again: the same key gets the same job,
+    not a second one; another key starts another."""
+    ok(api.post("/v1/memories", json={"name": fresh_name, "config": HASH}), 201)
+    ok(api.post(f"/v1/memories/{fresh_name}/observe", json={"contexts": A + [X]}))
+    first = ok(api.post(f"/v1/memories/{fresh_name}/forget", json={"text": X}, headers={"Idempotency-Key": "f-1"}), 202)
+    assert wait(api, fresh_name, first["job_id"])["forgotten"] == 1
+    again = ok(api.post(f"/v1/memories/{fresh_name}/forget", json={"text": X}, headers={"Idempotency-Key": "f-1"}), 202)
+    assert again["job_id"] == first["job_id"] and again["forgotten"] == 1
+    other = ok(api.post(f"/v1/memories/{fresh_name}/forget", json={"text": X}, headers={"Idempotency-Key": "f-2"}), 202)
+    assert other["job_id"] != first["job_id"]
+    assert wait(api, fresh_name, other["job_id"])["forgotten"] == 0  # a second job: nothing left to forget
