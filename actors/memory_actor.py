@@ -249,7 +249,7 @@ class MemoryActor(Rebinding, Forgetting):
             if self._applied.wait_for(lambda: self._applied_before(request_id) or self._closing, wait):
                 return
         raise OutOfOrder(f"write {request_id!r}, which this one must follow (after_request_id), was not "
-                         f"applied to {self._qname} within {wait:g} s, or so long ago that its id is no "
+                         f"applied to {shown(self._qname)} within {wait:g} s, or so long ago that its id is no "
                          f"longer remembered; nothing of this write was applied. If {request_id!r} was "
                          "acknowledged, send this write again without after_request_id; if not, send "
                          f"{request_id!r} first")

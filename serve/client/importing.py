@@ -9,7 +9,8 @@ upload box (the server parses uploads with this module), so both split files the
 
 - text / markdown (.txt .md .markdown .rst): paragraphs (blank-line separated), sentences, or
   lines; whitespace inside an item is collapsed;
-- JSONL (.jsonl .ndjson): one object per line, `{"text": ..., "domain": ...}` (domain optional);
+- JSONL (.jsonl .ndjson): one object per line, `{"text": ..., "domain": ...}` (domain optional,
+  or null: then --domain);
 - CSV (.csv .tsv): the text from `column` (and the domain from `domain_column`, if given).
 
 Every file is read and checked in full before anything is sent, so a bad file (binary, empty, an
@@ -189,7 +190,8 @@ def _jsonl_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
                                'like {"text": "...", "domain": "..."}') from None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise InvalidInput(f'{where} needs an object with a string "text" field')
-        yield _checked(record["text"], record.get("domain", opts.domain), where)
+        domain = record.get("domain")  # absent or null: the --domain default, as an empty CSV cell
+        yield _checked(record["text"], opts.domain if domain is None else domain, where)
 
 
 def _csv_rows(reader: csv.DictReader, source: str) -> Iterator[tuple[int, dict]]:

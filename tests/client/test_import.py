@@ -60,9 +60,9 @@ def test_formats_split_as_documented(tmp_path):
         ["# Title", "First paragraph wraps here. Second sentence!", "Last one."]
     assert [i.text for i in read_items(md, "a.md", ImportOptions(split="sentence"))] == \
         ["# Title", "First paragraph wraps here.", "Second sentence!", "Last one."]
-    jsonl = b'{"text": "a fact", "domain": "geo"}\n\n{"text": "another"}\n'
+    jsonl = b'{"text": "a fact", "domain": "geo"}\n\n{"text": "another"}\n{"text": "a third", "domain": null}\n'
     items = read_items(jsonl, "f.jsonl", ImportOptions(domain="misc"))
-    assert [(i.text, i.domain) for i in items] == [("a fact", "geo"), ("another", "misc")]
+    assert [(i.text, i.domain) for i in items] == [("a fact", "geo"), ("another", "misc"), ("a third", "misc")]
     rows = b"id,body,topic\n1,the sky is blue,sky\n2,,sky\n3,grass is green,plants,,\n4,\xe2\x80\x8b,sky\n"
     items = read_items(rows, "r.csv", ImportOptions(column="body", domain_column="topic"))
     assert [(i.text, i.domain, i.where) for i in items] == [("the sky is blue", "sky", "r.csv:2"),
