@@ -225,7 +225,8 @@ class ForgetRequest(Request):
     @model_validator(mode="before")
     @classmethod
     def _one_selector(cls, data: Any) -> Any:
-        if isinstance(data, dict) and sum(data.get(k) not in (None, [], "") for k in FORGET_SELECTORS) != 1:
+        # An empty one counts as given: its own check then says it is empty.
+        if isinstance(data, dict) and sum(data.get(k) is not None for k in FORGET_SELECTORS) != 1:
             raise ValueError("give exactly one selector: `text`, `texts`, `domain` or `steps` ({from, to})")
         return data
 
