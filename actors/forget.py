@@ -236,7 +236,12 @@ class Rebuild:
         _, texts, domain, learning_rate, request_id = entry_args(entry)
         result = {**result, "weight_hash": self.memory.weight_hash}
         fingerprint = write_fingerprint(texts, domain, learning_rate)
-        self.items += [{**item, "at": entry.get("at")} for item in history_items(result, texts, request_id, fingerprint)]
+        items = history_items(result, texts, request_id, fingerprint)
+        if "answered" in entry:  # renumbered: keep what observe answered beside it
+            for item, answered in zip(items, entry["answered"]):
+                if item["step"] != answered:
+                    item["answered_step"] = int(answered)
+        self.items += [{**item, "at": entry.get("at")} for item in items]
         if domain:
             self.domains.add(domain)
         self.results.append((request_id, result, fingerprint))

@@ -378,7 +378,10 @@ class ExplainResponse(Response):
 
 
 class HistoryItem(Response):
-    step: int
+    step: int = Field(description="Its step in the memory as it is now (a forget renumbers what follows "
+                                  "the observations it removes).")
+    answered_step: int | None = Field(None, description="Where a forget renumbered it: the step observe "
+                                                        "answered, which a forget's `steps` selector names.")
     text: str
     surprise: float
     weight_hash: str

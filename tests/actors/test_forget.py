@@ -213,6 +213,9 @@ def test_steps_select_what_observe_answered_after_an_earlier_forget_renumbered_t
     job = forget(m, {"steps": {"from": 6, "to": 8}})
     assert job["status"] == "done" and job["forgotten"] == 3, job
     assert_twins(m, t, [A[4], A[6], A[7], X])
+    history = {h["text"]: h for h in local_storage.metadata.history(m._qname)}
+    assert (history[A[7]]["step"], history[A[7]]["answered_step"]) == (5, 9)  # shown beside the step now
+    assert "answered_step" not in history[A[0]]  # never renumbered
     # The answered steps outlive a second rewrite: steps 9-10 are A[7], A[8] still.
     assert [o["text"] for o in forget(m, {"steps": {"from": 9, "to": 10}}, dry_run=True)["report"]["observations"]] \
         == [A[7], A[8]]
