@@ -58,6 +58,9 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     imp.add_argument("--memory", required=True, help="the memory to learn into")
     imp.add_argument("--create", action="store_true", help="create the memory first if it does not exist")
+    imp.add_argument("--config", default=None, metavar="JSON",
+                     help="with --create: the new memory's config, e.g. '{\"encoder\": \"hash\"}' (an existing "
+                          "memory keeps its own)")
     imp.add_argument("--format", choices=sorted(set(FORMATS.values())), default=None,
                      help="file format (default: from the extension)")
     imp.add_argument("--split", choices=SPLITS, default="paragraph",
@@ -134,9 +137,10 @@ def _learn_files(client, args: argparse.Namespace) -> int:
                          domain_column=args.domain_column, domain=args.domain, batch_size=args.batch_size)
     plan = plan_import(args.paths, opts, memory=args.memory)  # every file read and checked first
     check_in_flight(args.in_flight)
+    config = _config_arg(args.config, args.create)
     if args.create:
         try:
-            client.create_memory(args.memory)
+            client.create_memory(args.memory, config)
         except MemoryExists:
             pass
     plan = plan.into(memory_created_at(client, args.memory))
@@ -170,6 +174,26 @@ def _learn_files(client, args: argparse.Namespace) -> int:
     print(f"imported {plan.items:,} items from {len(args.paths)} file(s) into {args.memory} "
           f"in {len(plan.batches)} batches")
     return 0
+
+
+def _config_arg(text: str | None, create: bool) -> dict | None:
+    """--config: a JSON object, and only with --create (it does not change an existing memory)."""
+    import json
+
+    from errors import InvalidInput
+
+    if text is None:
+        return None
+    if not create:
+        raise InvalidInput("--config sets the config of a memory --create makes; add --create")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"--config is not valid JSON ({exc.msg}); give an object like "
+                           '\'{"encoder": "hash"}\'') from None
+    if not isinstance(config, dict):
+        raise InvalidInput('--config must be a JSON object like \'{"encoder": "hash"}\'')
+    return config
 
 
 def _imported_before(earlier, plan, memory: str) -> str:

@@ -326,3 +326,19 @@ def test_a_mistyped_memory_or_server_is_named_as_such(tmp_path):
     wrong = subprocess.run([CLI, "import", str(notes), "--memory", "Notes!", "--url", "http://127.0.0.1:9"],
                            capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 1 and "--memory 'Notes!' is invalid" in wrong.stderr, wrong.stderr
+
+
+def test_create_takes_the_new_memory_config(gateway, client, tmp_path, journals, fresh_name):
+    notes = _notes(tmp_path / "n.md", 5)
+    made = _cli(gateway, str(notes), "--memory", fresh_name, "--create", "--config", json.dumps(CONFIG), "--quiet")
+    out, err = made.communicate(timeout=300)
+    assert made.returncode == 0 and "imported 5 items" in out, err
+    twin = fresh_name + "-twin"
+    client.create_memory(twin, CONFIG)
+    assert _stats(client, fresh_name).weight_parameters == _stats(client, twin).weight_parameters
+    for bad, words in ((["--config", "{nope"], "not valid JSON"), (["--config", "[1]"], "JSON object"),
+                       (["--config", "{}"], "add --create")):
+        extra = bad if "add --create" in words else ["--create", *bad]
+        refused = _cli(gateway, str(notes), "--memory", fresh_name + "-x", *extra)
+        _, err = refused.communicate(timeout=300)
+        assert refused.returncode == 1 and words in err, err
