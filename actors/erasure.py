@@ -80,6 +80,7 @@ class Erasure:
               staged: dict, old_segments: list[dict], start: dict) -> None:
         """Replay the tail logged since `cut`, commit, switch the live memory, clean up."""
         with self._ckpt_lock, self._write_lock:
+            self._settle()  # a failed write still in the log must not be replayed into the result
             tail = list(self._history.events(cut, None, []))
             rebuild.matches.update(scan(tail, selector, own_steps=job.get("parent_job") is None).matches)
             for entry in tail:
@@ -202,7 +203,7 @@ class Erasure:
         self._forgotten_writes |= request_ids
         for request_id in request_ids:
             if request_id in self._results:
-                self._results.drop_fingerprint(request_id)
+                self._results.redact(request_id, fingerprint=True)
 
     # ---- approximate ---------------------------------------------------------------------------
 
@@ -211,6 +212,7 @@ class Erasure:
 
         match = selector.matches
         with self._ckpt_lock, self._write_lock:
+            self._settle()  # never save weights a failed write touched
             memory = self._mem
             found = matching_records(memory, match)
             texts = {memory.store.text(r) for r in found}
@@ -255,10 +257,13 @@ class Erasure:
             # The writes that held them, as far as the history still names them (no log here);
             # their other items stay, without the fingerprint of the whole write.
             forgotten_writes = {h["request_id"] for h in history if h.get("text") in cut and h.get("request_id")}
-            plan["history"] = [{k: v for k, v in h.items() if k != "fingerprint"}
-                               if h.get("request_id") in forgotten_writes else h
-                               for h in history if h.get("text") not in cut]
+            plan["history"] = [_without_forgotten(h, forgotten_writes, texts) for h in history
+                               if h.get("text") not in cut]
             plan["forgotten_writes"] = sorted(forgotten_writes)
+            for request_id, _ in self._results.known():  # answers naming them: known as applied only
+                known = self._results.get(request_id)
+                if request_id in forgotten_writes or (known and texts & set(known.get("patterns_activated") or ())):
+                    self._results.redact(request_id, result=True)
             self._storage.metadata.forget_commit(self._qname, plan, [], self._audit(job))
             self._mark_forgotten(forgotten_writes)
             self._after_swap(auto, 0)
@@ -315,3 +320,15 @@ class Erasure:
             except Exception as exc:  # noqa: BLE001 - retried by the next start (still listed)
                 log.error("memory %s: could not delete %s: %s", self._qname, key, exc)
                 raise
+
+
+def _without_forgotten(item: dict, forgotten_writes: set[str], texts: set[str]) -> dict:
+    """A history item kept by an approximate forget, without what tells of the forgotten texts:
+    its write's fingerprint (a hash of what it held) if that write held one, its write's totals
+    if their activated patterns name one."""
+    drop = set()
+    if item.get("request_id") in forgotten_writes:
+        drop |= {"fingerprint", "write"}
+    if texts & set((item.get("write") or {}).get("patterns_activated") or ()):
+        drop.add("write")
+    return {k: v for k, v in item.items() if k not in drop} if drop else item

@@ -139,9 +139,11 @@ class RecentResults:
         """(request id, fingerprint) of every remembered write, oldest first."""
         return [(request_id, fingerprint) for request_id, (_result, fingerprint) in self._items.items()]
 
-    def drop_fingerprint(self, request_id: str) -> None:
-        result, _ = self._items[request_id]
-        self._items[request_id] = (result, None)
+    def redact(self, request_id: str, *, result: bool = False, fingerprint: bool = False) -> None:
+        """Drop what is known of a write's `result` and/or `fingerprint`, keeping it known as
+        applied (in its place: the eviction order does not change)."""
+        known, print_ = self._items[request_id]
+        self._items[request_id] = (None if result else known, None if fingerprint else print_)
 
     def put(self, request_id: str | None, result: dict | None, fingerprint: str | None = None) -> None:
         if not request_id:

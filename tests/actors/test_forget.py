@@ -239,12 +239,15 @@ def test_a_forgotten_write_is_never_learned_again_nor_tells_what_it_held(local_s
     m.observe("w-x", encode([X]), [X])
     m.observe("w-batch", encode(batch), batch)
     m.observe("w-after", encode([B[0]]), [B[0]])
+    alike = X.replace(" and", ", and") + "."  # close to X: its answer names X's pattern
+    assert X in m.observe("w-alike", encode([alike]), [alike])["patterns_activated"]
     prints = [write_fingerprint([X], None, None), write_fingerprint(batch, None, None)]
     assert all(find_text(local_storage, m._qname, p) for p in prints)  # in the history, as every write's
     selector = {"texts": [X, pin]}
     job = forget(m, selector, mode=mode)
     assert job["status"] == "done" and job["forgotten"] == 2, job
-    assert all(find_text(local_storage, m._qname, p) == [] for p in prints)
+    assert all(find_text(local_storage, m._qname, p) == [] for p in [*prints, X, pin])
+    assert X not in str(m.observe("w-alike", encode([alike]), [alike]))  # its answer, repeated
 
     for actor in (m, make_actor(local_storage, m._qname)):  # live, then restarted
         before = actor.stats()
@@ -255,4 +258,4 @@ def test_a_forgotten_write_is_never_learned_again_nor_tells_what_it_held(local_s
         after = actor.stats()
         assert (after["total_observations"], after["weight_hash"]) == (before["total_observations"],
                                                                        before["weight_hash"])
-        assert actor.surprise(*m_vec(X))["score"] >= min(never_seen_surprises(actor)) - 0.05
+        assert actor.surprise(*m_vec(pin))["score"] >= min(never_seen_surprises(actor)) - 0.05
