@@ -29,7 +29,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from errors import Busy, InvalidInput, NeuralMemoryError, NotFound
+from errors import Busy, InvalidInput, NeuralMemoryError, NotFound, RequestIdReused
 
 from actors.durability import from_parts
 from actors.erasure import Erasure
@@ -47,6 +47,19 @@ PROGRESS_EVERY = 1.0  # seconds between progress writes
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+START_FIELDS = ("mode", "dry_run", "selection", "checkpoints", "forks")  # what a retried start repeats
+
+
+def _same_start(job: dict, retry: dict) -> dict:
+    """`job`, if `retry` (a start under its id: the same Idempotency-Key) asks for the same;
+    RequestIdReused if it asks for something else (its texts aside, which no record keeps)."""
+    differs = [k for k in START_FIELDS if job.get(k) != retry.get(k)]
+    if differs:
+        raise RequestIdReused(f"forget job {job['job_id']} was started under this key with other "
+                              f"{', '.join(differs)}; give another forget its own Idempotency-Key")
+    return job
 
 
 class Cancelled(Exception):
@@ -77,18 +90,18 @@ class Forgetting(Erasure):
                "who": request.get("who") or {}, "checkpoints": policy, "forks": bool(request.get("forks")),
                "base": request.get("base"), "parent_job": request.get("parent_job"),
                "staged": [], "cleanup": [], "report": None, "error": None}
-        if mode == "approximate" and selector.kind == "steps":
-            self._check_steps_not_renumbered()
         with self._write_lock:
             self._check_open()
             if self._job is not None:
                 if self._job["job_id"] == job_id:
-                    return self._public(self._job)
+                    return self._public(_same_start(self._job, job))
                 raise Busy(f"forget job {self._job['job_id']} is running on this memory; retry when it "
                            "is done")
             existing = self._storage.metadata.job_get(self._qname, job_id)
             if existing is not None:  # a retried start
-                return self._public(existing)
+                return self._public(_same_start(existing, job))
+            if mode == "approximate" and selector.kind == "steps":
+                self._check_steps_not_renumbered()
             job["cut"] = self._seq  # the log it replays ends here; later writes are its tail
             self._storage.metadata.job_put(self._qname, job)
             self._launch(job)

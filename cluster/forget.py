@@ -21,7 +21,7 @@ import logging
 import uuid
 from typing import Any
 
-from errors import InvalidInput, NotFound
+from errors import Busy, InvalidInput, NotFound
 
 from cluster.names import qualify
 
@@ -60,7 +60,8 @@ class ForgetOps:
     async def _launch(self, tenant: str, name: str, job_id: str, request: dict, who: dict) -> dict:
         job = await self._cluster._routes().call(qualify(tenant, name), "forget_start", job_id,
                                                  {**request, "who": who})
-        if request.get("forks") and not request.get("dry_run") and job["status"] not in ("done", "failed"):
+        if request.get("forks") and not request.get("dry_run") and job["status"] not in ("done", "failed") \
+                and job_id not in self._selectors:  # not for a retried start of a job driven already
             self._selectors[job_id] = {k: v for k, v in request.items() if k not in ("base", "parent_job")}
             task = asyncio.get_running_loop().create_task(self._drive(tenant, name, job_id))
             self._tasks.add(task)
@@ -119,5 +120,7 @@ class ForgetOps:
         child = {**request, "base": fork.get("base"), "parent_job": job["job_id"], "forks": True}
         try:
             return await self._launch(tenant, fork["name"], child_id, child, job.get("who") or {})
+        except Busy:
+            return None  # the fork runs a job of its own: started on a later status read
         except (InvalidInput, NotFound) as exc:
             return {"status": "failed", "error": str(exc)}

@@ -120,6 +120,9 @@ def test_a_forget_resent_with_its_idempotency_key_finds_its_job(api, fresh_name)
     assert wait(api, fresh_name, first["job_id"])["forgotten"] == 1
     again = ok(api.post(f"/v1/memories/{fresh_name}/forget", json={"text": X}, headers={"Idempotency-Key": "f-1"}), 202)
     assert again["job_id"] == first["job_id"] and again["forgotten"] == 1
+    reused = api.post(f"/v1/memories/{fresh_name}/forget", json={"text": X, "dry_run": True},
+                      headers={"Idempotency-Key": "f-1"})
+    assert error_of(reused, 409)["code"] == "request_id_reused" and "dry_run" in error_of(reused, 409)["message"]
     other = ok(api.post(f"/v1/memories/{fresh_name}/forget", json={"text": X}, headers={"Idempotency-Key": "f-2"}), 202)
     assert other["job_id"] != first["job_id"]
     assert wait(api, fresh_name, other["job_id"])["forgotten"] == 0  # a second job: nothing left to forget
