@@ -67,7 +67,9 @@ class _Base(Api):
                  rate_limit_wait: float) -> None:
         self.url = _server_url(url or os.environ.get(URL_ENV) or DEFAULT_URL)
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
-        self.timeout = _number("timeout (seconds)", timeout, positive=True)
+        # None (no limit) and an httpx.Timeout pass as they are; a number must be a usable one
+        self.timeout = timeout if timeout is None or isinstance(timeout, httpx.Timeout) else \
+            _number("timeout (seconds)", timeout, positive=True)
         self._options: dict[str, Any] = {
             "base_url": self.url, "timeout": self.timeout,
             "headers": {"Authorization": f"Bearer {key}"} if key else {},
@@ -113,8 +115,9 @@ class _Base(Api):
 
     def _unreachable(self, exc: httpx.TransportError) -> Unavailable:
         if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, NEVER_SENT):
+            limit = f"{self.timeout:g} s" if isinstance(self.timeout, (int, float)) else repr(self.timeout)
             return Unavailable(f"no answer from the gateway at {self.url} within the client's timeout of "
-                               f"{self.timeout:g} s ({type(exc).__name__}); give the client a longer timeout")
+                               f"{limit} ({type(exc).__name__}); give the client a longer timeout")
         what = "cannot reach" if isinstance(exc, NEVER_SENT) else "lost the connection to"
         return Unavailable(f"{what} the gateway at {self.url}: {type(exc).__name__} {exc}".strip())
 
