@@ -142,7 +142,6 @@ class MemoryActor(Rebinding, Forgetting):
                           history_after=recorded[-1]["step"] if recorded else 0,
                           applied=applied_in_history(recorded))
             self._results = rec.results
-            self._forgotten_writes = set()
             self._mark_forgotten(self._storage.metadata.forgotten_writes(self._qname))
             self._mem = rec.memory
             self._seq = rec.seq or 0
@@ -441,7 +440,8 @@ class MemoryActor(Rebinding, Forgetting):
         """Result of a write already applied (before a crash, it may only be known by its id).
         RequestIdReused if that write was another one (where its content is still known; never
         for a write a forget took from: 409 or not would tell whether a guess of it was right)."""
-        known = None if request_id in self._forgotten_writes else self._results.fingerprint(request_id)
+        forgotten = request_id in self._forgotten_writes
+        known = None if forgotten else self._results.fingerprint(request_id)
         if known is not None and known != fingerprint:
             raise RequestIdReused(f"request_id {request_id!r} already named another write to memory "
                                   f"{shown(self._qname)} (other texts, domain or learning rate); "
@@ -456,7 +456,7 @@ class MemoryActor(Rebinding, Forgetting):
             self.flush_records()
             recorded = result_from_history(self._storage.metadata.history(self._qname, HISTORY_CAP), request_id)
             if recorded is not None:
-                self._results.put(request_id, recorded, None if request_id in self._forgotten_writes else fingerprint)
+                self._results.put(request_id, recorded, None if forgotten else fingerprint)
                 return recorded
         if result is None:  # older than the history keeps: only its id survived
             return {"surprise": 0.0, "surprises": [], "weight_delta": 0.0, "patterns_activated": [],

@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
 
 
-def child_job_id(parent_job_id: str, fork: str) -> str:
-    """The job id of a parent job's run on one fork (the same on every retry)."""
-    return hashlib.sha256(f"{parent_job_id}/{fork}".encode()).hexdigest()[:32]
+def derived_job_id(base: str, part: str) -> str:
+    """A job id that follows from what started it, the same on every retry: a parent job's run
+    on one fork (parent job id, fork), or a start under an Idempotency-Key (memory, key)."""
+    return hashlib.sha256(f"{base}/{part}".encode()).hexdigest()[:32]
 
 
 class ForgetOps:
@@ -53,8 +54,7 @@ class ForgetOps:
     async def start(self, tenant: str, name: str, request: dict, who: dict, request_id: str | None = None) -> dict:
         """A new job; with the caller's `request_id`, a retried start finds the job the first
         one started (its id follows from the request id) instead of starting another."""
-        job_id = uuid.uuid4().hex if request_id is None else \
-            hashlib.sha256(f"{qualify(tenant, name)}/{request_id}".encode()).hexdigest()[:32]
+        job_id = uuid.uuid4().hex if request_id is None else derived_job_id(qualify(tenant, name), request_id)
         return await self._launch(tenant, name, job_id, request, who)
 
     async def _launch(self, tenant: str, name: str, job_id: str, request: dict, who: dict) -> dict:
@@ -100,7 +100,7 @@ class ForgetOps:
             if fork.get("contains") is False:
                 out.append({**entry, "job_id": None, "status": "not needed"})
                 continue
-            child_id = child_job_id(job["job_id"], fork["name"])
+            child_id = derived_job_id(job["job_id"], fork["name"])
             child = await self._child(tenant, fork, child_id, request, job)
             entry.update(job_id=child_id, status=child["status"] if child else "not started",
                          exact=child.get("exact") if child else None)

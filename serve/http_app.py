@@ -23,6 +23,7 @@ from starlette.routing import Route
 from serve.auth import Authenticator
 from serve.http_middleware import (
     BodyLimitMiddleware,
+    MCP_PATH,
     CatchAllMiddleware,
     MetricsMiddleware,
     OneValueHeadersMiddleware,
@@ -67,7 +68,7 @@ def create_api(rt: GatewayRuntime) -> FastAPI:
             )
             mcp, mcp_asgi = build_mcp(app.state.core, rt.auth, rt.settings, rt.metrics)
             app.router.routes.insert(
-                0, Route("/mcp", endpoint=mcp_asgi, methods=["GET", "POST", "DELETE"])
+                0, Route(MCP_PATH, endpoint=mcp_asgi, methods=["GET", "POST", "DELETE"])
             )
             async with mcp.session_manager.run():
                 app.state.ready = True
@@ -192,5 +193,5 @@ def _mount_dashboard(app: FastAPI, settings: GatewaySettings) -> None:
     async def root() -> Response:
         if index.is_file():
             return FileResponse(str(index), media_type="text/html")
-        return JSONResponse({"service": "neural-memory", "docs": "/docs", "mcp": "/mcp",
+        return JSONResponse({"service": "neural-memory", "docs": "/docs", "mcp": MCP_PATH,
                              "rest": "/v1"})

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from errors import NeuralMemoryError, PayloadTooLarge
+from errors import InvalidInput, NeuralMemoryError, PayloadTooLarge
 from serve.error_map import Problem, problem_for
 from serve.metrics import GatewayMetrics
 
@@ -122,10 +122,9 @@ class OneValueHeadersMiddleware:
             seen: dict[bytes, bytes] = {}
             for name, value in scope.get("headers", []):
                 if name in ONE_VALUE_HEADERS and seen.setdefault(name, value) != value:
-                    shown_name = name.decode().title()
-                    refused = Problem(400, "invalid_input", f"the {shown_name} header is given more than once "
-                                      "with different values; send it once")
-                    await problem_response(refused, scope=scope)(scope, receive, send)
+                    refused = InvalidInput(f"the {name.decode().title()} header is given more than once with "
+                                           "different values; send it once")
+                    await problem_response(problem_for(refused), scope=scope)(scope, receive, send)
                     return
         await self.app(scope, receive, send)
 
@@ -258,7 +257,7 @@ def route_label(scope: Scope) -> str:
     if path:
         return str(path)
     raw = scope.get("path", "")
-    for prefix in ("/mcp", "/ui/", "/docs", "/openapi.json", "/metrics", "/healthz"):
+    for prefix in (MCP_PATH, "/ui/", "/docs", "/openapi.json", "/metrics", "/healthz"):
         if raw == prefix or raw.startswith(prefix):
             return prefix.rstrip("/") or "/"
     return "/" if raw == "/" else "unmatched"

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from errors import NeuralMemoryError
 from serve.auth import Authenticator
 from serve.error_map import problem_for
-from serve.http_middleware import problem_response, request_id_of
+from serve.http_middleware import MCP_PATH, problem_response, request_id_of
 from serve.mcp_tools import ContractMCPServer, register_tools
 from serve.metrics import GatewayMetrics
 from serve.service import MemoryService, TenantService
@@ -75,7 +75,7 @@ def build_mcp(
     register_tools(server, backend_for, settings.default_memory, metrics)
     # Creates the session manager (and DNS-rebinding protection when bound to loopback).
     server.streamable_http_app(
-        streamable_http_path="/mcp",
+        streamable_http_path=MCP_PATH,
         json_response=True,
         stateless_http=True,
         host=settings.host,

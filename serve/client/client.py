@@ -16,6 +16,7 @@ Retry-After and is sent again, for up to `rate_limit_wait` seconds in all, then 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from pathlib import Path
@@ -56,8 +57,8 @@ def _server_url(url: str) -> str:
 
 def _number(name: str, value: Any, *, positive: bool) -> float:
     """A client option: a finite number, > 0 (`positive`) or >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
-            or value in (float("inf"), float("-inf")) or value < 0 or (positive and value == 0):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or (positive and value == 0):
         raise InvalidInput(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
     return value
 
