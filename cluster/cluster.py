@@ -22,10 +22,11 @@ import ray
 import contract
 from actors import ActorSpec, Checkpoints, blob_to_parts, is_auto, normalize_config, parts_to_blob
 from contract import DEFAULT_PAGE, check_page
-from errors import (CheckpointCorrupt, CheckpointNotFound, IncompatibleState, InvalidInput, MemoryExists,
+from errors import (CheckpointCorrupt, CheckpointNotFound, IncompatibleState, InvalidInput,
                     MemoryNotFound, QuotaExceeded, Unavailable)
 from storage import Storage, open_storage, shown
 
+from cluster.creating import Creations
 from cluster.forget import ForgetOps
 from cluster.names import check_tenant, check_user_tag, qualify
 from cluster.router import ActorRouter
@@ -111,6 +112,7 @@ class MemoryCluster:
         self._router: ActorRouter | None = None
         self._start_lock = asyncio.Lock()
         self._forget = ForgetOps(self)
+        self._creations = Creations(self)
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -134,6 +136,7 @@ class MemoryCluster:
         if self._router is None:
             return
         self._forget.close()
+        self._creations.close()
         try:
             if stop_actors:
                 await self._supervisor.stop_all.remote()
@@ -174,12 +177,7 @@ class MemoryCluster:
         record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
                   "parent": None, "source_tag": None}
         await self._check_quota(tenant)
-        await self._meta("create_memory", qname, record)
-        try:
-            stats = await self._routes().start(qname)
-        except Exception:
-            await self._discard(qname)
-            raise
+        stats = await self._create_seeded(record, None)
         return {"name": name, "weight_hash": stats["weight_hash"], "weight_parameters": stats["weight_parameters"]}
 
     async def _check_quota(self, tenant: str) -> None:
@@ -214,15 +212,11 @@ class MemoryCluster:
         """Unregister first (a stale actor's writes then fail), then stop the actor, then the objects."""
         qname = qualify(tenant, name)
         await self._meta("delete_memory", qname)
-        await self._discard(qname, registered=False)
+        await self._release(qname)
         return {"deleted": True, "name": name}
 
-    async def _discard(self, qname: str, *, registered: bool = True) -> None:
-        if registered:
-            try:
-                await self._meta("delete_memory", qname)
-            except MemoryNotFound:
-                pass
+    async def _release(self, qname: str) -> None:
+        """Stop the memory's actor and delete its checkpoint objects (its record is the caller's)."""
         self._routes().forget(qname)
         await self._supervisor.remove.remote(qname)
         store = self.storage.checkpoints
@@ -298,8 +292,7 @@ class MemoryCluster:
         Its first checkpoint is a copy of the source's manifest: no state bytes are copied."""
         source, target = qualify(tenant, name), qualify(tenant, new_name)
         record = await self._meta("get_memory", source)
-        if await self._exists(target):
-            raise MemoryExists(f"memory {new_name} already exists")
+        await self._creations.check_free(target)
         await self._check_quota(tenant)
         info = await self._source_info(source, source_tag)
         child = {"tenant": tenant, "name": target, "config": record["config"], "encoder": record["encoder"],
@@ -359,8 +352,7 @@ class MemoryCluster:
             full = normalize_config(state.config)
         except InvalidInput as exc:
             raise IncompatibleState(f"this server cannot run the image's memory: {exc}") from None
-        if await self._exists(qname):
-            raise MemoryExists(f"memory {name} already exists; import the image under another name")
+        await self._creations.check_free(qname, hint="; import the image under another name")
         await self._check_quota(tenant)
         record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
                   "parent": None, "source_tag": None}
@@ -384,20 +376,24 @@ class MemoryCluster:
             return await self._meta("get_checkpoint", qname, check_user_tag(tag))
         return await self._routes().call(qname, "snapshot")
 
-    async def _create_seeded(self, record: dict, seed: Callable[[Checkpoints], dict],
-                             weight_hash: str) -> dict:
-        """Register `record`, write its first auto-checkpoint with `seed` and start it; its stats.
-        Nothing is left behind if any step fails (the weights must load to `weight_hash`)."""
+    async def _create_seeded(self, record: dict, seed: Callable[[Checkpoints], dict] | None,
+                             weight_hash: str | None = None) -> dict:
+        """Register `record`, write its first auto-checkpoint with `seed` (none: the actor writes
+        the config's initial state) and start it; its stats. The record is marked as being
+        created until then, and nothing is left behind if any step fails (cluster/creating.py;
+        the weights must load to `weight_hash`)."""
         qname = record["name"]
-        await self._meta("create_memory", qname, record)
+        attempt = await self._creations.register(record)
         try:
-            await asyncio.to_thread(seed, Checkpoints(self.storage, qname))
+            if seed is not None:
+                await asyncio.to_thread(seed, Checkpoints(self.storage, qname))
             stats = await self._routes().start(qname)
-            if stats["weight_hash"] != weight_hash:
+            if weight_hash is not None and stats["weight_hash"] != weight_hash:
                 raise IncompatibleState(f"the loaded weights hash to {stats['weight_hash'][:12]} here, "
                                         f"not {weight_hash[:12]} as the source says")
+            await self._creations.finish(qname, attempt)
         except BaseException:
-            await self._discard(qname)
+            await self._creations.abandon(qname, attempt)
             raise
         return stats
 

@@ -140,12 +140,15 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
             raise MemoryExists(f"memory {shown(name)} already exists")
 
     def get_memory(self, name: str) -> dict:
+        return loads_json(self._raw_record(name))
+
+    def _raw_record(self, name: str) -> bytes:
         check_name(name)
         with redis_errors(self.where):
             raw = self._client.hget(self.keys.registry(), name)
         if raw is None:
             raise memory_not_found(name)
-        return loads_json(raw)
+        return raw
 
     def memory_exists(self, name: str) -> bool:
         check_name(name)
@@ -166,16 +169,29 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
         with redis_errors(self.where):
             return int(self._client.zcard(self.keys.names(tenant)))
 
-    def delete_memory(self, name: str) -> None:
+    def delete_memory(self, name: str, *, creating: str | None = None) -> None:
         """Remove the registry entry, stats, checkpoint index, WAL, history and forget jobs. In
         the same script, each forget job that had not finished gets its final audit record
         (status "failed", error "memory_deleted"), so an accepted erasure is never missing from
-        the tenant's audit trail, whatever happens to its actor."""
+        the tenant's audit trail, whatever happens to its actor. With `creating` (an attempt
+        id), only a record that attempt is still creating is deleted; MemoryNotFound otherwise."""
         check_name(name)
         tenant, short = name.split("/", 1)
         keys = [self.keys.registry(), self.keys.names(tenant), self.keys.jobs(name), self.keys.audit(tenant),
                 *self.keys.memory_keys(name)]
-        if not self._run("DELETE_MEMORY", keys, [name, short, _now(), AUDIT_CAP, tenant]):
+        args = [name, short, _now(), AUDIT_CAP, tenant, *([creating] if creating else [])]
+        if not self._run("DELETE_MEMORY", keys, args):
+            raise memory_not_found(name)
+
+    def finish_creating(self, name: str, attempt: str) -> None:
+        """Drop the `creating` mark that creation `attempt` put on `name`'s record: the memory is
+        whole. MemoryNotFound if the record is gone or another attempt's."""
+        raw = self._raw_record(name)
+        record = loads_json(raw)
+        if (record.get("creating") or {}).get("attempt") != attempt:
+            raise memory_not_found(name)
+        done = dumps_json({key: value for key, value in record.items() if key != "creating"})
+        if not self._run("SWAP_RECORD", [self.keys.registry()], [name, raw, done]):
             raise memory_not_found(name)
 
     # -- stats ------------------------------------------------------------------------------

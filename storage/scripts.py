@@ -18,12 +18,15 @@ __all__ = [
     "GUARDED_HSET",
     "FORGET_COMMIT",
     "CREATE_MEMORY",
+    "SWAP_RECORD",
     "CAS_CLAIM",
     "CAS_DOOM",
 ]
 
 # KEYS: registry, the tenant's name index, the memory's forget jobs hash, the tenant's audit list,
-# then the memory's own keys. ARGV: name, short name, now (ISO time), audit cap, tenant.
+# then the memory's own keys. ARGV: name, short name, now (ISO time), audit cap, tenant, and
+# optionally a creation attempt id: then only a record still being created by that attempt is
+# deleted (the clean-up of a creation cut short must never delete a memory made after it).
 # Every forget job of the memory that has not finished (pending or running) gets its final audit
 # record here, in the same step as the delete: status "failed", error "memory_deleted" (the
 # job's own failure write would find the memory gone, and a killed actor writes nothing). The
@@ -31,6 +34,12 @@ __all__ = [
 # selector's texts. Records are built before the first write: a script error writes nothing.
 DELETE_MEMORY = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if ARGV[6] then
+  local ok, rec = pcall(cjson.decode, redis.call('HGET', KEYS[1], ARGV[1]))
+  if not (ok and type(rec) == 'table' and type(rec.creating) == 'table' and rec.creating.attempt == ARGV[6]) then
+    return 0
+  end
+end
 local function nullable(v) if v == nil then return cjson.null end return v end
 local unfinished = {}
 for _, raw in ipairs(redis.call('HVALS', KEYS[3])) do
@@ -66,6 +75,15 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 0 and redis.call('HGET', K
 end
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
 return 1
+"""
+
+# KEYS: registry. ARGV: name, the record JSON expected there, its replacement. The replacement
+# already there counts as done (a resent command whose first attempt was applied).
+SWAP_RECORD = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current == ARGV[2] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) return 1 end
+if current == ARGV[3] then return 1 end
+return 0
 """
 
 # Content store (storage/cas.py). Times are the server's (no clock skew between writers and GC).

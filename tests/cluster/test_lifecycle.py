@@ -3,9 +3,15 @@ production storage shapes (Valkey + local checkpoints, Valkey + weed S3)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
-from errors import CheckpointConflict, CheckpointNotFound, InvalidInput, MemoryExists, MemoryNotFound
+from cluster.creating import Creations
+from errors import (Busy, CheckpointConflict, CheckpointNotFound, InvalidInput, MemoryExists, MemoryNotFound,
+                    MetadataError)
+from storage.codec import dumps_json
 from tests.cluster.helpers import SMALL, encode, kill_actor
 
 
@@ -172,3 +178,55 @@ def test_reads_and_consolidate_through_the_actor(shared_cluster, arun, tenant):
     before = arun(cluster.stats(T, "q"))
     kill(cluster, T, "q")
     assert arun(cluster.stats(T, "q"))["weight_hash"] == before["weight_hash"]
+
+
+def test_a_fork_cut_short_while_redis_is_down_leaves_no_memory_behind(shared_cluster, arun, tenant, monkeypatch):
+    """The fork's actor started, then Redis went away before the creation was finished and
+    while it was being undone: the record stays marked as being created, the name answers 503
+    (not 409 for a memory holding the wrong state), and once Redis answers again the clean-up
+    lands by itself, so the retried fork makes the memory the source promised."""
+    T, cluster = tenant, shared_cluster()
+    arun(cluster.create_memory(T, "base", SMALL))
+    feed(arun, cluster, T, "base", ["one fact", "another fact"])
+    tagged = arun(cluster.checkpoint(T, "base", "v1"))
+    meta, qname = cluster.storage.metadata, f"{T}/user.1"
+    assert "creating" not in meta.get_memory(f"{T}/base")  # a whole memory carries no mark
+
+    def down(*args, **kwargs):
+        raise MetadataError("Redis/Valkey did not answer in time")
+
+    monkeypatch.setattr(meta, "finish_creating", down)
+    monkeypatch.setattr(meta, "delete_memory", down)
+    with pytest.raises(MetadataError):
+        arun(cluster.fork(T, "base", "user.1", source_tag="v1"))
+    assert meta.get_memory(qname)["creating"]
+    with pytest.raises(MetadataError):  # this gateway knows it failed: it clears it at once, but Redis is down
+        arun(cluster.fork(T, "base", "user.1", source_tag="v1"))
+    with pytest.raises(Busy, match="being created"):  # another gateway cannot tell it from one under way
+        arun(Creations(cluster).check_free(qname))
+
+    monkeypatch.undo()  # Redis is back: the background clean-up frees the name
+    deadline = time.monotonic() + 30
+    while meta.memory_exists(qname) and time.monotonic() < deadline:
+        arun(asyncio.sleep(0.5))
+    assert not meta.memory_exists(qname) and cluster.storage.checkpoints.list(f"{qname}/") == []
+    forked = arun(cluster.fork(T, "base", "user.1", source_tag="v1"))
+    assert forked["new_hash"] == tagged["weight_hash"] == arun(cluster.stats(T, "user.1"))["weight_hash"]
+    assert "creating" not in meta.get_memory(qname)
+
+
+def test_a_creation_whose_creator_died_is_cleared_by_the_next_create_once_stale(shared_cluster, arun, tenant):
+    T, cluster = tenant, shared_cluster()
+    meta, qname = cluster.storage.metadata, f"{T}/orphan"
+    creating = {"attempt": "a-gateway-that-died", "since": time.time()}
+    meta.create_memory(qname, {"tenant": T, "name": qname, "config": {}, "creating": creating})
+    with pytest.raises(Busy):
+        arun(cluster.create_memory(T, "orphan", SMALL))
+    with pytest.raises(MemoryNotFound):  # a clean-up only ever deletes its own attempt's record
+        meta.delete_memory(qname, creating="another-attempt")
+    meta.client.hset(meta.keys.registry(), qname, dumps_json(
+        {**meta.get_memory(qname), "creating": {**creating, "since": time.time() - 3600}}))
+    created = arun(cluster.create_memory(T, "orphan", SMALL))
+    assert created["weight_hash"] == arun(cluster.stats(T, "orphan"))["weight_hash"]
+    with pytest.raises(MemoryExists):
+        arun(cluster.create_memory(T, "orphan", SMALL))

@@ -1,0 +1,121 @@
+"""Creations: a memory's record is marked `creating` from registration until its actor has
+started whole (create, fork, image import), so a creation cut short never leaves a memory that
+looks whole but holds the wrong state.
+
+A creation that fails is cleared at once: actor, checkpoint objects, then the record (only if
+it still carries this attempt's mark). When the clean-up itself fails (Redis restarting), it
+is retried in the background until it lands; meanwhile the name answers 503 busy, and this
+process clears the record at once on the next create under it. A record whose creator died
+with it is cleared by the next create under its name once it is older than any creation can
+take (`stale_after`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from errors import Busy, MemoryExists, MemoryNotFound, StorageError
+from storage import shown
+
+if TYPE_CHECKING:
+    from cluster.cluster import MemoryCluster
+
+__all__ = ["Creations"]
+
+log = logging.getLogger(__name__)
+
+CLEANUP_RETRY_SECONDS = 2.0
+
+
+class Creations:
+    def __init__(self, cluster: "MemoryCluster") -> None:
+        self._cluster = cluster
+        self._cut_short: set[str] = set()  # attempts of this process whose clean-up is pending
+        self._cleanups: set[asyncio.Task] = set()
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds after which a record still marked `creating` has no live creator: longer
+        than a seed plus an actor start (and its retry) can take."""
+        return 2 * self._cluster.settings.actor_start_timeout + 60
+
+    async def register(self, record: dict) -> str:
+        """Register `record` marked as being created; the attempt id that marks it.
+        MemoryExists if the name is taken, Busy while another creation holds it."""
+        qname = record["name"]
+        attempt = uuid.uuid4().hex
+        marked = {**record, "creating": {"attempt": attempt, "since": time.time()}}
+        try:
+            await self._cluster._meta("create_memory", qname, marked)
+        except MemoryExists:
+            await self.check_free(qname)  # raises, or clears a creation cut short
+            await self._cluster._meta("create_memory", qname, marked)
+        return attempt
+
+    async def check_free(self, qname: str, hint: str = "") -> None:
+        """MemoryExists if `qname` is a memory, Busy while a creation holds it; a creation of
+        this process cut short, or one older than `stale_after`, is cleared here."""
+        try:
+            record = await self._cluster._meta("get_memory", qname)
+        except MemoryNotFound:
+            return
+        creating = record.get("creating")
+        if not creating:
+            raise MemoryExists(f"memory {shown(qname)} already exists{hint}")
+        attempt, since = creating["attempt"], float(creating["since"])
+        if attempt not in self._cut_short and time.time() - since < self.stale_after:
+            raise Busy(f"memory {shown(qname)} is being created by another call; if that creation fails the "
+                       "name is freed: retry shortly")
+        log.warning("clearing %s, a creation cut short (attempt %s)", qname, attempt)
+        await self._clear(qname, attempt)
+
+    async def finish(self, qname: str, attempt: str) -> None:
+        await self._cluster._meta("finish_creating", qname, attempt)
+
+    async def abandon(self, qname: str, attempt: str) -> None:
+        """Clear a failed creation; if that fails too, keep trying in the background."""
+        try:
+            await self._clear(qname, attempt)
+        except Exception as exc:  # noqa: BLE001 - the creation's own error is what the caller sees
+            log.warning("could not clear %s after its creation failed (%r); retrying in the background",
+                        qname, exc)
+            self._cut_short.add(attempt)
+            task = asyncio.get_running_loop().create_task(self._clear_later(qname, attempt))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
+
+    def close(self) -> None:
+        for task in self._cleanups:
+            task.cancel()
+
+    async def _clear_later(self, qname: str, attempt: str) -> None:
+        deadline = time.monotonic() + self.stale_after
+        while attempt in self._cut_short and time.monotonic() < deadline:
+            await asyncio.sleep(CLEANUP_RETRY_SECONDS)
+            try:
+                await self._clear(qname, attempt)
+            except (StorageError, OSError) as exc:
+                log.info("clearing %s: still failing (%r)", qname, exc)
+
+    async def _clear(self, qname: str, attempt: str) -> None:
+        """The attempt's actor and checkpoint objects, then its record, if the record is still
+        that attempt's (the name cannot be taken again before the record goes, so no object of
+        a later memory is deleted here)."""
+        cluster = self._cluster
+        try:
+            record = await cluster._meta("get_memory", qname)
+        except MemoryNotFound:
+            record = {}
+        if (record.get("creating") or {}).get("attempt") != attempt:  # gone, or a later memory's
+            self._cut_short.discard(attempt)
+            return
+        await cluster._release(qname)
+        try:
+            await cluster._meta("delete_memory", qname, creating=attempt)
+        except MemoryNotFound:
+            pass  # gone already, or no longer this attempt's
+        self._cut_short.discard(attempt)
