@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from errors import (CheckpointCorrupt, CheckpointNotFound, InvalidInput, NeuralMemoryError, OutOfOrder, RequestIdReused,
-                    Unavailable)
+from errors import (CheckpointCorrupt, CheckpointNotFound, InvalidInput, MetadataError, NeuralMemoryError, OutOfOrder,
+                    RequestIdReused, Unavailable)
 
 from actors.allocator import keep_freed_buffers
 from actors.binding import Rebinding
@@ -56,6 +56,10 @@ if TYPE_CHECKING:  # imported in start(): the supervisor imports this module and
 __all__ = ["MemoryActor"]
 
 log = logging.getLogger(__name__)
+
+# Waits between tries of a stats/history record while Redis is away (~25 s in all: a Valkey
+# restart takes about a second; `flush_records` waits up to 30 s).
+RECORD_RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 1.0, *(2.0,) * 11)
 
 
 class MemoryActor(Rebinding, Forgetting):
@@ -488,10 +492,21 @@ class MemoryActor(Rebinding, Forgetting):
                               weight_hash=self._mem.weight_hash)
 
     def _write_record(self, qname: str, **record: Any) -> None:
-        try:
-            self._storage.metadata.record_write(qname, **record)
-        except NeuralMemoryError as exc:  # the write itself is durable: this is only its view
-            log.warning("stats/history of %s not updated: %s", qname, exc)
+        """Write one record, retrying while Redis is away (a record is applied once however
+        often it is sent, storage/scripts.py RECORD_WRITE): a dropped one would leave a gap in
+        the history an idempotent retry of its write is answered from."""
+        for delay in (*RECORD_RETRY_DELAYS, None):
+            try:
+                self._storage.metadata.record_write(qname, **record)
+                return
+            except MetadataError as exc:
+                if delay is None:  # the write itself is durable: this is only its view
+                    log.warning("stats/history of %s not updated: %s", qname, exc)
+                    return
+                time.sleep(delay)
+            except NeuralMemoryError as exc:  # e.g. the memory was deleted meanwhile
+                log.warning("stats/history of %s not updated: %s", qname, exc)
+                return
 
     def _summary(self) -> dict:
         mem = self._mem

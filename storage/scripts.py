@@ -123,9 +123,13 @@ return doomed
 
 # KEYS: registry, stats hash, domains set, history list.
 # ARGV: name, observations, step, weight_hash, history cap, n domains, domain..., history item...
+# A write's record whose step the stats already reached is there (redis-py resent the script
+# after a reply was lost to a restart; the first attempt was applied): returns 2, writes nothing.
+# Records arrive in step order (one recorder thread per memory, queued under its write lock).
 RECORD_WRITE = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
 local n = tonumber(ARGV[2])
+if n > 0 and tonumber(redis.call('HGET', KEYS[2], 'step') or '-1') >= tonumber(ARGV[3]) then return 2 end
 if n > 0 then redis.call('HINCRBY', KEYS[2], 'total_observations', n) end
 redis.call('HSET', KEYS[2], 'step', ARGV[3], 'weight_hash', ARGV[4])
 local n_domains = tonumber(ARGV[6])

@@ -502,3 +502,28 @@ def test_a_fork_starts_from_its_copied_checkpoint_without_writing_one_of_its_own
     twin.observe_vectors(encode(texts), texts)
     twin.observe_vectors(encode(["the fork's own fact"]), ["the fork's own fact"])
     assert again.stats()["weight_hash"] == learned["weight_hash"] == twin.weight_hash
+
+
+def test_a_write_record_refused_while_redis_restarts_lands_once_it_is_back(local_storage, make_actor, monkeypatch):
+    """The stats/history record of an answered write is retried on the recorder thread until
+    Redis takes it: the history has no gap, the count is right, and a retry of the write
+    after the actor restarted is answered with its first answer (which only the history keeps)."""
+    actor = make_actor(local_storage, Q)
+    meta = actor._storage.metadata
+    real_record_write, refusals = meta.record_write, {"left": 3}
+
+    def restarting(*args, **kwargs):
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise MetadataError("Redis/Valkey did not answer in time")
+        return real_record_write(*args, **kwargs)
+
+    monkeypatch.setattr(meta, "record_write", restarting)
+    first = actor.observe("r1", encode(["one"]), ["one"])
+    actor.observe("r2", encode(["two"]), ["two"])
+    actor.flush_records()
+    assert refusals["left"] == 0
+    assert [h["text"] for h in meta.history(Q)] == ["one", "two"]
+    assert meta.get_stats(Q)["total_observations"] == 2
+    again = make_actor(local_storage, Q).observe("r1", encode(["one"]), ["one"])
+    assert (again["step"], again["weight_hash"], again["surprise"]) == (1, first["weight_hash"], first["surprise"])

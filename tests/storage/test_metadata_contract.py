@@ -112,6 +112,24 @@ def test_stats_accumulate(metadata_store: MetadataStore) -> None:
     assert (after["step"], after["weight_hash"]) == (1, "h1")
 
 
+def test_a_write_record_sent_again_is_applied_once(metadata_store: MetadataStore) -> None:
+    """redis-py resends a script whose reply was lost to a restart; the first one may have been
+    applied: the count and the history must not take the write twice. After a restore moved
+    the stats back, the next writes (later steps than the restored one) count again."""
+    _register(metadata_store, "acme/notes")
+    items = [{"step": step, "text": f"t{step}", "surprise": 0.1, "weight_hash": "h"} for step in (1, 2)]
+    for _ in range(2):
+        metadata_store.record_write("acme/notes", observations=2, step=2, weight_hash="h2", history=items)
+    assert metadata_store.get_stats("acme/notes")["total_observations"] == 2
+    assert [i["step"] for i in metadata_store.history("acme/notes")] == [1, 2]
+    metadata_store.record_write("acme/notes", step=1, weight_hash="h1")  # a restore to step 1
+    metadata_store.record_write("acme/notes", observations=1, step=2, weight_hash="h2b",
+                                history=[{"step": 2, "text": "after", "surprise": 0.1, "weight_hash": "h2b"}])
+    stats = metadata_store.get_stats("acme/notes")
+    assert (stats["total_observations"], stats["step"], stats["weight_hash"]) == (3, 2, "h2b")
+    assert [i["text"] for i in metadata_store.history("acme/notes")] == ["t1", "t2", "after"]
+
+
 def test_stats_refuse_bad_numbers(metadata_store: MetadataStore) -> None:
     _register(metadata_store, "acme/notes")
     with pytest.raises(InvalidInput):
