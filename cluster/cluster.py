@@ -383,7 +383,7 @@ class MemoryCluster:
         created until then, and nothing is left behind if any step fails (cluster/creating.py;
         the weights must load to `weight_hash`)."""
         qname = record["name"]
-        attempt = await self._creations.register(record)
+        registered = await self._creations.register(record)
         try:
             if seed is not None:
                 await asyncio.to_thread(seed, Checkpoints(self.storage, qname))
@@ -391,9 +391,9 @@ class MemoryCluster:
             if weight_hash is not None and stats["weight_hash"] != weight_hash:
                 raise IncompatibleState(f"the loaded weights hash to {stats['weight_hash'][:12]} here, "
                                         f"not {weight_hash[:12]} as the source says")
-            await self._creations.finish(qname, attempt)
+            await self._creations.finish(registered)
         except BaseException:
-            await self._creations.abandon(qname, attempt)
+            await self._creations.abandon(registered)
             raise
         return stats
 

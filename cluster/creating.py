@@ -43,18 +43,17 @@ class Creations:
         than a seed plus an actor start (and its retry) can take."""
         return 2 * self._cluster.settings.actor_start_timeout + 60
 
-    async def register(self, record: dict) -> str:
-        """Register `record` marked as being created; the attempt id that marks it.
-        MemoryExists if the name is taken, Busy while another creation holds it."""
+    async def register(self, record: dict) -> dict:
+        """Register `record` marked as being created; the record as stored (its `creating`
+        mark names the attempt). MemoryExists if the name is taken, Busy while another
+        creation holds it."""
         qname = record["name"]
-        attempt = uuid.uuid4().hex
-        marked = {**record, "creating": {"attempt": attempt, "since": time.time()}}
+        marked = {**record, "creating": {"attempt": uuid.uuid4().hex, "since": time.time()}}
         try:
-            await self._cluster._meta("create_memory", qname, marked)
+            return await self._cluster._meta("create_memory", qname, marked)
         except MemoryExists:
             await self.check_free(qname)  # raises, or clears a creation cut short
-            await self._cluster._meta("create_memory", qname, marked)
-        return attempt
+            return await self._cluster._meta("create_memory", qname, marked)
 
     async def check_free(self, qname: str, hint: str = "") -> None:
         """MemoryExists if `qname` is a memory, Busy while a creation holds it; a creation of
@@ -73,11 +72,12 @@ class Creations:
         log.warning("clearing %s, a creation cut short (attempt %s)", qname, attempt)
         await self._clear(qname, attempt)
 
-    async def finish(self, qname: str, attempt: str) -> None:
-        await self._cluster._meta("finish_creating", qname, attempt)
+    async def finish(self, registered: dict) -> None:
+        await self._cluster._meta("finish_creating", registered["name"], registered)
 
-    async def abandon(self, qname: str, attempt: str) -> None:
+    async def abandon(self, registered: dict) -> None:
         """Clear a failed creation; if that fails too, keep trying in the background."""
+        qname, attempt = registered["name"], registered["creating"]["attempt"]
         try:
             await self._clear(qname, attempt)
         except Exception as exc:  # noqa: BLE001 - the creation's own error is what the caller sees

@@ -123,9 +123,9 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
 
     # -- registry ---------------------------------------------------------------------------
 
-    def create_memory(self, name: str, record: dict) -> None:
-        """Register `name` (stamped `created_at` unless given); MemoryExists if taken. A `parent` in the
-        record is the lineage edge (the memory it was forked from)."""
+    def create_memory(self, name: str, record: dict) -> dict:
+        """Register `name` (stamped `created_at` unless given); the record stored. MemoryExists if
+        taken. A `parent` in the record is the lineage edge (the memory it was forked from)."""
         check_name(name)
         if not isinstance(record, dict):
             raise InvalidInput("memory record must be a dict")
@@ -138,17 +138,15 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
         keys = [self.keys.registry(), self.keys.names(tenant)]
         if not self._run("CREATE_MEMORY", keys, [name, short, dumps_json(rec)]):
             raise MemoryExists(f"memory {shown(name)} already exists")
+        return rec
 
     def get_memory(self, name: str) -> dict:
-        return loads_json(self._raw_record(name))
-
-    def _raw_record(self, name: str) -> bytes:
         check_name(name)
         with redis_errors(self.where):
             raw = self._client.hget(self.keys.registry(), name)
         if raw is None:
             raise memory_not_found(name)
-        return raw
+        return loads_json(raw)
 
     def memory_exists(self, name: str) -> bool:
         check_name(name)
@@ -183,15 +181,11 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
         if not self._run("DELETE_MEMORY", keys, args):
             raise memory_not_found(name)
 
-    def finish_creating(self, name: str, attempt: str) -> None:
-        """Drop the `creating` mark that creation `attempt` put on `name`'s record: the memory is
-        whole. MemoryNotFound if the record is gone or another attempt's."""
-        raw = self._raw_record(name)
-        record = loads_json(raw)
-        if (record.get("creating") or {}).get("attempt") != attempt:
-            raise memory_not_found(name)
-        done = dumps_json({key: value for key, value in record.items() if key != "creating"})
-        if not self._run("SWAP_RECORD", [self.keys.registry()], [name, raw, done]):
+    def finish_creating(self, name: str, record: dict) -> None:
+        """Drop the `creating` mark from `name`'s record (as `create_memory` returned it): the
+        memory is whole. MemoryNotFound if the record is gone or no longer that one."""
+        done = {key: value for key, value in record.items() if key != "creating"}
+        if not self._run("SWAP_RECORD", [self.keys.registry()], [name, dumps_json(record), dumps_json(done)]):
             raise memory_not_found(name)
 
     # -- stats ------------------------------------------------------------------------------
