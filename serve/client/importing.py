@@ -60,6 +60,10 @@ MAX_IN_FLIGHT = 4
 MAX_BATCH_BYTES = 512 * 1024  # texts per request, well under the server's 1 MB body limit
 _COLLAPSE_SLICE = 1 << 20  # characters measured at a time by `_collapsed_length`
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
+# A full stop after these (or after a single capital, an initial) does not end a sentence.
+# ("No." and "p.m." are left out: "He said no. No way." ends a sentence more often than not.)
+_ABBREVIATIONS = frozenset("""mr mrs ms dr prof sr jr st mt ft vs etc e.g i.e cf fig figs approx inc ltd co corp
+dept est jan feb mar apr jun jul aug sep sept oct nov dec u.s u.k ph.d""".split())
 _BINARY_SNIFF = 8192
 
 
@@ -165,11 +169,31 @@ def _text_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
             block = []
             # cut before collapsing whitespace: the same cuts (a run of it is one cut either way),
             # and each item is measured before it is built (`_collapsed`)
-            pieces = [paragraph] if opts.split == "paragraph" else _SENTENCE_END.split(paragraph)
+            pieces = [paragraph] if opts.split == "paragraph" else _sentences(paragraph)
             for piece in pieces:
                 piece = _collapsed(piece, where, hint)
                 if contract.has_visible(piece):
                     yield _checked(piece, opts.domain, where, hint)
+
+
+def _sentences(paragraph: str) -> list[str]:
+    """The paragraph cut after ., ! or ? and a space before a capital, digit, quote or bracket,
+    except after an abbreviation or an initial ("Dr. Smith", "J. R. R. Tolkien")."""
+    sentences: list[str] = []
+    for piece in _SENTENCE_END.split(paragraph):
+        if sentences and _ends_in_abbreviation(sentences[-1]):
+            sentences[-1] = f"{sentences[-1]} {piece}"
+        else:
+            sentences.append(piece)
+    return sentences
+
+
+def _ends_in_abbreviation(text: str) -> bool:
+    last = text.rsplit(None, 1)[-1].lstrip("(\"'[").lower()
+    if not last.endswith("."):
+        return False
+    word = last[:-1]
+    return word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha() and word != "i")
 
 
 def _jsonl_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:

@@ -60,6 +60,10 @@ def test_formats_split_as_documented(tmp_path):
         ["# Title", "First paragraph wraps here. Second sentence!", "Last one."]
     assert [i.text for i in read_items(md, "a.md", ImportOptions(split="sentence"))] == \
         ["# Title", "First paragraph wraps here.", "Second sentence!", "Last one."]
+    prose = b"Dr. Smith met J. R. Jones in the U.S. last year. He said no. No way, e.g. Fig. 2 shows. So did I. Done."
+    assert [i.text for i in read_items(prose, "p.txt", ImportOptions(split="sentence"))] == \
+        ["Dr. Smith met J. R. Jones in the U.S. last year.", "He said no.", "No way, e.g. Fig. 2 shows.",
+         "So did I.", "Done."]
     jsonl = b'{"text": "a fact", "domain": "geo"}\n\n{"text": "another"}\n{"text": "a third", "domain": null}\n'
     items = read_items(jsonl, "f.jsonl", ImportOptions(domain="misc"))
     assert [(i.text, i.domain) for i in items] == [("a fact", "geo"), ("another", "misc"), ("a third", "misc")]
