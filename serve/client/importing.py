@@ -189,11 +189,12 @@ def _sentences(paragraph: str) -> list[str]:
 
 
 def _ends_in_abbreviation(text: str) -> bool:
-    last = text.rsplit(None, 1)[-1].lstrip("(\"'[").lower()
+    last = text.rsplit(None, 1)[-1].lstrip("(\"'[")
     if not last.endswith("."):
         return False
     word = last[:-1]
-    return word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha() and word != "i")
+    # an initial is one capital ("J."); "plan b." or "I." end sentences
+    return word.lower() in _ABBREVIATIONS or (len(word) == 1 and word.isupper() and word != "I")
 
 
 def _jsonl_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:

@@ -60,10 +60,10 @@ def test_formats_split_as_documented(tmp_path):
         ["# Title", "First paragraph wraps here. Second sentence!", "Last one."]
     assert [i.text for i in read_items(md, "a.md", ImportOptions(split="sentence"))] == \
         ["# Title", "First paragraph wraps here.", "Second sentence!", "Last one."]
-    prose = b"Dr. Smith met J. R. Jones in the U.S. last year. He said no. No way, e.g. Fig. 2 shows. So did I. Done."
+    prose = b"Dr. Smith met J. R. Jones in the U.S. last year. He said no. No way, e.g. Fig. 2 shows. So did I. Then plan b. Done."
     assert [i.text for i in read_items(prose, "p.txt", ImportOptions(split="sentence"))] == \
         ["Dr. Smith met J. R. Jones in the U.S. last year.", "He said no.", "No way, e.g. Fig. 2 shows.",
-         "So did I.", "Done."]
+         "So did I.", "Then plan b.", "Done."]
     jsonl = b'{"text": "a fact", "domain": "geo"}\n\n{"text": "another"}\n{"text": "a third", "domain": null}\n'
     items = read_items(jsonl, "f.jsonl", ImportOptions(domain="misc"))
     assert [(i.text, i.domain) for i in items] == [("a fact", "geo"), ("another", "misc"), ("a third", "misc")]
@@ -312,7 +312,7 @@ def test_a_long_text_is_measured_without_splitting_it_at_once(monkeypatch):
         assert importing._collapsed_length(text) == len(" ".join(text.split())), repr(text)
         # sentences cut before the whitespace is collapsed are the sentences cut after
         prose = "".join(rng.choice(["Aa", " b", ".", "!", " ", "\u3000", "\t", " 1", "(", "'"]) for _ in range(40))
-        before = [p.strip() for p in importing._SENTENCE_END.split(" ".join(prose.split())) if p.strip()]
+        before = [p.strip() for p in importing._sentences(" ".join(prose.split())) if p.strip()]
         if before:
             assert [i.text for i in read_items(prose.encode(), "s.txt", ImportOptions(split="sentence"))] == before
     many = " ".join(f"Sentence {i} is short." for i in range(5000)).encode()  # ~115,000 characters
