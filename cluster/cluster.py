@@ -163,7 +163,7 @@ class MemoryCluster:
         return await asyncio.to_thread(getattr(self.storage.metadata, method), *args, **kwargs)
 
     async def _exists(self, qname: str) -> bool:
-        return await self._meta("memory_exists", qname)
+        return await self._creations.is_whole(qname)
 
     async def _call(self, tenant: str, name: str, method: str, *args: Any, **kwargs: Any) -> Any:
         return await self._routes().call(qualify(tenant, name), method, *args, **kwargs)

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from errors import Busy, MemoryExists, MemoryNotFound, StorageError
+from errors import Busy, MemoryExists, MemoryNotFound, MetadataError, StorageError
 from storage import shown
 
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ __all__ = ["Creations"]
 log = logging.getLogger(__name__)
 
 CLEANUP_RETRY_SECONDS = 2.0
+# Waits between tries of the last step while Redis is away (~10 s: a restart takes about one)
+FINISH_RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0)
 
 
 class Creations:
@@ -50,30 +52,75 @@ class Creations:
         qname = record["name"]
         marked = {**record, "creating": {"attempt": uuid.uuid4().hex, "since": time.time()}}
         try:
-            return await self._cluster._meta("create_memory", qname, marked)
-        except MemoryExists:
-            await self.check_free(qname)  # raises, or clears a creation cut short
-            return await self._cluster._meta("create_memory", qname, marked)
+            try:
+                return await self._cluster._meta("create_memory", qname, marked)
+            except MemoryExists:
+                mine = await self._taken_by(qname, marked["creating"]["attempt"])
+                return mine or await self._cluster._meta("create_memory", qname, marked)
+        except (MemoryExists, Busy):
+            raise
+        except BaseException:
+            # Redis may have stored the record and lost the answer: clear it if it is this
+            # attempt's (an unowned mark would hold the name until it is stale).
+            await self.abandon(marked)
+            raise
 
     async def check_free(self, qname: str, hint: str = "") -> None:
         """MemoryExists if `qname` is a memory, Busy while a creation holds it; a creation of
         this process cut short, or one older than `stale_after`, is cleared here."""
+        await self._taken_by(qname, None, hint)
+
+    async def _taken_by(self, qname: str, attempt: str | None, hint: str = "") -> dict | None:
+        """`qname`'s record if `attempt` is creating it (its first create landed, the answer was
+        lost); None if the name is free, or freed here of a creation without a creator."""
         try:
             record = await self._cluster._meta("get_memory", qname)
         except MemoryNotFound:
-            return
+            return None
         creating = record.get("creating")
         if not creating:
             raise MemoryExists(f"memory {shown(qname)} already exists{hint}")
-        attempt, since = creating["attempt"], float(creating["since"])
-        if attempt not in self._cut_short and time.time() - since < self.stale_after:
+        if creating["attempt"] == attempt:
+            return record
+        if not self._abandoned(creating):
             raise Busy(f"memory {shown(qname)} is being created by another call; if that creation fails the "
                        "name is freed: retry shortly")
-        log.warning("clearing %s, a creation cut short (attempt %s)", qname, attempt)
-        await self._clear(qname, attempt)
+        log.warning("clearing %s, a creation cut short (attempt %s)", qname, creating["attempt"])
+        await self._clear(qname, creating["attempt"])
+        return None
+
+    async def is_whole(self, qname: str) -> bool:
+        """Whether `qname` is a memory to serve: False if it is not registered, or is a creation
+        cut short; Busy while it is being created (its actor must not start from the config
+        before its state is written)."""
+        try:
+            record = await self._cluster._meta("get_memory", qname)
+        except MemoryNotFound:
+            return False
+        creating = record.get("creating")
+        if not creating:
+            return True
+        if self._abandoned(creating):
+            return False
+        raise Busy(f"memory {shown(qname)} is being created (a create, fork or import still running): "
+                   "retry shortly")
+
+    def _abandoned(self, creating: dict) -> bool:
+        """Whether a creation's mark has no live creator: cut short in this process, or older
+        than any creation takes."""
+        return creating["attempt"] in self._cut_short or time.time() - float(creating["since"]) >= self.stale_after
 
     async def finish(self, registered: dict) -> None:
-        await self._cluster._meta("finish_creating", registered["name"], registered)
+        """Drop the mark. Retried while Redis is away (the swap is idempotent): a swap that
+        landed with its answer lost must not fail a creation that is whole."""
+        for delay in (*FINISH_RETRY_DELAYS, None):
+            try:
+                await self._cluster._meta("finish_creating", registered["name"], registered)
+                return
+            except MetadataError:
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
 
     async def abandon(self, registered: dict) -> None:
         """Clear a failed creation; if that fails too, keep trying in the background."""

@@ -38,12 +38,13 @@ class ActorRouter:
                  patience: float = 120.0) -> None:
         self._supervisor = supervisor
         self._patience = patience
-        self._exists = exists  # registry check before (re)starting an actor
+        self._exists = exists  # registry check before (re)starting an actor (may raise Busy)
         self._handles: dict[str, Any] = {}
         self._touched: dict[str, float] = {}
 
     async def ensure(self, qname: str) -> Any:
-        """A live actor for `qname` (MemoryNotFound if the memory is not registered)."""
+        """A live actor for `qname` (MemoryNotFound if the memory is not registered, Busy while
+        it is being created)."""
         if not await self._exists(qname):
             raise memory_not_found(qname)
         handle, _ = await self._ensure(qname, with_summary=False)
@@ -83,6 +84,8 @@ class ActorRouter:
                 if not isinstance(cause, Unavailable) or isinstance(cause, Busy):
                     raise cause from None  # Busy: live, and waiting here would not free it
                 last = cause
+            except Busy:  # from ensure: being created, and waiting here would hold the caller
+                raise
             except Unavailable as exc:  # from ensure: the supervisor could not start it yet
                 last = exc
             self._handles.pop(qname, None)

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from cluster import creating
 from cluster.creating import Creations
 from errors import (Busy, CheckpointConflict, CheckpointNotFound, InvalidInput, MemoryExists, MemoryNotFound,
                     MetadataError)
@@ -197,6 +198,7 @@ def test_a_fork_cut_short_while_redis_is_down_leaves_no_memory_behind(shared_clu
 
     monkeypatch.setattr(meta, "finish_creating", down)
     monkeypatch.setattr(meta, "delete_memory", down)
+    monkeypatch.setattr(creating, "FINISH_RETRY_DELAYS", ())  # Redis stays down: no waiting for it
     with pytest.raises(MetadataError):
         arun(cluster.fork(T, "base", "user.1", source_tag="v1"))
     assert meta.get_memory(qname)["creating"]
@@ -222,11 +224,55 @@ def test_a_creation_whose_creator_died_is_cleared_by_the_next_create_once_stale(
     meta.create_memory(qname, {"tenant": T, "name": qname, "config": {}, "creating": creating})
     with pytest.raises(Busy):
         arun(cluster.create_memory(T, "orphan", SMALL))
+    # Nor is it served: its actor would start from the config before the creator wrote its state.
+    with pytest.raises(Busy, match="being created"):
+        arun(cluster.stats(T, "orphan"))
+    with pytest.raises(Busy, match="being created"):
+        feed(arun, cluster, T, "orphan", ["a write meant for a memory not yet whole"])
+    assert qname not in arun(cluster._supervisor.live.remote())
     with pytest.raises(MemoryNotFound):  # a clean-up only ever deletes its own attempt's record
         meta.delete_memory(qname, creating="another-attempt")
     meta.client.hset(meta.keys.registry(), qname, dumps_json(
         {**meta.get_memory(qname), "creating": {**creating, "since": time.time() - 3600}}))
+    with pytest.raises(MemoryNotFound):  # stale: a creation that never became a memory
+        arun(cluster.stats(T, "orphan"))
     created = arun(cluster.create_memory(T, "orphan", SMALL))
     assert created["weight_hash"] == arun(cluster.stats(T, "orphan"))["weight_hash"]
     with pytest.raises(MemoryExists):
         arun(cluster.create_memory(T, "orphan", SMALL))
+
+
+def test_a_creation_step_redis_applied_but_did_not_answer_is_neither_lost_nor_left_marked(
+        shared_cluster, arun, tenant, monkeypatch):
+    """Redis stored the record (or dropped its mark) and the answer was lost on the way back.
+    The create's resend finds its own record and goes on; a lost answer to the last step is
+    retried (the swap is idempotent) instead of failing a memory that is whole; a create that
+    fails after its record landed clears it at once, not 5 minutes later."""
+    T, cluster = tenant, shared_cluster()
+    meta = cluster.storage.metadata
+    real_create, real_finish = meta.create_memory, meta.finish_creating
+    lost = {"create": 0, "finish": 0}
+
+    def applied_then(error, step, real):
+        def call(*args, **kwargs):
+            answer = real(*args, **kwargs)
+            if lost[step]:
+                lost[step] -= 1
+                raise error
+            return answer
+        return call
+
+    lost.update(create=1, finish=1)
+    monkeypatch.setattr(meta, "create_memory", applied_then(MemoryExists("resent: already there"), "create",
+                                                            real_create))
+    monkeypatch.setattr(meta, "finish_creating", applied_then(MetadataError("connection lost"), "finish", real_finish))
+    made = arun(cluster.create_memory(T, "resent", SMALL))
+    assert made["weight_hash"] == arun(cluster.stats(T, "resent"))["weight_hash"]
+    assert "creating" not in meta.get_memory(f"{T}/resent") and lost == {"create": 0, "finish": 0}
+
+    lost["create"] = 1
+    monkeypatch.setattr(meta, "create_memory", applied_then(MetadataError("connection lost"), "create", real_create))
+    with pytest.raises(MetadataError):
+        arun(cluster.create_memory(T, "unanswered", SMALL))
+    assert not meta.memory_exists(f"{T}/unanswered")  # cleared at once: the name is free
+    assert arun(cluster.create_memory(T, "unanswered", SMALL))["weight_hash"] == made["weight_hash"]
