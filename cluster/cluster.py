@@ -22,7 +22,7 @@ import ray
 import contract
 from actors import ActorSpec, Checkpoints, blob_to_parts, is_auto, normalize_config, parts_to_blob
 from contract import DEFAULT_PAGE, check_page
-from errors import (CheckpointCorrupt, CheckpointNotFound, IncompatibleState, InvalidInput,
+from errors import (Busy, CheckpointCorrupt, CheckpointNotFound, IncompatibleState, InvalidInput,
                     MemoryNotFound, QuotaExceeded, Unavailable)
 from storage import Storage, open_storage, shown
 
@@ -211,8 +211,13 @@ class MemoryCluster:
     async def delete_memory(self, tenant: str, name: str) -> dict:
         """Unregister first (a stale actor's writes then fail), then stop the actor, then the objects."""
         qname = qualify(tenant, name)
-        await self._meta("delete_memory", qname)
-        await self._release(qname)
+        try:
+            await self._meta("delete_memory", qname)
+        except Busy:  # still being created: only a creation cut short is cleared here
+            if not await self._creations.clear_abandoned(qname):
+                raise
+        else:
+            await self._release(qname)
         return {"deleted": True, "name": name}
 
     async def _release(self, qname: str) -> None:
@@ -384,17 +389,24 @@ class MemoryCluster:
         the weights must load to `weight_hash`)."""
         qname = record["name"]
         registered = await self._creations.register(record)
+        # undone before another create may take the name over as stale
+        deadline = asyncio.timeout(self._creations.deadline)
         try:
-            if seed is not None:
-                await asyncio.to_thread(seed, Checkpoints(self.storage, qname))
-            stats = await self._routes().start(qname)
-            if weight_hash is not None and stats["weight_hash"] != weight_hash:
-                raise IncompatibleState(f"the loaded weights hash to {stats['weight_hash'][:12]} here, "
-                                        f"not {weight_hash[:12]} as the source says")
-            await self._creations.finish(registered)
+            async with deadline:
+                if seed is not None:
+                    await asyncio.to_thread(seed, Checkpoints(self.storage, qname))
+                handle, stats = await self._routes().start(qname)
+                if weight_hash is not None and stats["weight_hash"] != weight_hash:
+                    raise IncompatibleState(f"the loaded weights hash to {stats['weight_hash'][:12]} here, "
+                                            f"not {weight_hash[:12]} as the source says")
+                await self._creations.finish(registered)
         except BaseException:
             await self._creations.abandon(registered)
+            if deadline.expired():
+                raise Unavailable(f"creating memory {shown(qname)} took over {self._creations.deadline:.0f} s "
+                                  "and was undone: retry") from None
             raise
+        self._routes().adopt(qname, handle)
         return stats
 
     # ---- views ------------------------------------------------------------------------------

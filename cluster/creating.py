@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from errors import Busy, MemoryExists, MemoryNotFound, MetadataError, StorageError
+from errors import Busy, MemoryExists, MemoryNotFound, MetadataError
 from storage import shown
 
 if TYPE_CHECKING:
@@ -36,14 +36,21 @@ FINISH_RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0)
 class Creations:
     def __init__(self, cluster: "MemoryCluster") -> None:
         self._cluster = cluster
+        self._id = uuid.uuid4().hex  # names this process's claim on a record it clears
         self._cut_short: set[str] = set()  # attempts of this process whose clean-up is pending
         self._cleanups: set[asyncio.Task] = set()
+        self._clearing: dict[str, asyncio.Lock] = {}  # one clean-up per name at a time (failures only)
+
+    @property
+    def deadline(self) -> float:
+        """Seconds a creation may take before it is undone (the caller's `_create_seeded`)."""
+        return 2 * self._cluster.settings.actor_start_timeout
 
     @property
     def stale_after(self) -> float:
-        """Seconds after which a record still marked `creating` has no live creator: longer
-        than a seed plus an actor start (and its retry) can take."""
-        return 2 * self._cluster.settings.actor_start_timeout + 60
+        """Seconds after which a record still marked `creating` has no live creator: a
+        creation is undone before then (`deadline`), with a margin for its clean-up."""
+        return self.deadline + 60
 
     async def register(self, record: dict) -> dict:
         """Register `record` marked as being created; the record as stored (its `creating`
@@ -52,11 +59,14 @@ class Creations:
         qname = record["name"]
         marked = {**record, "creating": {"attempt": uuid.uuid4().hex, "since": time.time()}}
         try:
-            try:
-                return await self._cluster._meta("create_memory", qname, marked)
-            except MemoryExists:
-                mine = await self._taken_by(qname, marked["creating"]["attempt"])
-                return mine or await self._cluster._meta("create_memory", qname, marked)
+            for _ in range(2):  # the second time after a creation cut short is cleared
+                try:
+                    return await self._cluster._meta("create_memory", qname, marked)
+                except MemoryExists:  # say by what; or a resend of ours that landed
+                    mine = await self._taken_by(qname, marked["creating"]["attempt"])
+                    if mine:
+                        return mine
+            raise Busy(f"memory {shown(qname)} was being cleared by another call: retry shortly")
         except (MemoryExists, Busy):
             raise
         except BaseException:
@@ -106,9 +116,12 @@ class Creations:
                    "retry shortly")
 
     def _abandoned(self, creating: dict) -> bool:
-        """Whether a creation's mark has no live creator: cut short in this process, or older
-        than any creation takes."""
-        return creating["attempt"] in self._cut_short or time.time() - float(creating["since"]) >= self.stale_after
+        """Whether a creation's mark has no live creator: cut short in this process, or stale."""
+        return creating["attempt"] in self._cut_short or self._stale(creating)
+
+    def _stale(self, creating: dict) -> bool:
+        """Older than any creation (or clean-up claim) lasts."""
+        return time.time() - float(creating["since"]) >= self.stale_after
 
     async def finish(self, registered: dict) -> None:
         """Drop the mark. Retried while Redis is away (the swap is idempotent): a swap that
@@ -135,6 +148,18 @@ class Creations:
             self._cleanups.add(task)
             task.add_done_callback(self._cleanups.discard)
 
+    async def clear_abandoned(self, qname: str) -> bool:
+        """Clear `qname` if it is a creation cut short (for a delete); False if it is whole or
+        still being created."""
+        try:
+            creating = (await self._cluster._meta("get_memory", qname)).get("creating")
+        except MemoryNotFound:
+            return False
+        if not creating or not self._abandoned(creating):
+            return False
+        await self._clear(qname, creating["attempt"])
+        return True
+
     def close(self) -> None:
         for task in self._cleanups:
             task.cancel()
@@ -145,24 +170,36 @@ class Creations:
             await asyncio.sleep(CLEANUP_RETRY_SECONDS)
             try:
                 await self._clear(qname, attempt)
-            except (StorageError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - Redis, the supervisor or the store: try again
                 log.info("clearing %s: still failing (%r)", qname, exc)
 
     async def _clear(self, qname: str, attempt: str) -> None:
         """The attempt's actor and checkpoint objects, then its record, if the record is still
-        that attempt's (the name cannot be taken again before the record goes, so no object of
-        a later memory is deleted here)."""
+        that attempt's. The record is claimed first, in one swap, so of two clearers (two
+        gateways taking over a stale mark) only one goes on; in this process they take turns.
+        The name is not free before the record goes, so no later memory's actor or objects
+        are released here."""
         cluster = self._cluster
-        try:
-            record = await cluster._meta("get_memory", qname)
-        except MemoryNotFound:
-            record = {}
-        if (record.get("creating") or {}).get("attempt") != attempt:  # gone, or a later memory's
+        async with self._clearing.setdefault(qname, asyncio.Lock()):
+            try:
+                record = await cluster._meta("get_memory", qname)
+            except MemoryNotFound:
+                record = {}
+            creating = record.get("creating") or {}
+            if creating.get("attempt") != attempt:  # gone, or a later memory's
+                self._cut_short.discard(attempt)
+                return
+            if creating.get("cleared_by") != self._id:
+                if creating.get("cleared_by") and not self._stale(creating):
+                    return  # another process is clearing it
+                claimed = {**record, "creating": {**creating, "cleared_by": self._id, "since": time.time()}}
+                try:
+                    await cluster._meta("replace_record", qname, record, claimed)
+                except MemoryNotFound:
+                    return  # another clearer claimed it first
+            await cluster._release(qname)
+            try:
+                await cluster._meta("delete_memory", qname, creating=attempt)
+            except MemoryNotFound:
+                pass  # gone already
             self._cut_short.discard(attempt)
-            return
-        await cluster._release(qname)
-        try:
-            await cluster._meta("delete_memory", qname, creating=attempt)
-        except MemoryNotFound:
-            pass  # gone already, or no longer this attempt's
-        self._cut_short.discard(attempt)

@@ -50,22 +50,30 @@ class ActorRouter:
         handle, _ = await self._ensure(qname, with_summary=False)
         return handle
 
-    async def start(self, qname: str) -> dict:
-        """Start the actor of a memory just registered; its summary (step, weight_hash,
-        weight_parameters), from the start itself: no second call."""
-        _, summary = await self._ensure(qname, with_summary=True)
-        return summary
+    async def start(self, qname: str) -> tuple[Any, dict]:
+        """Start the actor of a memory being created: its handle and summary (step,
+        weight_hash, weight_parameters, from the start itself: no second call). Calls are not
+        routed to it until `adopt`: a write acknowledged before the creation is whole would be
+        lost if the creation then failed."""
+        return await self._supervisor_ensure(qname, with_summary=True)
+
+    def adopt(self, qname: str, handle: Any) -> None:
+        """Route `qname`'s calls to `handle` (from `start`, once its creation is whole)."""
+        self._handles[qname] = handle
+        self._touched[qname] = time.monotonic()
 
     async def _ensure(self, qname: str, *, with_summary: bool) -> tuple[Any, dict | None]:
+        handle, summary = await self._supervisor_ensure(qname, with_summary=with_summary)
+        self.adopt(qname, handle)
+        return handle, summary
+
+    async def _supervisor_ensure(self, qname: str, *, with_summary: bool) -> tuple[Any, dict | None]:
         try:
-            handle, summary = await self._supervisor.ensure.remote(qname, with_summary)
+            return await self._supervisor.ensure.remote(qname, with_summary)
         except RayTaskError as exc:
             raise unwrap(exc) from None
         except RayActorError as exc:
             raise Unavailable(f"the actor supervisor is unavailable: {exc}") from exc
-        self._handles[qname] = handle
-        self._touched[qname] = time.monotonic()
-        return handle, summary
 
     async def call(self, qname: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """`method(*args, **kwargs)` on `qname`'s actor, recovering it while it is gone."""

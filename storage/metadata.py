@@ -22,6 +22,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from errors import (
+    Busy,
     CheckpointConflict,
     CheckpointNotFound,
     InvalidInput,
@@ -172,20 +173,29 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
         the same script, each forget job that had not finished gets its final audit record
         (status "failed", error "memory_deleted"), so an accepted erasure is never missing from
         the tenant's audit trail, whatever happens to its actor. With `creating` (an attempt
-        id), only a record that attempt is still creating is deleted; MemoryNotFound otherwise."""
+        id), only a record that attempt is still creating is deleted; MemoryNotFound otherwise.
+        Without it, Busy for a record still being created."""
         check_name(name)
         tenant, short = name.split("/", 1)
         keys = [self.keys.registry(), self.keys.names(tenant), self.keys.jobs(name), self.keys.audit(tenant),
                 *self.keys.memory_keys(name)]
         args = [name, short, _now(), AUDIT_CAP, tenant, *([creating] if creating else [])]
-        if not self._run("DELETE_MEMORY", keys, args):
+        deleted = self._run("DELETE_MEMORY", keys, args)
+        if deleted == -1:
+            raise Busy(f"memory {shown(name)} is being created: delete it once its creation has answered")
+        if not deleted:
             raise memory_not_found(name)
 
     def finish_creating(self, name: str, record: dict) -> None:
         """Drop the `creating` mark from `name`'s record (as `create_memory` returned it): the
         memory is whole. MemoryNotFound if the record is gone or no longer that one."""
-        done = {key: value for key, value in record.items() if key != "creating"}
-        if not self._run("SWAP_RECORD", [self.keys.registry()], [name, dumps_json(record), dumps_json(done)]):
+        self.replace_record(name, record, {key: value for key, value in record.items() if key != "creating"})
+
+    def replace_record(self, name: str, expected: dict, replacement: dict) -> None:
+        """Swap `name`'s record for `replacement` if it is still `expected` (as read or stored
+        here), in one step; MemoryNotFound otherwise. Already replaced counts as done."""
+        check_name(name)
+        if not self._run("SWAP_RECORD", [self.keys.registry()], [name, dumps_json(expected), dumps_json(replacement)]):
             raise memory_not_found(name)
 
     # -- stats ------------------------------------------------------------------------------

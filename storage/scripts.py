@@ -27,6 +27,8 @@ __all__ = [
 # then the memory's own keys. ARGV: name, short name, now (ISO time), audit cap, tenant, and
 # optionally a creation attempt id: then only a record still being created by that attempt is
 # deleted (the clean-up of a creation cut short must never delete a memory made after it).
+# Without one, a record still being created is not deleted: -1 (its creator would go on
+# writing into whatever takes the name next).
 # Every forget job of the memory that has not finished (pending or running) gets its final audit
 # record here, in the same step as the delete: status "failed", error "memory_deleted" (the
 # job's own failure write would find the memory gone, and a killed actor writes nothing). The
@@ -34,11 +36,12 @@ __all__ = [
 # selector's texts. Records are built before the first write: a script error writes nothing.
 DELETE_MEMORY = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local ok, rec = pcall(cjson.decode, redis.call('HGET', KEYS[1], ARGV[1]))
+local mark = ok and type(rec) == 'table' and type(rec.creating) == 'table' and rec.creating.attempt or nil
 if ARGV[6] then
-  local ok, rec = pcall(cjson.decode, redis.call('HGET', KEYS[1], ARGV[1]))
-  if not (ok and type(rec) == 'table' and type(rec.creating) == 'table' and rec.creating.attempt == ARGV[6]) then
-    return 0
-  end
+  if mark ~= ARGV[6] then return 0 end
+elseif mark then
+  return -1
 end
 local function nullable(v) if v == nil then return cjson.null end return v end
 local unfinished = {}

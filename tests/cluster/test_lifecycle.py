@@ -35,7 +35,7 @@ def test_create_list_config_delete(shared_cluster, arun, tenant):
     stats = arun(cluster.stats(T, "notes"))  # create answers from the start itself, the same
     assert (created["weight_hash"], created["weight_parameters"]) == (stats["weight_hash"], stats["weight_parameters"])
     feed(arun, cluster, T, "notes", ["the sky is blue", "grass is green"])
-    live = arun(cluster._routes().start(f"{T}/notes"))  # already live: the summary of now
+    _, live = arun(cluster._routes().start(f"{T}/notes"))  # already live: the summary of now
     assert (live["step"], live["weight_hash"]) == (2, arun(cluster.stats(T, "notes"))["weight_hash"])
 
     listed = arun(cluster.list_memories(T))
@@ -230,6 +230,8 @@ def test_a_creation_whose_creator_died_is_cleared_by_the_next_create_once_stale(
     with pytest.raises(Busy, match="being created"):
         feed(arun, cluster, T, "orphan", ["a write meant for a memory not yet whole"])
     assert qname not in arun(cluster._supervisor.live.remote())
+    with pytest.raises(Busy, match="being created"):  # its creator would write into the next one
+        arun(cluster.delete_memory(T, "orphan"))
     with pytest.raises(MemoryNotFound):  # a clean-up only ever deletes its own attempt's record
         meta.delete_memory(qname, creating="another-attempt")
     meta.client.hset(meta.keys.registry(), qname, dumps_json(
@@ -276,3 +278,53 @@ def test_a_creation_step_redis_applied_but_did_not_answer_is_neither_lost_nor_le
         arun(cluster.create_memory(T, "unanswered", SMALL))
     assert not meta.memory_exists(f"{T}/unanswered")  # cleared at once: the name is free
     assert arun(cluster.create_memory(T, "unanswered", SMALL))["weight_hash"] == made["weight_hash"]
+
+
+def test_a_stale_creation_is_cleared_by_one_gateway_of_two_and_can_be_deleted(shared_cluster, arun, tenant,
+                                                                              monkeypatch):
+    """Two gateways find the same stale mark at once: one claims the record (one swap) and
+    releases its leftovers; the other does not release whatever takes the name next."""
+    T, cluster = tenant, shared_cluster()
+    meta = cluster.storage.metadata
+    stale = {"attempt": "a-gateway-that-died", "since": time.time() - 3600}
+    released = []
+    real_release = cluster._release
+
+    async def counted(qname):
+        released.append(qname)
+        await real_release(qname)
+
+    async def both_gateways_check(qname):
+        return await asyncio.gather(Creations(cluster).check_free(qname), Creations(cluster).check_free(qname),
+                                    return_exceptions=True)
+
+    monkeypatch.setattr(cluster, "_release", counted)
+    for round_ in range(3):
+        qname = f"{T}/stale-{round_}"
+        meta.create_memory(qname, {"tenant": T, "name": qname, "config": {}, "creating": stale})
+        answers = arun(both_gateways_check(qname))
+        assert all(a is None or isinstance(a, Busy) for a in answers), answers
+        assert released.count(qname) == 1 and not meta.memory_exists(qname)
+    qname = f"{T}/stale-deleted"
+    meta.create_memory(qname, {"tenant": T, "name": qname, "config": {}, "creating": stale})
+    assert arun(cluster.delete_memory(T, "stale-deleted")) == {"deleted": True, "name": "stale-deleted"}
+    assert not meta.memory_exists(qname) and released.count(qname) == 1
+
+
+def test_a_memory_is_not_served_before_its_creation_is_whole(shared_cluster, arun, tenant, monkeypatch):
+    """Not even by the gateway that started its actor: a write acknowledged then would be lost
+    if the creation's last step failed."""
+    T, cluster = tenant, shared_cluster()
+    real_finish, seen = cluster._creations.finish, []
+
+    async def finish_after_a_call(registered):
+        try:
+            seen.append(await cluster.stats(T, "young"))
+        except Busy as exc:
+            seen.append(exc)
+        await real_finish(registered)
+
+    monkeypatch.setattr(cluster._creations, "finish", finish_after_a_call)
+    made = arun(cluster.create_memory(T, "young", SMALL))
+    assert len(seen) == 1 and isinstance(seen[0], Busy), seen
+    assert arun(cluster.stats(T, "young"))["weight_hash"] == made["weight_hash"]

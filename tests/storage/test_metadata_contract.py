@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from errors import (
+    Busy,
     CheckpointConflict,
     CheckpointNotFound,
     InvalidInput,
@@ -238,3 +239,21 @@ def test_history_is_capped_newest_last(metadata_store: MetadataStore) -> None:
     assert [i["step"] for i in metadata_store.history("acme/notes", limit=3)] == [28, 29, 30]
     metadata_store.record_write("acme/notes", step=31, weight_hash="h", history=[{"step": 31, "text": "x" * 5000}])
     assert len(metadata_store.history("acme/notes", limit=1)[0]["text"]) <= HISTORY_TEXT_LIMIT
+
+
+def test_a_record_being_created_is_deleted_only_by_its_own_attempt(metadata_store: MetadataStore) -> None:
+    """A plain delete refuses it (its creator would write into whatever takes the name next);
+    its own attempt's clean-up deletes it, after a claim swapped in one step."""
+    mark = {"attempt": "a1", "since": 0.0}
+    stored = metadata_store.create_memory("acme/young", {"config": {}, "creating": mark})
+    with pytest.raises(Busy, match="being created"):
+        metadata_store.delete_memory("acme/young")
+    claimed = {**stored, "creating": {**mark, "cleared_by": "g1"}}
+    metadata_store.replace_record("acme/young", stored, claimed)
+    metadata_store.replace_record("acme/young", stored, claimed)  # a resend: already done
+    with pytest.raises(MemoryNotFound):  # a second clearer's claim, against what it read before
+        metadata_store.replace_record("acme/young", stored, {**stored, "creating": {**mark, "cleared_by": "g2"}})
+    with pytest.raises(MemoryNotFound):
+        metadata_store.delete_memory("acme/young", creating="a2")
+    metadata_store.delete_memory("acme/young", creating="a1")
+    assert not metadata_store.memory_exists("acme/young")
