@@ -128,7 +128,7 @@ class MemoryCluster:
             spec = ActorSpec(storage=self._storage.settings, settings=s.actor)
             self._supervisor = await current_supervisor(s, spec)
             await asyncio.to_thread(self._storage.metadata.index_names)  # once, for older registries
-            self._router = ActorRouter(self._supervisor, self._exists, patience=s.actor_start_timeout)
+            self._router = ActorRouter(self._supervisor, self._creations.is_whole, patience=s.actor_start_timeout)
 
     async def close(self, *, stop_actors: bool = False) -> None:
         """Release storage. With `stop_actors`, also kill the supervisor and every memory actor
@@ -161,9 +161,6 @@ class MemoryCluster:
 
     async def _meta(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(getattr(self.storage.metadata, method), *args, **kwargs)
-
-    async def _exists(self, qname: str) -> bool:
-        return await self._creations.is_whole(qname)
 
     async def _call(self, tenant: str, name: str, method: str, *args: Any, **kwargs: Any) -> Any:
         return await self._routes().call(qualify(tenant, name), method, *args, **kwargs)

@@ -83,9 +83,8 @@ class Creations:
     async def _taken_by(self, qname: str, attempt: str | None, hint: str = "") -> dict | None:
         """`qname`'s record if `attempt` is creating it (its first create landed, the answer was
         lost); None if the name is free, or freed here of a creation without a creator."""
-        try:
-            record = await self._cluster._meta("get_memory", qname)
-        except MemoryNotFound:
+        record = await self._record(qname)
+        if not record:
             return None
         creating = record.get("creating")
         if not creating:
@@ -103,17 +102,21 @@ class Creations:
         """Whether `qname` is a memory to serve: False if it is not registered, or is a creation
         cut short; Busy while it is being created (its actor must not start from the config
         before its state is written)."""
-        try:
-            record = await self._cluster._meta("get_memory", qname)
-        except MemoryNotFound:
-            return False
+        record = await self._record(qname)
         creating = record.get("creating")
         if not creating:
-            return True
+            return bool(record)
         if self._abandoned(creating):
             return False
         raise Busy(f"memory {shown(qname)} is being created (a create, fork or import still running): "
                    "retry shortly")
+
+    async def _record(self, qname: str) -> dict:
+        """`qname`'s registry record; {} if there is none."""
+        try:
+            return await self._cluster._meta("get_memory", qname)
+        except MemoryNotFound:
+            return {}
 
     def _abandoned(self, creating: dict) -> bool:
         """Whether a creation's mark has no live creator: cut short in this process, or stale."""
@@ -151,10 +154,7 @@ class Creations:
     async def clear_abandoned(self, qname: str) -> bool:
         """Clear `qname` if it is a creation cut short (for a delete); False if it is whole or
         still being created."""
-        try:
-            creating = (await self._cluster._meta("get_memory", qname)).get("creating")
-        except MemoryNotFound:
-            return False
+        creating = (await self._record(qname)).get("creating")
         if not creating or not self._abandoned(creating):
             return False
         await self._clear(qname, creating["attempt"])
@@ -181,10 +181,7 @@ class Creations:
         are released here."""
         cluster = self._cluster
         async with self._clearing.setdefault(qname, asyncio.Lock()):
-            try:
-                record = await cluster._meta("get_memory", qname)
-            except MemoryNotFound:
-                record = {}
+            record = await self._record(qname)
             creating = record.get("creating") or {}
             if creating.get("attempt") != attempt:  # gone, or a later memory's
                 self._cut_short.discard(attempt)

@@ -48,6 +48,7 @@ class ActorRouter:
         if not await self._exists(qname):
             raise memory_not_found(qname)
         handle, _ = await self._ensure(qname, with_summary=False)
+        self.adopt(qname, handle)
         return handle
 
     async def start(self, qname: str) -> tuple[Any, dict]:
@@ -55,7 +56,7 @@ class ActorRouter:
         weight_hash, weight_parameters, from the start itself: no second call). Calls are not
         routed to it until `adopt`: a write acknowledged before the creation is whole would be
         lost if the creation then failed."""
-        return await self._supervisor_ensure(qname, with_summary=True)
+        return await self._ensure(qname, with_summary=True)
 
     def adopt(self, qname: str, handle: Any) -> None:
         """Route `qname`'s calls to `handle` (from `start`, once its creation is whole)."""
@@ -63,11 +64,6 @@ class ActorRouter:
         self._touched[qname] = time.monotonic()
 
     async def _ensure(self, qname: str, *, with_summary: bool) -> tuple[Any, dict | None]:
-        handle, summary = await self._supervisor_ensure(qname, with_summary=with_summary)
-        self.adopt(qname, handle)
-        return handle, summary
-
-    async def _supervisor_ensure(self, qname: str, *, with_summary: bool) -> tuple[Any, dict | None]:
         try:
             return await self._supervisor.ensure.remote(qname, with_summary)
         except RayTaskError as exc:
