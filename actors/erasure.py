@@ -130,7 +130,9 @@ class Erasure:
             puts[tag] = {k: v for k, v in info.items() if k != "old"}
         dry_runs = [j["job_id"] for j in self._storage.metadata.jobs(self._qname) if j.get("dry_run")]
         return {"ckpt_del": [a["tag"] for a in old_autos] + [t["tag"] for t in staged["deleted_tags"]],
-                "ckpt_put": puts, "stats": {"step": memory.step, "weight_hash": memory.weight_hash},
+                "ckpt_put": puts,
+                # recorded_step: the history is whole through this step (storage/scripts.py RECORD_WRITE)
+                "stats": {"step": memory.step, "weight_hash": memory.weight_hash, "recorded_step": memory.step},
                 "jobs_del": dry_runs, "job": job, "base": base}
 
     def _exact_cleanup(self, staged: dict, old_autos: list[dict], kept: list[dict], old_segments: list[dict],

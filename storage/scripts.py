@@ -126,15 +126,24 @@ return doomed
 
 # KEYS: registry, stats hash, domains set, history list.
 # ARGV: name, observations, step, weight_hash, history cap, n domains, domain..., history item...
-# A write's record whose step the stats already reached is there (redis-py resent the script
-# after a reply was lost to a restart; the first attempt was applied): returns 2, writes nothing.
-# Records arrive in step order (one recorder thread per memory, queued under its write lock).
+# `recorded_step` is the step of the last write record applied (before it existed: `step`). A
+# write's record at or below it is there already (redis-py resent the script after a reply was
+# lost to a restart; the first attempt was applied): returns 2, writes nothing. A stats-only
+# sync (no observations) points `step` at the memory but never raises `recorded_step`, so a
+# record dropped while Redis was away still lands when a restart sends it again; a sync to an
+# earlier step (a restore) lowers it, since later writes reuse those steps. (A forget job sets
+# it in its own swap, FORGET_COMMIT.) Records arrive in step order (one recorder thread per
+# memory, queued under its write lock).
 RECORD_WRITE = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
-local n = tonumber(ARGV[2])
-if n > 0 and tonumber(redis.call('HGET', KEYS[2], 'step') or '-1') >= tonumber(ARGV[3]) then return 2 end
-if n > 0 then redis.call('HINCRBY', KEYS[2], 'total_observations', n) end
-redis.call('HSET', KEYS[2], 'step', ARGV[3], 'weight_hash', ARGV[4])
+local n, step = tonumber(ARGV[2]), tonumber(ARGV[3])
+local recorded = tonumber(redis.call('HGET', KEYS[2], 'recorded_step') or redis.call('HGET', KEYS[2], 'step') or '-1')
+if n > 0 then
+  if recorded >= step then return 2 end
+  redis.call('HINCRBY', KEYS[2], 'total_observations', n)
+  recorded = step
+end
+redis.call('HSET', KEYS[2], 'step', ARGV[3], 'weight_hash', ARGV[4], 'recorded_step', math.min(recorded, step))
 local n_domains = tonumber(ARGV[6])
 for i = 7, 6 + n_domains do redis.call('SADD', KEYS[3], ARGV[i]) end
 if #ARGV > 6 + n_domains then

@@ -131,6 +131,23 @@ def test_a_write_record_sent_again_is_applied_once(metadata_store: MetadataStore
     assert [i["text"] for i in metadata_store.history("acme/notes")] == ["t1", "t2", "after"]
 
 
+def test_a_write_record_dropped_then_overtaken_by_a_stats_sync_still_lands(metadata_store: MetadataStore) -> None:
+    """A record dropped while Redis was away, then a stats-only sync to a later step (a
+    restart that found the log ahead of the stats): when the next restart sends the record
+    again it lands, rather than being taken for a resend of one already applied."""
+    _register(metadata_store, "acme/notes")
+    first = {"step": 1, "text": "t1", "surprise": 0.1, "weight_hash": "h1"}
+    metadata_store.record_write("acme/notes", observations=1, step=1, weight_hash="h1", history=[first])
+    metadata_store.record_write("acme/notes", step=3, weight_hash="h3")  # the sync; steps 2-3 unrecorded
+    assert metadata_store.get_stats("acme/notes")["step"] == 3
+    late = [{"step": step, "text": f"t{step}", "surprise": 0.1, "weight_hash": f"h{step}"} for step in (2, 3)]
+    metadata_store.record_write("acme/notes", observations=2, step=3, weight_hash="h3", history=late)
+    metadata_store.record_write("acme/notes", observations=2, step=3, weight_hash="h3", history=late)  # resent
+    stats = metadata_store.get_stats("acme/notes")
+    assert (stats["total_observations"], stats["step"], stats["weight_hash"]) == (3, 3, "h3")
+    assert [i["text"] for i in metadata_store.history("acme/notes")] == ["t1", "t2", "t3"]
+
+
 def test_stats_refuse_bad_numbers(metadata_store: MetadataStore) -> None:
     _register(metadata_store, "acme/notes")
     with pytest.raises(InvalidInput):
