@@ -197,13 +197,15 @@ class MemoryCluster:
             records, next_cursor = await self._page(tenant, cursor, limit, prefix)
         live = set(await self._supervisor.live.remote())
         return {"memories": [{"name": _short(r["name"]), "total_observations": r["step"], "live": r["name"] in live,
-                              **_parent_of(r)} for r in records],
+                              "being_created": r["being_created"], **_parent_of(r)} for r in records],
                 "next_cursor": next_cursor}
 
     async def _page(self, tenant: str, cursor: str | None, limit: int, prefix: str | None
                     ) -> tuple[list[dict], str | None]:
         cursor, limit, prefix = check_page(cursor, limit, prefix)
-        return await self._meta("list_page", check_tenant(tenant), after=cursor, limit=limit, prefix=prefix)
+        records, next_cursor = await self._meta("list_page", check_tenant(tenant), after=cursor, limit=limit,
+                                                prefix=prefix)
+        return self._creations.listed(records), next_cursor
 
     async def delete_memory(self, tenant: str, name: str) -> dict:
         """Unregister first (a stale actor's writes then fail), then stop the actor, then the objects."""
@@ -418,7 +420,7 @@ class MemoryCluster:
         # of its key's rate limit per refresh.
         checkpoints = await self._meta("list_checkpoints_of", [r["name"] for r in records])
         return {"memories": [{"name": _short(r["name"]), **_parent_of(r), "source_tag": r.get("source_tag"),
-                 "created_at": r.get("created_at"), "live": r["name"] in live,
+                 "created_at": r.get("created_at"), "live": r["name"] in live, "being_created": r["being_created"],
                  "checkpoints": _user_checkpoints(checkpoints[r["name"]])} for r in records],
                 "next_cursor": next_cursor}
 

@@ -111,6 +111,16 @@ class Creations:
         raise Busy(f"memory {shown(qname)} is being created (a create, fork or import still running): "
                    "retry shortly")
 
+    def listed(self, records: list[dict]) -> list[dict]:
+        """`records` as a listing shows them: a creation cut short is left out (it is cleared by
+        the next create or delete of its name), one still running is `being_created`."""
+        shown_records = []
+        for record in records:
+            creating = record.get("creating")
+            if not (creating and self._abandoned(creating)):
+                shown_records.append({**record, "being_created": bool(creating)})
+        return shown_records
+
     async def _record(self, qname: str) -> dict:
         """`qname`'s registry record; {} if there is none."""
         try:

@@ -248,12 +248,15 @@ class CreateMemoryResponse(Response):
 
 PARENT_DELETED = ("The memory it was forked from was deleted since; a memory now registered under "
                   "that name is another one, not its parent.")
+BEING_CREATED = ("A create, fork or image import of it is still running: calls to it answer 503 busy "
+                 "until it is done (seconds), and if it fails the name is freed.")
 
 
 class MemorySummary(Response):
     name: str
     total_observations: int
     live: bool = Field(description="Whether an actor currently holds it in memory.")
+    being_created: bool = Field(False, description=BEING_CREATED)
     parent: str | None = Field(None, description="Memory it was forked from, if any.")
     parent_deleted: bool = Field(False, description=PARENT_DELETED)
 
@@ -399,6 +402,7 @@ class LineageNode(Response):
     source_tag: str | None = None
     created_at: str | None = None
     live: bool = False
+    being_created: bool = Field(False, description=BEING_CREATED)
     checkpoints: list[CheckpointInfo] = Field(default_factory=list, description=(
         "Its tagged checkpoints, oldest first (as GET /v1/memories/{name}/checkpoints lists them): "
         "the tree's middle level, between a memory and the forks made from each tag."))

@@ -286,12 +286,19 @@ function renderMemoryList() {
       onclick: () => select(m.name),
     },
     h("span", { class: "mi-name" }, m.name),
-    h("span", { class: `badge ${m.live ? "live" : "asleep"}` }, m.live ? "live" : "hibernated"),
+    h("span", { class: `badge ${memoryState(m).badge}` }, memoryState(m).short),
     h("span", { class: "mi-meta" },
       `${count(m.total_observations)} observations`,
       st ? ` · ${count(st.weight_parameters)} params · ${percent(st.capacity_used)} used` : "",
       m.parent ? ` · fork of ${forkParent(m)}` : "")));
   }));
+}
+
+// A memory's state badge: still being created (calls answer busy), live, or hibernated.
+function memoryState(m) {
+  if (m.being_created) return { badge: "creating", short: "being created", long: "being created (retry shortly)" };
+  return m.live ? { badge: "live", short: "live", long: "live (in memory)" }
+    : { badge: "asleep", short: "hibernated", long: "hibernated (on disk)" };
 }
 
 // Scroll the memory list itself (never the page) so the selected memory is in view.
@@ -312,8 +319,9 @@ function renderHeader() {
   if (!m) return;
   $("memory-title").textContent = m.name;
   const badge = $("memory-state");
-  badge.className = `badge ${m.live ? "live" : "asleep"}`;
-  badge.textContent = m.live ? "live (in memory)" : "hibernated (on disk)";
+  const stateOf = memoryState(m);
+  badge.className = `badge ${stateOf.badge}`;
+  badge.textContent = stateOf.long;
   $("memory-parent").textContent = m.parent ? `forked from ${forkParent(m)}` : "";
 }
 

@@ -39,8 +39,8 @@ def test_create_list_config_delete(shared_cluster, arun, tenant):
     assert (live["step"], live["weight_hash"]) == (2, arun(cluster.stats(T, "notes"))["weight_hash"])
 
     listed = arun(cluster.list_memories(T))
-    assert listed == {"memories": [{"name": "notes", "total_observations": 2, "live": True, "parent": None,
-                                    "parent_deleted": False}],
+    assert listed == {"memories": [{"name": "notes", "total_observations": 2, "live": True, "being_created": False,
+                                    "parent": None, "parent_deleted": False}],
                       "next_cursor": None}
     assert arun(cluster.list_memories(T + "x")) == {"memories": [], "next_cursor": None}
     assert arun(cluster.memory_config(T, "notes"))["encoder"] == "hash"
@@ -230,6 +230,9 @@ def test_a_creation_whose_creator_died_is_cleared_by_the_next_create_once_stale(
     with pytest.raises(Busy, match="being created"):
         feed(arun, cluster, T, "orphan", ["a write meant for a memory not yet whole"])
     assert qname not in arun(cluster._supervisor.live.remote())
+    listed = {m["name"]: m for m in arun(cluster.list_memories(T))["memories"]}
+    assert listed["orphan"]["being_created"] is True
+    assert [m["being_created"] for m in arun(cluster.lineage(T, prefix="orphan"))["memories"]] == [True]
     with pytest.raises(Busy, match="being created"):  # its creator would write into the next one
         arun(cluster.delete_memory(T, "orphan"))
     with pytest.raises(MemoryNotFound):  # a clean-up only ever deletes its own attempt's record
@@ -238,6 +241,8 @@ def test_a_creation_whose_creator_died_is_cleared_by_the_next_create_once_stale(
         {**meta.get_memory(qname), "creating": {**creating, "since": time.time() - 3600}}))
     with pytest.raises(MemoryNotFound):  # stale: a creation that never became a memory
         arun(cluster.stats(T, "orphan"))
+    assert "orphan" not in [m["name"] for m in arun(cluster.list_memories(T))["memories"]]
+    assert arun(cluster.lineage(T, prefix="orphan"))["memories"] == []
     created = arun(cluster.create_memory(T, "orphan", SMALL))
     assert created["weight_hash"] == arun(cluster.stats(T, "orphan"))["weight_hash"]
     with pytest.raises(MemoryExists):
