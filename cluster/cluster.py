@@ -390,16 +390,22 @@ class MemoryCluster:
         registered = await self._creations.register(record)
         # undone before another create may take the name over as stale
         deadline = asyncio.timeout(self._creations.deadline)
+        seeding: asyncio.Future | None = None
         try:
             async with deadline:
                 if seed is not None:
-                    await asyncio.to_thread(seed, Checkpoints(self.storage, qname))
+                    seeding = asyncio.ensure_future(asyncio.to_thread(seed, Checkpoints(self.storage, qname)))
+                    await asyncio.shield(seeding)
                 handle, stats = await self._routes().start(qname)
                 if weight_hash is not None and stats["weight_hash"] != weight_hash:
                     raise IncompatibleState(f"the loaded weights hash to {stats['weight_hash'][:12]} here, "
                                             f"not {weight_hash[:12]} as the source says")
                 await self._creations.finish(registered)
         except BaseException:
+            if seeding is not None and not seeding.done():
+                # A thread cannot be stopped: its checkpoint must be written (and then cleared)
+                # before the name is free, or it would land in the next memory of this name.
+                await asyncio.wait({seeding}, timeout=self._creations.settle_seconds)
             await self._creations.abandon(registered)
             if deadline.expired():
                 raise Unavailable(f"creating memory {shown(qname)} took over {self._creations.deadline:.0f} s "

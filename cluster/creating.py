@@ -46,11 +46,15 @@ class Creations:
         """Seconds a creation may take before it is undone (the caller's `_create_seeded`)."""
         return 2 * self._cluster.settings.actor_start_timeout
 
+    # Seconds a creation undone at its deadline waits for a step it cannot cancel (a seed
+    # thread writing the first checkpoint) before its clean-up: within `stale_after`'s margin.
+    settle_seconds = 30.0
+
     @property
     def stale_after(self) -> float:
         """Seconds after which a record still marked `creating` has no live creator: a
         creation is undone before then (`deadline`), with a margin for its clean-up."""
-        return self.deadline + 60
+        return self.deadline + 2 * self.settle_seconds
 
     async def register(self, record: dict) -> dict:
         """Register `record` marked as being created; the record as stored (its `creating`

@@ -11,7 +11,7 @@ import pytest
 from cluster import creating
 from cluster.creating import Creations
 from errors import (Busy, CheckpointConflict, CheckpointNotFound, InvalidInput, MemoryExists, MemoryNotFound,
-                    MetadataError)
+                    MetadataError, Unavailable)
 from storage.codec import dumps_json
 from tests.cluster.helpers import SMALL, encode, kill_actor
 
@@ -333,3 +333,35 @@ def test_a_memory_is_not_served_before_its_creation_is_whole(shared_cluster, aru
     made = arun(cluster.create_memory(T, "young", SMALL))
     assert len(seen) == 1 and isinstance(seen[0], Busy), seen
     assert arun(cluster.stats(T, "young"))["weight_hash"] == made["weight_hash"]
+
+
+def test_a_creation_undone_at_its_deadline_lets_its_seed_finish_first(shared_cluster, arun, tenant, monkeypatch):
+    """An image import whose first checkpoint is still being written (in a thread, which cannot
+    be stopped) when the creation's deadline undoes it: the clean-up waits for it, so nothing of
+    it is left in the store or lands in the next memory of that name."""
+    from actors.durability import Checkpoints
+    from cluster import ExportedState
+
+    T, cluster = tenant, shared_cluster()
+    arun(cluster.create_memory(T, "source", SMALL))
+    feed(arun, cluster, T, "source", ["an image of a memory that has learned one thing"])
+    image = arun(cluster.export_state(T, "source"))
+    real_save, seeded = Checkpoints.save_auto, []
+
+    def slow_save(self, *args, **kwargs):  # the gateway's seed only (actors run elsewhere)
+        time.sleep(1.5)
+        seeded.append(real_save(self, *args, **kwargs))
+        return seeded[-1]
+
+    monkeypatch.setattr(Checkpoints, "save_auto", slow_save)
+    monkeypatch.setattr(Creations, "deadline", property(lambda self: 0.5))
+    with pytest.raises(Unavailable, match="was undone"):
+        arun(cluster.import_state(T, "imported", ExportedState(**vars(image))))
+    assert len(seeded) == 1  # written before the clean-up ...
+    assert cluster.storage.checkpoints.list(f"{T}/imported/") == []  # ... and cleared by it
+    monkeypatch.setattr(Checkpoints, "save_auto", real_save)
+    arun(cluster.create_memory(T, "imported", SMALL))
+    own = cluster.storage.metadata.list_checkpoints(f"{T}/imported")
+    time.sleep(1.5)  # past the moment a seed left running would have written
+    assert cluster.storage.metadata.list_checkpoints(f"{T}/imported") == own
+    assert seeded[0]["object_key"] not in [c["object_key"] for c in own]
