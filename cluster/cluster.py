@@ -129,6 +129,7 @@ class MemoryCluster:
             self._supervisor = await current_supervisor(s, spec)
             await asyncio.to_thread(self._storage.metadata.index_names)  # once, for older registries
             self._router = ActorRouter(self._supervisor, self._creations.is_whole, patience=s.actor_start_timeout)
+            self._creations.start_sweeping()
 
     async def close(self, *, stop_actors: bool = False) -> None:
         """Release storage. With `stop_actors`, also kill the supervisor and every memory actor

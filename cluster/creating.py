@@ -7,7 +7,7 @@ it still carries this attempt's mark). When the clean-up itself fails (Redis res
 is retried in the background until it lands; meanwhile the name answers 503 busy, and this
 process clears the record at once on the next create under it. A record whose creator died
 with it is cleared by the next create under its name once it is older than any creation can
-take (`stale_after`).
+take (`stale_after`), and by the sweep every gateway runs that often, whichever comes first.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class Creations:
         self._cut_short: set[str] = set()  # attempts of this process whose clean-up is pending
         self._cleanups: set[asyncio.Task] = set()
         self._clearing: dict[str, asyncio.Lock] = {}  # one clean-up per name at a time (failures only)
+        self._sweeper: asyncio.Task | None = None
 
     @property
     def deadline(self) -> float:
@@ -174,9 +175,41 @@ class Creations:
         await self._clear(qname, creating["attempt"])
         return True
 
+    async def sweep(self) -> int:
+        """Clear every creation whose creator died (its mark stale) or whose clean-up is pending
+        here; how many were cleared. Their names otherwise hold a quota slot and their objects
+        until someone creates or deletes them."""
+        cleared = 0
+        for record in await self._cluster._meta("records_being_created"):
+            creating = record.get("creating")
+            if not (isinstance(creating, dict) and self._abandoned(creating)):
+                continue
+            log.warning("sweep: clearing %s, a creation cut short (attempt %s)", record["name"], creating["attempt"])
+            try:
+                await self._clear(record["name"], creating["attempt"])
+                cleared += 1
+            except Exception as exc:  # noqa: BLE001 - Redis or the store: the next round tries again
+                log.info("sweep: could not clear %s (%r)", record["name"], exc)
+        return cleared
+
+    def start_sweeping(self) -> None:
+        """Sweep every `stale_after` seconds until `close` (gateways race harmlessly: a record
+        is claimed before it is cleared)."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.stale_after)
+            try:
+                await self.sweep()
+            except Exception as exc:  # noqa: BLE001 - Redis away: the next round tries again
+                log.info("sweep of creations cut short failed (%r)", exc)
+
     def close(self) -> None:
-        for task in self._cleanups:
+        for task in [*self._cleanups, *([self._sweeper] if self._sweeper else [])]:
             task.cancel()
+        self._sweeper = None
 
     async def _clear_later(self, qname: str, attempt: str) -> None:
         deadline = time.monotonic() + self.stale_after

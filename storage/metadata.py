@@ -162,6 +162,14 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
             items = list(self._client.hscan_iter(self.keys.registry(), match=match, count=500))
         return [loads_json(raw) for _name, raw in sorted(items)]
 
+    def records_being_created(self) -> list[dict]:
+        """Every registry record still marked `creating` (cluster/creating.py): one pass over
+        the registry, parsing only those records, for the periodic sweep of creations whose
+        creator died."""
+        with redis_errors(self.where):
+            items = list(self._client.hscan_iter(self.keys.registry(), count=1000))
+        return [loads_json(raw) for _name, raw in items if b'"creating"' in raw]
+
     def count_memories(self, tenant: str) -> int:
         """How many memories `tenant` has (for its quota): the size of its name set, O(1)."""
         _tenant_match(tenant)

@@ -365,3 +365,23 @@ def test_a_creation_undone_at_its_deadline_lets_its_seed_finish_first(shared_clu
     time.sleep(1.5)  # past the moment a seed left running would have written
     assert cluster.storage.metadata.list_checkpoints(f"{T}/imported") == own
     assert seeded[0]["object_key"] not in [c["object_key"] for c in own]
+
+
+def test_the_sweep_clears_creations_whose_creator_died_and_nothing_else(shared_cluster, arun, tenant):
+    """Without waiting for someone to create or delete the name: its quota slot, record and
+    objects go. A creation still running and a whole memory are left alone."""
+    T, cluster = tenant, shared_cluster()
+    meta, store = cluster.storage.metadata, cluster.storage.checkpoints
+    assert cluster._creations._sweeper is not None and not cluster._creations._sweeper.done()
+    arun(cluster.create_memory(T, "whole", SMALL))
+    for name, age in (("dead", 3600), ("running", 0)):
+        meta.create_memory(f"{T}/{name}", {"tenant": T, "name": f"{T}/{name}", "config": {},
+                                          "creating": {"attempt": f"{name}-attempt", "since": time.time() - age}})
+        store.put(f"{T}/{name}/seed.ckpt", b"a first checkpoint half written")
+    quota_before = meta.count_memories(T)
+    assert arun(cluster._creations.sweep()) == 1
+    assert not meta.memory_exists(f"{T}/dead") and store.list(f"{T}/dead/") == []
+    assert meta.count_memories(T) == quota_before - 1
+    assert meta.memory_exists(f"{T}/running") and store.list(f"{T}/running/") != []
+    assert arun(cluster.stats(T, "whole"))["total_observations"] == 0
+    assert arun(cluster._creations.sweep()) == 0
