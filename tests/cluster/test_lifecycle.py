@@ -359,7 +359,7 @@ def test_a_creation_undone_at_its_deadline_lets_its_seed_finish_first(shared_clu
         arun(cluster.import_state(T, "imported", ExportedState(**vars(image))))
     assert len(seeded) == 1  # written before the clean-up ...
     assert cluster.storage.checkpoints.list(f"{T}/imported/") == []  # ... and cleared by it
-    monkeypatch.setattr(Checkpoints, "save_auto", real_save)
+    monkeypatch.undo()  # the real seed and deadline again
     arun(cluster.create_memory(T, "imported", SMALL))
     own = cluster.storage.metadata.list_checkpoints(f"{T}/imported")
     time.sleep(1.5)  # past the moment a seed left running would have written
