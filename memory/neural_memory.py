@@ -19,8 +19,10 @@ take vectors encoded elsewhere (the Serve encoder deployment).
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter
-from typing import Mapping
+from contextlib import contextmanager
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -55,6 +57,8 @@ class NeuralMemory:
         self.domain_names: list[str] = [""]  # domain ids of records; 0 = no domain
         self.ewc_generation = 0  # consolidations so far: names the immutable EWC part
         self._hash: str | None = None
+        # Held while the weights change and while their hash is computed (`changing_weights`).
+        self._hash_lock = threading.Lock()
 
     # ---- helpers -------------------------------------------------------------------------
     @property
@@ -132,10 +136,8 @@ class NeuralMemory:
         domain_id = self._domain_id(domain)
         queries = self._queries(keys)
         activated: list[str] = []
-        try:
+        with self.changing_weights():  # also after a refused chunk: the chunks before it were learned
             surprises, delta_sq = self._learn(keys, queries, texts, lr_scale, domain_id, activated)
-        finally:  # also after a refused chunk: the chunks before it were learned
-            self._hash = None
         for s in surprises:
             self.avg_surprise += self.config.surprise_ema * (s - self.avg_surprise)
         if domain:
@@ -201,10 +203,8 @@ class NeuralMemory:
 
     def consolidate(self) -> dict:
         anchor = self.net.anchor
-        try:
+        with self.changing_weights():  # also after a refusal: the replay before it changed the weights
             result = run_consolidation(self.net, self.hot, self.store, self.centroids, self.config)
-        finally:  # also after a refusal: the replay before it changed the weights
-            self._hash = None
         if self.net.anchor is not anchor:  # new EWC state: a new immutable part
             self.ewc_generation += 1
         return result
@@ -334,11 +334,27 @@ class NeuralMemory:
                 "episodes": self.store.live}
 
     # ---- state ---------------------------------------------------------------------------
+    @contextmanager
+    def changing_weights(self) -> Iterator[None]:
+        """Around every change of the weights. In an actor, reads run beside a write: meanwhile
+        they get the hash of the state before it, and no hash is computed until the change
+        is over. (A reader that computed one beside a write published it after the write had
+        cleared it: a later answer and checkpoint carried the hash of an older state.)"""
+        with self._hash_lock:
+            try:
+                yield
+            finally:
+                self._hash = None
+
     @property
     def weight_hash(self) -> str:
-        if self._hash is None:
-            self._hash = state.weight_hash(self)
-        return self._hash
+        known = self._hash
+        if known is None:
+            with self._hash_lock:
+                if self._hash is None:
+                    self._hash = state.weight_hash(self)
+                known = self._hash
+        return known
 
     def state_parts(self) -> dict[str, bytes]:
         """The whole state as named parts: one small mutable `head` (header, network weights and

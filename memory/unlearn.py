@@ -52,16 +52,16 @@ def forget_approximately(memory, match: Match) -> dict:
     domains = [memory.domain_names[d] for d in _domains(memory, records)]
     memory.store.erase(records)
     _leave_hot_set(memory.hot, set(records))
-    _zero_outputs(memory.net, keys)
-    if memory.net.fisher:
-        memory.net.anchor = [p.clone() for p in memory.net.params]
-        memory.ewc_generation += 1  # a new anchor: a new immutable EWC part
+    with memory.changing_weights():
+        _zero_outputs(memory.net, keys)
+        if memory.net.fisher:
+            memory.net.anchor = [p.clone() for p in memory.net.params]
+            memory.ewc_generation += 1  # a new anchor: a new immutable EWC part
     for domain in domains:
         if domain and memory.domain_counts.get(domain, 0) > 0:
             memory.domain_counts[domain] -= 1
             if memory.domain_counts[domain] <= 0:
                 del memory.domain_counts[domain]
-    memory._hash = None
     after = [memory._score(key)[0] for key in keys]
     return {"records": len(records), "surprise_before": before, "surprise_after": after}
 

@@ -155,3 +155,39 @@ def test_minilm_encoder_loads_offline_and_separates_meaning():
                     "Shakespeare wrote Hamlet"])
     assert v.shape == (3, 384)
     assert v[0] @ v[1] > 0.7 > 0.3 > v[0] @ v[2]
+
+
+@pytest.mark.parametrize("change", ["observe", "consolidate", "forget"])
+def test_a_hash_read_beside_a_change_never_stands_for_the_state_after_it(memory, monkeypatch, change):
+    """An actor's reads run beside its writes. A reader computing the weight hash while a
+    write changes the weights must not leave its (older) hash standing for the new weights:
+    the write's answer and the next checkpoint would carry it."""
+    import threading
+
+    from memory import state
+
+    real = state.weight_hash
+    hashing, finish = threading.Event(), threading.Event()
+
+    def slow_hash(of):
+        value = real(of)  # the weights as they are when the reader starts
+        hashing.set()
+        finish.wait(5)
+        return value
+
+    changes = {"observe": lambda: memory.observe("a write beside the reader"),
+               "consolidate": memory.consolidate,
+               "forget": lambda: memory.forget_approximately(lambda text, step, domain: "Redis" in text)}
+    assert memory._hash is None  # the fixture's last write cleared it: the next read computes
+    monkeypatch.setattr(state, "weight_hash", slow_hash)
+    reader = threading.Thread(target=lambda: memory.weight_hash)
+    reader.start()
+    assert hashing.wait(5)
+    writer = threading.Thread(target=changes[change])
+    writer.start()
+    writer.join(0.3)  # the change waits for the reader's hash, or (before) ran beside it
+    finish.set()
+    reader.join(5)
+    writer.join(5)
+    monkeypatch.setattr(state, "weight_hash", real)
+    assert memory.weight_hash == real(memory)
