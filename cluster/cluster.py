@@ -403,11 +403,9 @@ class MemoryCluster:
                                             f"not {weight_hash[:12]} as the source says")
                 await self._creations.finish(registered)
         except BaseException:
-            if seeding is not None and not seeding.done():
-                # A thread cannot be stopped: its checkpoint must be written (and then cleared)
-                # before the name is free, or it would land in the next memory of this name.
-                await asyncio.wait({seeding}, timeout=self._creations.settle_seconds)
-            await self._creations.abandon(registered)
+            # Shielded: a second cancel (a shutdown) must not leave the name marked; the seed
+            # thread cannot be stopped, so the clean-up waits for it (see `abandon`).
+            await asyncio.shield(self._creations.abandon(registered, pending=seeding))
             if deadline.expired():
                 raise Unavailable(f"creating memory {shown(qname)} took over {self._creations.deadline:.0f} s "
                                   "and was undone: retry") from None

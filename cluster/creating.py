@@ -48,14 +48,15 @@ class Creations:
         return 2 * self._cluster.settings.actor_start_timeout
 
     # Seconds a creation undone at its deadline waits for a step it cannot cancel (a seed
-    # thread writing the first checkpoint) before its clean-up: within `stale_after`'s margin.
+    # thread writing the first checkpoint) before its clean-up (`abandon`).
     settle_seconds = 30.0
 
     @property
     def stale_after(self) -> float:
         """Seconds after which a record still marked `creating` has no live creator: a
-        creation is undone before then (`deadline`), with a margin for its clean-up."""
-        return self.deadline + 2 * self.settle_seconds
+        creation is undone before then (`deadline`, then `settle_seconds`), with a minute's
+        margin for its registration and clean-up."""
+        return self.deadline + self.settle_seconds + 60
 
     async def register(self, record: dict) -> dict:
         """Register `record` marked as being created; the record as stored (its `creating`
@@ -153,18 +154,39 @@ class Creations:
                     raise
                 await asyncio.sleep(delay)
 
-    async def abandon(self, registered: dict) -> None:
-        """Clear a failed creation; if that fails too, keep trying in the background."""
+    async def abandon(self, registered: dict, pending: asyncio.Future | None = None) -> None:
+        """Clear a failed creation; if that fails too, keep trying in the background. `pending`:
+        a step that cannot be cancelled (the seed thread writing the first checkpoint). It is
+        waited for, up to `settle_seconds` here and then in the background, before anything
+        is cleared: the name stays busy until then, so the checkpoint never lands in the next
+        memory of that name."""
         qname, attempt = registered["name"], registered["creating"]["attempt"]
+        if pending is not None and not pending.done():
+            await asyncio.wait({pending}, timeout=self.settle_seconds)
+            if not pending.done():
+                log.warning("%s: clearing a creation cut short once its seed has finished", qname)
+                self._in_background(self._clear_after(pending, qname, attempt))
+                return
         try:
             await self._clear(qname, attempt)
         except Exception as exc:  # noqa: BLE001 - the creation's own error is what the caller sees
             log.warning("could not clear %s after its creation failed (%r); retrying in the background",
                         qname, exc)
             self._cut_short.add(attempt)
-            task = asyncio.get_running_loop().create_task(self._clear_later(qname, attempt))
-            self._cleanups.add(task)
-            task.add_done_callback(self._cleanups.discard)
+            self._in_background(self._clear_later(qname, attempt))
+
+    def _in_background(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _clear_after(self, pending: asyncio.Future, qname: str, attempt: str) -> None:
+        await asyncio.wait({pending})
+        self._cut_short.add(attempt)
+        try:
+            await self._clear(qname, attempt)
+        except Exception:  # noqa: BLE001 - Redis, the supervisor or the store: try again
+            await self._clear_later(qname, attempt)
 
     async def clear_abandoned(self, qname: str) -> bool:
         """Clear `qname` if it is a creation cut short (for a delete); False if it is whole or
@@ -175,19 +197,19 @@ class Creations:
         await self._clear(qname, creating["attempt"])
         return True
 
-    async def sweep(self) -> int:
+    async def sweep(self) -> list[str]:
         """Clear every creation whose creator died (its mark stale) or whose clean-up is pending
-        here; how many were cleared. Their names otherwise hold a quota slot and their objects
-        until someone creates or deletes them."""
-        cleared = 0
+        here; the names this call cleared. Their names otherwise hold a quota slot and their
+        objects until someone creates or deletes them."""
+        cleared = []
         for record in await self._cluster._meta("records_being_created"):
             creating = record.get("creating")
             if not (isinstance(creating, dict) and self._abandoned(creating)):
                 continue
-            log.warning("sweep: clearing %s, a creation cut short (attempt %s)", record["name"], creating["attempt"])
+            log.info("sweep: clearing %s, a creation cut short (attempt %s)", record["name"], creating["attempt"])
             try:
-                await self._clear(record["name"], creating["attempt"])
-                cleared += 1
+                if await self._clear(record["name"], creating["attempt"]):
+                    cleared.append(record["name"])
             except Exception as exc:  # noqa: BLE001 - Redis or the store: the next round tries again
                 log.info("sweep: could not clear %s (%r)", record["name"], exc)
         return cleared
@@ -220,30 +242,31 @@ class Creations:
             except Exception as exc:  # noqa: BLE001 - Redis, the supervisor or the store: try again
                 log.info("clearing %s: still failing (%r)", qname, exc)
 
-    async def _clear(self, qname: str, attempt: str) -> None:
+    async def _clear(self, qname: str, attempt: str) -> bool:
         """The attempt's actor and checkpoint objects, then its record, if the record is still
         that attempt's. The record is claimed first, in one swap, so of two clearers (two
         gateways taking over a stale mark) only one goes on; in this process they take turns.
         The name is not free before the record goes, so no later memory's actor or objects
-        are released here."""
+        are released here. True if this call released them."""
         cluster = self._cluster
         async with self._clearing.setdefault(qname, asyncio.Lock()):
             record = await self._record(qname)
             creating = record.get("creating") or {}
             if creating.get("attempt") != attempt:  # gone, or a later memory's
                 self._cut_short.discard(attempt)
-                return
+                return False
             if creating.get("cleared_by") != self._id:
                 if creating.get("cleared_by") and not self._stale(creating):
-                    return  # another process is clearing it
+                    return False  # another process is clearing it
                 claimed = {**record, "creating": {**creating, "cleared_by": self._id, "since": time.time()}}
                 try:
                     await cluster._meta("replace_record", qname, record, claimed)
                 except MemoryNotFound:
-                    return  # another clearer claimed it first
+                    return False  # another clearer claimed it first
             await cluster._release(qname)
             try:
                 await cluster._meta("delete_memory", qname, creating=attempt)
             except MemoryNotFound:
                 pass  # gone already
             self._cut_short.discard(attempt)
+            return True

@@ -3,7 +3,7 @@
 Layout (prefix defaults to "nmem"; `name` is the fully qualified "tenant/memory"):
 
     {p}:registry                 hash  name -> JSON registry record
-    {p}:mem:{name}:stats         hash  total_observations, step, weight_hash
+    {p}:mem:{name}:stats         hash  total_observations, step, weight_hash, recorded_step (scripts.py RECORD_WRITE)
     {p}:mem:{name}:domains       set   domains seen
     {p}:mem:{name}:ckpt          hash  tag -> JSON checkpoint info
     {p}:mem:{name}:ckpt_order    list  tags in creation order

@@ -167,8 +167,8 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
         the registry, parsing only those records, for the periodic sweep of creations whose
         creator died."""
         with redis_errors(self.where):
-            items = list(self._client.hscan_iter(self.keys.registry(), count=1000))
-        return [loads_json(raw) for _name, raw in items if b'"creating"' in raw]
+            return [loads_json(raw) for _name, raw in self._client.hscan_iter(self.keys.registry(), count=1000)
+                    if b'"creating"' in raw]
 
     def count_memories(self, tenant: str) -> int:
         """How many memories `tenant` has (for its quota): the size of its name set, O(1)."""
