@@ -120,12 +120,8 @@ class Creations:
     def listed(self, records: list[dict]) -> list[dict]:
         """`records` as a listing shows them: a creation cut short is left out (it is cleared by
         the next create or delete of its name), one still running is `being_created`."""
-        shown_records = []
-        for record in records:
-            creating = record.get("creating")
-            if not (creating and self._abandoned(creating)):
-                shown_records.append({**record, "being_created": bool(creating)})
-        return shown_records
+        return [{**record, "being_created": bool(record.get("creating"))} for record in records
+                if self._abandoned_attempt(record) is None]
 
     async def _record(self, qname: str) -> dict:
         """`qname`'s registry record; {} if there is none."""
@@ -165,7 +161,7 @@ class Creations:
             await asyncio.wait({pending}, timeout=self.settle_seconds)
             if not pending.done():
                 log.warning("%s: clearing a creation cut short once its seed has finished", qname)
-                self._in_background(self._clear_after(pending, qname, attempt))
+                self._in_background(self._abandon_after(pending, registered))
                 return
         try:
             await self._clear(qname, attempt)
@@ -180,22 +176,23 @@ class Creations:
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
 
-    async def _clear_after(self, pending: asyncio.Future, qname: str, attempt: str) -> None:
+    async def _abandon_after(self, pending: asyncio.Future, registered: dict) -> None:
         await asyncio.wait({pending})
-        self._cut_short.add(attempt)
-        try:
-            await self._clear(qname, attempt)
-        except Exception:  # noqa: BLE001 - Redis, the supervisor or the store: try again
-            await self._clear_later(qname, attempt)
+        await self.abandon(registered)
 
     async def clear_abandoned(self, qname: str) -> bool:
         """Clear `qname` if it is a creation cut short (for a delete); False if it is whole or
         still being created."""
-        creating = (await self._record(qname)).get("creating")
-        if not creating or not self._abandoned(creating):
+        attempt = self._abandoned_attempt(await self._record(qname))
+        if attempt is None:
             return False
-        await self._clear(qname, creating["attempt"])
+        await self._clear(qname, attempt)
         return True
+
+    def _abandoned_attempt(self, record: dict) -> str | None:
+        """The attempt of `record`'s creation if it has no live creator (see `_abandoned`)."""
+        creating = record.get("creating")
+        return creating["attempt"] if isinstance(creating, dict) and self._abandoned(creating) else None
 
     async def sweep(self) -> list[str]:
         """Clear every creation whose creator died (its mark stale) or whose clean-up is pending
@@ -203,12 +200,9 @@ class Creations:
         objects until someone creates or deletes them."""
         cleared = []
         for record in await self._cluster._meta("records_being_created"):
-            creating = record.get("creating")
-            if not (isinstance(creating, dict) and self._abandoned(creating)):
-                continue
-            log.info("sweep: clearing %s, a creation cut short (attempt %s)", record["name"], creating["attempt"])
+            attempt = self._abandoned_attempt(record)
             try:
-                if await self._clear(record["name"], creating["attempt"]):
+                if attempt is not None and await self._clear(record["name"], attempt):
                     cleared.append(record["name"])
             except Exception as exc:  # noqa: BLE001 - Redis or the store: the next round tries again
                 log.info("sweep: could not clear %s (%r)", record["name"], exc)
@@ -229,9 +223,11 @@ class Creations:
                 log.info("sweep of creations cut short failed (%r)", exc)
 
     def close(self) -> None:
-        for task in [*self._cleanups, *([self._sweeper] if self._sweeper else [])]:
+        for task in self._cleanups:
             task.cancel()
-        self._sweeper = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     async def _clear_later(self, qname: str, attempt: str) -> None:
         deadline = time.monotonic() + self.stale_after
