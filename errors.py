@@ -25,6 +25,8 @@ and it imports nothing of ours. Only `serve/` turns these into HTTP statuses or 
     │   ├── RateLimited           too many requests for one API key
     │   └── QuotaExceeded         a tenant's cap (e.g. memories) is reached
     └── Unavailable               503: the memory's actor could not be reached or started
+        ├── Busy                  doing the one thing of its kind it does at a time (a forget job)
+        └── Superseded            this actor's hold on the memory passed to a newer actor
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ __all__ = [
     "QuotaExceeded",
     "Unavailable",
     "Busy",
+    "Superseded",
 ]
 
 
@@ -158,3 +161,9 @@ class Busy(Unavailable):
     """The memory is reachable but already doing the one thing of this kind it does at a time
     (a forget job): retry once that is done. Unlike a memory being recovered, waiting inside
     the call would not help, so it is answered at once (503, Retry-After)."""
+
+
+class Superseded(Unavailable):
+    """Another actor has taken the memory since this one did (this one was killed or given up
+    for dead and a successor rebuilt the memory from its log): nothing of the write was logged
+    or applied. Callers retry on the successor, as for any memory being recovered."""

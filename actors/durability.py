@@ -269,7 +269,8 @@ def _check_expected(memory: NeuralMemory, pending: dict[tuple, str], step: tuple
 
 def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *,
             ckpts: Checkpoints | None = None, phases: Phases | None = None,
-            history_after: int | None = None, applied: list[tuple[str, str | None]] = ()) -> Recovered:
+            history_after: int | None = None, applied: list[tuple[str, str | None]] = (),
+            owner: int | None = None) -> Recovered:
     """Rebuild memory `qname`: newest auto-checkpoint + replay of the WAL entries after it.
 
     If that checkpoint is corrupt or missing, an older one (or the memory as created) is used
@@ -283,6 +284,8 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
     Replayed writes past step `history_after` (the newest step the history holds) come back in
     `unrecorded`, with their weight hash, so their stats and history can be written again.
     `phases`, if given, gets the time of each step (index, fetch, decode, WAL read, replay).
+    `owner`: the rebuilding actor's token (see MetadataStore.take_ownership), which a drop of a
+    failed entry must still hold.
     """
     phases = phases if phases is not None else Phases()
     ckpts = ckpts if ckpts is not None else Checkpoints(storage, qname)
@@ -316,7 +319,7 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
                 log.error("cannot rebuild %s from %s: %s", qname, info["tag"] if info else "its config", exc)
                 break
             except EntryFailed as exc:
-                entries = _drop_failed(storage, qname, entries, exc)
+                entries = _drop_failed(storage, qname, entries, exc, owner)
                 continue
             phases.lap("wal_replay")
             start_seq = where[1] if where[0] == "seq" else None
@@ -327,14 +330,15 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
                             "not reach back far enough; restore a tagged checkpoint or delete it")
 
 
-def _drop_failed(storage: Storage, qname: str, entries: list[dict], failed: EntryFailed) -> list[dict]:
+def _drop_failed(storage: Storage, qname: str, entries: list[dict], failed: EntryFailed,
+                 owner: int | None) -> list[dict]:
     """Remove a write that cannot be applied from the log (and from this replay)."""
     entry = failed.entry
     request_id = (entry.get("options") or {}).get("request_id")
     log.error("memory %s: %s; dropping it from the log", qname, failed)
     if request_id:  # every actor-written entry has one; without it, only this replay skips it
         if "seq" in entry:
-            storage.metadata.wal_drop(qname, from_seq=entry["seq"], request_id=request_id)
+            storage.metadata.wal_drop(qname, from_seq=entry["seq"], request_id=request_id, owner=owner)
         else:
-            storage.metadata.wal_drop(qname, after_step=entry["step"] - 1, request_id=request_id)
+            storage.metadata.wal_drop(qname, after_step=entry["step"] - 1, request_id=request_id, owner=owner)
     return [e for e in entries if e is not entry]

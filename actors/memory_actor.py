@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from errors import (CheckpointCorrupt, CheckpointNotFound, InvalidInput, MetadataError, NeuralMemoryError, OutOfOrder,
-                    RequestIdReused, Unavailable)
+                    RequestIdReused, Superseded, Unavailable)
 
 from actors.allocator import keep_freed_buffers
 from actors.binding import Rebinding
@@ -97,6 +97,10 @@ class MemoryActor(Rebinding, Forgetting):
         self._results = RecentResults(self._spec.settings.remembered_requests)
         self._forgotten_writes: set[str] = set()  # see Erasure._mark_forgotten
         self._closing = False
+        # The fencing token taken at start (MetadataStore.take_ownership): the log refuses this
+        # actor's appends once a successor has taken the memory; it then serves nothing more.
+        self._owner: int | None = None
+        self._superseded = False
         self._releasing = False
         self._started = False
         self._writes_since = 0  # writes applied since the newest auto-checkpoint
@@ -129,6 +133,7 @@ class MemoryActor(Rebinding, Forgetting):
         """Bind to memory `qname` (a spare) and rebuild it (checkpoint + WAL replay). Idempotent."""
         with self._start_lock:
             self._bind(qname)
+            self._check_owner()  # superseded: the supervisor kills this process, starts another
             if self._started:
                 return self._summary()
             phases = Phases()
@@ -138,13 +143,14 @@ class MemoryActor(Rebinding, Forgetting):
 
             record = self._storage.metadata.get_memory(self._qname)
             self._config = MemoryConfig.from_dict(record["config"])
+            self._owner = self._storage.metadata.take_ownership(self._qname)  # before the log is read
             phases.lap("registry")
             self._ckpts = Checkpoints(self._storage, self._qname)
             recorded = self._storage.metadata.history(self._qname, HISTORY_CAP)
             rec = recover(self._storage, self._qname, self._config, self._spec.settings.remembered_requests,
                           ckpts=self._ckpts, phases=phases,
                           history_after=recorded[-1]["step"] if recorded else 0,
-                          applied=applied_in_history(recorded))
+                          applied=applied_in_history(recorded), owner=self._owner)
             self._results = rec.results
             self._mark_forgotten(self._storage.metadata.forgotten_writes(self._qname))
             self._mem = rec.memory
@@ -185,8 +191,9 @@ class MemoryActor(Rebinding, Forgetting):
         return {"qname": self._qname, "started": self._started, "warm": self._warm, "code": CODE_ID}
 
     def ping(self) -> bool:
-        """True once start() has finished."""
-        return self._started
+        """True once start() has finished (False once superseded: the supervisor's start()
+        then fails and it replaces this actor)."""
+        return self._started and not self._superseded
 
     def where(self) -> dict:
         """Node and process of this actor (placement tests, USS benchmarks)."""
@@ -265,10 +272,12 @@ class MemoryActor(Rebinding, Forgetting):
             try:
                 # Logged before it is applied: a read (which takes no lock) never sees a write
                 # that is not in the log. (Appending beside the update measured no faster here.)
-                self._storage.metadata.wal_append(self._qname, entry)
+                self._append(entry)
                 self._seq = seq
                 applying = True
                 raw = mem.observe_vectors(array, texts, domain=domain, learning_rate=learning_rate)
+            except Superseded:  # nothing was logged; what is logged at `seq` is the successor's
+                raise
             except Exception:
                 # Not acknowledged, so it must not stay in the log (nor half in the weights).
                 self._unsettled = (before, applying, seq)
@@ -308,9 +317,25 @@ class MemoryActor(Rebinding, Forgetting):
         `_write_lock`); `step` is the memory's step after it. Returns its seq."""
         seq = self._seq + 1
         step = self._mem.step if step is None else step
-        self._storage.metadata.wal_append(self._qname, make_marker(kind, seq, step, **fields))
+        self._append(make_marker(kind, seq, step, **fields))
         self._seq = seq
         return seq
+
+    def _append(self, entry: dict) -> None:
+        """Log `entry` as this memory's owner; once the log refuses (a successor has taken the
+        memory: this process was killed or given up for dead, yet still ran this call), the actor
+        serves nothing more: its state lacks what the successor has logged since."""
+        try:
+            self._storage.metadata.wal_append(self._qname, entry, owner=self._owner)
+        except Superseded:
+            self._give_up()
+            raise
+
+    def _give_up(self) -> None:
+        log.warning("memory %s was taken over by a newer actor; this one stops serving it", self._qname)
+        self._superseded = self._closing = True
+        self._stop.set()  # no checkpoint of a state that is no longer the memory's
+        self._wake.set()
 
     def checkpoint(self, tag: str, description: str = "") -> dict:
         """Save the current state under a user tag (CheckpointConflict if the tag exists)."""
@@ -415,6 +440,7 @@ class MemoryActor(Rebinding, Forgetting):
         self._warm = True
 
     def _ready(self) -> NeuralMemory:
+        self._check_owner()
         if not self._started:
             raise Unavailable(f"memory {shown(self._qname)} is still starting; retry")
         return self._mem
@@ -434,8 +460,16 @@ class MemoryActor(Rebinding, Forgetting):
             return self._mem
 
     def _check_open(self) -> None:
+        self._check_owner()
         if self._closing:
             raise Unavailable(f"memory {shown(self._qname)} is hibernating; retry")
+
+    def _check_owner(self) -> None:
+        if self._superseded:
+            raise self._superseded_error()
+
+    def _superseded_error(self) -> Superseded:
+        return Superseded(f"memory {shown(self._qname)} is now served by a newer actor; retry")
 
     def _applied_before(self, request_id: str) -> bool:
         return request_id in self._results or request_id in self._forgotten_writes
@@ -542,9 +576,14 @@ class MemoryActor(Rebinding, Forgetting):
         if self._unsettled is None:
             return
         step, touched, seq = self._unsettled
-        self._storage.metadata.wal_drop(self._qname, from_seq=seq)
+        try:
+            self._storage.metadata.wal_drop(self._qname, from_seq=seq, owner=self._owner)
+        except Superseded:
+            self._give_up()
+            raise
         if touched:
-            self._mem = recover(self._storage, self._qname, self._config, 1, ckpts=self._ckpts).memory
+            self._mem = recover(self._storage, self._qname, self._config, 1, ckpts=self._ckpts,
+                                owner=self._owner).memory
             if self._mem.step != step:
                 log.error("memory %s rebuilt to step %s after a failed write at step %s",
                           self._qname, self._mem.step, step)
@@ -559,6 +598,7 @@ class MemoryActor(Rebinding, Forgetting):
                       self._qname, exc)
 
     def _snapshot_state(self) -> tuple[dict[str, bytes], int, str, int, int]:
+        self._check_owner()
         self._settle()  # never save weights a failed write touched
         mem = self._mem
         return to_parts(mem), mem.step, mem.weight_hash, self._writes_since, self._seq

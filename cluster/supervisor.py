@@ -366,8 +366,8 @@ class Supervisor:
             await self._kill_slot(slot)
 
     async def _kill_slot(self, slot: Slot) -> None:
-        """ray.kill is asynchronous: wait until the name is free, i.e. the process is dead, so a
-        new actor for the same memory never overlaps with the old one's last write."""
+        """ray.kill is asynchronous: wait until the name is free before another actor may take
+        the memory (what the old process still writes after that is fenced off; see kill_and_wait)."""
         await kill_and_wait(slot.handle, slot.name, self._ns, timeout=30)
 
     async def _reap_forever(self) -> None:
@@ -438,7 +438,9 @@ async def current_supervisor(settings: ClusterSettings, spec: ActorSpec) -> Any:
 
 async def kill_and_wait(handle: Any, name: str, namespace: str, timeout: float) -> None:
     """`ray.kill` the named actor and wait (up to `timeout`) until its name is free or held by
-    another actor (a replacement): ray.kill is asynchronous, and a successor must not overlap."""
+    another actor (a replacement): ray.kill is asynchronous. The name is freed a moment before
+    the process exits, and a call already sent may still run there: the log's fencing token
+    (MetadataStore.take_ownership) refuses whatever it would write once a successor started."""
     try:
         ray.kill(handle, no_restart=True)
     except (RayActorError, ValueError):

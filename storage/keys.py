@@ -12,10 +12,12 @@ Layout (prefix defaults to "nmem"; `name` is the fully qualified "tenant/memory"
     {p}:mem:{name}:archive       list  JSON infos of the archived log segments, oldest first
     {p}:mem:{name}:base          string JSON: the state the memory's kept history starts from
     {p}:mem:{name}:jobs          hash  job id -> JSON forget job (status, report)
+    {p}:mem:{name}:owner         string  the fencing token of the actor that serves it (scripts.py TAKE_OWNERSHIP)
     {p}:audit:{tenant}           list  JSON audit records of the tenant's forget jobs (kept
                                        after the memory is deleted)
     {p}:names:{tenant}           zset  the tenant's memory names, all score 0 (paged by name)
     {p}:names-indexed            string  set once the name sets hold every registered name
+    {p}:owners-issued            counter the last fencing token handed to an actor (never reused)
     {p}:cas:claims               zset  chunk sha256 -> Redis time of its newest claim (storage/cas.py)
     {p}:cas:doomed               hash  chunk sha256 -> time GC began deleting it
     {p}:cas:gc                   string  lock held by the one running garbage collection
@@ -135,6 +137,13 @@ class Keys:
     def jobs(self, name: str) -> str:
         return self._mem(name, "jobs")
 
+    def owner(self, name: str) -> str:
+        """The fencing token of the one actor that may write the memory's log."""
+        return self._mem(name, "owner")
+
+    def owners_issued(self) -> str:
+        return f"{self.prefix}:owners-issued"
+
     def forgotten_writes(self, name: str) -> str:
         """Request ids of writes a forget took observations from (actors/erasure.py)."""
         return self._mem(name, "forgotten_writes")
@@ -166,4 +175,5 @@ class Keys:
             self.history_base(name),
             self.jobs(name),
             self.forgotten_writes(name),
+            self.owner(name),
         ]

@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from storage.codec import decode_wal_entry, encode_wal_entry
-from storage.keys import check_name, memory_not_found
+from errors import Superseded
+
+from storage.keys import check_name, memory_not_found, shown
 from storage.translate import redis_errors
 
 __all__ = ["WalMixin"]
@@ -26,15 +28,30 @@ class WalMixin:
     where: str
     wal_page: int = 512  # entries per XRANGE / XDEL round trip
 
-    def wal_append(self, name: str, entry: dict) -> str:
-        """Durably append `entry` (step, vectors: bytes, texts, domain, options); returns its stream id."""
+    def take_ownership(self, name: str) -> int:
+        """Make the caller the one actor that may append to `name`'s log: a fencing token,
+        larger than any issued before. Taken before the log is read for a rebuild, so every
+        append of the actor it supersedes either is in what the new one reads or is refused."""
+        check_name(name)
+        keys = [self.keys.registry(), self.keys.owner(name), self.keys.owners_issued()]
+        token = int(self._run("TAKE_OWNERSHIP", keys, [name]))  # type: ignore[attr-defined]
+        if token == -1:
+            raise memory_not_found(name)
+        return token
+
+    def wal_append(self, name: str, entry: dict, owner: int | None = None) -> str:
+        """Durably append `entry` (step, vectors: bytes, texts, domain, options); returns its stream
+        id. With `owner` (the token from `take_ownership`), Superseded and nothing appended if
+        another actor has taken the memory since; without it (tools, tests), unfenced."""
         check_name(name)
         fields = encode_wal_entry(entry)
-        keys = [self.keys.registry(), self.keys.wal(name)]
-        args = [name, *(item for pair in fields.items() for item in pair)]
+        keys = [self.keys.registry(), self.keys.wal(name), self.keys.owner(name)]
+        args = [name, "" if owner is None else str(owner), *(item for pair in fields.items() for item in pair)]
         result = self._run("WAL_APPEND", keys, args)  # type: ignore[attr-defined]
         if result == -1:
             raise memory_not_found(name)
+        if result == -2:
+            raise self._superseded(name, "this write was not logged or applied: send it again")
         return result.decode() if isinstance(result, bytes) else str(result)
 
     def _wal_pages(self, name: str) -> Iterator[list[tuple[bytes, dict[bytes, bytes]]]]:
@@ -88,10 +105,12 @@ class WalMixin:
         return self._wal_delete(name, doomed)
 
     def wal_drop(self, name: str, *, after_step: int | None = None, from_seq: int | None = None,
-                 request_id: str | None = None) -> int:
+                 request_id: str | None = None, owner: int | None = None) -> int:
         """Delete the entries whose step is greater than `after_step`, or whose seq is at least
         `from_seq` (only those carrying `request_id`, if given): writes that were logged but
-        never applied, so never acknowledged. Returns how many went."""
+        never applied, so never acknowledged. Returns how many went. With `owner` (see
+        `wal_append`), Superseded and nothing deleted if another actor has taken the memory:
+        what a successor logged at those positions is its own, acknowledged writes."""
         self._registered_read(name)  # type: ignore[attr-defined]
         doomed = []
         for page in self._wal_pages(name):
@@ -103,14 +122,26 @@ class WalMixin:
                 if request_id is None or decode_wal_entry(fields).get("options", {}).get(
                         "request_id") == request_id:
                     doomed.append(entry_id)
-        return self._wal_delete(name, doomed)
+        return self._wal_delete(name, doomed, owner)
 
-    def _wal_delete(self, name: str, entry_ids: list[bytes]) -> int:
+    def _wal_delete(self, name: str, entry_ids: list[bytes], owner: int | None = None) -> int:
         deleted = 0
         for i in range(0, len(entry_ids), self.wal_page):
-            with redis_errors(self.where):
-                deleted += self._client.xdel(self.keys.wal(name), *entry_ids[i : i + self.wal_page])
+            page = entry_ids[i : i + self.wal_page]
+            if owner is None:
+                with redis_errors(self.where):
+                    deleted += self._client.xdel(self.keys.wal(name), *page)
+                continue
+            result = self._run("FENCED_XDEL", [self.keys.wal(name), self.keys.owner(name)],  # type: ignore[attr-defined]
+                               [str(owner), *page])
+            if result == -2:
+                raise self._superseded(name, "nothing of the log was dropped")
+            deleted += int(result)
         return deleted
+
+    @staticmethod
+    def _superseded(name: str, what: str) -> Superseded:
+        return Superseded(f"memory {shown(name)} is now served by a newer actor; {what}")
 
     def wal_length(self, name: str) -> int:
         """Number of entries in the memory's WAL."""

@@ -9,7 +9,7 @@ import pytest
 from actors import MemoryActor, normalize_config
 from actors.code_id import CODE_ID
 from errors import (CheckpointConflict, CheckpointNotFound, InvalidInput, MemoryNotFound, MetadataError,
-                    RequestIdReused, Unavailable)
+                    RequestIdReused, Superseded, Unavailable)
 from tests.actors.conftest import register
 from tests.cluster.helpers import SMALL, encode, reference_hash, wait_until
 
@@ -393,8 +393,8 @@ def test_a_write_whose_log_append_answer_was_lost_is_dropped_before_the_next(loc
     meta = actor._storage.metadata
     real_append, real_drop = meta.wal_append, meta.wal_drop
 
-    def append_then_lose_reply(name, entry):
-        real_append(name, entry)
+    def append_then_lose_reply(name, entry, owner=None):
+        real_append(name, entry, owner)
         raise MetadataError("Redis/Valkey did not answer in time")
 
     def drop_while_down(*args, **kwargs):
@@ -527,3 +527,24 @@ def test_a_write_record_refused_while_redis_restarts_lands_once_it_is_back(local
     assert meta.get_stats(Q)["total_observations"] == 2
     again = make_actor(local_storage, Q).observe("r1", encode(["one"]), ["one"])
     assert (again["step"], again["weight_hash"], again["surprise"]) == (1, first["weight_hash"], first["surprise"])
+
+
+def test_an_actor_whose_memory_was_taken_over_serves_it_no_more(local_storage, make_actor):
+    """ray.kill frees the actor's name before its process is gone, so a call can still reach a
+    killed actor after its successor rebuilt the memory from the log. That write must not land
+    (nor be answered), and the old actor answers nothing from its stale state."""
+    old = make_actor(local_storage, Q)
+    vectors = encode(["one", "two", "three"])
+    old.observe("r1", vectors[:1], ["one"])
+    new = make_actor(local_storage, Q)  # the successor: takes the memory, then reads the log
+    with pytest.raises(Superseded):
+        old.observe("r2", vectors[1:2], ["two"])
+    assert wal_steps(local_storage) == [1]
+    for refused in (old.stats, old.start, lambda: old.observe("r3", vectors[2:], ["three"])):
+        with pytest.raises(Superseded):
+            refused()
+    assert not old.ping()
+    assert not old._checkpointer.is_alive() or wait_until(lambda: not old._checkpointer.is_alive(), timeout=10)
+    second = new.observe("r2", vectors[1:2], ["two"])
+    assert second["step"] == 2 and wal_steps(local_storage) == [1, 2]
+    assert second["weight_hash"] == reference_hash(["one", "two"], vectors[:2])

@@ -81,20 +81,33 @@ def spare_actors(namespace: str) -> list[str]:
 
 
 def kill_actor(namespace: str, qname: str) -> None:
-    """`ray.kill` a memory's actor (no restart) and wait until it is really gone.
+    """`ray.kill` a memory's actor (no restart) and wait until its process has exited.
 
-    ray.kill is asynchronous: without the wait, the next call could still reach the old actor.
+    ray.kill is asynchronous, and Ray frees the actor's name before its process is gone: a call
+    sent in between still runs in the old process. (The log fences off what it would write,
+    see MetadataStore.take_ownership; tests that change the log behind an actor's back wait.)
     """
     import ray
 
     (name,) = [name for name, (served, _) in memory_actors(namespace).items() if served == qname]
-    ray.kill(ray.get_actor(name, namespace=namespace))
+    handle = ray.get_actor(name, namespace=namespace)
+    pid = ray.get(handle.where.remote(), timeout=60)["pid"]
+    ray.kill(handle)
 
     def gone() -> bool:
         try:
             ray.get_actor(name, namespace=namespace)
         except ValueError:
-            return True
+            return process_exited(pid)
         return False
 
     assert wait_until(gone, timeout=60, every=0.02), f"actor {name} of {qname} still alive after ray.kill"
+
+
+def process_exited(pid: int) -> bool:
+    """Whether process `pid` (on this machine) has exited: gone, or a zombie not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from errors import InvalidInput
+from errors import InvalidInput, MemoryNotFound, Superseded
 from storage import MetadataStore
 
 
@@ -129,3 +129,30 @@ def test_drop_removes_unapplied_entries_after_a_step(wal_store: MetadataStore) -
     assert [e["options"]["request_id"] for e in wal_store.wal_read_after("acme/notes", 0)] == ["a", "b", "d"]
     assert wal_store.wal_drop("acme/notes", after_step=1) == 2
     assert [e["options"]["request_id"] for e in wal_store.wal_read_after("acme/notes", 0)] == ["a"]
+
+
+def test_only_the_latest_owner_appends_or_drops(wal_store: MetadataStore) -> None:
+    """A killed actor's process can still run a call after its successor took the memory and
+    read the log: its append or drop must not land (it would fork the log)."""
+    first = wal_store.take_ownership("acme/notes")
+    wal_store.wal_append("acme/notes", _entry(1, options={"request_id": "a"}), owner=first)
+    second = wal_store.take_ownership("acme/notes")
+    assert second > first
+    with pytest.raises(Superseded):
+        wal_store.wal_append("acme/notes", _entry(2, options={"request_id": "stale"}), owner=first)
+    with pytest.raises(Superseded):
+        wal_store.wal_drop("acme/notes", after_step=0, owner=first)
+    wal_store.wal_append("acme/notes", _entry(2, options={"request_id": "b"}), owner=second)
+    wal_store.wal_append("acme/notes", _entry(3, options={"request_id": "tool"}))  # unfenced: tools, tests
+    assert [e["options"]["request_id"] for e in wal_store.wal_read_after("acme/notes", 0)] == ["a", "b", "tool"]
+    assert wal_store.wal_drop("acme/notes", after_step=2, owner=second) == 1
+
+    # A memory made again under the name never hands out a token an actor of the old one holds.
+    wal_store.delete_memory("acme/notes")
+    assert not wal_store.client.exists(wal_store.keys.owner("acme/notes"))
+    wal_store.create_memory("acme/notes", {"config": {}})
+    with pytest.raises(Superseded):
+        wal_store.wal_append("acme/notes", _entry(1), owner=second)
+    assert wal_store.take_ownership("acme/notes") > second
+    with pytest.raises(MemoryNotFound):
+        wal_store.take_ownership("acme/gone")
