@@ -29,7 +29,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from errors import Busy, InvalidInput, NeuralMemoryError, NotFound, RequestIdReused
+from errors import Busy, InvalidInput, NeuralMemoryError, NotFound, RequestIdReused, Superseded
 
 from actors.durability import from_parts
 from actors.erasure import Erasure
@@ -180,6 +180,9 @@ class Forgetting(Erasure):
                 self._forget_exactly(job, selector)
         except Cancelled:
             log.warning("memory %s: forget job %s stopped; it resumes when the memory wakes",
+                        self._qname, job["job_id"])
+        except Superseded:  # not failed: the actor that took the memory resumes it
+            log.warning("memory %s: forget job %s left to the actor that took the memory",
                         self._qname, job["job_id"])
         except NotExact as exc:
             self._fail(job, "history_unavailable", f"cannot forget exactly: {exc}. Run it with "

@@ -124,11 +124,13 @@ class HistoryMixin:
 
     # -- the swap -------------------------------------------------------------------------------
 
-    def forget_commit(self, name: str, plan: dict, wal: list[dict] | None, audit: dict | None) -> None:
+    def forget_commit(self, name: str, plan: dict, wal: list[dict] | None, audit: dict | None,
+                      owner: int | None = None) -> None:
         """Apply a forget job's new state in one atomic script (see the module doc). `plan` holds
         ckpt_del, ckpt_put ({tag: info}), archive / history (lists of dicts, or None: keep),
         domains (list or None), stats, jobs_del, job, base (dict or None), forgotten_writes
-        (request ids, added); `wal` (entries, or None: keep) replaces the WAL."""
+        (request ids, added); `wal` (entries, or None: keep) replaces the WAL. With `owner`
+        (see `wal_append`), Superseded and nothing written if another actor has taken the memory."""
         check_name(name)
         tenant = name.split("/", 1)[0]
         doc = {
@@ -144,6 +146,7 @@ class HistoryMixin:
             "base": None if plan.get("base") is None else dumps_json(plan["base"]).decode(),
             "audit": None if audit is None else dumps_json(audit).decode(),
             "forgotten_writes": sorted(plan.get("forgotten_writes", [])),
+            "owner": "" if owner is None else str(owner),
         }
         args: list[Any] = [name, dumps_json(doc)]
         for entry in wal or []:
@@ -154,9 +157,12 @@ class HistoryMixin:
         keys = [self.keys.registry(), self.keys.checkpoints(name), self.keys.checkpoint_order(name),
                 self.keys.wal(name), self.keys.archive(name), self.keys.history(name), self.keys.stats(name),
                 self.keys.domains(name), self.keys.jobs(name), self.keys.history_base(name),
-                self.keys.audit(tenant), self.keys.forgotten_writes(name)]
-        if self._run("FORGET_COMMIT", keys, args) == -1:  # type: ignore[attr-defined]
+                self.keys.audit(tenant), self.keys.forgotten_writes(name), self.keys.owner(name)]
+        result = self._run("FORGET_COMMIT", keys, args)  # type: ignore[attr-defined]
+        if result == -1:
             raise memory_not_found(name)
+        if result == -2:
+            raise self._superseded(name, "its forget job was not committed here")  # type: ignore[attr-defined]
 
 
 def _json_list(values: list | None) -> list[str] | None:

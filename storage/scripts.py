@@ -226,7 +226,7 @@ return 1
 
 # The swap of a forget job, all or nothing (storage/history.py `forget_commit`).
 # KEYS: registry, ckpt hash, ckpt order, wal, archive, history, stats, domains, jobs, base, audit,
-# forgotten writes.
+# forgotten writes, owner token (-2 and nothing written unless it is the plan's `owner`; '': unfenced).
 # ARGV: name, plan JSON, then 8 values per new WAL entry (field/value pairs: step, vectors, meta,
 # seq). Plan: ckpt_del [tag], ckpt_put [[tag, info JSON]], wal (bool: replace the WAL),
 # archive/history/domains (lists of values, or null: unchanged), stats {field: value},
@@ -235,6 +235,7 @@ return 1
 FORGET_COMMIT = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
 local plan = cjson.decode(ARGV[2])
+if plan.owner ~= '' and redis.call('GET', KEYS[13]) ~= plan.owner then return -2 end
 local function replace(key, values, command)
   if values == cjson.null then return end
   redis.call('DEL', key)

@@ -146,6 +146,13 @@ def test_only_the_latest_owner_appends_or_drops(wal_store: MetadataStore) -> Non
     wal_store.wal_append("acme/notes", _entry(3, options={"request_id": "tool"}))  # unfenced: tools, tests
     assert [e["options"]["request_id"] for e in wal_store.wal_read_after("acme/notes", 0)] == ["a", "b", "tool"]
     assert wal_store.wal_drop("acme/notes", after_step=2, owner=second) == 1
+    # A forget job's swap replaces the whole log: all or nothing, and only by the owner.
+    plan = {"job": {"job_id": "j1", "status": "done"}, "stats": {"step": 7}}
+    with pytest.raises(Superseded):
+        wal_store.forget_commit("acme/notes", plan, [], None, owner=first)
+    assert len(wal_store.wal_read_after("acme/notes", 0)) == 2 and wal_store.get_stats("acme/notes").get("step") != 7
+    wal_store.forget_commit("acme/notes", plan, [], None, owner=second)
+    assert wal_store.wal_read_after("acme/notes", 0) == [] and wal_store.get_stats("acme/notes")["step"] == 7
 
     # A memory made again under the name never hands out a token an actor of the old one holds.
     wal_store.delete_memory("acme/notes")
