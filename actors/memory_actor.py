@@ -310,6 +310,7 @@ class MemoryActor(Rebinding, Forgetting):
                 raise
             if self._job is None:
                 self._auto_checkpoint(barrier=True)
+            self._sync_stats()  # listings show the consolidated weights' hash, not the last write's
             return result
 
     def _log_marker(self, kind: str, step: int | None = None, **fields: Any) -> int:

@@ -548,3 +548,18 @@ def test_an_actor_whose_memory_was_taken_over_serves_it_no_more(local_storage, m
     second = new.observe("r2", vectors[1:2], ["two"])
     assert second["step"] == 2 and wal_steps(local_storage) == [1, 2]
     assert second["weight_hash"] == reference_hash(["one", "two"], vectors[:2])
+
+
+def test_the_stored_stats_follow_a_consolidation(local_storage, make_actor):
+    """Listings read the stats from Redis: after a consolidate they name its weights, not the
+    last write's."""
+    actor = make_actor(local_storage, Q)
+    texts = [f"fact number {i} about topic {i % 3}" for i in range(24)]
+    actor.observe("w", encode(texts), texts)
+    actor.flush_records()
+    before = local_storage.metadata.get_stats(Q)["weight_hash"]
+    actor.consolidate()
+    after = actor.stats()["weight_hash"]
+    assert after != before  # the consolidation changed the weights
+    actor.flush_records()
+    assert local_storage.metadata.get_stats(Q)["weight_hash"] == after
