@@ -102,6 +102,7 @@ class Forgetting(Erasure):
                 return self._public(_same_start(existing, job))
             if mode == "approximate" and selector.kind == "steps":
                 self._check_steps_not_renumbered()
+            self._confirm_owner()  # a job accepted by a superseded actor would be left running
             job["cut"] = self._seq  # the log it replays ends here; later writes are its tail
             self._storage.metadata.job_put(self._qname, job)
             self._launch(job)

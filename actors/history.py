@@ -65,10 +65,11 @@ def decode_segment(data: bytes) -> list[dict]:
 class History:
     """The kept history of memory `qname` (archive index + base in Redis, objects in the store)."""
 
-    def __init__(self, storage: Storage, qname: str, retention: float | None) -> None:
+    def __init__(self, storage: Storage, qname: str, retention: float | None, owner: int | None = None) -> None:
         self._storage = storage
         self.qname = qname
         self.retention = retention  # seconds; None: all, 0: none
+        self.owner = owner  # the actor's fencing token: its trims of the log are fenced like its appends
 
     @property
     def _meta(self):
@@ -109,7 +110,7 @@ class History:
         if fresh and self.retention != 0.0:
             segment = self.write_segment(fresh)
             self._meta.archive_add(self.qname, segment)
-        self._meta.wal_trim_seq_through(self.qname, seq)
+        self._meta.wal_trim_seq_through(self.qname, seq, self.owner)
         keep_all = self.retention is None or checkpoint is None or "seq" not in checkpoint
         dropped = [] if keep_all else self._apply_retention(seq, checkpoint)
         return {"segment": segment, "dropped": dropped}

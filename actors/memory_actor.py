@@ -155,7 +155,8 @@ class MemoryActor(Rebinding, Forgetting):
             self._mark_forgotten(self._storage.metadata.forgotten_writes(self._qname))
             self._mem = rec.memory
             self._seq = rec.seq or 0
-            self._history = History(self._storage, self._qname, parse_retention(self._spec.settings.history_retention))
+            self._history = History(self._storage, self._qname, parse_retention(self._spec.settings.history_retention),
+                                    self._owner)
             self._prev_auto = rec.autos[-1] if rec.autos else None
             self._prev_auto_seq = int((self._prev_auto or {}).get("seq", 0))
             self._latest_auto = self._prev_auto
@@ -337,6 +338,19 @@ class MemoryActor(Rebinding, Forgetting):
         self._superseded = self._closing = True
         self._stop.set()  # no checkpoint of a state that is no longer the memory's
         self._wake.set()
+        self._job_cancel.set()  # a forget job stops at its next step; the successor resumes it
+        with self._applied:  # writes waiting for a predecessor are refused now, and retried
+            self._applied.notify_all()
+
+    def _confirm_owner(self) -> None:
+        """Before work that is not one fenced write (a checkpoint, a fork's source, a forget
+        job): Superseded, and this actor stops serving, if another has taken the memory."""
+        self._check_owner()
+        try:
+            self._storage.metadata.check_owner(self._qname, self._owner)
+        except Superseded:
+            self._give_up()
+            raise
 
     def checkpoint(self, tag: str, description: str = "") -> dict:
         """Save the current state under a user tag (CheckpointConflict if the tag exists)."""
@@ -388,6 +402,7 @@ class MemoryActor(Rebinding, Forgetting):
     def snapshot(self) -> dict:
         """An auto-checkpoint holding the current state (reused if nothing changed): fork's source."""
         self._ready()
+        self._confirm_owner()  # else a fork could start from a state older than the memory's
         with self._ckpt_lock:
             if self._writes_since > 0 or self._latest_auto is None or "seq" not in self._latest_auto:
                 self._auto_checkpoint()
@@ -579,12 +594,12 @@ class MemoryActor(Rebinding, Forgetting):
         step, touched, seq = self._unsettled
         try:
             self._storage.metadata.wal_drop(self._qname, from_seq=seq, owner=self._owner)
+            if touched:
+                self._mem = recover(self._storage, self._qname, self._config, 1, ckpts=self._ckpts,
+                                    owner=self._owner).memory
         except Superseded:
             self._give_up()
             raise
-        if touched:
-            self._mem = recover(self._storage, self._qname, self._config, 1, ckpts=self._ckpts,
-                                owner=self._owner).memory
             if self._mem.step != step:
                 log.error("memory %s rebuilt to step %s after a failed write at step %s",
                           self._qname, self._mem.step, step)
@@ -599,7 +614,7 @@ class MemoryActor(Rebinding, Forgetting):
                       self._qname, exc)
 
     def _snapshot_state(self) -> tuple[dict[str, bytes], int, str, int, int]:
-        self._check_owner()
+        self._confirm_owner()  # a checkpoint archives and trims the log, and prunes checkpoints
         self._settle()  # never save weights a failed write touched
         mem = self._mem
         return to_parts(mem), mem.step, mem.weight_hash, self._writes_since, self._seq

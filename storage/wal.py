@@ -39,6 +39,14 @@ class WalMixin:
             raise memory_not_found(name)
         return token
 
+    def check_owner(self, name: str, owner: int) -> None:
+        """Superseded if another actor has taken `name` since the one holding `owner` did (a
+        check before work that is not one fenced write, e.g. a checkpoint or a forget job)."""
+        with redis_errors(self.where):
+            current = self._client.get(self.keys.owner(name))
+        if current is None or int(current) != owner:
+            raise self._superseded(name, "this actor no longer serves it")
+
     def wal_append(self, name: str, entry: dict, owner: int | None = None) -> str:
         """Durably append `entry` (step, vectors: bytes, texts, domain, options); returns its stream
         id. With `owner` (the token from `take_ownership`), Superseded and nothing appended if
@@ -81,9 +89,10 @@ class WalMixin:
         """Every entry, in append order."""
         return self.wal_read_after(name, -1)
 
-    def wal_trim_seq_through(self, name: str, seq: int) -> int:
+    def wal_trim_seq_through(self, name: str, seq: int, owner: int | None = None) -> int:
         """Delete the entries whose seq is <= `seq` (and any without a seq, written before logs
-        had positions: a checkpoint with a seq covers them); returns how many."""
+        had positions: a checkpoint with a seq covers them); returns how many. `owner`: as for
+        `wal_drop`."""
         self._registered_read(name)  # type: ignore[attr-defined]
         doomed = [
             entry_id
@@ -91,7 +100,7 @@ class WalMixin:
             for entry_id, fields in page
             if int(fields.get(b"seq", -1)) <= seq
         ]
-        return self._wal_delete(name, doomed)
+        return self._wal_delete(name, doomed, owner)
 
     def wal_trim_through(self, name: str, step: int) -> int:
         """Delete the entries whose step is <= `step` (a checkpoint now covers them); returns how many."""

@@ -533,18 +533,23 @@ def test_an_actor_whose_memory_was_taken_over_serves_it_no_more(local_storage, m
     """ray.kill frees the actor's name before its process is gone, so a call can still reach a
     killed actor after its successor rebuilt the memory from the log. That write must not land
     (nor be answered), and the old actor answers nothing from its stale state."""
-    old = make_actor(local_storage, Q)
+    oldest = make_actor(local_storage, Q)
     vectors = encode(["one", "two", "three"])
-    old.observe("r1", vectors[:1], ["one"])
-    new = make_actor(local_storage, Q)  # the successor: takes the memory, then reads the log
-    with pytest.raises(Superseded):
-        old.observe("r2", vectors[1:2], ["two"])
-    assert wal_steps(local_storage) == [1]
-    for refused in (old.stats, old.start, lambda: old.observe("r3", vectors[2:], ["three"])):
-        with pytest.raises(Superseded):
-            refused()
-    assert not old.ping()
-    assert not old._checkpointer.is_alive() or wait_until(lambda: not old._checkpointer.is_alive(), timeout=10)
+    oldest.observe("r1", vectors[:1], ["one"])
+    old = make_actor(local_storage, Q)  # takes the memory, then reads the log
+    new = make_actor(local_storage, Q)
+    with pytest.raises(Superseded):  # refused by the log itself
+        oldest.observe("r2", vectors[1:2], ["two"])
+    with pytest.raises(Superseded):  # a fork's source, checked before anything is saved
+        old.snapshot()
+    assert wal_steps(local_storage) == [1] and len(autos(local_storage)) == 1
+    for actor in (oldest, old):
+        for refused in (actor.stats, actor.start, lambda a=actor: a.observe("r3", vectors[2:], ["three"]),
+                        lambda a=actor: a.forget_start("j1", {"selector": {"texts": ["one"]}})):
+            with pytest.raises(Superseded):
+                refused()
+        assert not actor.ping()
+        assert wait_until(lambda a=actor: not a._checkpointer.is_alive(), timeout=10)
     second = new.observe("r2", vectors[1:2], ["two"])
     assert second["step"] == 2 and wal_steps(local_storage) == [1, 2]
     assert second["weight_hash"] == reference_hash(["one", "two"], vectors[:2])

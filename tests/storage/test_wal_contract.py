@@ -142,6 +142,11 @@ def test_only_the_latest_owner_appends_or_drops(wal_store: MetadataStore) -> Non
         wal_store.wal_append("acme/notes", _entry(2, options={"request_id": "stale"}), owner=first)
     with pytest.raises(Superseded):
         wal_store.wal_drop("acme/notes", after_step=0, owner=first)
+    with pytest.raises(Superseded):
+        wal_store.wal_trim_seq_through("acme/notes", 5, owner=first)
+    with pytest.raises(Superseded):
+        wal_store.check_owner("acme/notes", first)
+    wal_store.check_owner("acme/notes", second)
     wal_store.wal_append("acme/notes", _entry(2, options={"request_id": "b"}), owner=second)
     wal_store.wal_append("acme/notes", _entry(3, options={"request_id": "tool"}))  # unfenced: tools, tests
     assert [e["options"]["request_id"] for e in wal_store.wal_read_after("acme/notes", 0)] == ["a", "b", "tool"]
