@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 
-from errors import Superseded
 from storage.keys import SEGMENT_SUFFIX
 from storage.metadata import HISTORY_CAP, cut_history_text
 
@@ -89,6 +88,7 @@ class Erasure:
                 rebuild.apply(entry)
             self._stage_tags(job, rebuild, staged, lambda seq: seq > cut)
             self.flush_records()
+            meta = self._storage.metadata
             old_autos = self._ckpts.autos()
             tail_entries = [e for e in rebuild.entries if e["seq"] > cut]
             base = None
@@ -108,21 +108,14 @@ class Erasure:
             plan["stats"]["total_observations"] = max(0, self._total_observations() - rebuild.forgotten)
             plan["domains"] = self._domains_after(rebuild)
             plan["forgotten_writes"] = sorted(rebuild.forgotten_writes)
-            self._commit(plan, tail_entries, job)
+            with self._as_owner():  # the swap is refused whole once another actor has the memory
+                meta.forget_commit(self._qname, plan, tail_entries, self._audit(job), owner=self._owner)
             self._mem = rebuild.memory
             self._results = self._rebuilt_results(rebuild)
             self._mark_forgotten(rebuild.forgotten_writes)
             self._after_swap(staged["auto"], len(tail_entries))
             self._job = None  # committed: the memory may take the next job
         self._finish_cleanup(job, rebuild.forgotten_texts)
-
-    def _commit(self, plan: dict, wal: list[dict], job: dict) -> None:
-        """The swap, as the memory's owner: refused whole once another actor has taken it."""
-        try:
-            self._storage.metadata.forget_commit(self._qname, plan, wal, self._audit(job), owner=self._owner)
-        except Superseded:
-            self._give_up()
-            raise
 
     def _after_swap(self, auto: dict, pending_writes: int) -> None:
         """The new auto-checkpoint is the recovery point (caller holds both locks)."""
@@ -275,7 +268,8 @@ class Erasure:
                 known = self._results.get(request_id)
                 if request_id in forgotten_writes or (known and texts & set(known.get("patterns_activated") or ())):
                     self._results.redact(request_id, result=True)
-            self._commit(plan, [], job)
+            with self._as_owner():
+                self._storage.metadata.forget_commit(self._qname, plan, [], self._audit(job), owner=self._owner)
             self._mark_forgotten(forgotten_writes)
             self._after_swap(auto, 0)
             self._job = None

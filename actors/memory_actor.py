@@ -30,7 +30,8 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -47,7 +48,7 @@ from actors.phases import Phases
 from actors.spec import ActorSpec
 from actors.wal import (CONSOLIDATE, RESTORE, TAG, RecentResults, applied_in_history, check_observation, history_items, make_entry,
                         make_marker, result_from_history, write_fingerprint)
-from storage import shown
+from storage import shown, superseded
 from storage.metadata import HISTORY_CAP
 
 if TYPE_CHECKING:  # imported in start(): the supervisor imports this module and needs no torch
@@ -324,11 +325,17 @@ class MemoryActor(Rebinding, Forgetting):
         return seq
 
     def _append(self, entry: dict) -> None:
-        """Log `entry` as this memory's owner; once the log refuses (a successor has taken the
-        memory: this process was killed or given up for dead, yet still ran this call), the actor
-        serves nothing more: its state lacks what the successor has logged since."""
-        try:
+        """Log `entry` as this memory's owner."""
+        with self._as_owner():
             self._storage.metadata.wal_append(self._qname, entry, owner=self._owner)
+
+    @contextmanager
+    def _as_owner(self) -> Iterator[None]:
+        """Around a write that carries the fencing token: once one is refused (a successor has
+        taken the memory: this process was killed or given up for dead, yet still ran this
+        call), the actor serves nothing more: its state lacks what the successor logged since."""
+        try:
+            yield
         except Superseded:
             self._give_up()
             raise
@@ -346,11 +353,8 @@ class MemoryActor(Rebinding, Forgetting):
         """Before work that is not one fenced write (a checkpoint, a fork's source, a forget
         job): Superseded, and this actor stops serving, if another has taken the memory."""
         self._check_owner()
-        try:
+        with self._as_owner():
             self._storage.metadata.check_owner(self._qname, self._owner)
-        except Superseded:
-            self._give_up()
-            raise
 
     def checkpoint(self, tag: str, description: str = "") -> dict:
         """Save the current state under a user tag (CheckpointConflict if the tag exists)."""
@@ -485,7 +489,7 @@ class MemoryActor(Rebinding, Forgetting):
             raise self._superseded_error()
 
     def _superseded_error(self) -> Superseded:
-        return Superseded(f"memory {shown(self._qname)} is now served by a newer actor; retry")
+        return superseded(self._qname, "retry")
 
     def _applied_before(self, request_id: str) -> bool:
         return request_id in self._results or request_id in self._forgotten_writes
@@ -592,17 +596,14 @@ class MemoryActor(Rebinding, Forgetting):
         if self._unsettled is None:
             return
         step, touched, seq = self._unsettled
-        try:
+        with self._as_owner():
             self._storage.metadata.wal_drop(self._qname, from_seq=seq, owner=self._owner)
             if touched:
                 self._mem = recover(self._storage, self._qname, self._config, 1, ckpts=self._ckpts,
                                     owner=self._owner).memory
-        except Superseded:
-            self._give_up()
-            raise
-            if self._mem.step != step:
-                log.error("memory %s rebuilt to step %s after a failed write at step %s",
-                          self._qname, self._mem.step, step)
+        if touched and self._mem.step != step:
+            log.error("memory %s rebuilt to step %s after a failed write at step %s",
+                      self._qname, self._mem.step, step)
         self._unsettled = None
         log.warning("memory %s: a write that failed to apply was dropped from the log", self._qname)
 

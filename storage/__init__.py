@@ -12,7 +12,7 @@ from storage.cas import ContentStore
 from storage.checkpoints import CheckpointStore
 from storage.embedded import EmbeddedValkey
 from storage.factory import Storage, open_storage
-from storage.keys import Keys, check_name, check_tag, memory_not_found, object_key, shown
+from storage.keys import Keys, check_name, check_tag, memory_not_found, object_key, shown, superseded
 from storage.local import LocalCheckpointStore
 from storage.metadata import MetadataStore
 from storage.registry_pages import is_fork_of
@@ -34,6 +34,7 @@ __all__ = [
     "check_name",
     "check_tag",
     "memory_not_found",
+    "superseded",
     "is_fork_of",
     "shown",
 ]

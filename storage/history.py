@@ -19,8 +19,9 @@ from typing import Any
 
 from errors import InvalidInput
 from storage.codec import dumps_json, encode_wal_entry, loads_json
-from storage.keys import check_name, memory_not_found
+from storage.keys import check_name, memory_not_found, superseded
 from storage.translate import redis_errors
+from storage.wal import fence_token
 
 __all__ = ["HistoryMixin", "AUDIT_CAP"]
 
@@ -146,7 +147,7 @@ class HistoryMixin:
             "base": None if plan.get("base") is None else dumps_json(plan["base"]).decode(),
             "audit": None if audit is None else dumps_json(audit).decode(),
             "forgotten_writes": sorted(plan.get("forgotten_writes", [])),
-            "owner": "" if owner is None else str(owner),
+            "owner": fence_token(owner),
         }
         args: list[Any] = [name, dumps_json(doc)]
         for entry in wal or []:
@@ -162,7 +163,7 @@ class HistoryMixin:
         if result == -1:
             raise memory_not_found(name)
         if result == -2:
-            raise self._superseded(name, "its forget job was not committed here")  # type: ignore[attr-defined]
+            raise superseded(name, "its forget job was not committed here")
 
 
 def _json_list(values: list | None) -> list[str] | None:

@@ -34,9 +34,9 @@ from __future__ import annotations
 import re
 
 import contract
-from errors import InvalidInput, MemoryNotFound
+from errors import InvalidInput, MemoryNotFound, Superseded
 
-__all__ = ["Keys", "check_name", "check_tag", "memory_not_found", "shown", "object_key", "segment_key", "base_key", "SEGMENT_SUFFIX"]
+__all__ = ["Keys", "check_name", "check_tag", "memory_not_found", "superseded", "shown", "object_key", "segment_key", "base_key", "SEGMENT_SUFFIX"]
 
 # Tags as stored: a user tag, or an internal auto-checkpoint tag ("auto@" + a sequence number).
 _STORED_TAG = re.compile(rf"{contract.TAG_PATTERN}|{re.escape(contract.AUTO_TAG_PREFIX)}[0-9]{{1,20}}")
@@ -62,6 +62,12 @@ def shown(name: str | None) -> str:
 def memory_not_found(name: str) -> MemoryNotFound:
     """The error for a qualified name that is not registered."""
     return MemoryNotFound(f"memory {shown(name)} not found")
+
+
+def superseded(name: str, what: str) -> Superseded:
+    """The error for an actor that another has taken memory `name` from (its fencing token is
+    no longer the memory's; storage/wal.py `take_ownership`); `what` says what was not done."""
+    return Superseded(f"memory {shown(name)} is now served by a newer actor; {what}")
 
 
 def check_tag(tag: str) -> str:

@@ -174,22 +174,21 @@ redis.call('LREM', KEYS[2], 0, ARGV[1])
 return 1
 """
 
-# KEYS: registry, wal stream. ARGV: name, then the entry's field/value pairs. Returns the
-# entry id or -1.
 # KEYS: registry, the memory's log, its owner token. ARGV: name, the appender's owner token ('':
-# unfenced, for tools), then the entry's fields. -1 if the memory is not registered, -2 if
-# another actor has taken the memory since this one did (a killed actor's process can still
-# run a call for a moment after its successor rebuilt from the log: that write must not land).
+# unfenced, for tools), then the entry's fields. The entry id; -1 if the memory is not
+# registered, -2 if another actor has taken the memory since this one did (a killed actor's
+# process can still run a call for a moment after its successor rebuilt from the log: that
+# write must not land).
 WAL_APPEND = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
 if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[2] then return -2 end
 return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
 """
 
-# KEYS: the memory's log, its owner token. ARGV: the deleter's owner token, then stream ids.
-# -2 and nothing deleted if another actor has taken the memory since (see WAL_APPEND).
+# KEYS: the memory's log, its owner token. ARGV: the deleter's owner token ('': unfenced), then
+# stream ids. -2 and nothing deleted if another actor has taken the memory since (see WAL_APPEND).
 FENCED_XDEL = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -2 end
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return -2 end
 return redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
 """
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from storage.codec import decode_wal_entry, encode_wal_entry
-from errors import Superseded
-
-from storage.keys import check_name, memory_not_found, shown
+from storage.keys import check_name, memory_not_found, superseded
 from storage.translate import redis_errors
 
 __all__ = ["WalMixin"]
+
+
+def fence_token(owner: int | None) -> str:
+    """An actor's fencing token as the scripts take it ('': unfenced, for tools and tests)."""
+    return "" if owner is None else str(owner)
 
 
 class WalMixin:
@@ -45,7 +48,7 @@ class WalMixin:
         with redis_errors(self.where):
             current = self._client.get(self.keys.owner(name))
         if current is None or int(current) != owner:
-            raise self._superseded(name, "this actor no longer serves it")
+            raise superseded(name, "this actor no longer serves it")
 
     def wal_append(self, name: str, entry: dict, owner: int | None = None) -> str:
         """Durably append `entry` (step, vectors: bytes, texts, domain, options); returns its stream
@@ -54,12 +57,12 @@ class WalMixin:
         check_name(name)
         fields = encode_wal_entry(entry)
         keys = [self.keys.registry(), self.keys.wal(name), self.keys.owner(name)]
-        args = [name, "" if owner is None else str(owner), *(item for pair in fields.items() for item in pair)]
+        args = [name, fence_token(owner), *(item for pair in fields.items() for item in pair)]
         result = self._run("WAL_APPEND", keys, args)  # type: ignore[attr-defined]
         if result == -1:
             raise memory_not_found(name)
         if result == -2:
-            raise self._superseded(name, "this write was not logged or applied: send it again")
+            raise superseded(name, "this write was not logged or applied: send it again")
         return result.decode() if isinstance(result, bytes) else str(result)
 
     def _wal_pages(self, name: str) -> Iterator[list[tuple[bytes, dict[bytes, bytes]]]]:
@@ -136,21 +139,12 @@ class WalMixin:
     def _wal_delete(self, name: str, entry_ids: list[bytes], owner: int | None = None) -> int:
         deleted = 0
         for i in range(0, len(entry_ids), self.wal_page):
-            page = entry_ids[i : i + self.wal_page]
-            if owner is None:
-                with redis_errors(self.where):
-                    deleted += self._client.xdel(self.keys.wal(name), *page)
-                continue
             result = self._run("FENCED_XDEL", [self.keys.wal(name), self.keys.owner(name)],  # type: ignore[attr-defined]
-                               [str(owner), *page])
+                               [fence_token(owner), *entry_ids[i : i + self.wal_page]])
             if result == -2:
-                raise self._superseded(name, "nothing of the log was dropped")
+                raise superseded(name, "nothing of the log was dropped")
             deleted += int(result)
         return deleted
-
-    @staticmethod
-    def _superseded(name: str, what: str) -> Superseded:
-        return Superseded(f"memory {shown(name)} is now served by a newer actor; {what}")
 
     def wal_length(self, name: str) -> int:
         """Number of entries in the memory's WAL."""
