@@ -129,8 +129,8 @@ def _export(client, args: argparse.Namespace) -> int:
 def _learn_files(client, args: argparse.Namespace) -> int:
     from contract import check_memory_name
     from errors import MemoryExists
-    from neural_memory.importing import (ImportOptions, ImportRun, check_in_flight, memory_created_at, plan_import,
-                                         imported_elsewhere)
+    from neural_memory.importing import (ImportOptions, ImportRun, check_in_flight, imported_elsewhere,
+                                         memory_created_at, plan_import, unfinished_renewal)
 
     check_memory_name(args.memory, "--memory")
     opts = ImportOptions(format=args.format, split=args.split, column=args.column,
@@ -144,13 +144,17 @@ def _learn_files(client, args: argparse.Namespace) -> int:
         except MemoryExists:
             pass
     plan = plan.into(memory_created_at(client, args.memory))
-    if args.again:
-        plan = plan.renewed()
+    renewal = unfinished_renewal(plan)
+    if args.again:  # an interrupted --again run is finished, not started over
+        plan = plan.renewed(renewal.path.stem if renewal is not None else None)
     run = ImportRun(client, args.memory, plan, in_flight=args.in_flight)
     journal = run.journal
     if journal.finished:
         print(f"already imported: these {plan.items:,} items were learned into {args.memory} by an "
               "earlier run of this command; nothing to do (--again learns them again)")
+        if renewal is not None:
+            print(f"note: a run of it with --again was interrupted, having learned at least "
+                  f"{renewal.done_items:,} of {plan.items:,} items; run it with --again to finish that one")
         return 0
     if not journal.done_batches:
         earlier = imported_elsewhere(plan)
@@ -199,15 +203,30 @@ def _config_arg(text: str | None, create: bool) -> dict | None:
 def _imported_before(earlier, plan, memory: str) -> str:
     """What to do about an earlier import of these files into this memory under other options or
     contents (`imported_elsewhere`)."""
-    then, now = earlier.about.get("options") or {}, plan.options
+    about = earlier.about
+    if about.get("again_of") == plan.key:  # this very import, run with --again
+        if earlier.finished:
+            return (f"these files were already imported into {memory} ({earlier.done_items:,} items) by a run "
+                    "of this command with --again; importing them again learns them twice. Pass --again to "
+                    "learn them again anyway")
+        return (f"an import of these files into {memory} with --again was interrupted, having learned at "
+                f"least {earlier.done_items:,} of {about.get('items', 0):,} items; run this command with --again to "
+                "finish it (without --again the files are learned from the start, and what it learned twice)")
+    then, now = about.get("options") or {}, plan.options
     changed = [f"--{name.replace('_', '-')} {then[name]} (now {now.get(name)})"
                for name in sorted(then) if then[name] != now.get(name)]
-    how = f"with {', '.join(changed)}" if changed else "with the files as they were then (they have changed since)"
+    files, named = list(about.get("sources") or ()), list(plan.sources)
+    reasons = [f"with {', '.join(changed)}"] if changed else []
+    if files != named:  # a file's contents may differ too; these are reason enough
+        listed = ", ".join(Path(f).name for f in files)
+        reasons.append(f"in another order ({listed})" if sorted(files) == sorted(named)
+                       else f"in an import of {listed}")
+    how = " ".join(reasons) or "with the files as they were then (they have changed since)"
     if earlier.finished:
         return (f"these files were already imported into {memory} ({earlier.done_items:,} items) {how}; "
                 "importing them again learns them twice. Pass --again to learn them again anyway")
     return (f"an unfinished import of these files into {memory} learned "
-            f"at least {earlier.done_items:,} of {earlier.about.get('items', 0):,} items {how}. Run it again as it "
+            f"at least {earlier.done_items:,} of {about.get('items', 0):,} items {how}. Run it again as it "
             "was to resume it, or pass --again to learn these files from the start (what it learned "
             "is then learned twice)")
 

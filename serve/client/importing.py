@@ -42,7 +42,7 @@ import contract
 from errors import InvalidInput, MemoryNotFound, OutOfOrder
 
 __all__ = ["ImportOptions", "Item", "Plan", "ImportRun", "read_items", "plan_import", "memory_created_at",
-           "imported_elsewhere", "Journal",
+           "imported_elsewhere", "unfinished_renewal", "Journal",
            "check_in_flight", "FORMATS", "SPLITS", "journal_dir", "DEFAULT_IN_FLIGHT", "MAX_IN_FLIGHT"]
 
 FORMATS = {".txt": "text", ".md": "text", ".markdown": "text", ".rst": "text",
@@ -296,6 +296,7 @@ class Plan:
     sources: tuple[str, ...] = ()  # the files, resolved
     options: dict = field(default_factory=dict)  # ImportOptions as a dict
     memory: str = ""  # which memory: its name and creation time, once `into` has named it
+    again_of: str = ""  # a `renewed` plan: the key of the plan it learns again
 
     @property
     def items(self) -> int:
@@ -304,9 +305,11 @@ class Plan:
     def request_id(self, index: int) -> str:
         return f"import-{self.key[:24]}-{index:06d}"
 
-    def renewed(self) -> "Plan":
-        """The same batches under a fresh key (new request ids, a new journal): learned again."""
-        return self._keyed(str(uuid.uuid4()))
+    def renewed(self, key: str | None = None) -> "Plan":
+        """The same batches under a fresh key (new request ids, a new journal): learned again.
+        `key`: an interrupted earlier renewal's (`unfinished_renewal`), to finish that one."""
+        renewed = replace(self, key=key) if key else self._keyed(str(uuid.uuid4()))
+        return replace(renewed, again_of=self.key)
 
     def into(self, created_at: str) -> "Plan":
         """This plan for the memory created at `created_at` (see `memory_created_at`): the
@@ -387,7 +390,7 @@ class Journal:
         journal = cls.read(journal_dir() / f"{key}.json") or cls(journal_dir() / f"{key}.json")
         if plan is not None:
             journal.about = {"memory": plan.memory, "sources": list(plan.sources), "options": plan.options,
-                             "items": plan.items}
+                             "items": plan.items, "again_of": plan.again_of}
         return journal
 
     @classmethod
@@ -408,6 +411,17 @@ class Journal:
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def unfinished_renewal(plan: Plan) -> Journal | None:
+    """An interrupted run of `plan` renewed (`--again`: the same files, options and memory,
+    learned again), if any: running `--again` once more finishes it rather than starting over,
+    which would learn its acknowledged part twice."""
+    for path in sorted(journal_dir().glob("*.json")):
+        journal = Journal.read(path)
+        if journal is not None and not journal.finished and journal.about.get("again_of") == plan.key:
+            return journal
+    return None
 
 
 def imported_elsewhere(plan: Plan) -> list[Journal]:

@@ -297,6 +297,47 @@ def test_an_unfinished_import_of_the_same_files_is_not_learned_over(gateway, cli
     assert _stats(client, fresh_name).total_observations == learned + 61
 
 
+def test_an_interrupted_run_with_again_is_finished_not_started_over(gateway, client, tmp_path, journals,
+                                                                    fresh_name):
+    """`--again` run once more after a crash finishes the interrupted run (its request ids), so
+    what that run learned is not learned a third time; a plain run says what is unfinished."""
+    from neural_memory.importing import memory_created_at
+
+    client.create_memory(fresh_name, CONFIG)
+    notes = _notes(tmp_path / "n.md", 60)
+    first = _cli(gateway, str(notes), "--memory", fresh_name, "--batch-size", "10")
+    assert first.wait(300) == 0
+    plan = plan_import([notes], ImportOptions(batch_size=10), memory=fresh_name)
+    plan = plan.into(memory_created_at(client, fresh_name))
+    with pytest.raises(SystemExit):  # an --again run (a renewed plan) dies after its 2nd batch
+        ImportRun(_CrashAfter(client, 2), fresh_name, plan.renewed(), in_flight=1).run()
+    assert _stats(client, fresh_name).total_observations == 80
+
+    plain = _cli(gateway, str(notes), "--memory", fresh_name, "--batch-size", "10")
+    out, err = plain.communicate(timeout=300)
+    assert plain.returncode == 0 and "already imported" in out and "at least 10 of 60 items" in out, (out, err)
+    resumed = _cli(gateway, str(notes), "--memory", fresh_name, "--batch-size", "10", "--again")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0 and "resuming: 10 of 60 items" in out, (out, err)
+    assert _stats(client, fresh_name).total_observations == 120
+    once_more = _cli(gateway, str(notes), "--memory", fresh_name, "--batch-size", "10", "--again")
+    out, err = once_more.communicate(timeout=300)
+    assert once_more.returncode == 0 and "resuming" not in out and "imported 60 items" in out, (out, err)
+    assert _stats(client, fresh_name).total_observations == 180
+
+
+def test_a_file_imported_with_others_is_refused_for_that_reason(gateway, client, tmp_path, journals, fresh_name):
+    client.create_memory(fresh_name, CONFIG)
+    one, two = _notes(tmp_path / "one.md", 5), _notes(tmp_path / "two.md", 7)
+    both = _cli(gateway, str(one), str(two), "--memory", fresh_name)
+    assert both.wait(300) == 0
+    for files, reason in (([one], "in an import of one.md, two.md"), ([two, one], "in another order (one.md, two.md)")):
+        again = _cli(gateway, *map(str, files), "--memory", fresh_name)
+        _, err = again.communicate(timeout=300)
+        assert again.returncode == 1 and reason in err and "changed since" not in err and "--again" in err, err
+    assert _stats(client, fresh_name).total_observations == 12
+
+
 def test_a_long_text_is_measured_without_splitting_it_at_once(monkeypatch):
     """The length of a text with its whitespace collapsed, measured slice by slice (so a 50 MB
     line is refused without a list of its words), equals the collapsed text's; a long paragraph
