@@ -175,8 +175,10 @@ def check_domain(domain: Any) -> str | None:
     """None (no domain) or 1-64 characters without control characters."""
     if domain is None:
         return None
-    if not isinstance(domain, str) or not 1 <= len(domain) <= MAX_DOMAIN_CHARS \
-            or _CONTROL_CHARS.search(domain):
+    if not isinstance(domain, str):
+        raise InvalidInput(f"domain must be a string (1 to {MAX_DOMAIN_CHARS} characters), or omitted; "
+                           f"got {type(domain).__name__}")
+    if not 1 <= len(domain) <= MAX_DOMAIN_CHARS or _CONTROL_CHARS.search(domain):
         raise InvalidInput(f"domain must be 1 to {MAX_DOMAIN_CHARS} characters without control "
                            "characters, or omitted")
     return domain

@@ -1,9 +1,9 @@
 """`MemoryActor`: one Ray actor owning one `NeuralMemory`.
 
 Threaded actor (the control plane starts it with max_concurrency > 1). Writes (observe,
-consolidate, restore) take `_write_lock`, so they are applied strictly in order; reads take no
-lock and run beside them (NeuralMemory swaps its tensors atomically, so a reader sees the old or
-the new weights, never a mix). Every observe is appended to the WAL *before* it is applied and
+consolidate, restore) hold `_write_lock` alone, so they are applied strictly in order; reads
+share it (actors/rwlock.py), beside each other, so a read sees the memory as some write's answer
+left it, never halfway through a batch. Every observe is appended to the WAL *before* it is applied and
 acknowledged. Its stats and history (a view for listings and the dashboard, not the data) are
 written afterwards by one background thread, in order, so a write is answered without waiting for
 a second fsync'd round trip (`flush_records` waits for them; a killed actor's unwritten ones are
@@ -45,6 +45,7 @@ from actors.durability import Checkpoints, recover, to_parts
 from actors.forgetting import Forgetting
 from actors.history import History, parse_retention
 from actors.phases import Phases
+from actors.rwlock import ReadWriteLock
 from actors.spec import ActorSpec
 from actors.wal import (CONSOLIDATE, RESTORE, TAG, RecentResults, applied_in_history, check_observation, history_items, make_entry,
                         make_marker, result_from_history, write_fingerprint)
@@ -71,7 +72,7 @@ class MemoryActor(Rebinding, Forgetting):
         # as the real error instead of a generic "actor died in its constructor".
         self._spec = spec
         self._start_lock = threading.Lock()
-        self._write_lock = threading.Lock()
+        self._write_lock = ReadWriteLock()  # writes alone, reads shared (`_reading`)
         self._ckpt_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._calls = threading.Condition()  # routed calls in flight (see call / release)
@@ -415,24 +416,30 @@ class MemoryActor(Rebinding, Forgetting):
     # ---- reads ------------------------------------------------------------------------------
 
     def surprise(self, vector: Any, text: str) -> dict:
-        return self._readable().surprise_vector(self._vector(vector), text)
+        vector = self._vector(vector)
+        with self._reading() as mem:
+            return mem.surprise_vector(vector, text)
 
     def infer(self, vector: Any, top_k: int = 5, temperature: float | None = None,
               max_tokens: int | None = None) -> dict:
-        return self._readable().infer_vector(self._vector(vector), top_k=top_k, temperature=temperature,
-                                             max_tokens=max_tokens)
+        vector = self._vector(vector)
+        with self._reading() as mem:
+            return mem.infer_vector(vector, top_k=top_k, temperature=temperature, max_tokens=max_tokens)
 
     def attention_map(self, vector: Any) -> list[dict]:
-        return self._readable().attention_map_vector(self._vector(vector))
+        vector = self._vector(vector)
+        with self._reading() as mem:
+            return mem.attention_map_vector(vector)
 
     def explain(self, top_k: int = 5) -> list[dict]:
-        return self._readable().explain(top_k=top_k)
+        with self._reading() as mem:
+            return mem.explain(top_k=top_k)
 
     def stats(self) -> dict:
-        mem = self._readable()
-        saved = self._latest_auto  # size of the newest auto-checkpoint: what an image weighs
-        return {**mem.stats(), "weight_hash": mem.weight_hash, "step": mem.step,
-                "size_mb": round(saved["size"] / 1e6, 3) if saved else None}
+        with self._reading() as mem:
+            saved = self._latest_auto  # size of the newest auto-checkpoint: what an image weighs
+            return {**mem.stats(), "weight_hash": mem.weight_hash, "step": mem.step,
+                    "size_mb": round(saved["size"] / 1e6, 3) if saved else None}
 
     # ---- internals --------------------------------------------------------------------------
 
@@ -465,19 +472,23 @@ class MemoryActor(Rebinding, Forgetting):
             raise Unavailable(f"memory {shown(self._qname)} is still starting; retry")
         return self._mem
 
-    def _readable(self) -> NeuralMemory:
-        """The memory for a read, never with a write in its weights that was not acknowledged:
-        one whose log append failed is undone first (not callable under `_write_lock`)."""
-        mem = self._ready()
-        if self._unsettled is None or not self._unsettled[1]:
-            return mem
-        with self._write_lock:
-            try:
-                self._settle()
-            except NeuralMemoryError as exc:
-                raise Unavailable(f"memory {shown(self._qname)} is undoing a write that could not be logged "
-                                  f"({exc}); retry") from None
-            return self._mem
+    @contextmanager
+    def _reading(self) -> Iterator[NeuralMemory]:
+        """The memory for a read, as the newest answered write left it: no write is being
+        applied meanwhile, and one that failed after it touched the weights is undone first.
+        Not under `_write_lock`."""
+        while True:
+            with self._write_lock.shared():
+                mem = self._ready()
+                if self._unsettled is None or not self._unsettled[1]:
+                    yield mem
+                    return
+            with self._write_lock:
+                try:
+                    self._settle()
+                except NeuralMemoryError as exc:
+                    raise Unavailable(f"memory {shown(self._qname)} is undoing a write that could not be "
+                                      f"logged ({exc}); retry") from None
 
     def _check_open(self) -> None:
         self._check_owner()

@@ -247,7 +247,7 @@ def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
         """Measure how novel an input is without learning it: the network's recall error times
         how far the input is from the closest stored text (0 already known - 1 novel). Returns
         that closest text and a recommendation: skip (<= 0.3), learn, or consolidate (novel
-        while the episodic store is over 90 % full)."""
+        while the hot set of patterns is over 90 % full)."""
         return await d.run("surprise", ctx, memory, lambda b, m: b.surprise(m, input),
                            S.SurpriseResponse)
 
@@ -305,7 +305,7 @@ def _register_introspection(server: MCPServer, d: _Dispatcher) -> None:
     @_tool(server, READ_ONLY)
     async def stats(ctx: Context, memory: OptionalMemory = None) -> S.StatsResponse:
         """Memory statistics: observations, network parameters, capacity used (0-1: how full the
-        episodic store is), running average surprise of recent observations, domains seen and
+        hot set of patterns is), running average surprise of recent observations, domains seen and
         the weight hash."""
         return await d.run("stats", ctx, memory, lambda b, m: b.stats(m), S.StatsResponse)
 

@@ -352,7 +352,9 @@ class ForkResponse(Response):
 class StatsResponse(Response):
     total_observations: int
     weight_parameters: int
-    capacity_used: float = Field(description="How full the episodic store is, 0-1.")
+    capacity_used: float = Field(description="How full the hot set of patterns is, 0-1 "
+                                               "(at 1.0 a new pattern pushes the least recently seen out of "
+                                               "`explain`; no record is forgotten).")
     avg_surprise: float = Field(description="Running average surprise of recent observations "
                                             "(exponential, weight surprise_ema per observation).")
     domains: list[str]

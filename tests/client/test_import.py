@@ -99,6 +99,7 @@ def test_formats_split_as_documented(tmp_path):
     ("digits.jsonl", b'{"text": "x", "n": ' + b"9" * 5000 + b"}\n", {}, ["digits.jsonl:1", "digits"]),
     ("domain.jsonl", b'{"text": "x"}\n{"text": "y", "domain": ""}\n', {}, ["domain.jsonl:2", "domain"]),
     ("blank.jsonl", b'{"text": "x", "domain": "   "}\n', {}, ["blank.jsonl:1", "domain has no visible"]),
+    ("typed.jsonl", b'{"text": "x", "domain": 5}\n', {}, ["typed.jsonl:1", "domain must be a string", "got int"]),
     ("stray.csv", b'text\nrow 1\n"stray quote\n' + b"row\n" * 50, {}, ["stray.csv:3", "quote"]),
     ("wide.csv", b"text\n" + b"x" * 200_000 + b"\n", {}, ["wide.csv:2", "131,072"]),
     ("comma.csv", b"text\nhello, world\n", {}, ["comma.csv:2", "2 fields", "quote"]),
