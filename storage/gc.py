@@ -60,11 +60,10 @@ class GarbageCollector:
     def run(self, grace_seconds: float, *, dry_run: bool = False) -> GcReport:
         if not (isinstance(grace_seconds, (int, float)) and math.isfinite(grace_seconds) and grace_seconds >= 0):
             raise InvalidInput(f"the GC grace must be a number of seconds, got {grace_seconds!r}")
-        if grace_seconds < MIN_GRACE_SECONDS and not dry_run:
+        if grace_seconds < MIN_GRACE_SECONDS:  # a dry run too: it counts what the same run would delete
             raise InvalidInput(f"the GC grace must be at least {MIN_GRACE_SECONDS:.0f} seconds, got {grace_seconds:g}: "
                                "a checkpoint being written renews its chunks' claims every "
-                               f"{REFRESH_CLAIMS_AFTER:.0f} s, and a shorter grace could delete them under it "
-                               "(--dry-run takes any grace)")
+                               f"{REFRESH_CLAIMS_AFTER:.0f} s, and a shorter grace could delete them under it")
         meta = self.content.metadata
         token = uuid.uuid4().hex
         if not meta.gc_lock(token, LOCK_SECONDS):

@@ -219,8 +219,9 @@ def test_a_writer_reusing_a_chunk_being_deleted_waits_and_writes_it_again(
 
 
 def test_gc_grace_has_a_floor(content: ContentStore) -> None:
-    with pytest.raises(InvalidInput, match="grace must be at least 60"):
-        GarbageCollector(content).run(1.0)
+    for dry_run in (False, True):  # a dry run says what the same run would do: never a deletion it refuses
+        with pytest.raises(InvalidInput, match="grace must be at least 60"):
+            GarbageCollector(content).run(1.0, dry_run=dry_run)
     for grace in (float("nan"), float("inf"), -1.0):  # nan < 60 is False: checked first
         with pytest.raises(InvalidInput, match="grace must be a number of seconds"):
             GarbageCollector(content).run(grace, dry_run=True)
