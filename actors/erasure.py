@@ -215,16 +215,19 @@ class Erasure:
         from memory.unlearn import matching_records, summary  # noqa: PLC0415
 
         match = selector.matches
+        job["exact"] = False
+        if job["dry_run"]:  # a read: the memory as the newest write left it
+            with self._reading() as memory:
+                found = matching_records(memory, match)
+                listed = sorted({memory.store.text(r) for r in found})[:1000]
+            job["forgotten"] = len(found)
+            # outside the lock: _finish takes the write lock to free the memory for the next job
+            return self._finish(job, {"would_forget": len(found), "records": listed, "listed": len(listed)})
         with self._ckpt_lock, self._write_lock:
             self._settle()  # never save weights a failed write touched
             memory = self._mem
             found = matching_records(memory, match)
             texts = {memory.store.text(r) for r in found}
-            job["exact"] = False
-            if job["dry_run"]:
-                job["forgotten"] = len(found)
-                listed = sorted(texts)[:1000]
-                return self._finish(job, {"would_forget": len(found), "records": listed, "listed": len(listed)})
             self.flush_records()
             result = memory.forget_approximately(match) if found else {"records": 0, "surprise_before": [],
                                                                        "surprise_after": []}

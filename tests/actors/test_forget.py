@@ -79,6 +79,10 @@ def test_dry_run_lists_and_changes_nothing(local_storage, make_actor) -> None:
     assert [o["text"] for o in by_domain["report"]["observations"]] == [B[0], X]
     by_steps = forget(m, {"steps": {"from": 2, "to": 3}}, dry_run=True)
     assert [o["text"] for o in by_steps["report"]["observations"]] == A[1:3]
+    approx = forget(m, {"text": X}, mode="approximate", dry_run=True, timeout=30)
+    assert approx["status"] == "done" and approx["exact"] is False and approx["report"]["records"] == [X], approx
+    assert m.stats()["weight_hash"] == before
+    assert forget(m, {"text": X}, dry_run=True)["forgotten"] == 2  # the memory takes the next job
 
 
 def test_without_history_exact_refuses_and_approximate_erases(local_storage, make_actor) -> None:
