@@ -241,6 +241,8 @@ class Rebuild:
             for item, answered in zip(items, entry["answered"]):
                 if item["step"] != answered:
                     item["answered_step"] = int(answered)
+            # a retry is told the steps observe answered (what a `steps` selector names)
+            result["answered"] = [int(answered) for answered in entry["answered"]]
         self.items += [{**item, "at": entry.get("at")} for item in items]
         if domain:
             self.domains.add(domain)

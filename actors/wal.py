@@ -194,7 +194,8 @@ def result_from_history(items: list[dict], request_id: str) -> dict | None:
     if not mine or "write" not in mine[-1] or mine[-1]["step"] - mine[0]["step"] + 1 != len(mine):
         return None
     totals = mine[-1]["write"]
-    result = {**totals, "step": mine[-1]["step"], "weight_hash": mine[-1]["weight_hash"]}
-    if len(mine) > 1:
-        result["surprises"] = [float(item["surprise"]) for item in mine]
+    result = {**totals, "step": mine[-1]["step"], "weight_hash": mine[-1]["weight_hash"],
+              "surprises": [float(item["surprise"]) for item in mine]}
+    if any("answered_step" in item for item in mine):  # renumbered by a forget (actors/forget.py)
+        result["answered"] = [int(item.get("answered_step", item["step"])) for item in mine]
     return result

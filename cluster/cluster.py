@@ -245,9 +245,14 @@ class MemoryCluster:
                                   after)
         shaped = {key: result[key] for key in _OBSERVE_KEYS}
         surprises = result.get("surprises") or []  # a retry's are the first answer's
+        # A retry of a write a forget renumbered: the steps observe first answered for its items
+        # that are left (what a forget's `steps` selector names), not the renumbered ones.
+        answered = result.get("answered")
+        if answered:
+            shaped["step"] = answered[-1]
         if len(texts) > 1 and surprises:  # a batch: one result per item, in order
-            first = result["step"] - len(surprises) + 1
-            shaped["items"] = [{"surprise": s, "step": first + i} for i, s in enumerate(surprises)]
+            steps = answered or range(result["step"] - len(surprises) + 1, result["step"] + 1)
+            shaped["items"] = [{"surprise": s, "step": step} for s, step in zip(surprises, steps)]
         return shaped
 
     async def surprise(self, tenant: str, name: str, vector: np.ndarray, text: str) -> dict:

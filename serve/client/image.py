@@ -151,7 +151,9 @@ def _read_header(data: bytes, source: str) -> tuple[ImageHeader, int]:
     try:
         header = ImageHeader.model_validate_json(data[_PREFIX.size:end])
     except ValidationError as exc:
-        raise InvalidInput(f"{source} has an unreadable header: {exc.errors()[0]['msg']}") from None
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])  # which field; empty for the JSON itself
+        raise InvalidInput(f"{source} has an unreadable header: {f'{where}: ' if where else ''}{first['msg']}") from None
     if header.format_version != version:  # hand-edited or spliced: which one would be true?
         raise InvalidInput(f"{source} is inconsistent: its header says format version "
                            f"{header.format_version}, its binary prefix {version}")

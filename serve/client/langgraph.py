@@ -23,9 +23,9 @@ How LangGraph's key-value interface maps onto memories that learn:
   `InMemoryStore` (this process only; nothing is shared or kept across restarts); pass
   `records=` any BaseStore (PostgresStore, SqliteStore, ...) to keep them durably and share
   them between processes. `delete` removes the record, so get and search no longer return
-  the item, but the weights keep what they learned from it: a neural memory does not
-  un-learn one item. To forget for real, delete the namespace's memory (or restore a
-  checkpoint taken before).
+  the item, but the weights keep what they learned from it. To forget for real, forget the
+  text it learned (`learned_text(value)`) in the namespace's memory (`memory_name(namespace)`):
+  the memory is rebuilt as if the item had never been put.
 
 Sync and async (`abatch`) run the same plans: each operation is written once as a generator
 that yields the calls it needs (to the server or to `records`), and a sync or an async driver
@@ -195,14 +195,16 @@ class NeuralMemoryStore(BaseStore):
             return None
         if TEXT_FIELD in op.value:
             raise InvalidInput(f"{TEXT_FIELD!r} is reserved by NeuralMemoryStore; rename that field")
-        text = self._text(op.value, op.index)
+        text = self.learned_text(op.value, op.index)
         if text is not None:
             yield from self._learn(memory_name(op.namespace, self.name_prefix), text)
         record = {**op.value, TEXT_FIELD: _digest(text) if text is not None else None}
         yield _Records([PutOp(op.namespace, op.key, record, index=False)])
         return None
 
-    def _text(self, value: dict, index: Any) -> str | None:
+    def learned_text(self, value: dict, index: Any = None) -> str | None:
+        """The text `put(namespace, key, value, index)` makes the memory learn (None: nothing):
+        what to `forget` (Client.forget(memory_name(namespace), text=...)) to un-learn the item."""
         if index is False:
             return None
         texts = [t for path in (index or self.index_fields) for t in get_text_at_path(value, path)]

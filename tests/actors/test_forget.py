@@ -263,3 +263,20 @@ def test_a_forgotten_write_is_never_learned_again_nor_tells_what_it_held(local_s
         assert (after["total_observations"], after["weight_hash"]) == (before["total_observations"],
                                                                        before["weight_hash"])
         assert actor.surprise(*m_vec(pin))["score"] >= min(never_seen_surprises(actor)) - 0.05
+
+
+def test_a_retry_answered_from_the_history_keeps_the_steps_observe_answered() -> None:
+    """After a restart a retry is answered from the history, where a renumbered item shows the
+    step observe answered beside its new one: the answer carries both (the gateway reports
+    the answered ones)."""
+    from actors.wal import result_from_history
+
+    write = {"surprise": 0.5, "weight_delta": 0.1, "patterns_activated": []}
+    items = [{"request_id": "r", "step": 2, "answered_step": 3, "surprise": 0.4, "weight_hash": "h"},
+             {"request_id": "r", "step": 3, "answered_step": 4, "surprise": 0.6, "weight_hash": "h", "write": write}]
+    result = result_from_history(items, "r")
+    assert (result["step"], result["answered"], result["surprises"]) == (3, [3, 4], [0.4, 0.6])
+    alone = result_from_history([{**items[1], "step": 1, "answered_step": 2}], "r")  # a batch left with one item
+    assert (alone["answered"], alone["surprises"]) == ([2], [0.6])
+    plain = {k: v for k, v in items[1].items() if k != "answered_step"}  # never renumbered
+    assert "answered" not in result_from_history([plain], "r")

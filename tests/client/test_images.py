@@ -122,10 +122,13 @@ def _bad_images(good: bytes) -> dict[str, tuple[bytes, str]]:
         "trailing": (good + b"extra", "unexpected bytes"),
         "version": (bytes(version_2), "format version 2"),
         "header_version": (_reencode(good, format_version=2), "header says format version 2, its binary prefix 1"),
+        # a damaged field name: the message names the field the header lacks
+        "header_field": (good.replace(b'"weight_hash"', b'"weight_hasX"', 1), "unreadable header: weight_hash"),
     }
 
 
-@pytest.mark.parametrize("kind", ["foreign", "text", "truncated", "corrupt", "trailing", "version", "header_version"])
+@pytest.mark.parametrize("kind", ["foreign", "text", "truncated", "corrupt", "trailing", "version", "header_version",
+                                  "header_field"])
 def test_bad_files_are_refused_by_client_and_server(nm, gateway, good_image, kind, tmp_path):
     data, reason = _bad_images(good_image)[kind]
     expected = E.IncompatibleState if kind == "version" else E.InvalidInput

@@ -97,6 +97,14 @@ def test_async_graph_and_delete_that_does_not_pretend_to_forget(store, nm):
         stats = nm.stats(f"users.{user}")
         assert stats.total_observations == 4
         assert any("Miso" in a.pattern for a in nm.infer(f"users.{user}", "cat").attention_weights)
+        # To un-learn it: forget the text put learned (the value as JSON), not the sentence in it.
+        from neural_memory.langgraph import memory_name
+
+        assert memory_name(ns) == f"users.{user}"
+        job = nm.wait_for_forget(memory_name(ns), nm.forget(memory_name(ns), text=store.learned_text(FACTS["pet"])))
+        assert job.status == "done" and job.forgotten == 1
+        assert nm.stats(f"users.{user}").total_observations == 3
+        assert not any("Miso" in a.pattern for a in nm.infer(f"users.{user}", "cat").attention_weights)
     finally:
         nm.delete_memory(f"users.{user}")
 

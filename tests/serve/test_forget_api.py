@@ -126,3 +126,24 @@ def test_a_forget_resent_with_its_idempotency_key_finds_its_job(api, fresh_name)
     other = ok(api.post(f"/v1/memories/{fresh_name}/forget", json={"text": X}, headers={"Idempotency-Key": "f-2"}), 202)
     assert other["job_id"] != first["job_id"]
     assert wait(api, fresh_name, other["job_id"])["forgotten"] == 0  # a second job: nothing left to forget
+
+
+def test_a_retry_after_a_forget_renumbered_its_write_is_told_the_steps_observe_answered(api, fresh_name):
+    """A forget renumbers the steps after what it removes; a retry of a write answered before
+    it still names that write's items by the steps observe answered (what a `steps` selector
+    takes), so a client whose first reply was lost forgets what it means to."""
+    m = fresh_name
+    ok(api.post("/v1/memories", json={"name": m, "config": HASH}), 201)
+    first = ok(api.post(f"/v1/memories/{m}/observe", json={"contexts": [A[0], X]}, headers={"Idempotency-Key": "k1"}))
+    second = ok(api.post(f"/v1/memories/{m}/observe", json={"contexts": B}, headers={"Idempotency-Key": "k2"}))
+    assert [i["step"] for i in first["items"]] == [1, 2] and [i["step"] for i in second["items"]] == [3, 4]
+    assert wait(api, m, ok(api.post(f"/v1/memories/{m}/forget", json={"text": X}), 202)["job_id"])["status"] == "done"
+
+    retried = ok(api.post(f"/v1/memories/{m}/observe", json={"contexts": B}, headers={"Idempotency-Key": "k2"}))
+    assert [i["step"] for i in retried["items"]] == [3, 4] and retried["step"] == 4
+    assert retried["weight_hash"] == ok(api.get(f"/v1/memories/{m}/stats"))["weight_hash"]  # the rebuilt memory's
+    dry = ok(api.post(f"/v1/memories/{m}/forget", json={"steps": {"from": 3, "to": 3}, "dry_run": True}), 202)
+    assert [o["text"] for o in wait(api, m, dry["job_id"])["report"]["observations"]] == [B[0]]
+    kept = ok(api.post(f"/v1/memories/{m}/observe", json={"contexts": [A[0], X]}, headers={"Idempotency-Key": "k1"}))
+    assert [i["step"] for i in kept["items"]] == [1] and kept["step"] == 1  # X's item is gone, not re-learned
+    assert ok(api.get(f"/v1/memories/{m}/stats"))["total_observations"] == 3
