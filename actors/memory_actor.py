@@ -378,17 +378,13 @@ class MemoryActor(Rebinding, Forgetting):
     def restore(self, tag: str) -> dict:
         """Load checkpoint `tag` into this memory, then make it the recovery point."""
         self._ready()
-        info = self._ckpts.get(tag)
-        try:
-            restored = self._ckpts.load(info)
-        except (CheckpointCorrupt, CheckpointNotFound) as exc:  # name the tag, not the path
-            log.error("checkpoint %s of %s cannot be loaded: %s", tag, self._qname, exc)
-            raise CheckpointCorrupt(f"checkpoint {tag!r} of memory {shown(self._qname)} is "
-                                    "damaged or missing in the checkpoint store; restore another "
-                                    "tag") from None
-        restored.config.require_compatible(self._config)
+        info, restored = self._load_tag(tag)  # outside the locks: a load takes a while
         with self._ckpt_lock, self._write_lock:
             self._check_open()
+            if self._ckpts.get(tag).get("object_key") != info.get("object_key"):
+                # Rewritten meanwhile (a forget rebuilt the tag without what it forgot): never
+                # install the state it replaced.
+                info, restored = self._load_tag(tag)
             self._settle()
             before = self._mem.step
             self._log_marker(RESTORE, restored.step, tag=tag, tag_seq=int(info.get("seq", -1)))
@@ -403,6 +399,19 @@ class MemoryActor(Rebinding, Forgetting):
                 "weight_hash": restored.weight_hash,
                 "learning_since_checkpoint": abs(before - int(info["step"])),
             }
+
+    def _load_tag(self, tag: str) -> tuple[dict, NeuralMemory]:
+        """(index entry, state) of user checkpoint `tag`, of a config this memory can take."""
+        info = self._ckpts.get(tag)
+        try:
+            restored = self._ckpts.load(info)
+        except (CheckpointCorrupt, CheckpointNotFound) as exc:  # name the tag, not the path
+            log.error("checkpoint %s of %s cannot be loaded: %s", tag, self._qname, exc)
+            raise CheckpointCorrupt(f"checkpoint {tag!r} of memory {shown(self._qname)} is "
+                                    "damaged or missing in the checkpoint store; restore another "
+                                    "tag") from None
+        restored.config.require_compatible(self._config)
+        return info, restored
 
     def snapshot(self) -> dict:
         """An auto-checkpoint holding the current state (reused if nothing changed): fork's source."""

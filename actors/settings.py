@@ -54,4 +54,7 @@ class ActorSettings(BaseSettings):
                                         "it is refused (409 out_of_order, nothing applied).")
     remembered_requests: int = Field(
         4096, ge=1, le=1_000_000, description="Request ids remembered per memory (with their "
-                                             "results), so a retried write is never applied twice.")
+                                             "results) while it is live, so a retried write is not applied "
+                                             "twice. After it hibernated or restarted, only writes in its log "
+                                             "tail or its newest 1,000 observations are recognised: a retry of "
+                                             "an older one is applied again.")

@@ -280,3 +280,29 @@ def test_a_retry_answered_from_the_history_keeps_the_steps_observe_answered() ->
     assert (alone["answered"], alone["surprises"]) == ([2], [0.6])
     plain = {k: v for k, v in items[1].items() if k != "answered_step"}  # never renumbered
     assert "answered" not in result_from_history([plain], "r")
+
+
+def test_a_restore_racing_a_forget_never_brings_back_what_it_forgot(local_storage, make_actor) -> None:
+    """A restore loads its tag before it takes the memory's locks; a forget that rebuilds the tag
+    in that moment must not be undone by the state loaded before it (the helper's race: the
+    forget reported done, yet the memory and its next checkpoint held the text again)."""
+    m = make_actor(local_storage, q("m"))
+    feed(m, A[:3] + [X])
+    m.checkpoint("t0")
+    feed(m, A[3:6])
+    load, started, jobs = m._ckpts.load, [], []
+
+    def load_then_forget(info, *args, **kwargs):  # the forget's swap lands between load and locks
+        state = load(info, *args, **kwargs)
+        if not started:  # once, and not for the job's own loads
+            started.append(True)
+            jobs.append(forget(m, {"text": X}))
+        return state
+
+    m._ckpts.load = load_then_forget
+    restored = m.restore("t0")
+    assert jobs[0]["status"] == "done" and jobs[0]["forgotten"] == 1
+    rebuilt = local_storage.metadata.get_checkpoint(m._qname, "t0")
+    assert restored["weight_hash"] == rebuilt["weight_hash"] == m.stats()["weight_hash"]
+    assert find_text(local_storage, m._qname, X) == []
+    assert m.surprise(*m_vec(X))["score"] >= min(never_seen_surprises(m)) - 0.05
