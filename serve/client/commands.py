@@ -205,13 +205,25 @@ def _imported_before(earlier, plan, memory: str) -> str:
     contents (`imported_elsewhere`)."""
     about = earlier.about
     if about.get("again_of") == plan.key:  # this very import, run with --again
-        if earlier.finished:
-            return (f"these files were already imported into {memory} ({earlier.done_items:,} items) by a run "
-                    "of this command with --again; importing them again learns them twice. Pass --again to "
-                    "learn them again anyway")
-        return (f"an import of these files into {memory} with --again was interrupted, having learned at "
-                f"least {earlier.done_items:,} of {about.get('items', 0):,} items; run this command with --again to "
-                "finish it (without --again the files are learned from the start, and what it learned twice)")
+        if not earlier.finished:
+            return (f"an import of these files into {memory} with --again was interrupted, having learned at "
+                    f"least {earlier.done_items:,} of {about.get('items', 0):,} items; run this command with "
+                    "--again to finish it (without --again the files are learned from the start, and what it "
+                    "learned twice)")
+        how = "by a run of this command with --again"
+    else:
+        how = _how_it_differs(about, plan)
+    if earlier.finished:
+        return (f"these files were already imported into {memory} ({earlier.done_items:,} items) {how}; "
+                "importing them again learns them twice. Pass --again to learn them again anyway")
+    return (f"an unfinished import of these files into {memory} learned "
+            f"at least {earlier.done_items:,} of {about.get('items', 0):,} items {how}. Run it again as it "
+            "was to resume it, or pass --again to learn these files from the start (what it learned "
+            "is then learned twice)")
+
+
+def _how_it_differs(about: dict, plan) -> str:
+    """How an earlier import (its journal's `about`) differs from `plan`, for `_imported_before`."""
     then, now = about.get("options") or {}, plan.options
     changed = [f"--{name.replace('_', '-')} {then[name]} (now {now.get(name)})"
                for name in sorted(then) if then[name] != now.get(name)]
@@ -221,14 +233,7 @@ def _imported_before(earlier, plan, memory: str) -> str:
         listed = ", ".join(Path(f).name for f in files)
         reasons.append(f"in another order ({listed})" if sorted(files) == sorted(named)
                        else f"in an import of {listed}")
-    how = " ".join(reasons) or "with the files as they were then (they have changed since)"
-    if earlier.finished:
-        return (f"these files were already imported into {memory} ({earlier.done_items:,} items) {how}; "
-                "importing them again learns them twice. Pass --again to learn them again anyway")
-    return (f"an unfinished import of these files into {memory} learned "
-            f"at least {earlier.done_items:,} of {about.get('items', 0):,} items {how}. Run it again as it "
-            "was to resume it, or pass --again to learn these files from the start (what it learned "
-            "is then learned twice)")
+    return " ".join(reasons) or "with the files as they were then (they have changed since)"
 
 
 class _progress:

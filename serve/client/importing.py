@@ -413,15 +413,19 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
 
+def _journals() -> Iterator[Journal]:
+    """Every readable journal on this machine, by file name."""
+    for path in sorted(journal_dir().glob("*.json")):
+        journal = Journal.read(path)
+        if journal is not None:
+            yield journal
+
+
 def unfinished_renewal(plan: Plan) -> Journal | None:
     """An interrupted run of `plan` renewed (`--again`: the same files, options and memory,
     learned again), if any: running `--again` once more finishes it rather than starting over,
     which would learn its acknowledged part twice."""
-    for path in sorted(journal_dir().glob("*.json")):
-        journal = Journal.read(path)
-        if journal is not None and not journal.finished and journal.about.get("again_of") == plan.key:
-            return journal
-    return None
+    return next((j for j in _journals() if not j.finished and j.about.get("again_of") == plan.key), None)
 
 
 def imported_elsewhere(plan: Plan) -> list[Journal]:
@@ -431,13 +435,10 @@ def imported_elsewhere(plan: Plan) -> list[Journal]:
     what they learned; the command asks first. Unfinished ones first."""
     if not plan.memory:
         return []
-    found = []
-    for path in sorted(journal_dir().glob("*.json")):
-        journal = Journal.read(path)
-        if (journal is not None and path.stem != plan.key and journal.done_batches
-                and journal.about.get("memory") == plan.memory
-                and set(journal.about.get("sources") or ()) & set(plan.sources)):
-            found.append(journal)
+    found = [journal for journal in _journals()
+             if journal.path.stem != plan.key and journal.done_batches
+             and journal.about.get("memory") == plan.memory
+             and set(journal.about.get("sources") or ()) & set(plan.sources)]
     return sorted(found, key=lambda j: j.finished)
 
 
