@@ -269,7 +269,7 @@ def _check_expected(memory: NeuralMemory, pending: dict[tuple, str], step: tuple
 
 def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *,
             ckpts: Checkpoints | None = None, phases: Phases | None = None,
-            history_after: int | None = None, applied: list[tuple[str, str | None]] = (),
+            history_after: int | None = None, applied: list[tuple[str, dict | None, str | None]] = (),
             owner: int | None = None) -> Recovered:
     """Rebuild memory `qname`: newest auto-checkpoint + replay of the WAL entries after it.
 
@@ -279,8 +279,8 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
     was never acknowledged: it is dropped from the log and the rebuild starts over without it.
     Entries the starting point holds already are not applied again, but their request ids are
     remembered so a retried write that already reached the checkpoint is not applied twice; so
-    are the (request id, fingerprint) pairs in `applied` (the writes the history details, whose
-    entries a checkpoint may have trimmed from the log).
+    are the (request id, answer or None, fingerprint) of `applied` (writes answered before,
+    whose entries a checkpoint may have trimmed from the log), oldest first.
     Replayed writes past step `history_after` (the newest step the history holds) come back in
     `unrecorded`, with their weight hash, so their stats and history can be written again.
     `phases`, if given, gets the time of each step (index, fetch, decode, WAL read, replay).
@@ -305,8 +305,8 @@ def recover(storage: Storage, qname: str, config: MemoryConfig, remember: int, *
                 break
             where = _position(info, seq_era)
             results, unrecorded, todo = RecentResults(remember), [], _after(entries, where)
-            for request_id, fingerprint in applied:
-                results.put(request_id, None, fingerprint)
+            for request_id, answer, fingerprint in applied:
+                results.put(request_id, answer, fingerprint)
             pending = {id(e) for e in todo}
             for entry in entries:  # already in the state: their ids and what they wrote count
                 if id(entry) not in pending:

@@ -108,10 +108,14 @@ class Erasure:
             plan["stats"]["total_observations"] = max(0, self._total_observations() - rebuild.forgotten)
             plan["domains"] = self._domains_after(rebuild)
             plan["forgotten_writes"] = sorted(rebuild.forgotten_writes)
+            replayed = {request_id: (result, fingerprint) for request_id, result, fingerprint in rebuild.results
+                        if request_id}
+            plan["writes"] = [self._write_after(w, rebuild.forgotten_writes, rebuild.forgotten_texts, replayed)
+                              for w in meta.recent_writes(self._qname)]
             with self._as_owner():  # the swap is refused whole once another actor has the memory
                 meta.forget_commit(self._qname, plan, tail_entries, self._audit(job), owner=self._owner)
             self._mem = rebuild.memory
-            self._results = self._rebuilt_results(rebuild)
+            self._results = self._rebuilt_results(rebuild, plan["writes"])
             self._mark_forgotten(rebuild.forgotten_writes)
             self._after_swap(staged["auto"], len(tail_entries))
             self._job = None  # committed: the memory may take the next job
@@ -187,18 +191,38 @@ class Erasure:
         alive = set(rebuild.memory.domain_counts) | rebuild.domains
         return sorted(d for d in seen if d in alive or d not in rebuild.forgotten_domains)
 
-    def _rebuilt_results(self, rebuild: Rebuild):
+    def _rebuilt_results(self, rebuild: Rebuild, writes: list[dict]):
         from actors.wal import RecentResults  # noqa: PLC0415
 
         results = RecentResults(self._spec.settings.remembered_requests)
         # Writes the replay did not answer stay known as applied: one from before its start, or
-        # a forgotten one (a retry must not learn it again). Their old answers name weights that
-        # are gone: a retry reads its answer from the rewritten history, where there is one.
+        # a forgotten one (a retry must not learn it again). Their answers are the rewritten
+        # write records' (the replay's, or unchanged from before its start), else the history's.
         for request_id, fingerprint in self._results.known():
             results.put(request_id, None, fingerprint)
+        for write in writes:
+            results.put(write["request_id"], write["answer"], write["fingerprint"])
         for request_id, result, fingerprint in rebuild.results:
             results.put(request_id, result, fingerprint)
         return results
+
+    @staticmethod
+    def _write_after(write: dict, forgotten_writes: set[str], texts: set[str],
+                     replayed: dict[str, tuple[dict, str]] | None = None) -> dict:
+        """A write's record (storage `recent_writes`) as a forget leaves it, still known as
+        applied: with the replay's answer where an exact forget replayed the write; without the
+        fingerprint (a hash of what it held) if the forget took from it, nor its old answer;
+        without an answer that names a forgotten text (its activated patterns)."""
+        request_id, answer, fingerprint = write["request_id"], write["answer"], write["fingerprint"]
+        if replayed is not None and request_id in replayed:
+            answer, fingerprint = replayed[request_id]
+        elif request_id in forgotten_writes:
+            answer = None
+        if request_id in forgotten_writes:
+            fingerprint = None
+        if answer is not None and texts & set(answer.get("patterns_activated") or ()):
+            answer = None
+        return {"request_id": request_id, "fingerprint": fingerprint, "answer": answer}
 
     def _mark_forgotten(self, request_ids: set[str]) -> None:
         """Writes a forget took observations from: a retry under their ids is answered as
@@ -267,10 +291,20 @@ class Erasure:
             plan["history"] = [_without_forgotten(h, forgotten_writes, texts) for h in history
                                if h.get("text") not in cut]
             plan["forgotten_writes"] = sorted(forgotten_writes)
-            for request_id, _ in self._results.known():  # answers naming them: known as applied only
-                known = self._results.get(request_id)
-                if request_id in forgotten_writes or (known and texts & set(known.get("patterns_activated") or ())):
-                    self._results.redact(request_id, result=True)
+            # The writes the history does not detail may have held a forgotten text too: their
+            # fingerprints go (they stay known as applied).
+            detailed = {h["request_id"] for h in history if h.get("request_id")}
+
+            def after(request_id: str, answer: dict | None, fingerprint: str | None) -> dict:
+                return self._write_after({"request_id": request_id, "answer": answer,
+                                          "fingerprint": fingerprint if request_id in detailed else None},
+                                         forgotten_writes, texts)
+
+            plan["writes"] = [after(w["request_id"], w["answer"], w["fingerprint"])
+                              for w in self._storage.metadata.recent_writes(self._qname)]
+            for request_id, fingerprint in self._results.known():  # the live ones, likewise
+                kept = after(request_id, self._results.get(request_id), fingerprint)
+                self._results.redact(request_id, result=kept["answer"] is None, fingerprint=kept["fingerprint"] is None)
             with self._as_owner():
                 self._storage.metadata.forget_commit(self._qname, plan, [], self._audit(job), owner=self._owner)
             self._mark_forgotten(forgotten_writes)

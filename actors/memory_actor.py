@@ -48,7 +48,7 @@ from actors.phases import Phases
 from actors.rwlock import ReadWriteLock
 from actors.spec import ActorSpec
 from actors.wal import (CONSOLIDATE, RESTORE, TAG, RecentResults, applied_in_history, check_observation, history_items, make_entry,
-                        make_marker, result_from_history, write_fingerprint)
+                        make_marker, result_from_history, write_fingerprint, write_record)
 from storage import shown, superseded
 from storage.metadata import HISTORY_CAP
 
@@ -149,10 +149,15 @@ class MemoryActor(Rebinding, Forgetting):
             phases.lap("registry")
             self._ckpts = Checkpoints(self._storage, self._qname)
             recorded = self._storage.metadata.history(self._qname, HISTORY_CAP)
+            # Writes answered before: the history's (those recorded before write records were
+            # kept), then the write records (the newest, with their answers).
+            applied = [(request_id, None, fingerprint) for request_id, fingerprint in applied_in_history(recorded)]
+            applied += [(w["request_id"], w["answer"], w["fingerprint"])
+                        for w in self._storage.metadata.recent_writes(self._qname)]
             rec = recover(self._storage, self._qname, self._config, self._spec.settings.remembered_requests,
                           ckpts=self._ckpts, phases=phases,
                           history_after=recorded[-1]["step"] if recorded else 0,
-                          applied=applied_in_history(recorded), owner=self._owner)
+                          applied=applied, owner=self._owner)
             self._results = rec.results
             self._mark_forgotten(self._storage.metadata.forgotten_writes(self._qname))
             self._mem = rec.memory
@@ -555,9 +560,11 @@ class MemoryActor(Rebinding, Forgetting):
                 fingerprint: str) -> None:
         """Queue the stats and history of a write (one round trip, on the recorder thread)."""
         history = history_items(result, texts, request_id, fingerprint)
+        write = write_record(request_id, result, fingerprint) if request_id else None
         self._recorder.submit(self._write_record, self._qname, step=int(result["step"]),
                               weight_hash=result["weight_hash"],
-                              observations=len(texts), domains=[domain] if domain else [], history=history)
+                              observations=len(texts), domains=[domain] if domain else [], history=history,
+                              write=write, writes_cap=self._spec.settings.remembered_requests)
 
     def _sync_stats(self) -> None:
         """Point the Redis stats at the memory's real step and hash (after recovery or restore);

@@ -53,8 +53,7 @@ class ActorSettings(BaseSettings):
                                         "(after_request_id) waits for that one to be applied before "
                                         "it is refused (409 out_of_order, nothing applied).")
     remembered_requests: int = Field(
-        4096, ge=1, le=1_000_000, description="Request ids remembered per memory (with their "
-                                             "results) while it is live, so a retried write is not applied "
-                                             "twice. After it hibernated or restarted, only writes in its log "
-                                             "tail or its newest 1,000 observations are recognised: a retry of "
-                                             "an older one is applied again.")
+        4096, ge=1, le=1_000_000, description="Writes remembered per memory by request id, with their answers "
+                                             "(in the actor, and in Redis, so across hibernation and restarts), "
+                                             "so a retried write is answered, not applied twice. A retry of an "
+                                             "older write is applied again.")

@@ -28,7 +28,7 @@ import contract
 from errors import InvalidInput
 
 __all__ = ["check_observation", "make_entry", "make_marker", "entry_args", "entry_kind", "answered_steps", "RecentResults",
-           "history_items", "result_from_history", "applied_in_history",
+           "history_items", "result_from_history", "applied_in_history", "write_record",
            "OBSERVE", "CONSOLIDATE", "RESTORE", "TAG"]
 
 OBSERVE, CONSOLIDATE, RESTORE, TAG = "observe", "consolidate", "restore", "tag"
@@ -120,7 +120,9 @@ def write_fingerprint(texts: list[str], domain: str | None, learning_rate: float
 
 class RecentResults:
     """Bounded map request id -> (result of the write, or None if only known to be applied;
-    its `write_fingerprint`, or None where it is not known)."""
+    its `write_fingerprint`, or None where it is not known). A write noted again keeps its
+    answer: noting it as applied (result None) keeps it, and a replayed answer (no weight hash:
+    see actors/durability.py) does not replace one that names the weights."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = max(1, capacity)
@@ -148,10 +150,19 @@ class RecentResults:
     def put(self, request_id: str | None, result: dict | None, fingerprint: str | None = None) -> None:
         if not request_id:
             return
+        known = self._items.get(request_id, (None, None))[0]
+        if known is not None and (result is None or ("weight_hash" in known and "weight_hash" not in result)):
+            result = known
         self._items[request_id] = (result, fingerprint)
         self._items.move_to_end(request_id)
         while len(self._items) > self._capacity:
             self._items.popitem(last=False)
+
+
+def write_record(request_id: str, result: dict | None, fingerprint: str | None) -> dict:
+    """What Redis keeps of an answered write (storage MetadataStore.recent_writes), so a retry
+    of it is recognised and answered after a restart, whatever the size of the writes since."""
+    return {"request_id": request_id, "fingerprint": fingerprint, "answer": result}
 
 
 def history_items(result: dict, texts: list[str], request_id: str | None,

@@ -62,9 +62,8 @@ AFTER_REQUEST_ID = (
     "this write waits for it (up to NMEM_ORDERED_WRITE_WAIT_SECONDS, default 30), so a client "
     "may keep several writes in flight and still have them applied in its order. If that write "
     "is not applied in time, this one is refused with 409 `out_of_order` and nothing of it is "
-    "applied. Name a recent write: ids are remembered like idempotency keys (the newest "
-    "NMEM_REMEMBERED_REQUESTS writes while the memory is live, those still in its log after a "
-    "restart).")
+    "applied. Name a recent write: ids are remembered like idempotency keys (the memory's newest "
+    "NMEM_REMEMBERED_REQUESTS writes, also across restarts).")
 # The header a client may send a write's idempotency key in, instead of the body's `request_id`.
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 RequestId = Annotated[str, Field(pattern=C.anchored(C.REQUEST_ID_PATTERN),

@@ -8,6 +8,8 @@ A flipped byte anywhere (magic, digest, length or payload) or a truncated object
 `unframe` with CheckpointCorrupt. WAL entries become stream fields: `step` (ASCII int),
 `vectors` (raw bytes), `meta` (msgpack of every other field) and, when the entry has one, `seq`
 (ASCII int: its position in the memory's log, see actors/wal.py), so trims read no msgpack.
+A write record (what a retry of an answered write is told) is msgpack too: its floats stay
+exact float64 in 9 bytes each, and its fingerprint is 32 raw bytes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ __all__ = [
     "unframe",
     "encode_wal_entry",
     "decode_wal_entry",
+    "encode_write_record",
+    "decode_write_record",
     "dumps_json",
     "loads_json",
 ]
@@ -103,6 +107,25 @@ def decode_wal_entry(fields: dict[bytes, bytes]) -> dict[str, Any]:
     if b"seq" in fields:
         entry["seq"] = int(fields[b"seq"])
     return entry
+
+
+def encode_write_record(record: dict[str, Any]) -> bytes:
+    """Pack {request_id, fingerprint (sha256 hex or None), answer (dict or None)}."""
+    request_id, fingerprint = record.get("request_id"), record.get("fingerprint")
+    if not isinstance(request_id, str) or not request_id:
+        raise InvalidInput(f"a write record needs a request_id string, got {request_id!r}")
+    try:
+        packed_print = None if fingerprint is None else bytes.fromhex(fingerprint)
+        return msgpack.packb([request_id, packed_print, record.get("answer")], use_bin_type=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"a write record needs a hex fingerprint and a plain-data answer: {exc}") from exc
+
+
+def decode_write_record(raw: bytes) -> dict[str, Any]:
+    """Inverse of encode_write_record."""
+    request_id, fingerprint, answer = msgpack.unpackb(raw, raw=False)
+    return {"request_id": request_id, "fingerprint": None if fingerprint is None else fingerprint.hex(),
+            "answer": answer}
 
 
 def dumps_json(value: Any) -> bytes:

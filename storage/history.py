@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from errors import InvalidInput
-from storage.codec import dumps_json, encode_wal_entry, loads_json
+from storage.codec import decode_write_record, dumps_json, encode_wal_entry, encode_write_record, loads_json
 from storage.keys import check_name, memory_not_found, superseded
 from storage.translate import redis_errors
 from storage.wal import fence_token
@@ -87,6 +87,12 @@ class HistoryMixin:
         (ids,) = self._registered_read(name, lambda p: p.smembers(self.keys.forgotten_writes(name)))  # type: ignore[attr-defined]
         return {i.decode() if isinstance(i, bytes) else i for i in ids}
 
+    def recent_writes(self, name: str) -> list[dict]:
+        """Records of the newest answered writes ({request_id, fingerprint, answer}), oldest
+        first: what a restart must know so a retry of one is answered, not applied again."""
+        (items,) = self._registered_read(name, lambda p: p.lrange(self.keys.writes(name), 0, -1))  # type: ignore[attr-defined]
+        return [decode_write_record(raw) for raw in items]
+
     def jobs(self, name: str) -> list[dict]:
         (items,) = self._registered_read(name, lambda p: p.hgetall(self.keys.jobs(name)))  # type: ignore[attr-defined]
         return sorted((loads_json(raw) for raw in items.values()), key=lambda j: j.get("created_at", ""))
@@ -149,16 +155,20 @@ class HistoryMixin:
             "forgotten_writes": sorted(plan.get("forgotten_writes", [])),
             "owner": fence_token(owner),
         }
-        args: list[Any] = [name, dumps_json(doc)]
+        wal_values: list[Any] = []
         for entry in wal or []:
             fields = encode_wal_entry(entry)
             if len(fields) != 4:  # the script takes 8 values per entry
                 raise InvalidInput("entries written by a forget job need a seq")
-            args += [k for pair in fields.items() for k in pair]
+            wal_values += [k for pair in fields.items() for k in pair]
+        writes = plan.get("writes")
+        doc.update(wal_values=len(wal_values), writes=None if writes is None else len(writes))
+        args: list[Any] = [name, dumps_json(doc), *wal_values, *(encode_write_record(w) for w in writes or [])]
         keys = [self.keys.registry(), self.keys.checkpoints(name), self.keys.checkpoint_order(name),
                 self.keys.wal(name), self.keys.archive(name), self.keys.history(name), self.keys.stats(name),
                 self.keys.domains(name), self.keys.jobs(name), self.keys.history_base(name),
-                self.keys.audit(tenant), self.keys.forgotten_writes(name), self.keys.owner(name)]
+                self.keys.audit(tenant), self.keys.forgotten_writes(name), self.keys.owner(name),
+                self.keys.writes(name)]
         result = self._run("FORGET_COMMIT", keys, args)  # type: ignore[attr-defined]
         if result == -1:
             raise memory_not_found(name)

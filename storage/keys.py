@@ -13,6 +13,9 @@ Layout (prefix defaults to "nmem"; `name` is the fully qualified "tenant/memory"
     {p}:mem:{name}:base          string JSON: the state the memory's kept history starts from
     {p}:mem:{name}:jobs          hash  job id -> JSON forget job (status, report)
     {p}:mem:{name}:owner         string  the fencing token of the actor that serves it (scripts.py TAKE_OWNERSHIP)
+    {p}:mem:{name}:writes        list  msgpack records of the newest answered writes (request id,
+                                       fingerprint, answer), oldest first (capped; scripts.py RECORD_WRITE)
+    {p}:mem:{name}:forgotten_writes  set  request ids of writes a forget took observations from
     {p}:audit:{tenant}           list  JSON audit records of the tenant's forget jobs (kept
                                        after the memory is deleted)
     {p}:names:{tenant}           zset  the tenant's memory names, all score 0 (paged by name)
@@ -150,6 +153,10 @@ class Keys:
     def owners_issued(self) -> str:
         return f"{self.prefix}:owners-issued"
 
+    def writes(self, name: str) -> str:
+        """Records of the newest answered writes, so a retry is known after a restart (actors/wal.py)."""
+        return self._mem(name, "writes")
+
     def forgotten_writes(self, name: str) -> str:
         """Request ids of writes a forget took observations from (actors/erasure.py)."""
         return self._mem(name, "forgotten_writes")
@@ -181,5 +188,6 @@ class Keys:
             self.history_base(name),
             self.jobs(name),
             self.forgotten_writes(name),
+            self.writes(name),
             self.owner(name),
         ]

@@ -29,7 +29,7 @@ from errors import (
     MemoryExists,
 )
 from storage import scripts
-from storage.codec import dumps_json, loads_json
+from storage.codec import dumps_json, encode_write_record, loads_json
 from storage.keys import Keys, check_name, check_tag, memory_not_found, shown
 from storage.translate import redacted_url, redis_errors
 from storage.history import AUDIT_CAP, HistoryMixin
@@ -210,11 +210,13 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
 
     def record_write(self, name: str, *, step: int, weight_hash: str, observations: int = 0,
                      domains: list[str] | None = None, history: list[dict] | None = None,
-                     history_cap: int = HISTORY_CAP) -> None:
+                     history_cap: int = HISTORY_CAP, write: dict | None = None, writes_cap: int = 1) -> None:
         """After a write (one round trip): add `observations` to the total, set step and hash,
         add `domains`, append `history` items (each {step, text, surprise, weight_hash}; text
-        cut to HISTORY_TEXT_LIMIT, stamped `at`), keeping the newest `history_cap`.
-        With no observations it only points the stats at `step` and `weight_hash`."""
+        cut to HISTORY_TEXT_LIMIT, stamped `at`), keeping the newest `history_cap`, and the
+        write's record ({request_id, fingerprint, answer}: see `recent_writes`), keeping the
+        newest `writes_cap`. With no observations it only points the stats at `step` and
+        `weight_hash`."""
         check_name(name)
         domains, history = list(domains or []), list(history or [])
         if isinstance(observations, bool) or not isinstance(observations, int) or observations < 0:
@@ -223,13 +225,16 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
             raise InvalidInput("step must be an int >= 0 and weight_hash a string")
         if not all(isinstance(d, str) and d for d in domains):
             raise InvalidInput("domains must be a list of non-empty strings")
-        if not all(isinstance(item, dict) for item in history) or not isinstance(history_cap, int) \
-                or history_cap < 1:
-            raise InvalidInput("history items must be dicts and history_cap an int >= 1")
+        if not all(isinstance(item, dict) for item in history) or not all(
+                isinstance(cap, int) and cap >= 1 for cap in (history_cap, writes_cap)):
+            raise InvalidInput("history items must be dicts, history_cap and writes_cap ints >= 1")
         at = _now()
         items = [dumps_json({**item, "text": cut_history_text(item.get("text")), "at": at}) for item in history]
-        keys = [self.keys.registry(), self.keys.stats(name), self.keys.domains(name), self.keys.history(name)]
-        args = [name, observations, step, weight_hash, history_cap, len(domains), *domains, *items]
+        record = b"" if write is None else encode_write_record(write)
+        keys = [self.keys.registry(), self.keys.stats(name), self.keys.domains(name), self.keys.history(name),
+                self.keys.writes(name)]
+        args = [name, observations, step, weight_hash, history_cap, writes_cap, record, len(domains), *domains,
+                *items]
         if self._run("RECORD_WRITE", keys, args) == -1:
             raise memory_not_found(name)
 

@@ -126,8 +126,9 @@ end
 return doomed
 """
 
-# KEYS: registry, stats hash, domains set, history list.
-# ARGV: name, observations, step, weight_hash, history cap, n domains, domain..., history item...
+# KEYS: registry, stats hash, domains set, history list, writes list.
+# ARGV: name, observations, step, weight_hash, history cap, writes cap, write record ('': none),
+# n domains, domain..., history item...
 # `recorded_step` is the step of the last write record applied (before it existed: `step`). A
 # write's record at or below it is there already (redis-py resent the script after a reply was
 # lost to a restart; the first attempt was applied): returns 2, writes nothing. A stats-only
@@ -135,7 +136,8 @@ return doomed
 # record dropped while Redis was away still lands when a restart sends it again; a sync to an
 # earlier step (a restore) lowers it, since later writes reuse those steps. (A forget job sets
 # it in its own swap, FORGET_COMMIT.) Records arrive in step order (one recorder thread per
-# memory, queued under its write lock).
+# memory, queued under its write lock). The writes list keeps the newest `writes cap` records
+# whatever their size, so a retry is recognised after a restart however large the batches.
 RECORD_WRITE = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
 local n, step = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -146,10 +148,14 @@ if n > 0 then
   recorded = step
 end
 redis.call('HSET', KEYS[2], 'step', ARGV[3], 'weight_hash', ARGV[4], 'recorded_step', math.min(recorded, step))
-local n_domains = tonumber(ARGV[6])
-for i = 7, 6 + n_domains do redis.call('SADD', KEYS[3], ARGV[i]) end
-if #ARGV > 6 + n_domains then
-  for i = 7 + n_domains, #ARGV do redis.call('RPUSH', KEYS[4], ARGV[i]) end
+if n > 0 and ARGV[7] ~= '' then
+  redis.call('RPUSH', KEYS[5], ARGV[7])
+  redis.call('LTRIM', KEYS[5], -tonumber(ARGV[6]), -1)
+end
+local n_domains = tonumber(ARGV[8])
+for i = 9, 8 + n_domains do redis.call('SADD', KEYS[3], ARGV[i]) end
+if #ARGV > 8 + n_domains then
+  for i = 9 + n_domains, #ARGV do redis.call('RPUSH', KEYS[4], ARGV[i]) end
   redis.call('LTRIM', KEYS[4], -tonumber(ARGV[5]), -1)
 end
 return 1
@@ -225,10 +231,12 @@ return 1
 
 # The swap of a forget job, all or nothing (storage/history.py `forget_commit`).
 # KEYS: registry, ckpt hash, ckpt order, wal, archive, history, stats, domains, jobs, base, audit,
-# forgotten writes, owner token (-2 and nothing written unless it is the plan's `owner`; '': unfenced).
+# forgotten writes, owner token (-2 and nothing written unless it is the plan's `owner`; '': unfenced),
+# writes list.
 # ARGV: name, plan JSON, then 8 values per new WAL entry (field/value pairs: step, vectors, meta,
-# seq). Plan: ckpt_del [tag], ckpt_put [[tag, info JSON]], wal (bool: replace the WAL),
-# archive/history/domains (lists of values, or null: unchanged), stats {field: value},
+# seq; `wal_values` of them), then the new write records (msgpack: not JSON). Plan: ckpt_del [tag], ckpt_put [[tag, info JSON]], wal (bool: replace the WAL),
+# archive/history/domains (lists of values, or null: unchanged), writes (how many records follow
+# the WAL values, or null: unchanged), stats {field: value},
 # jobs_del [id], job [id, JSON], base (JSON or null), audit (JSON or null), forgotten_writes [id]
 # (added to the set).
 FORGET_COMMIT = """
@@ -249,10 +257,14 @@ for _, put in ipairs(plan.ckpt_put) do
 end
 if plan.wal then
   redis.call('DEL', KEYS[4])
-  for i = 3, #ARGV, 8 do redis.call('XADD', KEYS[4], '*', unpack(ARGV, i, i + 7)) end
+  for i = 3, 2 + plan.wal_values, 8 do redis.call('XADD', KEYS[4], '*', unpack(ARGV, i, i + 7)) end
 end
 replace(KEYS[5], plan.archive, 'RPUSH')
 replace(KEYS[6], plan.history, 'RPUSH')
+if plan.writes ~= cjson.null then
+  redis.call('DEL', KEYS[14])
+  for i = 3 + plan.wal_values, 2 + plan.wal_values + plan.writes do redis.call('RPUSH', KEYS[14], ARGV[i]) end
+end
 replace(KEYS[8], plan.domains, 'SADD')
 for field, value in pairs(plan.stats) do redis.call('HSET', KEYS[7], field, value) end
 for _, id in ipairs(plan.jobs_del) do redis.call('HDEL', KEYS[9], id) end

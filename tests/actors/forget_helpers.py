@@ -77,14 +77,14 @@ def never_seen_surprises(actor) -> list[float]:
     return [actor.surprise(encode([t])[0], t)["score"] for t in NEVER_SEEN]
 
 
-def find_text(storage: Storage, qname: str, text: str) -> list[str]:
-    """Where `text` (UTF-8 bytes, also zlib-compressed streams decoded) still is: every object
+def find_text(storage: Storage, qname: str, text: str | bytes) -> list[str]:
+    """Where `text` (UTF-8 bytes, or the bytes given; also zlib-compressed streams decoded) still is: every object
     under the memory's prefix, every chunk in the store (checkpoints share them, so a test
     must not keep the text in another memory of its store) and every Redis key of the memory
     (and its tenant's audit)."""
     from storage.cas import CHUNK_PREFIX
 
-    needle = text.encode("utf-8")
+    needle = text if isinstance(text, bytes) else text.encode("utf-8")
     objects = storage.checkpoints
     found = [key for key in objects.list(f"{qname}/") + objects.list(CHUNK_PREFIX)
              if _holds(objects.get(key), needle)]

@@ -184,14 +184,18 @@ def test_a_retry_after_a_forget_is_answered_not_applied_again(local_storage, mak
     m.observe("r3", vectors[2:], [A[1]])
     assert forget(m, {"text": X})["forgotten"] == 1
     after = m.stats()
-    again = m.observe("r1", vectors[:1], [A[0]])
     answer = ("surprise", "weight_delta", "patterns_activated", "step", "weight_hash")
-    assert {k: again[k] for k in answer} == {k: first[k] for k in answer}
-    m.observe("r2", vectors[1:2], [X])  # acknowledged long ago, then forgotten: not learned again
-    with pytest.raises(RequestIdReused):
-        m.observe("r1", vectors[2:], [A[1]])
-    now = m.stats()
-    assert (now["total_observations"], now["weight_hash"]) == (after["total_observations"], after["weight_hash"])
+    replayed = m.observe("r3", vectors[2:], [A[1]])  # the replay's answer: renumbered, its new hash
+    assert (replayed["step"], replayed["answered"], replayed["weight_hash"]) == (2, [3], after["weight_hash"])
+    for actor in (m, make_actor(local_storage, m._qname)):  # live, then from the write records
+        again = actor.observe("r1", vectors[:1], [A[0]])
+        assert {k: again[k] for k in answer} == {k: first[k] for k in answer}
+        assert actor.observe("r3", vectors[2:], [A[1]]) == replayed
+        actor.observe("r2", vectors[1:2], [X])  # acknowledged long ago, then forgotten: not learned again
+        with pytest.raises(RequestIdReused):
+            actor.observe("r1", vectors[2:], [A[1]])
+        now = actor.stats()
+        assert (now["total_observations"], now["weight_hash"]) == (after["total_observations"], after["weight_hash"])
     assert find_text(local_storage, m._qname, X) == []
 
 
@@ -246,6 +250,8 @@ def test_a_forgotten_write_is_never_learned_again_nor_tells_what_it_held(local_s
     alike = X.replace(" and", ", and") + "."  # close to X: its answer names X's pattern
     assert X in m.observe("w-alike", encode([alike]), [alike])["patterns_activated"]
     prints = [write_fingerprint([X], None, None), write_fingerprint(batch, None, None)]
+    prints += [bytes.fromhex(p) for p in prints]  # the write records keep them packed
+    m.flush_records()
     assert all(find_text(local_storage, m._qname, p) for p in prints)  # in the history, as every write's
     selector = {"texts": [X, pin]}
     job = forget(m, selector, mode=mode)

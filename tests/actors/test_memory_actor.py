@@ -104,6 +104,33 @@ def test_a_request_id_names_one_write_live_and_after_a_restart(local_storage, ma
         assert actor.stats()["total_observations"] == 3
 
 
+def test_a_retry_is_recognised_after_a_restart_however_large_the_writes_since(local_storage, make_actor):
+    """The history keeps the newest 1,000 observations, so a few large batches push a write out
+    of it; Redis keeps a record per write instead (the newest NMEM_REMEMBERED_REQUESTS): after
+    the log is trimmed and the actor restarts, a retry still gets its first answer and is not
+    learned again, and the records are capped by count of writes."""
+    actor = make_actor(local_storage, Q, remembered_requests=6)
+    first = actor.observe("first", encode(["one", "two"]), ["one", "two"], domain="d")
+    batch = [f"later fact {i}" for i in range(300)]
+    for n in range(4):  # 1,200 observations since: "first" has left the history
+        actor.observe(f"batch-{n}", encode(batch), batch)
+    actor.consolidate()  # a barrier checkpoint: the log before it is archived
+    actor.flush_records()
+    assert "first" not in {h.get("request_id") for h in local_storage.metadata.history(Q, 1000)}
+    assert not wal_steps(local_storage)
+    actor = make_actor(local_storage, Q, remembered_requests=6)
+    again = actor.observe("first", encode(["one", "two"]), ["one", "two"], domain="d")
+    assert {k: again[k] for k in first} == first
+    with pytest.raises(RequestIdReused, match="first"):
+        actor.observe("first", encode(["one", "three"]), ["one", "three"], domain="d")
+    assert actor.stats()["total_observations"] == 1202
+    for n in range(4):  # past the cap of 6 writes: the oldest record goes
+        actor.observe(f"more-{n}", encode([f"more {n}"]), [f"more {n}"])
+    actor.flush_records()
+    kept = [w["request_id"] for w in local_storage.metadata.recent_writes(Q)]
+    assert kept == ["batch-2", "batch-3", "more-0", "more-1", "more-2", "more-3"]
+
+
 def test_auto_checkpoints_by_count_and_time_then_trim(storage, make_actor):
     actor = make_actor(storage, Q, checkpoint_every_writes=3, checkpoint_every_seconds=1.0, wal_tail_writes=1)
     texts = [f"fact {i}" for i in range(7)]

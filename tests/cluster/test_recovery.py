@@ -62,6 +62,17 @@ def test_retried_write_is_applied_once(shared_cluster, arun, tenant):
     stats = arun(cluster.stats(tenant, "idem"))
     assert retried["step"] == 4 and stats["total_observations"] == 4
 
+    # Four full batches later (1,024 observations: more than the history details), with the
+    # log archived and the memory hibernated, the first write is still answered, not applied.
+    batch = [f"later note {i}" for i in range(256)]
+    for n in range(4):
+        arun(cluster.observe(tenant, "idem", encode(batch), batch, request_id=f"batch-{n}"))
+    arun(cluster.consolidate(tenant, "idem"))
+    assert arun(cluster.hibernate(tenant, "idem"))
+    again = arun(cluster.observe(tenant, "idem", vectors[:1], [texts[0]], request_id="r0"))
+    assert again == first[0]
+    assert arun(cluster.stats(tenant, "idem"))["total_observations"] == 4 + 1024
+
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_one_before(shared_cluster, arun, tenant):
     cluster = shared_cluster()

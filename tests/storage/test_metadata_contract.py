@@ -258,6 +258,39 @@ def test_history_is_capped_newest_last(metadata_store: MetadataStore) -> None:
     assert len(metadata_store.history("acme/notes", limit=1)[0]["text"]) <= HISTORY_TEXT_LIMIT
 
 
+def test_write_records_are_kept_newest_last_capped_by_count_once_each_and_swapped_by_a_forget(
+        metadata_store: MetadataStore) -> None:
+    """A write's record lands with its stats (once, however often the script is resent), the
+    newest `writes_cap` are kept whatever their size, floats and fingerprints come back exact,
+    a forget's swap replaces them whole, and the memory's delete takes them."""
+    _register(metadata_store, "acme/notes")
+    answer = {"surprise": 0.1 + 0.2, "surprises": [1 / 3, 2 / 3], "weight_delta": 1e-300, "step": 2,
+              "weight_hash": "h", "patterns_activated": ["ü ✓"]}
+    fingerprint = "ab" * 32
+    for step in range(2, 12, 2):
+        record = {"request_id": f"w{step}", "fingerprint": fingerprint, "answer": {**answer, "step": step}}
+        for _resent in range(2):
+            metadata_store.record_write("acme/notes", observations=2, step=step, weight_hash="h", write=record,
+                                        writes_cap=3)
+    metadata_store.record_write("acme/notes", step=11, weight_hash="h")  # a sync: no write, no record
+    writes = metadata_store.recent_writes("acme/notes")
+    assert [w["request_id"] for w in writes] == ["w6", "w8", "w10"]
+    assert writes[-1] == {"request_id": "w10", "fingerprint": fingerprint, "answer": {**answer, "step": 10}}
+    assert metadata_store.get_stats("acme/notes")["total_observations"] == 10
+    with pytest.raises(InvalidInput, match="fingerprint"):
+        metadata_store.record_write("acme/notes", observations=1, step=12, weight_hash="h",
+                                    write={"request_id": "w12", "fingerprint": "not hex", "answer": None})
+    kept = [{"request_id": "w8", "fingerprint": None, "answer": None}, writes[-1]]
+    metadata_store.forget_commit("acme/notes", {"job": {"job_id": "j", "status": "done"}, "writes": kept},
+                                 [], None)
+    assert metadata_store.recent_writes("acme/notes") == kept
+    metadata_store.forget_commit("acme/notes", {"job": {"job_id": "k", "status": "done"}}, None, None)
+    assert metadata_store.recent_writes("acme/notes") == kept  # a plan without writes keeps them
+    metadata_store.delete_memory("acme/notes")
+    _register(metadata_store, "acme/notes")
+    assert metadata_store.recent_writes("acme/notes") == []
+
+
 def test_a_record_being_created_is_deleted_only_by_its_own_attempt(metadata_store: MetadataStore) -> None:
     """A plain delete refuses it (its creator would write into whatever takes the name next);
     its own attempt's clean-up deletes it, after a claim swapped in one step."""
