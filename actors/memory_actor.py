@@ -30,6 +30,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -230,8 +231,13 @@ class MemoryActor(Rebinding, Forgetting):
         return {"step": mem.step}
 
     def flush_records(self, timeout: float = 30.0) -> bool:
-        """Wait until the stats and history of every answered write are written."""
-        self._recorder.submit(lambda: None).result(timeout)
+        """Wait until the stats and history of every answered write are written; Unavailable
+        (retry) if they are not within `timeout` seconds (the metadata store away that long)."""
+        try:
+            self._recorder.submit(lambda: None).result(timeout)
+        except FutureTimeout:
+            raise Unavailable(f"the records of memory {shown(self._qname)} are still being written (the metadata "
+                              f"store has not answered for {timeout:g} s); nothing was changed, retry") from None
         return True
 
     # ---- writes -----------------------------------------------------------------------------

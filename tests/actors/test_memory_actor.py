@@ -3,6 +3,8 @@ trimming, hibernation refusing writes, restore as a recovery barrier."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -554,6 +556,26 @@ def test_a_write_record_refused_while_redis_restarts_lands_once_it_is_back(local
     assert meta.get_stats(Q)["total_observations"] == 2
     again = make_actor(local_storage, Q).observe("r1", encode(["one"]), ["one"])
     assert (again["step"], again["weight_hash"], again["surprise"]) == (1, first["weight_hash"], first["surprise"])
+
+
+def test_a_wait_for_records_redis_does_not_take_is_refused_as_unavailable(local_storage, make_actor, monkeypatch):
+    """A call that needs the records written (a retry answered from them, a forget's swap)
+    gets 503-style Unavailable, not a bare timeout, while Redis stays away; nothing is lost."""
+    actor = make_actor(local_storage, Q)
+    meta = actor._storage.metadata
+    real_record_write, back = meta.record_write, threading.Event()
+
+    def away(*args, **kwargs):
+        back.wait(30)
+        return real_record_write(*args, **kwargs)
+
+    monkeypatch.setattr(meta, "record_write", away)
+    actor.observe("r1", encode(["one"]), ["one"])
+    with pytest.raises(Unavailable, match="retry"):
+        actor.flush_records(timeout=0.2)
+    back.set()
+    assert actor.flush_records()
+    assert [h["text"] for h in meta.history(Q)] == ["one"]
 
 
 def test_an_actor_whose_memory_was_taken_over_serves_it_no_more(local_storage, make_actor):
