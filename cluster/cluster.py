@@ -102,6 +102,13 @@ def _damaged(qname: str, tag: str | None, exc: Exception) -> CheckpointCorrupt:
                              "store; use another checkpoint")
 
 
+class _SourceReplaced(Exception):
+    """A fork's source checkpoint was replaced after the fork read it (MemoryCluster.fork)."""
+
+
+FORK_ATTEMPTS = 3  # forks of a source that forget jobs keep rebuilding, before 503
+
+
 class MemoryCluster:
     """Create, fork, checkpoint and call memories, each living in its own Ray actor."""
 
@@ -304,23 +311,43 @@ class MemoryCluster:
         record = await self._meta("get_memory", source)
         await self._creations.check_free(target)
         await self._check_quota(tenant)
-        info = await self._source_info(source, source_tag)
-        child = {"tenant": tenant, "name": target, "config": record["config"], "encoder": record["encoder"],
-                 "parent": source, "parent_created_at": record.get("created_at"),
-                 "source_tag": source_tag, "source_seq": info.get("seq"),
-                 "source_step": int(info["step"])}
+        for _attempt in range(FORK_ATTEMPTS):
+            info = await self._source_info(source, source_tag)
+            child = {"tenant": tenant, "name": target, "config": record["config"], "encoder": record["encoder"],
+                     "parent": source, "parent_created_at": record.get("created_at"),
+                     "source_tag": source_tag, "source_seq": info.get("seq"),
+                     "source_step": int(info["step"])}
 
-        def seed(ckpts: Checkpoints) -> dict:
+            def seed(ckpts: Checkpoints, info: dict = info) -> dict:
+                # The fork is registered before this runs: a forget that replaces the source
+                # after the check below lists the fork in its report; one before it is caught.
+                try:
+                    copied = ckpts.copy_auto(info)
+                except (CheckpointCorrupt, CheckpointNotFound) as exc:
+                    self._check_source_current(source, info)
+                    raise _damaged(source, source_tag, exc) from None
+                self._check_source_current(source, info)
+                return copied
+
             try:
-                return ckpts.copy_auto(info)
-            except (CheckpointCorrupt, CheckpointNotFound) as exc:
+                stats = await self._create_seeded(child, seed, info["weight_hash"])
+            except _SourceReplaced:
+                continue  # undone: fork the state the forget left
+            except CheckpointCorrupt as exc:  # copied fine, but its bytes do not load: name the source
                 raise _damaged(source, source_tag, exc) from None
+            return {"forked": True, "source_hash": info["weight_hash"], "new_hash": stats["weight_hash"]}
+        raise Unavailable(f"memory {_short(source)} was rebuilt by forget jobs {FORK_ATTEMPTS} times while it "
+                          "was being forked; nothing was created: retry")
 
+    def _check_source_current(self, source: str, info: dict) -> None:
+        """_SourceReplaced if `source`'s checkpoint `info` is no longer what its index names (a
+        forget rebuilt or deleted it since it was read): a fork of it would hold what was forgotten."""
         try:
-            stats = await self._create_seeded(child, seed, info["weight_hash"])
-        except CheckpointCorrupt as exc:  # copied fine, but its bytes do not load: name the source
-            raise _damaged(source, source_tag, exc) from None
-        return {"forked": True, "source_hash": info["weight_hash"], "new_hash": stats["weight_hash"]}
+            current = self.storage.metadata.get_checkpoint(source, info["tag"])
+        except CheckpointNotFound:
+            raise _SourceReplaced from None
+        if current["object_key"] != info["object_key"]:
+            raise _SourceReplaced
 
     # ---- forgetting (cluster/forget.py) ------------------------------------------------------
 

@@ -4,6 +4,7 @@ keeps it) and the same forget applied to a fork."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -35,6 +36,17 @@ def wait_job(arun, cluster, tenant: str, name: str, job_id: str, timeout: float 
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
+
+
+def memory_and_twin(arun, cluster, tenant: str) -> None:
+    """"m" learns X among three other facts, one at a time; "twin" the same without X."""
+    for name in ("m", "twin"):
+        arun(cluster.create_memory(tenant, name, SMALL))
+    before, after = ["the pump is red", "the tank holds 40 litres"], ["valves are checked weekly"]
+    for text in before + [X] + after:
+        observe(arun, cluster, tenant, "m", [text])
+    for text in before + after:
+        observe(arun, cluster, tenant, "twin", [text])
 
 
 def test_sigkill_mid_job_resumes_and_loses_nothing(shared_cluster, arun, tenant):
@@ -91,13 +103,7 @@ def test_deleting_a_memory_mid_job_leaves_the_job_in_the_audit(shared_cluster, a
 
 def test_forks_made_after_the_text_forget_it_too(shared_cluster, arun, tenant):
     cluster = shared_cluster()
-    for name in ("m", "twin"):
-        arun(cluster.create_memory(tenant, name, SMALL))
-    before, after = ["the pump is red", "the tank holds 40 litres"], ["valves are checked weekly"]
-    for text in before + [X] + after:
-        observe(arun, cluster, tenant, "m", [text])
-    for text in before + after:
-        observe(arun, cluster, tenant, "twin", [text])
+    memory_and_twin(arun, cluster, tenant)
     arun(cluster.fork(tenant, "m", "m-fork"))
     arun(cluster.fork(tenant, "twin", "twin-fork"))
     for name in ("m-fork", "twin-fork"):
@@ -179,3 +185,32 @@ def test_a_fork_an_earlier_forget_left_alone_keeps_what_only_that_forget_removed
     assert fork["name"] == "p-kid" and fork["status"] == "failed"
     assert arun(cluster.forget_status(tenant, "p-kid", fork["job_id"]))["error"]["code"] == "history_unavailable"
     assert arun(cluster.stats(tenant, "p-kid"))["weight_hash"] == kid["weight_hash"]
+
+
+@pytest.mark.parametrize("source_tag", ["v1", None])
+def test_a_fork_whose_source_a_forget_rebuilt_meanwhile_never_holds_the_text(shared_cluster, arun, tenant,
+                                                                            monkeypatch, source_tag):
+    """A fork reads its source's checkpoint entry, then registers and copies it: a forget that
+    rebuilds the source in that moment does not list the fork (not registered yet), so the fork
+    must not copy the state from before the forget (it would hold the text, unreported). It
+    starts from the rebuilt state instead, as if made just after the forget."""
+    cluster = shared_cluster()
+    memory_and_twin(arun, cluster, tenant)
+    arun(cluster.checkpoint(tenant, "m", "v1"))
+    source_info, forgets = cluster._source_info, []
+
+    async def forget_lands_meanwhile(qname, tag):
+        info = await source_info(qname, tag)
+        if not forgets and qname.endswith("/m"):  # once: the forget's swap between read and copy
+            job = await cluster.forget(tenant, "m", {"selector": {"text": X}}, {"key": "test"})
+            forgets.append(job)
+            while (await cluster.forget_status(tenant, "m", job["job_id"]))["status"] not in ("done", "failed"):
+                await asyncio.sleep(0.05)
+        return info
+
+    monkeypatch.setattr(cluster, "_source_info", forget_lands_meanwhile)
+    forked = arun(cluster.fork(tenant, "m", "m-fork", source_tag=source_tag))
+    assert forgets and wait_job(arun, cluster, tenant, "m", forgets[0]["job_id"])["status"] == "done"
+    twin = arun(cluster.stats(tenant, "twin"))
+    assert forked["new_hash"] == twin["weight_hash"] == arun(cluster.stats(tenant, "m-fork"))["weight_hash"]
+    assert find_text(cluster.storage, f"{tenant}/m-fork", X) == []
