@@ -319,8 +319,8 @@ class Supervisor:
         if victim is None:
             return None
         async with self._lock(victim):  # free just above, and nothing awaited since: no wait
-            report["stole_from"] = await self._hibernate(victim)
-        return self._spares.take_ready()
+            report["stole_from"] = await self._hibernate(victim, if_idle=True)
+        return self._spares.take_ready() if report["stole_from"] is not None else None
 
     async def _bind(self, qname: str, slot: Slot, *, spare: bool) -> dict | None:
         """start(qname) on `slot`; None if a spare turned out dead (the caller starts cold)."""
@@ -339,19 +339,25 @@ class Supervisor:
             await self._kill(qname)
             raise unwrap(exc) from None
 
-    async def _hibernate(self, qname: str) -> dict | None:
+    async def _hibernate(self, qname: str, *, if_idle: bool = False) -> dict | None:
         """Release the memory from its actor and keep the process as a spare (or stop it);
-        None if it was not live, else the release's timings."""
+        None if it was not live, else the release's timings. With `if_idle`, a memory whose
+        actor still runs a call (say a write waiting for the one it names in after_request_id)
+        is left live, as used now: None."""
         slot = self._actors.get(qname)
         if slot is None:
             self._live.pop(qname, None)
             return None
         began = time.monotonic()
         try:
-            released = await asyncio.wait_for(slot.handle.release.remote(), self._timeout)
+            released = await asyncio.wait_for(slot.handle.release.remote(if_idle), self._timeout)
         except Exception as exc:  # noqa: BLE001 - stop it anyway: the WAL still holds every write
             log.warning("hibernating %s by stopping its actor: %s", qname, unwrap(exc))
             released = None
+        if released is not None and released.get("busy"):
+            self._live[qname] = time.monotonic()
+            self._live.move_to_end(qname)
+            return None
         self._live.pop(qname, None)
         self._actors.pop(qname, None)
         if not (released and self._spares.give_back(slot, self._idle_room())):
@@ -390,8 +396,8 @@ class Supervisor:
             async with lock:
                 used = self._live.get(qname)
                 if used is not None and time.monotonic() - used >= self._idle:
-                    log.info("hibernating idle memory %s", qname)
-                    await self._hibernate(qname)
+                    if await self._hibernate(qname, if_idle=True) is not None:
+                        log.info("hibernated idle memory %s", qname)
 
 
 def actor_options(settings: ClusterSettings) -> dict[str, Any]:

@@ -317,6 +317,34 @@ def test_released_actor_serves_the_next_memory_like_a_fresh_one(local_storage, m
     assert again.stats()["weight_hash"] == a_hash and again.stats()["total_observations"] == 5
 
 
+def test_an_idle_release_leaves_a_memory_live_while_a_write_waits_for_its_predecessor(local_storage, make_actor):
+    """The idle reaper's release (if_idle) does nothing while a call runs: a write waiting for
+    the one it names (after_request_id) is not cut off by hibernation (it was refused, retried
+    on a woken memory, cut off again, for minutes); it gets its 409 when its wait ends, and
+    once nothing runs the memory is released."""
+    from errors import OutOfOrder
+
+    actor = make_actor(local_storage, Q, ordered_write_wait_seconds=1.0)
+    vector = encode(["waits"])
+    outcome: list = []
+
+    def waiting_write() -> None:
+        try:
+            outcome.append(actor.call(Q, "observe", "w2", vector, ["waits"], None, None, "never-sent"))
+        except OutOfOrder as exc:
+            outcome.append(exc)
+
+    writer = threading.Thread(target=waiting_write)
+    writer.start()
+    assert wait_until(lambda: actor._in_flight == 1, timeout=10)
+    assert actor.release(if_idle=True) == {"busy": True}
+    assert actor.ping() and actor.call(Q, "stats")["total_observations"] == 0  # still live, still served
+    writer.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], OutOfOrder)
+    assert actor.release(if_idle=True)["step"] == 0
+    assert actor.identity()["qname"] is None
+
+
 def test_a_released_process_hands_its_freed_heap_back_only_once_it_stays_unbound(local_storage, make_actor,
                                                                                    monkeypatch):
     """In a burst the next memory is bound within milliseconds and reuses the freed pages as

@@ -3,6 +3,8 @@ every memory still answers correctly after rehydration."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.cluster.helpers import SMALL, encode, named_memory_actors, spare_actors, wait_until
@@ -56,6 +58,24 @@ def test_idle_actors_hibernate_and_rehydrate(make_cluster, arun, tenant):
     for name, weight_hash in hashes.items():
         stats = arun(cluster.stats(tenant, name))
         assert stats["weight_hash"] == weight_hash and stats["total_observations"] == 1
+
+
+def test_a_write_waiting_for_its_predecessor_keeps_its_memory_awake(make_cluster, arun, tenant):
+    """Idle for longer than idle_seconds, but a write is waiting (after_request_id) in its
+    actor: the memory is not hibernated under it, so the write gets its 409 when its own wait
+    ends (it used to be refused, retried on a woken memory and cut off again, for minutes)."""
+    from actors import ActorSettings
+    from errors import OutOfOrder
+
+    actor = ActorSettings(checkpoint_every_writes=40, checkpoint_every_seconds=3600.0, ordered_write_wait_seconds=4.0)
+    cluster = make_cluster(idle_seconds=1.0, actor=actor)
+    arun(cluster.create_memory(tenant, "patient", SMALL))
+    began = time.monotonic()
+    with pytest.raises(OutOfOrder, match="never-sent"):
+        arun(cluster.observe(tenant, "patient", encode(["late"]), ["late"], request_id="w2",
+                             after_request_id="never-sent"))
+    assert time.monotonic() - began < 10  # its own wait, once: not cut off and retried
+    assert wait_until(lambda: arun(cluster.live_actor_count()) == 0, timeout=60)  # idle now: it sleeps
 
 
 def test_supervisor_restart_readopts_live_actors(make_cluster, arun, tenant):
