@@ -23,11 +23,13 @@ needed) and the erasure of everything else are in actors/erasure.py.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from errors import Busy, InvalidInput, NeuralMemoryError, NotFound, RequestIdReused, Superseded
 
@@ -52,14 +54,30 @@ def now_iso() -> str:
 START_FIELDS = ("mode", "dry_run", "selection", "checkpoints", "forks")  # what a retried start repeats
 
 
-def _same_start(job: dict, retry: dict) -> dict:
+def _same_start(job: dict, retry: dict, still_selects: Callable[[], bool]) -> dict:
     """`job`, if `retry` (a start under its id: the same Idempotency-Key) asks for the same;
-    RequestIdReused if it asks for something else (its texts aside, which no record keeps)."""
+    RequestIdReused if it asks for something else. Texts are compared while the job holds them
+    (until it ends), by digest for a dry run (it forgets nothing, and its report lists them);
+    a finished forget keeps neither, so a retry naming texts the memory still holds
+    (`still_selects`) is not the forget that finished: told so, not "done"."""
     differs = [k for k in START_FIELDS if job.get(k) != retry.get(k)]
+    if job.get("selector") is not None and job["selector"] != retry["selector"]:
+        differs.append("texts")
+    elif job.get("dry_run") and job.get("selector_digest") not in (None, retry.get("selector_digest")):
+        differs.append("texts")
+    elif job["status"] == "done" and not job.get("dry_run") and retry["selection"]["kind"] in ("text", "texts") \
+            and not differs and still_selects():
+        raise RequestIdReused(f"forget job {job['job_id']} was started under this key and is done, but the "
+                              "memory still holds what this request selects: it is another forget, or what it "
+                              "names was learned again since. Give it its own Idempotency-Key")
     if differs:
         raise RequestIdReused(f"forget job {job['job_id']} was started under this key with other "
                               f"{', '.join(differs)}; give another forget its own Idempotency-Key")
     return job
+
+
+def _digest(selector: dict) -> str:
+    return hashlib.sha256(json.dumps(selector, sort_keys=True).encode()).hexdigest()
 
 
 class Cancelled(Exception):
@@ -90,16 +108,24 @@ class Forgetting(Erasure):
                "who": request.get("who") or {}, "checkpoints": policy, "forks": bool(request.get("forks")),
                "base": request.get("base"), "parent_job": request.get("parent_job"),
                "staged": [], "cleanup": [], "report": None, "error": None}
+        if job["dry_run"]:
+            job["selector_digest"] = _digest(job["selector"])
+
+        def still_selects() -> bool:
+            from memory.unlearn import matching_records  # noqa: PLC0415
+
+            return bool(matching_records(self._mem, selector.matches))
+
         with self._write_lock:
             self._check_open()
             if self._job is not None:
                 if self._job["job_id"] == job_id:
-                    return self._public(_same_start(self._job, job))
+                    return self._public(_same_start(self._job, job, still_selects))
                 raise Busy(f"forget job {self._job['job_id']} is running on this memory; retry when it "
                            "is done")
             existing = self._storage.metadata.job_get(self._qname, job_id)
             if existing is not None:  # a retried start
-                return self._public(_same_start(existing, job))
+                return self._public(_same_start(existing, job, still_selects))
             if mode == "approximate" and selector.kind == "steps":
                 self._check_steps_not_renumbered()
             self._confirm_owner()  # a job accepted by a superseded actor would be left running
@@ -134,7 +160,7 @@ class Forgetting(Erasure):
         """The job as callers see it: never the selector's texts, nor internal bookkeeping.
         A committed job whose old objects are still being deleted is "running" until they are
         gone: "done" promises that no stored object holds the forgotten data any more."""
-        hidden = ("selector", "staged", "cleanup", "cleanup_chunks", "commit_time", "base", "cut")
+        hidden = ("selector", "selector_digest", "staged", "cleanup", "cleanup_chunks", "commit_time", "base", "cut")
         public = {k: v for k, v in job.items() if k not in hidden}
         if job["status"] == "done" and (job.get("cleanup") or job.get("cleanup_chunks")):
             public.update(status="running", progress=0.99)

@@ -36,7 +36,7 @@ class Bound:
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if self.kind is int and not (number and isinstance(value, int)):
             return f"{name} must be an integer {self._range()} (got {_show(value)})"
-        if not number or not math.isfinite(value):
+        if not number or (isinstance(value, float) and not math.isfinite(value)):  # an int is finite, however large
             return f"{name} must be a finite number {self._range()} (got {_show(value)})"
         too_low = value <= self.low if self.low_open else value < self.low
         if too_low or value > self.high:
@@ -54,6 +54,8 @@ def _number(value: float) -> str:
 
 
 def _show(value: object) -> str:
+    if isinstance(value, int) and value.bit_length() > 64:  # repr of a huge int is slow, or refused
+        return f"an integer of {value.bit_length()} bits"
     text = repr(value)
     return text if len(text) <= 24 else text[:21] + "..."
 

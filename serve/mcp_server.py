@@ -33,10 +33,17 @@ INSTRUCTIONS = (
 
 def new_mcp_server() -> MCPServer:
     """An MCPServer that logs only warnings: at INFO the SDK logs a line per stateless request
-    (through `rich`), which costs more CPU than the call it describes."""
+    (through `rich`), which costs more CPU than the call it describes. The process's root
+    logger stays as it was: the SDK gives it a `rich` handler that renders each logged
+    traceback (an unexpected error's) for about a second, on the gateway's event loop."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     server: MCPServer = ContractMCPServer(
         "neural-memory", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING"
     )
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
     logging.getLogger("mcp").setLevel(logging.WARNING)
     return server
 

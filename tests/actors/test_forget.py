@@ -312,3 +312,30 @@ def test_a_restore_racing_a_forget_never_brings_back_what_it_forgot(local_storag
     assert restored["weight_hash"] == rebuilt["weight_hash"] == m.stats()["weight_hash"]
     assert find_text(local_storage, m._qname, X) == []
     assert m.surprise(*m_vec(X))["score"] >= min(never_seen_surprises(m)) - 0.05
+
+
+def test_a_retried_start_is_the_same_job_only_if_it_names_the_same_texts() -> None:
+    """While a job holds its selector its texts are compared; a finished dry run compares a
+    digest; a finished forget keeps neither, so a retry naming texts the memory still holds is
+    refused (it would be told "done" while they stay learned)."""
+    from actors.forgetting import _digest, _same_start
+    from errors import RequestIdReused
+
+    def start(text: str, **fields) -> dict:
+        selector = {"text": text}
+        return {"job_id": "j", "status": "running", "mode": "exact", "dry_run": False, "checkpoints": "rebuild",
+                "forks": False, "selection": {"kind": "text", "texts": 1}, "selector": selector,
+                "selector_digest": _digest(selector), **fields}
+
+    running = start(X)
+    assert _same_start(running, start(X), lambda: True) is running
+    with pytest.raises(RequestIdReused, match="texts"):
+        _same_start(running, start("another text"), lambda: False)
+    dry = start(X, status="done", dry_run=True, selector=None)
+    assert _same_start(dry, start(X, dry_run=True), lambda: True) is dry
+    with pytest.raises(RequestIdReused, match="texts"):
+        _same_start(dry, start("another text", dry_run=True), lambda: True)
+    done = start(X, status="done", selector=None, selector_digest=None)
+    assert _same_start(done, start(X), lambda: False) is done  # nothing of it left: that forget
+    with pytest.raises(RequestIdReused, match="still holds"):
+        _same_start(done, start("another text"), lambda: True)

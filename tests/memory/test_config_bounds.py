@@ -67,6 +67,7 @@ def _outside():
         below = bound.low if bound.low_open else bound.low - 1
         yield pytest.param(name, below, id=f"{name}-below")
         yield pytest.param(name, bound.high * 2 + 1, id=f"{name}-above")
+        yield pytest.param(name, int("9" * 400), id=f"{name}-beyond-float")  # a float() of it overflows
         yield pytest.param(name, float("nan"), id=f"{name}-nan")
         yield pytest.param(name, True, id=f"{name}-bool")
         if bound.kind is int:

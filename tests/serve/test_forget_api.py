@@ -123,6 +123,19 @@ def test_a_forget_resent_with_its_idempotency_key_finds_its_job(api, fresh_name)
     reused = api.post(f"/v1/memories/{fresh_name}/forget", json={"text": X, "dry_run": True},
                       headers={"Idempotency-Key": "f-1"})
     assert error_of(reused, 409)["code"] == "request_id_reused" and "dry_run" in error_of(reused, 409)["message"]
+    # The same key with another text the memory still holds is not the finished forget: it
+    # would be told "done, forgotten 1" while that text stays learned.
+    reused = api.post(f"/v1/memories/{fresh_name}/forget", json={"text": A[0]}, headers={"Idempotency-Key": "f-1"})
+    assert error_of(reused, 409)["code"] == "request_id_reused" and "still holds" in error_of(reused, 409)["message"]
+    assert A[0] in [o["text"] for o in ok(api.get(f"/v1/memories/{fresh_name}/history"))["observations"]]
+    dry = ok(api.post(f"/v1/memories/{fresh_name}/forget", json={"text": A[0], "dry_run": True},
+                      headers={"Idempotency-Key": "d-1"}), 202)
+    assert wait(api, fresh_name, dry["job_id"])["status"] == "done"
+    assert ok(api.post(f"/v1/memories/{fresh_name}/forget", json={"text": A[0], "dry_run": True},
+                       headers={"Idempotency-Key": "d-1"}), 202)["job_id"] == dry["job_id"]
+    reused = api.post(f"/v1/memories/{fresh_name}/forget", json={"text": A[1], "dry_run": True},
+                      headers={"Idempotency-Key": "d-1"})  # a dry run's texts are compared by digest
+    assert error_of(reused, 409)["code"] == "request_id_reused" and "texts" in error_of(reused, 409)["message"]
     other = ok(api.post(f"/v1/memories/{fresh_name}/forget", json={"text": X}, headers={"Idempotency-Key": "f-2"}), 202)
     assert other["job_id"] != first["job_id"]
     assert wait(api, fresh_name, other["job_id"])["forgotten"] == 0  # a second job: nothing left to forget

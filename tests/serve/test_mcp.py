@@ -194,7 +194,6 @@ def test_mcp_requires_a_valid_key_and_stays_in_its_tenant(gateway):
         assert response.status_code == 401, response.text
         assert response.json()["error"]["data"]["code"] == "auth_error"  # a JSON-RPC error
         assert response.headers["www-authenticate"] == "Bearer"
-    assert httpx.get(gateway.mcp_url, timeout=TIMEOUT).status_code == 401
 
     async def refused(key: str | None, tool: str, **args: Any) -> str:
         """What the official client tells its user when the gateway refuses the HTTP request."""
@@ -224,6 +223,30 @@ def test_mcp_requires_a_valid_key_and_stays_in_its_tenant(gateway):
             await call(a, "delete_memory", memory=private)
 
     anyio.run(run)
+
+
+def test_mcp_is_post_only_so_no_idle_stream_holds_a_request_slot(gateway):
+    """Stateless and JSON: a GET's event stream could never carry a message, yet each one held
+    a gateway request slot until its client left (about 200 stalled every tenant). GET and
+    DELETE get 405 naming POST, at once, in the error shape of every other refusal."""
+    headers = {"Authorization": f"Bearer {gateway.key_a}", "Accept": "text/event-stream"}
+    for method in ("GET", "DELETE"):
+        response = httpx.request(method, gateway.mcp_url, headers=headers, timeout=10)
+        assert response.status_code == 405 and response.headers["allow"] == "POST", response.text
+        assert response.json()["error"]["message"], response.text
+
+
+def test_the_mcp_server_leaves_the_root_logger_as_it_was():
+    """The SDK gives the root logger a `rich` handler: every logged traceback (an unexpected
+    error's) was rendered for about a second on the gateway's event loop."""
+    import logging
+
+    from serve.mcp_server import new_mcp_server
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    new_mcp_server()
+    assert (root.handlers, root.level) == (handlers, level)
 
 
 def test_stdio_proxy_serves_the_same_tools(gateway):
