@@ -56,4 +56,6 @@ class ActorSettings(BaseSettings):
         4096, ge=1, le=1_000_000, description="Writes remembered per memory by request id, with their answers "
                                              "(in the actor, and in Redis, so across hibernation and restarts), "
                                              "so a retried write is answered, not applied twice. A retry of an "
-                                             "older write is applied again.")
+                                             "older write is applied again. Redis holds about 250 bytes per "
+                                             "remembered write, plus 9 per item of a batch and the texts of the "
+                                             "patterns its answer names.")

@@ -242,10 +242,12 @@ class MemoryCluster:
 
     async def observe(self, tenant: str, name: str, vectors: np.ndarray, texts: list[str],
                       domain: str | None = None, learning_rate: float | None = None,
-                      *, request_id: str | None = None, after_request_id: str | None = None) -> dict:
+                      *, request_id: str | None = None, after_request_id: str | None = None,
+                      batch: bool = False) -> dict:
         """Apply one write. `request_id` (default: fresh) makes a client's own retry idempotent;
         `after_request_id` names a write of this memory that must be applied first (it is
-        waited for: a client may keep several writes in flight and keep their order)."""
+        waited for: a client may keep several writes in flight and keep their order). A batch
+        (`batch`, or more than one text) is answered with one result per item in `items`."""
         request_id = contract.check_request_id(request_id) or uuid.uuid4().hex
         after = contract.check_after_request_id(after_request_id, request_id)
         result = await self._call(tenant, name, "observe", request_id, vectors, texts, domain, learning_rate,
@@ -257,7 +259,7 @@ class MemoryCluster:
         answered = result.get("answered")
         if answered:
             shaped["step"] = answered[-1]
-        if len(texts) > 1 and surprises:  # a batch: one result per item, in order
+        if (batch or len(texts) > 1) and surprises:  # a batch: one result per item, in order
             steps = answered or range(result["step"] - len(surprises) + 1, result["step"] + 1)
             shaped["items"] = [{"surprise": s, "step": step} for s, step in zip(surprises, steps)]
         return shaped

@@ -67,11 +67,10 @@ def create_api(rt: GatewayRuntime) -> FastAPI:
                 cluster, rt.encode, rt.metrics, rt.settings.encoder_cache_seconds
             )
             mcp, mcp_asgi = build_mcp(app.state.core, rt.auth, rt.settings, rt.metrics)
-            # POST only: stateless, JSON responses. A GET's SSE stream could never carry a
-            # message, yet each held one of the gateway's request slots until the client left
-            # (~200 of them stalled every tenant); DELETE ends sessions, which there are none
-            # of. 405 is what the transport spec asks of a server without that stream.
-            app.router.routes.insert(0, Route(MCP_PATH, endpoint=mcp_asgi, methods=["POST"]))
+            # GET and DELETE pass the key check first, then get 405 (McpAuthGate)
+            app.router.routes.insert(
+                0, Route(MCP_PATH, endpoint=mcp_asgi, methods=["GET", "POST", "DELETE"])
+            )
             async with mcp.session_manager.run():
                 app.state.ready = True
                 yield

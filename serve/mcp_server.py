@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from errors import NeuralMemoryError
 from serve.auth import Authenticator
-from serve.error_map import problem_for
+from serve.error_map import Problem, problem_for
 from serve.http_middleware import MCP_PATH, problem_response, request_id_of
 from serve.mcp_tools import ContractMCPServer, register_tools
 from serve.metrics import GatewayMetrics
@@ -49,7 +49,10 @@ def new_mcp_server() -> MCPServer:
 
 
 class McpAuthGate:
-    """Refuses /mcp requests without a valid API key, before the MCP SDK sees them."""
+    """Refuses /mcp requests without a valid API key, before the MCP SDK sees them; then any
+    but POST (405). Stateless with JSON answers, the endpoint has no event stream to offer a
+    GET (the SDK would hold one open, carrying nothing, in a gateway request slot until the
+    client left: ~200 of them stalled every tenant) and no sessions for a DELETE to end."""
 
     def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
         self.app = app
@@ -64,6 +67,14 @@ class McpAuthGate:
                 self.auth.tenant_for(headers.get("authorization"))
             except NeuralMemoryError as exc:
                 await problem_response(problem_for(exc, request_id_of(scope)), scope=scope)(scope, receive, send)
+                return
+            if scope["method"] != "POST":
+                refused = Problem(405, "method_not_allowed", f"{scope['method']} is not allowed on {MCP_PATH}: "
+                                  "send MCP messages with POST (this endpoint is stateless and answers in "
+                                  "JSON: no event stream, no sessions)")
+                response = problem_response(refused, scope=scope)
+                response.headers["Allow"] = "POST"
+                await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -111,7 +111,8 @@ class TenantService:
         vectors = await self.core.vectors(self.tenant, name, texts)
         result = await self._cluster.observe(self.tenant, name, vectors, texts, domain=domain,
                                              learning_rate=learning_rate, request_id=request_id,
-                                             after_request_id=after_request_id)
+                                             after_request_id=after_request_id,
+                                             batch=not isinstance(context, str))
         if self.core.metrics is not None:
             for item in result.get("items") or [result]:
                 self.core.metrics.surprise.observe(float(item["surprise"]))

@@ -55,6 +55,12 @@ def test_a_retried_write_applies_once(api, fresh_name):
     # a different key is a different write
     third = ok(api.post(f"/v1/memories/{fresh_name}/observe", json={**body, "request_id": "batch-0002"}))
     assert third["step"] == 11
+    # a batch of one is a batch: its item comes in `items`, also when resent (a single context
+    # resent as a batch of one is the same write)
+    alone = ok(api.post(f"/v1/memories/{fresh_name}/observe", json={"contexts": [TEXTS[6]]}))
+    assert [item["step"] for item in alone["items"]] == [12] and alone["items"][0]["surprise"] == alone["surprise"]
+    assert ok(api.post(f"/v1/memories/{fresh_name}/observe", json={"contexts": [TEXTS[5]]}, headers=headers)) \
+        == {**one, "items": [{"surprise": one["surprise"], "step": 6}]}
 
 
 def test_a_key_reused_for_another_write_is_refused_and_nothing_of_it_applied(api, fresh_name):

@@ -194,6 +194,7 @@ def test_mcp_requires_a_valid_key_and_stays_in_its_tenant(gateway):
         assert response.status_code == 401, response.text
         assert response.json()["error"]["data"]["code"] == "auth_error"  # a JSON-RPC error
         assert response.headers["www-authenticate"] == "Bearer"
+    assert httpx.get(gateway.mcp_url, timeout=TIMEOUT).status_code == 401  # the key first, then the method
 
     async def refused(key: str | None, tool: str, **args: Any) -> str:
         """What the official client tells its user when the gateway refuses the HTTP request."""
