@@ -20,6 +20,7 @@ from storage.translate import translate_os
 __all__ = ["LocalCheckpointStore"]
 
 _TMP_PREFIX = ".tmp-"
+PUT_ATTEMPTS = 5  # a put whose folder a concurrent delete pruned makes it again
 
 
 def _fsync_dir(path: Path) -> None:
@@ -45,16 +46,29 @@ class LocalCheckpointStore:
     def put(self, key: str, data: bytes) -> dict:
         framed, sha = frame(data)
         path = self._path(key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if path.exists():
-                raise CheckpointConflict(f"checkpoint {key} already exists in {self.root}")
-            self._write_new(path, framed, key)
-            _fsync_dir(path.parent)
-        except CheckpointError:
-            raise
-        except OSError as exc:
-            raise translate_os(exc, str(self.root), key) from exc
+        for attempt in range(PUT_ATTEMPTS):
+            last = attempt == PUT_ATTEMPTS - 1
+            try:
+                # A delete may prune the folder (or its parent) meanwhile: made again, and
+                # FileExistsError from makedirs is such a race too, not a taken key.
+                os.makedirs(path.parent, exist_ok=True)
+            except OSError as exc:
+                if last:
+                    raise translate_os(exc, str(self.root), key) from exc
+                continue
+            try:
+                if path.exists():
+                    raise CheckpointConflict(f"checkpoint {key} already exists in {self.root}")
+                self._write_new(path, framed, key)
+                _fsync_dir(path.parent)
+                break
+            except CheckpointError:
+                raise
+            except FileNotFoundError as exc:  # the folder was pruned between makedirs and the write
+                if last:
+                    raise translate_os(exc, str(self.root), key) from exc
+            except OSError as exc:
+                raise translate_os(exc, str(self.root), key) from exc
         return {"key": key, "sha256": sha, "size": len(framed) - HEADER_SIZE}
 
     def _write_new(self, path: Path, framed: bytes, key: str) -> None:
@@ -84,10 +98,22 @@ class LocalCheckpointStore:
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
+        path = self._path(key)
         try:
-            self._path(key).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
         except OSError as exc:
             raise translate_os(exc, str(self.root), key) from exc
+        self._prune_empty(path.parent)
+
+    def _prune_empty(self, folder: Path) -> None:
+        """Remove the folders a delete left empty, up to the root: a deleted memory leaves none
+        behind, and listings do not walk ever more of them."""
+        while folder != self.root and self.root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone): the folders above are not either
+                return
+            folder = folder.parent
 
     def list(self, prefix: str = "") -> list[str]:
         if not self.root.is_dir():

@@ -139,3 +139,36 @@ def test_eight_writers_race_exactly_one_wins(checkpoint_store: CheckpointStore) 
     assert len(winners) == 1, outcomes
     assert sum(isinstance(o, CheckpointConflict) for o in outcomes) == 7
     assert checkpoint_store.get("acme/race/v1.ckpt") == payloads[winners[0]]
+
+
+def test_the_local_store_leaves_no_empty_folders_and_puts_beside_deletes(tmp_path) -> None:
+    """A deleted memory's objects leave no folders behind (they were ~2 per deleted memory,
+    walked by every listing after), and a put into a folder a delete is pruning still lands."""
+    from storage.local import LocalCheckpointStore
+
+    store = LocalCheckpointStore(tmp_path / "store")
+    for key in ("acme/a/_base/1-x.ckpt", "acme/a/_log/1-2-y.wal", "acme/a/v1.ckpt", "acme/b/v1.ckpt"):
+        store.put(key, b"data")
+    for key in store.list("acme/a/"):
+        store.delete(key)
+    assert sorted(p.name for p in (tmp_path / "store" / "acme").iterdir()) == ["b"]
+    store.delete("acme/b/v1.ckpt")
+    assert (tmp_path / "store").is_dir() and not (tmp_path / "store" / "acme").exists()
+
+    failures: list[BaseException] = []
+
+    def churn(worker: int) -> None:  # each put's folder is emptied by the other's deletes
+        try:
+            for i in range(200):
+                key = f"_chunks/ab/{worker}-{i}"
+                store.put(key, b"chunk")
+                store.delete(key)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    workers = [threading.Thread(target=churn, args=(w,)) for w in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert failures == [] and store.list() == []
