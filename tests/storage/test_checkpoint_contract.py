@@ -10,7 +10,7 @@ import pytest
 
 from errors import CheckpointConflict, CheckpointCorrupt, CheckpointError, CheckpointNotFound, InvalidInput
 from storage import CheckpointStore
-from tests.storage.conftest import MIB, CheckpointBackend
+from tests.storage.conftest import MIB, CheckpointBackend, failures_in_threads
 
 
 def test_implements_protocol(checkpoint_store: CheckpointStore) -> None:
@@ -155,20 +155,11 @@ def test_the_local_store_leaves_no_empty_folders_and_puts_beside_deletes(tmp_pat
     store.delete("acme/b/v1.ckpt")
     assert (tmp_path / "store").is_dir() and not (tmp_path / "store" / "acme").exists()
 
-    failures: list[BaseException] = []
-
     def churn(worker: int) -> None:  # each put's folder is emptied by the other's deletes
-        try:
-            for i in range(200):
-                key = f"_chunks/ab/{worker}-{i}"
-                store.put(key, b"chunk")
-                store.delete(key)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            failures.append(exc)
+        for i in range(200):
+            key = f"_chunks/ab/{worker}-{i}"
+            store.put(key, b"chunk")
+            store.delete(key)
 
-    workers = [threading.Thread(target=churn, args=(w,)) for w in range(2)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    failures = failures_in_threads(churn, [0, 1])
     assert failures == [] and store.list() == []

@@ -14,7 +14,7 @@ from errors import CheckpointConflict, CheckpointCorrupt, InvalidInput
 from storage import MetadataStore
 from storage.cas import CHUNK_PREFIX, LEGACY_PART, ContentStore, chunk_key
 from storage.gc import GarbageCollector
-from tests.storage.conftest import CheckpointBackend, _local_backend, _s3_backend
+from tests.storage.conftest import CheckpointBackend, _local_backend, _s3_backend, failures_in_threads
 
 GRACE = 60.0
 KB = 1024
@@ -125,20 +125,7 @@ def test_a_process_reads_chunks_it_fetched_before_from_memory(backend: Checkpoin
 
 def test_concurrent_writers_of_the_same_bytes(content: ContentStore) -> None:
     state = random_parts("chunk/0", "chunk/1", "head")
-    errors: list[BaseException] = []
-
-    def write(i: int) -> None:
-        try:
-            content.write(f"acme/m{i}/v1.ckpt", state)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert not failures_in_threads(lambda i: content.write(f"acme/m{i}/v1.ckpt", state), list(range(4)))
     for i in range(4):
         assert content.read(f"acme/m{i}/v1.ckpt") == state
 
