@@ -219,13 +219,19 @@ class NeuralMemory:
 
     # ---- reading -------------------------------------------------------------------------
     def surprise_vector(self, vector, text: str = "") -> dict:
+        """How new `text` (encoded as `vector`) is, and what to do with it. "skip" only for a
+        text this memory holds already, word for word: a text of a familiar shape may carry a
+        new value (a new password, a moved address; the encoder barely tells 555-0101 from
+        555-0199), and skipping it would lose that."""
         score, _, nearest = self._score(self._keys(vector)[0])
+        nearest_text = self.store.text(nearest[0]) if nearest else ""
         if score >= 0.6:
             recommendation = "consolidate" if self.capacity_used >= 0.9 else "learn"
+        elif score <= 0.3 and text and _same_words(text, nearest_text):
+            recommendation = "skip"
         else:
-            recommendation = "skip" if score <= 0.3 else "learn"
-        return {"score": score, "nearest_pattern": self.store.text(nearest[0]) if nearest else "",
-                "recommendation": recommendation}
+            recommendation = "learn"
+        return {"score": score, "nearest_pattern": nearest_text, "recommendation": recommendation}
 
     def surprise(self, text: str) -> dict:
         _check_texts([text], 1)
@@ -392,3 +398,12 @@ def _check_texts(texts, n: int) -> list[str]:
     for text in texts:
         contract.check_text(text)
     return list(texts)
+
+
+def _same_words(a: str, b: str) -> bool:
+    """Whether two texts say the same word for word (case, spacing and closing punctuation aside)."""
+    def plain(text: str) -> str:
+        return " ".join(text.casefold().split()).rstrip(".!?;:, ")
+
+    return plain(a) == plain(b)
+

@@ -246,8 +246,9 @@ def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
                        ) -> S.SurpriseResponse:  # noqa: A002 - SPEC's argument name
         """Measure how novel an input is without learning it: the network's recall error times
         how far the input is from the closest stored text (0 already known - 1 novel). Returns
-        that closest text and a recommendation: skip (<= 0.3), learn, or consolidate (novel
-        while the hot set of patterns is over 90 % full)."""
+        that closest text and a recommendation: skip (the memory holds this text already, word
+        for word), learn (a familiar-looking text may still carry a new value), or consolidate
+        (novel while the hot set of patterns is over 90 % full)."""
         return await d.run("surprise", ctx, memory, lambda b, m: b.surprise(m, input),
                            S.SurpriseResponse)
 

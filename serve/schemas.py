@@ -308,7 +308,10 @@ class InferResponse(Response):
 class SurpriseResponse(Response):
     score: float = Field(description="Surprise, 0 (already known) to 1 (novel).")
     nearest_pattern: str | None = Field(description="Most similar learned pattern.")
-    recommendation: Literal["learn", "skip", "consolidate"]
+    recommendation: Literal["learn", "skip", "consolidate"] = Field(
+        description="\"skip\": this memory holds the text already, word for word (case, spacing and "
+                    "closing punctuation aside); \"consolidate\": it is novel and the memory is nearly "
+                    "full; else \"learn\" (a familiar-looking text may still carry a new value).")
 
 
 class ConsolidateResponse(Response):
@@ -339,7 +342,11 @@ class CheckpointList(Response):
 class RestoreResponse(Response):
     restored: bool
     weight_hash: str
-    learning_since_checkpoint: int = Field(description="Steps learned since that checkpoint.")
+    learning_since_checkpoint: int = Field(description="How far the memory's step was from the checkpoint's: "
+                                                       "the observations the restore undid when the checkpoint is an "
+                                                       "earlier state of the memory as it was; after an earlier "
+                                                       "restore took it to another branch, only the difference in "
+                                                       "steps.")
 
 
 class ForkResponse(Response):

@@ -93,6 +93,9 @@ def test_result_shapes_follow_the_contract(memory):
     s = memory.surprise("Nginx is a reverse proxy server")
     assert s["nearest_pattern"] == "Nginx is a reverse proxy server" and s["recommendation"] == "skip"
     assert memory.surprise("Photosynthesis converts light")["recommendation"] in ("learn", "consolidate")
+    assert memory.surprise("  nginx is a reverse proxy server. ")["recommendation"] == "skip"  # the same words
+    changed = memory.surprise("Nginx is a reverse proxy cache")  # familiar, and low, but not what it holds
+    assert changed["score"] <= 0.3 and changed["recommendation"] == "learn", changed
     inferred = memory.infer("Redis is an in-memory database", top_k=3)
     assert inferred["attention_weights"][0]["pattern"] == "Redis is an in-memory database"
     assert abs(sum(a["weight"] for a in inferred["attention_weights"]) - 1) < 1e-6
