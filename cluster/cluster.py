@@ -106,6 +106,7 @@ class _SourceReplaced(Exception):
     """A fork's source checkpoint was replaced after the fork read it (MemoryCluster.fork)."""
 
 
+AOF_REWRITE_DELAY = 10.0  # seconds a delete waits for others to share its append-only file rewrite
 FORK_ATTEMPTS = 3  # forks of a source that forget jobs keep rebuilding, before 503
 
 
@@ -120,6 +121,7 @@ class MemoryCluster:
         self._start_lock = asyncio.Lock()
         self._forget = ForgetOps(self)
         self._creations = Creations(self)
+        self._aof_rewrite: asyncio.Task | None = None  # the one pending after deletes
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -145,6 +147,9 @@ class MemoryCluster:
             return
         self._forget.close()
         self._creations.close()
+        if self._aof_rewrite is not None and not self._aof_rewrite.done():
+            self._aof_rewrite.cancel()
+            await self._meta("rewrite_append_only_file")  # now, for the deletes it was waiting for
         try:
             if stop_actors:
                 await self._supervisor.stop_all.remote()
@@ -225,7 +230,23 @@ class MemoryCluster:
                 raise
         else:
             await self._release(qname)
+            self._rewrite_append_only_file_soon()
         return {"deleted": True, "name": name}
+
+    def _rewrite_append_only_file_soon(self) -> None:
+        """Have Redis rewrite its append-only file AOF_REWRITE_DELAY s from now, so a deleted
+        memory's texts leave its disk too (they stayed in the file until Redis happened to
+        rewrite it). One rewrite serves every delete of that window: a rewrite copies the whole
+        dataset, and deleting 1,000 forks must not start 1,000 of them."""
+        if self._aof_rewrite is not None and not self._aof_rewrite.done():
+            return
+
+        async def rewrite_later() -> None:
+            await asyncio.sleep(AOF_REWRITE_DELAY)
+            if self._router is not None:  # not closed meanwhile
+                await self._meta("rewrite_append_only_file")
+
+        self._aof_rewrite = asyncio.ensure_future(rewrite_later())
 
     async def _release(self, qname: str) -> None:
         """Stop the memory's actor and delete its checkpoint objects (its record is the caller's)."""

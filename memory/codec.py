@@ -70,12 +70,22 @@ def unpack(data: bytes, kind: str) -> tuple[dict, dict[str, np.ndarray]]:
     if header.get("format_version") != FORMAT_VERSION or header.get("kind") != kind:
         raise IncompatibleState(f"expected a {kind!r} object of format {FORMAT_VERSION}, found "
                                 f"{header.get('kind')!r} of format {header.get('format_version')!r}")
+    return header, _arrays(header, payload)
+
+
+def arrays_of(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
+    """(fields, arrays) of an object written by `pack`, whatever its kind (a check over all)."""
+    header, payload = _open(data)
+    return header, _arrays(header, payload)
+
+
+def _arrays(header: dict, payload: memoryview) -> dict[str, np.ndarray]:
     arrays = {}
     for entry in header["arrays"]:
         raw = payload[entry["offset"] : entry["offset"] + entry["nbytes"]]
         dtype = np.dtype(entry["dtype"]).newbyteorder("<")
         arrays[entry["name"]] = np.frombuffer(raw, dtype=dtype).reshape(entry["shape"])
-    return header, arrays
+    return arrays
 
 
 def format_version(data: bytes) -> int:

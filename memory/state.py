@@ -56,6 +56,20 @@ def to_parts(memory) -> dict[str, bytes]:
     return parts
 
 
+def non_finite(parts: Mapping[str, bytes]) -> list[str]:
+    """Where a state's numbers hold NaN or infinity ("part/array", or "part/field"): such a
+    state can neither learn nor answer (its weights only stay finite when it learns itself;
+    an image made by hand need not have)."""
+    found = []
+    for part, data in sorted(parts.items()):
+        fields, arrays = codec.arrays_of(data)
+        found += [f"{part}/{name}" for name, array in arrays.items()
+                  if array.dtype.kind in "fc" and not np.isfinite(array).all()]
+        found += [f"{part}/{name}" for name, value in fields.items()
+                  if isinstance(value, float) and not np.isfinite(value)]
+    return found
+
+
 def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     copy = torch.from_numpy(np.array(array))  # writable: the memory learns into it
     if copy.dtype != dtype:  # the head's weight hash was checked on the stored dtype

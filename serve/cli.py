@@ -70,7 +70,8 @@ def _add_gc_command(sub: argparse._SubParsersAction) -> None:
     gc.add_argument("--data-dir", type=Path, default=None,
                     help="the server's data directory (NMEM_DATA_DIR; storage otherwise from NMEM_*)")
     gc.add_argument("--grace", type=float, default=None,
-                    help="keep chunks written or reused this recently (NMEM_GC_GRACE_SECONDS, default 900)")
+                    help="keep chunks written or reused this recently, in seconds, at least 60 "
+                         "(NMEM_GC_GRACE_SECONDS, default 900)")
     gc.add_argument("--dry-run", action="store_true", help="count what would be deleted (`deleted`, with `dry_run`: true); delete nothing")
 
 
@@ -104,6 +105,12 @@ def _gc(args: argparse.Namespace) -> int:
         print(f"neural-memory gc: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(report.as_dict()))
+    if report.unreadable:  # nothing is swept while a manifest's chunks are unknown
+        print(f"neural-memory gc: deleted nothing: {report.unreadable} checkpoint object(s) cannot be read "
+              f"({', '.join(report.unreadable_keys)}), so the chunks they name are unknown. A checkpoint "
+              "that cannot be read is lost: delete its file (or object), or the memory, and run gc again",
+              file=sys.stderr)
+        return 1
     return 0 if report.ran else 1
 
 

@@ -19,7 +19,7 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from errors import CheckpointCorrupt, CheckpointNotFound, InvalidInput
 from storage.cas import CHUNK_PREFIX, REFRESH_CLAIMS_AFTER, ContentStore, chunk_key, parse_manifest
@@ -44,6 +44,7 @@ class GcReport:
     spared: int = 0  # unreferenced chunks kept because a writer claimed them recently
     dry_run: bool = False  # nothing was deleted
     unreadable: int = 0  # manifests that could not be read: nothing is deleted then
+    unreadable_keys: list[str] = field(default_factory=list)  # which (the first 20)
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -88,6 +89,7 @@ class GarbageCollector:
             except CheckpointCorrupt as exc:  # its chunks are unknown: delete nothing this round
                 log.error("checkpoint GC cannot read %s (%s); sweeping nothing", key, exc)
                 report.unreadable += 1
+                report.unreadable_keys = (report.unreadable_keys + [key])[:20]
         alive = set(manifests)
         self._named = {k: v for k, v in self._named.items() if k in alive}
         orphans = sorted(set(chunks) - referenced)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 import errors as E
 
@@ -161,6 +162,27 @@ def test_a_wrong_weight_hash_is_caught_on_import(nm, good_image):
         nm.import_image(lying, "lying-memory")
     with pytest.raises(E.MemoryNotFound):
         nm.stats("lying-memory")
+
+
+def test_an_image_whose_weights_hold_nan_is_refused(nm, good_image, fresh_name):
+    """A crafted image with a NaN weight, its header and hashes consistent: the memory made from
+    it could neither learn (every write refused as diverging) nor answer (null scores)."""
+    from memory import NeuralMemory
+    from neural_memory import image
+
+    img = image.decode(good_image)
+    (name, blob), = img.parts.items()
+    state = NeuralMemory.from_bytes(blob)
+    with torch.no_grad():
+        state.net.params[0].view(-1)[0] = float("nan")
+    state._hash = None  # the weights changed under it
+    blob = state.to_bytes()
+    header = image.new_header(name=img.header.name, tag=None, config=img.header.config,
+                              weight_hash=state.weight_hash, step=state.step, parts=[(name, blob)])
+    with pytest.raises(E.IncompatibleState, match="NaN or infinite.*head/w0"):
+        nm.import_image(b"".join(image.encode(header, {name: blob})), fresh_name)
+    with pytest.raises(E.MemoryNotFound):
+        nm.stats(fresh_name)
 
 
 _HEADER_LIES = {  # what is rewritten in the header -> what the refusal must name

@@ -46,6 +46,16 @@ def test_the_command_deletes_unnamed_chunks(valkey_url, storage_namespace, tmp_p
         assert dry.returncode == 0, dry.stderr
         would = json.loads(dry.stdout)
         assert would["dry_run"] and would["deleted"] > 0 and _chunks(storage) > named  # counted, kept
+        # A checkpoint that cannot be read names chunks no one knows: nothing is swept, and the
+        # command says which object and what to do, with a failing exit status.
+        damaged = tmp_path / "nmem" / "checkpoints" / "acme" / "keep" / "v1.ckpt"
+        intact = damaged.read_bytes()
+        damaged.write_bytes(b"garbage")
+        stuck = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert stuck.returncode == 1 and json.loads(stuck.stdout)["unreadable_keys"] == ["acme/keep/v1.ckpt"]
+        assert "deleted nothing" in stuck.stderr and "acme/keep/v1.ckpt" in stuck.stderr, stuck.stderr
+        assert _chunks(storage) > named
+        damaged.write_bytes(intact)
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["deleted"] == would["deleted"]

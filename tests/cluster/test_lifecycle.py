@@ -420,3 +420,35 @@ def test_a_seed_that_outlasts_the_wait_is_cleared_once_it_ends(shared_cluster, a
     assert cluster.storage.checkpoints.list(f"{T}/late/") == []
     monkeypatch.undo()
     arun(cluster.create_memory(T, "late", SMALL))
+
+
+def test_a_deleted_memorys_texts_leave_the_append_only_file(shared_cluster, arun, tenant, monkeypatch):
+    """Redis keeps every command in its append-only file until it rewrites it: a delete has it
+    rewritten soon after (one rewrite for every delete of a few seconds), so the texts leave
+    the disk, not only the dataset."""
+    from pathlib import Path
+
+    import cluster.cluster as cluster_module
+
+    monkeypatch.setattr(cluster_module, "AOF_REWRITE_DELAY", 0.5)
+    cluster = shared_cluster()
+    client = cluster.storage.metadata.client
+    folder = Path(client.config_get("dir")["dir"])
+    secret = f"ZQX-{tenant}-the vault code is 8841"
+    arun(cluster.create_memory(tenant, "doomed", SMALL))
+    arun(cluster.observe(tenant, "doomed", encode([secret]), [secret]))
+
+    def on_disk() -> bool:
+        return any(secret.encode() in path.read_bytes() for path in folder.rglob("*.aof"))
+
+    assert client.info("persistence")["aof_enabled"] and on_disk()
+    arun(cluster.delete_memory(tenant, "doomed"))
+    arun(asyncio.sleep(1.0))  # the rewrite is asked for after the delay
+
+    def rewritten() -> bool:
+        return not client.info("persistence")["aof_rewrite_in_progress"] and not on_disk()
+
+    deadline = time.monotonic() + 60
+    while not rewritten() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not on_disk()
