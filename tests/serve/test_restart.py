@@ -53,3 +53,36 @@ def test_6_1_knowledge_and_weight_hash_survive_a_full_restart(tmp_path):
             assert again["score"] < 0.5
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_a_stop_signal_to_the_whole_process_group_leaves_nothing_running(tmp_path):
+    """`kill -TERM -<pgid>` (a service manager, `timeout`) stops Ray's own processes and the
+    embedded Valkey with the server: the server used to wait 60 s on Ray, abort, and leave the
+    Valkey its watchdog had restarted running with no parent. Now it gives up on Ray after a
+    deadline, closes storage and exits: nothing of its session is left."""
+    import os
+    import signal
+    import time
+
+    from tests.serve.server_process import session_processes
+
+    data_dir, log, port = tmp_path / "data", tmp_path / "serve.log", free_port()
+    server = Server(data_dir, port, log)
+    session = server.process.pid  # started in a session of its own (start_new_session)
+    try:
+        server.wait_ready()
+        ok(httpx.post(f"{server.url}/v1/memories", json={"name": "m", "config": {"encoder": "hash"}}), 201)
+        os.killpg(server.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            server.process.poll()  # reaps the server once it exits (else it stays listed, a zombie)
+            if not list(session_processes(session)):
+                break
+            time.sleep(1)
+        left = [(p.name, (p / "cmdline").read_bytes()[:80]) for p in session_processes(session)]
+        assert left == [], f"{left}\n{log.read_text()[-3000:]}"
+    finally:
+        server.stop()
+        for entry in session_processes(session):  # what a failure left
+            os.kill(int(entry.name), signal.SIGKILL)
