@@ -17,7 +17,8 @@ How LangGraph's key-value interface maps onto memories that learn:
   value as JSON; `index=False` learns nothing) and writes the exact value to `records`.
 - `search(ns, query=...)` asks the memory (`infer`) what it recalls for the query; each
   recalled text is mapped back to the items whose text it is, scored by the memory's
-  attention weight. Without a query, search lists `records` (with the filter).
+  attention weight times its confidence in the query (so items of several memories, under a
+  namespace prefix, compare). Without a query, search lists `records` (with the filter).
 - `get` and `delete` work by key on `records`: a network's weights cannot be read back as an
   exact value, so the exact values live in an ordinary store. By default that is LangGraph's
   `InMemoryStore` (this process only; nothing is shared or kept across restarts); pass
@@ -193,6 +194,9 @@ class NeuralMemoryStore(BaseStore):
         if op.value is None:
             yield _Records([PutOp(op.namespace, op.key, None)])
             return None
+        if not isinstance(op.value, dict):  # refused before the memory learns anything of it
+            raise InvalidInput(f"a stored value must be a dict (LangGraph's BaseStore), got "
+                               f"{type(op.value).__name__}: wrap it, e.g. {{\"text\": ...}}")
         if TEXT_FIELD in op.value:
             raise InvalidInput(f"{TEXT_FIELD!r} is reserved by NeuralMemoryStore; rename that field")
         text = self.learned_text(op.value, op.index)
@@ -238,9 +242,12 @@ class NeuralMemoryStore(BaseStore):
                                        {"top_k": min(MAX_TOP_K, max(10, 2 * (op.limit + op.offset)))})
             except MemoryNotFound:  # deleted since it was listed
                 continue
+            # A memory's weights sum to 1 over what it holds (a memory of one item scores it 1,
+            # however far from the query): times its confidence in the query (1 - the query's
+            # surprise there), the scores of different memories compare.
             for hit in answer.attention_weights:
                 key = (ns, _digest(hit.pattern))
-                recalled[key] = max(recalled.get(key, 0.0), hit.weight)
+                recalled[key] = max(recalled.get(key, 0.0), hit.weight * answer.confidence)
         if not recalled:
             return []
         wanted = [(owner, digest, score) for (ns, digest), score in recalled.items()

@@ -140,6 +140,27 @@ def test_per_user_forks_inherit_shared_knowledge(gateway, nm):
         nm.delete_memory(team)
 
 
+def test_search_across_namespaces_ranks_the_matching_item_first_and_a_value_must_be_a_dict(store, nm):
+    """Under a namespace prefix each namespace's memory answers with weights that sum to 1 over
+    what it holds: a memory of one unrelated item scored it 1.0, above the right item of a
+    fuller memory. And a value that is not a dict is refused before anything is learned."""
+    team = f"crew{uuid.uuid4().hex[:6]}"
+    alice = ["Lives in Lisbon since 2021.", "Prefers tea over coffee.", "Has two cats.",
+             "Works on the billing service.", "Runs a marathon every spring."]
+    try:
+        for i, text in enumerate(alice):
+            store.put((team, "alice"), f"a{i}", {"text": text})
+        store.put((team, "bob"), "music", {"text": "Likes Berlin techno."})
+        hits = store.search((team,), query="Who lives in Lisbon?", limit=3)
+        assert (hits[0].namespace, hits[0].key) == ((team, "alice"), "a0"), [(h.key, h.score) for h in hits]
+        with pytest.raises(E.InvalidInput, match="must be a dict"):
+            store.put((team, "bob"), "s", "just a string value")
+        assert nm.stats(f"{team}.bob").total_observations == 1  # nothing of it learned
+    finally:
+        for user in ("alice", "bob"):
+            nm.delete_memory(f"{team}.{user}")
+
+
 def test_namespace_rules_are_explained(store):
     with pytest.raises(E.InvalidInput, match="lowercase"):
         store.put(("Users", "alice"), "k", {"text": "x"})
