@@ -67,10 +67,8 @@ def create_api(rt: GatewayRuntime) -> FastAPI:
                 cluster, rt.encode, rt.metrics, rt.settings.encoder_cache_seconds
             )
             mcp, mcp_asgi = build_mcp(app.state.core, rt.auth, rt.settings, rt.metrics)
-            # GET and DELETE pass the key check first, then get 405 (McpAuthGate)
-            app.router.routes.insert(
-                0, Route(MCP_PATH, endpoint=mcp_asgi, methods=["GET", "POST", "DELETE"])
-            )
+            # every method: the key check comes first, then all but POST get 405 (McpAuthGate)
+            app.router.routes.insert(0, Route(MCP_PATH, endpoint=mcp_asgi, methods=None))
             async with mcp.session_manager.run():
                 app.state.ready = True
                 yield

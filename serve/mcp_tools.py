@@ -206,7 +206,9 @@ def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
         domain: S.NewDomain | None = None,
         request_id: Annotated[S.RequestId | None, Field(
             description="Idempotency key: a retried call with the same key is applied once; the key of "
-                        "another write is refused (request_id_reused).")] = None,
+                        "another write is refused (request_id_reused). Pass one (any new string per "
+                        "write) whenever a call may be retried: a write sent again without it after "
+                        "its answer was lost is learned twice.")] = None,
         after_request_id: Annotated[S.RequestId | None, Field(description=S.AFTER_REQUEST_ID)] = None,
         memory: OptionalMemory = None,
     ) -> S.ObserveResponse:

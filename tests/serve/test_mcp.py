@@ -231,7 +231,8 @@ def test_mcp_is_post_only_so_no_idle_stream_holds_a_request_slot(gateway):
     a gateway request slot until its client left (about 200 stalled every tenant). GET and
     DELETE get 405 naming POST, at once, in the error shape of every other refusal."""
     headers = {"Authorization": f"Bearer {gateway.key_a}", "Accept": "text/event-stream"}
-    for method in ("GET", "DELETE"):
+    for method in ("GET", "DELETE", "PUT", "PATCH"):
+        assert httpx.request(method, gateway.mcp_url, timeout=10).status_code == 401  # the key first
         response = httpx.request(method, gateway.mcp_url, headers=headers, timeout=10)
         assert response.status_code == 405 and response.headers["allow"] == "POST", response.text
         assert response.json()["error"]["message"], response.text
