@@ -24,6 +24,7 @@ from storage.metadata import HISTORY_CAP, cut_history_text
 
 from actors.durability import from_parts, to_parts
 from actors.forget import Rebuild, Selector, scan
+from actors.wal import RecentResults, write_record
 
 __all__ = ["Erasure"]
 
@@ -192,8 +193,6 @@ class Erasure:
         return sorted(d for d in seen if d in alive or d not in rebuild.forgotten_domains)
 
     def _rebuilt_results(self, rebuild: Rebuild, writes: list[dict]):
-        from actors.wal import RecentResults  # noqa: PLC0415
-
         results = RecentResults(self._spec.settings.remembered_requests)
         # Writes the replay did not answer stay known as applied: one from before its start, or
         # a forgotten one (a retry must not learn it again). Their answers are the rewritten
@@ -222,7 +221,7 @@ class Erasure:
             fingerprint = None
         if answer is not None and texts & set(answer.get("patterns_activated") or ()):
             answer = None
-        return {"request_id": request_id, "fingerprint": fingerprint, "answer": answer}
+        return write_record(request_id, answer, fingerprint)
 
     def _mark_forgotten(self, request_ids: set[str]) -> None:
         """Writes a forget took observations from: a retry under their ids is answered as
@@ -296,9 +295,8 @@ class Erasure:
             detailed = {h["request_id"] for h in history if h.get("request_id")}
 
             def after(request_id: str, answer: dict | None, fingerprint: str | None) -> dict:
-                return self._write_after({"request_id": request_id, "answer": answer,
-                                          "fingerprint": fingerprint if request_id in detailed else None},
-                                         forgotten_writes, texts)
+                known_print = fingerprint if request_id in detailed else None
+                return self._write_after(write_record(request_id, answer, known_print), forgotten_writes, texts)
 
             plan["writes"] = [after(w["request_id"], w["answer"], w["fingerprint"])
                               for w in self._storage.metadata.recent_writes(self._qname)]
