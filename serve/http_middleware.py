@@ -32,7 +32,9 @@ from serve.metrics import GatewayMetrics
 
 
 REQUEST_ID_HEADER = "x-request-id"
-_GOOD_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+# Any id a tracing system makes (UUIDs, `Root=1-...;Parent=...`) is visible ASCII; Serve echoes the
+# caller's header whatever it holds, so an id we did not adopt would be answered twice.
+_GOOD_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -73,7 +75,8 @@ def problem_response(problem: Problem, details: list[dict] | None = None,
 
 
 class RequestContextMiddleware:
-    """Every request gets an id (the caller's X-Request-Id if sane, else a new one), set in its
+    """Every request gets an id (the caller's X-Request-Id, else a new one; a malformed one is
+    refused with 400, since Serve would echo it beside ours), set in its
     headers for everything downstream and echoed on the response, with security headers; the
     dashboard's pages also get a Content-Security-Policy."""
 
@@ -85,14 +88,13 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         given = request_id_of(scope)
-        adopted = given is not None and _GOOD_REQUEST_ID.fullmatch(given.encode()) is not None
-        rid = given.encode() if adopted else uuid.uuid4().hex.encode()
+        adopted = given is not None and _GOOD_REQUEST_ID.fullmatch(given.encode("latin-1")) is not None
+        rid = given.encode("latin-1") if adopted else uuid.uuid4().hex.encode()
         headers = [(k, v) for k, v in scope["headers"] if k != REQUEST_ID_HEADER.encode()]
-        scope = {**scope, "headers": [*headers, (REQUEST_ID_HEADER.encode(), rid)]}
         path = scope.get("path", "")
         # An id that came with the request (Serve's proxy sets one and echoes it itself) is not
         # echoed twice; one made here is.
-        extra = [*SECURITY_HEADERS] + ([] if adopted else [(REQUEST_ID_HEADER.encode(), rid)])
+        extra = [*SECURITY_HEADERS] + ([] if given is not None else [(REQUEST_ID_HEADER.encode(), rid)])
         if path == "/" or path.startswith("/ui/"):
             extra.append((b"content-security-policy", DASHBOARD_CSP))
 
@@ -103,6 +105,14 @@ class RequestContextMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), *added]}
             await send(message)
 
+        if given is not None and not adopted:
+            # No id in the answer's body: the only one the caller could match it by is theirs.
+            refused = InvalidInput("the X-Request-Id header must be 1-128 visible ASCII characters (no spaces); "
+                                   "send a shorter id, or none and the server makes one")
+            unnamed = {**scope, "headers": headers}
+            await problem_response(problem_for(refused), scope=unnamed)(unnamed, receive, with_headers)
+            return
+        scope = {**scope, "headers": [*headers, (REQUEST_ID_HEADER.encode(), rid)]}
         await self.app(scope, receive, with_headers)
 
 

@@ -55,6 +55,17 @@ def test_every_response_has_a_request_id_and_errors_carry_it(api, anon):
     mine = anon.get("/healthz", headers={"X-Request-Id": "trace-me-123"})
     assert mine.headers["x-request-id"] == "trace-me-123"
     assert "," not in api.get("/v1/memories").headers["x-request-id"]  # one id, echoed once
+    traced = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8"  # a load balancer's
+    assert anon.get("/healthz", headers={"X-Request-Id": traced}).headers.get_list("x-request-id") == [traced]
+
+
+@pytest.mark.parametrize("bad_id", ["two words", "x" * 129, "caf\u00e9"])
+def test_a_malformed_request_id_is_refused_and_answered_with_one_id(anon, bad_id):
+    response = anon.get("/healthz", headers={"X-Request-Id": bad_id.encode()})  # UTF-8: Serve 500s on other bytes
+    error = error_of(response, 400)
+    assert error["code"] == "invalid_input" and "X-Request-Id" in error["message"], error
+    assert len(response.headers.get_list("x-request-id")) <= 1  # Serve echoes the caller's; no second one
+    assert response.headers["x-content-type-options"] == "nosniff"
 
 
 def test_security_headers_and_the_dashboard_csp(anon):
