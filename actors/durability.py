@@ -63,7 +63,7 @@ def blob_to_parts(data: bytes) -> tuple[dict[str, bytes], dict]:
     and what that state holds: its own saved `config` (every field), its `step` and the
     `weight_hash` of its weights (checked against them on decoding, or computed from them)."""
     from memory import NeuralMemory  # noqa: PLC0415
-    from memory.state import non_finite  # noqa: PLC0415
+    from memory.state import non_finite, overflows  # noqa: PLC0415
 
     memory = NeuralMemory.from_bytes(data)
     parts = memory.state_parts()
@@ -72,6 +72,10 @@ def blob_to_parts(data: bytes) -> tuple[dict[str, bytes], dict]:
         raise IncompatibleState(f"the state holds NaN or infinite numbers ({', '.join(broken[:5])}"
                                 f"{', ...' if len(broken) > 5 else ''}): a memory made from it could neither "
                                 "learn nor answer; export it again from a healthy memory")
+    overflow = overflows(memory)
+    if overflow:
+        raise IncompatibleState(f"the state's weights are too large: {overflow}, so a memory made from it "
+                                "could neither learn nor answer; export it again from a healthy memory")
     held = {"config": memory.config.to_dict(), "step": int(memory.step), "weight_hash": memory.weight_hash}
     return parts, held
 

@@ -25,7 +25,8 @@ from memory import codec
 from memory.config import MemoryConfig
 from memory.decoded import DecodedParts
 from memory.episodes import EpisodicStore, bytes_of
-from memory.errors import IncompatibleState
+from memory.errors import IncompatibleState, InvalidInput
+from memory.titans import TitansMemory
 
 
 def weight_hash(memory) -> str:
@@ -68,6 +69,28 @@ def non_finite(parts: Mapping[str, bytes]) -> list[str]:
         found += [f"{part}/{name}" for name, value in fields.items()
                   if isinstance(value, float) and not np.isfinite(value)]
     return found
+
+
+def overflows(memory) -> str | None:
+    """Why a state whose numbers are all finite still cannot learn or answer, or None: weights
+    (or momentum) so large that one recall or one step on a probe key overflows, as in an image
+    made by hand. Tried on a copy of the network, so the memory itself is not changed."""
+    net = memory.net
+    trial = TitansMemory(memory.config, loading=True)
+    trial.params = [p.clone() for p in net.params]
+    trial.momentum = [m.clone() for m in net.momentum]
+    trial.fisher, trial.anchor = net.fisher, net.anchor  # read, never written, by a step
+    probes = torch.nn.functional.normalize(
+        torch.randn(3, memory.config.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64), dim=1
+    ).to(net.dtype)
+    if not torch.isfinite(trial.recall(probes)).all():
+        return "a recall overflows to infinity"
+    try:
+        trial.update(probes[:1])  # one item, then a chunk: the two paths of a step
+        trial.update(probes[1:])
+    except InvalidInput:
+        return "a learning step overflows to infinity"
+    return None
 
 
 def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:

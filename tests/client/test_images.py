@@ -164,9 +164,9 @@ def test_a_wrong_weight_hash_is_caught_on_import(nm, good_image):
         nm.stats("lying-memory")
 
 
-def test_an_image_whose_weights_hold_nan_is_refused(nm, good_image, fresh_name):
-    """A crafted image with a NaN weight, its header and hashes consistent: the memory made from
-    it could neither learn (every write refused as diverging) nor answer (null scores)."""
+def _with_numbers_changed(good_image: bytes, change) -> bytes:
+    """`good_image` with `change(network)` applied to its weights, its header and hashes made
+    consistent again: only the numbers are wrong."""
     from memory import NeuralMemory
     from neural_memory import image
 
@@ -174,15 +174,42 @@ def test_an_image_whose_weights_hold_nan_is_refused(nm, good_image, fresh_name):
     (name, blob), = img.parts.items()
     state = NeuralMemory.from_bytes(blob)
     with torch.no_grad():
-        state.net.params[0].view(-1)[0] = float("nan")
+        change(state.net)
     state._hash = None  # the weights changed under it
     blob = state.to_bytes()
     header = image.new_header(name=img.header.name, tag=None, config=img.header.config,
                               weight_hash=state.weight_hash, step=state.step, parts=[(name, blob)])
+    return b"".join(image.encode(header, {name: blob}))
+
+
+def test_an_image_whose_weights_hold_nan_is_refused(nm, good_image, fresh_name):
+    """A NaN weight: the memory made from it could neither learn (every write refused as
+    diverging) nor answer (null scores)."""
+    nan = _with_numbers_changed(good_image, lambda net: net.params[0].view(-1).__setitem__(0, float("nan")))
     with pytest.raises(E.IncompatibleState, match="NaN or infinite.*head/w0"):
-        nm.import_image(b"".join(image.encode(header, {name: blob})), fresh_name)
+        nm.import_image(nan, fresh_name)
     with pytest.raises(E.MemoryNotFound):
         nm.stats(fresh_name)
+
+
+@pytest.mark.parametrize("change", [
+    lambda net: [p.mul_(1e25) for p in net.params],
+    lambda net: net.params[0].view(-1).__setitem__(0, 1e30),
+    lambda net: [m.add_(1e20) for m in net.momentum],
+], ids=["all-weights", "one-weight", "momentum"])
+def test_an_image_whose_finite_weights_overflow_is_refused(nm, good_image, fresh_name, change):
+    """Weights that are finite but so large that a step overflows: once imported, and then every
+    write was refused as diverging."""
+    with pytest.raises(E.IncompatibleState, match="too large: a learning step overflows"):
+        nm.import_image(_with_numbers_changed(good_image, change), fresh_name)
+    with pytest.raises(E.MemoryNotFound):
+        nm.stats(fresh_name)
+
+
+def test_an_image_with_large_weights_that_still_learn_imports(nm, good_image, fresh_name):
+    scaled = _with_numbers_changed(good_image, lambda net: [p.mul_(1e3) for p in net.params])
+    nm.import_image(scaled, fresh_name)
+    assert nm.observe(fresh_name, "it still learns").step >= 1
 
 
 _HEADER_LIES = {  # what is rewritten in the header -> what the refusal must name
