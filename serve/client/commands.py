@@ -164,6 +164,7 @@ def _learn_files(client, args: argparse.Namespace) -> int:
         for abandoned in earlier:  # --again: learning the files anew supersedes unfinished runs
             if not abandoned.finished:
                 abandoned.discard()
+    learned_before = journal.done_items
     if journal.done_batches:
         print(f"resuming: {journal.done_items:,} of {plan.items:,} items ({journal.done_batches} of "
               f"{len(plan.batches)} batches) were already learned; continuing at item "
@@ -175,8 +176,12 @@ def _learn_files(client, args: argparse.Namespace) -> int:
             print(f"\ninterrupted after {run.journal.done_items:,} of {plan.items:,} items; run the same "
                   "command again to resume", file=sys.stderr)
             return 130
+    # An interrupted run may have had batches past its journal applied; resent, they were
+    # answered, not learned again, so "at least" is all this run can say of them.
+    resumed = f", resumed after the first {learned_before:,} (at least) that an interrupted run learned" \
+        if learned_before else ""
     print(f"imported {plan.items:,} items from {len(args.paths)} file(s) into {args.memory} "
-          f"in {len(plan.batches)} batches")
+          f"in {len(plan.batches)} batches{resumed}")
     return 0
 
 

@@ -155,6 +155,7 @@ def test_import_learns_everything_once_and_resumes_after_a_kill(gateway, client,
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert "resuming:" in out and "continuing at item" in out
+    assert "imported 600 items" in out and "resumed after the first" in out, out
     a, b = _stats(client, clean), _stats(client, killed)
     assert a.total_observations == b.total_observations == 600
     assert a.weight_hash == b.weight_hash
