@@ -22,6 +22,7 @@ from serve.encode_batcher import EncodeBatcher
 from serve.encoder import LocalEncoder
 from serve.http_app import GatewayRuntime, create_api
 from serve.metrics import GatewayMetrics
+from serve.ports import reset_connections_on_close
 from serve.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,11 @@ class Gateway:
         )
         self._app = create_api(runtime)
         return self._app
+
+    def reset_connections_on_close(self) -> int:
+        """Before a stop: this replica's HTTP connections end with a reset, not a FIN (see
+        serve.ports.reset_connections_on_close), so a restart can bind the port at once."""
+        return reset_connections_on_close(self._settings.port)
 
     def check_health(self) -> None:
         """Serve replaces the replica if this raises (e.g. the lifespan never finished)."""

