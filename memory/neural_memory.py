@@ -41,16 +41,6 @@ LOOKUP_BLOCK = 64  # items of a batch whose store lookups share one search
 # An observation needs only its nearest record (surprise, reinforcement): a close match always
 # passes a short sign-bit shortlist; reads rank `config.shortlist` candidates.
 NEAREST_SHORTLIST = 16
-# A later record this alike an earlier one (cosine) and scoring within RESTATED_MARGIN of it for
-# a cue restates it, often with a new value ("Ana's team is Search" ... "Ana's team is Ads"): it
-# ranks first. Measured in process (80 such pairs among 180 other facts; 450 same-template
-# facts about 150 people; 10k PyPI facts with reworded cues, bench.facts): the newer first in
-# 64 of 80 pairs with MiniLM (37 without the rule), 65 with `hash` (47); the right person's
-# fact first in 436 of 450 (438); recall@1 at 10k 0.854 / 0.867, oldest / uniform (0.858 /
-# 0.869). A wider margin or a lower cosine catches more restatements and ranks more facts
-# about similar subjects behind each other (margin 0.03: 69 of 80 pairs, 434 of 450).
-RESTATED_COSINE = 0.7
-RESTATED_MARGIN = 0.02
 
 
 class NeuralMemory:
@@ -267,8 +257,7 @@ class NeuralMemory:
         known = 1.0 - self.net.neural_surprise(vectors)  # does the network recall the record?
         neural = self.net.values(vectors) @ recalled  # how well it matches each record's content
         w = self.config.recall_neural_weight
-        scores = _newest_restatement_first(torch.from_numpy(ids), vectors, (1 - w) * episodic + w * known * neural,
-                                           temperature)
+        scores = (1 - w) * episodic + w * known * neural
         order = torch.argsort(scores, descending=True, stable=True)[:top_k]
         if temperature == 0:  # greedy: all attention on the best pattern
             weights = torch.zeros(len(order), dtype=scores.dtype)
@@ -393,24 +382,6 @@ class NeuralMemory:
     def from_bytes(cls, data: bytes, expected: MemoryConfig | None = None) -> "NeuralMemory":
         """From `to_bytes()` of this or an older format (format 1: the bounded pattern book)."""
         return state.from_blob(cls, data, expected)
-
-
-def _newest_restatement_first(ids: torch.Tensor, vectors: torch.Tensor, scores: torch.Tensor,
-                              temperature: float) -> torch.Tensor:
-    """`scores` with each record that a later one restates (RESTATED_COSINE, RESTATED_MARGIN)
-    moved below the best-scoring record restating it, far enough that its attention weight is
-    under half of that one's (so infer does not cite it as related): a memory told something
-    new about a thing answers with the new one, and still lists the old. Record ids grow with
-    the order records were learned in."""
-    unit = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    restates = ((unit @ unit.T) >= RESTATED_COSINE) & (ids[None, :] > ids[:, None]) \
-        & (scores[None, :] >= scores[:, None] - RESTATED_MARGIN)  # [a, b]: b restates a
-    restated = restates.any(dim=1)
-    if not restated.any():
-        return scores
-    best = torch.where(restates, scores[None, :], -math.inf).max(dim=1).values  # each one's best restatement
-    below = RESTATED_MARGIN + temperature * math.log(2) * 1.01  # softmax weight ratio exp(-below / T) < 0.5
-    return torch.where(restated, best - below, scores)
 
 
 def _closer(a: tuple[int, float] | None, b: tuple[int, float] | None) -> tuple[int, float] | None:
