@@ -30,6 +30,7 @@ __all__ = ["ForgetOps"]
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
+FORK_RUN_UNFINISHED = ("not started", "pending", "running")  # a fork's entry in a job's report
 
 
 def derived_job_id(base: str, part: str) -> str:
@@ -71,7 +72,11 @@ class ForgetOps:
     async def status(self, tenant: str, name: str, job_id: str) -> dict:
         job = await self._cluster._routes().call(qualify(tenant, name), "forget_status", job_id)
         if job.get("forks") and job["status"] == "done" and not job["dry_run"]:
-            job["report"]["forks"] = await self._forks(tenant, name, job)
+            job["report"]["forks"] = forks = await self._forks(tenant, name, job)
+            if any(fork["status"] in FORK_RUN_UNFINISHED for fork in forks):
+                # Done on this memory, not yet everywhere it was asked to be: a caller waiting for
+                # "done" must not read a fork that still holds the text (the report says which).
+                job["status"] = "running"
         return job
 
     async def audit(self, tenant: str, limit: int) -> dict:

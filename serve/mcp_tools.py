@@ -398,7 +398,8 @@ def _register_forget(server: MCPServer, d: _Dispatcher) -> None:
         checkpoints: Annotated[Literal["rebuild", "delete"], Field(
             description="Tags that held them: rebuilt without them, or deleted.")] = "rebuild",
         forks: Annotated[bool, Field(strict=True,
-                                     description="Also forget it in forks made from a state that held it.")] = False,
+                                     description="Also forget it in forks made from a state that held it; "
+                                                 "the job reads running until every fork's run finished.")] = False,
         job_id: Annotated[str | None, Field(pattern=C.anchored(C.JOB_ID_PATTERN), description=(
             "Instead of a selector: read this job's status (a job still running after wait_seconds)."))] = None,
         wait_seconds: Annotated[float, Field(ge=0, le=MAX_FORGET_WAIT, strict=True, allow_inf_nan=False, description=(

@@ -219,7 +219,8 @@ class ForgetRequest(Request):
         "rebuild", description="Your checkpoint tags whose state held a forgotten observation: rebuilt "
                                "without it (default), or deleted.")
     forks: bool = Field(False, strict=True,
-                        description="Also forget it in the forks made from a state that held it.")
+                        description="Also forget it in the forks made from a state that held it; the "
+                                    "job then reads running until every fork's run has finished.")
 
     @model_validator(mode="before")
     @classmethod
