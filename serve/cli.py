@@ -2,7 +2,7 @@
 
     neural-memory serve [--host 127.0.0.1] [--port 8000] [--data-dir ./.neural-memory]
                         [--ray-address ADDR]
-    neural-memory mcp   [--url http://127.0.0.1:8000] [--api-key KEY] [--memory default]
+    neural-memory mcp   [--url http://127.0.0.1:8000] [--api-key KEY] [--memory NAME]
     neural-memory demo  ...        (see `neural-memory demo --help`)
     neural-memory export | import-image | push | pull ...   (neural_memory.commands)
     neural-memory gc    [--data-dir DIR] [--grace SECONDS] [--dry-run]
@@ -53,8 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="gateway base URL (default http://127.0.0.1:8000 or NMEM_URL)")
     mcp.add_argument("--api-key", default=os.environ.get("NMEM_API_KEY"),
                      help="API key for the gateway (or NMEM_API_KEY)")
-    mcp.add_argument("--memory", default=os.environ.get("NMEM_DEFAULT_MEMORY", "default"),
-                     help="memory used when a tool call names none (created on first use)")
+    mcp.add_argument("--memory", default=os.environ.get("NMEM_DEFAULT_MEMORY"),
+                     help="memory used when a tool call names none (created on first use; default "
+                          "NMEM_DEFAULT_MEMORY, else the gateway's own default)")
 
     sub.add_parser("demo", help="guided demo against a running or fresh server",
                    add_help=False)

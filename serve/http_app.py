@@ -151,7 +151,8 @@ def _add_operational_routes(app: FastAPI, rt: GatewayRuntime) -> None:
         """200 while this gateway serves, "ok" or "degraded" (a dependency is down: see `checks`);
         a liveness probe should not restart the gateway for a dependency's outage."""
         status, checks = await state(request)
-        return JSONResponse({"status": status, "checks": checks},
+        # default_memory: what an MCP call naming no memory uses (the stdio proxy asks for it)
+        return JSONResponse({"status": status, "checks": checks, "default_memory": rt.settings.default_memory},
                             status_code=503 if status == "starting" else 200)
 
     @app.get("/readyz", tags=["ops"], summary="Readiness: 200 only when every dependency answers",

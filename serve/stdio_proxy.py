@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+import httpx
 from mcp.server.mcpserver import MCPServer
 
 from serve.mcp_server import new_mcp_server
@@ -19,7 +20,10 @@ from serve.mcp_tools import register_tools
 from neural_memory import AsyncClient
 
 
-def build_proxy(url: str, api_key: str | None, default_memory: str = "default"
+FALLBACK_DEFAULT_MEMORY = "default"  # the gateway's own default (serve.settings), if it cannot be asked
+
+
+def build_proxy(url: str, api_key: str | None, default_memory: str = FALLBACK_DEFAULT_MEMORY
                 ) -> tuple[MCPServer, AsyncClient]:
     backend = AsyncClient(url, api_key)
     server = new_mcp_server()
@@ -27,8 +31,21 @@ def build_proxy(url: str, api_key: str | None, default_memory: str = "default"
     return server, backend
 
 
-async def run_proxy(url: str, api_key: str | None, default_memory: str = "default") -> None:
-    server, backend = build_proxy(url, api_key, default_memory)
+async def gateway_default_memory(url: str) -> str:
+    """The memory the gateway's own /mcp uses for a call that names none (its
+    NMEM_DEFAULT_MEMORY, told by /healthz), so an agent on the stdio proxy and one on HTTP
+    share it; FALLBACK_DEFAULT_MEMORY if the gateway cannot say (down, or an older version)."""
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            told = (await http.get(f"{url.rstrip('/')}/healthz")).json().get("default_memory")
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return FALLBACK_DEFAULT_MEMORY
+    return told if isinstance(told, str) and told else FALLBACK_DEFAULT_MEMORY
+
+
+async def run_proxy(url: str, api_key: str | None, default_memory: str | None = None) -> None:
+    """`default_memory` None: the gateway's (`gateway_default_memory`)."""
+    server, backend = build_proxy(url, api_key, default_memory or await gateway_default_memory(url))
     try:
         await _check_gateway(backend)
         await server.run_stdio_async()

@@ -311,3 +311,35 @@ def test_numbers_and_flags_are_not_guessed_from_other_types(gateway, tool, args)
         response = httpx.post(f"{gateway.base_url}/v1/memories/default/forget", json=args,
                               headers=gateway.headers(), timeout=TIMEOUT)
         assert response.status_code == 422, response.text
+
+
+def test_stdio_proxy_uses_the_gateways_default_memory(gateway):
+    """A desktop agent on the stdio proxy and an HTTP agent on /mcp share the default memory:
+    the proxy asks the gateway which it is (its NMEM_DEFAULT_MEMORY, not the proxy's env)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from serve.ports import free_port
+    from serve.stdio_proxy import FALLBACK_DEFAULT_MEMORY, gateway_default_memory
+
+    assert httpx.get(f"{gateway.base_url}/healthz").json()["default_memory"] == "default"  # the fixture's
+
+    class Gateway(BaseHTTPRequestHandler):  # one whose operator set NMEM_DEFAULT_MEMORY=team-notes
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = json.dumps({"status": "ok", "checks": {}, "default_memory": "team-notes"}).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert anyio.run(gateway_default_memory, f"http://127.0.0.1:{server.server_address[1]}") == "team-notes"
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert anyio.run(gateway_default_memory, f"http://127.0.0.1:{free_port()}") == FALLBACK_DEFAULT_MEMORY
