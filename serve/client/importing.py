@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import contract
-from errors import InvalidInput, MemoryNotFound, OutOfOrder
+from errors import InvalidInput, MemoryNotFound, OutOfOrder, PayloadTooLarge
 
 __all__ = ["ImportOptions", "Item", "Plan", "ImportRun", "read_items", "plan_import", "memory_created_at",
            "imported_elsewhere", "unfinished_renewal", "Journal",
@@ -270,14 +271,19 @@ _READERS: dict[str, Callable[[str, str, ImportOptions], Iterator[Item]]] = {
     "text": _text_items, "jsonl": _jsonl_items, "csv": _csv_items}
 
 
-def read_items(data: bytes, source: str, opts: ImportOptions) -> list[Item]:
-    """Every item of one file's bytes, checked; InvalidInput (naming `source`) for a bad file."""
+def read_items(data: bytes, source: str, opts: ImportOptions, max_items: int | None = None) -> list[Item]:
+    """Every item of one file's bytes, checked; InvalidInput (naming `source`) for a bad file,
+    PayloadTooLarge for one of more than `max_items` items (read no further)."""
     fmt = opts.format or FORMATS.get(Path(source).suffix.lower())
     if fmt is None:
         raise InvalidInput(f"cannot tell the format of {source} from its extension ({' '.join(FORMATS)}); "
                            f"name it with --format ({', '.join(sorted(set(FORMATS.values())))}; `format` on "
                            "/v1/import/parse)")
-    items = list(_READERS[fmt](_decode(data, source), source, opts))
+    reader = _READERS[fmt](_decode(data, source), source, opts)
+    items = list(reader if max_items is None else itertools.islice(reader, max_items + 1))
+    if max_items is not None and len(items) > max_items:
+        raise PayloadTooLarge(f"{source} splits into more than {max_items:,} items; import it with "
+                              "`neural-memory import`, which has no such limit")
     if not items:
         raise InvalidInput(f"{source} has no text to import")
     return items

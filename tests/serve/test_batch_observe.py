@@ -165,3 +165,32 @@ def test_the_upload_parser_takes_every_option_the_command_does(api):
     assert "['id', 'body', 'topic']" in missing["message"] and "`column`" in missing["message"]
     blank = error_of(api.post("/v1/import/parse", params={"filename": "a.md", "domain": "  "}, content=b"x"), 422)
     assert "domain" in blank["message"]
+
+
+def test_the_upload_parser_refuses_a_file_of_too_many_items_without_stalling_others(api):
+    """16 MB of one-character lines is 8M items: once a 216 MB answer built in over a minute,
+    during which the gateway answered no one. Now 413 naming the command line, and the split
+    runs off the event loop."""
+    import threading
+    import time
+
+    from serve.imports import MAX_PARSE_ITEMS
+
+    answers: list = []
+    upload = threading.Thread(target=lambda: answers.append(api.post(
+        "/v1/import/parse", params={"filename": "a.txt", "split": "line"}, content=b"x\n" * 8_000_000,
+        headers={"content-type": "application/octet-stream"}, timeout=300)))
+    upload.start()
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        ok(api.get("/healthz"))
+        waited = time.monotonic() - started  # reported, not asserted: a timing on a shared machine
+    finally:
+        upload.join(300)
+    refused = error_of(answers[0], 413)
+    assert f"more than {MAX_PARSE_ITEMS:,} items" in refused["message"] and "neural-memory import" in refused["message"]
+    print(f"/healthz during the upload: {waited:.2f} s")
+    exactly = b"x\n" * MAX_PARSE_ITEMS
+    assert ok(api.post("/v1/import/parse", params={"filename": "a.txt", "split": "line"}, content=exactly,
+                       headers={"content-type": "application/octet-stream"}))["count"] == MAX_PARSE_ITEMS
