@@ -42,6 +42,7 @@ CHECKPOINT_PART = "checkpoint"
 PART_MEDIA_TYPE = "application/vnd.neural-memory.checkpoint"
 MAX_HEADER_BYTES = 1 << 20
 _PREFIX = struct.Struct(">8sHI")
+_PRINTABLE_LINE = r"^[^\x00-\x1f\x7f-\x9f]{1,200}$"
 
 
 class PartInfo(BaseModel):
@@ -57,14 +58,17 @@ class ImageHeader(BaseModel):
     model_config = ConfigDict(extra="ignore")  # a newer minor writer may add fields
 
     format_version: int = FORMAT_VERSION
-    name: str = Field(description="The memory it was exported from.")
-    tag: str | None = Field(None, description="The checkpoint tag, or None for the live state.")
+    # Shown to whoever imports it (the CLI prints them): no control characters, which a crafted
+    # image used to clear or spoof the terminal, and no more than a name's worth.
+    name: str = Field(pattern=_PRINTABLE_LINE, description="The memory it was exported from.")
+    tag: str | None = Field(None, pattern=_PRINTABLE_LINE,
+                            description="The checkpoint tag, or None for the live state.")
     config: dict[str, Any]
     encoder: str
     weight_hash: str
     step: int = Field(ge=0)
     created_at: str
-    producer: str = ""
+    producer: str = Field("", pattern=rf"^({_PRINTABLE_LINE[1:-1]})?$")
     parts: list[PartInfo]
 
     def part_names(self) -> list[str]:

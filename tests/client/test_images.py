@@ -125,11 +125,14 @@ def _bad_images(good: bytes) -> dict[str, tuple[bytes, str]]:
         "header_version": (_reencode(good, format_version=2), "header says format version 2, its binary prefix 1"),
         # a damaged field name: the message names the field the header lacks
         "header_field": (good.replace(b'"weight_hash"', b'"weight_hasX"', 1), "unreadable header: weight_hash"),
+        # what an import shows of the header: a terminal escape, a screenful
+        "header_name": (_reencode(good, name="evil\x1b[2J\x1b[31mFAKE"), "unreadable header: name"),
+        "header_tag": (_reencode(good, tag="t" * 500), "unreadable header: tag"),
     }
 
 
 @pytest.mark.parametrize("kind", ["foreign", "text", "truncated", "corrupt", "trailing", "version", "header_version",
-                                  "header_field"])
+                                  "header_field", "header_name", "header_tag"])
 def test_bad_files_are_refused_by_client_and_server(nm, gateway, good_image, kind, tmp_path):
     data, reason = _bad_images(good_image)[kind]
     expected = E.IncompatibleState if kind == "version" else E.InvalidInput
