@@ -253,18 +253,20 @@ def wait_healthy(url: str, proc: subprocess.Popen | None = None, log: Path | Non
                  timeout: float = STARTUP_TIMEOUT_S) -> None:
     """Until `url`/healthz answers 200; Unavailable (with the server's log, if we started it)
     when `proc` exits first or `timeout` passes."""
-    shown = f"; its log:\n{tail(log)}" if log is not None else ""
+    def shown() -> str:  # read when it is shown: the log of this start, not of an earlier one
+        return f"; its log:\n{tail(log)}" if log is not None else ""
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise Unavailable(f"the server exited with code {proc.returncode}{shown}")
+            raise Unavailable(f"the server exited with code {proc.returncode}{shown()}")
         try:
             if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise Unavailable(f"the server at {url} was not healthy after {timeout:.0f} s{shown}")
+    raise Unavailable(f"the server at {url} was not healthy after {timeout:.0f} s{shown()}")
 
 
 def tail(log: Path, lines: int = 25) -> str:

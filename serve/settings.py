@@ -94,9 +94,10 @@ class GatewaySettings(BaseSettings):
     encode_in: Literal["gateway", "deployment"] = Field(
         "gateway",
         description=(
-            "Where text becomes vectors: in each gateway replica (no extra hop: lower latency and "
-            "CPU per request; one model copy per gateway replica), or in the separate Encoder "
-            "deployment (scales apart from the gateways, one model per encoder replica)."
+            "Where text becomes vectors: `gateway`, in each gateway replica (no extra hop: lower "
+            "latency and CPU per request; one model copy per gateway replica), or `deployment`, in "
+            "the separate Encoder deployment (scales apart from the gateways, one model per encoder "
+            "replica)."
         ),
     )
     encoder_threads: int = Field(

@@ -61,6 +61,10 @@ _LABEL = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _ALL = 1_000_000  # "no limit" for the records store's own searches
 
 
+# Empty, or the start of a memory name (contract.MEMORY_NAME_PATTERN), leaving room for labels.
+_NAME_PREFIX = r"([a-z0-9][a-z0-9._-]{0,39})?"
+
+
 def memory_name(namespace: tuple[str, ...], prefix: str = "") -> str:
     """The memory a namespace maps to; InvalidInput says which rule a label breaks."""
     if not namespace:
@@ -111,6 +115,10 @@ class NeuralMemoryStore(BaseStore):
                  fork_from: tuple[str, ...] | None = None, memory_config: dict | None = None,
                  index_fields: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.records = records if records is not None else InMemoryStore()
+        if not isinstance(name_prefix, str) or not re.fullmatch(_NAME_PREFIX, name_prefix):
+            raise InvalidInput(f"name_prefix {name_prefix!r} cannot begin a neural memory's name: use a-z 0-9 "
+                               ". _ - (lowercase), starting with a letter or digit, at most 40 characters "
+                               "(e.g. 'myapp.')")
         self.name_prefix = name_prefix
         self.fork_from = tuple(fork_from) if fork_from else None
         if self.fork_from:

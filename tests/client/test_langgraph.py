@@ -168,3 +168,14 @@ def test_namespace_rules_are_explained(store):
         store.put(("a" * 40, "b" * 30), "k", {"text": "x"})
     with pytest.raises(E.InvalidInput, match="reserved"):
         store.put(("users", "x"), "k", {"__nmem_text_sha256": "x"})
+
+
+@pytest.mark.parametrize("prefix", ["My-App.", "-x.", "a" * 41, "app/"])
+def test_a_name_prefix_that_cannot_begin_a_memory_name_is_refused_at_once(gateway, prefix):
+    """Refused when the store is made, saying why: "My-App." was blamed on the name's length at
+    the first put, and "-x." made every search quietly return nothing."""
+    from neural_memory.langgraph import NeuralMemoryStore
+
+    with pytest.raises(E.InvalidInput, match="name_prefix .*lowercase"):
+        NeuralMemoryStore(url=gateway.base_url, api_key=gateway.key_a, name_prefix=prefix)
+    NeuralMemoryStore(url=gateway.base_url, api_key=gateway.key_a, name_prefix="my-app.").close()
