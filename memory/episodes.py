@@ -218,6 +218,11 @@ class EpisodicStore:
         where, row = self._locate(record)
         return int(where.patterns[row])
 
+    def step(self, record: int) -> int:
+        """The memory's step when the record was stored (a text seen again keeps its first)."""
+        where, row = self._locate(record)
+        return int(where.steps[row])
+
     def records(self):
         """(id, text, step, domain id) of every live record, in id order."""
         chunks, tail = self._view

@@ -267,7 +267,7 @@ class NeuralMemory:
             # float32 rounds one below ~1e-45 to 0 (0 / 0)
             top = scores[order].double()
             weights = torch.softmax((top - top.max()) / temperature, dim=0)
-        return [{"pattern": self.store.text(int(ids[i])), "weight": float(wt)}
+        return [{"pattern": self.store.text(int(ids[i])), "weight": float(wt), "step": self.store.step(int(ids[i]))}
                 for i, wt in zip(order.tolist(), weights.tolist())]
 
     def infer_vector(self, vector, top_k: int = 5, temperature: float | None = None,

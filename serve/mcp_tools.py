@@ -238,7 +238,9 @@ def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
         how well each matches what the network recalls for the prompt; the best one is the
         response (with a close runner-up appended as "related"). Also returns a confidence
         (1 - the prompt's surprise) and the top_k episodes with softmax attention weights
-        (temperature 0 puts all weight on the best)."""
+        (temperature 0 puts all weight on the best), each with the step it was stored at: the
+        ranking does not prefer newer texts, so of two that disagree, the larger step was told
+        later."""
         return await d.run("infer", ctx, memory, lambda b, m: b.infer(
             m, prompt, temperature=temperature, max_tokens=max_tokens, top_k=top_k),
             S.InferResponse)

@@ -295,6 +295,10 @@ class ParsedFile(Response):
 class PatternWeight(Response):
     pattern: str
     weight: float
+    step: int | None = Field(None, description=(
+        "When the memory stored this text: its step then (as in observe's `step`; a text told again "
+        "keeps its first). Of two stored texts that disagree, the larger step was told later. A "
+        "forget renumbers steps."))
 
 
 class InferResponse(Response):

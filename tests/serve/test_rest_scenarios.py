@@ -134,3 +134,19 @@ def test_health_docs_metrics_and_dashboard(api, anon, gateway):
     text = metrics.text
     assert "nmem_http_requests_total" in text and "nmem_live_actors" in text
     assert "nmem_observe_surprise_bucket" in text and "nmem_http_request_seconds_bucket" in text
+
+
+def test_each_recalled_text_says_when_it_was_told(api, fresh_name):
+    """Of two stored texts that disagree, an agent can tell which came later: each attention
+    item carries the step its text was stored at (the step observe answered for it)."""
+    ok(api.post("/v1/memories", json={"name": fresh_name}), 201)
+    first = ok(api.post(f"/v1/memories/{fresh_name}/observe", json={"context": "Ana's team is Search."}))
+    ok(api.post(f"/v1/memories/{fresh_name}/observe",
+                json={"contexts": [f"Release {n} of the billing service fixed {n} bugs." for n in range(20)]}))
+    later = ok(api.post(f"/v1/memories/{fresh_name}/observe", json={"context": "Ana's team is Ads."}))
+    answer = ok(api.post(f"/v1/memories/{fresh_name}/infer", json={"prompt": "Which team is Ana on?", "top_k": 5}))
+    steps = {item["pattern"]: item["step"] for item in answer["attention_weights"]}
+    assert steps["Ana's team is Search."] == first["step"] == 1
+    assert steps["Ana's team is Ads."] == later["step"] == 22
+    shown = ok(api.post(f"/v1/memories/{fresh_name}/attention_map", json={"query": "Which team is Ana on?"}))
+    assert {item["pattern"]: item["step"] for item in shown["attention_weights"]}["Ana's team is Ads."] == 22
