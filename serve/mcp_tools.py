@@ -410,7 +410,8 @@ def _register_forget(server: MCPServer, d: _Dispatcher) -> None:
     ) -> S.ForgetJob:
         """Make the memory forget observations — on request, and provably: in exact mode it is
         rebuilt as if they had never been observed (every write is logged, so the memory
-        replays its history without them: same weights as a twin that never saw them), and
+        replays its history, from the vectors it logged, without them: same weights as a twin
+        that learned the same vectors without them), and
         every copy goes (checkpoints, logs, history). Select by exact `text`, a list of `texts`
         (e.g. the patterns infer returned), a `domain` or a `steps` range; `dry_run` lists what
         would go. Returns the job (waiting up to wait_seconds): status, exact, forgotten count,
