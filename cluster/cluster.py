@@ -226,8 +226,7 @@ class MemoryCluster:
         try:
             await self._meta("delete_memory", qname)
         except Busy:  # still being created: only a creation cut short is cleared here
-            if not await self._creations.clear_abandoned(qname):
-                raise
+            await self._creations.clear_abandoned(qname)
         else:
             await self._release(qname)
             self._rewrite_append_only_file_soon()

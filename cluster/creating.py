@@ -99,7 +99,7 @@ class Creations:
             return record
         if not self._abandoned(creating):
             raise Busy(f"memory {shown(qname)} is being created by another call; if that creation fails the "
-                       "name is freed: retry shortly")
+                       f"name is freed: {self._retry_hint(creating)}")
         log.warning("clearing %s, a creation cut short (attempt %s)", qname, creating["attempt"])
         await self._clear(qname, creating["attempt"])
         return None
@@ -115,7 +115,14 @@ class Creations:
         if self._abandoned(creating):
             return False
         raise Busy(f"memory {shown(qname)} is being created (a create, fork or import still running): "
-                   "retry shortly")
+                   f"{self._retry_hint(creating)}")
+
+    def _retry_hint(self, creating: dict) -> str:
+        """When to come back: soon, or, if the creation's server died with it (its mark then
+        waits out `stale_after`), at the latest when its mark is cleared."""
+        left = max(0.0, self.stale_after - (time.time() - float(creating["since"])))
+        return (f"retry shortly (if the server creating it was stopped, the name is freed within "
+                f"{left:.0f} s)")
 
     def listed(self, records: list[dict]) -> list[dict]:
         """`records` as a listing shows them: a creation cut short is left out (it is cleared by
@@ -180,14 +187,17 @@ class Creations:
         await asyncio.wait({pending})
         await self.abandon(registered)
 
-    async def clear_abandoned(self, qname: str) -> bool:
-        """Clear `qname` if it is a creation cut short (for a delete); False if it is whole or
-        still being created."""
-        attempt = self._abandoned_attempt(await self._record(qname))
+    async def clear_abandoned(self, qname: str) -> None:
+        """Clear `qname` if it is a creation cut short (for a delete); Busy, saying when to come
+        back, while it is still being created."""
+        record = await self._record(qname)
+        attempt = self._abandoned_attempt(record)
         if attempt is None:
-            return False
+            creating = record.get("creating")
+            hint = self._retry_hint(creating) if isinstance(creating, dict) else "retry shortly"
+            raise Busy(f"memory {shown(qname)} is being created (a create, fork or import still running); "
+                       f"delete it once that has answered: {hint}")
         await self._clear(qname, attempt)
-        return True
 
     def _abandoned_attempt(self, record: dict) -> str | None:
         """The attempt of `record`'s creation if it has no live creator (see `_abandoned`)."""
