@@ -105,14 +105,12 @@ class RequestContextMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), *added]}
             await send(message)
 
-        if given is not None and not adopted:
-            # No id in the answer's body: the only one the caller could match it by is theirs.
+        scope = {**scope, "headers": [*headers, (REQUEST_ID_HEADER.encode(), rid)]}
+        if given is not None and not adopted:  # the body names the id made here, as every error does
             refused = InvalidInput("the X-Request-Id header must be 1-128 visible ASCII characters (no spaces); "
                                    "send a shorter id, or none and the server makes one")
-            unnamed = {**scope, "headers": headers}
-            await problem_response(problem_for(refused), scope=unnamed)(unnamed, receive, with_headers)
+            await problem_response(problem_for(refused), scope=scope)(scope, receive, with_headers)
             return
-        scope = {**scope, "headers": [*headers, (REQUEST_ID_HEADER.encode(), rid)]}
         await self.app(scope, receive, with_headers)
 
 

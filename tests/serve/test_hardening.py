@@ -64,6 +64,7 @@ def test_a_malformed_request_id_is_refused_and_answered_with_one_id(anon, bad_id
     response = anon.get("/healthz", headers={"X-Request-Id": bad_id.encode()})  # UTF-8: Serve 500s on other bytes
     error = error_of(response, 400)
     assert error["code"] == "invalid_input" and "X-Request-Id" in error["message"], error
+    assert len(error["request_id"]) == 32  # one made here, as every error body carries
     assert len(response.headers.get_list("x-request-id")) <= 1  # Serve echoes the caller's; no second one
     assert response.headers["x-content-type-options"] == "nosniff"
 
