@@ -120,6 +120,9 @@ def run_server(opts: ServeOptions) -> int:
     from ray import serve
 
     cluster_settings, storage = start_storage(settings.cluster)
+    # A stop while starting (SIGINT arrives as KeyboardInterrupt anywhere in Ray's start-up) is
+    # cleaned up like one while serving: SIGTERM too, instead of ending the process on the spot.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     # the ingress's files outlive Ray: they go only after _shutdown
     with ingress_environment(ingress_mode, gateway.port, gateway.host) as ingress:
         try:
@@ -127,6 +130,7 @@ def run_server(opts: ServeOptions) -> int:
             local = {"_node_ip_address": "127.0.0.1"} if not cluster_settings.ray_address else {}
             ray.init(address=cluster_settings.ray_address or "local", include_dashboard=False,
                      logging_level="WARNING", log_to_driver=False, **local)
+            signal.signal(signal.SIGTERM, _raise_interrupt)  # ray.init put its own in (it ends the process)
             if local:
                 _private_ray_token()
             serve.start(http_options={"host": gateway.host, "port": ingress.proxy_port})
@@ -141,8 +145,15 @@ def run_server(opts: ServeOptions) -> int:
             _wait_for_signal()
             print("neural-memory: shutting down", file=sys.stderr, flush=True)
             return 0
+        except KeyboardInterrupt:
+            print("neural-memory: stopped while starting; shutting down", file=sys.stderr, flush=True)
+            return 130
         finally:
             _shutdown(storage, cluster_settings.namespace)
+
+
+def _raise_interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def resolve_ingress(ingress: str, ray_address: str | None, gateway_replicas: int) -> str:

@@ -91,3 +91,38 @@ def test_a_stop_signal_to_the_whole_process_group_leaves_nothing_running(tmp_pat
         server.stop()
         for entry in session_processes(session):  # what a failure left
             os.kill(int(entry.name), signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_while_starting_shuts_down_cleanly(tmp_path, stop):
+    """Ctrl-C (or SIGTERM) during start-up, before the banner: once a KeyboardInterrupt traceback
+    from inside Ray and exit -2 (SIGTERM: the process ended on the spot). Now the same clean
+    shutdown as a stop while serving: exit 130, nothing of the session left running."""
+    import os
+    import signal
+    import time
+
+    from tests.serve.server_process import session_processes
+
+    data_dir, log, port = tmp_path / "data", tmp_path / "serve.log", free_port()
+    server = Server(data_dir, port, log)
+    session = server.process.pid
+    try:
+        deadline = time.monotonic() + 300
+        while "Started Serve" not in log.read_text() and server.process.poll() is None \
+                and time.monotonic() < deadline:  # Ray is up, the app is being deployed
+            time.sleep(0.1)
+        assert "Ctrl-C to stop" not in log.read_text(), "started before the stop could be sent"
+        server.process.send_signal(getattr(signal, stop))
+        assert server.process.wait(120) == 130, log.read_text()[-3000:]
+        text = log.read_text()
+        assert "stopped while starting" in text and "Traceback" not in text, text[-3000:]
+        deadline = time.monotonic() + 60
+        while list(session_processes(session)) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert list(session_processes(session)) == [], text[-3000:]
+    finally:
+        server.stop()
+        for entry in session_processes(session):
+            os.kill(int(entry.name), signal.SIGKILL)
