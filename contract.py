@@ -32,6 +32,7 @@ __all__ = [
     "check_new_domain", "text_too_long",
     "check_description", "check_top_k", "check_temperature", "check_max_tokens",
     "check_learning_rate", "check_request_id", "check_after_request_id", "blank_as_unset", "check_page",
+    "same_words",
 ]
 
 # ---- names (they reach Redis keys, object keys, file paths and actor tables) ------------------
@@ -138,6 +139,13 @@ def blank_as_unset(value: Any) -> Any:
 
 def text_too_long(length: int, field: str = "text") -> InvalidInput:
     return InvalidInput(f"{field} is {length} characters; the limit is {MAX_TEXT_CHARS}")
+
+
+def same_words(text: str) -> str:
+    """A text as a statement: its words, case, spacing and closing punctuation aside ("Carol's
+    PIN is 9981." and "carol's pin  is 9981" say the same). Where a memory tells whether it holds
+    a text: surprise's `skip`, and forget's text selectors."""
+    return " ".join(text.casefold().split()).rstrip(".!?;:, ") or text
 
 
 def check_text(text: Any, field: str = "text") -> str:

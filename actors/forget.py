@@ -3,7 +3,7 @@
 A forget job (actors/forgetting.py) asks for a memory "as if these observations had never
 happened". Every change of state is in the kept history (actors/history.py), so:
 
-1. `scan` reads the history once and finds the selected items (by exact text, a list of texts
+1. `scan` reads the history once and finds the selected items (by text, in the same words, a list of texts
    such as the patterns `infer` returned, a domain, or a range of the steps `observe` answered,
    which an earlier forget does not renumber: actors/wal.py `answered_steps`), each as
    (entry seq, item);
@@ -44,19 +44,26 @@ class NotExact(Exception):
 
 @dataclass(frozen=True)
 class Selector:
-    """Which observations to forget: exactly one kind (see SELECTOR_KINDS)."""
+    """Which observations to forget: exactly one kind (see SELECTOR_KINDS). A text selects every
+    observation that says it in the same words (`contract.same_words`): a copy differing in
+    case or a closing full stop was left behind, and the job said it had found nothing."""
 
     kind: str
     texts: frozenset[str] = frozenset()
     domain: str | None = None
     steps: tuple[int, int] | None = None
+    _words: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_words", frozenset(contract.same_words(t) for t in self.texts))
 
     @classmethod
     def from_dict(cls, spec: dict) -> "Selector":
         given = [k for k in SELECTOR_KINDS if spec.get(k) not in (None, [], "")]
         if len(given) != 1:
-            raise InvalidInput("give exactly one selector: `text` (one exact text), `texts` (a list, e.g. "
-                               "the patterns infer returned), `domain`, or `steps` ({from, to})")
+            raise InvalidInput("give exactly one selector: `text` (one text; every observation saying it in the "
+                               "same words goes, case, spacing and a closing full stop aside), `texts` (a "
+                               "list, e.g. the patterns infer returned), `domain`, or `steps` ({from, to})")
         kind = given[0]
         if kind == "text":
             return cls("text", texts=frozenset([contract.check_text(spec["text"])]))
@@ -91,7 +98,7 @@ class Selector:
 
     def matches(self, text: str, step: int, domain: str | None) -> bool:
         if self.kind in ("text", "texts"):
-            return text in self.texts
+            return contract.same_words(text) in self._words
         if self.kind == "domain":
             return domain == self.domain
         return self.steps[0] <= step <= self.steps[1]

@@ -401,9 +401,6 @@ def _check_texts(texts, n: int) -> list[str]:
 
 
 def _same_words(a: str, b: str) -> bool:
-    """Whether two texts say the same word for word (case, spacing and closing punctuation aside)."""
-    def plain(text: str) -> str:
-        return " ".join(text.casefold().split()).rstrip(".!?;:, ")
-
-    return plain(a) == plain(b)
+    """Whether two texts say the same word for word (`contract.same_words`)."""
+    return contract.same_words(a) == contract.same_words(b)
 

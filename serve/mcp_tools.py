@@ -386,7 +386,9 @@ def _register_forget(server: MCPServer, d: _Dispatcher) -> None:
     @_tool(server, DESTRUCTIVE)
     async def forget(
         ctx: Context,
-        text: Annotated[S.Text | None, Field(description="Forget every observation of exactly this text.")] = None,
+        text: Annotated[S.Text | None, Field(description=(
+            "Forget every observation of this text (in the same words: case, spacing and closing "
+            "punctuation aside)."))] = None,
         texts: Annotated[list[S.Text] | None, Field(
             min_length=1, max_length=C.MAX_BATCH_ITEMS,
             description="Forget every observation of any of these texts (e.g. patterns infer returned).")] = None,
@@ -412,7 +414,7 @@ def _register_forget(server: MCPServer, d: _Dispatcher) -> None:
         rebuilt as if they had never been observed (every write is logged, so the memory
         replays its history, from the vectors it logged, without them: same weights as a twin
         that learned the same vectors without them), and
-        every copy goes (checkpoints, logs, history). Select by exact `text`, a list of `texts`
+        every copy goes (checkpoints, logs, history). Select by `text` (the same words: case, spacing and a closing full stop aside), a list of `texts`
         (e.g. the patterns infer returned), a `domain` or a `steps` range; `dry_run` lists what
         would go. Returns the job (waiting up to wait_seconds): status, exact, forgotten count,
         new weight hash and the erasure report. If the history is gone it fails with

@@ -200,7 +200,8 @@ FORGET_SELECTORS = ("text", "texts", "domain", "steps")
 
 
 class ForgetRequest(Request):
-    text: Text | None = Field(None, description="Forget every observation of exactly this text.")
+    text: Text | None = Field(None, description="Forget every observation of this text: in the same words, case, spacing and "
+                                             "closing punctuation aside.")
     texts: list[Text] | None = Field(
         None, min_length=1, max_length=C.MAX_BATCH_ITEMS,
         description="Forget every observation of any of these texts, e.g. the `pattern`s an infer or "

@@ -339,3 +339,19 @@ def test_a_retried_start_is_the_same_job_only_if_it_names_the_same_texts() -> No
     assert _same_start(done, start(X), lambda: False) is done  # nothing of it left: that forget
     with pytest.raises(RequestIdReused, match="still holds"):
         _same_start(done, start("another text"), lambda: True)
+
+
+def test_a_text_selects_its_copies_in_other_case_or_punctuation(local_storage, make_actor) -> None:
+    """"carol's pin is 9981" and "Carol's PIN is 9981." are stored as two records: a forget of
+    either wording takes both (it took the one written exactly so, and a forget of the other
+    wording found nothing), and only those: another PIN stays."""
+    m, t = make_actor(local_storage, q("m")), make_actor(local_storage, q("t"))
+    pin, loud, other = "carol's pin is 9981", "Carol's  PIN is 9981.", "carol's pin is 9982"
+    feed(m, A[:3] + [pin] + A[3:6] + [loud, other])
+    feed(t, A[:3] + A[3:6] + [other])
+    job = forget(m, {"text": "CAROL'S PIN IS 9981!"}, dry_run=True)
+    assert sorted(o["text"] for o in job["report"]["observations"]) == sorted([pin, loud])
+    job = forget(m, {"text": "CAROL'S PIN IS 9981!"})
+    assert job["status"] == "done" and job["exact"] is True and job["forgotten"] == 2, job
+    assert_twins(m, t, [pin, other, A[1]])
+    assert find_text(local_storage, m._qname, pin) == find_text(local_storage, m._qname, loud) == []
