@@ -224,10 +224,10 @@ class NeuralMemory:
         new value (a new password, a moved address; the encoder barely tells 555-0101 from
         555-0199), and skipping it would lose that."""
         score, _, nearest = self._score(self._keys(vector)[0])
-        nearest_text = self.store.text(nearest[0]) if nearest else ""
+        nearest_text = self.store.text(nearest[0]) if nearest else None  # None: it holds nothing yet
         if score >= 0.6:
             recommendation = "consolidate" if self.capacity_used >= 0.9 else "learn"
-        elif score <= 0.3 and text and _same_words(text, nearest_text):
+        elif score <= 0.3 and text and nearest_text is not None and _same_words(text, nearest_text):
             recommendation = "skip"
         else:
             recommendation = "learn"

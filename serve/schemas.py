@@ -313,7 +313,7 @@ class InferResponse(Response):
 
 class SurpriseResponse(Response):
     score: float = Field(description="Surprise, 0 (already known) to 1 (novel).")
-    nearest_pattern: str | None = Field(description="Most similar learned pattern.")
+    nearest_pattern: str | None = Field(description="Most similar learned pattern (null: the memory holds none yet).")
     recommendation: Literal["learn", "skip", "consolidate"] = Field(
         description="\"skip\": this memory holds the text already, word for word (case, spacing and "
                     "closing punctuation aside); \"consolidate\": it is novel and the memory is nearly "

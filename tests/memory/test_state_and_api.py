@@ -116,7 +116,7 @@ def test_result_shapes_follow_the_contract(memory):
 def test_empty_memory_answers_honestly():
     memory = NeuralMemory(MemoryConfig(encoder="hash"))
     assert memory.infer("anything")["confidence"] == 0.0
-    assert memory.surprise("anything") == {"score": 1.0, "nearest_pattern": "", "recommendation": "learn"}
+    assert memory.surprise("anything") == {"score": 1.0, "nearest_pattern": None, "recommendation": "learn"}
     assert memory.explain() == [] and memory.attention_map("x") == []
 
 
