@@ -67,9 +67,14 @@ def parse_reference(ref: str):
 
 
 def _client(container, auth: RegistryAuth):
+    import logging
+
     import oras.client
     import requests
 
+    # oras logs a registry's refusal ("manifest unknown") on its own line as well as raising it;
+    # the error it raises is what the caller shows (`_registry_error`), once.
+    logging.getLogger("oras.logger").setLevel(logging.CRITICAL)
     host = container.registry
     plain = auth.plain_http if auth.plain_http is not None else host.startswith(LOCAL_HOSTS)
     scheme = "http" if plain else "https"

@@ -343,5 +343,6 @@ def test_pull_refuses_what_is_not_a_memory_image(nm, gateway, oci_registry, tmp_
     assert refused.returncode == 1 and "is not a neural-memory image" in refused.stderr
     missing = _cli("pull", oci_registry.ref("other/artifact", "nope"), "--as", "x", *server)
     assert missing.returncode == 1 and "not found" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1, missing.stderr  # said once, not also by oras
     with pytest.raises(E.MemoryNotFound):
         nm.stats("not-an-image")
