@@ -84,12 +84,38 @@ class ServeOptions:
         return {**gateway, "cluster": cluster}
 
 
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(1.0):
-        pass
+class _StopSignals:
+    """SIGINT and SIGTERM, from the start on, as one request to stop: while starting it is acted
+    on between start-up steps (a KeyboardInterrupt raised inside Ray's start-up could be lost
+    there, and ray.init puts in a SIGTERM handler that ends the process on the spot)."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.serving = False
+        self.listen()
+
+    def listen(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, *_: Any) -> None:
+        if not self.requested.is_set() and not self.serving:
+            print("neural-memory: stopping once the start-up step under way ends", file=sys.stderr, flush=True)
+        self.requested.set()
+
+    def check(self) -> None:
+        """Between start-up steps: stop here if asked to."""
+        if self.requested.is_set():
+            raise _StoppedWhileStarting
+
+    def wait(self) -> None:
+        self.serving = True
+        while not self.requested.wait(1.0):
+            pass
+
+
+class _StoppedWhileStarting(Exception):
+    pass
 
 
 def run_server(opts: ServeOptions) -> int:
@@ -120,9 +146,7 @@ def run_server(opts: ServeOptions) -> int:
     from ray import serve
 
     cluster_settings, storage = start_storage(settings.cluster)
-    # A stop while starting (SIGINT arrives as KeyboardInterrupt anywhere in Ray's start-up) is
-    # cleaned up like one while serving: SIGTERM too, instead of ending the process on the spot.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    stop = _StopSignals()  # a stop while starting is cleaned up like one while serving
     # the ingress's files outlive Ray: they go only after _shutdown
     with ingress_environment(ingress_mode, gateway.port, gateway.host) as ingress:
         try:
@@ -130,30 +154,30 @@ def run_server(opts: ServeOptions) -> int:
             local = {"_node_ip_address": "127.0.0.1"} if not cluster_settings.ray_address else {}
             ray.init(address=cluster_settings.ray_address or "local", include_dashboard=False,
                      logging_level="WARNING", log_to_driver=False, **local)
-            signal.signal(signal.SIGTERM, _raise_interrupt)  # ray.init put its own in (it ends the process)
+            stop.listen()  # ray.init put its own SIGTERM handler in (it ends the process)
+            stop.check()
             if local:
                 _private_ray_token()
             serve.start(http_options={"host": gateway.host, "port": ingress.proxy_port})
+            stop.check()
             app = build_application(AppSettings(gateway=gateway, cluster=cluster_settings))
             serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+            stop.listen()
+            stop.check()
             url = f"http://{gateway.host}:{gateway.port}"
             state = f"ON ({len(auth.tenants)} tenant(s))" if auth.enabled else "OFF (loopback only)"
             print(f"neural-memory serving at {url}  (REST {url}/v1, MCP {url}/mcp, docs {url}/docs)",
                   flush=True)
             print(f"auth: {state}; data: {cluster_settings.storage.data_dir}; ingress: {ingress.banner}; "
                   "Ctrl-C to stop", flush=True)
-            _wait_for_signal()
+            stop.wait()
             print("neural-memory: shutting down", file=sys.stderr, flush=True)
             return 0
-        except KeyboardInterrupt:
+        except (_StoppedWhileStarting, KeyboardInterrupt):  # KeyboardInterrupt: from a handler Ray put in
             print("neural-memory: stopped while starting; shutting down", file=sys.stderr, flush=True)
             return 130
         finally:
             _shutdown(storage, cluster_settings.namespace)
-
-
-def _raise_interrupt(*_: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def resolve_ingress(ingress: str, ray_address: str | None, gateway_replicas: int) -> str:
