@@ -229,7 +229,13 @@ class NeuralMemoryStore(BaseStore):
             try:
                 template = self.fork_from and memory_name(self.fork_from, self.name_prefix)
                 if template and template != name:
-                    yield _Server("fork", (template, name))
+                    try:
+                        yield _Server("fork", (template, name))
+                    except MemoryNotFound:
+                        raise MemoryNotFound(
+                            f"fork_from={self.fork_from} names the memory {template!r}, which does not exist "
+                            f"yet: put the shared items into that namespace first (put({self.fork_from}, "
+                            "key, value)), then each user's namespace is forked from it") from None
                 else:
                     yield _Server("create_memory", (name, self.memory_config))
             except MemoryExists:  # another writer created it first

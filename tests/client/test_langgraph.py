@@ -140,6 +140,20 @@ def test_per_user_forks_inherit_shared_knowledge(gateway, nm):
         nm.delete_memory(team)
 
 
+def test_a_user_put_before_the_shared_namespace_exists_says_what_to_put_first(gateway, nm):
+    from neural_memory.langgraph import NeuralMemoryStore
+
+    team = f"team{uuid.uuid4().hex[:6]}"
+    store = NeuralMemoryStore(url=gateway.base_url, api_key=gateway.key_a, fork_from=(team,))
+    try:
+        with pytest.raises(E.MemoryNotFound, match=rf"fork_from=\('{team}',\).*put the shared items into that"):
+            store.put((team, "bob"), "desk", {"text": "Bob sits at desk 3."})
+        with pytest.raises(E.MemoryNotFound):  # nothing was made for him
+            nm.stats(f"{team}.bob")
+    finally:
+        store.close()
+
+
 def test_search_across_namespaces_ranks_the_matching_item_first_and_a_value_must_be_a_dict(store, nm):
     """Under a namespace prefix each namespace's memory answers with weights that sum to 1 over
     what it holds: a memory of one unrelated item scored it 1.0, above the right item of a
