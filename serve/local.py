@@ -140,7 +140,11 @@ def run_server(opts: ServeOptions) -> int:
                            "cluster use --ingress haproxy or proxy (README: 'Ingress')")
 
     # Serve's direct ingress binds its listener without SO_REUSEADDR; the proxy and HAProxy with it.
-    check_port_free(gateway.host, gateway.port, reuse_address=ingress_mode != "direct")
+    try:
+        check_port_free(gateway.host, gateway.port, reuse_address=ingress_mode != "direct")
+    except KeyboardInterrupt:  # Ctrl-C while it waits for the port: nothing is started yet
+        print("neural-memory: stopped while waiting for the port", file=sys.stderr, flush=True)
+        return 130
 
     import ray
     from ray import serve
@@ -173,11 +177,14 @@ def run_server(opts: ServeOptions) -> int:
             stop.wait()
             print("neural-memory: shutting down", file=sys.stderr, flush=True)
             return 0
-        except (_StoppedWhileStarting, KeyboardInterrupt):  # KeyboardInterrupt: from a handler Ray put in
+        except (_StoppedWhileStarting, KeyboardInterrupt, SystemExit) as stopped:
+            # While ray.init runs, SIGTERM goes to the handler it puts in: sys.exit(SIGTERM).
+            if isinstance(stopped, SystemExit) and stopped.code != signal.SIGTERM:
+                raise
             print("neural-memory: stopped while starting; shutting down", file=sys.stderr, flush=True)
             return 130
         finally:
-            _shutdown(storage, cluster_settings.namespace)
+            _shutdown(storage, cluster_settings.namespace, served=stop.serving)
 
 
 def resolve_ingress(ingress: str, ray_address: str | None, gateway_replicas: int) -> str:
@@ -302,7 +309,7 @@ def _reset_gateway_connections() -> None:
               "restart may wait up to a minute for the port", file=sys.stderr, flush=True)
 
 
-def _shutdown(storage: Any, namespace: str) -> None:
+def _shutdown(storage: Any, namespace: str, served: bool = True) -> None:
     """Save live memories, stop Serve and Ray, then storage (Valkey last). A stop signal sent to
     the whole process group (`kill -TERM -<pgid>`, a service manager) stops Ray's own processes
     with us: a call into Ray then waits 60 s and aborts the process, which left the embedded
@@ -314,7 +321,8 @@ def _shutdown(storage: Any, namespace: str) -> None:
     def graceful() -> None:
         if ray.is_initialized():
             _checkpoint_live(namespace)
-            _reset_gateway_connections()
+            if served:  # the gateway held the port (not if stopped while starting)
+                _reset_gateway_connections()
             serve.shutdown()
 
     stopped = False

@@ -238,9 +238,9 @@ def _register_learning(server: MCPServer, d: _Dispatcher) -> None:
         how well each matches what the network recalls for the prompt; the best one is the
         response (with a close runner-up appended as "related"). Also returns a confidence
         (1 - the prompt's surprise) and the top_k episodes with softmax attention weights
-        (temperature 0 puts all weight on the best), each with the step it was stored at: the
-        ranking does not prefer newer texts, so of two that disagree, the larger step was told
-        later."""
+        (temperature 0 puts all weight on the best), each with the step it was first stored at:
+        the ranking does not prefer newer texts, so of two that disagree, the larger step was
+        first told later (a text told again keeps its first step)."""
         return await d.run("infer", ctx, memory, lambda b, m: b.infer(
             m, prompt, temperature=temperature, max_tokens=max_tokens, top_k=top_k),
             S.InferResponse)
@@ -414,7 +414,7 @@ def _register_forget(server: MCPServer, d: _Dispatcher) -> None:
         rebuilt as if they had never been observed (every write is logged, so the memory
         replays its history, from the vectors it logged, without them: same weights as a twin
         that learned the same vectors without them), and
-        every copy goes (checkpoints, logs, history). Select by `text` (the same words: case, spacing and a closing full stop aside), a list of `texts`
+        every copy goes (checkpoints, logs, history). Select by `text` (the same words: case, spacing and closing punctuation aside), a list of `texts`
         (e.g. the patterns infer returned), a `domain` or a `steps` range; `dry_run` lists what
         would go. Returns the job (waiting up to wait_seconds): status, exact, forgotten count,
         new weight hash and the erasure report. If the history is gone it fails with

@@ -297,9 +297,10 @@ class PatternWeight(Response):
     pattern: str
     weight: float
     step: int | None = Field(None, description=(
-        "When the memory stored this text: its step then (as in observe's `step`; a text told again "
-        "keeps its first). Of two stored texts that disagree, the larger step was told later. A "
-        "forget renumbers steps."))
+        "When the memory first stored this text: its count of observations then (observe's `step`, "
+        "until a forget renumbers the later ones as a twin would count them; the history keeps "
+        "what observe answered as `answered_step`). Of two stored texts that disagree, the larger "
+        "step was first told later; a text told again keeps its first step."))
 
 
 class InferResponse(Response):

@@ -42,7 +42,9 @@ CHECKPOINT_PART = "checkpoint"
 PART_MEDIA_TYPE = "application/vnd.neural-memory.checkpoint"
 MAX_HEADER_BYTES = 1 << 20
 _PREFIX = struct.Struct(">8sHI")
-_PRINTABLE_LINE = r"^[^\x00-\x1f\x7f-\x9f]{1,200}$"
+# No control characters, line or paragraph separators, or bidirectional overrides (which let
+# "fx<U+202E>gpj.exe" print as "fxexe.jpg").
+_PRINTABLE_LINE = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]{1,200}$"
 
 
 class PartInfo(BaseModel):
@@ -157,7 +159,10 @@ def _read_header(data: bytes, source: str) -> tuple[ImageHeader, int]:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])  # which field; empty for the JSON itself
-        raise InvalidInput(f"{source} has an unreadable header: {f'{where}: ' if where else ''}{first['msg']}") from None
+        said = first["msg"]
+        if first["type"] == "string_pattern_mismatch":  # a regex means nothing to a reader
+            said = "must be one line of 1-200 printable characters (no control or direction characters)"
+        raise InvalidInput(f"{source} has an unreadable header: {f'{where}: ' if where else ''}{said}") from None
     if header.format_version != version:  # hand-edited or spliced: which one would be true?
         raise InvalidInput(f"{source} is inconsistent: its header says format version "
                            f"{header.format_version}, its binary prefix {version}")

@@ -127,12 +127,13 @@ def _bad_images(good: bytes) -> dict[str, tuple[bytes, str]]:
         "header_field": (good.replace(b'"weight_hash"', b'"weight_hasX"', 1), "unreadable header: weight_hash"),
         # what an import shows of the header: a terminal escape, a screenful
         "header_name": (_reencode(good, name="evil\x1b[2J\x1b[31mFAKE"), "unreadable header: name"),
-        "header_tag": (_reencode(good, tag="t" * 500), "unreadable header: tag"),
+        "header_tag": (_reencode(good, tag="t" * 500), "unreadable header: tag: must be one line of 1-200"),
+        "header_bidi": (_reencode(good, name="fx\u202egpj.exe"), "unreadable header: name: must be one line"),
     }
 
 
 @pytest.mark.parametrize("kind", ["foreign", "text", "truncated", "corrupt", "trailing", "version", "header_version",
-                                  "header_field", "header_name", "header_tag"])
+                                  "header_field", "header_name", "header_tag", "header_bidi"])
 def test_bad_files_are_refused_by_client_and_server(nm, gateway, good_image, kind, tmp_path):
     data, reason = _bad_images(good_image)[kind]
     expected = E.IncompatibleState if kind == "version" else E.InvalidInput
