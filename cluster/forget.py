@@ -45,6 +45,7 @@ class ForgetOps:
     def __init__(self, cluster: Any) -> None:
         self._cluster = cluster
         self._selectors: dict[str, dict] = {}  # job id -> request, while its forks are pending
+        self._on_forks: dict[str, str] = {}  # memory -> the job driven here until its forks finish
         self._tasks: set[asyncio.Task] = set()
 
     def close(self) -> None:
@@ -56,6 +57,12 @@ class ForgetOps:
         """A new job; with the caller's `request_id`, a retried start finds the job the first
         one started (its id follows from the request id) instead of starting another."""
         job_id = uuid.uuid4().hex if request_id is None else derived_job_id(qualify(tenant, name), request_id)
+        running = self._on_forks.get(qualify(tenant, name))
+        if running is not None and running != job_id:
+            # The memory's own job is done, its forks' runs are not: a second job would meet them
+            # busy and leave a fork holding its text (it read done all the same).
+            raise Busy(f"a forget of memory {name!r} is still running on its forks (job {running}); start "
+                       "this one when that job reads done")
         return await self._launch(tenant, name, job_id, request, who)
 
     async def _launch(self, tenant: str, name: str, job_id: str, request: dict, who: dict) -> dict:
@@ -64,6 +71,7 @@ class ForgetOps:
         if request.get("forks") and not request.get("dry_run") and job["status"] not in ("done", "failed") \
                 and job_id not in self._selectors:  # not for a retried start of a job driven already
             self._selectors[job_id] = {k: v for k, v in request.items() if k not in ("base", "parent_job")}
+            self._on_forks[qualify(tenant, name)] = job_id
             task = asyncio.get_running_loop().create_task(self._drive(tenant, name, job_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -95,6 +103,9 @@ class ForgetOps:
                 await asyncio.sleep(POLL_SECONDS)
         except Exception as exc:  # noqa: BLE001 - a status read finishes the work later
             log.warning("forget job %s on %s: driving its forks failed: %s", job_id, name, exc)
+        finally:
+            if self._on_forks.get(qualify(tenant, name)) == job_id:
+                del self._on_forks[qualify(tenant, name)]
 
     async def _forks(self, tenant: str, name: str, job: dict) -> list[dict]:
         """Each fork entry of a done job, with its own job's id and status (started here once)."""

@@ -124,6 +124,30 @@ def test_forks_made_after_the_text_forget_it_too(shared_cluster, arun, tenant):
     assert find_text(cluster.storage, f"{tenant}/m-fork", X) == []
 
 
+def test_a_second_forget_waits_until_the_first_is_done_on_the_forks(make_cluster, arun, tenant, monkeypatch):
+    """The memory's own job done, its forks' runs not: a second job started then met the forks
+    busy, left one holding its text, and read done all the same. Now it is refused until the
+    first reads done (the forks' phase is held open here)."""
+    from errors import Busy
+
+    cluster = make_cluster()
+    arun(cluster.create_memory(tenant, "p", SMALL))
+    observe(arun, cluster, tenant, "p", ["alpha secret one", "beta secret two", "gamma plain three"])
+    arun(cluster.fork(tenant, "p", "p-kid"))
+
+    async def forks_still_running(*_args) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(cluster._forget, "_drive", forks_still_running)
+    first = arun(cluster.forget(tenant, "p", {"selector": {"text": "alpha secret one"}, "forks": True},
+                                {"key": "test"}, request_id="first"))
+    with pytest.raises(Busy, match="still running on its forks"):
+        arun(cluster.forget(tenant, "p", {"selector": {"text": "beta secret two"}, "forks": True}, {"key": "test"}))
+    again = arun(cluster.forget(tenant, "p", {"selector": {"text": "alpha secret one"}, "forks": True},
+                                {"key": "test"}, request_id="first"))  # a retry of the first is its job
+    assert again["job_id"] == first["job_id"]
+
+
 def test_a_steps_forget_on_forks_takes_what_they_inherited_not_their_own_steps(shared_cluster, arun, tenant):
     """Steps are the parent's answers: a fork made at step 4 holds the parent's steps 1-4, and
     its own step 5 is another observation than the parent's step 5."""
