@@ -211,6 +211,14 @@ class Rebuild:
             return from_parts(self.states[tag_seq])
         return self._load_stored(tag)
 
+    def start_at(self, seq: int) -> None:
+        """The start state is this memory's state at log position `seq`: a fork taken there
+        holds what the start holds (a fork's base holds what its parent's forget took from it,
+        so a fork made from it before it wrote anything is rebuilt too, not reported clean)."""
+        if seq in self._keep:
+            self.held_at[seq] = self.held
+            self.states[seq] = to_parts(self.memory)
+
     def _on_tag(self, entry: dict, memory) -> None:
         self.held_at[int(entry["seq"])] = self.held
 

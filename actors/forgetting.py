@@ -287,6 +287,7 @@ class Forgetting(Erasure):
                           keep_states={t for _, _, t in found.restores} | set(self._fork_points()),
                           held=int(override.get("held", 1)) if override else 0,  # 1: staged before counts
                           logged_step=int(self._history.base()["step"]) if override else None)
+        rebuild.start_at(int(start["seq"]))
         # Segments wholly before the first selected item stay; everything logged after them
         # (rewritten, or as it was) goes into new segments, the WAL included.
         kept = [s for s in segments if s["last_seq"] < first]

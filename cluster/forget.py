@@ -85,6 +85,8 @@ class ForgetOps:
                 # Done on this memory, not yet everywhere it was asked to be: a caller waiting for
                 # "done" must not read a fork that still holds the text (the report says which).
                 job["status"] = "running"
+        if job["status"] in ("done", "failed") and self._on_forks.get(qualify(tenant, name)) == job["job_id"]:
+            del self._on_forks[qualify(tenant, name)]  # a caller told "done" may start the next job
         return job
 
     async def audit(self, tenant: str, limit: int) -> dict:
@@ -104,11 +106,12 @@ class ForgetOps:
         except Exception as exc:  # noqa: BLE001 - a status read finishes the work later
             log.warning("forget job %s on %s: driving its forks failed: %s", job_id, name, exc)
         finally:
-            if self._on_forks.get(qualify(tenant, name)) == job_id:
+            if self._on_forks.get(qualify(tenant, name)) == job_id:  # a failed read: not held forever
                 del self._on_forks[qualify(tenant, name)]
 
     async def _forks(self, tenant: str, name: str, job: dict) -> list[dict]:
-        """Each fork entry of a done job, with its own job's id and status (started here once)."""
+        """Each fork entry of a done job, with its own job's id and status (started here once),
+        which reads done only once the job is done on that fork's forks too, and theirs."""
         out = []
         request = self._selectors.get(job["job_id"])
         for fork in job["report"].get("forks", []):
@@ -131,6 +134,11 @@ class ForgetOps:
             found = await self._cluster._meta("job_get", qname, child_id)
         except NotFound:
             return {"status": "fork deleted"}
+        if found is not None and found["status"] == "done" and found.get("forks") and not found.get("dry_run"):
+            try:  # done on the fork; "running" while it is still running on the fork's own forks
+                return await self.status(tenant, fork["name"], child_id)
+            except NotFound:
+                return {"status": "fork deleted"}
         if found is not None or request is None:
             return found  # running or done; or the request is gone (this gateway restarted)
         child = {**request, "base": fork.get("base"), "parent_job": job["job_id"], "forks": True}

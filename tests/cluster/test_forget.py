@@ -124,6 +124,28 @@ def test_forks_made_after_the_text_forget_it_too(shared_cluster, arun, tenant):
     assert find_text(cluster.storage, f"{tenant}/m-fork", X) == []
 
 
+def test_done_means_done_on_forks_of_forks_too(shared_cluster, arun, tenant):
+    """p -> k1 -> k2 (a fork of a fork): the job on p read done once k1's run had, while k2's
+    still held the text for a moment (a reviewer saw a PIN answered from a grandchild then)."""
+    cluster = shared_cluster()
+    secret = f"the vault code is {time.time_ns()}"  # in no other memory of the shared store
+    arun(cluster.create_memory(tenant, "p", SMALL))
+    observe(arun, cluster, tenant, "p", ["the pump is red", secret, "valves are checked weekly"])
+    arun(cluster.fork(tenant, "p", "k1"))
+    arun(cluster.fork(tenant, "k1", "k2"))
+    observe(arun, cluster, tenant, "k2", ["k2 learned this on its own"])
+    job = arun(cluster.forget(tenant, "p", {"selector": {"text": secret}, "forks": True}, {"key": "test"}))
+    done = wait_job(arun, cluster, tenant, "p", job["job_id"])
+    assert done["status"] == "done" and [(f["name"], f["status"]) for f in done["report"]["forks"]] == [("k1", "done")]
+    k1 = arun(cluster.forget_status(tenant, "k1", done["report"]["forks"][0]["job_id"]))
+    # k2 was made from k1 before k1 wrote anything: it holds what k1 inherited from p
+    assert [(f["name"], f["contains"], f["status"]) for f in k1["report"]["forks"]] == [("k2", True, "done")]
+    for name in ("p", "k1", "k2"):
+        assert find_text(cluster.storage, f"{tenant}/{name}", secret) == [], name
+        top = arun(cluster.infer(tenant, name, encode([secret])[0], secret, top_k=3))["attention_weights"]
+        assert secret not in [item["pattern"] for item in top], name
+
+
 def test_a_second_forget_waits_until_the_first_is_done_on_the_forks(make_cluster, arun, tenant, monkeypatch):
     """The memory's own job done, its forks' runs not: a second job started then met the forks
     busy, left one holding its text, and read done all the same. Now it is refused until the
