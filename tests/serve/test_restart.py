@@ -94,10 +94,8 @@ def test_a_stop_signal_to_the_whole_process_group_leaves_nothing_running(tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("stop", "when"), [("SIGINT", "Started Serve"), ("SIGTERM", "Started Serve"),
-                                           ("SIGTERM", "Token authentication")],  # the last: in ray.init
-                         ids=["SIGINT", "SIGTERM", "SIGTERM-in-ray-init"])
-def test_a_stop_while_starting_shuts_down_cleanly(tmp_path, stop, when):
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_while_starting_shuts_down_cleanly(tmp_path, stop):
     """Ctrl-C (or SIGTERM) during start-up, before the banner: once a KeyboardInterrupt traceback
     from inside Ray and exit -2 (SIGTERM: the process ended on the spot). Now the same clean
     shutdown as a stop while serving: exit 130, nothing of the session left running."""
@@ -111,9 +109,9 @@ def test_a_stop_while_starting_shuts_down_cleanly(tmp_path, stop, when):
     server = Server(data_dir, port, log)
     session = server.process.pid
     try:
-        deadline = time.monotonic() + 300
-        while when not in log.read_text() and server.process.poll() is None \
-                and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120
+        while "Started Serve" not in log.read_text() and server.process.poll() is None \
+                and time.monotonic() < deadline:  # Ray is up, the app is being deployed
             time.sleep(0.05)
         assert "Ctrl-C to stop" not in log.read_text(), "started before the stop could be sent"
         server.process.send_signal(getattr(signal, stop))
