@@ -149,8 +149,8 @@ def run_server(opts: ServeOptions) -> int:
     import ray
     from ray import serve
 
+    stop = _StopSignals()  # a stop while starting (storage included) is cleaned up like one while serving
     cluster_settings, storage = start_storage(settings.cluster)
-    stop = _StopSignals()  # a stop while starting is cleaned up like one while serving
     # the ingress's files outlive Ray: they go only after _shutdown
     with ingress_environment(ingress_mode, gateway.port, gateway.host) as ingress:
         try:
