@@ -33,6 +33,11 @@ POLL_SECONDS = 0.5
 FORK_RUN_UNFINISHED = ("not started", "pending", "running")  # a fork's entry in a job's report
 
 
+def _runs_on_forks(job: dict) -> bool:
+    """A job done on its memory that goes on to run on the memory's forks (`forks: true`)."""
+    return bool(job.get("forks")) and job["status"] == "done" and not job.get("dry_run")
+
+
 def derived_job_id(base: str, part: str) -> str:
     """A job id that follows from what started it, the same on every retry: a parent job's run
     on one fork (parent job id, fork), or a start under an Idempotency-Key (memory, key)."""
@@ -58,7 +63,7 @@ class ForgetOps:
         one started (its id follows from the request id) instead of starting another."""
         job_id = uuid.uuid4().hex if request_id is None else derived_job_id(qualify(tenant, name), request_id)
         running = self._on_forks.get(qualify(tenant, name))
-        if running is not None and running != job_id:
+        if running not in (None, job_id):
             # The memory's own job is done, its forks' runs are not: a second job would meet them
             # busy and leave a fork holding its text (it read done all the same).
             raise Busy(f"a forget of memory {name!r} is still running on its forks (job {running}); start "
@@ -79,15 +84,20 @@ class ForgetOps:
 
     async def status(self, tenant: str, name: str, job_id: str) -> dict:
         job = await self._cluster._routes().call(qualify(tenant, name), "forget_status", job_id)
-        if job.get("forks") and job["status"] == "done" and not job["dry_run"]:
+        if _runs_on_forks(job):
             job["report"]["forks"] = forks = await self._forks(tenant, name, job)
             if any(fork["status"] in FORK_RUN_UNFINISHED for fork in forks):
                 # Done on this memory, not yet everywhere it was asked to be: a caller waiting for
                 # "done" must not read a fork that still holds the text (the report says which).
                 job["status"] = "running"
-        if job["status"] in ("done", "failed") and self._on_forks.get(qualify(tenant, name)) == job["job_id"]:
-            del self._on_forks[qualify(tenant, name)]  # a caller told "done" may start the next job
+        if job["status"] in ("done", "failed"):
+            self._release(tenant, name, job["job_id"])  # a caller told "done" may start the next job
         return job
+
+    def _release(self, tenant: str, name: str, job_id: str) -> None:
+        """`name` no longer waits on `job_id`'s forks (if that was the job it waited on)."""
+        if self._on_forks.get(qualify(tenant, name)) == job_id:
+            del self._on_forks[qualify(tenant, name)]
 
     async def audit(self, tenant: str, limit: int) -> dict:
         records = await self._cluster._meta("audit_read", tenant, limit)
@@ -106,8 +116,7 @@ class ForgetOps:
         except Exception as exc:  # noqa: BLE001 - a status read finishes the work later
             log.warning("forget job %s on %s: driving its forks failed: %s", job_id, name, exc)
         finally:
-            if self._on_forks.get(qualify(tenant, name)) == job_id:  # a failed read: not held forever
-                del self._on_forks[qualify(tenant, name)]
+            self._release(tenant, name, job_id)  # after a failed read too: not held forever
 
     async def _forks(self, tenant: str, name: str, job: dict) -> list[dict]:
         """Each fork entry of a done job, with its own job's id and status (started here once),
@@ -134,7 +143,7 @@ class ForgetOps:
             found = await self._cluster._meta("job_get", qname, child_id)
         except NotFound:
             return {"status": "fork deleted"}
-        if found is not None and found["status"] == "done" and found.get("forks") and not found.get("dry_run"):
+        if found is not None and _runs_on_forks(found):
             try:  # done on the fork; "running" while it is still running on the fork's own forks
                 return await self.status(tenant, fork["name"], child_id)
             except NotFound:

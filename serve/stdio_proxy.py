@@ -17,10 +17,12 @@ from mcp.server.mcpserver import MCPServer
 
 from serve.mcp_server import new_mcp_server
 from serve.mcp_tools import register_tools
+from serve.settings import GatewaySettings
 from neural_memory import AsyncClient
 
 
-FALLBACK_DEFAULT_MEMORY = "default"  # the gateway's own default (serve.settings), if it cannot be asked
+# The gateway's own default, if it cannot be asked which it uses.
+FALLBACK_DEFAULT_MEMORY: str = GatewaySettings.model_fields["default_memory"].default
 
 
 def build_proxy(url: str, api_key: str | None, default_memory: str = FALLBACK_DEFAULT_MEMORY
