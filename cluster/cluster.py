@@ -191,11 +191,17 @@ class MemoryCluster:
         return {"name": name, "weight_hash": stats["weight_hash"], "weight_parameters": stats["weight_parameters"]}
 
     async def _check_quota(self, tenant: str) -> None:
-        """QuotaExceeded if `tenant` already has its NMEM_MAX_MEMORIES_PER_TENANT memories."""
+        """QuotaExceeded if `tenant` already has its NMEM_MAX_MEMORIES_PER_TENANT memories: an
+        early refusal, before a fork's snapshot or an import's decoding. The registration itself
+        (`_create_seeded`) checks again in the same step as it inserts, so concurrent creations
+        never overshoot the quota."""
+        if await self._meta("count_memories", check_tenant(tenant)) >= self.settings.max_memories_per_tenant:
+            raise self._over_quota()
+
+    def _over_quota(self) -> QuotaExceeded:
         limit = self.settings.max_memories_per_tenant
-        if await self._meta("count_memories", check_tenant(tenant)) >= limit:
-            raise QuotaExceeded(f"quota: at most {limit} memories per tenant "
-                                "(NMEM_MAX_MEMORIES_PER_TENANT); delete some first", retry_after=60)
+        return QuotaExceeded(f"quota: at most {limit} memories per tenant "
+                             "(NMEM_MAX_MEMORIES_PER_TENANT); delete some first", retry_after=60)
 
     async def list_memories(self, tenant: str, cursor: str | None = None, limit: int = DEFAULT_PAGE,
                             prefix: str | None = None) -> dict:
@@ -442,7 +448,10 @@ class MemoryCluster:
         created until then, and nothing is left behind if any step fails (cluster/creating.py;
         the weights must load to `weight_hash`)."""
         qname = record["name"]
-        registered = await self._creations.register(record)
+        try:
+            registered = await self._creations.register(record, self.settings.max_memories_per_tenant)
+        except QuotaExceeded:
+            raise self._over_quota() from None
         # undone before another create may take the name over as stale
         deadline = asyncio.timeout(self._creations.deadline)
         seeding: asyncio.Future | None = None

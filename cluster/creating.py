@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from errors import Busy, MemoryExists, MemoryNotFound, MetadataError
+from errors import Busy, MemoryExists, MemoryNotFound, MetadataError, QuotaExceeded
 from storage import shown
 
 if TYPE_CHECKING:
@@ -58,22 +58,22 @@ class Creations:
         margin for its registration and clean-up."""
         return self.deadline + self.settle_seconds + 60
 
-    async def register(self, record: dict) -> dict:
+    async def register(self, record: dict, tenant_limit: int) -> dict:
         """Register `record` marked as being created; the record as stored (its `creating`
         mark names the attempt). MemoryExists if the name is taken, Busy while another
-        creation holds it."""
+        creation holds it, QuotaExceeded if its tenant already has `tenant_limit` memories."""
         qname = record["name"]
         marked = {**record, "creating": {"attempt": uuid.uuid4().hex, "since": time.time()}}
         try:
             for _ in range(2):  # the second time after a creation cut short is cleared
                 try:
-                    return await self._cluster._meta("create_memory", qname, marked)
+                    return await self._cluster._meta("create_memory", qname, marked, tenant_limit=tenant_limit)
                 except MemoryExists:  # say by what; or a resend of ours that landed
                     mine = await self._taken_by(qname, marked["creating"]["attempt"])
                     if mine:
                         return mine
             raise Busy(f"memory {shown(qname)} was being cleared by another call: retry shortly")
-        except (MemoryExists, Busy):
+        except (MemoryExists, Busy, QuotaExceeded):
             raise
         except BaseException:
             # Redis may have stored the record and lost the answer: clear it if it is this

@@ -27,6 +27,7 @@ from errors import (
     CheckpointNotFound,
     InvalidInput,
     MemoryExists,
+    QuotaExceeded,
 )
 from storage import scripts
 from storage.codec import dumps_json, encode_write_record, loads_json
@@ -124,9 +125,10 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
 
     # -- registry ---------------------------------------------------------------------------
 
-    def create_memory(self, name: str, record: dict) -> dict:
+    def create_memory(self, name: str, record: dict, *, tenant_limit: int | None = None) -> dict:
         """Register `name` (stamped `created_at` unless given); the record stored. MemoryExists if
-        taken. A `parent` in the record is the lineage edge (the memory it was forked from)."""
+        taken; QuotaExceeded if its tenant already has `tenant_limit` memories (checked in the
+        same step). A `parent` in the record is the lineage edge (the memory it was forked from)."""
         check_name(name)
         if not isinstance(record, dict):
             raise InvalidInput("memory record must be a dict")
@@ -137,7 +139,11 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
             check_name(rec["parent"])
         tenant, short = name.split("/", 1)
         keys = [self.keys.registry(), self.keys.names(tenant)]
-        if not self._run("CREATE_MEMORY", keys, [name, short, dumps_json(rec)]):
+        limit = [] if tenant_limit is None else [int(tenant_limit)]
+        created = self._run("CREATE_MEMORY", keys, [name, short, dumps_json(rec), *limit])
+        if created == -1:
+            raise QuotaExceeded(f"tenant {tenant} already has {tenant_limit} memories, the most allowed")
+        if not created:
             raise MemoryExists(f"memory {shown(name)} already exists")
         return rec
 

@@ -71,13 +71,19 @@ for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
 return 1
 """
 
-# KEYS: registry, the tenant's name index. ARGV: name, short name, record JSON. The very same
-# record already there counts as done: redis-py resends a command that timed out, and the first
-# attempt may have been applied.
+# KEYS: registry, the tenant's name index. ARGV: name, short name, record JSON, and optionally
+# the most memories the tenant may have: -1 if it has them already (checked in the same step as
+# the insert, so concurrent creations cannot overshoot it). The very same record already there
+# counts as done: redis-py resends a command that timed out, and the first attempt may have been
+# applied.
 CREATE_MEMORY = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 0 and redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[3] then
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current then
+  if current == ARGV[3] then return 1 end
   return 0
 end
+if ARGV[4] and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
 return 1
 """

@@ -26,6 +26,26 @@ def test_memory_quota_counts_create_fork_and_import(make_cluster, arun, tenant):
     arun(cluster.create_memory(tenant, "two", SMALL))  # room again
 
 
+def test_concurrent_creations_never_overshoot_the_quota(make_cluster, arun, tenant):
+    """Eight creations at once with room for two more: the early check passes for all of them,
+    so only the registration's own check (one step with the insert) can hold the line."""
+    import asyncio
+
+    cluster = make_cluster(max_memories_per_tenant=3, spare_actors=0)
+    arun(cluster.create_memory(tenant, "base", SMALL))
+
+    async def burst() -> list:
+        forks = [cluster.fork(tenant, "base", f"user-{i}") for i in range(4)]
+        creates = [cluster.create_memory(tenant, f"new-{i}", SMALL) for i in range(4)]
+        return await asyncio.gather(*forks, *creates, return_exceptions=True)
+
+    answers = arun(burst())
+    refused = [a for a in answers if isinstance(a, QuotaExceeded)]
+    assert len(refused) == 6 and "NMEM_MAX_MEMORIES_PER_TENANT" in str(refused[0])
+    assert not [a for a in answers if isinstance(a, BaseException) and not isinstance(a, QuotaExceeded)]
+    assert len(arun(cluster.list_memories(tenant))["memories"]) == 3
+
+
 def test_checkpoint_live_saves_every_memory_with_unsaved_writes(make_cluster, arun, tenant):
     from actors import is_auto
 

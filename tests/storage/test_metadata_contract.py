@@ -13,6 +13,7 @@ from errors import (
     InvalidInput,
     MemoryExists,
     MemoryNotFound,
+    QuotaExceeded,
 )
 from storage import MetadataStore, object_key
 from storage.metadata import HISTORY_TEXT_LIMIT
@@ -55,6 +56,32 @@ def test_create_twice_is_memory_exists(metadata_store: MetadataStore) -> None:
     with pytest.raises(MemoryExists):
         metadata_store.create_memory("acme/notes", _record(encoder="hash"))
     assert metadata_store.get_memory("acme/notes")["encoder"] == "minilm"
+
+
+def test_a_tenant_limit_holds_against_concurrent_creations(metadata_store: MetadataStore) -> None:
+    """The count and the insert are one step: sixteen threads racing for a limit of five
+    register exactly five, a resend of a landed record is still done, another tenant is free."""
+    _register(metadata_store, "acme/first")
+    refused: list[str] = []
+
+    def create(i: int) -> None:
+        try:
+            metadata_store.create_memory(f"acme/m{i}", _record(), tenant_limit=5)
+        except QuotaExceeded as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert metadata_store.count_memories("acme") == 5 and len(refused) == 12
+    assert "acme already has 5 memories" in refused[0]
+    landed = next(m for m in metadata_store.list_memories("acme") if m["name"] != "acme/first")
+    assert metadata_store.create_memory(landed["name"], landed, tenant_limit=5) == landed  # a resend
+    metadata_store.create_memory("other/m0", _record(), tenant_limit=5)
+    with pytest.raises(MemoryExists):  # a taken name is named as taken, not as over the limit
+        metadata_store.create_memory("acme/first", _record(), tenant_limit=5)
 
 
 def test_missing_memory_is_not_found_everywhere(metadata_store: MetadataStore) -> None:
