@@ -130,11 +130,15 @@ class Checkpoints:
         state, costing one manifest (the chunks are shared). It sits at position 0 of the new
         memory's own log (nothing of that log is in it), so the memory starts from it as it is:
         no checkpoint of its own until it has learned something. Its history starts at it."""
+        return self._index(self.copy_object(source, tag=self.next_auto_tag()))
+
+    def copy_object(self, source: dict, *, tag: str) -> dict:
+        """Checkpoint `source` copied as an auto-checkpoint at log position 0 for `tag` (one
+        manifest), not indexed yet: its info."""
         content = self._storage.content
-        info = self._write(lambda key: content.copy(source["object_key"], source.get("sha256"), key),
-                           tag=self.next_auto_tag(), step=int(source["step"]),
-                           weight_hash=source["weight_hash"], description="auto", seq=0)
-        return self._index(info)
+        return self._write(lambda key: content.copy(source["object_key"], source.get("sha256"), key),
+                           tag=tag, step=int(source["step"]), weight_hash=source["weight_hash"],
+                           description="auto", seq=0)
 
     def next_auto_tag(self) -> str:
         if self._next_seq is None:

@@ -24,7 +24,7 @@ from storage.metadata import HISTORY_CAP, cut_history_text
 
 from actors.durability import from_parts, to_parts
 from actors.forget import Rebuild, Selector, scan
-from actors.wal import RecentResults, write_record
+from actors.wal import OBSERVE, RecentResults, entry_kind, write_record
 
 __all__ = ["Erasure"]
 
@@ -40,9 +40,16 @@ class Erasure:
 
     def _stage_exact(self, job: dict, rebuild: Rebuild, cut: int, archived: list[dict]) -> dict:
         """Write the new objects (not indexed yet); their keys go into the job record first."""
-        memory = rebuild.memory
-        auto = self._ckpts.put_object(to_parts(memory), tag=self._ckpts.next_auto_tag(), step=memory.step,
-                                      weight_hash=memory.weight_hash, description="auto", seq=cut)
+        memory, fork_base = rebuild.memory, job.get("base")
+        writes = sum(1 for entry in rebuild.entries if entry_kind(entry) == OBSERVE)
+        if fork_base and self._tail_fits(writes, memory.step - int(fork_base["step"])):
+            # A fork's run that replayed a short log of its own keeps it as a log over its new
+            # base (whose chunks it shares with its siblings), as a hibernated fork would: a
+            # new checkpoint is a new ~5 MB head per fork. The WAL then holds the whole log.
+            auto = self._ckpts.copy_object(fork_base, tag=self._ckpts.next_auto_tag())
+        else:
+            auto = self._ckpts.put_object(to_parts(memory), tag=self._ckpts.next_auto_tag(), step=memory.step,
+                                          weight_hash=memory.weight_hash, description="auto", seq=cut)
         staged = {"auto": auto, "tags": {}, "deleted_tags": [], "segments": []}
         self._note_staged(job, [auto["object_key"]])
         self._stage_tags(job, rebuild, staged, lambda seq: seq <= cut)
@@ -92,6 +99,7 @@ class Erasure:
             meta = self._storage.metadata
             old_autos = self._ckpts.autos()
             tail_entries = [e for e in rebuild.entries if e["seq"] > cut]
+            wal = [e for e in rebuild.entries if e["seq"] > int(staged["auto"]["seq"])]  # all but what it holds
             base = None
             if self._history.retention == 0.0 or job.get("base"):
                 staged_base = {k: v for k, v in (job.get("base") or {}).items() if k != "held"}
@@ -114,11 +122,11 @@ class Erasure:
             plan["writes"] = [self._write_after(w, rebuild.forgotten_writes, rebuild.forgotten_texts, replayed)
                               for w in meta.recent_writes(self._qname)]
             with self._as_owner():  # the swap is refused whole once another actor has the memory
-                meta.forget_commit(self._qname, plan, tail_entries, self._audit(job), owner=self._owner)
+                meta.forget_commit(self._qname, plan, wal, self._audit(job), owner=self._owner)
             self._mem = rebuild.memory
             self._results = self._rebuilt_results(rebuild, plan["writes"])
             self._mark_forgotten(rebuild.forgotten_writes)
-            self._after_swap(staged["auto"], len(tail_entries))
+            self._after_swap(staged["auto"], len(wal))
             self._job = None  # committed: the memory may take the next job
         self._finish_cleanup(job, rebuild.forgotten_texts)
 

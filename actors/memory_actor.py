@@ -661,9 +661,13 @@ class MemoryActor(Rebinding, Forgetting):
 
     def _tail_too_long(self) -> bool:
         """Whether the unsaved WAL tail costs more to replay than a checkpoint costs to write."""
+        return self._writes_since > 0 and not self._tail_fits(self._writes_since, self._unsaved_observations())
+
+    def _tail_fits(self, writes: int, observations: int) -> bool:
+        """Whether a WAL tail of `writes` writes holding `observations` observations is kept as
+        a log (replayed when the memory wakes) rather than saved in a new checkpoint."""
         spec = self._spec.settings
-        return self._writes_since > 0 and (self._writes_since >= spec.wal_tail_writes or
-                                           self._unsaved_observations() >= max(1, spec.wal_tail_observations))
+        return writes < spec.wal_tail_writes and observations < max(1, spec.wal_tail_observations)
 
     def _checkpoint_due(self) -> bool:
         spec = self._spec.settings

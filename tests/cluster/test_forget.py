@@ -122,6 +122,14 @@ def test_forks_made_after_the_text_forget_it_too(shared_cluster, arun, tenant):
         assert (mine["weight_hash"], mine["total_observations"]) == (twins["weight_hash"], twins["total_observations"])
         assert seen(a) == seen(b)
     assert find_text(cluster.storage, f"{tenant}/m-fork", X) == []
+    # A fork that learned a little keeps its log over the new base it shares with its
+    # siblings, as a hibernated fork does: no new head of its own (a manifest and a segment).
+    (auto,) = [c for c in cluster.storage.metadata.list_checkpoints(f"{tenant}/m-fork") if c["tag"].startswith("auto@")]
+    assert auto["seq"] == 0 and child["report"]["bytes_written"] < auto["size"] / 10, (child["report"], auto)
+    kill_actor(cluster.settings.namespace, f"{tenant}/m-fork")  # woken from that base and its log
+    after = [observe(arun, cluster, tenant, name, ["and one more after a restart"])["weight_hash"]
+             for name in ("m-fork", "twin-fork")]
+    assert after[0] == after[1]
 
 
 def test_done_means_done_on_forks_of_forks_too(shared_cluster, arun, tenant):
