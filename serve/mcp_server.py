@@ -8,11 +8,14 @@ reaches only its own tenant's memories.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
-from starlette.types import ASGIApp, Receive, Scope, Send
+from mcp.types import INVALID_REQUEST
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from errors import NeuralMemoryError
 from serve.auth import Authenticator
@@ -76,7 +79,59 @@ class McpAuthGate:
                 response.headers["Allow"] = "POST"
                 await response(scope, receive, send)
                 return
+            body = await _read_body(receive)
+            if _has_bad_id(body):
+                await _invalid_request(scope, receive, send)
+                return
+            receive = _replay(body, receive)
         await self.app(scope, receive, send)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body (BodyLimitMiddleware, further out, caps it)."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives `body` once, then whatever `receive` gives (a disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
+
+
+def _has_bad_id(body: bytes) -> bool:
+    """Whether `body` is a JSON-RPC message whose `id` is neither a string nor an integer. The
+    SDK takes such a message for a notification and answers 202 with nothing, so the client
+    waits forever for its reply."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return False  # the SDK answers a parse error itself
+    if not isinstance(message, dict) or "id" not in message:
+        return False
+    request_id = message["id"]
+    return isinstance(request_id, bool) or not isinstance(request_id, (str, int))
+
+
+async def _invalid_request(scope: Scope, receive: Receive, send: Send) -> None:
+    error = {"jsonrpc": "2.0", "id": None,
+             "error": {"code": INVALID_REQUEST, "message": "Invalid Request: `id` must be a string or an integer "
+                       "(a notification has no `id` at all)"}}
+    await JSONResponse(error, status_code=400)(scope, receive, send)
 
 
 def build_mcp(

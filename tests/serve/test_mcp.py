@@ -187,6 +187,19 @@ def test_nan_learning_rate_in_raw_json_rpc_is_a_tool_error(gateway):
         assert "learning_rate" in body["result"]["content"][0]["text"]
 
 
+@pytest.mark.parametrize("bad_id", ['{"a": 1}', "[1]", "null", "true", "1.5"])
+def test_a_request_whose_id_is_no_string_or_integer_is_answered_invalid_request(gateway, bad_id):
+    """The SDK took such a request for a notification and answered 202 with nothing: the client
+    waited for a reply that never came. A request with a good id after it is answered as ever."""
+    response = _rpc(gateway, gateway.key_a, '{"jsonrpc": "2.0", "id": %s, "method": "tools/list"}' % bad_id)
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["id"] is None and body["error"]["code"] == -32600 and "`id`" in body["error"]["message"], body
+    listed = _rpc(gateway, gateway.key_a, '{"jsonrpc": "2.0", "id": "req-7", "method": "tools/list"}')
+    assert listed.status_code == 200 and listed.json()["id"] == "req-7", listed.text
+    assert len(listed.json()["result"]["tools"]) == len(TOOL_NAMES)
+
+
 def test_mcp_requires_a_valid_key_and_stays_in_its_tenant(gateway):
     listing = '{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}'
     for key in (None, "not-a-real-key-123"):
