@@ -26,7 +26,7 @@ from serve.http_middleware import (
     MCP_PATH,
     CatchAllMiddleware,
     MetricsMiddleware,
-    OneValueHeadersMiddleware,
+    RequestHeadersMiddleware,
     RequestContextMiddleware,
     install_error_handlers,
 )
@@ -91,7 +91,7 @@ def create_api(rt: GatewayRuntime) -> FastAPI:
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=rt.settings.max_body_bytes,
                        uploads=(image_upload(rt.settings.max_image_bytes), parse_upload()))
-    app.add_middleware(OneValueHeadersMiddleware)
+    app.add_middleware(RequestHeadersMiddleware)
     app.add_middleware(RateLimitMiddleware, rate=rt.settings.rate_limit_per_second,
                        burst=rt.settings.rate_limit_burst)
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)

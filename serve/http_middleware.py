@@ -3,8 +3,8 @@ limit, metrics, and the one error envelope.
 
 Order, outermost first: RequestContextMiddleware (a request id on every request and response,
 security headers) -> MetricsMiddleware (sees every final status) -> RateLimitMiddleware
-(serve/limits.py) -> OneValueHeadersMiddleware (a header that says who calls or which write
-this is, given twice with different values) -> BodyLimitMiddleware (refuses big bodies before
+(serve/limits.py) -> RequestHeadersMiddleware (a header that says who calls or which write
+this is, given twice with different values; a compressed body) -> BodyLimitMiddleware (refuses big bodies before
 anything parses them) ->
 CatchAllMiddleware (no exception leaves a request as anything but `{"error": {...}}`) ->
 FastAPI's own exception handlers -> routes.
@@ -119,8 +119,9 @@ class RequestContextMiddleware:
 ONE_VALUE_HEADERS = (b"authorization", b"idempotency-key")
 
 
-class OneValueHeadersMiddleware:
-    """400 for a request that repeats a ONE_VALUE_HEADERS header with different values."""
+class RequestHeadersMiddleware:
+    """400 for a request that repeats a ONE_VALUE_HEADERS header with different values; 415
+    for a compressed body (the parsers would read gzip bytes as broken JSON and say only that)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -129,10 +130,17 @@ class OneValueHeadersMiddleware:
         if scope["type"] == "http":
             seen: dict[bytes, bytes] = {}
             for name, value in scope.get("headers", []):
+                refused: Problem | None = None
                 if name in ONE_VALUE_HEADERS and seen.setdefault(name, value) != value:
-                    refused = InvalidInput(f"the {name.decode().title()} header is given more than once with "
-                                           "different values; send it once")
-                    await problem_response(problem_for(refused), scope=scope)(scope, receive, send)
+                    refused = problem_for(InvalidInput(f"the {name.decode().title()} header is given more than "
+                                                       "once with different values; send it once"))
+                elif name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+                    refused = Problem(415, "unsupported_media_type",
+                                      f"request bodies are read uncompressed, not as Content-Encoding "
+                                      f"{value.decode('latin-1')!r}: send the body as plain JSON (or the "
+                                      "file's own bytes) without a Content-Encoding header")
+                if refused is not None:
+                    await problem_response(refused, scope=scope)(scope, receive, send)
                     return
         await self.app(scope, receive, send)
 

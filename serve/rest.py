@@ -31,6 +31,7 @@ ERRORS = {
               "another write (`request_id_reused`), or a write's predecessor was not applied "
               "(`out_of_order`)"),
         (413, "Request body too large"),
+        (415, "A compressed body (Content-Encoding): send it uncompressed"),
         (422, "Request failed validation (field paths in details), or a stored checkpoint is unusable"),
         (429, "A rate limit or quota was reached (the message names it); see Retry-After"),
         (500, "Internal error (the server log has the details under the request id)"),

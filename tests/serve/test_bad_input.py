@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 
 from tests.serve.helpers import error_of, ok
@@ -100,6 +102,11 @@ CASES = [
      422, "invalid_input", ["limit"]),
     ("unknown-route", "GET", "/v1/nothing-here", {}, 404, "not_found", ["/v1/nothing-here"]),
     ("wrong-method", "PUT", "/v1/memories/{m}/observe", {"json": {}}, 405, "method_not_allowed", []),
+    # read as JSON, gzip bytes were "not valid JSON", which sent the caller looking at the JSON
+    ("gzip-body", "POST", "/v1/memories/{m}/observe",
+     {"content": gzip.compress(b'{"context": "x"}'),
+      "headers": {"content-type": "application/json", "content-encoding": "gzip"}},
+     415, "unsupported_media_type", ["gzip", "without a content-encoding"]),
 ]
 
 
