@@ -12,6 +12,7 @@ FastAPI's own exception handlers -> routes.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 import time
@@ -145,8 +146,8 @@ class RequestHeadersMiddleware:
         await self.app(scope, receive, send)
 
 
-class BodyTooLarge(Exception):
-    pass
+class _BodyRefused(Exception):
+    """Raised in place of the app's answer once its body was cut short (too large, stalled)."""
 
 
 @dataclass(frozen=True)
@@ -161,12 +162,15 @@ class UploadRoute:
 
 class BodyLimitMiddleware:
     """413 for bodies over `max_bytes`: by Content-Length up front, else while streaming.
-    An `UploadRoute` has its own limit."""
+    An `UploadRoute` has its own limit. 408 when the body stops arriving for `stall_seconds`
+    (a client that stops sending holds a gateway request slot until then)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, uploads: tuple[UploadRoute, ...] = ()) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, stall_seconds: float,
+                 uploads: tuple[UploadRoute, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.uploads = uploads
+        self.stall_seconds = stall_seconds
 
     def _limit(self, scope: Scope) -> tuple[int, str]:
         for route in self.uploads:
@@ -185,33 +189,41 @@ class BodyLimitMiddleware:
                 if not value.isdigit() or int(value) > max_bytes:
                     await problem_response(too_large, scope=scope)(scope, receive, send)
                     return
-        seen = 0
-        exceeded = False
+        seen, body_done = 0, False
+        refused: Problem | None = None
+        ended = {"type": "http.request", "body": b"", "more_body": False}
 
         async def limited_receive() -> Message:
-            nonlocal seen, exceeded
-            message = await receive()
+            nonlocal seen, body_done, refused
+            if body_done:  # after the body: a wait for the client to leave, as long as it takes
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.stall_seconds)
+            except TimeoutError:
+                # Raising here would be caught by the body parser and turned into 400
+                # invalid_json; end the body instead and replace whatever answer follows.
+                refused = Problem(408, "request_timeout", f"the request body stopped arriving for "
+                                  f"{self.stall_seconds:g} s; send it whole, without pauses")
+                return ended
             if message["type"] == "http.request":
+                body_done = not message.get("more_body", False)
                 seen += len(message.get("body", b""))
                 if seen > max_bytes:
-                    # Raising here would be caught by the body parser and turned into 400
-                    # invalid_json; end the body instead and replace whatever answer follows.
-                    exceeded = True
-                    return {"type": "http.request", "body": b"", "more_body": False}
+                    refused = too_large
+                    return ended
             return message
 
         async def guarded_send(message: Message) -> None:
-            if exceeded:
-                raise BodyTooLarge
+            if refused is not None:
+                raise _BodyRefused
             await send(message)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
-        except BodyTooLarge:
-            await problem_response(too_large, scope=scope)(scope, receive, send)
-            return
-        if exceeded:  # the app read past the limit but answered nothing
-            await problem_response(too_large, scope=scope)(scope, receive, send)
+        except _BodyRefused:
+            pass
+        if refused is not None:  # the app's answer (if any) was to a body cut short
+            await problem_response(refused, scope=scope)(scope, receive, send)
 
 
 class CatchAllMiddleware:
@@ -230,7 +242,7 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except BodyTooLarge:
+        except _BodyRefused:  # BodyLimitMiddleware answers it
             raise
         except Exception as exc:
             if started or scope["type"] != "http":

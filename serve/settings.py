@@ -62,6 +62,10 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(
         1_000_000, ge=1024, description="Largest request body accepted (413 above it)."
     )
+    body_stall_seconds: float = Field(
+        30.0, gt=0, description="A request whose body stops arriving for this long is refused with 408 (a "
+                                "stalled client would otherwise hold a gateway request slot for minutes).",
+    )
     max_image_bytes: int = Field(
         512 * 1024 * 1024, ge=1024,
         description="Largest memory image accepted by PUT /v1/memories/{name}/image (413 above it).",

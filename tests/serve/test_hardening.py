@@ -88,6 +88,29 @@ def test_a_chunked_body_over_the_limit_is_413(api):
     assert error_of(response, 413)["code"] == "payload_too_large"
 
 
+def test_a_body_that_stops_arriving_is_refused_with_408_and_frees_its_slot(gateway, api):
+    """A client that sent part of its body and went quiet held its request slot for minutes."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    from tests.fixtures.gateway import STALL_SECONDS
+
+    where = urlsplit(gateway.base_url)
+    with socket.create_connection((where.hostname, where.port), timeout=60) as stalled:
+        stalled.sendall(b"POST /v1/memories HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Authorization: Bearer " + gateway.key_a.encode() + b"\r\nContent-Length: 100\r\n\r\n"
+                        b'{"name": "half')
+        began = time.monotonic()
+        answer = stalled.recv(65536)
+        waited = time.monotonic() - began
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert b"request_timeout" in body and b"stopped arriving" in body, answer
+    assert STALL_SECONDS - 1 <= waited < STALL_SECONDS + 20, waited
+    assert ok(api.get("/healthz"))["status"] == "ok"
+
+
 def test_an_unsupported_method_is_405_with_allow(api):
     response = api.request("TRACE", "/v1/memories")
     assert error_of(response, 405)["code"] == "method_not_allowed"
