@@ -13,8 +13,8 @@ const BATCH = 256; // texts per observe call: the most the server takes
 const BATCH_BYTES = 512 * 1024; // and their UTF-8 (as MAX_BATCH_BYTES, serve/client/importing.py)
 const IN_FLIGHT = 2; // the server encodes one batch while it learns the other
 
-async function fileKey(bytes, name, split) {
-  const tag = new TextEncoder().encode(`\u0000${name}\u0000${split}`);
+async function fileKey(bytes, name, options) {
+  const tag = new TextEncoder().encode(`\u0000${name}\u0000${options}`);
   const all = new Uint8Array(bytes.byteLength + tag.length);
   all.set(new Uint8Array(bytes), 0);
   all.set(tag, bytes.byteLength);
@@ -50,8 +50,12 @@ export async function onImport(form, memory, log) {
   if (!file) throw new Error("Choose a file to import first.");
   const split = form.split.value;
   const bytes = await file.arrayBuffer();
-  const parsed = await api.parseImport(file.name, bytes, { split, domain: form.domain.value.trim() });
-  const key = await fileKey(bytes, `${memory}\u0000${file.name}`, split);
+  const domain = form.domain.value.trim();
+  const parsed = await api.parseImport(file.name, bytes, { split, domain });
+  // Everything that changes the texts sent or their domain: the same key for other batches
+  // would be a request id the server already holds for another write (409, or worse, a
+  // batch in flight behind it learned while this one is refused).
+  const key = await fileKey(bytes, `${memory}\u0000${file.name}`, `${split}\u0000${domain}`);
   const groups = batches(parsed.items);
   const progress = $("import-progress");
   const status = $("import-status");

@@ -67,3 +67,19 @@ def test_a_bad_file_is_refused_with_the_reason(page, ui_server, memory_name, tmp
     expect(page.locator("#result")).to_contain_text("has no column 'text'", timeout=WAIT_MS)
     with ui_server.rest() as rest:
         assert rest.get(f"/v1/memories/{memory_name}/stats").json()["total_observations"] == 0
+
+
+def test_the_same_file_under_another_domain_is_learned_again(page, ui_server, memory_name, tmp_path):
+    """The batches' request ids name the domain too: under the same ids as the first upload the
+    second was refused (409) while a batch in flight behind the refused one was learned."""
+    path = tmp_path / "notes.md"
+    path.write_text("\n\n".join(f"Note {i}: the ferry leaves pier {i} at {i % 12 + 1} o'clock." for i in range(300)))
+    _import_in_page(page, ui_server, memory_name, path, domain="work")
+    expect(page.locator("#result")).to_contain_text("Learned 300 items", timeout=WAIT_MS)
+    page.evaluate("document.getElementById('result').textContent = ''")  # the next answer, not this one
+    page.get_by_label("Domain (optional)", exact=True).last.fill("personal")
+    page.locator("#panel-import button[type=submit]").click()
+    expect(page.locator("#result")).to_contain_text("Learned 300 items", timeout=WAIT_MS)
+    with ui_server.rest() as rest:
+        stats = rest.get(f"/v1/memories/{memory_name}/stats").json()
+    assert stats["total_observations"] == 600 and stats["domains"] == ["personal", "work"], stats
