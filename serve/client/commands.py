@@ -65,7 +65,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
                      help="file format (default: from the extension)")
     imp.add_argument("--split", choices=SPLITS, default="paragraph",
                      help="text files: one item per paragraph (default), sentence or line")
-    imp.add_argument("--column", default="text", help="CSV: the column with the text (default text)")
+    imp.add_argument("--column", default=None, help="CSV: the column with the text (default text)")
     imp.add_argument("--domain-column", default=None, help="CSV: a column with each row's domain")
     imp.add_argument("--domain", default=None, help="domain for items that name none")
     imp.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
@@ -102,14 +102,15 @@ def split_source(source: str) -> tuple[str, str | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from errors import NeuralMemoryError
+    from errors import AuthError, NeuralMemoryError
     from neural_memory import Client
 
     try:
         with Client(args.url, args.api_key) as client:
             return _COMMANDS[args.command](client, args)
     except NeuralMemoryError as exc:
-        print(f"neural-memory {args.command}: {exc}", file=sys.stderr)
+        hint = "; give the key with --api-key or NMEM_API_KEY" if isinstance(exc, AuthError) else ""
+        print(f"neural-memory {args.command}: {exc}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # before the command's own handling (an import's resume note)
         print(f"\nneural-memory {args.command}: interrupted", file=sys.stderr)
@@ -128,14 +129,17 @@ def _export(client, args: argparse.Namespace) -> int:
 
 def _learn_files(client, args: argparse.Namespace) -> int:
     from contract import check_memory_name
-    from errors import MemoryExists
-    from neural_memory.importing import (ImportOptions, ImportRun, check_in_flight, imported_elsewhere,
-                                         memory_created_at, plan_import, unfinished_renewal)
+    from errors import InvalidInput, MemoryExists
+    from neural_memory.importing import (ImportOptions, Journal, check_in_flight, format_of, memory_created_at,
+                                         plan_import, unfinished_renewal)
 
     check_memory_name(args.memory, "--memory")
-    opts = ImportOptions(format=args.format, split=args.split, column=args.column,
+    opts = ImportOptions(format=args.format, split=args.split, column=args.column or "text",
                          domain_column=args.domain_column, domain=args.domain, batch_size=args.batch_size)
     plan = plan_import(args.paths, opts, memory=args.memory)  # every file read and checked first
+    if (args.column or args.domain_column) and not any(format_of(str(p), opts) == "csv" for p in args.paths):
+        raise InvalidInput("--column and --domain-column name columns of CSV files, and none of these files is "
+                           "CSV (.csv, .tsv, or --format csv); leave them out")
     check_in_flight(args.in_flight)
     config = _config_arg(args.config, args.create)
     if args.create:
@@ -147,6 +151,13 @@ def _learn_files(client, args: argparse.Namespace) -> int:
     renewal = unfinished_renewal(plan)
     if args.again:  # an interrupted --again run is finished, not started over
         plan = plan.renewed(renewal.path.stem if renewal is not None else None)
+    with Journal.held(plan.key, args.memory):
+        return _run_import(client, args, plan, renewal)
+
+
+def _run_import(client, args: argparse.Namespace, plan, renewal) -> int:
+    from neural_memory.importing import ImportRun, imported_elsewhere
+
     run = ImportRun(client, args.memory, plan, in_flight=args.in_flight)
     journal = run.journal
     if journal.finished:
@@ -230,7 +241,8 @@ def _imported_before(earlier, plan, memory: str) -> str:
 def _how_it_differs(about: dict, plan) -> str:
     """How an earlier import (its journal's `about`) differs from `plan`, for `_imported_before`."""
     then, now = about.get("options") or {}, plan.options
-    changed = [f"--{name.replace('_', '-')} {then[name]} (now {now.get(name)})"
+    shown = lambda value: "unset" if value is None else value  # noqa: E731 - e.g. --format: from the extension
+    changed = [f"--{name.replace('_', '-')} {shown(then[name])} (now {shown(now.get(name))})"
                for name in sorted(then) if then[name] != now.get(name)]
     files, named = list(about.get("sources") or ()), list(plan.sources)
     reasons = [f"with {', '.join(changed)}"] if changed else []

@@ -34,15 +34,21 @@ import re
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import contract
-from errors import InvalidInput, MemoryNotFound, OutOfOrder, PayloadTooLarge
+from errors import Busy, InvalidInput, MemoryNotFound, OutOfOrder, PayloadTooLarge
 
-__all__ = ["ImportOptions", "Item", "Plan", "ImportRun", "read_items", "plan_import", "memory_created_at",
+try:
+    import fcntl
+except ImportError:  # Windows: runs of one import are not kept apart
+    fcntl = None
+
+__all__ = ["ImportOptions", "Item", "Plan", "ImportRun", "read_items", "format_of", "plan_import", "memory_created_at",
            "imported_elsewhere", "unfinished_renewal", "Journal",
            "check_in_flight", "FORMATS", "SPLITS", "journal_dir", "DEFAULT_IN_FLIGHT", "MAX_IN_FLIGHT"]
 
@@ -66,6 +72,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
 _ABBREVIATIONS = frozenset("""mr mrs ms dr prof sr jr st mt ft vs etc e.g i.e cf fig figs approx inc ltd co corp
 dept est jan feb mar apr jun jul aug sep sept oct nov dec u.s u.k ph.d""".split())
 _BINARY_SNIFF = 8192
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -154,7 +161,10 @@ def _text_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
     hint = "; use --split sentence or line, or shorten it" if opts.split == "paragraph" else ""
     block: list[str] = []
     start = 1
-    for number, line in enumerate(text.splitlines() + [""], start=1):
+    # Lines end at a newline (\n, \r\n or \r) only, as editors and `grep -n` count them:
+    # str.splitlines() also cut at form feeds (pdftotext's page breaks), U+2028 and U+0085,
+    # so the line numbers in messages were off and `--split line` cut inside a line.
+    for number, line in enumerate(_LINE_END.split(text) + [""], start=1):
         if opts.split == "line":
             if contract.has_visible(line):
                 where = f"{source}:{number}"
@@ -241,7 +251,7 @@ def _not_csv(source: str, line: int, exc: csv.Error) -> InvalidInput:
 
 
 def _csv_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
-    dialect = "excel-tab" if source.endswith(".tsv") else "excel"
+    dialect = "excel-tab" if Path(source).suffix.lower() == ".tsv" else "excel"
     reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect, strict=True)
     try:
         columns = reader.fieldnames or []  # reads the header
@@ -271,15 +281,20 @@ _READERS: dict[str, Callable[[str, str, ImportOptions], Iterator[Item]]] = {
     "text": _text_items, "jsonl": _jsonl_items, "csv": _csv_items}
 
 
-def read_items(data: bytes, source: str, opts: ImportOptions, max_items: int | None = None) -> list[Item]:
-    """Every item of one file's bytes, checked; InvalidInput (naming `source`) for a bad file,
-    PayloadTooLarge for one of more than `max_items` items (read no further)."""
+def format_of(source: str, opts: ImportOptions) -> str:
+    """The format file `source` is read in: --format, else its extension's."""
     fmt = opts.format or FORMATS.get(Path(source).suffix.lower())
     if fmt is None:
         raise InvalidInput(f"cannot tell the format of {source} from its extension ({' '.join(FORMATS)}); "
                            f"name it with --format ({', '.join(sorted(set(FORMATS.values())))}; `format` on "
                            "/v1/import/parse)")
-    reader = _READERS[fmt](_decode(data, source), source, opts)
+    return fmt
+
+
+def read_items(data: bytes, source: str, opts: ImportOptions, max_items: int | None = None) -> list[Item]:
+    """Every item of one file's bytes, checked; InvalidInput (naming `source`) for a bad file,
+    PayloadTooLarge for one of more than `max_items` items (read no further)."""
+    reader = _READERS[format_of(source, opts)](_decode(data, source), source, opts)
     items = list(reader if max_items is None else itertools.islice(reader, max_items + 1))
     if max_items is not None and len(items) > max_items:
         raise PayloadTooLarge(f"{source} splits into more than {max_items:,} items; import it with "
@@ -362,7 +377,8 @@ def plan_import(paths: list[Path], opts: ImportOptions, memory: str = "") -> Pla
             data = path.read_bytes()
         except OSError as exc:
             raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
-        digest.update(hashlib.sha256(data).digest())
+        # how it is read too: the same bytes in another format (or a .tsv's tabs) are other items
+        digest.update(hashlib.sha256(data).digest() + f"{format_of(str(path), opts)}{path.suffix.lower()}".encode())
         items += read_items(data, str(path), opts)
     return Plan(digest.hexdigest(), _batches(items, opts.batch_size),
                 sources=tuple(str(path.resolve()) for path in paths), options=asdict(opts), memory=memory)
@@ -379,6 +395,10 @@ def journal_dir() -> Path:
     return Path(cache) / "neural-memory" / "imports"
 
 
+def _journal_path(key: str) -> Path:
+    return journal_dir() / f"{key}.json"
+
+
 @dataclass
 class Journal:
     """Acknowledged batches of one import (its plan key), saved after every batch, with what
@@ -393,7 +413,7 @@ class Journal:
     @classmethod
     def load(cls, key: str, plan: Plan | None = None) -> Journal:
         """The journal of plan key `key` (empty if none); `plan`, if given, is what it records."""
-        journal = cls.read(journal_dir() / f"{key}.json") or cls(journal_dir() / f"{key}.json")
+        journal = cls.read(_journal_path(key)) or cls(_journal_path(key))
         if plan is not None:
             journal.about = {"memory": plan.memory, "sources": list(plan.sources), "options": plan.options,
                              "items": plan.items, "again_of": plan.again_of}
@@ -408,9 +428,27 @@ class Journal:
         except (OSError, ValueError, KeyError, TypeError):
             return None  # none yet, or unreadable: start from the beginning (ids dedupe)
 
+    @staticmethod
+    @contextmanager
+    def held(key: str, memory: str) -> Iterator[None]:
+        """The import of plan key `key` run by this process alone: Busy while another process
+        runs it (the same files, options and memory), which would resume from a journal still
+        being written."""
+        path = _journal_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "a+") as lock:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise Busy(f"another run of this import into {memory} is under way (the same files and "
+                               "options); wait for it to finish, or stop it and run this command again to "
+                               "resume") from None
+            yield  # the lock goes with the file's closing
+
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_suffix(".tmp")
+        temp = self.path.with_suffix(f".{os.getpid()}.tmp")
         temp.write_text(json.dumps({"done_batches": self.done_batches, "done_items": self.done_items,
                                     "finished": self.finished, "about": self.about}))
         os.replace(temp, self.path)  # atomic: a kill leaves the old journal or the new one

@@ -82,6 +82,15 @@ def test_formats_split_as_documented(tmp_path):
     quoted = b'text\n"line one\nline two, with ""quotes"""\nnext\n'
     assert [(i.text, i.where) for i in read_items(quoted, "q.csv", ImportOptions())] == \
         [('line one\nline two, with "quotes"', "q.csv:2"), ("next", "q.csv:4")]
+    # lines are counted as editors and `grep -n` count them: a form feed (pdftotext's page
+    # break), U+2028 or U+0085 inside a line is whitespace, not a line end
+    paged = "one\x0c\ntwo\r\n\r\nthree \u2028 and\x85 more\rfour\n".encode()
+    assert [(i.text, i.where) for i in read_items(paged, "p.txt", ImportOptions())] == \
+        [("one two", "p.txt:1"), ("three and more four", "p.txt:4")]
+    assert [(i.text, i.where) for i in read_items(paged, "p.txt", ImportOptions(split="line"))] == \
+        [("one", "p.txt:1"), ("two", "p.txt:2"), ("three and more", "p.txt:4"), ("four", "p.txt:5")]
+    with pytest.raises(InvalidInput, match="long.txt:3"):
+        read_items(b"a\x0cb\n\x0c\n" + b"word " * 7000 + b"\n", "long.txt", ImportOptions())
 
 
 @pytest.mark.parametrize("name, data, options, words", [
@@ -338,6 +347,51 @@ def test_a_file_imported_with_others_is_refused_for_that_reason(gateway, client,
         _, err = again.communicate(timeout=300)
         assert again.returncode == 1 and reason in err and "changed since" not in err and "--again" in err, err
     assert _stats(client, fresh_name).total_observations == 12
+
+
+def test_a_second_run_of_an_import_under_way_is_refused(gateway, client, tmp_path, journals, fresh_name):
+    """Both runs wrote the one journal (one died on its temp file) and the second said it was
+    "resuming" an import that was still running."""
+    client.create_memory(fresh_name, CONFIG)
+    notes = _notes(tmp_path / "notes.md", 3000)
+    first = _cli(gateway, str(notes), "--memory", fresh_name, "--batch-size", "16", "--in-flight", "1", "--quiet")
+    started = time.monotonic()
+    while not list(journals.glob("*.json")):  # its first batch acknowledged
+        assert first.poll() is None and time.monotonic() - started < 120, first.communicate()
+        time.sleep(0.05)
+    second = _cli(gateway, str(notes), "--memory", fresh_name, "--batch-size", "16", "--in-flight", "1")
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 1 and "another run of this import" in err and "resuming" not in out, (out, err)
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0 and "Traceback" not in err, (out, err)
+    assert _stats(client, fresh_name).total_observations == 3000
+    again = _cli(gateway, str(notes), "--memory", fresh_name, "--batch-size", "16", "--in-flight", "1")
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0 and "already imported" in out  # the lock went with the first run
+
+
+def test_the_same_bytes_read_in_another_format_are_another_import(gateway, client, tmp_path, journals, fresh_name):
+    """A file's format is part of an import's key: JSONL lines first imported from a .txt (as
+    one paragraph of raw JSON) and then from a .jsonl are two items, not "already imported"."""
+    client.create_memory(fresh_name, CONFIG)
+    lines = b'{"text": "The VPN needs a hardware key.", "domain": "it"}\n{"text": "Payroll runs on the 25th.", "domain": "hr"}\n'
+    for name in ("export.txt", "export.jsonl"):
+        (tmp_path / name).write_bytes(lines)
+        run = _cli(gateway, str(tmp_path / name), "--memory", fresh_name)
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0 and "already imported" not in out, (out, err)
+    stats = _stats(client, fresh_name)
+    assert stats.total_observations == 3 and stats.domains == ["hr", "it"], stats
+
+
+def test_a_csv_option_for_no_csv_file_and_a_missing_key_are_named(gateway, tmp_path, journals, fresh_name):
+    notes = _notes(tmp_path / "notes.md", 3)
+    run = _cli(gateway, str(notes), "--memory", fresh_name, "--create", "--column", "body")
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 1 and "none of these files is CSV" in err, err
+    keyless = subprocess.run([CLI, "import", str(notes), "--memory", fresh_name, "--url", gateway.base_url],
+                             capture_output=True, text=True, timeout=300, env={**os.environ, "NMEM_API_KEY": ""})
+    assert keyless.returncode == 1 and "--api-key or NMEM_API_KEY" in keyless.stderr, keyless.stderr
 
 
 def test_a_long_text_is_measured_without_splitting_it_at_once(monkeypatch):
