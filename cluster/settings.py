@@ -107,8 +107,8 @@ class ClusterSettings(BaseSettings):
     max_memories_per_tenant: int = Field(
         1000, ge=1, le=10_000_000,
         description="Memories one tenant may have; create, fork and image import beyond it are "
-                    "refused with 429 (checked before each, so a burst of concurrent creates may "
-                    "pass it by a few)."
+                    "refused with 429 (checked in the same step as the registration, so concurrent "
+                    "creates never pass it)."
     )
     storage: StorageSettings = Field(
         default_factory=StorageSettings,
