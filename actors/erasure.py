@@ -31,6 +31,7 @@ __all__ = ["Erasure"]
 log = logging.getLogger(__name__)
 
 SEGMENT_ENTRIES = 256  # entries per rewritten log segment
+CLEANUP_RETRY_SECONDS = 5.0  # between tries of a sweep that could not run (after its own wait)
 
 
 class Erasure:
@@ -245,7 +246,7 @@ class Erasure:
     def _forget_approximately(self, job: dict, selector: Selector) -> None:
         from memory.unlearn import matching_records, summary  # noqa: PLC0415
 
-        match = selector.matches
+        match = self._approximate_match(job, selector)
         job["exact"] = False
         if job["dry_run"]:  # a read: the memory as the newest write left it
             with self._reading() as memory:
@@ -253,75 +254,96 @@ class Erasure:
                 listed = sorted({memory.store.text(r) for r in found})[:1000]
             job["forgotten"] = len(found)
             # outside the lock: _finish takes the write lock to free the memory for the next job
-            return self._finish(job, {"would_forget": len(found), "records": listed, "listed": len(listed)})
+            return self._finish(job, {"would_forget": len(found), "records": listed, "listed": len(listed),
+                                      "forks": self._fork_report(None)})
         with self._ckpt_lock, self._write_lock:
             self._settle()  # never save weights a failed write touched
             memory = self._mem
             found = matching_records(memory, match)
             texts = {memory.store.text(r) for r in found}
-            self.flush_records()
-            result = memory.forget_approximately(match) if found else {"records": 0, "surprise_before": [],
-                                                                       "surprise_after": []}
-            seq = self._seq
-            auto = self._ckpts.put_object(to_parts(memory), tag=self._ckpts.next_auto_tag(),
-                                          step=memory.step, weight_hash=memory.weight_hash, description="auto",
-                                          seq=seq)
-            self._note_staged(job, [auto["object_key"]])
-            staged = {"auto": auto, "tags": {}, "deleted_tags": [], "segments": []}
-            self._approximate_tags(job, selector, staged)
-            base = self._history.copy_state(auto)  # the log no longer explains the state: it restarts
-            old_autos, old_segments = self._ckpts.autos(), self._history.segments()
-            cleanup = self._exact_cleanup(staged, old_autos, [], old_segments, base)
-            report = {"exact": False, "forgotten": result["records"], "records_erased": result["records"],
-                      "surprise_before": summary(result["surprise_before"]),
-                      "surprise_after": summary(result["surprise_after"]),
-                      "checkpoints": {"rebuilt": sorted(staged["tags"]),
-                                      "deleted": sorted(t["tag"] for t in staged["deleted_tags"]),
-                                      "auto_checkpoints_replaced": [a["tag"] for a in old_autos]},
-                      "archive": {"segments_deleted": len(old_segments)}, "objects_deleted": cleanup,
-                      "history_restarts_at_step": memory.step,
-                      "note": "approximate: records erased and the network pushed away from them; what they "
-                              "did to the rest of the network stays"}
-            job.update(status="done", forgotten=result["records"], progress=1.0, report=report,
-                       weight_hash=memory.weight_hash, selector=None, staged=[], cleanup=cleanup,
-                       **self._old_chunks(cleanup))
-            from actors.forgetting import now_iso  # noqa: PLC0415
+            erase = bool(found) or self._tags_holding(match)
+            if erase:  # else the state, its checkpoints and its history stay as they are
+                self.flush_records()
+                result = memory.forget_approximately(match)
+                seq = self._seq
+                auto = self._ckpts.put_object(to_parts(memory), tag=self._ckpts.next_auto_tag(),
+                                              step=memory.step, weight_hash=memory.weight_hash, description="auto",
+                                              seq=seq)
+                self._note_staged(job, [auto["object_key"]])
+                staged = {"auto": auto, "tags": {}, "deleted_tags": [], "segments": []}
+                self._approximate_tags(job, match, staged)
+                base = self._history.copy_state(auto)  # the log no longer explains the state: it restarts
+                old_autos, old_segments = self._ckpts.autos(), self._history.segments()
+                cleanup = self._exact_cleanup(staged, old_autos, [], old_segments, base)
+                report = {"exact": False, "forgotten": result["records"], "records_erased": result["records"],
+                          "surprise_before": summary(result["surprise_before"]),
+                          "surprise_after": summary(result["surprise_after"]),
+                          "checkpoints": {"rebuilt": sorted(staged["tags"]),
+                                          "deleted": sorted(t["tag"] for t in staged["deleted_tags"]),
+                                          "auto_checkpoints_replaced": [a["tag"] for a in old_autos]},
+                          "archive": {"segments_deleted": len(old_segments)}, "objects_deleted": cleanup,
+                          "history_restarts_at_step": memory.step, "forks": self._fork_report(None),
+                          "note": "approximate: records erased and the network pushed away from them; what they "
+                                  "did to the rest of the network stays"}
+                job.update(status="done", forgotten=result["records"], progress=1.0, report=report,
+                           weight_hash=memory.weight_hash, selector=None, staged=[], cleanup=cleanup,
+                           **self._old_chunks(cleanup))
+                from actors.forgetting import now_iso  # noqa: PLC0415
 
-            job["finished_at"] = now_iso()
-            plan = self._plan(job, memory, staged, old_autos, base)
-            plan["archive"] = []
-            cut = {cut_history_text(t) for t in texts}
-            history = self._storage.metadata.history(self._qname, HISTORY_CAP)
-            # The writes that held them, as far as the history still names them (no log here);
-            # their other items stay, without the fingerprint of the whole write.
-            forgotten_writes = {h["request_id"] for h in history if h.get("text") in cut and h.get("request_id")}
-            plan["history"] = [_without_forgotten(h, forgotten_writes, texts) for h in history
-                               if h.get("text") not in cut]
-            plan["forgotten_writes"] = sorted(forgotten_writes)
-            # The writes the history does not detail may have held a forgotten text too: their
-            # fingerprints go (they stay known as applied).
-            detailed = {h["request_id"] for h in history if h.get("request_id")}
+                job["finished_at"] = now_iso()
+                plan = self._plan(job, memory, staged, old_autos, base)
+                plan["archive"] = []
+                cut = {cut_history_text(t) for t in texts}
+                history = self._storage.metadata.history(self._qname, HISTORY_CAP)
+                # The writes that held them, as far as the history still names them (no log here);
+                # their other items stay, without the fingerprint of the whole write.
+                forgotten_writes = {h["request_id"] for h in history if h.get("text") in cut and h.get("request_id")}
+                plan["history"] = [_without_forgotten(h, forgotten_writes, texts) for h in history
+                                   if h.get("text") not in cut]
+                plan["forgotten_writes"] = sorted(forgotten_writes)
+                # The writes the history does not detail may have held a forgotten text too: their
+                # fingerprints go (they stay known as applied).
+                detailed = {h["request_id"] for h in history if h.get("request_id")}
 
-            def after(request_id: str, answer: dict | None, fingerprint: str | None) -> dict:
-                known_print = fingerprint if request_id in detailed else None
-                return self._write_after(write_record(request_id, answer, known_print), forgotten_writes, texts)
+                def after(request_id: str, answer: dict | None, fingerprint: str | None) -> dict:
+                    known_print = fingerprint if request_id in detailed else None
+                    return self._write_after(write_record(request_id, answer, known_print), forgotten_writes, texts)
 
-            plan["writes"] = [after(w["request_id"], w["answer"], w["fingerprint"])
-                              for w in self._storage.metadata.recent_writes(self._qname)]
-            for request_id, fingerprint in self._results.known():  # the live ones, likewise
-                kept = after(request_id, self._results.get(request_id), fingerprint)
-                self._results.redact(request_id, result=kept["answer"] is None, fingerprint=kept["fingerprint"] is None)
-            with self._as_owner():
-                self._storage.metadata.forget_commit(self._qname, plan, [], self._audit(job), owner=self._owner)
-            self._mark_forgotten(forgotten_writes)
-            self._after_swap(auto, 0)
-            self._job = None
+                plan["writes"] = [after(w["request_id"], w["answer"], w["fingerprint"])
+                                  for w in self._storage.metadata.recent_writes(self._qname)]
+                for request_id, fingerprint in self._results.known():  # the live ones, likewise
+                    kept = after(request_id, self._results.get(request_id), fingerprint)
+                    self._results.redact(request_id, result=kept["answer"] is None, fingerprint=kept["fingerprint"] is None)
+                with self._as_owner():
+                    self._storage.metadata.forget_commit(self._qname, plan, [], self._audit(job), owner=self._owner)
+                self._mark_forgotten(forgotten_writes)
+                self._after_swap(auto, 0)
+                self._job = None
+        if not erase:
+            job["forgotten"] = 0
+            return self._finish(job, {"forgotten": 0, "note": "nothing selected is in this memory",
+                                      "forks": self._fork_report(None)})
         self._finish_cleanup(job, texts)
 
-    def _approximate_tags(self, job: dict, selector: Selector, staged: dict) -> None:
+    def _approximate_match(self, job: dict, selector: Selector):
+        """What an approximate job erases: what `selector` selects; on a fork's run of its
+        parent's job, a steps selector names the parent's answers, so only what the fork
+        inherited (its steps up to its fork point), not the fork's own observations."""
+        if job.get("parent_job") is None or selector.kind != "steps":
+            return selector.matches
+        inherited = int(self._storage.metadata.get_memory(self._qname).get("source_step") or 0)
+        return lambda text, step, domain: step <= inherited and selector.matches(text, step, domain)
+
+    def _tags_holding(self, match) -> bool:
+        """Whether a user tag's state holds a record `match` selects."""
+        from memory.unlearn import matching_records  # noqa: PLC0415
+
+        return any(matching_records(self._ckpts.load(info), match) for info in self._user_tags())
+
+    def _approximate_tags(self, job: dict, match, staged: dict) -> None:
         for info in self._user_tags():
             state = self._ckpts.load(info)
-            if not state.forget_approximately(selector.matches)["records"]:
+            if not state.forget_approximately(match)["records"]:
                 continue
             if job["checkpoints"] == "delete":
                 staged["deleted_tags"].append(info)
@@ -351,9 +373,19 @@ class Erasure:
         from storage.gc import GarbageCollector  # noqa: PLC0415
 
         self._delete_objects(job.get("cleanup", []))
-        swept = GarbageCollector(self._storage.content).sweep(
-            set(job.get("cleanup_chunks", [])), float(job.get("commit_time", 0.0)),
-            holding=[t.encode("utf-8") for t in texts])
+        collector = GarbageCollector(self._storage.content)
+        while True:
+            swept = collector.sweep(set(job.get("cleanup_chunks", [])), float(job.get("commit_time", 0.0)),
+                                    holding=[t.encode("utf-8") for t in texts])
+            if swept["ran"]:
+                break
+            # Another collection holds the lock (or a manifest cannot be read): the job reads
+            # "running" until its chunks are gone, as it promises; a stop leaves them listed in
+            # the job, for the next start.
+            log.warning("memory %s: forget job %s: the chunks that held the data are not deleted yet "
+                        "(another collection holds the lock); trying again", self._qname, job["job_id"])
+            if self._stop.wait(CLEANUP_RETRY_SECONDS):
+                return
         if job.get("report") is not None and job.get("cleanup_chunks"):
             job["report"]["chunks_deleted"] = len(swept["deleted"])
             job["report"]["chunks_shared_with_other_checkpoints"] = len(swept["left"])

@@ -179,8 +179,9 @@ class Forgetting(Erasure):
     def _resume_jobs(self) -> None:
         """At start: finish the cleanup of committed jobs, run again the ones a crash stopped."""
         for job in self._storage.metadata.jobs(self._qname):
-            if job["status"] == "done" and job.get("cleanup"):
-                self._finish_cleanup(job)
+            if job["status"] == "done" and (job.get("cleanup") or job.get("cleanup_chunks")):
+                # in the background: it may wait for another collection to finish
+                threading.Thread(target=self._finish_cleanup, args=(job,), name="forget-cleanup", daemon=True).start()
             elif job["status"] in ("pending", "running"):
                 self._delete_objects(job.get("staged", []))
                 job.update(staged=[], status="pending", progress=0.0, cut=None)  # cut: the log's end now

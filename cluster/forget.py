@@ -34,8 +34,12 @@ FORK_RUN_UNFINISHED = ("not started", "pending", "running")  # a fork's entry in
 
 
 def _runs_on_forks(job: dict) -> bool:
-    """A job done on its memory that goes on to run on the memory's forks (`forks: true`)."""
-    return bool(job.get("forks")) and job["status"] == "done" and not job.get("dry_run")
+    """A job committed on its memory that goes on to run on the memory's forks (`forks: true`).
+    Committed: it has its report, and reads "running" only while the objects that held the data
+    are deleted; the forks' runs start then, not after that (which may wait for another
+    collection), so a delete of the memory in between cannot leave them not started."""
+    committed = job["status"] == "done" or (job["status"] == "running" and job.get("report") is not None)
+    return bool(job.get("forks")) and committed and not job.get("dry_run")
 
 
 def derived_job_id(base: str, part: str) -> str:

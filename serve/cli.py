@@ -112,7 +112,10 @@ def _gc(args: argparse.Namespace) -> int:
               "that cannot be read is lost: delete its file (or object), or the memory, and run gc again",
               file=sys.stderr)
         return 1
-    return 0 if report.ran else 1
+    if not report.ran:
+        print(f"neural-memory gc: did not run: {report.busy}; run it again later", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _version() -> str:

@@ -79,6 +79,16 @@ class ContentIndexMixin:
         with redis_errors(self.where):
             return bool(self._client.set(self.keys.cas("gc"), token, nx=True, ex=ttl_seconds))
 
+    def gc_renew(self, token: str, ttl_seconds: int) -> bool:
+        """Extend the lock's lease while `token` holds it; False if it was lost (expired)."""
+        return bool(self._run("LOCK_RENEW", [self.keys.cas("gc")], [token, int(ttl_seconds)]))  # type: ignore[attr-defined]
+
+    def gc_holder_ttl(self) -> int | None:
+        """Seconds until the collector lock expires if its holder stops renewing it; None if free."""
+        with redis_errors(self.where):
+            ttl = int(self._client.ttl(self.keys.cas("gc")))
+        return ttl if ttl >= 0 else None
+
     def gc_unlock(self, token: str) -> None:
         with redis_errors(self.where):
             if self._client.get(self.keys.cas("gc")) == token.encode():

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from errors import CheckpointCorrupt, CheckpointNotFound, InvalidInput
@@ -30,12 +33,48 @@ __all__ = ["GarbageCollector", "GcReport", "MIN_GRACE_SECONDS"]
 log = logging.getLogger(__name__)
 
 MIN_GRACE_SECONDS = 60.0  # must exceed storage.cas.REFRESH_CLAIMS_AFTER
-LOCK_SECONDS = 3600
+# The collector lock is a lease its holder renews every LOCK_RENEW_SECONDS while it works: a
+# holder killed mid-way (a memory deleted while its forget swept) blocks the next one for at
+# most LOCK_SECONDS, not an hour.
+LOCK_SECONDS = 60
+LOCK_RENEW_SECONDS = 15.0
+
+
+@contextmanager
+def collector_lock(meta, wait_seconds: float = 0.0) -> Iterator[bool]:
+    """The one-collector-at-a-time lock, renewed while held: yields whether it was taken
+    (waiting up to `wait_seconds` for a running collection)."""
+    token, deadline = uuid.uuid4().hex, time.monotonic() + wait_seconds
+    while not meta.gc_lock(token, LOCK_SECONDS):
+        if time.monotonic() >= deadline:
+            yield False
+            return
+        time.sleep(0.2)
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(LOCK_RENEW_SECONDS):
+            try:
+                if not meta.gc_renew(token, LOCK_SECONDS):
+                    log.error("the checkpoint collector lock expired while held (Redis away over %d s)",
+                              LOCK_SECONDS)
+                    return
+            except Exception as exc:  # noqa: BLE001 - Redis away a moment: try again next period
+                log.warning("could not renew the checkpoint collector lock: %s", exc)
+
+    renewer = threading.Thread(target=renew, name="gc-lock", daemon=True)
+    renewer.start()
+    try:
+        yield True
+    finally:
+        stop.set()
+        renewer.join()
+        meta.gc_unlock(token)
 
 
 @dataclass
 class GcReport:
-    ran: bool  # False: another collector holds the lock
+    ran: bool  # False: another collector holds the lock (`busy` says for how long at most)
     objects: int = 0  # checkpoint objects (manifests and format-1 blobs) seen
     chunks: int = 0  # chunks in the store before the sweep
     referenced: int = 0  # chunks some manifest names
@@ -46,6 +85,8 @@ class GcReport:
     unreadable: int = 0  # manifests that could not be read: nothing is deleted then
     unreadable_keys: list[str] = field(default_factory=list)  # which (the first 20)
     seconds: float = 0.0
+    busy: str = ""  # why it did not run
+
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -66,13 +107,13 @@ class GarbageCollector:
                                "a checkpoint being written renews its chunks' claims every "
                                f"{REFRESH_CLAIMS_AFTER:.0f} s, and a shorter grace could delete them under it")
         meta = self.content.metadata
-        token = uuid.uuid4().hex
-        if not meta.gc_lock(token, LOCK_SECONDS):
-            return GcReport(ran=False)
-        try:
-            return self._collect(grace_seconds, dry_run)
-        finally:
-            meta.gc_unlock(token)
+        with collector_lock(meta) as held:
+            if held:
+                return self._collect(grace_seconds, dry_run)
+        ttl = meta.gc_holder_ttl()
+        return GcReport(ran=False, dry_run=dry_run,
+                        busy="another collection (a GC run, or a forget deleting what it erased) holds the "
+                             "lock" + (f"; it is free in at most {ttl} s if its holder has stopped" if ttl else ""))
 
     def _collect(self, grace_seconds: float, dry_run: bool) -> GcReport:
         began = time.monotonic()
@@ -115,13 +156,15 @@ class GarbageCollector:
         unreferenced chunks (e.g. of auto-checkpoints pruned before) whose bytes hold one of
         `holding`. Spares chunks claimed at or after `claimed_before` (a writer may be about to
         name them) and deletes nothing if a manifest cannot be read. Waits up to `wait_seconds`
-        for a running collection. Returns {"deleted": [sha...], "left": [sha...]}."""
+        for a running collection. Returns {"deleted": [sha...], "left": [sha...], "ran": bool}
+        (False: nothing was swept, the lock was held all along or a manifest was unreadable)."""
+        with collector_lock(self.content.metadata, wait_seconds) as held:
+            if not held:
+                return {"deleted": [], "left": sorted(candidates), "ran": False}
+            return self._sweep(candidates, claimed_before, holding)
+
+    def _sweep(self, candidates: set[str], claimed_before: float, holding: list[bytes]) -> dict:
         meta, objects = self.content.metadata, self.content.objects
-        token, deadline = uuid.uuid4().hex, time.monotonic() + wait_seconds
-        while not meta.gc_lock(token, LOCK_SECONDS):
-            if time.monotonic() > deadline:
-                return {"deleted": [], "left": sorted(candidates)}
-            time.sleep(0.2)
         try:
             referenced: set[str] = set()
             keys = objects.list("")
@@ -135,12 +178,10 @@ class GarbageCollector:
             for sha in doomed:
                 objects.delete(chunk_key(sha))
             meta.cas_forget(doomed)
-            return {"deleted": doomed, "left": sorted(candidates - set(doomed))}
+            return {"deleted": doomed, "left": sorted(candidates - set(doomed)), "ran": True}
         except CheckpointCorrupt as exc:
             log.error("chunk sweep cannot read a manifest (%s); leaving the chunks to the GC", exc)
-            return {"deleted": [], "left": sorted(candidates)}
-        finally:
-            meta.gc_unlock(token)
+            return {"deleted": [], "left": sorted(candidates), "ran": False}
 
     def _chunks_named_by(self, key: str) -> frozenset[str]:
         named = self._named.get(key)

@@ -22,6 +22,7 @@ __all__ = [
     "CREATE_MEMORY",
     "SWAP_RECORD",
     "CAS_CLAIM",
+    "LOCK_RENEW",
     "CAS_DOOM",
 ]
 
@@ -94,6 +95,13 @@ SWAP_RECORD = """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current == ARGV[2] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) return 1 end
 if current == ARGV[3] then return 1 end
+return 0
+"""
+
+# KEYS: a lock. ARGV: its holder's token, seconds. Extends the lock's lease if the token still
+# holds it (1), else 0: it expired and may be another holder's now.
+LOCK_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1 end
 return 0
 """
 

@@ -4,6 +4,7 @@ and Redis key of the memory; approximate when the history is gone; dry runs."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -168,6 +169,30 @@ def test_a_job_reads_done_only_once_the_objects_holding_the_text_are_deleted(loc
     release.set()
     assert wait_until(lambda: m.forget_status(job_id)["status"] == "done", timeout=60)
     assert find_text(local_storage, m._qname, X) == []
+
+
+def test_a_job_waits_for_a_collection_holding_the_lock_and_then_deletes_the_chunks(local_storage, make_actor,
+                                                                                   monkeypatch) -> None:
+    """Another collection held the lock past the sweep's wait: the job read "done" with the
+    chunk that held the text still on disk (reported "shared"). It reads "running" until the
+    lock is free, then deletes them."""
+    import storage.gc as gc
+
+    monkeypatch.setattr(gc.GarbageCollector.sweep, "__defaults__", ((), 0.5))  # the sweep's wait: 0.5 s
+    m = make_actor(local_storage, q("m"), checkpoint_every_writes=5)
+    feed(m, A[:6] + [X] + A[6:10])
+    meta = local_storage.metadata
+    assert meta.gc_lock("a-long-collection", 600)
+    job_id = uuid.uuid4().hex
+    m.forget_start(job_id, {"selector": {"text": X}, "mode": "exact", "dry_run": False, "who": {"key": "test"}})
+    assert wait_until(lambda: m.forget_status(job_id).get("report") is not None, timeout=60)  # committed
+    time.sleep(2)  # several sweeps found the lock held
+    assert m.forget_status(job_id)["status"] == "running"
+    assert find_text(local_storage, m._qname, X)  # the old chunk: no manifest names it, it is not gone yet
+    meta.gc_unlock("a-long-collection")
+    assert wait_until(lambda: m.forget_status(job_id)["status"] == "done", timeout=60)
+    report = m.forget_status(job_id)["report"]
+    assert report["chunks_deleted"] >= 1 and find_text(local_storage, m._qname, X) == [], report
 
 
 def test_a_retry_after_a_forget_is_answered_not_applied_again(local_storage, make_actor) -> None:

@@ -267,3 +267,57 @@ def test_a_fork_whose_source_a_forget_rebuilt_meanwhile_never_holds_the_text(sha
     twin = arun(cluster.stats(tenant, "twin"))
     assert forked["new_hash"] == twin["weight_hash"] == arun(cluster.stats(tenant, "m-fork"))["weight_hash"]
     assert find_text(cluster.storage, f"{tenant}/m-fork", X) == []
+
+
+def test_an_approximate_forget_with_forks_runs_on_them_too(shared_cluster, arun, tenant):
+    """It listed no forks and left them holding the text, reading done. A fork made before the
+    text learned it never: its run erases nothing and leaves its state and history as they were."""
+    cluster = shared_cluster()
+    secret = f"Zed's bank PIN is {time.time_ns()}"
+    arun(cluster.create_memory(tenant, "p", SMALL))
+    observe(arun, cluster, tenant, "p", ["the cafeteria opens at 7"])
+    arun(cluster.fork(tenant, "p", "early"))
+    observe(arun, cluster, tenant, "p", [secret, "parking is on level 3"])
+    arun(cluster.fork(tenant, "p", "kid"))
+    for name in ("kid", "early"):
+        observe(arun, cluster, tenant, name, [f"{name} learned this on its own"])
+    early_before = arun(cluster.stats(tenant, "early"))["weight_hash"]
+    job = arun(cluster.forget(tenant, "p", {"selector": {"text": secret}, "mode": "approximate", "forks": True},
+                              {"key": "test"}))
+    done = wait_job(arun, cluster, tenant, "p", job["job_id"])
+    assert done["status"] == "done" and done["exact"] is False, done
+    runs = {f["name"]: f for f in done["report"]["forks"]}
+    assert set(runs) == {"kid", "early"} and all(f["status"] == "done" for f in runs.values()), runs
+    kid = arun(cluster.forget_status(tenant, "kid", runs["kid"]["job_id"]))
+    early = arun(cluster.forget_status(tenant, "early", runs["early"]["job_id"]))
+    assert kid["forgotten"] == 1 and early["forgotten"] == 0, (kid, early)
+    assert arun(cluster.stats(tenant, "early"))["weight_hash"] == early_before
+    for name in ("p", "kid"):
+        assert find_text(cluster.storage, f"{tenant}/{name}", secret) == [], name
+    texts = [o["text"] for o in arun(cluster.history(tenant, "kid"))["observations"]]
+    assert "kid learned this on its own" in texts and secret not in texts
+
+
+def test_the_forks_runs_start_when_the_job_commits_not_after_its_cleanup(shared_cluster, arun, tenant):
+    """The memory's cleanup may wait for another collection (its lock held here). The forks'
+    runs used to start only after it: a delete of the memory in that wait left every fork
+    holding the text, and the audit said done."""
+    cluster = shared_cluster()
+    secret = f"Morgan's tax ID is {time.time_ns()}"
+    arun(cluster.create_memory(tenant, "p", SMALL))
+    observe(arun, cluster, tenant, "p", [secret, "the pump is red"])
+    arun(cluster.fork(tenant, "p", "kid"))
+    meta = cluster.storage.metadata
+    assert meta.gc_lock("a-long-collection", 600)
+    try:
+        job = arun(cluster.forget(tenant, "p", {"selector": {"text": secret}, "forks": True}, {"key": "test"}))
+        child = lambda: [j for j in meta.jobs(f"{tenant}/kid") if j.get("parent_job") == job["job_id"]]  # noqa: E731
+        assert wait_until(lambda: arun(cluster.forget_status(tenant, "p", job["job_id"])) and child(),
+                          timeout=120), "the fork's run did not start while the memory's cleanup waited"
+        arun(cluster.delete_memory(tenant, "p"))
+    finally:
+        meta.gc_unlock("a-long-collection")
+    (started,) = child()
+    assert wait_until(lambda: arun(cluster.forget_status(tenant, "kid", started["job_id"]))["status"] == "done",
+                      timeout=120)
+    assert find_text(cluster.storage, f"{tenant}/kid", secret) == []

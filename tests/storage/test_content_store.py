@@ -216,6 +216,27 @@ def test_gc_grace_has_a_floor(content: ContentStore) -> None:
 
 def test_one_collector_at_a_time(content: ContentStore, meta: MetadataStore) -> None:
     assert meta.gc_lock("someone-else", 60)
-    assert not GarbageCollector(content).run(GRACE).ran
+    refused = GarbageCollector(content).run(GRACE, dry_run=True)
+    assert not refused.ran and refused.dry_run and "free in at most" in refused.busy, refused
     meta.gc_unlock("someone-else")
     assert GarbageCollector(content).run(GRACE).ran
+
+
+def test_the_collector_lock_is_a_lease_renewed_while_held(content: ContentStore, meta: MetadataStore,
+                                                          monkeypatch) -> None:
+    """A holder killed mid-way (a memory deleted while its forget swept) held the lock for an
+    hour; now it lapses within LOCK_SECONDS, while a live holder keeps it as long as it works."""
+    import time
+
+    import storage.gc as gc
+
+    monkeypatch.setattr(gc, "LOCK_SECONDS", 2)
+    monkeypatch.setattr(gc, "LOCK_RENEW_SECONDS", 0.3)
+    with gc.collector_lock(meta) as held:
+        assert held
+        time.sleep(3)  # past one lease: renewed
+        assert not GarbageCollector(content).run(GRACE).ran
+    assert meta.gc_holder_ttl() is None  # released at the end
+    assert meta.gc_lock("a-killed-holder", gc.LOCK_SECONDS)  # never renewed, never released
+    with gc.collector_lock(meta, wait_seconds=10) as held:
+        assert held  # it lapsed by itself
