@@ -186,6 +186,7 @@ class MemoryCluster:
         full = normalize_config(config)
         record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
                   "parent": None, "source_tag": None}
+        await self._creations.check_free(qname)  # a taken name is that, not the quota, at the cap too
         await self._check_quota(tenant)
         stats = await self._create_seeded(record, None)
         return {"name": name, "weight_hash": stats["weight_hash"], "weight_parameters": stats["weight_parameters"]}

@@ -45,9 +45,11 @@ class GatewaySettings(BaseSettings):
 
     host: str = Field(
         "127.0.0.1",
-        description="Address the HTTP proxy binds. Auth may be off only when this is loopback.",
+        description="Address the server's HTTP port binds (NMEM_INGRESS says who holds it). Auth may be off "
+                    "only when this is loopback.",
     )
-    port: int = Field(8000, ge=1, le=65535, description="HTTP port of the Serve proxy.")
+    port: int = Field(8000, ge=1, le=65535, description="The server's HTTP port (held by the gateway replica "
+                                                         "itself with the default ingress, else by Serve's proxy).")
     api_keys: str | None = Field(
         None, description='API keys as "key:tenant" pairs, comma-separated. Empty = auth off.'
     )

@@ -86,7 +86,7 @@ def _server_args(p: argparse.ArgumentParser) -> None:
 
 def _registry_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--username", default=os.environ.get("NMEM_REGISTRY_USERNAME"),
-                   help="registry user (default: from the docker config)")
+                   help="registry user (or NMEM_REGISTRY_USERNAME; default: from the docker config)")
     p.add_argument("--password", default=os.environ.get("NMEM_REGISTRY_PASSWORD"),
                    help="registry password (or NMEM_REGISTRY_PASSWORD)")
     p.add_argument("--docker-config", default=None,

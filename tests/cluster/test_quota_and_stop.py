@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cluster import ExportedState
-from errors import QuotaExceeded
+from errors import MemoryExists, QuotaExceeded
 from tests.cluster.helpers import SMALL, encode
 
 
@@ -21,6 +21,8 @@ def test_memory_quota_counts_create_fork_and_import(make_cluster, arun, tenant):
             arun(attempt)
         assert refused.value.retry_after > 0
     assert [m["name"] for m in arun(cluster.list_memories(tenant))["memories"]] == ["one"]
+    with pytest.raises(MemoryExists):  # at the cap, a taken name is named as taken (import --create)
+        arun(cluster.create_memory(tenant, "one", SMALL))
     arun(cluster.create_memory(tenant + "-other", "two", SMALL))  # the quota is per tenant
     arun(cluster.delete_memory(tenant, "one"))
     arun(cluster.create_memory(tenant, "two", SMALL))  # room again
