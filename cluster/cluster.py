@@ -338,6 +338,8 @@ class MemoryCluster:
         Its first checkpoint is a copy of the source's manifest: no state bytes are copied."""
         source, target = qualify(tenant, name), qualify(tenant, new_name)
         record = await self._meta("get_memory", source)
+        if source_tag is not None:  # a missing tag is named as such, at the quota too
+            await self._meta("get_checkpoint", source, check_user_tag(source_tag))
         await self._creations.check_free(target)
         await self._check_quota(tenant)
         for _attempt in range(FORK_ATTEMPTS):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cluster import ExportedState
-from errors import MemoryExists, QuotaExceeded
+from errors import CheckpointNotFound, MemoryExists, QuotaExceeded
 from tests.cluster.helpers import SMALL, encode
 
 
@@ -23,6 +23,8 @@ def test_memory_quota_counts_create_fork_and_import(make_cluster, arun, tenant):
     assert [m["name"] for m in arun(cluster.list_memories(tenant))["memories"]] == ["one"]
     with pytest.raises(MemoryExists):  # at the cap, a taken name is named as taken (import --create)
         arun(cluster.create_memory(tenant, "one", SMALL))
+    with pytest.raises(CheckpointNotFound):  # and a missing tag as missing
+        arun(cluster.fork(tenant, "one", "two", source_tag="no-such-tag"))
     arun(cluster.create_memory(tenant + "-other", "two", SMALL))  # the quota is per tenant
     arun(cluster.delete_memory(tenant, "one"))
     arun(cluster.create_memory(tenant, "two", SMALL))  # room again
