@@ -7,8 +7,9 @@
 Reading and checking (`read_items`) is shared by `neural-memory import` and the dashboard's
 upload box (the server parses uploads with this module), so both split files the same way:
 
-- text / markdown (.txt .md .markdown .rst): paragraphs (blank-line separated), sentences, or
-  lines; whitespace inside an item is collapsed;
+- text / markdown (.txt .md .markdown .rst): paragraphs (blank-line separated; a fenced code
+  block is one paragraph, blank lines and all), sentences, or lines; whitespace inside an item
+  is collapsed;
 - JSONL (.jsonl .ndjson): one object per line, `{"text": ..., "domain": ...}` (domain optional,
   or null: then --domain);
 - CSV (.csv .tsv): the text from `column` (and the domain from `domain_column`, if given).
@@ -164,13 +165,17 @@ def _text_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
     # Lines end at a newline (\n, \r\n or \r) only, as editors and `grep -n` count them:
     # str.splitlines() also cut at form feeds (pdftotext's page breaks), U+2028 and U+0085,
     # so the line numbers in messages were off and `--split line` cut inside a line.
+    fence: str | None = None  # the opening of a fenced code block we are in (``` or ~~~)
     for number, line in enumerate(_LINE_END.split(text) + [""], start=1):
         if opts.split == "line":
             if contract.has_visible(line):
                 where = f"{source}:{number}"
                 yield _checked(_collapsed(line, where, hint), opts.domain, where, hint)
             continue
-        if contract.has_visible(line):  # a line of only zero-width characters ends a paragraph too
+        marker = line.lstrip()[:3]
+        if marker in ("```", "~~~") and (fence is None or marker == fence):
+            fence = marker if fence is None else None  # a blank line inside one does not end it
+        if contract.has_visible(line) or (fence is not None and block):
             if not block:
                 start = number
             block.append(line.strip())

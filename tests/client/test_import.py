@@ -82,6 +82,10 @@ def test_formats_split_as_documented(tmp_path):
     quoted = b'text\n"line one\nline two, with ""quotes"""\nnext\n'
     assert [(i.text, i.where) for i in read_items(quoted, "q.csv", ImportOptions())] == \
         [('line one\nline two, with "quotes"', "q.csv:2"), ("next", "q.csv:4")]
+    # a fenced code block is one paragraph, blank lines inside it and all
+    fenced = b"Install it.\n\n```python\ndef f():\n\n    return 1\n```\n\nAfter the code.\n"
+    assert [(i.text, i.where) for i in read_items(fenced, "f.md", ImportOptions())] == \
+        [("Install it.", "f.md:1"), ("```python def f(): return 1 ```", "f.md:3"), ("After the code.", "f.md:9")]
     # lines are counted as editors and `grep -n` count them: a form feed (pdftotext's page
     # break), U+2028 or U+0085 inside a line is whitespace, not a line end
     paged = "one\x0c\ntwo\r\n\r\nthree \u2028 and\x85 more\rfour\n".encode()
