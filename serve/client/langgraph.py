@@ -52,6 +52,10 @@ from langgraph.store.memory import InMemoryStore
 from errors import InvalidInput, MemoryExists, MemoryNotFound
 from neural_memory.client import DEFAULT_TIMEOUT_S, AsyncClient, Client
 from contract import MAX_PAGE, MAX_TOP_K
+
+# Memories one search may ask (an infer each, waking hibernated ones): a search under a prefix
+# as wide as ("users",) on a platform of per-user memories is refused rather than waking them all.
+DEFAULT_MAX_SEARCH_MEMORIES = 100
 from serve.schemas import MEMORY_NAME_PATTERN
 
 __all__ = ["NeuralMemoryStore", "memory_name", "namespace_of", "TEXT_FIELD"]
@@ -113,7 +117,8 @@ class NeuralMemoryStore(BaseStore):
     def __init__(self, url: str | None = None, api_key: str | None = None, *,
                  records: BaseStore | None = None, name_prefix: str = "",
                  fork_from: tuple[str, ...] | None = None, memory_config: dict | None = None,
-                 index_fields: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+                 index_fields: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+                 max_search_memories: int = DEFAULT_MAX_SEARCH_MEMORIES) -> None:
         self.records = records if records is not None else InMemoryStore()
         if not isinstance(name_prefix, str) or not re.fullmatch(_NAME_PREFIX, name_prefix):
             raise InvalidInput(f"name_prefix {name_prefix!r} cannot begin a neural memory's name: use a-z 0-9 "
@@ -125,6 +130,10 @@ class NeuralMemoryStore(BaseStore):
             memory_name(self.fork_from, name_prefix)  # refuse a bad template now, not on a put
         self.memory_config = memory_config
         self.index_fields = list(index_fields or ["$"])
+        if isinstance(max_search_memories, bool) or not isinstance(max_search_memories, int) \
+                or max_search_memories < 1:
+            raise InvalidInput(f"max_search_memories must be an int >= 1, got {max_search_memories!r}")
+        self.max_search_memories = max_search_memories
         self._client_args = (url, api_key, timeout)
         self._client = Client(*self._client_args)
         self._aclients: dict[int, AsyncClient] = {}  # one per event loop (httpx binds to it)
@@ -247,8 +256,12 @@ class NeuralMemoryStore(BaseStore):
             [items] = yield _Records([SearchOp(op.namespace_prefix, op.filter, op.limit, op.offset)])
             return [_searched(item, None) for item in items]
         prefix = tuple(op.namespace_prefix)
-        listed = yield from self._memory_namespaces()
+        listed = yield from self._memory_namespaces(prefix)
         spaces = [ns for ns in listed if ns[:len(prefix)] == prefix]
+        if len(spaces) > self.max_search_memories:  # one infer each, waking the hibernated ones
+            raise InvalidInput(f"a search under namespace {prefix} would ask {len(spaces):,} memories, more than "
+                               f"max_search_memories ({self.max_search_memories}): search a narrower namespace "
+                               "prefix (e.g. one user's), or raise max_search_memories")
         recalled: dict[tuple[tuple[str, ...], str], float] = {}
         for ns in spaces:
             try:
@@ -281,11 +294,18 @@ class NeuralMemoryStore(BaseStore):
         """Namespaces whose items a memory's recall may be: its own, and what it was forked from."""
         return [ns] if self.fork_from in (None, ns) else [ns, self.fork_from]
 
-    def _memory_namespaces(self) -> Plan:
+    def _memory_namespaces(self, under: tuple[str, ...] = ()) -> Plan:
+        """The namespaces of this store's memories, those under namespace prefix `under` (and a
+        few more that share its name's start: the caller keeps the exact ones), listed by the
+        server a page at a time."""
         names, cursor = [], None
-        while True:  # every page of the memories named with this store's prefix
+        try:
+            listed_prefix = memory_name(under, self.name_prefix) if under else self.name_prefix
+        except InvalidInput:  # no memory is named so: the caller finds none among all of them
+            listed_prefix = self.name_prefix
+        while True:
             listed = yield _Server("list_memories", kwargs={"cursor": cursor, "limit": MAX_PAGE,
-                                                            "prefix": self.name_prefix or None})
+                                                            "prefix": listed_prefix or None})
             names += [m.name for m in listed.memories]
             cursor = listed.next_cursor
             if cursor is None:

@@ -193,3 +193,25 @@ def test_a_name_prefix_that_cannot_begin_a_memory_name_is_refused_at_once(gatewa
     with pytest.raises(E.InvalidInput, match="name_prefix .*lowercase"):
         NeuralMemoryStore(url=gateway.base_url, api_key=gateway.key_a, name_prefix=prefix)
     NeuralMemoryStore(url=gateway.base_url, api_key=gateway.key_a, name_prefix="my-app.").close()
+
+
+def test_a_search_wider_than_max_search_memories_is_refused_with_what_to_do(gateway, nm):
+    """A search asks every memory under its prefix (an infer each, waking hibernated ones): one
+    under ("users",) on a platform of per-user memories would wake them all."""
+    from neural_memory.langgraph import NeuralMemoryStore
+
+    team = f"wide{uuid.uuid4().hex[:6]}"
+    store = NeuralMemoryStore(url=gateway.base_url, api_key=gateway.key_a, timeout=120, max_search_memories=2)
+    try:
+        for user in ("ana", "ben", "cy"):
+            store.put((team, user), "k", {"text": f"{user} likes green tea"})
+        with pytest.raises(E.InvalidInput, match="would ask 3 memories, more than max_search_memories"):
+            store.search((team,), query="who likes tea?")
+        assert [h.key for h in store.search((team, "ben"), query="who likes tea?")] == ["k"]
+        assert store.search(("Not-A-Label",), query="tea") == []  # names no memory: nothing to ask
+        with pytest.raises(E.InvalidInput, match="max_search_memories must be"):
+            NeuralMemoryStore(url=gateway.base_url, api_key=gateway.key_a, max_search_memories=0)
+    finally:
+        store.close()
+        for user in ("ana", "ben", "cy"):
+            nm.delete_memory(f"{team}.{user}")
