@@ -307,7 +307,9 @@ class InferResponse(Response):
     response: str = Field(description="The stored text that best matches the prompt (ranked by "
                                       "similarity and the network's recall), with a close runner-up "
                                       "appended as 'related'. Recalled, not generated.")
-    confidence: float = Field(description="1 - the prompt's surprise: 0 (unknown) to 1 (well known).")
+    confidence: float = Field(description="1 - the prompt's surprise: how familiar the prompt is to this memory, "
+                                          "0 (unknown) to 1 (well known); not whether it holds the answer (see how far "
+                                          "the first attention weight stands above the rest).")
     attention_weights: list[PatternWeight] = Field(description="The top_k stored texts with softmax "
                                                                "attention weights.")
 
