@@ -106,12 +106,12 @@ def test_a_body_that_stops_arriving_is_refused_with_408_and_frees_its_slot(gatew
         answer = stalled.recv(65536)
         waited = time.monotonic() - began
         head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), answer
         length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))
         while len(body) < length:  # the body may come in a segment of its own
             more = stalled.recv(65536)
             assert more, answer + body
             body += more
-    assert head.startswith(b"HTTP/1.1 408"), answer
     assert b"request_timeout" in body and b"stopped arriving" in body, head + body
     assert STALL_SECONDS - 1 <= waited < STALL_SECONDS + 20, waited
     assert ok(api.get("/healthz"))["status"] == "ok"
