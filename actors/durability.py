@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import contract
-from errors import CheckpointConflict, CheckpointCorrupt, CheckpointNotFound, IncompatibleState
+from errors import CheckpointConflict, CheckpointCorrupt, CheckpointNotFound, IncompatibleState, InvalidInput
 from storage import Storage
 from storage.cas import LEGACY_PART
 from storage.keys import object_key, shown
@@ -65,8 +65,14 @@ def blob_to_parts(data: bytes) -> tuple[dict[str, bytes], dict]:
     from memory import NeuralMemory  # noqa: PLC0415
     from memory.state import non_finite, overflows  # noqa: PLC0415
 
-    memory = NeuralMemory.from_bytes(data)
-    parts = memory.state_parts()
+    try:
+        memory = NeuralMemory.from_bytes(data)
+        parts = memory.state_parts()
+    except (IncompatibleState, InvalidInput):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a state made by hand can break the decoder anywhere
+        raise IncompatibleState(f"the state cannot be read ({type(exc).__name__}: {exc}); export it again from "
+                                "a healthy memory") from None
     broken = non_finite(parts)
     if broken:
         raise IncompatibleState(f"the state holds NaN or infinite numbers ({', '.join(broken[:5])}"
@@ -76,8 +82,34 @@ def blob_to_parts(data: bytes) -> tuple[dict[str, bytes], dict]:
     if overflow:
         raise IncompatibleState(f"the state's weights are too large: {overflow}, so a memory made from it "
                                 "could neither learn nor answer; export it again from a healthy memory")
+    failing = _fails_in_use(parts)
+    if failing:
+        raise IncompatibleState(f"the state is not consistent: {failing}, so a memory made from it would fail "
+                                "there; export it again from a healthy memory")
     held = {"config": memory.config.to_dict(), "step": int(memory.step), "weight_hash": memory.weight_hash}
     return parts, held
+
+
+def _fails_in_use(parts: dict[str, bytes]) -> str | None:
+    """Which call fails on a memory made from `parts`, tried once each on a copy, or None. An
+    image made by hand passes every hash and shape check and can still hold indexes out of
+    range (a pattern naming record 1,000,000), which only the first observe or explain trips on."""
+    import numpy as np  # noqa: PLC0415
+
+    trial = from_parts(parts)
+    probe = np.random.default_rng(0).standard_normal((1, trial.config.dim)).astype(np.float32)
+    probe /= np.linalg.norm(probe)
+    calls = [("explain", lambda: trial.explain()), ("infer", lambda: trial.infer_vector(probe[0])),
+             ("surprise", lambda: trial.surprise_vector(probe[0], "a trial text")),
+             ("attention_map", lambda: trial.attention_map_vector(probe[0])),
+             ("observe", lambda: trial.observe_vectors(probe, ["a trial text"])),
+             ("consolidate", lambda: trial.consolidate()), ("explain after learning", lambda: trial.explain())]
+    for name, call in calls:
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - any failure is the state's
+            return f"{name} fails on it ({type(exc).__name__}: {exc})"
+    return None
 
 
 def parts_to_blob(parts: dict[str, bytes]) -> bytes:

@@ -190,3 +190,47 @@ def test_an_entry_that_fails_on_replay_is_dropped_and_the_rebuild_starts_over(lo
     assert rec.memory.step == 2 and rec.memory.weight_hash == reference.weight_hash
     assert [e["texts"] for e in local_storage.metadata.wal_read_after(Q, 0)] == [["first fact"], ["third fact"]]
     assert "r2" not in rec.results and "r3" in rec.results
+
+
+def _crafted(change_head=None, change_outer=None) -> bytes:
+    """A small memory's image with its head's fields / arrays or its outer fields changed by
+    `change_*` (in place), repacked with every hash right: what a hand-made file can hold."""
+    from memory import MemoryConfig, NeuralMemory, codec
+
+    memory = NeuralMemory(MemoryConfig.from_dict({"encoder": "hash"}))
+    memory.observe(["a fact one", "another fact two", "third fact here"])
+    outer, parts = codec.unpack(memory.to_bytes(), "neural-memory")
+    parts = {name: array.tobytes() for name, array in parts.items()}
+    fields, arrays = codec.unpack(parts["head"], "head")
+    fields = {k: v for k, v in fields.items() if k not in ("kind", "format_version", "arrays", "payload_sha256")}
+    arrays = {name: np.array(array) for name, array in arrays.items()}
+    if change_head:
+        change_head(fields, arrays)
+    parts["head"] = codec.pack("head", fields, arrays)
+    outer = {"parts": sorted(parts)}
+    if change_outer:
+        change_outer(outer)
+    return codec.pack("neural-memory", outer, {n: np.frombuffer(parts[n], dtype=np.uint8) for n in sorted(parts)})
+
+
+@pytest.mark.parametrize("change_head, change_outer", [
+    # indexes out of range: every check passed, then observe, consolidate and explain answered 500
+    (lambda f, a: a.update(hot_members=np.full((3, 4), 10**6, np.int64)), None),
+    (lambda f, a: a.update(hot_domain=np.full(3, 99, np.int32)), None),
+    # fields and arrays of the wrong type or length: 500 at the import
+    (lambda f, a: f.update(step="abc"), None),
+    (lambda f, a: f.update(domain_names=5), None),
+    (lambda f, a: a.update(tail_text_bytes=np.frombuffer(b"\xff" * 41, np.uint8)), None),
+    (lambda f, a: a.update(tail_steps=np.array([1], np.int64)), None),
+    (None, lambda o: o.update(parts="head")),
+    (None, lambda o: o.update(parts=["head", "ewc/0"])),
+], ids=["members-out-of-range", "domain-out-of-range", "step-text", "domain-names-int", "text-not-utf8",
+        "tail-length", "parts-a-string", "part-missing"])
+def test_a_crafted_state_is_refused_at_import_not_when_used(change_head, change_outer):
+    from actors.durability import blob_to_parts
+    from errors import IncompatibleState
+
+    with pytest.raises(IncompatibleState, match="healthy memory"):
+        blob_to_parts(_crafted(change_head, change_outer))
+    parts, held = blob_to_parts(_crafted())  # the same memory untouched is taken
+    assert held["step"] == 3 and "head" in parts
