@@ -92,7 +92,7 @@ def create_api(rt: GatewayRuntime) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=rt.settings.max_body_bytes,
                        stall_seconds=rt.settings.body_stall_seconds,
                        uploads=(image_upload(rt.settings.max_image_bytes), parse_upload()))
-    app.add_middleware(RequestHeadersMiddleware)
+    app.add_middleware(RequestHeadersMiddleware, auth=rt.auth)
     app.add_middleware(RateLimitMiddleware, rate=rt.settings.rate_limit_per_second,
                        burst=rt.settings.rate_limit_burst)
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)

@@ -28,6 +28,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from errors import InvalidInput, NeuralMemoryError, PayloadTooLarge
+from serve.auth import Authenticator
 from serve.error_map import Problem, problem_for
 from serve.metrics import GatewayMetrics
 
@@ -55,6 +56,7 @@ def request_id_of(scope: Scope) -> str | None:
 
 
 MCP_PATH = "/mcp"
+API_PREFIX = "/v1"  # every REST route, all behind an API key
 # JSON-RPC's range for errors an implementation defines: an HTTP-level refusal of an MCP request.
 MCP_REFUSED = -32000
 
@@ -121,13 +123,25 @@ ONE_VALUE_HEADERS = (b"authorization", b"idempotency-key")
 
 
 class RequestHeadersMiddleware:
-    """400 for a request that repeats a ONE_VALUE_HEADERS header with different values; 415
-    for a compressed body (the parsers would read gzip bytes as broken JSON and say only that)."""
+    """What the headers alone refuse, before any body is read: for /v1, a missing or unknown
+    API key (401; the routes check it again, after their body: a keyless client could hold a
+    request slot with a slow body until then); a ONE_VALUE_HEADERS header repeated with
+    different values (400); a compressed body (415: the parsers would read gzip bytes as broken
+    JSON and say only that)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
         self.app = app
+        self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _app_path(scope).startswith(API_PREFIX):
+            try:
+                client = scope.get("client")
+                self.auth.check_client(client[0] if client else None)
+                self.auth.tenant_for(_header(scope, b"authorization"))
+            except NeuralMemoryError as exc:
+                await problem_response(problem_for(exc), scope=scope)(scope, receive, send)
+                return
         if scope["type"] == "http":
             seen: dict[bytes, bytes] = {}
             for name, value in scope.get("headers", []):
@@ -146,6 +160,20 @@ class RequestHeadersMiddleware:
         await self.app(scope, receive, send)
 
 
+def _app_path(scope: Scope) -> str:
+    """The request's path within the app (without the prefix it is mounted under, if any)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header `name` (lower case), as text."""
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 class _BodyRefused(Exception):
     """Raised in place of the app's answer once its body was cut short (too large, stalled)."""
 
@@ -160,10 +188,16 @@ class UploadRoute:
     hint: str  # what to do about a 413, e.g. the setting that raises the limit
 
 
+# What a body must bring in each `stall_seconds`: one byte at a time, a client held its request
+# slot as long as it liked (any real client sends this much in well under a second).
+MIN_BODY_BYTES_PER_STALL = 1024
+
+
 class BodyLimitMiddleware:
     """413 for bodies over `max_bytes`: by Content-Length up front, else while streaming.
-    An `UploadRoute` has its own limit. 408 when the body stops arriving for `stall_seconds`
-    (a client that stops sending holds a gateway request slot until then)."""
+    An `UploadRoute` has its own limit. 408 when the body brings less than
+    MIN_BODY_BYTES_PER_STALL in a `stall_seconds` window (a client that stops, or trickles,
+    holds a gateway request slot until then)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, stall_seconds: float,
                  uploads: tuple[UploadRoute, ...] = ()) -> None:
@@ -192,25 +226,39 @@ class BodyLimitMiddleware:
         seen, body_done = 0, False
         refused: Problem | None = None
         ended = {"type": "http.request", "body": b"", "more_body": False}
+        stalled = Problem(408, "request_timeout", f"the request body arrived slower than {MIN_BODY_BYTES_PER_STALL:,} "
+                          f"bytes in {self.stall_seconds:g} s (or stopped); send it whole, without pauses")
+        loop = asyncio.get_running_loop()
+        window_start, window_bytes = loop.time(), 0  # the body must keep coming, window by window
 
         async def limited_receive() -> Message:
-            nonlocal seen, body_done, refused
+            nonlocal seen, body_done, refused, window_start, window_bytes
             if body_done:  # after the body: a wait for the client to leave, as long as it takes
                 return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), self.stall_seconds)
-            except TimeoutError:
-                # Raising here would be caught by the body parser and turned into 400
-                # invalid_json; end the body instead and replace whatever answer follows.
-                refused = Problem(408, "request_timeout", f"the request body stopped arriving for "
-                                  f"{self.stall_seconds:g} s; send it whole, without pauses")
-                return ended
+            while True:
+                left = window_start + self.stall_seconds - loop.time()
+                try:
+                    message = await asyncio.wait_for(receive(), max(left, 0.0))
+                    break
+                except TimeoutError:
+                    if window_bytes < MIN_BODY_BYTES_PER_STALL:
+                        # Raising here would be caught by the body parser and turned into 400
+                        # invalid_json; end the body instead and replace whatever answer follows.
+                        refused = stalled
+                        return ended
+                    window_start, window_bytes = loop.time(), 0
             if message["type"] == "http.request":
                 body_done = not message.get("more_body", False)
-                seen += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                seen, window_bytes = seen + size, window_bytes + size
                 if seen > max_bytes:
                     refused = too_large
                     return ended
+                if not body_done and loop.time() - window_start >= self.stall_seconds:
+                    if window_bytes < MIN_BODY_BYTES_PER_STALL:  # a trickle keeps a slot as long as a stop
+                        refused = stalled
+                        return ended
+                    window_start, window_bytes = loop.time(), 0
             return message
 
         async def guarded_send(message: Message) -> None:

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query, Request, Response
 from cluster import ExportedState
 from neural_memory import image
 from serve import schemas as S
-from serve.http_middleware import UploadRoute
+from serve.http_middleware import API_PREFIX, UploadRoute
 from serve.rest import ERRORS, NamePath, Svc
 
 IMAGE_ROUTE = re.compile(r"/v1/memories/[^/]+/image$")  # searched: the app may sit under a prefix
@@ -41,7 +41,7 @@ def _producer() -> str:
 
 
 def create_image_router(max_image_bytes: int) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["images"], responses=ERRORS)
+    router = APIRouter(prefix=API_PREFIX, tags=["images"], responses=ERRORS)
 
     @router.get("/memories/{name}/image", response_class=Response,
                 summary="Download a memory (a checkpoint tag or its live state) as an image",

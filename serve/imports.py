@@ -19,7 +19,7 @@ from fastapi import APIRouter, Query, Request
 
 from neural_memory.importing import FORMATS, SPLITS, ImportOptions, read_items
 from serve import schemas as S
-from serve.http_middleware import UploadRoute
+from serve.http_middleware import API_PREFIX, UploadRoute
 from serve.rest import ERRORS, Svc
 
 MAX_PARSE_BYTES = 16 * 1024 * 1024
@@ -35,7 +35,7 @@ def parse_upload() -> UploadRoute:
 
 
 def create_import_router() -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["learning"], responses=ERRORS)
+    router = APIRouter(prefix=API_PREFIX, tags=["learning"], responses=ERRORS)
 
     @router.post("/import/parse", response_model=S.ParsedFile,
                  summary="Split an uploaded file into the items an import would learn (learns nothing)",

@@ -22,9 +22,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from errors import RateLimited
 from serve.error_map import problem_for
-from serve.http_middleware import MCP_PATH, problem_response, request_id_of
+from serve.http_middleware import API_PREFIX, MCP_PATH, problem_response, request_id_of
 
-LIMITED_PREFIXES = ("/v1", MCP_PATH)
+LIMITED_PREFIXES = (API_PREFIX, MCP_PATH)
 MAX_BUCKETS = 10_000
 
 

@@ -15,6 +15,7 @@ import contract as C
 from errors import InvalidInput
 from serve import schemas as S
 from serve.auth import Authenticator
+from serve.http_middleware import API_PREFIX
 from serve.service import TenantService
 
 NamePath = Annotated[
@@ -61,7 +62,7 @@ Svc = Annotated[TenantService, Depends(_service)]
 
 def create_router() -> APIRouter:
     """All /v1 routes; auth and the service come from `request.app.state` (auth, core)."""
-    router = APIRouter(prefix="/v1", responses=ERRORS)
+    router = APIRouter(prefix=API_PREFIX, responses=ERRORS)
     _registry_routes(router)
     _learning_routes(router)
     _state_routes(router)

@@ -89,32 +89,62 @@ def test_a_chunked_body_over_the_limit_is_413(api):
     assert error_of(response, 413)["code"] == "payload_too_large"
 
 
-def test_a_body_that_stops_arriving_is_refused_with_408_and_frees_its_slot(gateway, api):
-    """A client that sent part of its body and went quiet held its request slot for minutes."""
+def _stalled_post(gateway, key: str | None, trickle: float | None = None) -> tuple[bytes, bytes, float]:
+    """POST a body that says 100 bytes and sends the first 14, then nothing (or one byte every
+    `trickle` seconds); (head, body, seconds until the answer began)."""
     import socket
+    import threading
     import time
     from urllib.parse import urlsplit
 
-    from tests.fixtures.gateway import STALL_SECONDS
-
     where = urlsplit(gateway.base_url)
     with socket.create_connection((where.hostname, where.port), timeout=60) as stalled:
-        stalled.sendall(b"POST /v1/memories HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                        b"Authorization: Bearer " + gateway.key_a.encode() + b"\r\nContent-Length: 100\r\n\r\n"
-                        b'{"name": "half')
+        auth = b"Authorization: Bearer " + key.encode() + b"\r\n" if key else b""
+        stalled.sendall(b"POST /v1/memories HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + auth
+                        + b"Content-Length: 100\r\n\r\n" + b'{"name": "half')
+        answered = threading.Event()
+
+        def drip() -> None:
+            while not answered.wait(trickle):
+                try:
+                    stalled.sendall(b"x")
+                except OSError:
+                    return
+
+        if trickle:
+            threading.Thread(target=drip, daemon=True).start()
         began = time.monotonic()
         answer = stalled.recv(65536)
         waited = time.monotonic() - began
+        answered.set()
         head, _, body = answer.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 408"), answer
+        assert head.startswith(b"HTTP/1.1 "), answer
         length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))
         while len(body) < length:  # the body may come in a segment of its own
             more = stalled.recv(65536)
             assert more, answer + body
             body += more
-    assert b"request_timeout" in body and b"stopped arriving" in body, head + body
+    return head, body, waited
+
+
+@pytest.mark.parametrize("trickle", [None, 0.5], ids=["stopped", "one-byte-every-half-second"])
+def test_a_body_that_stops_or_trickles_is_refused_with_408_and_frees_its_slot(gateway, api, trickle):
+    """A client that sent part of its body and went quiet, or sent a byte now and then, held
+    its request slot for minutes (about 200 of them stalled every tenant)."""
+    from tests.fixtures.gateway import STALL_SECONDS
+
+    head, body, waited = _stalled_post(gateway, gateway.key_a, trickle)
+    assert head.startswith(b"HTTP/1.1 408"), head + body
+    assert b"request_timeout" in body and b"or stopped" in body, head + body
     assert STALL_SECONDS - 1 <= waited < STALL_SECONDS + 20, waited
     assert ok(api.get("/healthz"))["status"] == "ok"
+
+
+def test_a_request_without_a_key_is_refused_before_its_body_is_read(gateway):
+    """Without a key a slow body held a request slot until the stall limit, and was then told 408."""
+    head, body, waited = _stalled_post(gateway, None)
+    assert head.startswith(b"HTTP/1.1 401") and b"missing API key" in body, head + body
+    assert waited < 3, waited
 
 
 def test_an_unsupported_method_is_405_with_allow(api):
