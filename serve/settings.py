@@ -65,8 +65,9 @@ class GatewaySettings(BaseSettings):
         1_000_000, ge=1024, description="Largest request body accepted (413 above it)."
     )
     body_stall_seconds: float = Field(
-        30.0, gt=0, description="A request whose body stops arriving for this long is refused with 408 (a "
-                                "stalled client would otherwise hold a gateway request slot for minutes).",
+        30.0, gt=0, description="A request whose body brings less than 1 KiB in this many seconds (stopped or "
+                                "trickling) is refused with 408 (a stalled client would otherwise hold a gateway "
+                                "request slot for as long as it liked).",
     )
     max_image_bytes: int = Field(
         512 * 1024 * 1024, ge=1024,
