@@ -79,6 +79,11 @@ class McpAuthGate:
                 response.headers["Allow"] = "POST"
                 await response(scope, receive, send)
                 return
+            if "application/json" not in headers.get("content-type", "").lower():  # else the SDK's bare text
+                refused = Problem(415, "unsupported_media_type", f"send MCP messages to {MCP_PATH} as JSON, "
+                                  "with Content-Type: application/json")
+                await problem_response(refused, scope=scope)(scope, receive, send)
+                return
             body = await _read_body(receive)
             if _has_bad_id(body):
                 await _invalid_request(scope, receive, send)

@@ -200,6 +200,14 @@ def test_a_request_whose_id_is_no_string_or_integer_is_answered_invalid_request(
     assert len(listed.json()["result"]["tools"]) == len(TOOL_NAMES)
 
 
+def test_a_message_not_sent_as_json_is_told_so_in_a_json_rpc_error(gateway):
+    response = httpx.post(gateway.mcp_url, content='{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}',
+                          headers={"Authorization": f"Bearer {gateway.key_a}", "Content-Type": "text/plain",
+                                   "Accept": "application/json, text/event-stream"}, timeout=TIMEOUT)
+    assert response.status_code == 415, response.text
+    assert "Content-Type: application/json" in response.json()["error"]["message"]
+
+
 def test_mcp_requires_a_valid_key_and_stays_in_its_tenant(gateway):
     listing = '{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}'
     for key in (None, "not-a-real-key-123"):
