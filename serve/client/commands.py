@@ -142,6 +142,8 @@ def _learn_files(client, args: argparse.Namespace) -> int:
                            "CSV (.csv, .tsv, or --format csv); leave them out")
     check_in_flight(args.in_flight)
     config = _config_arg(args.config, args.create)
+    for note in plan.notes:
+        print(f"note: {note}")
     if args.create:
         try:
             client.create_memory(args.memory, config)

@@ -158,7 +158,7 @@ def _collapsed_length(text: str) -> int:
     return chars + max(words - 1, 0)
 
 
-def _text_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
+def _text_items(text: str, source: str, opts: ImportOptions, notes: list[str]) -> Iterator[Item]:
     hint = "; use --split sentence or line, or shorten it" if opts.split == "paragraph" else ""
     block: list[str] = []
     start = 1
@@ -213,7 +213,7 @@ def _ends_in_abbreviation(text: str) -> bool:
     return word.lower() in _ABBREVIATIONS or (len(word) == 1 and word.isupper() and word != "I")
 
 
-def _jsonl_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
+def _jsonl_items(text: str, source: str, opts: ImportOptions, notes: list[str]) -> Iterator[Item]:
     # Lines end at "\n" only: str.splitlines() would also cut at U+2028 or U+0085, which JSON
     # strings may hold raw.
     for number, line in enumerate(text.split("\n"), start=1):
@@ -255,7 +255,7 @@ def _not_csv(source: str, line: int, exc: csv.Error) -> InvalidInput:
                         f"{csv.field_size_limit():,} characters")
 
 
-def _csv_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
+def _csv_items(text: str, source: str, opts: ImportOptions, notes: list[str]) -> Iterator[Item]:
     dialect = "excel-tab" if Path(source).suffix.lower() == ".tsv" else "excel"
     reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect, strict=True)
     try:
@@ -269,6 +269,7 @@ def _csv_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
             raise InvalidInput(f"{source} has no column {wanted!r}; its columns are {columns} (name the "
                                "text's with --column, a domain's with --domain-column; `column` / "
                                "`domain_column` on /v1/import/parse)")
+    empty = 0
     for number, row in _csv_rows(reader, source):
         if any(map(contract.has_visible, row.get(None, ()))):  # more cells than the header names
             # (an unquoted comma would cut the text; empty trailing ones are harmless)
@@ -277,12 +278,15 @@ def _csv_items(text: str, source: str, opts: ImportOptions) -> Iterator[Item]:
                                f"({reader.reader.dialect.delimiter!r})")
         value = row.get(opts.column) or ""
         if not contract.has_visible(value):
-            continue  # an empty cell is no text, not an error (as a blank line is in a text file)
+            empty += 1  # an empty cell is no text, not an error (as a blank line is in a text file)
+            continue
         domain = (row.get(opts.domain_column) or None) if opts.domain_column else None
         yield _checked(value, domain or opts.domain, f"{source}:{number}")
+    if empty:  # said, so that a mostly empty column is not mistaken for the whole file
+        notes.append(f"{source}: {empty:,} row(s) with an empty {opts.column!r} cell skipped")
 
 
-_READERS: dict[str, Callable[[str, str, ImportOptions], Iterator[Item]]] = {
+_READERS: dict[str, Callable[[str, str, ImportOptions, list[str]], Iterator[Item]]] = {
     "text": _text_items, "jsonl": _jsonl_items, "csv": _csv_items}
 
 
@@ -296,10 +300,13 @@ def format_of(source: str, opts: ImportOptions) -> str:
     return fmt
 
 
-def read_items(data: bytes, source: str, opts: ImportOptions, max_items: int | None = None) -> list[Item]:
+def read_items(data: bytes, source: str, opts: ImportOptions, max_items: int | None = None,
+               notes: list[str] | None = None) -> list[Item]:
     """Every item of one file's bytes, checked; InvalidInput (naming `source`) for a bad file,
-    PayloadTooLarge for one of more than `max_items` items (read no further)."""
-    reader = _READERS[format_of(source, opts)](_decode(data, source), source, opts)
+    PayloadTooLarge for one of more than `max_items` items (read no further). What was left out
+    on purpose (empty CSV cells) is said in `notes`, if given."""
+    reader = _READERS[format_of(source, opts)](_decode(data, source), source, opts,
+                                               notes if notes is not None else [])
     items = list(reader if max_items is None else itertools.islice(reader, max_items + 1))
     if max_items is not None and len(items) > max_items:
         raise PayloadTooLarge(f"{source} splits into more than {max_items:,} items; import it with "
@@ -323,6 +330,7 @@ class Plan:
     options: dict = field(default_factory=dict)  # ImportOptions as a dict
     memory: str = ""  # which memory: its name and creation time, once `into` has named it
     again_of: str = ""  # a `renewed` plan: the key of the plan it learns again
+    notes: tuple[str, ...] = ()  # what the files held that is not learned (see `read_items`)
 
     @property
     def items(self) -> int:
@@ -376,6 +384,7 @@ def plan_import(paths: list[Path], opts: ImportOptions, memory: str = "") -> Pla
     if not paths:
         raise InvalidInput("name at least one file to import")
     items: list[Item] = []
+    notes: list[str] = []
     digest = hashlib.sha256(json.dumps([memory, asdict(opts)], sort_keys=True).encode())
     for path in paths:
         try:
@@ -384,9 +393,10 @@ def plan_import(paths: list[Path], opts: ImportOptions, memory: str = "") -> Pla
             raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
         # how it is read too: the same bytes in another format (or a .tsv's tabs) are other items
         digest.update(hashlib.sha256(data).digest() + f"{format_of(str(path), opts)}{path.suffix.lower()}".encode())
-        items += read_items(data, str(path), opts)
+        items += read_items(data, str(path), opts, notes=notes)
     return Plan(digest.hexdigest(), _batches(items, opts.batch_size),
-                sources=tuple(str(path.resolve()) for path in paths), options=asdict(opts), memory=memory)
+                sources=tuple(str(path.resolve()) for path in paths), options=asdict(opts), memory=memory,
+                notes=tuple(notes))
 
 
 # ---- running ------------------------------------------------------------------------------

@@ -388,6 +388,16 @@ def test_the_same_bytes_read_in_another_format_are_another_import(gateway, clien
     assert stats.total_observations == 3 and stats.domains == ["hr", "it"], stats
 
 
+def test_empty_csv_cells_are_skipped_and_said(gateway, client, tmp_path, journals, fresh_name):
+    """A mostly empty column imported 3 of 1,000 rows and said only "imported 3 items"."""
+    rows = tmp_path / "crm.csv"
+    rows.write_text("id,notes\n" + "".join(f"{i},{'called back' if i % 4 == 0 else ''}\n" for i in range(12)))
+    run = _cli(gateway, str(rows), "--memory", fresh_name, "--create", "--column", "notes")
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0 and "9 row(s) with an empty 'notes' cell skipped" in out, (out, err)
+    assert _stats(client, fresh_name).total_observations == 3
+
+
 def test_a_csv_option_for_no_csv_file_and_a_missing_key_are_named(gateway, tmp_path, journals, fresh_name):
     notes = _notes(tmp_path / "notes.md", 3)
     run = _cli(gateway, str(notes), "--memory", fresh_name, "--create", "--column", "body")
