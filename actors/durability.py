@@ -82,21 +82,21 @@ def blob_to_parts(data: bytes) -> tuple[dict[str, bytes], dict]:
     if overflow:
         raise IncompatibleState(f"the state's weights are too large: {overflow}, so a memory made from it "
                                 "could neither learn nor answer; export it again from a healthy memory")
-    failing = _fails_in_use(parts)
+    held = {"config": memory.config.to_dict(), "step": memory.step, "weight_hash": memory.weight_hash}
+    failing = _fails_in_use(memory)  # last: the trial changes `memory` (`parts` are its bytes from before)
     if failing:
         raise IncompatibleState(f"the state is not consistent: {failing}, so a memory made from it would fail "
                                 "there; export it again from a healthy memory")
-    held = {"config": memory.config.to_dict(), "step": int(memory.step), "weight_hash": memory.weight_hash}
-    return parts, held
+    return parts, {**held, "step": int(held["step"])}
 
 
-def _fails_in_use(parts: dict[str, bytes]) -> str | None:
-    """Which call fails on a memory made from `parts`, tried once each on a copy, or None. An
-    image made by hand passes every hash and shape check and can still hold indexes out of
-    range (a pattern naming record 1,000,000), which only the first observe or explain trips on."""
+def _fails_in_use(trial: NeuralMemory) -> str | None:
+    """Which call fails on memory `trial` (a decoded copy, changed by the trial), tried once
+    each, or None. An image made by hand passes every hash and shape check and can still hold
+    indexes out of range (a pattern naming record 1,000,000), which only the first observe or
+    explain trips on."""
     import numpy as np  # noqa: PLC0415
 
-    trial = from_parts(parts)
     probe = np.random.default_rng(0).standard_normal((1, trial.config.dim)).astype(np.float32)
     probe /= np.linalg.norm(probe)
     calls = [("explain", lambda: trial.explain()), ("infer", lambda: trial.infer_vector(probe[0])),
