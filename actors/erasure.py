@@ -42,8 +42,8 @@ class Erasure:
     def _stage_exact(self, job: dict, rebuild: Rebuild, cut: int, archived: list[dict]) -> dict:
         """Write the new objects (not indexed yet); their keys go into the job record first."""
         memory, fork_base = rebuild.memory, job.get("base")
-        writes = sum(1 for entry in rebuild.entries if entry_kind(entry) == OBSERVE)
-        if fork_base and self._tail_fits(writes, memory.step - int(fork_base["step"])):
+        if fork_base and self._tail_fits(sum(entry_kind(entry) == OBSERVE for entry in rebuild.entries),
+                                         memory.step - int(fork_base["step"])):
             # A fork's run that replayed a short log of its own keeps it as a log over its new
             # base (whose chunks it shares with its siblings), as a hibernated fork would: a
             # new checkpoint is a new ~5 MB head per fork. The WAL then holds the whole log.
@@ -244,7 +244,7 @@ class Erasure:
     # ---- approximate ---------------------------------------------------------------------------
 
     def _forget_approximately(self, job: dict, selector: Selector) -> None:
-        from memory.unlearn import matching_records, summary  # noqa: PLC0415
+        from memory.unlearn import matching_records  # noqa: PLC0415
 
         match = self._approximate_match(job, selector)
         job["exact"] = False
@@ -263,67 +263,74 @@ class Erasure:
             texts = {memory.store.text(r) for r in found}
             erase = bool(found) or self._tags_holding(match)
             if erase:  # else the state, its checkpoints and its history stay as they are
-                self.flush_records()
-                result = memory.forget_approximately(match)
-                seq = self._seq
-                auto = self._ckpts.put_object(to_parts(memory), tag=self._ckpts.next_auto_tag(),
-                                              step=memory.step, weight_hash=memory.weight_hash, description="auto",
-                                              seq=seq)
-                self._note_staged(job, [auto["object_key"]])
-                staged = {"auto": auto, "tags": {}, "deleted_tags": [], "segments": []}
-                self._approximate_tags(job, match, staged)
-                base = self._history.copy_state(auto)  # the log no longer explains the state: it restarts
-                old_autos, old_segments = self._ckpts.autos(), self._history.segments()
-                cleanup = self._exact_cleanup(staged, old_autos, [], old_segments, base)
-                report = {"exact": False, "forgotten": result["records"], "records_erased": result["records"],
-                          "surprise_before": summary(result["surprise_before"]),
-                          "surprise_after": summary(result["surprise_after"]),
-                          "checkpoints": {"rebuilt": sorted(staged["tags"]),
-                                          "deleted": sorted(t["tag"] for t in staged["deleted_tags"]),
-                                          "auto_checkpoints_replaced": [a["tag"] for a in old_autos]},
-                          "archive": {"segments_deleted": len(old_segments)}, "objects_deleted": cleanup,
-                          "history_restarts_at_step": memory.step, "forks": self._fork_report(None),
-                          "note": "approximate: records erased and the network pushed away from them; what they "
-                                  "did to the rest of the network stays"}
-                job.update(status="done", forgotten=result["records"], progress=1.0, report=report,
-                           weight_hash=memory.weight_hash, selector=None, staged=[], cleanup=cleanup,
-                           **self._old_chunks(cleanup))
-                from actors.forgetting import now_iso  # noqa: PLC0415
-
-                job["finished_at"] = now_iso()
-                plan = self._plan(job, memory, staged, old_autos, base)
-                plan["archive"] = []
-                cut = {cut_history_text(t) for t in texts}
-                history = self._storage.metadata.history(self._qname, HISTORY_CAP)
-                # The writes that held them, as far as the history still names them (no log here);
-                # their other items stay, without the fingerprint of the whole write.
-                forgotten_writes = {h["request_id"] for h in history if h.get("text") in cut and h.get("request_id")}
-                plan["history"] = [_without_forgotten(h, forgotten_writes, texts) for h in history
-                                   if h.get("text") not in cut]
-                plan["forgotten_writes"] = sorted(forgotten_writes)
-                # The writes the history does not detail may have held a forgotten text too: their
-                # fingerprints go (they stay known as applied).
-                detailed = {h["request_id"] for h in history if h.get("request_id")}
-
-                def after(request_id: str, answer: dict | None, fingerprint: str | None) -> dict:
-                    known_print = fingerprint if request_id in detailed else None
-                    return self._write_after(write_record(request_id, answer, known_print), forgotten_writes, texts)
-
-                plan["writes"] = [after(w["request_id"], w["answer"], w["fingerprint"])
-                                  for w in self._storage.metadata.recent_writes(self._qname)]
-                for request_id, fingerprint in self._results.known():  # the live ones, likewise
-                    kept = after(request_id, self._results.get(request_id), fingerprint)
-                    self._results.redact(request_id, result=kept["answer"] is None, fingerprint=kept["fingerprint"] is None)
-                with self._as_owner():
-                    self._storage.metadata.forget_commit(self._qname, plan, [], self._audit(job), owner=self._owner)
-                self._mark_forgotten(forgotten_writes)
-                self._after_swap(auto, 0)
-                self._job = None
+                self._erase_approximately(job, memory, match, texts)
         if not erase:
             job["forgotten"] = 0
             return self._finish(job, {"forgotten": 0, "note": "nothing selected is in this memory",
                                       "forks": self._fork_report(None)})
         self._finish_cleanup(job, texts)
+
+    def _erase_approximately(self, job: dict, memory, match, texts: set[str]) -> None:
+        """Erase what `match` selects from the live `memory` and the user tags, and commit it
+        (caller holds both locks; the old objects are deleted after, by `_finish_cleanup`)."""
+        from memory.unlearn import summary  # noqa: PLC0415
+
+        self.flush_records()
+        result = memory.forget_approximately(match)
+        seq = self._seq
+        auto = self._ckpts.put_object(to_parts(memory), tag=self._ckpts.next_auto_tag(),
+                                      step=memory.step, weight_hash=memory.weight_hash, description="auto",
+                                      seq=seq)
+        self._note_staged(job, [auto["object_key"]])
+        staged = {"auto": auto, "tags": {}, "deleted_tags": [], "segments": []}
+        self._approximate_tags(job, match, staged)
+        base = self._history.copy_state(auto)  # the log no longer explains the state: it restarts
+        old_autos, old_segments = self._ckpts.autos(), self._history.segments()
+        cleanup = self._exact_cleanup(staged, old_autos, [], old_segments, base)
+        report = {"exact": False, "forgotten": result["records"], "records_erased": result["records"],
+                  "surprise_before": summary(result["surprise_before"]),
+                  "surprise_after": summary(result["surprise_after"]),
+                  "checkpoints": {"rebuilt": sorted(staged["tags"]),
+                                  "deleted": sorted(t["tag"] for t in staged["deleted_tags"]),
+                                  "auto_checkpoints_replaced": [a["tag"] for a in old_autos]},
+                  "archive": {"segments_deleted": len(old_segments)}, "objects_deleted": cleanup,
+                  "history_restarts_at_step": memory.step, "forks": self._fork_report(None),
+                  "note": "approximate: records erased and the network pushed away from them; what they "
+                          "did to the rest of the network stays"}
+        job.update(status="done", forgotten=result["records"], progress=1.0, report=report,
+                   weight_hash=memory.weight_hash, selector=None, staged=[], cleanup=cleanup,
+                   **self._old_chunks(cleanup))
+        from actors.forgetting import now_iso  # noqa: PLC0415
+
+        job["finished_at"] = now_iso()
+        plan = self._plan(job, memory, staged, old_autos, base)
+        plan["archive"] = []
+        cut = {cut_history_text(t) for t in texts}
+        history = self._storage.metadata.history(self._qname, HISTORY_CAP)
+        # The writes that held them, as far as the history still names them (no log here);
+        # their other items stay, without the fingerprint of the whole write.
+        forgotten_writes = {h["request_id"] for h in history if h.get("text") in cut and h.get("request_id")}
+        plan["history"] = [_without_forgotten(h, forgotten_writes, texts) for h in history
+                           if h.get("text") not in cut]
+        plan["forgotten_writes"] = sorted(forgotten_writes)
+        # The writes the history does not detail may have held a forgotten text too: their
+        # fingerprints go (they stay known as applied).
+        detailed = {h["request_id"] for h in history if h.get("request_id")}
+
+        def after(request_id: str, answer: dict | None, fingerprint: str | None) -> dict:
+            known_print = fingerprint if request_id in detailed else None
+            return self._write_after(write_record(request_id, answer, known_print), forgotten_writes, texts)
+
+        plan["writes"] = [after(w["request_id"], w["answer"], w["fingerprint"])
+                          for w in self._storage.metadata.recent_writes(self._qname)]
+        for request_id, fingerprint in self._results.known():  # the live ones, likewise
+            kept = after(request_id, self._results.get(request_id), fingerprint)
+            self._results.redact(request_id, result=kept["answer"] is None, fingerprint=kept["fingerprint"] is None)
+        with self._as_owner():
+            self._storage.metadata.forget_commit(self._qname, plan, [], self._audit(job), owner=self._owner)
+        self._mark_forgotten(forgotten_writes)
+        self._after_swap(auto, 0)
+        self._job = None
 
     def _approximate_match(self, job: dict, selector: Selector):
         """What an approximate job erases: what `selector` selects; on a fork's run of its
@@ -379,11 +386,12 @@ class Erasure:
                                     holding=[t.encode("utf-8") for t in texts])
             if swept["ran"]:
                 break
-            # Another collection holds the lock (or a manifest cannot be read): the job reads
-            # "running" until its chunks are gone, as it promises; a stop leaves them listed in
-            # the job, for the next start.
+            # Another collection holds the lock, or a manifest cannot be read (logged by the
+            # sweep): the job reads "running" until its chunks are gone, as it promises; a stop
+            # leaves them listed in the job, for the next start.
             log.warning("memory %s: forget job %s: the chunks that held the data are not deleted yet "
-                        "(another collection holds the lock); trying again", self._qname, job["job_id"])
+                        "(the collector lock is held, or a manifest cannot be read); trying again",
+                        self._qname, job["job_id"])
             if self._stop.wait(CLEANUP_RETRY_SECONDS):
                 return
         if job.get("report") is not None and job.get("cleanup_chunks"):
