@@ -186,8 +186,7 @@ class MemoryCluster:
         full = normalize_config(config)
         record = {"tenant": tenant, "name": qname, "config": full, "encoder": full["encoder"],
                   "parent": None, "source_tag": None}
-        await self._creations.check_free(qname)  # a taken name is that, not the quota, at the cap too
-        await self._check_quota(tenant)
+        # Nothing to do before the registration, which refuses a taken name, then the quota.
         stats = await self._create_seeded(record, None)
         return {"name": name, "weight_hash": stats["weight_hash"], "weight_parameters": stats["weight_parameters"]}
 
@@ -338,12 +337,14 @@ class MemoryCluster:
         Its first checkpoint is a copy of the source's manifest: no state bytes are copied."""
         source, target = qualify(tenant, name), qualify(tenant, new_name)
         record = await self._meta("get_memory", source)
-        if source_tag is not None:  # a missing tag is named as such, at the quota too
-            await self._meta("get_checkpoint", source, check_user_tag(source_tag))
+        # A tag is read first (a missing one is named as such, at the quota too); the live state
+        # is snapshot only once the fork may be made.
+        info = await self._source_info(source, source_tag) if source_tag is not None else None
         await self._creations.check_free(target)
         await self._check_quota(tenant)
         for _attempt in range(FORK_ATTEMPTS):
-            info = await self._source_info(source, source_tag)
+            if info is None:
+                info = await self._source_info(source, source_tag)
             child = {"tenant": tenant, "name": target, "config": record["config"], "encoder": record["encoder"],
                      "parent": source, "parent_created_at": record.get("created_at"),
                      "source_tag": source_tag, "source_seq": info.get("seq"),
@@ -363,6 +364,7 @@ class MemoryCluster:
             try:
                 stats = await self._create_seeded(child, seed, info["weight_hash"])
             except _SourceReplaced:
+                info = None
                 continue  # undone: fork the state the forget left
             except CheckpointCorrupt as exc:  # copied fine, but its bytes do not load: name the source
                 raise _damaged(source, source_tag, exc) from None
