@@ -49,8 +49,13 @@ DASHBOARD_CSP = (b"default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 def request_id_of(scope: Scope) -> str | None:
     """The request id RequestContextMiddleware put in the request's headers."""
-    for name, value in scope.get("headers", []):
-        if name == REQUEST_ID_HEADER.encode():
+    return _header(scope, REQUEST_ID_HEADER.encode())
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header `name` (lower case), as text."""
+    for key, value in scope.get("headers", []):
+        if key == name:
             return value.decode("latin-1")
     return None
 
@@ -166,14 +171,6 @@ def _app_path(scope: Scope) -> str:
     return path[len(root):] if root and path.startswith(root) else path
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    """The first value of header `name` (lower case), as text."""
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
 class _BodyRefused(Exception):
     """Raised in place of the app's answer once its body was cut short (too large, stalled)."""
 
@@ -206,6 +203,10 @@ class BodyLimitMiddleware:
         self.uploads = uploads
         self.stall_seconds = stall_seconds
 
+    def _stalled(self) -> Problem:
+        return Problem(408, "request_timeout", f"the request body arrived slower than {MIN_BODY_BYTES_PER_STALL:,} "
+                       f"bytes in {self.stall_seconds:g} s (or stopped); send it whole, without pauses")
+
     def _limit(self, scope: Scope) -> tuple[int, str]:
         for route in self.uploads:
             if scope.get("method") == route.method and route.path.search(scope.get("path", "")):
@@ -225,28 +226,34 @@ class BodyLimitMiddleware:
                     return
         seen, body_done = 0, False
         refused: Problem | None = None
+        # Raising from `receive` would be caught by the body parser and turned into 400
+        # invalid_json; a refusal ends the body instead and replaces whatever answer follows.
         ended = {"type": "http.request", "body": b"", "more_body": False}
-        stalled = Problem(408, "request_timeout", f"the request body arrived slower than {MIN_BODY_BYTES_PER_STALL:,} "
-                          f"bytes in {self.stall_seconds:g} s (or stopped); send it whole, without pauses")
         loop = asyncio.get_running_loop()
         window_start, window_bytes = loop.time(), 0  # the body must keep coming, window by window
 
+        def next_window() -> bool:
+            """At a window's end: False if it brought too little (a stop, or a trickle that
+            would keep the slot as long as a stop), else a new window starts."""
+            nonlocal window_start, window_bytes
+            if window_bytes < MIN_BODY_BYTES_PER_STALL:
+                return False
+            window_start, window_bytes = loop.time(), 0
+            return True
+
         async def limited_receive() -> Message:
-            nonlocal seen, body_done, refused, window_start, window_bytes
+            nonlocal seen, body_done, refused, window_bytes
             if body_done:  # after the body: a wait for the client to leave, as long as it takes
                 return await receive()
             while True:
-                left = window_start + self.stall_seconds - loop.time()
                 try:
+                    left = window_start + self.stall_seconds - loop.time()
                     message = await asyncio.wait_for(receive(), max(left, 0.0))
                     break
                 except TimeoutError:
-                    if window_bytes < MIN_BODY_BYTES_PER_STALL:
-                        # Raising here would be caught by the body parser and turned into 400
-                        # invalid_json; end the body instead and replace whatever answer follows.
-                        refused = stalled
+                    if not next_window():
+                        refused = self._stalled()
                         return ended
-                    window_start, window_bytes = loop.time(), 0
             if message["type"] == "http.request":
                 body_done = not message.get("more_body", False)
                 size = len(message.get("body", b""))
@@ -254,11 +261,9 @@ class BodyLimitMiddleware:
                 if seen > max_bytes:
                     refused = too_large
                     return ended
-                if not body_done and loop.time() - window_start >= self.stall_seconds:
-                    if window_bytes < MIN_BODY_BYTES_PER_STALL:  # a trickle keeps a slot as long as a stop
-                        refused = stalled
-                        return ended
-                    window_start, window_bytes = loop.time(), 0
+                if not body_done and loop.time() - window_start >= self.stall_seconds and not next_window():
+                    refused = self._stalled()
+                    return ended
             return message
 
         async def guarded_send(message: Message) -> None:
