@@ -49,10 +49,10 @@ DASHBOARD_CSP = (b"default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 def request_id_of(scope: Scope) -> str | None:
     """The request id RequestContextMiddleware put in the request's headers."""
-    return _header(scope, REQUEST_ID_HEADER.encode())
+    return header_of(scope, REQUEST_ID_HEADER.encode())
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header_of(scope: Scope, name: bytes) -> str | None:
     """The first value of header `name` (lower case), as text."""
     for key, value in scope.get("headers", []):
         if key == name:
@@ -127,6 +127,18 @@ class RequestContextMiddleware:
 ONE_VALUE_HEADERS = (b"authorization", b"idempotency-key")
 
 
+def key_refusal(auth: Authenticator, scope: Scope) -> Problem | None:
+    """Why a request may not go on for want of a valid API key (or, with auth off, for coming
+    from another machine); None if it may."""
+    client = scope.get("client")
+    try:
+        auth.check_client(client[0] if client else None)
+        auth.tenant_for(header_of(scope, b"authorization"))
+    except NeuralMemoryError as exc:
+        return problem_for(exc, request_id_of(scope))
+    return None
+
+
 class RequestHeadersMiddleware:
     """What the headers alone refuse, before any body is read: for /v1, a missing or unknown
     API key (401; the routes check it again, after their body: a keyless client could hold a
@@ -140,12 +152,9 @@ class RequestHeadersMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and _app_path(scope).startswith(API_PREFIX):
-            try:
-                client = scope.get("client")
-                self.auth.check_client(client[0] if client else None)
-                self.auth.tenant_for(_header(scope, b"authorization"))
-            except NeuralMemoryError as exc:
-                await problem_response(problem_for(exc), scope=scope)(scope, receive, send)
+            refused = key_refusal(self.auth, scope)
+            if refused is not None:
+                await problem_response(refused, scope=scope)(scope, receive, send)
                 return
         if scope["type"] == "http":
             seen: dict[bytes, bytes] = {}

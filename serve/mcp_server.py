@@ -17,10 +17,9 @@ from mcp.types import INVALID_REQUEST
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from errors import NeuralMemoryError
 from serve.auth import Authenticator
-from serve.error_map import Problem, problem_for
-from serve.http_middleware import MCP_PATH, problem_response, request_id_of
+from serve.error_map import Problem
+from serve.http_middleware import MCP_PATH, header_of, key_refusal, problem_response
 from serve.mcp_tools import ContractMCPServer, register_tools
 from serve.metrics import GatewayMetrics
 from serve.service import MemoryService, TenantService
@@ -63,13 +62,9 @@ class McpAuthGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-            client = scope.get("client")
-            try:
-                self.auth.check_client(client[0] if client else None)
-                self.auth.tenant_for(headers.get("authorization"))
-            except NeuralMemoryError as exc:
-                await problem_response(problem_for(exc, request_id_of(scope)), scope=scope)(scope, receive, send)
+            refused = key_refusal(self.auth, scope)
+            if refused is not None:
+                await problem_response(refused, scope=scope)(scope, receive, send)
                 return
             if scope["method"] != "POST":
                 refused = Problem(405, "method_not_allowed", f"{scope['method']} is not allowed on {MCP_PATH}: "
@@ -79,7 +74,7 @@ class McpAuthGate:
                 response.headers["Allow"] = "POST"
                 await response(scope, receive, send)
                 return
-            if "application/json" not in headers.get("content-type", "").lower():  # else the SDK's bare text
+            if "application/json" not in (header_of(scope, b"content-type") or "").lower():  # else the SDK's bare text
                 refused = Problem(415, "unsupported_media_type", f"send MCP messages to {MCP_PATH} as JSON, "
                                   "with Content-Type: application/json")
                 await problem_response(refused, scope=scope)(scope, receive, send)
