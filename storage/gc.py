@@ -180,7 +180,7 @@ class GarbageCollector:
             meta.cas_forget(doomed)
             return {"deleted": doomed, "left": sorted(candidates - set(doomed)), "ran": True}
         except CheckpointCorrupt as exc:
-            log.error("chunk sweep cannot read a manifest (%s); leaving the chunks to the GC", exc)
+            log.error("chunk sweep cannot read a manifest (%s); nothing swept (its caller tries again)", exc)
             return {"deleted": [], "left": sorted(candidates), "ran": False}
 
     def _chunks_named_by(self, key: str) -> frozenset[str]:
