@@ -23,12 +23,12 @@ from serve.encoder import LocalEncoder
 from serve.http_app import GatewayRuntime, create_api
 from serve.metrics import GatewayMetrics
 from serve.ports import reset_connections_on_close
-from serve.settings import GatewaySettings
+from serve.settings import GATEWAY_REQUEST_SLOTS, GatewaySettings
 
 logger = logging.getLogger(__name__)
 
 
-@serve.deployment(name="Gateway", max_ongoing_requests=200, health_check_period_s=10)
+@serve.deployment(name="Gateway", max_ongoing_requests=GATEWAY_REQUEST_SLOTS, health_check_period_s=10)
 @serve.ingress()
 class Gateway:
     def __init__(

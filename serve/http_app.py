@@ -32,7 +32,7 @@ from serve.http_middleware import (
 )
 from serve.images import create_image_router, image_upload
 from serve.imports import create_import_router, parse_upload
-from serve.limits import RateLimitMiddleware
+from serve.limits import AdmissionMiddleware
 from serve.mcp_server import build_mcp
 from serve.metrics import GatewayMetrics
 from serve.rest import ERRORS, create_router
@@ -93,8 +93,8 @@ def create_api(rt: GatewayRuntime) -> FastAPI:
                        stall_seconds=rt.settings.body_stall_seconds,
                        uploads=(image_upload(rt.settings.max_image_bytes), parse_upload()))
     app.add_middleware(RequestHeadersMiddleware, auth=rt.auth)
-    app.add_middleware(RateLimitMiddleware, rate=rt.settings.rate_limit_per_second,
-                       burst=rt.settings.rate_limit_burst)
+    app.add_middleware(AdmissionMiddleware, rate=rt.settings.rate_limit_per_second,
+                       burst=rt.settings.rate_limit_burst, max_in_flight=rt.settings.max_in_flight_per_key)
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)
     app.add_middleware(RequestContextMiddleware)
     return app

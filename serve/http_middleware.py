@@ -2,8 +2,8 @@
 limit, metrics, and the one error envelope.
 
 Order, outermost first: RequestContextMiddleware (a request id on every request and response,
-security headers) -> MetricsMiddleware (sees every final status) -> RateLimitMiddleware
-(serve/limits.py) -> RequestHeadersMiddleware (a header that says who calls or which write
+security headers) -> MetricsMiddleware (sees every final status) -> AdmissionMiddleware
+(serve/limits.py: rate and requests in flight per key) -> RequestHeadersMiddleware (a header that says who calls or which write
 this is, given twice with different values; a compressed body) -> BodyLimitMiddleware (refuses big bodies before
 anything parses them) ->
 CatchAllMiddleware (no exception leaves a request as anything but `{"error": {...}}`) ->

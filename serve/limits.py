@@ -1,4 +1,5 @@
-"""Admission control in the gateway: a token bucket per API key, in front of /v1 and /mcp.
+"""Admission control in the gateway, in front of /v1 and /mcp: per API key, a token bucket and
+a cap on requests in flight.
 
 Each key (the sha256 of its Authorization header; callers without one share a bucket per client
 address) may make `rate` requests per second on average and `burst` at once. Over that the
@@ -6,6 +7,11 @@ request is refused with 429, Retry-After and a message naming the limit, before 
 encode or an actor call. Buckets live in each gateway replica, so with N replicas a key's
 ceiling is N x rate; the table of buckets is bounded (least recently used keys are forgotten).
 Operational routes (/healthz, /readyz, /metrics, /docs, the dashboard's files) are not limited.
+
+The in-flight cap keeps one key from holding every request slot of a replica (Serve gives it
+serve.settings.GATEWAY_REQUEST_SLOTS): a client that opens hundreds of requests and sends their bodies slowly
+(each within the body-stall rule) would otherwise stall every other tenant until they end. A
+request over the cap is refused at once with 429, so the others' slots stay free.
 
 A token bucket is a dozen lines; a library (limits, aiolimiter) would add a dependency whose
 waiting or windowed semantics we would have to bend into "refuse with Retry-After".
@@ -26,6 +32,8 @@ from serve.http_middleware import API_PREFIX, MCP_PATH, problem_response, reques
 
 LIMITED_PREFIXES = (API_PREFIX, MCP_PATH)
 MAX_BUCKETS = 10_000
+# How soon a caller refused for requests in flight may try again: a typical request's length.
+IN_FLIGHT_RETRY_AFTER_S = 1.0
 
 
 @dataclass
@@ -71,22 +79,44 @@ def _caller_key(scope: Scope) -> str:
     return f"anonymous:{client[0] if client else '?'}"
 
 
-class RateLimitMiddleware:
-    """429 for a key over its rate (see the module docstring); `rate` <= 0 turns it off."""
+class AdmissionMiddleware:
+    """429 for a key over its rate or with `max_in_flight` requests already under way (see the
+    module docstring); `rate` <= 0 or `max_in_flight` <= 0 turns that limit off."""
 
-    def __init__(self, app: ASGIApp, rate: float, burst: int) -> None:
+    def __init__(self, app: ASGIApp, rate: float, burst: int, max_in_flight: int) -> None:
         self.app = app
         self.limiter = RateLimiter(rate, burst) if rate > 0 else None
+        self.max_in_flight = max_in_flight
+        self._in_flight: dict[str, int] = {}  # caller key -> requests under way; absent = none
+
+    def _refusal(self, caller: str) -> RateLimited | None:
+        if self.limiter is not None:
+            wait = self.limiter.wait_needed(caller)
+            if wait > 0:
+                return RateLimited(f"rate limit: at most {self.limiter.rate:g} requests per second per API key "
+                                   f"(bursts of {self.limiter.burst}; NMEM_RATE_LIMIT_PER_SECOND); slow down",
+                                   retry_after=wait)
+        if 0 < self.max_in_flight <= self._in_flight.get(caller, 0):
+            return RateLimited(f"too many requests at once: at most {self.max_in_flight} may be under way per API "
+                               "key (NMEM_MAX_IN_FLIGHT_PER_KEY); wait for some to finish, or send texts in "
+                               "batches", retry_after=IN_FLIGHT_RETRY_AFTER_S)
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.limiter is not None and scope["type"] == "http" \
-                and scope.get("path", "").startswith(LIMITED_PREFIXES):
-            wait = self.limiter.wait_needed(_caller_key(scope))
-            if wait > 0:
-                refused = RateLimited(
-                    f"rate limit: at most {self.limiter.rate:g} requests per second per API key "
-                    f"(bursts of {self.limiter.burst}; NMEM_RATE_LIMIT_PER_SECOND); slow down",
-                    retry_after=wait)
-                await problem_response(problem_for(refused, request_id_of(scope)), scope=scope)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or not scope.get("path", "").startswith(LIMITED_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        caller = _caller_key(scope)
+        refused = self._refusal(caller)
+        if refused is not None:
+            await problem_response(problem_for(refused, request_id_of(scope)), scope=scope)(scope, receive, send)
+            return
+        self._in_flight[caller] = self._in_flight.get(caller, 0) + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            left = self._in_flight[caller] - 1
+            if left:
+                self._in_flight[caller] = left
+            else:  # bounded: only callers with requests under way are held
+                del self._in_flight[caller]

@@ -19,6 +19,7 @@ from serve.schemas import MEMORY_NAME_PATTERN
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 Ingress = Literal["auto", "direct", "proxy", "haproxy"]  # how HTTP reaches the gateway (`ingress` below)
 INGRESS_MODES: tuple[str, ...] = get_args(Ingress)
+GATEWAY_REQUEST_SLOTS = 200  # requests one gateway replica serves at once (Serve's max_ongoing_requests)
 
 
 def settings_problems(exc: ValidationError) -> str:
@@ -91,6 +92,12 @@ class GatewaySettings(BaseSettings):
     )
     rate_limit_burst: int = Field(
         400, ge=1, description="Requests one API key may make at once before the rate applies."
+    )
+    max_in_flight_per_key: int = Field(
+        GATEWAY_REQUEST_SLOTS // 2, ge=0,
+        description=f"Requests one API key may have under way at once, per gateway replica (429 with "
+                    f"Retry-After above it), so one client cannot hold all {GATEWAY_REQUEST_SLOTS} of a "
+                    f"replica's request slots (say, with slow uploads). 0 turns the cap off.",
     )
     encoder_cache_seconds: float = Field(
         60.0, ge=0, description="How long the gateway trusts a cached memory -> encoder lookup."

@@ -228,7 +228,7 @@ def test_a_rate_limited_call_waits_its_retry_after_and_goes_through():
 
     from neural_memory import AsyncClient
     from serve.http_middleware import RequestContextMiddleware
-    from serve.limits import RateLimitMiddleware
+    from serve.limits import AdmissionMiddleware
 
     app, created = FastAPI(), []
 
@@ -240,7 +240,7 @@ def test_a_rate_limited_call_waits_its_retry_after_and_goes_through():
         created.append(body["name"])
         return JSONResponse({"name": body["name"], "weight_hash": "h", "weight_parameters": 1}, status_code=201)
 
-    app.add_middleware(RateLimitMiddleware, rate=2.0, burst=1)
+    app.add_middleware(AdmissionMiddleware, rate=2.0, burst=1, max_in_flight=0)
     app.add_middleware(RequestContextMiddleware)
 
     async def run() -> None:

@@ -1,6 +1,6 @@
 """Hardening of the gateway over real HTTP: bad memory configs refused at create naming the field,
 request ids, security headers and the dashboard's CSP, body limits on chunked bodies, 405 with
-Allow, readiness, and the per-key rate limit (in process: a tiny app behind the same middleware).
+Allow, readiness, and the per-key rate limit and cap on requests in flight (in process: a tiny app behind the same middleware).
 """
 
 from __future__ import annotations
@@ -147,6 +147,58 @@ def test_a_request_without_a_key_is_refused_before_its_body_is_read(gateway):
     assert waited < 3, waited
 
 
+def test_one_key_cannot_hold_every_request_slot_with_slow_bodies(gateway, api):
+    """A keyed client opening hundreds of slow bodies (each fast enough for the stall rule) held
+    every gateway slot: now its requests past the per-key cap are refused at once and other keys
+    are served."""
+    import socket
+    import threading
+    import time
+    from urllib.parse import urlsplit
+
+    from serve.settings import GatewaySettings
+
+    cap = GatewaySettings.model_fields["max_in_flight_per_key"].default  # the session gateway's
+    where = urlsplit(gateway.base_url)
+    stalled, done = [], threading.Event()
+
+    def drip() -> None:  # 2 KiB a second on each: within the stall rule, far from the end
+        while not done.wait(1.0):
+            for sock in list(stalled):
+                try:
+                    sock.sendall(b"x" * 2048)
+                except OSError:
+                    pass
+
+    dripper = threading.Thread(target=drip, daemon=True)
+    dripper.start()
+    try:
+        for _ in range(cap):
+            sock = socket.create_connection((where.hostname, where.port), timeout=30)
+            sock.sendall(b"POST /v1/memories HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Authorization: Bearer " + gateway.key_a.encode()
+                         + b"\r\nContent-Length: 900000\r\n\r\n{\"name\": \"")
+            stalled.append(sock)
+        deadline = time.monotonic() + 20
+        while (refused := api.get("/v1/memories")).status_code != 429:  # until all are admitted
+            assert time.monotonic() < deadline, refused.text
+            time.sleep(0.1)
+        error = error_of(refused, 429)
+        assert error["code"] == "rate_limited" and "NMEM_MAX_IN_FLIGHT_PER_KEY" in error["message"], error
+        assert int(refused.headers["retry-after"]) >= 1
+        other = httpx.get(f"{gateway.base_url}/v1/memories", headers={"Authorization": f"Bearer {gateway.key_b}"})
+        assert other.status_code == 200, other.text
+    finally:
+        done.set()
+        dripper.join()
+        for sock in stalled:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while api.get("/v1/memories").status_code != 200:  # the slots are given back when they end
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
 def test_an_unsupported_method_is_405_with_allow(api):
     response = api.request("TRACE", "/v1/memories")
     assert error_of(response, 405)["code"] == "method_not_allowed"
@@ -165,7 +217,7 @@ def test_rate_limit_refuses_with_429_retry_after_and_names_the_limit():
     from fastapi import FastAPI
 
     from serve.http_middleware import RequestContextMiddleware
-    from serve.limits import RateLimitMiddleware
+    from serve.limits import AdmissionMiddleware
 
     app = FastAPI()
 
@@ -173,7 +225,7 @@ def test_rate_limit_refuses_with_429_retry_after_and_names_the_limit():
     async def ping() -> dict:
         return {"pong": True}
 
-    app.add_middleware(RateLimitMiddleware, rate=0.5, burst=3)
+    app.add_middleware(AdmissionMiddleware, rate=0.5, burst=3, max_in_flight=0)
     app.add_middleware(RequestContextMiddleware)
     transport = httpx.ASGITransport(app=app)
 
@@ -189,6 +241,55 @@ def test_rate_limit_refuses_with_429_retry_after_and_names_the_limit():
             assert other.status_code == 200  # buckets are per key
 
     import asyncio
+
+    asyncio.run(run())
+
+
+def test_requests_in_flight_are_capped_per_key_and_given_back_when_they_end():
+    """The middleware the gateway installs, on a tiny app whose route waits until released (or
+    fails): a key's requests past the cap are 429 at once, other keys go on, and every request
+    that ends (answered or failed) frees its place."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from serve.http_middleware import CatchAllMiddleware, RequestContextMiddleware
+    from serve.limits import AdmissionMiddleware
+
+    app, release = FastAPI(), {}
+
+    @app.get("/v1/hold")
+    async def hold(fail: bool = False) -> dict:
+        await release["event"].wait()
+        if fail:
+            raise RuntimeError("the route failed")
+        return {"held": True}
+
+    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(AdmissionMiddleware, rate=0, burst=1, max_in_flight=3)
+    app.add_middleware(RequestContextMiddleware)
+    a, b = {"Authorization": "Bearer key-a-0000"}, {"Authorization": "Bearer key-b-0000"}
+
+    async def run() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            for fail in (False, True):
+                release["event"] = asyncio.Event()
+                held = [asyncio.create_task(client.get("/v1/hold", params={"fail": fail}, headers=a))
+                        for _ in range(3)]
+                await asyncio.sleep(0.2)
+                error = error_of(await client.get("/v1/hold", headers=a), 429)
+                assert "at most 3 may be under way per API key" in error["message"], error
+                other = asyncio.create_task(client.get("/v1/hold", headers=b))
+                await asyncio.sleep(0.2)
+                release["event"].set()
+                statuses = [r.status_code for r in await asyncio.gather(*held)]
+                assert statuses == [500 if fail else 200] * 3 and (await other).status_code == 200
+            # every place was given back: three at once are admitted again
+            release["event"] = asyncio.Event()
+            again = [asyncio.create_task(client.get("/v1/hold", headers=a)) for _ in range(3)]
+            await asyncio.sleep(0.2)
+            release["event"].set()
+            assert [r.status_code for r in await asyncio.gather(*again)] == [200] * 3
 
     asyncio.run(run())
 
