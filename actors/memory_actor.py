@@ -526,7 +526,8 @@ class MemoryActor(Rebinding, Forgetting):
         return request_id in self._results or request_id in self._forgotten_writes
 
     def _repeat(self, request_id: str, fingerprint: str) -> dict:
-        """Result of a write already applied (before a crash, it may only be known by its id).
+        """Result of a write already applied (before a crash, it may only be known by its id),
+        marked `repeated`: the caller learns that nothing was applied this time.
         RequestIdReused if that write was another one (where its content is still known; never
         for a write a forget took from: 409 or not would tell whether a guess of it was right)."""
         forgotten = request_id in self._forgotten_writes
@@ -536,6 +537,10 @@ class MemoryActor(Rebinding, Forgetting):
                                   f"{shown(self._qname)} (other texts, domain or learning rate); "
                                   "nothing of this one was applied. A retry must repeat its write exactly; "
                                   "give a new write a new request_id")
+        return {**self._first_answer(request_id, fingerprint, forgotten), "repeated": True}
+
+    def _first_answer(self, request_id: str, fingerprint: str, forgotten: bool) -> dict:
+        """What write `request_id` answered when it was applied (`_repeat`)."""
         result = self._results.get(request_id)
         mem = self._ready()
         if result is None or "weight_hash" not in result:

@@ -279,6 +279,7 @@ class MemoryCluster:
         result = await self._call(tenant, name, "observe", request_id, vectors, texts, domain, learning_rate,
                                   after)
         shaped = {key: result[key] for key in _OBSERVE_KEYS}
+        shaped["repeated"] = bool(result.get("repeated"))  # the actor answered an earlier write's result
         surprises = result.get("surprises") or []  # a retry's are the first answer's
         # A retry of a write a forget renumbered: the steps observe first answered for its items
         # that are left (what a forget's `steps` selector names), not the renumbered ones.

@@ -281,6 +281,8 @@ class ObserveResponse(Response):
     weight_hash: str = Field(description="sha256 of the weights after this update.")
     items: list[ObservedItem] | None = Field(
         None, description="For a batch (`contexts`): one result per text, in order.")
+    repeated: bool = Field(False, description="True when this request_id was applied before: this is "
+                                              "that write's answer, and nothing was learned this time.")
 
 
 class ParsedItem(Response):

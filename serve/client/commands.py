@@ -184,7 +184,7 @@ def _run_import(client, args: argparse.Namespace, plan, renewal) -> int:
               f"{journal.done_items + 1:,}")
     with _progress(plan.items, journal.done_items, args.quiet) as advance:
         try:
-            run.run(advance)
+            outcome = run.run(advance)
         except KeyboardInterrupt:
             print(f"\ninterrupted after {run.journal.done_items:,} of {plan.items:,} items; run the same "
                   "command again to resume", file=sys.stderr)
@@ -195,6 +195,9 @@ def _run_import(client, args: argparse.Namespace, plan, renewal) -> int:
         if learned_before else ""
     print(f"imported {plan.items:,} items from {len(args.paths)} file(s) into {args.memory} "
           f"in {len(plan.batches)} batches{resumed}")
+    if outcome["repeated_items"]:  # the server knew these batches' request ids
+        print(f"note: {outcome['repeated_items']:,} of them the server had learned already, from an earlier "
+              "run of this import (its record on this machine was lost or behind), and did not learn again")
     return 0
 
 

@@ -528,8 +528,11 @@ class ImportRun:
         self.journal = Journal.load(self.plan.key, self.plan)
 
     def run(self, on_batch: Callable[[int, float], None] | None = None) -> dict:
-        """Send every batch not yet acknowledged; `on_batch(items, mean surprise)` after each."""
+        """Send every batch not yet acknowledged; `on_batch(items, mean surprise)` after each.
+        `repeated_items`: items of batches the server answered as applied before (same request
+        ids: a run whose journal was lost or fell behind), so not learned by this run."""
         journal, batches = self.journal, self.plan.batches
+        repeated_items = 0  # in batches the server had applied already (answered, not learned again)
         sent: deque[tuple[int, Future]] = deque()
         following = journal.done_batches
         pool = ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix="import")
@@ -545,6 +548,7 @@ class ImportRun:
                 except OutOfOrder:  # its predecessor is acknowledged by now: once more, alone
                     result = self._send(index, None)
                 batch = batches[index]
+                repeated_items += len(batch) if getattr(result, "repeated", False) else 0
                 journal.done_batches, journal.done_items = index + 1, journal.done_items + len(batch)
                 journal.finished = journal.done_batches == len(batches)
                 journal.save()
@@ -557,7 +561,8 @@ class ImportRun:
             pool.shutdown(wait=False, cancel_futures=True)
         journal.finished = True
         journal.save()
-        return {"memory": self.memory, "items": self.plan.items, "batches": len(batches)}
+        return {"memory": self.memory, "items": self.plan.items, "batches": len(batches),
+                "repeated_items": repeated_items}
 
     def _send(self, index: int, after: str | None) -> Any:
         batch = self.plan.batches[index]

@@ -63,7 +63,7 @@ def test_observe_logs_then_applies_and_repeats_are_idempotent(local_storage, mak
     assert entry["options"] == {"request_id": "r1", "learning_rate": 0.5}
     assert np.frombuffer(entry["vectors"], "<f4").tolist() == vectors[0].tolist()
 
-    assert actor.observe("r1", vectors[:1], ["one"], domain="demo", learning_rate=0.5) == first
+    assert actor.observe("r1", vectors[:1], ["one"], domain="demo", learning_rate=0.5) == {**first, "repeated": True}
     assert actor.stats()["total_observations"] == 1 and wal_steps(local_storage) == [1]
     batch = actor.observe("r2", vectors, ["one", "two"])
     assert batch["step"] == 3 and wal_steps(local_storage) == [1, 3]
@@ -122,7 +122,7 @@ def test_a_retry_is_recognised_after_a_restart_however_large_the_writes_since(lo
     assert not wal_steps(local_storage)
     actor = make_actor(local_storage, Q, remembered_requests=6)
     again = actor.observe("first", encode(["one", "two"]), ["one", "two"], domain="d")
-    assert {k: again[k] for k in first} == first
+    assert {k: again[k] for k in first} == first and again["repeated"]
     with pytest.raises(RequestIdReused, match="first"):
         actor.observe("first", encode(["one", "three"]), ["one", "three"], domain="d")
     assert actor.stats()["total_observations"] == 1202

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,6 +181,14 @@ def test_import_learns_everything_once_and_resumes_after_a_kill(gateway, client,
     assert rerun.returncode == 0 and "already imported" in out
     assert _stats(client, killed).total_observations == 600
 
+    # its journal lost: resent with the same request ids, nothing is learned twice, and it says so
+    shutil.rmtree(tmp_path / "killed-journals")
+    lost = _cli(gateway, str(notes), "--memory", killed, "--batch-size", "16",
+                env={"NMEM_IMPORT_JOURNAL_DIR": str(tmp_path / "killed-journals")})
+    out, err = lost.communicate(timeout=300)
+    assert lost.returncode == 0 and "note: 600 of them the server had learned already" in out, out + err
+    assert _stats(client, killed).total_observations == 600
+
     # --again learns the same files once more, each time it is given
     for _ in range(2):
         twice = _cli(gateway, str(notes), "--memory", killed, "--batch-size", "16", "--again",
@@ -230,8 +239,9 @@ def test_a_batch_applied_but_not_journaled_is_not_learned_twice(client, tmp_path
     # the 4th batch was applied, not recorded (with two in flight, perhaps the 5th too)
     assert Journal.load(plan.key).done_batches == 3
     assert 40 <= _stats(client, fresh_name).total_observations <= 40 + 10 * (in_flight - 1)
-    ImportRun(client, fresh_name, plan, in_flight=in_flight).run()  # resent with their ids: not re-applied
-    assert _stats(client, fresh_name).total_observations == 100
+    outcome = ImportRun(client, fresh_name, plan, in_flight=in_flight).run()  # resent with their ids
+    assert _stats(client, fresh_name).total_observations == 100  # not re-applied, and said so:
+    assert 10 <= outcome["repeated_items"] <= 10 * in_flight, outcome
 
 
 def test_an_import_with_batches_in_flight_learns_what_one_at_a_time_learns(client, tmp_path, journals):

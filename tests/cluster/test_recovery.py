@@ -40,7 +40,7 @@ def test_retried_write_is_applied_once(shared_cluster, arun, tenant):
 
     # A retry of an acknowledged write returns the first answer, on the same actor...
     again = arun(cluster.observe(tenant, "idem", vectors[2:3], [texts[2]], request_id="r2"))
-    assert again == first[2]
+    assert again == {**first[2], "repeated": True} and not first[2]["repeated"]
     # ...and after a crash, when the new actor only knows it from WAL replay.
     kill(cluster, tenant, "idem")
     again = arun(cluster.observe(tenant, "idem", vectors[2:3], [texts[2]], request_id="r2"))
@@ -52,7 +52,7 @@ def test_retried_write_is_applied_once(shared_cluster, arun, tenant):
     cluster.storage.metadata.wal_append(qname, entry)
     kill(cluster, tenant, "idem")
     retried = arun(cluster.observe(tenant, "idem", vectors[3:4], [texts[3]], request_id="r3"))
-    assert retried["step"] == 4
+    assert retried["step"] == 4 and retried["repeated"]  # applied once, by the replay
     assert arun(cluster.stats(tenant, "idem"))["weight_hash"] == reference_hash(texts, vectors)
 
     # Once a checkpoint covers r3, a retry is still not re-applied.
@@ -60,7 +60,7 @@ def test_retried_write_is_applied_once(shared_cluster, arun, tenant):
     assert arun(cluster.hibernate(tenant, "idem"))
     retried = arun(cluster.observe(tenant, "idem", vectors[3:4], [texts[3]], request_id="r3"))
     stats = arun(cluster.stats(tenant, "idem"))
-    assert retried["step"] == 4 and stats["total_observations"] == 4
+    assert retried["step"] == 4 and retried["repeated"] and stats["total_observations"] == 4
 
     # Four full batches later (1,024 observations: more than the history details), with the
     # log archived and the memory hibernated, the first write is still answered, not applied.
@@ -70,7 +70,7 @@ def test_retried_write_is_applied_once(shared_cluster, arun, tenant):
     arun(cluster.consolidate(tenant, "idem"))
     assert arun(cluster.hibernate(tenant, "idem"))
     again = arun(cluster.observe(tenant, "idem", vectors[:1], [texts[0]], request_id="r0"))
-    assert again == first[0]
+    assert again == {**first[0], "repeated": True}
     assert arun(cluster.stats(tenant, "idem"))["total_observations"] == 4 + 1024
 
 

@@ -45,12 +45,12 @@ def test_a_retried_write_applies_once(api, fresh_name):
     body = {"contexts": TEXTS[:5], "request_id": "batch-0001"}
     first = ok(api.post(f"/v1/memories/{fresh_name}/observe", json=body))
     again = ok(api.post(f"/v1/memories/{fresh_name}/observe", json=body))
-    assert again == first and again["step"] == 5
+    assert again == {**first, "repeated": True} and first["repeated"] is False and again["step"] == 5
     # the header works the same way, also for single texts
     headers = {"Idempotency-Key": "single-0001"}
     one = ok(api.post(f"/v1/memories/{fresh_name}/observe", json={"context": TEXTS[5]}, headers=headers))
     two = ok(api.post(f"/v1/memories/{fresh_name}/observe", json={"context": TEXTS[5]}, headers=headers))
-    assert one == two and two["step"] == 6
+    assert two == {**one, "repeated": True} and two["step"] == 6
     assert ok(api.get(f"/v1/memories/{fresh_name}/stats"))["total_observations"] == 6
     # a different key is a different write
     third = ok(api.post(f"/v1/memories/{fresh_name}/observe", json={**body, "request_id": "batch-0002"}))
@@ -60,7 +60,7 @@ def test_a_retried_write_applies_once(api, fresh_name):
     alone = ok(api.post(f"/v1/memories/{fresh_name}/observe", json={"contexts": [TEXTS[6]]}))
     assert [item["step"] for item in alone["items"]] == [12] and alone["items"][0]["surprise"] == alone["surprise"]
     assert ok(api.post(f"/v1/memories/{fresh_name}/observe", json={"contexts": [TEXTS[5]]}, headers=headers)) \
-        == {**one, "items": [{"surprise": one["surprise"], "step": 6}]}
+        == {**one, "repeated": True, "items": [{"surprise": one["surprise"], "step": 6}]}
 
 
 def test_a_key_reused_for_another_write_is_refused_and_nothing_of_it_applied(api, fresh_name):
@@ -75,7 +75,7 @@ def test_a_key_reused_for_another_write_is_refused_and_nothing_of_it_applied(api
     stats = ok(api.get(f"/v1/memories/{fresh_name}/stats"))
     assert (stats["total_observations"], stats["weight_hash"]) == (2, first["weight_hash"])
     # the write itself, retried exactly, is still answered as the first time, items included
-    assert ok(api.post(f"/v1/memories/{fresh_name}/observe", json=body)) == first
+    assert ok(api.post(f"/v1/memories/{fresh_name}/observe", json=body)) == {**first, "repeated": True}
     assert [item["step"] for item in first["items"]] == [1, 2]
 
 
@@ -143,7 +143,7 @@ def test_mcp_observe_takes_a_batch_and_a_request_id(gateway, fresh_name):
             return first, again, both
 
     first, again, both = anyio.run(run)
-    assert first == again and first["step"] == 4 and len(first["items"]) == 4
+    assert again == {**first, "repeated": True} and first["step"] == 4 and len(first["items"]) == 4
     assert "invalid_input" in both and "exactly one" in both
 
 
