@@ -28,6 +28,13 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header (the scheme in any case, spaces around
+    the key), else None."""
+    scheme, _, key = (authorization or "").strip().partition(" ")
+    return (key.strip() or None) if scheme.lower() == "bearer" else None
+
+
 def parse_pairs(text: str, source: str, *, is_file: bool = False) -> dict[str, str]:
     """Parse "key:tenant" pairs separated by commas or newlines into {key: tenant}."""
     pairs: dict[str, str] = {}
@@ -43,10 +50,10 @@ def parse_pairs(text: str, source: str, *, is_file: bool = False) -> dict[str, s
             if not sep or not key.strip() or not tenant.strip():
                 raise InvalidInput(f'{where}: expected "key:tenant", got an entry without both parts')
             key, tenant = key.strip(), tenant.strip()
-            if len(key) < MIN_KEY_CHARS or any(ch.isspace() for ch in key):
-                raise InvalidInput(
-                    f"{where}: API keys need at least {MIN_KEY_CHARS} characters and no spaces"
-                )
+            # Printable ASCII: a header is read as latin-1, so any other key could never match.
+            if len(key) < MIN_KEY_CHARS or not (key.isascii() and key.isprintable()) or " " in key:
+                raise InvalidInput(f"{where}: API keys need at least {MIN_KEY_CHARS} characters, all printable "
+                                   "ASCII (letters, digits, punctuation; no spaces)")
             try:
                 contract.check_tenant(tenant)
             except InvalidInput as exc:
@@ -121,10 +128,10 @@ class Authenticator:
             return DEFAULT_TENANT
         if not authorization:
             raise AuthError("missing API key: send the header 'Authorization: Bearer <key>'")
-        scheme, _, key = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
+        key = bearer_key(authorization)
+        if key is None:
             raise AuthError("malformed Authorization header: use 'Authorization: Bearer <key>'")
-        tenant = self._tenants_by_digest.get(_digest(key.strip()))
+        tenant = self._tenants_by_digest.get(_digest(key))
         if tenant is None:
             raise AuthError("unknown API key")
         return tenant
@@ -134,16 +141,25 @@ class Authenticator:
         the key's sha256), never the key; "auth-off" without keys."""
         if not self.enabled:
             return "auth-off"
-        _scheme, _, key = (authorization or "").strip().partition(" ")
-        return "key:" + _digest(key.strip())[:12]
+        return "key:" + _digest(bearer_key(authorization) or "")[:12]
+
+    def caller_of(self, authorization: str | None, client_host: str | None) -> str:
+        """Whose share of the gateway a request uses (serve.limits): its API key, however the
+        header spells it; a request without a known key (or with auth off, where every caller
+        is the one tenant), its client address."""
+        key = bearer_key(authorization) if self.enabled else None
+        digest = _digest(key) if key is not None else None
+        if digest is not None and digest in self._tenants_by_digest:
+            return f"key:{digest}"
+        return f"address:{client_host or '?'}"
 
     def check_metrics(self, authorization: str | None, client_host: str | None, public: bool) -> None:
         """May this caller read /metrics (server-wide figures, so never with a tenant's key)?"""
         if public:
             return
         if self.metrics_digest is not None:
-            scheme, _, key = (authorization or "").strip().partition(" ")
-            if scheme.lower() == "bearer" and _digest(key.strip()) == self.metrics_digest:
+            key = bearer_key(authorization)
+            if key is not None and _digest(key) == self.metrics_digest:
                 return
             raise AuthError("/metrics needs the operator key: 'Authorization: Bearer <NMEM_METRICS_KEY>'")
         if not self.enabled:

@@ -37,7 +37,7 @@ from serve.mcp_server import build_mcp
 from serve.metrics import GatewayMetrics
 from serve.rest import ERRORS, create_router
 from serve.service import EncodeFn, MemoryService
-from serve.settings import GatewaySettings
+from serve.settings import GatewaySettings, is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,8 @@ def create_api(rt: GatewayRuntime) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=rt.settings.max_body_bytes,
                        stall_seconds=rt.settings.body_stall_seconds,
                        uploads=(image_upload(rt.settings.max_image_bytes), parse_upload()))
-    app.add_middleware(RequestHeadersMiddleware, auth=rt.auth)
-    app.add_middleware(AdmissionMiddleware, rate=rt.settings.rate_limit_per_second,
+    app.add_middleware(RequestHeadersMiddleware, auth=rt.auth, local_only=is_loopback(rt.settings.host))
+    app.add_middleware(AdmissionMiddleware, auth=rt.auth, rate=rt.settings.rate_limit_per_second,
                        burst=rt.settings.rate_limit_burst, max_in_flight=rt.settings.max_in_flight_per_key)
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)
     app.add_middleware(RequestContextMiddleware)

@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +32,7 @@ from errors import InvalidInput, NeuralMemoryError, PayloadTooLarge
 from serve.auth import Authenticator
 from serve.error_map import Problem, problem_for
 from serve.metrics import GatewayMetrics
+from serve.settings import is_loopback
 
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -139,18 +141,51 @@ def key_refusal(auth: Authenticator, scope: Scope) -> Problem | None:
     return None
 
 
-class RequestHeadersMiddleware:
-    """What the headers alone refuse, before any body is read: for /v1, a missing or unknown
-    API key (401; the routes check it again, after their body: a keyless client could hold a
-    request slot with a slow body until then); a ONE_VALUE_HEADERS header repeated with
-    different values (400); a compressed body (415: the parsers would read gzip bytes as broken
-    JSON and say only that)."""
+def misdirected(scope: Scope) -> Problem | None:
+    """Why a server listening on loopback refuses a request a web page may have made: addressed
+    to a host name other than a loopback one (421), or sent from a page of another origin
+    (403); None if neither. A page of any site can point its own name at 127.0.0.1 (DNS
+    rebinding) and then, being same-origin, read and delete every memory of a server with auth
+    off; and any site can post a form to it. The MCP SDK's own check for /mcp is the same rule."""
+    name = _host_name(f"//{header_of(scope, b'host') or ''}")
+    if name is None or not is_loopback(name):
+        return Problem(421, "misdirected_request", "this server listens on loopback and answers only requests "
+                       "addressed to 127.0.0.1, localhost or [::1] (a web page could otherwise reach it by DNS "
+                       "rebinding): use http://127.0.0.1:<port>/")
+    origin = header_of(scope, b"origin")
+    if origin is not None and not is_loopback(_host_name(origin) or ""):
+        return Problem(403, "forbidden", "this server listens on loopback and refuses requests from pages of other "
+                       "sites (Origin header): call it from this machine, not from a web page elsewhere")
+    return None
 
-    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
+
+def _host_name(url: str) -> str | None:
+    """The host of `url` ("//host:port" for a Host header), None if it has none or is malformed."""
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 address
+        return None
+
+
+class RequestHeadersMiddleware:
+    """What the headers alone refuse, before any body is read: on a server listening on
+    loopback (`local_only`), a request a web page of another site may have made (`misdirected`);
+    for /v1, a missing or unknown API key (401; the routes check it again, after their body: a
+    keyless client could hold a request slot with a slow body until then); a ONE_VALUE_HEADERS
+    header repeated with different values (400); a compressed body (415: the parsers would read
+    gzip bytes as broken JSON and say only that)."""
+
+    def __init__(self, app: ASGIApp, auth: Authenticator, local_only: bool) -> None:
         self.app = app
         self.auth = auth
+        self.local_only = local_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.local_only:
+            refused = misdirected(scope)
+            if refused is not None:
+                await problem_response(refused, scope=scope)(scope, receive, send)
+                return
         if scope["type"] == "http" and _app_path(scope).startswith(API_PREFIX):
             refused = key_refusal(self.auth, scope)
             if refused is not None:

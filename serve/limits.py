@@ -1,16 +1,16 @@
 """Admission control in the gateway, in front of /v1 and /mcp: per API key, a token bucket and
 a cap on requests in flight.
 
-Each key (the sha256 of its Authorization header; callers without one share a bucket per client
-address) may make `rate` requests per second on average and `burst` at once. Over that the
-request is refused with 429, Retry-After and a message naming the limit, before it costs an
+Each key (as `Authenticator.caller_of` resolves it, however the header spells it; callers
+without a known key share a bucket per client address) may make `rate` requests per second on
+average and `burst` at once. Over that the request is refused with 429, Retry-After and a message naming the limit, before it costs an
 encode or an actor call. Buckets live in each gateway replica, so with N replicas a key's
 ceiling is N x rate; the table of buckets is bounded (least recently used keys are forgotten).
 Operational routes (/healthz, /readyz, /metrics, /docs, the dashboard's files) are not limited.
 
 The in-flight cap keeps one key from holding every request slot of a replica (Serve gives it
-serve.settings.GATEWAY_REQUEST_SLOTS): a client that opens hundreds of requests and sends their bodies slowly
-(each within the body-stall rule) would otherwise stall every other tenant until they end. A
+serve.settings.GATEWAY_REQUEST_SLOTS): a client that opens hundreds of requests and sends their
+bodies slowly (each within the body-stall rule) would otherwise stall every other tenant until they end. A
 request over the cap is refused at once with 429, so the others' slots stay free.
 
 A token bucket is a dozen lines; a library (limits, aiolimiter) would add a dependency whose
@@ -19,7 +19,6 @@ waiting or windowed semantics we would have to bend into "refuse with Retry-Afte
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -27,8 +26,9 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from errors import RateLimited
+from serve.auth import Authenticator
 from serve.error_map import problem_for
-from serve.http_middleware import API_PREFIX, MCP_PATH, problem_response, request_id_of
+from serve.http_middleware import API_PREFIX, MCP_PATH, header_of, problem_response, request_id_of
 
 LIMITED_PREFIXES = (API_PREFIX, MCP_PATH)
 MAX_BUCKETS = 10_000
@@ -71,20 +71,13 @@ class RateLimiter:
         return bucket.take(now)
 
 
-def _caller_key(scope: Scope) -> str:
-    for name, value in scope.get("headers", []):
-        if name == b"authorization":
-            return hashlib.sha256(value).hexdigest()
-    client = scope.get("client")
-    return f"anonymous:{client[0] if client else '?'}"
-
-
 class AdmissionMiddleware:
     """429 for a key over its rate or with `max_in_flight` requests already under way (see the
     module docstring); `rate` <= 0 or `max_in_flight` <= 0 turns that limit off."""
 
-    def __init__(self, app: ASGIApp, rate: float, burst: int, max_in_flight: int) -> None:
+    def __init__(self, app: ASGIApp, auth: Authenticator, rate: float, burst: int, max_in_flight: int) -> None:
         self.app = app
+        self.auth = auth
         self.limiter = RateLimiter(rate, burst) if rate > 0 else None
         self.max_in_flight = max_in_flight
         self._in_flight: dict[str, int] = {}  # caller key -> requests under way; absent = none
@@ -106,7 +99,8 @@ class AdmissionMiddleware:
         if scope["type"] != "http" or not scope.get("path", "").startswith(LIMITED_PREFIXES):
             await self.app(scope, receive, send)
             return
-        caller = _caller_key(scope)
+        client = scope.get("client")
+        caller = self.auth.caller_of(header_of(scope, b"authorization"), client[0] if client else None)
         refused = self._refusal(caller)
         if refused is not None:
             await problem_response(problem_for(refused, request_id_of(scope)), scope=scope)(scope, receive, send)

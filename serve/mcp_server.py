@@ -13,6 +13,7 @@ import logging
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import INVALID_REQUEST
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -146,12 +147,14 @@ def build_mcp(
         return core.for_tenant(auth.tenant_for(authorization), auth.key_id(authorization))
 
     register_tools(server, backend_for, settings.default_memory, metrics)
-    # Creates the session manager (and DNS-rebinding protection when bound to loopback).
+    # Creates the session manager. The SDK's own Host/Origin check is off: the gateway applies
+    # that rule to every route, /mcp included (http_middleware.misdirected).
     server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         json_response=True,
         stateless_http=True,
         host=settings.host,
         max_request_body_size=settings.max_body_bytes,
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
     return server, McpAuthGate(StreamableHTTPASGIApp(server.session_manager), auth)

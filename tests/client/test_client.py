@@ -228,6 +228,7 @@ def test_a_rate_limited_call_waits_its_retry_after_and_goes_through():
 
     from neural_memory import AsyncClient
     from serve.http_middleware import RequestContextMiddleware
+    from serve.auth import Authenticator
     from serve.limits import AdmissionMiddleware
 
     app, created = FastAPI(), []
@@ -240,7 +241,7 @@ def test_a_rate_limited_call_waits_its_retry_after_and_goes_through():
         created.append(body["name"])
         return JSONResponse({"name": body["name"], "weight_hash": "h", "weight_parameters": 1}, status_code=201)
 
-    app.add_middleware(AdmissionMiddleware, rate=2.0, burst=1, max_in_flight=0)
+    app.add_middleware(AdmissionMiddleware, auth=Authenticator.from_keys({"key-a-0000": "tenant-a", "key-b-0000": "tenant-b"}), rate=2.0, burst=1, max_in_flight=0)
     app.add_middleware(RequestContextMiddleware)
 
     async def run() -> None:

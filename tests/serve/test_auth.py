@@ -25,6 +25,8 @@ def test_keys_may_contain_colons_the_tenant_is_after_the_last():
         (":acme", "key:tenant"),
         ("key-one-123:", "key:tenant"),
         ("short:acme", "at least 8"),
+        ("dave-ключ-0004:dave", "printable ASCII"),  # a header could never carry it: locked out
+        ("key-with\x07bell:acme", "printable ASCII"),
         ("key-one-123:Bad/Tenant", "tenant"),
         ("key-one-123:acme,key-one-123:globex", "two tenants"),
     ],

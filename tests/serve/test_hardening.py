@@ -100,7 +100,8 @@ def _stalled_post(gateway, key: str | None, trickle: float | None = None) -> tup
     where = urlsplit(gateway.base_url)
     with socket.create_connection((where.hostname, where.port), timeout=60) as stalled:
         auth = b"Authorization: Bearer " + key.encode() + b"\r\n" if key else b""
-        stalled.sendall(b"POST /v1/memories HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + auth
+        stalled.sendall(b"POST /v1/memories HTTP/1.1\r\nHost: " + where.netloc.encode()
+                        + b"\r\nContent-Type: application/json\r\n" + auth
                         + b"Content-Length: 100\r\n\r\n" + b'{"name": "half')
         answered = threading.Event()
 
@@ -175,7 +176,8 @@ def test_one_key_cannot_hold_every_request_slot_with_slow_bodies(gateway, api):
     try:
         for _ in range(cap):
             sock = socket.create_connection((where.hostname, where.port), timeout=30)
-            sock.sendall(b"POST /v1/memories HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            sock.sendall(b"POST /v1/memories HTTP/1.1\r\nHost: " + where.netloc.encode()
+                         + b"\r\nContent-Type: application/json\r\n"
                          b"Authorization: Bearer " + gateway.key_a.encode()
                          + b"\r\nContent-Length: 900000\r\n\r\n{\"name\": \"")
             stalled.append(sock)
@@ -199,6 +201,35 @@ def test_one_key_cannot_hold_every_request_slot_with_slow_bodies(gateway, api):
         time.sleep(0.1)
 
 
+def test_a_server_on_loopback_refuses_what_a_web_page_of_another_site_sends(gateway, api, fresh_name):
+    """DNS rebinding: a page whose own name resolves to 127.0.0.1 read, wrote and deleted every
+    memory (REST and the dashboard took any Host; only /mcp checked it). A form posted from any
+    site ran consolidate (its body is optional, so text/plain passed)."""
+    from urllib.parse import urlsplit
+
+    ok(api.post("/v1/memories", json={"name": fresh_name, "config": {"encoder": "hash"}}), 201)
+    port = urlsplit(gateway.base_url).port
+    rebound = {"Host": f"attacker.example:{port}"}
+    for method, path in (("GET", f"/v1/memories/{fresh_name}/history"), ("DELETE", f"/v1/memories/{fresh_name}"),
+                         ("GET", "/"), ("GET", "/healthz")):
+        error = error_of(api.request(method, path, headers=rebound), 421)
+        assert error["code"] == "misdirected_request" and "127.0.0.1" in error["message"], error
+    mcp = api.post("/mcp", headers={**rebound, "Accept": "application/json, text/event-stream"},
+                   json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert mcp.status_code == 421 and "misdirected_request" in mcp.json()["error"]["message"], mcp.text
+    before = ok(api.get(f"/v1/memories/{fresh_name}/stats"))["weight_hash"]
+    for origin in ("https://evil.example", "null"):
+        posted = api.post(f"/v1/memories/{fresh_name}/consolidate", content=b"x",
+                          headers={"Origin": origin, "Content-Type": "text/plain"})
+        assert error_of(posted, 403)["code"] == "forbidden", posted.text
+    assert ok(api.get(f"/v1/memories/{fresh_name}/stats"))["weight_hash"] == before
+    # this machine's names and pages (the dashboard, a local MCP inspector) are served
+    assert ok(api.get(f"/v1/memories/{fresh_name}/stats", headers={"Host": f"localhost:{port}"}))
+    assert ok(api.get(f"/v1/memories/{fresh_name}/stats", headers={"Origin": f"http://127.0.0.1:{port}"}))
+    assert ok(api.get(f"/v1/memories/{fresh_name}/stats", headers={"Origin": "http://localhost:6274"}))
+    api.delete(f"/v1/memories/{fresh_name}")
+
+
 def test_an_unsupported_method_is_405_with_allow(api):
     response = api.request("TRACE", "/v1/memories")
     assert error_of(response, 405)["code"] == "method_not_allowed"
@@ -210,6 +241,16 @@ def test_readiness_reports_each_dependency(anon):
     assert body["status"] == "ok"
     assert body["checks"] == {"metadata": "ok", "checkpoints": "ok", "actors": "ok", "encoder": "ok"}
     assert ok(anon.get("/healthz"))["checks"] == body["checks"]
+
+
+def _two_keys():
+    from serve.auth import Authenticator
+
+    return Authenticator.from_keys({"key-a-0000": "tenant-a", "key-b-0000": "tenant-b"})
+
+
+# One key spelt as authentication accepts it: each spelling had a bucket and a cap of its own.
+SPELLINGS_OF_KEY_A = ["Bearer key-a-0000", "bearer key-a-0000", "BEARER  key-a-0000", " Bearer key-a-0000 "]
 
 
 def test_rate_limit_refuses_with_429_retry_after_and_names_the_limit():
@@ -225,7 +266,7 @@ def test_rate_limit_refuses_with_429_retry_after_and_names_the_limit():
     async def ping() -> dict:
         return {"pong": True}
 
-    app.add_middleware(AdmissionMiddleware, rate=0.5, burst=3, max_in_flight=0)
+    app.add_middleware(AdmissionMiddleware, auth=_two_keys(), rate=0.5, burst=3, max_in_flight=0)
     app.add_middleware(RequestContextMiddleware)
     transport = httpx.ASGITransport(app=app)
 
@@ -237,6 +278,8 @@ def test_rate_limit_refuses_with_429_retry_after_and_names_the_limit():
             error = error_of(refused, 429)
             assert error["code"] == "rate_limited" and "NMEM_RATE_LIMIT_PER_SECOND" in error["message"]
             assert 1 <= int(refused.headers["retry-after"]) <= math.ceil(1 / 0.5)
+            for spelling in SPELLINGS_OF_KEY_A:  # the same key, the same bucket
+                error_of(await client.get("/v1/ping", headers={"Authorization": spelling}), 429)
             other = await client.get("/v1/ping", headers={"Authorization": "Bearer key-b-0000"})
             assert other.status_code == 200  # buckets are per key
 
@@ -266,7 +309,7 @@ def test_requests_in_flight_are_capped_per_key_and_given_back_when_they_end():
         return {"held": True}
 
     app.add_middleware(CatchAllMiddleware)
-    app.add_middleware(AdmissionMiddleware, rate=0, burst=1, max_in_flight=3)
+    app.add_middleware(AdmissionMiddleware, auth=_two_keys(), rate=0, burst=1, max_in_flight=3)
     app.add_middleware(RequestContextMiddleware)
     a, b = {"Authorization": "Bearer key-a-0000"}, {"Authorization": "Bearer key-b-0000"}
 
@@ -274,10 +317,11 @@ def test_requests_in_flight_are_capped_per_key_and_given_back_when_they_end():
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
             for fail in (False, True):
                 release["event"] = asyncio.Event()
-                held = [asyncio.create_task(client.get("/v1/hold", params={"fail": fail}, headers=a))
-                        for _ in range(3)]
+                held = [asyncio.create_task(client.get("/v1/hold", params={"fail": fail},
+                                                       headers={"Authorization": spelling}))
+                        for spelling in SPELLINGS_OF_KEY_A[:3]]
                 await asyncio.sleep(0.2)
-                error = error_of(await client.get("/v1/hold", headers=a), 429)
+                error = error_of(await client.get("/v1/hold", headers={"Authorization": SPELLINGS_OF_KEY_A[3]}), 429)
                 assert "at most 3 may be under way per API key" in error["message"], error
                 other = asyncio.create_task(client.get("/v1/hold", headers=b))
                 await asyncio.sleep(0.2)
