@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -184,12 +185,14 @@ def read_file(path: str | Path, *, max_bytes: int | None = None) -> Image:
 
 def write_file(path: str | Path, chunks: Iterable[bytes]) -> int:
     """Write chunks to `path` atomically (a partial file never has the final name, and none is
-    left behind when writing fails)."""
+    left behind when writing fails), readable by its owner only: an image holds every text its
+    memory was told, as the server's data directory does (0600 there too)."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     written = 0
     try:
-        with open(partial, "wb") as out:
+        partial.unlink(missing_ok=True)  # one left by a crash keeps its mode through O_TRUNC
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
             for chunk in chunks:
                 out.write(chunk)
                 written += len(chunk)

@@ -59,6 +59,7 @@ def test_export_then_import_is_the_same_memory(nm, fresh_name, tmp_path):
     assert (header.weight_hash, header.step, header.tag, header.encoder) == (trained, 12, "v1", "hash")
     assert live.weight_hash == nm.stats(fresh_name).weight_hash != trained and live.step == 13
     assert image.read_file(tmp_path / "v1.nmem").header.part_names() == ["checkpoint"]
+    assert (tmp_path / "live.nmem").stat().st_mode & 0o777 == 0o600  # it holds every text: owner only
 
     copy = f"{fresh_name}-copy"
     result = nm.import_image(tmp_path / "v1.nmem", copy)
