@@ -466,7 +466,9 @@ class MemoryActor(Rebinding, Forgetting):
     def _bind(self, qname: str | None) -> None:
         """Take memory `qname` until release(); refuse a second, different one meanwhile."""
         if qname is not None and self._qname is not None and qname != self._qname:
-            raise InvalidInput(f"this actor serves memory {self._qname}, not {qname}")
+            # Unavailable (a race the caller retries), not naming the memory it serves: that one
+            # may be another tenant's.
+            raise Unavailable(f"the actor picked for memory {shown(qname)} serves another memory; retry")
         if self._qname is None and qname is None:
             raise InvalidInput("a spare memory actor needs the name of the memory to start")
         self._qname = self._qname or qname

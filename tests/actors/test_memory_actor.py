@@ -12,6 +12,7 @@ from actors import MemoryActor, normalize_config
 from actors.code_id import CODE_ID
 from errors import (CheckpointConflict, CheckpointNotFound, InvalidInput, MemoryNotFound, MetadataError,
                     RequestIdReused, Superseded, Unavailable)
+from storage import shown
 from tests.actors.conftest import register
 from tests.cluster.helpers import SMALL, encode, reference_hash, wait_until
 
@@ -266,8 +267,9 @@ def test_spare_warms_up_then_serves_one_memory_for_life(local_storage, make_acto
         assert {"checkpoint_fetch", "checkpoint_decode", "wal_replay", "total"} <= set(started["timings"])
         assert spare.identity() == {"qname": Q, "started": True, "warm": True, "code": CODE_ID}
         assert spare.start(Q)["step"] == 1  # idempotent
-        with pytest.raises(InvalidInput, match="serves memory"):
+        with pytest.raises(Unavailable, match="serves another memory; retry") as refused:
             spare.start("acme/other")
+        assert Q not in str(refused.value) and shown(Q) not in str(refused.value)  # maybe another tenant's
         assert spare.observe("s1", encode(["learned by the spare"]), ["learned by the spare"])["step"] == 2
     finally:
         spare._stop.set()
