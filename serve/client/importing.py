@@ -449,17 +449,26 @@ class Journal:
         """The import of plan key `key` run by this process alone: Busy while another process
         runs it (the same files, options and memory), which would resume from a journal still
         being written."""
-        path = _journal_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_suffix(".lock"), "a+") as lock:
-            if fcntl is not None:
+        lock_path = _journal_path(key).with_suffix(".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:  # no advisory locks here (Windows): runs are not kept apart
+            yield
+            return
+        while True:
+            with open(lock_path, "a+") as lock:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     raise Busy(f"another run of this import into {memory} is under way (the same files and "
                                "options); wait for it to finish, or stop it and run this command again to "
                                "resume") from None
-            yield  # the lock goes with the file's closing
+                if not _same_file(lock, lock_path):  # locked a file a finished run had just removed
+                    continue
+                try:
+                    yield
+                finally:
+                    lock_path.unlink(missing_ok=True)  # while held: a run that opened it now retries
+                return
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -470,6 +479,14 @@ class Journal:
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def _same_file(opened, path: Path) -> bool:
+    """Whether `path` still names the file `opened` is (not removed or replaced since)."""
+    try:
+        return os.stat(path).st_ino == os.fstat(opened.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _journals() -> Iterator[Journal]:

@@ -363,6 +363,46 @@ def test_a_file_imported_with_others_is_refused_for_that_reason(gateway, client,
     assert _stats(client, fresh_name).total_observations == 12
 
 
+def test_an_imports_lock_is_held_while_it_runs_and_its_file_removed_after(tmp_path, journals):
+    """Lock files were left behind, one per import. A finished run now removes its file while
+    it holds it, so a run that had opened that file just before must see that it locked a
+    removed file (and take a new one), or two runs could both hold "the lock"."""
+    import threading
+
+    from errors import Busy
+    from neural_memory.importing import _same_file
+
+    with open(tmp_path / "gone.lock", "a+") as opened:
+        assert _same_file(opened, tmp_path / "gone.lock")
+        (tmp_path / "gone.lock").unlink()
+        assert not _same_file(opened, tmp_path / "gone.lock")
+        (tmp_path / "gone.lock").touch()  # a new file under the name is not the one locked
+        assert not _same_file(opened, tmp_path / "gone.lock")
+
+    entered, leave, results = threading.Event(), threading.Event(), []
+
+    def run(name: str) -> None:
+        try:
+            with Journal.held("plan-key", "notes"):
+                results.append(name)
+                entered.set()
+                leave.wait(10)
+        except Busy:
+            results.append(f"{name}: busy")
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    assert entered.wait(10)
+    with pytest.raises(Busy):  # while held: refused
+        with Journal.held("plan-key", "notes"):
+            pass
+    leave.set()
+    first.join(10)
+    with Journal.held("plan-key", "notes"):  # after: taken, on a file of its own
+        assert list(journals.glob("*.lock"))
+    assert results == ["first"] and not list(journals.glob("*.lock"))
+
+
 def test_a_second_run_of_an_import_under_way_is_refused(gateway, client, tmp_path, journals, fresh_name):
     """Both runs wrote the one journal (one died on its temp file) and the second said it was
     "resuming" an import that was still running."""
@@ -382,6 +422,7 @@ def test_a_second_run_of_an_import_under_way_is_refused(gateway, client, tmp_pat
     again = _cli(gateway, str(notes), "--memory", fresh_name, "--batch-size", "16", "--in-flight", "1")
     out, _ = again.communicate(timeout=300)
     assert again.returncode == 0 and "already imported" in out  # the lock went with the first run
+    assert not list(journals.glob("*.lock"))  # and left no file behind
 
 
 def test_the_same_bytes_read_in_another_format_are_another_import(gateway, client, tmp_path, journals, fresh_name):
