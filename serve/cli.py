@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     mcp.add_argument("--url", default=os.environ.get("NMEM_URL", "http://127.0.0.1:8000"),
                      help="gateway base URL (default http://127.0.0.1:8000 or NMEM_URL)")
     mcp.add_argument("--api-key", default=os.environ.get("NMEM_API_KEY"),
-                     help="API key for the gateway (or NMEM_API_KEY)")
+                     help="API key for the gateway (default NMEM_API_KEY, which other users cannot read in `ps`)")
     mcp.add_argument("--memory", default=os.environ.get("NMEM_DEFAULT_MEMORY"),
                      help="memory used when a tool call names none (created on first use; default "
                           "NMEM_DEFAULT_MEMORY, else the gateway's own default)")

@@ -374,7 +374,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 "
                    "(default: start a private one and stop it at the end)")
     p.add_argument("--api-key", default=os.environ.get("NMEM_API_KEY"),
-                   help="API key for --url (default: $NMEM_API_KEY; none if auth is off)")
+                   help="API key for --url (default: $NMEM_API_KEY, which other users cannot read in `ps`; "
+                        "none if auth is off)")
     p.add_argument("--out", type=Path, default=Path("surprise.png"), help="PNG to write")
     p.add_argument("--encoder", help="encoder for the demo's memories, e.g. minilm, minilm-int8 or "
                    "hash (default: the server's default; the server refuses one it does not know)")

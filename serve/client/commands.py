@@ -81,7 +81,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
 
 def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=None, help="server URL (default NMEM_URL or http://127.0.0.1:8000)")
-    p.add_argument("--api-key", default=None, help="server API key (default NMEM_API_KEY)")
+    p.add_argument("--api-key", default=None, help="server API key (default NMEM_API_KEY, which other users cannot read in `ps`)")
 
 
 def _registry_args(p: argparse.ArgumentParser) -> None:
