@@ -9,7 +9,7 @@ The control plane (cluster/) creates and supervises these; nothing here starts R
 
 from actors.code_id import CODE_ID
 from actors.durability import AUTO_PREFIX, Checkpoints, blob_to_parts, is_auto, parts_to_blob
-from actors.memory_actor import MemoryActor
+from actors.memory_actor import MemoryActor, out_of_order
 from actors.settings import ActorSettings
 from actors.spec import ACTOR_PREFIX, ActorSpec, new_actor_name, normalize_config
 
@@ -26,4 +26,5 @@ __all__ = [
     "parts_to_blob",
     "normalize_config",
     "CODE_ID",
+    "out_of_order",
 ]

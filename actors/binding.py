@@ -25,6 +25,7 @@ __all__ = ["Rebinding", "ROUTED_METHODS", "RELEASE_WAIT", "TRIM_AFTER"]
 ROUTED_METHODS = frozenset({
     "observe", "consolidate", "checkpoint", "restore", "snapshot", "surprise", "infer",
     "attention_map", "explain", "stats", "where", "flush_records", "forget_start", "forget_status",
+    "has_applied",
 })
 RELEASE_WAIT = 60.0  # seconds release() waits for calls in flight
 # Seconds a released process stays unbound before its freed heap goes back to the OS. In a

@@ -65,6 +65,16 @@ log = logging.getLogger(__name__)
 RECORD_RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 1.0, *(2.0,) * 11)
 
 
+def out_of_order(request_id: str, qname: str, wait: float) -> OutOfOrder:
+    """The refusal of a write whose predecessor `request_id` (its after_request_id) was not
+    applied to memory `qname` within `wait` seconds."""
+    return OutOfOrder(f"write {request_id!r}, which this one must follow (after_request_id), was not "
+                      f"applied to {shown(qname)} within {wait:g} s, or so long ago that its id is no "
+                      f"longer remembered; nothing of this write was applied. If {request_id!r} was "
+                      "acknowledged, send this write again without after_request_id; if not, send "
+                      f"{request_id!r} first")
+
+
 class MemoryActor(Rebinding, Forgetting):
     """The live state of memory `qname`; wrap with `ray.remote` (see cluster.supervisor)."""
 
@@ -268,11 +278,13 @@ class MemoryActor(Rebinding, Forgetting):
         with self._applied:
             if self._applied.wait_for(lambda: self._applied_before(request_id) or self._closing, wait):
                 return
-        raise OutOfOrder(f"write {request_id!r}, which this one must follow (after_request_id), was not "
-                         f"applied to {shown(self._qname)} within {wait:g} s, or so long ago that its id is no "
-                         f"longer remembered; nothing of this write was applied. If {request_id!r} was "
-                         "acknowledged, send this write again without after_request_id; if not, send "
-                         f"{request_id!r} first")
+        raise out_of_order(request_id, self._qname, wait)
+
+    def has_applied(self, request_id: str) -> bool:
+        """Whether write `request_id` is applied (or was, before a forget took from it): the
+        control plane asks before it sends a write that must follow it (cluster.ordering)."""
+        self._ready()
+        return self._applied_before(request_id)
 
     def _observe(self, request_id: str, fingerprint: str, array: np.ndarray, texts: list[str],
                  domain: str | None, learning_rate: float | None) -> dict:

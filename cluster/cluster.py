@@ -29,6 +29,7 @@ from storage import Storage, open_storage, shown
 from cluster.creating import Creations
 from cluster.forget import ForgetOps
 from cluster.names import check_tenant, check_user_tag, qualify
+from cluster.ordering import OrderedWrites
 from cluster.router import ActorRouter
 from cluster.settings import ClusterSettings
 from cluster.supervisor import current_supervisor, unwrap
@@ -121,6 +122,7 @@ class MemoryCluster:
         self._start_lock = asyncio.Lock()
         self._forget = ForgetOps(self)
         self._creations = Creations(self)
+        self._ordered = OrderedWrites()
         self._aof_rewrite: asyncio.Task | None = None  # the one pending after deletes
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -276,8 +278,17 @@ class MemoryCluster:
         (`batch`, or more than one text) is answered with one result per item in `items`."""
         request_id = contract.check_request_id(request_id) or uuid.uuid4().hex
         after = contract.check_after_request_id(after_request_id, request_id)
-        result = await self._call(tenant, name, "observe", request_id, vectors, texts, domain, learning_rate,
-                                  after)
+        qname, applied = qualify(tenant, name), False
+        self._ordered.started(qname, request_id)
+        try:
+            if after is not None:  # waited for here, where a wait holds none of the actor's call slots
+                await self._ordered.wait_for(qname, after, lambda: self._call(tenant, name, "has_applied", after),
+                                             self.settings.actor.ordered_write_wait_seconds)
+            result = await self._call(tenant, name, "observe", request_id, vectors, texts, domain,
+                                      learning_rate, after)
+            applied = True
+        finally:
+            self._ordered.ended(qname, request_id, applied)
         shaped = {key: result[key] for key in _OBSERVE_KEYS}
         shaped["repeated"] = bool(result.get("repeated"))  # the actor answered an earlier write's result
         surprises = result.get("surprises") or []  # a retry's are the first answer's

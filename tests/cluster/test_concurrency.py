@@ -50,6 +50,43 @@ def test_sixteen_concurrent_writers(shared_cluster, arun, tenant):
     assert after["weight_hash"] == stats["weight_hash"] and after["total_observations"] == sent
 
 
+def test_more_ordered_writes_in_flight_than_actor_slots_neither_block_the_memory_nor_fail(make_cluster, arun,
+                                                                                         tenant):
+    """Each write waiting for its predecessor held one of the actor's call slots: with as many
+    waiting as there are slots, the predecessor (and every read) queued behind them until they
+    all failed with out_of_order. They now wait in the control plane."""
+    from actors import ActorSettings
+
+    cluster = make_cluster(actor_max_concurrency=2, actor=ActorSettings(ordered_write_wait_seconds=15.0))
+    texts = [f"ordered note {i} on the {w} pier" for i, w in enumerate("abcdefgh")]
+    vectors = encode(texts)
+    for name in ("queue", "queue-twin"):
+        arun(cluster.create_memory(tenant, name, SMALL))
+    for i, text in enumerate(texts):
+        arun(cluster.observe(tenant, "queue-twin", vectors[i : i + 1], [text]))
+
+    async def send(i: int, delay: float) -> dict:
+        await asyncio.sleep(delay)
+        return await cluster.observe(tenant, "queue", vectors[i : i + 1], [texts[i]], request_id=f"q{i}",
+                                     after_request_id=f"q{i - 1}" if i else None)
+
+    async def newest_first_and_a_read() -> tuple[list[dict], dict, float]:
+        n = len(texts)
+        writes = asyncio.gather(*(send(i, 0.3 + 0.05 * (n - 1 - i)) for i in range(1, n)))
+        await asyncio.sleep(0.8)  # every successor is waiting now: a read still gets a slot
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        stats = await cluster.stats(tenant, "queue")
+        read_took = loop.time() - began
+        first = await send(0, 0.0)
+        return [first, *await writes], stats, read_took
+
+    results, stats, read_took = arun(newest_first_and_a_read())
+    assert stats["total_observations"] == 0 and read_took < 10, read_took  # not behind the waiting writes
+    assert [r["step"] for r in results] == list(range(1, len(texts) + 1))
+    assert results[-1]["weight_hash"] == arun(cluster.stats(tenant, "queue-twin"))["weight_hash"]
+
+
 def test_writes_that_name_their_predecessor_are_applied_in_that_order(make_cluster, arun, tenant):
     """A client keeping several writes in flight names each one's predecessor: they arrive in
     any order and are applied in the client's; one whose predecessor never comes is refused
