@@ -12,13 +12,15 @@ How LangGraph's key-value interface maps onto memories that learn:
   characters. A namespace's memory is created on its first put; with `fork_from` (a namespace,
   e.g. ("team",)) it is forked from that namespace's memory instead, so each user's memory
   starts with the shared knowledge and learns on its own, and its search also returns the
-  inherited items (with their own namespace).
+  inherited items (with their own namespace) that still hold the text it inherited. With an
+  empty `name_prefix` every memory of the tenant is taken for one of this store's namespaces.
 - `put` makes the memory *learn* the item's text (LangGraph's `index` fields; default the whole
   value as JSON; `index=False` learns nothing) and writes the exact value to `records`.
 - `search(ns, query=...)` asks the memory (`infer`) what it recalls for the query; each
   recalled text is mapped back to the items whose text it is, scored by the memory's
   attention weight times its confidence in the query (so items of several memories, under a
-  namespace prefix, compare). Without a query, search lists `records` (with the filter).
+  namespace prefix, compare); texts no current item holds (deleted, or replaced by a put) make
+  it ask for more. Without a query (or an empty one), search lists `records` (with the filter).
 - `get` and `delete` work by key on `records`: a network's weights cannot be read back as an
   exact value, so the exact values live in an ordinary store. By default that is LangGraph's
   `InMemoryStore` (this process only; nothing is shared or kept across restarts); pass
@@ -218,7 +220,12 @@ class NeuralMemoryStore(BaseStore):
             raise InvalidInput(f"{TEXT_FIELD!r} is reserved by NeuralMemoryStore; rename that field")
         text = self.learned_text(op.value, op.index)
         if text is not None:
-            yield from self._learn(memory_name(op.namespace, self.name_prefix), text)
+            try:
+                yield from self._learn(memory_name(op.namespace, self.name_prefix), text)
+            except InvalidInput as exc:  # told in the store's terms, not the REST call's fields
+                raise InvalidInput(f"put({op.namespace}, {op.key!r}): the text this item would learn (its index "
+                                   f"fields; by default the whole value as JSON) was refused: {_reason(exc)}. "
+                                   "Learn fewer fields with index=[\"field\"], or nothing with index=False") from None
         record = {**op.value, TEXT_FIELD: _digest(text) if text is not None else None}
         yield _Records([PutOp(op.namespace, op.key, record, index=False)])
         return None
@@ -252,7 +259,7 @@ class NeuralMemoryStore(BaseStore):
             yield _Server("observe", (name, text))
 
     def _search(self, op: SearchOp) -> Plan:
-        if op.query is None:
+        if not op.query:  # as LangGraph's own stores: an empty query is no query
             [items] = yield _Records([SearchOp(op.namespace_prefix, op.filter, op.limit, op.offset)])
             return [_searched(item, None) for item in items]
         prefix = tuple(op.namespace_prefix)
@@ -262,33 +269,55 @@ class NeuralMemoryStore(BaseStore):
             raise InvalidInput(f"a search under namespace {prefix} would ask {len(spaces):,} memories, more than "
                                f"max_search_memories ({self.max_search_memories}): search a narrower namespace "
                                "prefix (e.g. one user's), or raise max_search_memories")
-        recalled: dict[tuple[tuple[str, ...], str], float] = {}
-        for ns in spaces:
-            try:
-                answer = yield _Server("infer", (memory_name(ns, self.name_prefix), op.query),
-                                       {"top_k": min(MAX_TOP_K, max(10, 2 * (op.limit + op.offset)))})
-            except MemoryNotFound:  # deleted since it was listed
-                continue
-            # A memory's weights sum to 1 over what it holds (a memory of one item scores it 1,
-            # however far from the query): times its confidence in the query (1 - the query's
-            # surprise there), the scores of different memories compare.
-            for hit in answer.attention_weights:
-                key = (ns, _digest(hit.pattern))
-                recalled[key] = max(recalled.get(key, 0.0), hit.weight * answer.confidence)
-        if not recalled:
-            return []
-        wanted = [(owner, digest, score) for (ns, digest), score in recalled.items()
-                  for owner in self._owners(ns)]
-        found = yield _Records([SearchOp(owner, {**(op.filter or {}), TEXT_FIELD: digest},
-                                         limit=_ALL) for owner, digest, _ in wanted])
         best: dict[tuple, tuple[float, Item]] = {}
-        for (owner, _, score), items in zip(wanted, found):
-            for item in items:  # the records store searches by prefix; keep exact namespaces
-                key = (item.namespace, item.key)
-                if item.namespace == owner and score > best.get(key, (-1.0,))[0]:
+        for ns in spaces:
+            for key, (score, item) in (yield from self._recall(ns, op)).items():
+                if score > best.get(key, (-1.0,))[0]:
                     best[key] = (score, item)
         ranked = sorted(best.values(), key=lambda pair: -pair[0])
         return [_searched(item, score) for score, item in ranked[op.offset:op.offset + op.limit]]
+
+    def _recall(self, ns: tuple[str, ...], op: SearchOp) -> Plan:
+        """The items memory `ns` recalls for `op.query`, {(namespace, key): (score, item)}. A
+        memory still holds what it learned from deleted items and from earlier values of
+        updated keys, and those take places in its answer: it is asked again for more
+        (`top_k` doubled, up to MAX_TOP_K) until enough of what it recalls is a current item."""
+        wanted, top_k = op.limit + op.offset, min(MAX_TOP_K, max(10, 2 * (op.limit + op.offset)))
+        while True:
+            try:
+                answer = yield _Server("infer", (memory_name(ns, self.name_prefix), op.query), {"top_k": top_k})
+            except MemoryNotFound:  # deleted since it was listed
+                return {}
+            except InvalidInput as exc:
+                raise InvalidInput(f"search query refused by the memory of namespace {ns}: {_reason(exc)}") from None
+            # A memory's weights sum to 1 over what it holds (a memory of one item scores it 1,
+            # however far from the query): times its confidence in the query (1 - the query's
+            # surprise there), the scores of different memories compare.
+            recalled: dict[str, float] = {}
+            for hit in answer.attention_weights:
+                digest = _digest(hit.pattern)
+                recalled[digest] = max(recalled.get(digest, 0.0), hit.weight * answer.confidence)
+            found = yield from self._current_items(ns, recalled, op.filter)
+            exhausted = len(answer.attention_weights) < top_k or top_k == MAX_TOP_K
+            if len(found) >= wanted or exhausted:
+                return found
+            top_k = min(MAX_TOP_K, 2 * top_k)
+
+    def _current_items(self, ns: tuple[str, ...], recalled: dict[str, float], filter: dict | None) -> Plan:
+        """The records whose learned text memory `ns` recalled ({text digest: score}), in its own
+        namespace or the one it was forked from: {(namespace, key): (score, item)}."""
+        wanted = [(owner, digest, score) for digest, score in recalled.items() for owner in self._owners(ns)]
+        if not wanted:
+            return {}
+        found = yield _Records([SearchOp(owner, {**(filter or {}), TEXT_FIELD: digest}, limit=_ALL)
+                                for owner, digest, _ in wanted])
+        items: dict[tuple, tuple[float, Item]] = {}
+        for (owner, _, score), matches in zip(wanted, found):
+            for item in matches:  # the records store searches by prefix; keep exact namespaces
+                key = (item.namespace, item.key)
+                if item.namespace == owner and score > items.get(key, (-1.0,))[0]:
+                    items[key] = (score, item)
+        return items
 
     def _owners(self, ns: tuple[str, ...]) -> list[tuple[str, ...]]:
         """Namespaces whose items a memory's recall may be: its own, and what it was forked from."""
@@ -322,6 +351,11 @@ class NeuralMemoryStore(BaseStore):
         if op.max_depth is not None:
             matched = {ns[:op.max_depth] for ns in matched}
         return sorted(matched)[op.offset:op.offset + op.limit]
+
+
+def _reason(refused: InvalidInput) -> str:
+    """A refusal of the client's call without the call's own field name ("context: ...")."""
+    return re.sub(r"^(context|contexts|prompt)(\.\d+)?: ", "", str(refused))
 
 
 def _matches(condition: MatchCondition, ns: tuple[str, ...]) -> bool:

@@ -122,6 +122,41 @@ def test_search_without_query_filters_and_index_false_learns_nothing(store, nm):
         nm.delete_memory(f"notes.{ns[1]}")
 
 
+def test_search_finds_current_items_past_what_updated_and_deleted_keys_left_in_the_memory(store, nm):
+    """The memory keeps learned texts of earlier values and deleted items; they filled the
+    places of its answer, and search returned [] while matching items existed."""
+    ns = ("crm", _user())
+    store.put(ns, "plan", {"text": "Globex is on the starter plan."})
+    for i in range(30):  # an agent updating one key over time
+        store.put(ns, "status", {"text": f"Globex ticket status update #{i}: waiting on the customer "
+                                         f"about order {1000 + i}."})
+    for i in range(12):
+        store.put(ns, f"todo-{i}", {"text": f"Globex follow-up task {i}: call about invoice {500 + i}."})
+        store.delete(ns, f"todo-{i}")
+    try:
+        [hit] = store.search(ns, query="What is the status of Globex's ticket?", limit=1)
+        assert hit.key == "status" and "#29" in hit.value["text"], hit
+        assert {h.key for h in store.search(ns, query="What is the status of Globex's ticket?", limit=5)} \
+            == {"plan", "status"}
+        assert {h.key for h in store.search(ns, query="")} == {"plan", "status"}  # no query: the records
+    finally:
+        nm.delete_memory(f"crm.{ns[1]}")
+
+
+def test_what_put_and_search_refuse_is_told_in_the_stores_terms(store, nm):
+    ns = ("notes", _user())
+    with pytest.raises(E.InvalidInput, match=r"put\(.*'long'\).*index=False") as refused:
+        store.put(ns, "long", {"text": "word " * 7000})
+    assert "context" not in str(refused.value)  # the REST field, which a store user never named
+    store.put(ns, "short", {"text": "A short note."})
+    try:
+        with pytest.raises(E.InvalidInput, match="search query") as refused:
+            store.search(ns, query="q" * 40_000)
+        assert "prompt" not in str(refused.value)
+    finally:
+        nm.delete_memory(f"notes.{ns[1]}")
+
+
 def test_per_user_forks_inherit_shared_knowledge(gateway, nm):
     from neural_memory.langgraph import NeuralMemoryStore
 
