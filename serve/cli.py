@@ -144,9 +144,17 @@ def _serve(args: argparse.Namespace) -> int:
 def _mcp(args: argparse.Namespace) -> int:
     import anyio
 
+    import contract
+    from errors import InvalidInput
     from serve.stdio_proxy import run_proxy
 
-    anyio.run(run_proxy, args.url, args.api_key, args.memory)
+    try:  # what is wrong with the arguments is told in a line, not a traceback, and at once
+        if args.memory is not None:
+            contract.check_memory_name(args.memory, "--memory")
+        anyio.run(run_proxy, args.url, args.api_key, args.memory)
+    except InvalidInput as exc:
+        print(f"neural-memory mcp: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -184,7 +184,9 @@ class Api:
         """Start forgetting: exactly one of `text`, `texts` (e.g. the patterns infer returned),
         `domain` or `steps` ({"from": a, "to": b} or (a, b)). Returns the job; wait for it with
         `wait_for_forget` (or poll `forget_status`)."""
-        if isinstance(steps, tuple):
+        if isinstance(steps, (tuple, list)):
+            if len(steps) != 2:
+                raise InvalidInput(f"steps must be (from, to) or {{'from': a, 'to': b}}, got {steps!r}")
             steps = {"from": steps[0], "to": steps[1]}
         body = model(S.ForgetRequest, text=text, texts=texts, domain=domain, steps=steps, mode=mode,
                      dry_run=dry_run, checkpoints=checkpoints, forks=forks)

@@ -7,8 +7,10 @@ turned into the same exception class (MemoryNotFound, CheckpointConflict, ...) b
 
 Retries: a call is sent again (after 0.2 s, 0.4 s, ... up to `retries` times) when the server
 answers 502/503/504 or the connection fails. A call that changes state is resent after a
-connection failure only when the request surely never left (connect errors), unless the
-server deduplicates it (observe with its request id, see `_calls.IDEMPOTENCY_HEADER`).
+connection failure only when the request surely never left (connect errors), and after a
+502/504 not at all (a proxy's answer: the server may have done it), unless the server
+deduplicates it (observe with its request id, see `_calls.IDEMPOTENCY_HEADER`); such an
+outcome is Unavailable, saying that the call may have been done.
 A call the server's rate limit refused (429 rate_limited: nothing of it was done) waits its
 Retry-After and is sent again, for up to `rate_limit_wait` seconds in all, then RateLimited.
 """
@@ -24,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from errors import InvalidInput, Unavailable
+from errors import AuthError, InvalidInput, Unavailable
 from neural_memory import image
 from neural_memory._calls import Api, Call
 from serve import schemas as S
@@ -36,6 +38,9 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "NMEM_URL"
 API_KEY_ENV = "NMEM_API_KEY"
 RETRY_STATUSES = frozenset({502, 503, 504})
+# A proxy in front of the server answers these when the server was slow or its answer was lost:
+# the request may have been done (a 503 of the server itself is told before anything is done).
+UNKNOWN_OUTCOME_STATUSES = frozenset({502, 504})
 RATE_LIMITED = 429  # code rate_limited: refused before anything was done (not quota_exceeded)
 MAX_RETRY_AFTER_S = 30.0
 DEFAULT_RATE_LIMIT_WAIT_S = 60.0
@@ -75,6 +80,7 @@ class _Base(Api):
             "base_url": self.url, "timeout": self.timeout,
             "headers": {"Authorization": f"Bearer {key}"} if key else {},
         }
+        self._keyless = not key
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise InvalidInput(f"retries must be an int >= 0, got {retries!r}")
         self.retries = retries
@@ -101,6 +107,8 @@ class _Base(Api):
             except ValueError:
                 wait = 1.0
             return (wait, attempt) if waited + wait <= self.rate_limit_wait else None
+        if outcome.status_code in UNKNOWN_OUTCOME_STATUSES and not call.idempotent:
+            return None
         if attempt < self.retries and outcome.status_code in RETRY_STATUSES:
             return self._pause(attempt), attempt + 1
         return None
@@ -108,6 +116,10 @@ class _Base(Api):
     def _outcome(self, call: Call, outcome: httpx.Response | httpx.TransportError) -> Any:
         if isinstance(outcome, httpx.TransportError):
             raise self._unreachable(outcome) from outcome
+        if outcome.status_code in UNKNOWN_OUTCOME_STATUSES and not call.idempotent:
+            raise Unavailable(f"{call.method} {call.path}: HTTP {outcome.status_code} from a proxy in front of the "
+                              f"server at {self.url}, so this call may or may not have been done; it was not "
+                              "sent again (that could do it twice): check (e.g. list or get it) before retrying")
         return self._finish(call, outcome)
 
     @staticmethod
@@ -127,14 +139,17 @@ class _Base(Api):
             raise InvalidInput(f"this {type(self).__name__} was closed; make a new one (or use it inside "
                                "its `with` block)")
 
-    @staticmethod
-    def _finish(call: Call, response: httpx.Response) -> Any:
+    def _finish(self, call: Call, response: httpx.Response) -> Any:
         if response.status_code >= 400:
             try:
                 body = response.json()
             except ValueError:
                 body = None
-            raise error_from_body(response.status_code, body)
+            error = error_from_body(response.status_code, body)
+            if isinstance(error, AuthError) and self._keyless:  # the server's words are about headers
+                error = AuthError(f"{error} (none was given: set {API_KEY_ENV}, or pass api_key=... to the "
+                                  "Python client, --api-key to a neural-memory command)")
+            raise error
         return call.read(response) if call.read is not None else None
 
     @staticmethod
@@ -159,7 +174,11 @@ def _error_code(response: httpx.Response) -> str | None:
 
 
 def _job_id(job: S.ForgetJob | str) -> str:
-    return job if isinstance(job, str) else job.job_id
+    if isinstance(job, S.ForgetJob):
+        return job.job_id
+    if isinstance(job, str):
+        return job
+    raise InvalidInput(f"give the job forget() returned, or its job_id (a string), not {type(job).__name__} {job!r}")
 
 
 def _timed_out(name: str, job_id: str, timeout: float) -> Unavailable:
@@ -178,7 +197,7 @@ class Client(_Base):
     NMEM_API_KEY). Use it as a context manager or call `close()`."""
 
     def __init__(self, url: str | None = None, api_key: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT_S, retries: int = 2,
+                 timeout: float = DEFAULT_TIMEOUT_S, retries: int = 2, *,
                  transport: httpx.BaseTransport | None = None,
                  rate_limit_wait: float = DEFAULT_RATE_LIMIT_WAIT_S) -> None:
         super().__init__(url, api_key, timeout, retries, rate_limit_wait)
@@ -234,7 +253,7 @@ class AsyncClient(_Base):
     """The same methods as `Client`, awaited; `async with AsyncClient(...) as c:`."""
 
     def __init__(self, url: str | None = None, api_key: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT_S, retries: int = 2,
+                 timeout: float = DEFAULT_TIMEOUT_S, retries: int = 2, *,
                  transport: httpx.AsyncBaseTransport | None = None,
                  rate_limit_wait: float = DEFAULT_RATE_LIMIT_WAIT_S) -> None:
         super().__init__(url, api_key, timeout, retries, rate_limit_wait)

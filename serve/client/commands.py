@@ -104,12 +104,14 @@ def split_source(source: str) -> tuple[str, str | None]:
 def run(args: argparse.Namespace) -> int:
     from errors import AuthError, NeuralMemoryError
     from neural_memory import Client
+    from neural_memory.client import API_KEY_ENV
 
     try:
         with Client(args.url, args.api_key) as client:
             return _COMMANDS[args.command](client, args)
-    except NeuralMemoryError as exc:
-        hint = "; give the key with --api-key or NMEM_API_KEY" if isinstance(exc, AuthError) else ""
+    except NeuralMemoryError as exc:  # (without a key, the client's own message says how to give one)
+        refused = isinstance(exc, AuthError) and bool(args.api_key or os.environ.get(API_KEY_ENV))
+        hint = f"; check the key given with --api-key or {API_KEY_ENV}" if refused else ""
         print(f"neural-memory {args.command}: {exc}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # before the command's own handling (an import's resume note)

@@ -87,6 +87,12 @@ def test_bad_arguments_are_refused_before_any_request():
             offline.stats("../etc")
         with pytest.raises(E.InvalidInput, match="top_k"):
             offline.infer("notes", "q", top_k=0)
+        with pytest.raises(E.InvalidInput, match=r"steps must be \(from, to\)"):  # was an IndexError
+            offline.forget("notes", steps=(1,))
+        with pytest.raises(E.InvalidInput, match="job_id"):  # was an AttributeError
+            offline.wait_for_forget("notes", 123)
+        with pytest.raises(TypeError):  # keyword-only: a fifth positional was taken for the transport
+            Client("http://127.0.0.1:9", None, 60, 2, 30)
         with pytest.raises(E.Unavailable, match="cannot reach"):
             offline.list_memories()
 
@@ -216,6 +222,54 @@ def test_importable_only_as_neural_memory():
     assert out.returncode != 0 and "import this package as `neural_memory`" in out.stderr
 
 
+def test_a_proxys_502_or_504_resends_only_what_the_server_deduplicates():
+    """A proxy's 504 (its upstream timeout) comes after the server may have done the call: a
+    create was resent and reported MemoryExists for the memory it had just made; consolidate
+    ran twice. Only a write the server deduplicates (observe, by request id) is resent."""
+    import asyncio
+
+    import httpx
+    from fastapi import FastAPI
+
+    from neural_memory import AsyncClient
+
+    app, done = FastAPI(), []
+
+    @app.post("/v1/memories")
+    async def create(body: dict) -> dict:
+        done.append(("create", body["name"]))
+        return {"name": body["name"], "weight_hash": "h", "weight_parameters": 1}
+
+    @app.post("/v1/memories/{name}/observe")
+    async def observe(name: str, body: dict) -> dict:
+        done.append(("observe", body["request_id"]))
+        return {"surprise": 0.5, "weight_delta": 0.1, "patterns_activated": [], "step": 1, "weight_hash": "h"}
+
+    class ProxyTimingOut(httpx.AsyncBaseTransport):
+        """Forwards every request; answers the first of each path with 504, as a proxy whose
+        upstream timeout fired while the server was working."""
+
+        def __init__(self) -> None:
+            self.server, self.seen = httpx.ASGITransport(app=app), set()
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            answer = await self.server.handle_async_request(request)
+            if request.url.path in self.seen:
+                return answer
+            self.seen.add(request.url.path)
+            return httpx.Response(504, text="<html>504 Gateway Time-out</html>")
+
+    async def run() -> None:
+        async with AsyncClient("http://gw", transport=ProxyTimingOut()) as nm:
+            with pytest.raises(E.Unavailable, match="may or may not have been done"):
+                await nm.create_memory("notes")
+            assert (await nm.observe("notes", "a fact")).step == 1
+        assert done[0] == ("create", "notes") and len(done) == 3  # the create once, the observe twice
+        assert done[1] == done[2] and done[1][0] == "observe"
+
+    asyncio.run(run())
+
+
 def test_a_rate_limited_call_waits_its_retry_after_and_goes_through():
     """The gateway's own rate-limit middleware on a tiny app: a 429 rate_limited is refused
     before anything is done, so the client waits Retry-After and sends it again (up to
@@ -227,8 +281,8 @@ def test_a_rate_limited_call_waits_its_retry_after_and_goes_through():
     from fastapi.responses import JSONResponse
 
     from neural_memory import AsyncClient
-    from serve.http_middleware import RequestContextMiddleware
     from serve.auth import Authenticator
+    from serve.http_middleware import RequestContextMiddleware
     from serve.limits import AdmissionMiddleware
 
     app, created = FastAPI(), []

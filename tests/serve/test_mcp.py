@@ -321,6 +321,29 @@ def test_stdio_proxy_names_the_gateway_it_cannot_reach():
     assert f"unavailable: cannot reach the gateway at {url}" in message and "request id None" not in message, message
 
 
+@pytest.mark.parametrize("args, words", [
+    (["--url", "http://127.0.0.1:9/mcp"], "give the server's base URL"),
+    (["--url", "http://127.0.0.1:9", "--memory", "Bad Name"], "--memory"),
+])
+def test_stdio_proxy_refuses_bad_arguments_at_start_in_one_line(args, words):
+    """A bad --url ended in a traceback in the desktop client's log; a bad --memory was taken,
+    and every tool call then failed."""
+    import subprocess
+
+    cli = Path(sys.executable).with_name("neural-memory")
+    run = subprocess.run([str(cli), "mcp", *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert run.returncode == 2 and words in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+def test_a_keyless_client_is_told_how_to_give_a_key(gateway):
+    from neural_memory import Client
+
+    with Client(gateway.base_url, api_key="") as keyless, pytest.raises(Exception, match="api_key=") as refused:
+        keyless.list_memories()
+    assert "NMEM_API_KEY" in str(refused.value) and type(refused.value).__name__ == "AuthError"
+
+
 @pytest.mark.parametrize("tool, args", [
     ("list_memories", {"limit": True}), ("list_memories", {"limit": "5"}), ("list_memories", {"limit": 5.0}),
     ("forget", {"text": "x", "dry_run": "yes"}), ("forget", {"text": "x", "forks": "true"}),
