@@ -143,9 +143,11 @@ def text_too_long(length: int, field: str = "text") -> InvalidInput:
 
 def same_words(text: str) -> str:
     """A text as a statement: its words, case, spacing and closing punctuation aside ("Carol's
-    PIN is 9981." and "carol's pin  is 9981" say the same). Where a memory tells whether it holds
-    a text: surprise's `skip`, and forget's text selectors."""
-    return " ".join(text.casefold().split()).rstrip(".!?;:, ") or text
+    PIN is 9981." and "carol's pin  is 9981" say the same), and how Unicode spells a character
+    ("é" as one code point or as "e" and an accent; fullwidth "９" or "9": NFKC). Where a memory
+    tells whether it holds a text: surprise's `skip`, and forget's text selectors."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    return " ".join(folded.split()).rstrip(".!?;:, ") or text
 
 
 def check_text(text: Any, field: str = "text") -> str:

@@ -1,5 +1,7 @@
 """Codec round trips, config validation, the façade's contract and its errors (hash encoder: fast)."""
 
+import unicodedata
+
 import numpy as np
 import pytest
 
@@ -84,6 +86,15 @@ def test_bad_input_is_invalid_input_and_changes_nothing(memory, call):
     with pytest.raises(InvalidInput):
         call(memory)
     assert (memory.weight_hash, memory.step) == before
+
+
+def test_a_text_spelt_with_other_unicode_code_points_is_the_same_words():
+    """"é" as one code point or as "e" and a combining accent (as macOS file names spell it) is
+    the same text to a reader: surprise said "learn" for a text the memory held."""
+    memory = NeuralMemory(MemoryConfig(encoder="hash"))
+    memory.observe("Zoë runs the café on the corner")
+    assert memory.surprise(unicodedata.normalize("NFD", "Zoë runs the café on the corner"))["recommendation"] == "skip"
+    assert memory.surprise("Zoe runs the cafe on the corner")["recommendation"] == "learn"  # other letters
 
 
 def test_result_shapes_follow_the_contract(memory):
