@@ -29,6 +29,10 @@ __all__ = ["Creations"]
 log = logging.getLogger(__name__)
 
 CLEANUP_RETRY_SECONDS = 2.0
+# How long a call that finds its name being created by another waits for that creation to end
+# (a cold start takes seconds), so of two concurrent creates one is 201 and the other 409, not
+# 503; past it, still Busy.
+OTHER_CREATION_WAIT_SECONDS = 30.0
 # Waits between tries of the last step while Redis is away (~10 s: a restart takes about one)
 FINISH_RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0)
 
@@ -88,7 +92,21 @@ class Creations:
 
     async def _taken_by(self, qname: str, attempt: str | None, hint: str = "") -> dict | None:
         """`qname`'s record if `attempt` is creating it (its first create landed, the answer was
-        lost); None if the name is free, or freed here of a creation without a creator."""
+        lost); None if the name is free, or freed here of a creation without a creator. While
+        another creation holds the name, waits for it to end (OTHER_CREATION_WAIT_SECONDS)."""
+        loop = asyncio.get_running_loop()
+        give_up, delay = loop.time() + OTHER_CREATION_WAIT_SECONDS, 0.05
+        while True:
+            try:
+                return await self._taken_now(qname, attempt, hint)
+            except Busy:
+                if loop.time() + delay > give_up:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 1.0)
+
+    async def _taken_now(self, qname: str, attempt: str | None, hint: str) -> dict | None:
+        """`_taken_by`, without waiting: Busy while another creation holds the name."""
         record = await self._record(qname)
         if not record:
             return None

@@ -14,6 +14,7 @@ Serve app is shut down (the gateway's lifespan closes the cluster), then Ray, th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -118,6 +119,18 @@ class _StoppedWhileStarting(Exception):
     pass
 
 
+# The working directory Ray is started in (see run_server), inside the data directory.
+RAY_WORKING_DIR = "ray-working-dir"
+
+
+def _empty_folder(path: Path) -> Path:
+    """`path`, made (owner only) if missing, with nothing in it."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for entry in path.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    return path
+
+
 def run_server(opts: ServeOptions) -> int:
     """Start everything, print the URL, block until a signal, then stop it all in order."""
     from cluster import start_storage
@@ -156,8 +169,12 @@ def run_server(opts: ServeOptions) -> int:
         try:
             # A Ray of our own is reached only from this machine: its node address is loopback.
             local = {"_node_ip_address": "127.0.0.1"} if not cluster_settings.ray_address else {}
-            ray.init(address=cluster_settings.ray_address or "local", include_dashboard=False,
-                     logging_level="WARNING", log_to_driver=False, **local)
+            # Ray puts the driver's working directory on every worker's import path (and its
+            # processes start in it): a file of the user's there (mcp.py, errors.py, ...) would
+            # shadow a package the replicas import. They get a folder of ours, empty and kept.
+            with contextlib.chdir(_empty_folder(cluster_settings.storage.data_dir / RAY_WORKING_DIR)):
+                ray.init(address=cluster_settings.ray_address or "local", include_dashboard=False,
+                         logging_level="WARNING", log_to_driver=False, **local)
             stop.listen()  # ray.init put its own SIGTERM handler in (it ends the process)
             stop.check()
             if local:

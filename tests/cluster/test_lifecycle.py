@@ -199,6 +199,7 @@ def test_a_fork_cut_short_while_redis_is_down_leaves_no_memory_behind(shared_clu
     monkeypatch.setattr(meta, "finish_creating", down)
     monkeypatch.setattr(meta, "delete_memory", down)
     monkeypatch.setattr(creating, "FINISH_RETRY_DELAYS", ())  # Redis stays down: no waiting for it
+    monkeypatch.setattr(creating, "OTHER_CREATION_WAIT_SECONDS", 0.5)  # nor for the creation to end
     with pytest.raises(MetadataError):
         arun(cluster.fork(T, "base", "user.1", source_tag="v1"))
     assert meta.get_memory(qname)["creating"]
@@ -217,7 +218,9 @@ def test_a_fork_cut_short_while_redis_is_down_leaves_no_memory_behind(shared_clu
     assert "creating" not in meta.get_memory(qname)
 
 
-def test_a_creation_whose_creator_died_is_cleared_by_the_next_create_once_stale(shared_cluster, arun, tenant):
+def test_a_creation_whose_creator_died_is_cleared_by_the_next_create_once_stale(shared_cluster, arun, tenant,
+                                                                               monkeypatch):
+    monkeypatch.setattr("cluster.creating.OTHER_CREATION_WAIT_SECONDS", 0.5)  # it never ends: no waiting for it
     T, cluster = tenant, shared_cluster()
     meta, qname = cluster.storage.metadata, f"{T}/orphan"
     creating = {"attempt": "a-gateway-that-died", "since": time.time()}
@@ -317,6 +320,22 @@ def test_a_stale_creation_is_cleared_by_one_gateway_of_two_and_can_be_deleted(sh
     assert not meta.memory_exists(qname) and released.count(qname) == 1
 
 
+def test_of_concurrent_creations_of_one_name_one_is_made_and_the_others_are_told_it_exists(shared_cluster, arun,
+                                                                                         tenant):
+    """The others were told 503 busy ("being created by another call"), and only a retry said 409."""
+    T, cluster = tenant, shared_cluster()
+
+    async def four_at_once() -> list:
+        creates = [cluster.create_memory(T, "contested", SMALL) for _ in range(3)]
+        forks = [cluster.fork(T, "base-of-contested", "contested")]
+        return await asyncio.gather(*creates, *forks, return_exceptions=True)
+
+    arun(cluster.create_memory(T, "base-of-contested", SMALL))
+    answers = arun(four_at_once())
+    made = [a for a in answers if isinstance(a, dict)]
+    assert len(made) == 1 and all(isinstance(a, MemoryExists) for a in answers if a not in made), answers
+
+
 def test_a_memory_is_not_served_before_its_creation_is_whole(shared_cluster, arun, tenant, monkeypatch):
     """Not even by the gateway that started its actor: a write acknowledged then would be lost
     if the creation's last step failed."""
@@ -408,6 +427,7 @@ def test_a_seed_that_outlasts_the_wait_is_cleared_once_it_ends(shared_cluster, a
     monkeypatch.setattr(Checkpoints, "save_auto", slow_save)
     monkeypatch.setattr(Creations, "deadline", property(lambda self: 0.3))
     monkeypatch.setattr(Creations, "settle_seconds", 0.2)
+    monkeypatch.setattr(creating, "OTHER_CREATION_WAIT_SECONDS", 0.5)  # asked before the seed ends
     with pytest.raises(Unavailable, match="was undone"):
         arun(cluster.import_state(T, "late", ExportedState(**vars(image))))
     assert seeded == []

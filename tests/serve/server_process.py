@@ -28,7 +28,8 @@ def session_processes(session: int) -> Iterator[Path]:
 class Server:
     """One `neural-memory serve` process; output goes to a log file for failure messages."""
 
-    def __init__(self, data_dir: Path, port: int, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int, log: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
         env.pop("RAY_ADDRESS", None)  # a fresh local Ray, never the test session's
         cli = Path(sys.executable).with_name("neural-memory")
@@ -37,7 +38,7 @@ class Server:
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [str(cli), "serve", "--port", str(port), "--data-dir", str(data_dir)],
-                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=cwd,
             )
 
     def wait_ready(self, timeout: float = 420.0) -> None:

@@ -60,8 +60,14 @@ def _wait_for_listener(port: int, session: int, other_than: int | None = None,
 
 @pytest.mark.slow
 def test_direct_ingress_serves_from_the_gateway_replica_and_a_replacement_takes_the_port(tmp_path):
+    """Started from a folder holding files named like modules it imports: Ray puts the folder a
+    server starts in on every worker's import path, and a user's mcp.py there failed the deploy."""
     port = free_port()
-    server = Server(tmp_path / "data", port, tmp_path / "serve.log", {"NMEM_INGRESS": "direct"})
+    folder = tmp_path / "a-users-project"
+    folder.mkdir()
+    for module in ("mcp", "errors", "contract", "memory"):
+        (folder / f"{module}.py").write_text(f"raise ImportError('the user\'s own {module}.py was imported')\n")
+    server = Server(tmp_path / "data", port, tmp_path / "serve.log", {"NMEM_INGRESS": "direct"}, cwd=folder)
     try:
         server.wait_ready()
         banner = re.search(r"ingress: direct \(the gateway replica holds :(\d+); Serve's proxy serves the "
