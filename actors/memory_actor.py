@@ -253,28 +253,31 @@ class MemoryActor(Rebinding, Forgetting):
     # ---- writes -----------------------------------------------------------------------------
 
     def observe(self, request_id: str, vectors: Any, texts: list[str], domain: str | None = None,
-                learning_rate: float | None = None, after: str | None = None) -> dict:
+                learning_rate: float | None = None, after: str | None = None,
+                after_wait: float | None = None) -> dict:
         """Log, apply and acknowledge one write. A repeated `request_id` returns the first result.
         `after`: the request id of a write that must be applied before this one, so a client may
         keep several writes in flight (their encoding overlaps the apply) and still have them
-        applied in its order; this one waits for it (see `_wait_until_applied`)."""
+        applied in its order; this one waits for it up to `after_wait` seconds (None:
+        NMEM_ORDERED_WRITE_WAIT_SECONDS; the control plane, which waits itself, sends 0: a
+        wait here holds one of the actor's call slots)."""
         self._ready()
         fingerprint = write_fingerprint(texts, domain, learning_rate)
         if self._applied_before(request_id):
             return self._repeat(request_id, fingerprint)
         array = check_observation(vectors, texts, domain, learning_rate, self._config.dim)
         if after is not None:
-            self._wait_until_applied(after)
+            self._wait_until_applied(after, self._spec.settings.ordered_write_wait_seconds
+                                     if after_wait is None else after_wait)
         try:
             return self._observe(request_id, fingerprint, array, texts, domain, learning_rate)
         finally:
             with self._applied:
                 self._applied.notify_all()
 
-    def _wait_until_applied(self, request_id: str) -> None:
+    def _wait_until_applied(self, request_id: str, wait: float) -> None:
         """Until write `request_id` is applied (or the memory closes: the write lock's check then
-        refuses this write as Unavailable). OutOfOrder if it is not applied in time."""
-        wait = self._spec.settings.ordered_write_wait_seconds
+        refuses this write as Unavailable). OutOfOrder if it is not applied within `wait` s."""
         with self._applied:
             if self._applied.wait_for(lambda: self._applied_before(request_id) or self._closing, wait):
                 return

@@ -20,10 +20,11 @@ import numpy as np
 import ray
 
 import contract
-from actors import ActorSpec, Checkpoints, blob_to_parts, is_auto, normalize_config, parts_to_blob
+from actors import (ActorSpec, Checkpoints, blob_to_parts, is_auto, normalize_config, out_of_order,
+                    parts_to_blob)
 from contract import DEFAULT_PAGE, check_page
 from errors import (Busy, CheckpointCorrupt, CheckpointNotFound, IncompatibleState, InvalidInput,
-                    MemoryNotFound, QuotaExceeded, Unavailable)
+                    MemoryNotFound, OutOfOrder, QuotaExceeded, Unavailable)
 from storage import Storage, open_storage, shown
 
 from cluster.creating import Creations
@@ -281,11 +282,8 @@ class MemoryCluster:
         qname, applied = qualify(tenant, name), False
         self._ordered.started(qname, request_id)
         try:
-            if after is not None:  # waited for here, where a wait holds none of the actor's call slots
-                await self._ordered.wait_for(qname, after, lambda: self._call(tenant, name, "has_applied", after),
-                                             self.settings.actor.ordered_write_wait_seconds)
-            result = await self._call(tenant, name, "observe", request_id, vectors, texts, domain,
-                                      learning_rate, after)
+            result = await self._apply_in_order(tenant, name, request_id, after,
+                                                (vectors, texts, domain, learning_rate))
             applied = True
         finally:
             self._ordered.ended(qname, request_id, applied)
@@ -301,6 +299,26 @@ class MemoryCluster:
             steps = answered or range(result["step"] - len(surprises) + 1, result["step"] + 1)
             shaped["items"] = [{"surprise": s, "step": step} for s, step in zip(surprises, steps)]
         return shaped
+
+    async def _apply_in_order(self, tenant: str, name: str, request_id: str, after: str | None,
+                              write: tuple) -> dict:
+        """The actor's observe of `write` (vectors, texts, domain, learning_rate), once write
+        `after` (if any) is applied. Waited for here (cluster.ordering), where a wait holds none
+        of the actor's call slots; the actor only checks, and a predecessor it does not know
+        after all sends the write back to wait, until NMEM_ORDERED_WRITE_WAIT_SECONDS in all."""
+        qname, wait = qualify(tenant, name), self.settings.actor.ordered_write_wait_seconds
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            if after is not None:
+                await self._ordered.wait_for(qname, after, lambda: self._call(tenant, name, "has_applied", after),
+                                             deadline, wait)
+            try:
+                return await self._call(tenant, name, "observe", request_id, *write, after, 0.0)
+            except OutOfOrder:
+                if after is None or loop.time() >= deadline:
+                    raise out_of_order(after, qname, wait) from None
+                self._ordered.not_applied(qname, after)
 
     async def surprise(self, tenant: str, name: str, vector: np.ndarray, text: str) -> dict:
         return await self._call(tenant, name, "surprise", vector, text)

@@ -6,8 +6,9 @@ left no slot for their predecessor, nor for reads, and the memory stood still un
 out (409 out_of_order for all). So a write first waits here, on this process's event loop
 (which holds nothing), until its predecessor is applied. A predecessor sent through this
 process is followed as it goes; of any other (sent through another gateway replica, or applied
-long ago) the actor is asked, in one short call, and asked again now and then. The actor still
-checks the order itself when the write reaches it.
+long ago) the actor is asked, in one short call, and asked again now and then. The actor then
+only checks the order (it never waits); if it does not know the predecessor after all, the
+write comes back to wait here.
 """
 
 from __future__ import annotations
@@ -52,12 +53,17 @@ class OrderedWrites:
         if event is not None:
             event.set()
 
+    def not_applied(self, qname: str, request_id: str) -> None:
+        """The memory does not know write `request_id` after all (it was deleted and made again
+        since, or no longer remembers the id): forget that it went through here."""
+        self._applied.pop((qname, request_id), None)
+
     async def wait_for(self, qname: str, after: str, actor_has_applied: Callable[[], Awaitable[bool]],
-                       wait_seconds: float) -> None:
+                       deadline: float, wait_seconds: float) -> None:
         """Until write `after` of memory `qname` is applied; OutOfOrder (nothing of the waiting
-        write applied) if it is not within `wait_seconds`."""
+        write applied, naming `wait_seconds`) if it is not by `deadline` (the loop's time)."""
         loop = asyncio.get_running_loop()
-        deadline, poll, key = loop.time() + wait_seconds, FIRST_POLL, (qname, after)
+        poll, key = FIRST_POLL, (qname, after)
         while key not in self._applied:
             sent_here = key in self._in_flight  # then its end wakes us: no need to ask the actor
             if not sent_here and await actor_has_applied():

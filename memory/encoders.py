@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import unicodedata
 from functools import lru_cache, partial
 from typing import Protocol
 
@@ -29,6 +30,13 @@ class Encoder(Protocol):
         """(n, dim) float32, each row unit length."""
 
 
+def as_read(texts: list[str]) -> list[str]:
+    """Texts as every encoder reads them: in Unicode's NFKC form, so a character spelt in other
+    code points (an accent composed or not, a fullwidth digit, a ligature) reads the same, as
+    `contract.same_words` takes them to be the same words."""
+    return [unicodedata.normalize("NFKC", text) for text in texts]
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
@@ -44,7 +52,7 @@ class HashEncoder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float64)
-        for row, text in enumerate(texts):
+        for row, text in enumerate(as_read(texts)):
             words = re.findall(r"\w+", text.lower())
             features = [f"w:{w}" for w in words]
             padded = f" {' '.join(words)} "
@@ -88,7 +96,7 @@ class MiniLMEncoder:
         self._inputs, self._output = export.INPUTS, export.OUTPUT
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        encoded = self._tokenizer.encode_batch(list(texts))
+        encoded = self._tokenizer.encode_batch(as_read(texts))
         lengths = np.array([len(e.ids) for e in encoded], dtype=np.int64)
         order = np.argsort(lengths, kind="stable")
         out = np.empty((len(encoded), self.dim), dtype=np.float32)

@@ -87,6 +87,38 @@ def test_more_ordered_writes_in_flight_than_actor_slots_neither_block_the_memory
     assert results[-1]["weight_hash"] == arun(cluster.stats(tenant, "queue-twin"))["weight_hash"]
 
 
+def test_writes_naming_a_predecessor_the_memory_does_not_know_wait_without_blocking_it(make_cluster, arun,
+                                                                                     tenant):
+    """This process saw write "old" applied, but to the memory deleted since: the memory made
+    again under the name does not know it. Writes naming it were sent on to its actor, waited
+    there in its call slots, and every read queued behind them until they timed out."""
+    from actors import ActorSettings
+    from errors import OutOfOrder
+
+    cluster = make_cluster(actor_max_concurrency=2, actor=ActorSettings(ordered_write_wait_seconds=4.0))
+    vectors = encode(["before the delete", "after it"])
+    arun(cluster.create_memory(tenant, "again", SMALL))
+    arun(cluster.observe(tenant, "again", vectors[:1], ["before the delete"], request_id="old"))
+    arun(cluster.delete_memory(tenant, "again"))
+    arun(cluster.create_memory(tenant, "again", SMALL))
+
+    async def orphans_and_a_read() -> tuple[list, float]:
+        writes = asyncio.gather(*(cluster.observe(tenant, "again", vectors[1:], ["after it"], request_id=f"n{i}",
+                                                  after_request_id="old") for i in range(4)),
+                                return_exceptions=True)
+        await asyncio.sleep(0.5)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await cluster.stats(tenant, "again")
+        read_took = loop.time() - began
+        return await writes, read_took
+
+    answers, read_took = arun(orphans_and_a_read())
+    assert read_took < 2, read_took  # not queued behind the waiting writes
+    assert all(isinstance(a, OutOfOrder) and "'old'" in str(a) for a in answers), answers
+    assert arun(cluster.stats(tenant, "again"))["total_observations"] == 0
+
+
 def test_writes_that_name_their_predecessor_are_applied_in_that_order(make_cluster, arun, tenant):
     """A client keeping several writes in flight names each one's predecessor: they arrive in
     any order and are applied in the client's; one whose predecessor never comes is refused

@@ -52,6 +52,19 @@ def test_int8_is_a_separate_encoder_close_to_minilm(corpus):
     np.testing.assert_allclose(int8[:20], alone, atol=1e-5)  # a text's vector ignores its batch
 
 
+@pytest.mark.parametrize("name", ["minilm", "hash"])
+def test_a_text_in_other_unicode_code_points_reads_the_same(name):
+    """A copy of a held text with its accents decomposed, or fullwidth digits, scored as new:
+    surprise said "learn" for what forget takes as the same words."""
+    import unicodedata
+
+    encoder = get_encoder(name)
+    text = "Zoë's café flight 2231 departs 07:45"
+    variants = [unicodedata.normalize("NFD", text), "Zoë's café flight ２２３１ departs ０７:４５"]
+    vectors = encoder.encode([text, *variants])
+    assert np.array_equal(vectors[0], vectors[1]) and np.array_equal(vectors[0], vectors[2])
+
+
 def test_unknown_encoder_name_is_a_clear_error():
     with pytest.raises(InvalidInput, match="unknown encoder 'minilm-fp16'.*'minilm', 'minilm-int8'"):
         get_encoder("minilm-fp16")

@@ -92,8 +92,9 @@ def test_a_text_spelt_with_other_unicode_code_points_is_the_same_words():
     """"é" as one code point or as "e" and a combining accent (as macOS file names spell it) is
     the same text to a reader: surprise said "learn" for a text the memory held."""
     memory = NeuralMemory(MemoryConfig(encoder="hash"))
-    memory.observe("Zoë runs the café on the corner")
+    memory.observe(["Zoë runs the café on the corner", "Flight 2231 departs 07:45 on 2024-03-18"])
     assert memory.surprise(unicodedata.normalize("NFD", "Zoë runs the café on the corner"))["recommendation"] == "skip"
+    assert memory.surprise("Flight ２２３１ departs ０７:４５ on ２０２４-０３-１８")["recommendation"] == "skip"
     assert memory.surprise("Zoe runs the cafe on the corner")["recommendation"] == "learn"  # other letters
 
 
