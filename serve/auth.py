@@ -143,15 +143,17 @@ class Authenticator:
             return "auth-off"
         return "key:" + _digest(bearer_key(authorization) or "")[:12]
 
-    def caller_of(self, authorization: str | None, client_host: str | None) -> str:
+    def caller_of(self, authorization: str | None) -> str:
         """Whose share of the gateway a request uses (serve.limits): its API key, however the
-        header spells it; a request without a known key (or with auth off, where every caller
-        is the one tenant), its client address."""
+        header spells it. Requests without a known key all share one ("anonymous"): by their
+        address, a caller could pick a share of its own (X-Forwarded-For is believed from a
+        proxy on this machine), and guesses at keys would go unthrottled; with auth off every
+        caller is on this machine and the one tenant anyway."""
         key = bearer_key(authorization) if self.enabled else None
         digest = _digest(key) if key is not None else None
         if digest is not None and digest in self._tenants_by_digest:
             return f"key:{digest}"
-        return f"address:{client_host or '?'}"
+        return "anonymous"
 
     def check_metrics(self, authorization: str | None, client_host: str | None, public: bool) -> None:
         """May this caller read /metrics (server-wide figures, so never with a tenant's key)?"""

@@ -145,14 +145,14 @@ def _mcp(args: argparse.Namespace) -> int:
     import anyio
 
     import contract
-    from errors import InvalidInput
+    from errors import AuthError, InvalidInput
     from serve.stdio_proxy import run_proxy
 
     try:  # what is wrong with the arguments is told in a line, not a traceback, and at once
         if args.memory is not None:
             contract.check_memory_name(args.memory, "--memory")
         anyio.run(run_proxy, args.url, args.api_key, args.memory)
-    except InvalidInput as exc:
+    except (InvalidInput, AuthError) as exc:
         print(f"neural-memory mcp: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -126,7 +126,7 @@ class RequestContextMiddleware:
 
 # Headers that decide who the caller is or which write a request is: the app reads only the
 # first of a repeated header, so two different values would be decided silently.
-ONE_VALUE_HEADERS = (b"authorization", b"idempotency-key")
+ONE_VALUE_HEADERS = (b"authorization", b"idempotency-key", b"host", b"origin")
 
 
 def key_refusal(auth: Authenticator, scope: Scope) -> Problem | None:
@@ -147,16 +147,22 @@ def misdirected(scope: Scope) -> Problem | None:
     (403); None if neither. A page of any site can point its own name at 127.0.0.1 (DNS
     rebinding) and then, being same-origin, read and delete every memory of a server with auth
     off; and any site can post a form to it. The MCP SDK's own check for /mcp is the same rule."""
-    name = _host_name(f"//{header_of(scope, b'host') or ''}")
+    host = header_of(scope, b"host") or ""
+    name = _host_name(f"//{host}") if _HOST_FORM.fullmatch(host) else None
     if name is None or not is_loopback(name):
         return Problem(421, "misdirected_request", "this server listens on loopback and answers only requests "
-                       "addressed to 127.0.0.1, localhost or [::1] (a web page could otherwise reach it by DNS "
-                       "rebinding): use http://127.0.0.1:<port>/")
+                       "addressed to localhost or a loopback address (127.0.0.1, [::1]; a web page could otherwise "
+                       "reach it by DNS rebinding): use http://127.0.0.1:<port>/")
     origin = header_of(scope, b"origin")
     if origin is not None and not is_loopback(_host_name(origin) or ""):
         return Problem(403, "forbidden", "this server listens on loopback and refuses requests from pages of other "
                        "sites (Origin header): call it from this machine, not from a web page elsewhere")
     return None
+
+
+# A Host header as RFC 9110 has it: a name or an [IPv6] literal, and perhaps a port; nothing else
+# (no user info, no path).
+_HOST_FORM = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?")
 
 
 def _host_name(url: str) -> str | None:
@@ -186,7 +192,7 @@ class RequestHeadersMiddleware:
             if refused is not None:
                 await problem_response(refused, scope=scope)(scope, receive, send)
                 return
-        if scope["type"] == "http" and _app_path(scope).startswith(API_PREFIX):
+        if scope["type"] == "http" and app_path(scope).startswith(API_PREFIX):
             refused = key_refusal(self.auth, scope)
             if refused is not None:
                 await problem_response(refused, scope=scope)(scope, receive, send)
@@ -209,7 +215,7 @@ class RequestHeadersMiddleware:
         await self.app(scope, receive, send)
 
 
-def _app_path(scope: Scope) -> str:
+def app_path(scope: Scope) -> str:
     """The request's path within the app (without the prefix it is mounted under, if any)."""
     path, root = scope.get("path", ""), scope.get("root_path", "")
     return path[len(root):] if root and path.startswith(root) else path

@@ -2,7 +2,7 @@
 a cap on requests in flight.
 
 Each key (as `Authenticator.caller_of` resolves it, however the header spells it; callers
-without a known key share a bucket per client address) may make `rate` requests per second on
+without a known key share one bucket) may make `rate` requests per second on
 average and `burst` at once. Over that the request is refused with 429, Retry-After and a message naming the limit, before it costs an
 encode or an actor call. Buckets live in each gateway replica, so with N replicas a key's
 ceiling is N x rate; the table of buckets is bounded (least recently used keys are forgotten).
@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from errors import RateLimited
 from serve.auth import Authenticator
 from serve.error_map import problem_for
-from serve.http_middleware import API_PREFIX, MCP_PATH, header_of, problem_response, request_id_of
+from serve.http_middleware import API_PREFIX, MCP_PATH, app_path, header_of, problem_response, request_id_of
 
 LIMITED_PREFIXES = (API_PREFIX, MCP_PATH)
 MAX_BUCKETS = 10_000
@@ -96,11 +96,10 @@ class AdmissionMiddleware:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope.get("path", "").startswith(LIMITED_PREFIXES):
+        if scope["type"] != "http" or not app_path(scope).startswith(LIMITED_PREFIXES):
             await self.app(scope, receive, send)
             return
-        client = scope.get("client")
-        caller = self.auth.caller_of(header_of(scope, b"authorization"), client[0] if client else None)
+        caller = self.auth.caller_of(header_of(scope, b"authorization"))
         refused = self._refusal(caller)
         if refused is not None:
             await problem_response(problem_for(refused, request_id_of(scope)), scope=scope)(scope, receive, send)

@@ -15,10 +15,11 @@ import sys
 import httpx
 from mcp.server.mcpserver import MCPServer
 
+from errors import AuthError
+from neural_memory import AsyncClient
 from serve.mcp_server import new_mcp_server
 from serve.mcp_tools import register_tools
 from serve.settings import GatewaySettings
-from neural_memory import AsyncClient
 
 
 # The gateway's own default, if it cannot be asked which it uses.
@@ -56,9 +57,12 @@ async def run_proxy(url: str, api_key: str | None, default_memory: str | None = 
 
 
 async def _check_gateway(backend: AsyncClient) -> None:
-    """Say on stderr (never stdout) if the gateway is unreachable; tools will report it too."""
+    """Say on stderr (never stdout) if the gateway is unreachable; tools will report it too.
+    AuthError if it refuses the key: that will not change while the proxy runs."""
     try:
         await backend.list_memories()
-    except Exception as exc:  # noqa: BLE001 - a hint only; the proxy still starts
+    except AuthError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a hint only; the proxy still starts (the gateway may come up)
         print(f"neural-memory mcp: gateway at {backend.url} not usable yet: {exc}",
               file=sys.stderr)

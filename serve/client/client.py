@@ -54,7 +54,7 @@ def _server_url(url: str) -> str:
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
         raise InvalidInput(f"server URL {url!r} must look like http://HOST:PORT (e.g. {DEFAULT_URL})")
     route = parsed.path.rstrip("/").rpartition("/")[2]
-    if route in ("v1", "mcp"):  # the client adds the routes itself
+    if route.lower() in ("v1", "mcp"):  # the client adds the routes itself
         raise InvalidInput(f"server URL {url!r} names the /{route} route: give the server's base URL, "
                            f"without /{route} (e.g. {DEFAULT_URL})")
     return url.rstrip("/")
@@ -115,7 +115,7 @@ class _Base(Api):
 
     def _outcome(self, call: Call, outcome: httpx.Response | httpx.TransportError) -> Any:
         if isinstance(outcome, httpx.TransportError):
-            raise self._unreachable(outcome) from outcome
+            raise self._unreachable(outcome, call) from outcome
         if outcome.status_code in UNKNOWN_OUTCOME_STATUSES and not call.idempotent:
             raise Unavailable(f"{call.method} {call.path}: HTTP {outcome.status_code} from a proxy in front of the "
                               f"server at {self.url}, so this call may or may not have been done; it was not "
@@ -126,13 +126,16 @@ class _Base(Api):
     def _pause(attempt: int) -> float:
         return min(2.0, 0.2 * 2**attempt)
 
-    def _unreachable(self, exc: httpx.TransportError) -> Unavailable:
+    def _unreachable(self, exc: httpx.TransportError, call: Call) -> Unavailable:
+        # A request that left may have been done; one the server deduplicates was resent already.
+        maybe_done = "" if isinstance(exc, NEVER_SENT) or call.idempotent else \
+            f"; this {call.method} {call.path} may or may not have been done: check before retrying"
         if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, NEVER_SENT):
             limit = f"{self.timeout:g} s" if isinstance(self.timeout, (int, float)) else repr(self.timeout)
             return Unavailable(f"no answer from the gateway at {self.url} within the client's timeout of "
-                               f"{limit} ({type(exc).__name__}); give the client a longer timeout")
+                               f"{limit} ({type(exc).__name__}); give the client a longer timeout{maybe_done}")
         what = "cannot reach" if isinstance(exc, NEVER_SENT) else "lost the connection to"
-        return Unavailable(f"{what} the gateway at {self.url}: {type(exc).__name__} {exc}".strip())
+        return Unavailable(f"{what} the gateway at {self.url}: {type(exc).__name__} {exc}".strip() + maybe_done)
 
     def _check_open(self, closed: bool) -> None:
         if closed:

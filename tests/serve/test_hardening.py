@@ -214,6 +214,14 @@ def test_a_server_on_loopback_refuses_what_a_web_page_of_another_site_sends(gate
                          ("GET", "/"), ("GET", "/healthz")):
         error = error_of(api.request(method, path, headers=rebound), 421)
         assert error["code"] == "misdirected_request" and "127.0.0.1" in error["message"], error
+    for odd in (f"attacker@127.0.0.1:{port}", f"127.0.0.1:{port}/evil", "127.0.0.1:abc"):  # not a Host's form
+        error_of(api.get(f"/v1/memories/{fresh_name}/stats", headers={"Host": odd}), 421)
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:  # clients will not send two
+        raw.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: attacker.example\r\n"
+                    "Connection: close\r\n\r\n".encode())
+        assert raw.recv(65536).startswith(b"HTTP/1.1 400")
     mcp = api.post("/mcp", headers={**rebound, "Accept": "application/json, text/event-stream"},
                    json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     assert mcp.status_code == 421 and "misdirected_request" in mcp.json()["error"]["message"], mcp.text
@@ -280,6 +288,39 @@ def test_rate_limit_refuses_with_429_retry_after_and_names_the_limit():
             assert 1 <= int(refused.headers["retry-after"]) <= math.ceil(1 / 0.5)
             for spelling in SPELLINGS_OF_KEY_A:  # the same key, the same bucket
                 error_of(await client.get("/v1/ping", headers={"Authorization": spelling}), 429)
+            # Callers without a known key share one bucket, whatever key or address they claim
+            # (X-Forwarded-For picked a bucket per address: a free one for every guess at a key).
+            guesses = [{"Authorization": f"Bearer guess-{i:04d}", "X-Forwarded-For": f"10.0.0.{i}"} for i in range(4)]
+            statuses = [(await client.get("/v1/ping", headers=guess)).status_code for guess in guesses]
+            assert statuses == [200, 200, 200, 429], statuses
+
+    import asyncio
+
+    asyncio.run(run())
+
+
+def test_the_limits_apply_under_a_route_prefix_too():
+    """Under a Serve route prefix (root_path), the limits looked at the whole path and let every
+    request through."""
+    from fastapi import FastAPI
+
+    from serve.http_middleware import RequestContextMiddleware
+    from serve.limits import AdmissionMiddleware
+
+    app = FastAPI(root_path="/nmem")
+
+    @app.get("/v1/ping")
+    async def ping() -> dict:
+        return {"pong": True}
+
+    app.add_middleware(AdmissionMiddleware, auth=_two_keys(), rate=0.5, burst=2, max_in_flight=0)
+    app.add_middleware(RequestContextMiddleware)
+    transport = httpx.ASGITransport(app=app, root_path="/nmem")
+
+    async def run() -> None:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw/nmem") as client:
+            a = {"Authorization": "Bearer key-a-0000"}
+            assert [(await client.get("/v1/ping", headers=a)).status_code for _ in range(3)] == [200, 200, 429]
             other = await client.get("/v1/ping", headers={"Authorization": "Bearer key-b-0000"})
             assert other.status_code == 200  # buckets are per key
 

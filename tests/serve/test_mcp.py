@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sys
 import uuid
 from contextlib import asynccontextmanager
@@ -324,6 +325,7 @@ def test_stdio_proxy_names_the_gateway_it_cannot_reach():
 @pytest.mark.parametrize("args, words", [
     (["--url", "http://127.0.0.1:9/mcp"], "give the server's base URL"),
     (["--url", "http://127.0.0.1:9", "--memory", "Bad Name"], "--memory"),
+    (["--url", "http://127.0.0.1:9/MCP"], "give the server's base URL"),
 ])
 def test_stdio_proxy_refuses_bad_arguments_at_start_in_one_line(args, words):
     """A bad --url ended in a traceback in the desktop client's log; a bad --memory was taken,
@@ -333,6 +335,18 @@ def test_stdio_proxy_refuses_bad_arguments_at_start_in_one_line(args, words):
     cli = Path(sys.executable).with_name("neural-memory")
     run = subprocess.run([str(cli), "mcp", *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert run.returncode == 2 and words in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+@pytest.mark.parametrize("key", ["wrong-key-00000000", ""])
+def test_stdio_proxy_refused_by_the_gateway_says_so_at_start(gateway, key):
+    """It printed "not usable yet: unknown API key" and went on, every tool call then failing."""
+    import subprocess
+
+    cli = Path(sys.executable).with_name("neural-memory")
+    run = subprocess.run([str(cli), "mcp", "--url", gateway.base_url, "--api-key", key], capture_output=True,
+                         text=True, timeout=120, stdin=subprocess.DEVNULL, env={**os.environ, "NMEM_API_KEY": ""})
+    assert run.returncode == 2 and "API key" in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
 
 
