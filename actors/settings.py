@@ -15,7 +15,7 @@ __all__ = ["ActorSettings"]
 class ActorSettings(BaseSettings):
     """Settings of every memory actor (`MemoryActor`)."""
 
-    model_config = SettingsConfigDict(env_prefix="NMEM_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="NMEM_", extra="ignore", frozen=True, allow_inf_nan=False)
 
     checkpoint_every_writes: int = Field(
         200, ge=1, description="Auto-checkpoint after this many writes since the last one; the WAL "

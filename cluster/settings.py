@@ -23,7 +23,7 @@ __all__ = ["ClusterSettings"]
 class ClusterSettings(BaseSettings):
     """Settings for `MemoryCluster`."""
 
-    model_config = SettingsConfigDict(env_prefix="NMEM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="NMEM_", extra="ignore", allow_inf_nan=False)
 
     ray_address: str | None = Field(
         None,

@@ -7,12 +7,14 @@ only where a memory or an encoder is actually built).
 
 from importlib import import_module
 
-__all__ = ["MemoryConfig", "NeuralMemory", "Encoder", "HashEncoder", "get_encoder", "use_cache_dir",
+__all__ = ["MemoryConfig", "NeuralMemory", "Encoder", "HashEncoder", "get_encoder", "check_encoder_name",
+           "use_cache_dir",
            "IncompatibleState", "InvalidInput", "TTTLinear", "TTTMLP"]
 
 _HOMES = {"MemoryConfig": "memory.config", "NeuralMemory": "memory.neural_memory",
           "Encoder": "memory.encoders", "HashEncoder": "memory.encoders",
-          "get_encoder": "memory.encoders", "use_cache_dir": "memory.encoder_export",
+          "get_encoder": "memory.encoders", "check_encoder_name": "memory.encoders",
+          "use_cache_dir": "memory.encoder_export",
           "IncompatibleState": "memory.errors",
           "InvalidInput": "memory.errors", "TTTLinear": "memory.ttt", "TTTMLP": "memory.ttt"}
 

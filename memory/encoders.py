@@ -116,10 +116,16 @@ _cache: dict[str, Encoder] = {}
 _lock = threading.Lock()
 
 
-def get_encoder(name: str) -> Encoder:
-    """The process-wide encoder of that name (loaded once, then cached)."""
+def check_encoder_name(name: str) -> str:
+    """`name` if an encoder has it, else InvalidInput naming the choices."""
     if name not in _FACTORIES:
         raise InvalidInput(f"unknown encoder {name!r}; choose one of {sorted(_FACTORIES)}")
+    return name
+
+
+def get_encoder(name: str) -> Encoder:
+    """The process-wide encoder of that name (loaded once, then cached)."""
+    check_encoder_name(name)
     with _lock:
         if name not in _cache:
             _cache[name] = _FACTORIES[name]()

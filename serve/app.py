@@ -17,6 +17,8 @@ Refuses to build when auth is off and `host` is not loopback.
 from __future__ import annotations
 
 import json
+import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +30,9 @@ from errors import InvalidInput
 from serve.auth import Authenticator
 from serve.encoder import Encoder
 from serve.gateway import Gateway
-from serve.settings import GatewaySettings, settings_problems
+from serve.settings import GatewaySettings, settings_problems, unread_variable_warnings
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,20 @@ def read_settings(args: dict[str, Any] | None = None) -> AppSettings:
         raise InvalidInput(f"bad settings: {settings_problems(exc)}") from None
 
 
+def setting_variables() -> set[str]:
+    """Every NMEM_* variable a server setting reads: the gateway's and the cluster's, with the
+    storage and actor settings inside the cluster's."""
+    models = [GatewaySettings, ClusterSettings,
+              *(ClusterSettings.model_fields[part].annotation for part in ("storage", "actor"))]
+    return {f"NMEM_{name.upper()}" for model in models for name in model.model_fields}
+
+
 def build_application(settings: AppSettings) -> Application:
     """Gateway (+ the Encoder deployment when encode_in="deployment"), bound to `settings`.
-    Validates auth here, on the driver, to fail fast."""
+    Validates auth here, on the driver, to fail fast, and warns of NMEM_* variables no
+    setting reads."""
+    for warning in unread_variable_warnings(os.environ, setting_variables()):
+        logger.warning(warning)
     gateway = settings.gateway
     auth = Authenticator.from_settings(gateway)
     auth.check_bind(gateway.host)

@@ -163,6 +163,9 @@ class Authenticator:
             key = bearer_key(authorization)
             if key is not None and _digest(key) == self.metrics_digest:
                 return
+            if key is not None and _digest(key) in self._tenants_by_digest:  # known, but not allowed here
+                raise Forbidden("/metrics shows server-wide figures, so tenant keys cannot read it: scrape "
+                                "it with the operator key (NMEM_METRICS_KEY)")
             raise AuthError("/metrics needs the operator key: 'Authorization: Bearer <NMEM_METRICS_KEY>'")
         if not self.enabled:
             self.check_client(client_host)

@@ -20,12 +20,23 @@ import numpy as np
 import torch
 from ray import serve
 
-from memory import get_encoder, use_cache_dir
+from errors import InvalidInput
+from memory import check_encoder_name, get_encoder, use_cache_dir
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_BATCH_WAIT_S = 0.002
+
+
+def check_preload(names: list[str]) -> None:
+    """InvalidInput naming NMEM_PRELOAD_ENCODERS if it names an encoder there is not (before a
+    deploy, whose replicas would fail to start with only Serve's words for it)."""
+    for name in names:
+        try:
+            check_encoder_name(name)
+        except InvalidInput as exc:
+            raise InvalidInput(f"NMEM_PRELOAD_ENCODERS: {exc}") from None
 
 
 def preload_encoders(names: list[str], cache_dir: Path | None = None) -> set[str]:

@@ -6,7 +6,9 @@ KubeRay `RayService` and `neural-memory serve` all configure the gateway the sam
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -20,6 +22,28 @@ LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 Ingress = Literal["auto", "direct", "proxy", "haproxy"]  # how HTTP reaches the gateway (`ingress` below)
 INGRESS_MODES: tuple[str, ...] = get_args(Ingress)
 GATEWAY_REQUEST_SLOTS = 200  # requests one gateway replica serves at once (Serve's max_ongoing_requests)
+
+
+# NMEM_* variables that the command-line tools and the Python client read, not the server.
+TOOL_VARIABLES = frozenset({"NMEM_URL", "NMEM_API_KEY", "NMEM_IMPORT_JOURNAL_DIR", "NMEM_REGISTRY_USERNAME",
+                            "NMEM_REGISTRY_PASSWORD"})
+
+
+def unread_variable_warnings(environ: Mapping[str, str], settings: set[str]) -> list[str]:
+    """A warning for each NMEM_* variable in `environ` that neither a server setting (names in
+    `settings`) nor a tool reads: a misspelt setting is otherwise dropped without a word. Also
+    for NMEM_API_KEY on a server without keys: it is what clients send, not the server's keys."""
+    warnings = []
+    for name in sorted(n for n in environ if n.upper().startswith("NMEM_")):
+        if name.upper() in settings or name in TOOL_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name.upper(), sorted(settings), n=1)
+        warnings.append(f"{name} is not a setting of this server and is ignored"
+                        + (f"; did you mean {close[0]}?" if close else ""))
+    if environ.get("NMEM_API_KEY") and not (environ.get("NMEM_API_KEYS") or environ.get("NMEM_API_KEYS_FILE")):
+        warnings.append('NMEM_API_KEY is the key a client sends; the server\'s keys are NMEM_API_KEYS '
+                        '("key:tenant,...") or NMEM_API_KEYS_FILE, and neither is set: auth is off')
+    return warnings
 
 
 def settings_problems(exc: ValidationError) -> str:
@@ -42,7 +66,7 @@ def is_loopback(host: str) -> bool:
 class GatewaySettings(BaseSettings):
     """What the Serve gateway needs; every field can be set as NMEM_<FIELD> or a build_app arg."""
 
-    model_config = SettingsConfigDict(env_prefix="NMEM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="NMEM_", extra="ignore", allow_inf_nan=False)
 
     host: str = Field(
         "127.0.0.1",

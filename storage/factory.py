@@ -9,10 +9,9 @@ Pickling a Storage does exactly that.
 
 from __future__ import annotations
 
-import os
+import logging
+import uuid
 from dataclasses import dataclass, field
-
-from errors import CheckpointError
 
 from storage.cas import ContentStore
 from storage.checkpoints import CheckpointStore
@@ -24,7 +23,11 @@ from storage.settings import StorageSettings
 
 __all__ = ["Storage", "open_storage"]
 
-_PROBE_KEY = "nmem-health-probe"  # never written: checking for it only proves S3 answers
+log = logging.getLogger(__name__)
+
+# Readiness writes (and deletes) this object: a HEAD, or a check of the folder's mode, said
+# "ok" on a full disk or with the bucket deleted, while every checkpoint failed.
+PROBE_BYTES = b"neural-memory readiness probe\n" * 128  # 4 KiB: a write that needs disk blocks
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Storage:
 
     def __post_init__(self) -> None:
         self.content = ContentStore(self.checkpoints, self.metadata, self.settings.chunk_cache_mb * 2**20)
+        self._probe_key = f"health-probe-{uuid.uuid4().hex}"  # one per process: replicas probe at once
 
     @property
     def redis_url(self) -> str:
@@ -48,14 +52,13 @@ class Storage:
         return str(self.settings.redis_url)  # open_storage always fills it in
 
     def check_checkpoints(self) -> None:
-        """Raise CheckpointError unless the checkpoint store can be used (readiness probes)."""
-        store = self.checkpoints
-        if isinstance(store, LocalCheckpointStore):
-            root = store.root if store.root.exists() else store.root.parent
-            if not os.access(root, os.W_OK | os.X_OK):
-                raise CheckpointError(f"local checkpoint store {store.root} is not writable")
-        else:
-            store.exists(_PROBE_KEY)  # a HEAD: answers False, or raises when S3 is down
+        """Raise CheckpointError unless a checkpoint can be written now (readiness probes): a
+        small object is written and deleted (a full disk, a deleted bucket or refused
+        credentials fail it)."""
+        if isinstance(self.checkpoints, S3CheckpointStore):
+            self.checkpoints.check_bucket()
+        self.checkpoints.put(self._probe_key, PROBE_BYTES)
+        self.checkpoints.delete(self._probe_key)
 
     def close(self) -> None:
         """Close connections; stop the embedded Valkey if this Storage started it."""
@@ -102,6 +105,10 @@ def open_storage(settings: StorageSettings | None = None) -> Storage:
     try:
         metadata = MetadataStore.from_settings(settings)
         metadata.ping()
+        if embedded is None and metadata.keeps_a_log() is False:
+            log.warning("the Redis at %s keeps no append-only file (appendonly no): the write-ahead log and "
+                        "every acknowledged write since the last checkpoints are lost if it restarts; set "
+                        "appendonly yes (README: 'Production settings')", metadata.where)
         checkpoints = _checkpoint_store(settings)
     except BaseException:
         if metadata is not None:

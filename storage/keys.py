@@ -113,6 +113,10 @@ class Keys:
     def __init__(self, prefix: str = "nmem") -> None:
         self.prefix = prefix
 
+    def health_probe(self) -> str:
+        """What readiness probes write (with a TTL) to prove the server takes writes."""
+        return f"{self.prefix}:health-probe"
+
     def registry(self) -> str:
         return f"{self.prefix}:registry"
 

@@ -42,6 +42,7 @@ __all__ = ["MetadataStore", "cut_history_text", "HISTORY_CAP"]
 
 HISTORY_TEXT_LIMIT = 200  # characters of observed text kept per history item
 HISTORY_CAP = 1000  # history items kept per memory (the newest)
+HEALTH_PROBE_TTL_S = 60  # the readiness probe's key goes by itself
 
 
 def _now() -> str:
@@ -115,9 +116,22 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
         return results
 
     def ping(self) -> None:
-        """Raise MetadataError unless the server answers."""
+        """Raise MetadataError unless the server takes a write (readiness probes): a PING was
+        answered by a server refusing every write (its disk full, it could not append to its
+        log)."""
         with redis_errors(self.where):
-            self._client.ping()
+            self._client.set(self.keys.health_probe(), "1", ex=HEALTH_PROBE_TTL_S)
+
+    def keeps_a_log(self) -> bool | None:
+        """Whether the server keeps an append-only file (its `appendonly`), without which a
+        restart loses what it held; None if it will not say (CONFIG refused, as some managed
+        services do)."""
+        try:
+            answer = self._client.config_get("appendonly")
+        except redis.RedisError:
+            return None
+        value = answer.get("appendonly") if isinstance(answer, dict) else None
+        return None if value is None else str(value).lower() in ("yes", "b'yes'")
 
     def close(self) -> None:
         if self._owns_client:

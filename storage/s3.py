@@ -125,6 +125,15 @@ class S3CheckpointStore:
                 raise translate_s3(exc, self.endpoint, f"bucket {self.bucket}") from exc
             self._bucket_ready = True
 
+    def check_bucket(self) -> None:
+        """CheckpointError unless the bucket is there now (readiness: it is created once, at
+        first use; one deleted later held every checkpoint, and some servers would quietly
+        make a new, empty one on the next write)."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except _BOTO_ERRORS as exc:
+            raise translate_s3(exc, self.endpoint, f"bucket {self.bucket}") from exc
+
     def _create_bucket(self) -> None:
         try:
             self._client.create_bucket(Bucket=self.bucket)

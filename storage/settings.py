@@ -28,7 +28,7 @@ _REDIS_SCHEMES = ("redis", "rediss", "unix")
 class StorageSettings(BaseSettings):
     """Settings for `open_storage`; every field can be set as `NMEM_<FIELD>` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="NMEM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="NMEM_", extra="ignore", allow_inf_nan=False)
 
     redis_url: str | None = Field(
         None, repr=False,  # may carry a password
@@ -84,6 +84,12 @@ class StorageSettings(BaseSettings):
         description="Root of the embedded defaults (Valkey AOF, local checkpoints)."
     )
 
+    # NMEM_DATA_DIR= (set but empty) is not the current directory (which would become 0700).
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _blank_data_dir_is_the_default(cls, value: object) -> object:
+        return cls.model_fields["data_dir"].default if isinstance(value, str) and not value.strip() else value
+
     # NMEM_REDIS_URL= (set but empty) means "not set".
     _blank_is_unset = field_validator("redis_url", "s3_endpoint", "s3_access_key", "s3_secret_key",
                                       mode="before")(contract.blank_as_unset)
@@ -106,7 +112,7 @@ class StorageSettings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(
-                f"NMEM_S3_ENDPOINT must look like http://host:9000 (got {value!r}); "
+                f"NMEM_S3_ENDPOINT must look like http://host:9000 (got {redacted_url(value)!r}); "
                 "leave it unset to keep checkpoints in the local data directory"
             )
         return value.rstrip("/")

@@ -12,6 +12,7 @@ Adapters raise `translate_*(exc, ...) from exc` so the original stays in `__caus
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -50,8 +51,15 @@ _UNREACHABLE = (
 
 
 def redacted_url(url: str) -> str:
-    """`url` with any password replaced by '***', safe to put in error messages and logs."""
-    parts = urlsplit(url)
+    """`url` with any password replaced by '***', safe to put in error messages and logs; a
+    malformed one (say, `redis//:pw@host`, no scheme) with everything before an `@` masked."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or not parts.scheme or not parts.netloc:
+        return re.sub(r"^[^@]*@", "***@", url) if "@" in url else url
     if parts.password is None:
         return url
     user = parts.username or ""

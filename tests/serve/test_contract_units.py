@@ -146,3 +146,41 @@ def test_build_app_refuses_unknown_args_and_public_bind_without_keys(monkeypatch
         build_app({"host": "0.0.0.0"})
     assert build_app({"host": "127.0.0.1"}) is not None
     assert build_app({"host": "0.0.0.0", "api_keys": "some-long-key:acme"}) is not None
+
+
+@pytest.mark.parametrize("variable", ["NMEM_GC_GRACE_SECONDS", "NMEM_REDIS_TIMEOUT", "NMEM_S3_CONNECT_TIMEOUT",
+                                      "NMEM_BODY_STALL_SECONDS", "NMEM_ORDERED_WRITE_WAIT_SECONDS"])
+def test_an_infinite_number_is_refused_naming_the_setting(monkeypatch, variable):
+    """inf was taken: a gc failing every round in a log, an OverflowError naming nothing, or S3
+    reported down while it answered."""
+    from serve.app import read_settings
+
+    monkeypatch.setenv(variable, "inf")
+    with pytest.raises(E.InvalidInput, match=f"{variable}: Input should be a finite number"):
+        read_settings()
+
+
+def test_operator_mistakes_in_settings_are_told(monkeypatch):
+    """NMEM_DATA_DIR= meant the current directory (made 0700); a misspelt setting or the client's
+    NMEM_API_KEY on a server were dropped without a word; an unknown preloaded encoder failed
+    the deploy with only Serve's words; a malformed URL's error showed its password."""
+    from serve.app import read_settings, setting_variables
+    from serve.encoder import check_preload
+    from serve.settings import unread_variable_warnings
+
+    monkeypatch.setenv("NMEM_DATA_DIR", "")
+    assert str(read_settings().cluster.storage.data_dir) == ".neural-memory"
+    environ = {"NMEM_CHECKPOINT_EVERY_WRITE": "5", "NMEM_API_KEY": "k", "NMEM_URL": "http://x:1"}
+    warnings = unread_variable_warnings(environ, setting_variables())
+    assert any("did you mean NMEM_CHECKPOINT_EVERY_WRITES?" in w for w in warnings), warnings
+    assert any(w.startswith("NMEM_API_KEY is the key a client sends") for w in warnings), warnings
+    assert len(warnings) == 2  # NMEM_URL is the tools' own
+    with pytest.raises(E.InvalidInput, match="NMEM_PRELOAD_ENCODERS: unknown encoder 'minlm'"):
+        check_preload(["hash", "minlm"])
+    for name, url in (("NMEM_REDIS_URL", "redis//:hunter2pw@host:6379/0"),
+                      ("NMEM_S3_ENDPOINT", "ftp://user:hunter2pw@host:9000")):
+        monkeypatch.setenv(name, url)
+        with pytest.raises(E.InvalidInput) as refused:
+            read_settings()
+        assert name in str(refused.value) and "hunter2pw" not in str(refused.value), refused.value
+        monkeypatch.delenv(name)

@@ -128,7 +128,9 @@ def test_health_docs_metrics_and_dashboard(api, anon, gateway):
     root = anon.get("/")
     assert root.status_code == 200
 
-    assert api.get("/metrics").status_code == 401  # server-wide figures: not for a tenant's key
+    # server-wide figures: a tenant's key is known but not allowed (403), a wrong key is not known (401)
+    assert error_of(api.get("/metrics"), 403)["code"] == "forbidden"
+    assert anon.get("/metrics", headers={"Authorization": "Bearer not-a-key-at-all"}).status_code == 401
     metrics = anon.get("/metrics", headers={"Authorization": f"Bearer {gateway.metrics_key}"})
     assert metrics.status_code == 200
     text = metrics.text

@@ -111,6 +111,40 @@ def test_open_storage_with_urls_starts_nothing(redis_s3_settings: StorageSetting
         storage.metadata.ping()
 
 
+def test_readiness_probes_write_so_a_store_refusing_writes_is_not_ready(redis_s3_settings: StorageSettings,
+                                                                       embedded_storage_settings: StorageSettings) -> None:
+    """A PING and a HEAD said "ok" while every write failed (Valkey refusing writes, its disk
+    full; the bucket deleted under the server)."""
+    import uuid
+
+    import redis
+
+    from errors import CheckpointError, MetadataError
+
+    with open_storage(embedded_storage_settings) as storage:
+        admin = redis.Redis.from_url(storage.redis_url)
+        storage.metadata.ping()
+        admin.config_set("min-replicas-to-write", 1)  # answers PING, refuses every write
+        try:
+            with pytest.raises(MetadataError, match="NOREPLICAS"):
+                storage.metadata.ping()
+            assert admin.ping()
+        finally:
+            admin.config_set("min-replicas-to-write", 0)
+        storage.metadata.ping()
+        assert storage.metadata.keeps_a_log() is True  # an external one without is warned of at start
+        admin.config_set("appendonly", "no")
+        assert storage.metadata.keeps_a_log() is False
+        admin.config_set("appendonly", "yes")
+    own_bucket = redis_s3_settings.model_copy(update={"s3_bucket": f"probe-{uuid.uuid4().hex[:12]}"})
+    with open_storage(own_bucket) as storage:
+        storage.check_checkpoints()
+        assert storage.checkpoints.list() == []  # the probe leaves nothing behind
+        storage.checkpoints._client.delete_bucket(Bucket=own_bucket.s3_bucket)
+        with pytest.raises(CheckpointError):
+            storage.check_checkpoints()
+
+
 def test_storage_pickles_to_a_connection_not_a_second_server(embedded_storage_settings: StorageSettings) -> None:
     with open_storage(embedded_storage_settings) as storage:
         storage.metadata.create_memory("acme/notes", {"config": {}})
