@@ -28,6 +28,26 @@ from serve.settings import GATEWAY_REQUEST_SLOTS, GatewaySettings
 logger = logging.getLogger(__name__)
 
 
+# The packages whose loggers a gateway replica runs (serve/, and the control plane it holds).
+OUR_LOGGERS = ("serve", "cluster", "storage", "errors")
+
+
+def _log_where_serve_logs() -> None:
+    """Our loggers write where Serve's own does in this replica: its log file under Ray's session
+    logs (`logs/serve/replica_*Gateway*.log`), with the request's context. Left to propagate to
+    the root logger, which a Ray worker leaves without a handler, every line of theirs was lost,
+    a 5xx's details under its request id included."""
+    serve_logger = logging.getLogger("ray.serve")
+    for name in OUR_LOGGERS:
+        ours = logging.getLogger(name)
+        for handler in serve_logger.handlers:
+            if handler not in ours.handlers:
+                ours.addHandler(handler)
+        ours.propagate = False
+        if ours.level == logging.NOTSET:
+            ours.setLevel(logging.INFO)
+
+
 @serve.deployment(name="Gateway", max_ongoing_requests=GATEWAY_REQUEST_SLOTS, health_check_period_s=10)
 @serve.ingress()
 class Gateway:
@@ -39,6 +59,7 @@ class Gateway:
         cluster_settings: ClusterSettings,
         metrics_digest: str | None = None,
     ) -> None:
+        _log_where_serve_logs()
         # Both settings objects were read once by the app's builder; nothing here reads NMEM_*.
         self._settings = settings
         self._auth = Authenticator(dict(auth_digests), metrics_digest)

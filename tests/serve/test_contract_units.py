@@ -184,3 +184,36 @@ def test_operator_mistakes_in_settings_are_told(monkeypatch):
             read_settings()
         assert name in str(refused.value) and "hunter2pw" not in str(refused.value), refused.value
         monkeypatch.delenv(name)
+
+
+def test_the_gateways_loggers_write_where_serves_replica_logger_does():
+    """In a replica they propagated to the root logger, which Ray leaves without a handler: a
+    5xx's details, logged under its request id, were in no file at all."""
+    import logging
+
+    from serve.gateway import OUR_LOGGERS, _log_where_serve_logs
+
+    class Kept(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+
+    serve_logger, kept = logging.getLogger("ray.serve"), Kept()
+    saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate,
+                    logging.getLogger(name).level) for name in OUR_LOGGERS}
+    serve_logger.addHandler(kept)
+    try:
+        _log_where_serve_logs()
+        from serve.error_map import problem_for
+
+        problem_for(E.MetadataError("Redis at redis://10.0.0.5:6379 did not answer"), "req-123")
+        assert any("req-123" in line and "10.0.0.5" in line for line in kept.lines), kept.lines
+    finally:
+        serve_logger.removeHandler(kept)
+        for name, (handlers, propagate, level) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
