@@ -128,7 +128,7 @@ def _version() -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from errors import InvalidInput
+    from errors import NeuralMemoryError
     from serve.local import ServeOptions, run_server
 
     opts = ServeOptions(host=args.host, port=args.port, data_dir=args.data_dir,
@@ -136,7 +136,7 @@ def _serve(args: argparse.Namespace) -> int:
                         encoder_replicas=args.encoder_replicas, ingress=args.ingress)
     try:
         return run_server(opts)
-    except InvalidInput as exc:
+    except NeuralMemoryError as exc:  # bad settings, a store that cannot be reached: said in a line
         print(f"neural-memory serve: {exc}", file=sys.stderr)
         return 2
 
