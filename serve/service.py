@@ -40,6 +40,7 @@ class MemoryService:
         self.metrics = metrics
         self._cache_seconds = encoder_cache_seconds
         self._encoders: dict[tuple[str, str], tuple[str, float]] = {}
+        self._forgets = 0  # forget() calls so far: a lookup that overlapped one caches nothing
 
     def for_tenant(self, tenant: str, key: str | None = None) -> TenantService:
         """`key`: which API key calls (a fingerprint, for audit records)."""
@@ -50,13 +51,16 @@ class MemoryService:
         hit = self._encoders.get((tenant, name))
         if hit is not None and now - hit[1] < self._cache_seconds:
             return hit[0]
+        forgets = self._forgets
         config = await self.cluster.memory_config(tenant, name)
         encoder = str(config.get("encoder", "minilm"))
-        self._encoders[(tenant, name)] = (encoder, now)
+        if self._forgets == forgets:  # else it may be the config of a memory deleted meanwhile
+            self._encoders[(tenant, name)] = (encoder, now)
         return encoder
 
     def forget(self, tenant: str, name: str) -> None:
         self._encoders.pop((tenant, name), None)
+        self._forgets += 1
 
     async def vectors(self, tenant: str, name: str, texts: list[str]) -> np.ndarray:
         """(n, dim) float32: `texts` through the encoder named in the memory's config."""

@@ -217,3 +217,33 @@ def test_the_gateways_loggers_write_where_serves_replica_logger_does():
             logger = logging.getLogger(name)
             logger.handlers, logger.propagate = handlers, propagate
             logger.setLevel(level)
+
+
+def test_an_encoder_looked_up_while_its_memory_was_deleted_is_not_cached():
+    """A lookup in flight when this replica deleted (and made again) the memory cached the old
+    memory's encoder for a minute: the new one's texts went through the wrong encoder."""
+    import asyncio
+
+    from serve.service import MemoryService
+
+    class Registry:  # the one call MemoryService makes of the cluster here
+        def __init__(self) -> None:
+            self.encoder, self.answer = "hash", asyncio.Event()
+
+        async def memory_config(self, tenant: str, name: str) -> dict:
+            encoder = self.encoder  # read before the delete ...
+            await self.answer.wait()  # ... answered after it
+            return {"encoder": encoder}
+
+    async def run() -> None:
+        registry = Registry()
+        service = MemoryService(registry, encode=None)
+        lookup = asyncio.create_task(service.encoder_of("acme", "notes"))
+        await asyncio.sleep(0)
+        service.forget("acme", "notes")  # deleted and made again with another encoder
+        registry.encoder = "minilm"
+        registry.answer.set()
+        assert await lookup == "hash"  # the call that raced the delete saw the old one ...
+        assert await service.encoder_of("acme", "notes") == "minilm"  # ... but did not cache it
+
+    asyncio.run(run())
