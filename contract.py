@@ -32,6 +32,7 @@ __all__ = [
     "check_new_domain", "text_too_long",
     "check_description", "check_top_k", "check_temperature", "check_max_tokens",
     "check_learning_rate", "check_request_id", "check_after_request_id", "blank_as_unset", "check_page",
+    "as_read",
     "same_words",
 ]
 
@@ -141,12 +142,19 @@ def text_too_long(length: int, field: str = "text") -> InvalidInput:
     return InvalidInput(f"{field} is {length} characters; the limit is {MAX_TEXT_CHARS}")
 
 
+def as_read(text: str) -> str:
+    """A text as the memory reads it: in Unicode's NFKC form, so a character spelt in other code
+    points (an accent composed or not, a fullwidth digit, a ligature) reads the same. Encoders
+    read this form; `same_words` compares it."""
+    return unicodedata.normalize("NFKC", text)
+
+
 def same_words(text: str) -> str:
     """A text as a statement: its words, case, spacing and closing punctuation aside ("Carol's
     PIN is 9981." and "carol's pin  is 9981" say the same), and how Unicode spells a character
     ("é" as one code point or as "e" and an accent; fullwidth "９" or "9": NFKC). Where a memory
     tells whether it holds a text: surprise's `skip`, and forget's text selectors."""
-    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    folded = as_read(as_read(text).casefold())
     return " ".join(folded.split()).rstrip(".!?;:, ") or text
 
 

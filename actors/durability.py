@@ -87,7 +87,7 @@ def blob_to_parts(data: bytes) -> tuple[dict[str, bytes], dict]:
     if failing:
         raise IncompatibleState(f"the state is not consistent: {failing}, so a memory made from it would fail "
                                 "there; export it again from a healthy memory")
-    return parts, {**held, "step": int(held["step"])}
+    return parts, {**held, "step": int(held["step"])}  # only now: a crafted step is the trial's to refuse
 
 
 def _fails_in_use(trial: NeuralMemory) -> str | None:

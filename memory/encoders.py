@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-import unicodedata
 from functools import lru_cache, partial
 from typing import Protocol
 
 import numpy as np
 import torch
 
+import contract
 from memory.errors import InvalidInput
 
 
@@ -31,10 +31,8 @@ class Encoder(Protocol):
 
 
 def as_read(texts: list[str]) -> list[str]:
-    """Texts as every encoder reads them: in Unicode's NFKC form, so a character spelt in other
-    code points (an accent composed or not, a fullwidth digit, a ligature) reads the same, as
-    `contract.same_words` takes them to be the same words."""
-    return [unicodedata.normalize("NFKC", text) for text in texts]
+    """Texts as every encoder reads them (`contract.as_read`)."""
+    return [contract.as_read(text) for text in texts]
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

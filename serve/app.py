@@ -28,7 +28,7 @@ from ray.serve import Application
 from cluster import ClusterSettings
 from errors import InvalidInput
 from serve.auth import Authenticator
-from serve.encoder import Encoder
+from serve.encoder import Encoder, check_preload
 from serve.gateway import Gateway
 from serve.settings import GatewaySettings, settings_problems, unread_variable_warnings
 
@@ -63,9 +63,11 @@ def read_settings(args: dict[str, Any] | None = None) -> AppSettings:
     """NMEM_* from this process's environment, with `args` on top (see the module docstring)."""
     gateway_args, cluster_args = _split_args(args)
     try:
-        return AppSettings(gateway=GatewaySettings(**gateway_args), cluster=ClusterSettings(**cluster_args))
+        settings = AppSettings(gateway=GatewaySettings(**gateway_args), cluster=ClusterSettings(**cluster_args))
     except ValidationError as exc:
         raise InvalidInput(f"bad settings: {settings_problems(exc)}") from None
+    check_preload(settings.gateway.encoders_to_preload())  # before a deploy whose replicas would fail on it
+    return settings
 
 
 def setting_variables() -> set[str]:

@@ -137,11 +137,9 @@ def run_server(opts: ServeOptions) -> int:
     from errors import InvalidInput
     from serve.app import AppSettings, build_application, read_settings
     from serve.auth import Authenticator
-    from serve.encoder import check_preload
 
     settings = read_settings(opts.as_args())
     gateway = settings.gateway
-    check_preload(gateway.encoders_to_preload())
     auth = Authenticator.from_settings(gateway)
     auth.check_bind(gateway.host, warn=False)  # fail before starting anything; the build warns
     ingress_mode = resolve_ingress(gateway.ingress, settings.cluster.ray_address, gateway.gateway_replicas)

@@ -7,7 +7,6 @@ the memory name, dispatches, and turns our errors into MCP tool errors that say 
 Docstrings and Field descriptions are what the model reading the tool list sees.
 """
 
-import asyncio
 import inspect
 from typing import Annotated, Any, Awaitable, Callable, Literal, Protocol
 
@@ -47,10 +46,6 @@ ContextArg = _text("Content to learn from; the memory's weights update on it")
 PromptArg = _text("What to infer about")
 InputArg = _text("Text whose novelty to measure")
 QueryArg = _text("Query whose attention over learned patterns to show")
-
-# How long a first call waits for a concurrent one's creation of the default memory (a cold
-# actor start is a few seconds; MCP clients often give up on a call after about a minute).
-DEFAULT_CREATION_WAIT = 60.0
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
@@ -176,21 +171,12 @@ class _Dispatcher:
         return out
 
     async def _create_default(self, backend: MemoryBackend, name: str) -> None:
-        """Create the default memory on first use. Concurrent first calls all try: one creates
-        it, the others wait for that creation (Busy meanwhile) rather than fail."""
-        loop = asyncio.get_running_loop()
-        deadline, delay = loop.time() + DEFAULT_CREATION_WAIT, 0.05
-        while True:
-            try:
-                await backend.create_memory(name)
-                return
-            except MemoryExists:  # a concurrent first call created it
-                return
-            except Busy:  # ... and is still creating it
-                if loop.time() + delay > deadline:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 1.0)
+        """Create the default memory on first use. Of concurrent first calls one creates it; a
+        create meeting that creation waits for it to end (cluster.creating) and is told it exists."""
+        try:
+            await backend.create_memory(name)
+        except MemoryExists:
+            pass
 
     def _count(self, tool: str, outcome: str) -> None:
         if self.metrics is not None:

@@ -131,7 +131,9 @@ class MetadataStore(WalMixin, RegistryPagesMixin, ContentIndexMixin, HistoryMixi
         except redis.RedisError:
             return None
         value = answer.get("appendonly") if isinstance(answer, dict) else None
-        return None if value is None else str(value).lower() in ("yes", "b'yes'")
+        if isinstance(value, bytes):
+            value = value.decode()
+        return None if value is None else value.lower() == "yes"
 
     def close(self) -> None:
         if self._owns_client:

@@ -107,7 +107,7 @@ class _Base(Api):
             except ValueError:
                 wait = 1.0
             return (wait, attempt) if waited + wait <= self.rate_limit_wait else None
-        if outcome.status_code in UNKNOWN_OUTCOME_STATUSES and not call.idempotent:
+        if _outcome_unknown(call, outcome):
             return None
         if attempt < self.retries and outcome.status_code in RETRY_STATUSES:
             return self._pause(attempt), attempt + 1
@@ -116,7 +116,7 @@ class _Base(Api):
     def _outcome(self, call: Call, outcome: httpx.Response | httpx.TransportError) -> Any:
         if isinstance(outcome, httpx.TransportError):
             raise self._unreachable(outcome, call) from outcome
-        if outcome.status_code in UNKNOWN_OUTCOME_STATUSES and not call.idempotent:
+        if _outcome_unknown(call, outcome):
             raise Unavailable(f"{call.method} {call.path}: HTTP {outcome.status_code} from a proxy in front of the "
                               f"server at {self.url}, so this call may or may not have been done; it was not "
                               "sent again (that could do it twice): check (e.g. list or get it) before retrying")
@@ -174,6 +174,12 @@ def _error_code(response: httpx.Response) -> str | None:
         return response.json()["error"]["code"]
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _outcome_unknown(call: Call, response: httpx.Response) -> bool:
+    """Whether a proxy's answer leaves it unknown if a write the server does not deduplicate
+    was done (so it must not be sent again)."""
+    return response.status_code in UNKNOWN_OUTCOME_STATUSES and not call.idempotent
 
 
 def _job_id(job: S.ForgetJob | str) -> str:

@@ -565,7 +565,7 @@ class ImportRun:
                 except OutOfOrder:  # its predecessor is acknowledged by now: once more, alone
                     result = self._send(index, None)
                 batch = batches[index]
-                repeated_items += len(batch) if getattr(result, "repeated", False) else 0
+                repeated_items += len(batch) if result.repeated else 0
                 journal.done_batches, journal.done_items = index + 1, journal.done_items + len(batch)
                 journal.finished = journal.done_batches == len(batches)
                 journal.save()
