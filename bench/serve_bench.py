@@ -150,6 +150,47 @@ def durable_append_floor(redis_url: str, n: int) -> dict:
     return _stats(samples)
 
 
+def write_work_floor(redis_url: str, texts: Texts, n: int) -> dict:
+    """CPU ms of the work one single-text observe must do wherever it is served, in this process
+    on one thread with no transport: encode with `hash`, learn, the sha256 `weight_hash` the
+    answer carries (the REST contract), one durable WAL append (this process's CPU and the
+    Valkey's). `cores × 1000 / (this + a request's transport CPU)` is then the most writes/s any
+    server could answer on this machine: the ceiling the issue's ratios are read against."""
+    import numpy as np
+    import torch
+
+    from memory import MemoryConfig, NeuralMemory, get_encoder
+    from storage import MetadataStore
+
+    torch.set_num_threads(1)
+    encoder, memory = get_encoder("hash"), NeuralMemory(MemoryConfig(encoder="hash"))
+    store = MetadataStore(redis_url, prefix="work-floor")
+    store.create_memory("bench/work-floor", {"config": {}})
+    sample = texts.take(n + 64)
+    memory.observe_vectors(encoder.encode(sample[:64]), sample[:64])  # warm, and a store to search
+    spent = {"encode_hash": 0.0, "learn": 0.0, "weight_hash": 0.0, "wal_append": 0.0}
+    valkey_before = cpu_by_role().get("valkey", 0.0)
+    for step, text in enumerate(sample[64:], start=1):
+        t0 = time.thread_time()
+        vectors = encoder.encode([text])
+        t1 = time.thread_time()
+        memory.observe_vectors(vectors, [text])
+        t2 = time.thread_time()
+        _ = memory.weight_hash
+        t3 = time.thread_time()
+        store.wal_append("bench/work-floor", {"step": step, "vectors": np.asarray(vectors, "<f4").tobytes(),
+                                              "texts": [text], "domain": None,
+                                              "options": {"request_id": str(step)}})
+        t4 = time.thread_time()
+        for part, seconds in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            spent[part] += seconds
+    spent["wal_append"] += cpu_by_role().get("valkey", 0.0) - valkey_before
+    store.close()
+    per_write = {part: round(seconds * 1000 / n, 3) for part, seconds in spent.items()}
+    per_write["total"] = round(sum(per_write.values()), 3)
+    return {"cpu_ms_per_write": per_write, "n": n, "threads": 1}
+
+
 def in_process_floors(texts: Texts, n: int) -> dict:
     """The encoder alone and encode + observe of one text, in this process, on the same texts."""
     import numpy as np
@@ -161,11 +202,12 @@ def in_process_floors(texts: Texts, n: int) -> dict:
     sample = texts.take(max(n, BATCH * 4))
     torch.set_num_threads(1)
     encoder.encode(sample[:8])  # warm
-    single = []
+    single, cpu_start = [], time.process_time()  # process: the runtime's own threads count too
     for text in sample[:n]:
         start = time.perf_counter()
         encoder.encode([text])
         single.append(time.perf_counter() - start)
+    single_cpu_ms = (time.process_time() - cpu_start) * 1000 / n
     memory = NeuralMemory(MemoryConfig())
     memory.observe_vectors(encoder.encode(sample[:64]), sample[:64])
     both = []
@@ -179,7 +221,8 @@ def in_process_floors(texts: Texts, n: int) -> dict:
         encoder.encode(sample[at : at + BATCH])
     batched = (len(sample) // BATCH * BATCH) / (time.perf_counter() - start)
     torch.set_num_threads(1)
-    return {"encode_one_text_1_thread": _stats(single), "encode_and_observe_one_text_1_thread": _stats(both),
+    return {"encode_one_text_1_thread": _stats(single), "encode_one_text_cpu_ms": round(single_cpu_ms, 3),
+            "encode_and_observe_one_text_1_thread": _stats(both),
             "encode_batched_sentences_per_s": round(batched, 1), "batch": BATCH,
             "threads_batched": os.cpu_count(), "encoder_vectors_finite": bool(np.isfinite(
                 encoder.encode(sample[:2])).all())}
@@ -243,6 +286,8 @@ async def run_all(url: str, key: str, redis_url: str, n: int, seconds: float) ->
         out["observe_minilm_8_clients"] = await throughput(c, _observe(minilm, texts), seconds)
         out["in_process"] = await asyncio.to_thread(in_process_floors, texts, n)
         out["in_process"]["durable_wal_append_1_text"] = await asyncio.to_thread(durable_append_floor, redis_url, n)
+        out["in_process"]["write_work"] = await asyncio.to_thread(write_work_floor, redis_url, texts, n)
+        out["stats_1_client"] = await sequential(n, lambda: c.get(f"/v1/memories/{hashed[0]}/stats"))
         one = minilm[0]
         out["rest_observe_1_client"] = await sequential(
             n, lambda: c.post(f"/v1/memories/{one}/observe", json={"context": texts.take()}))
@@ -285,7 +330,41 @@ def figures(r: dict) -> list[tuple[str, str, str, str]]:
          "> 100/s"),
         ("floor: GET stats, 8 clients (proxy + gateway + one actor call)",
          f"{r['stats_8_clients']['calls_per_s']}/s", f"/healthz {health}/s", "-"),
+        *ceilings(r),
     ]
+
+
+def ceilings(r: dict) -> list[tuple[str, str, str, str]]:
+    """The most each single-text figure could reach on this machine, from floors of the same run:
+    writes/s ≤ cores × 1000 / (CPU ms of the write's own work + CPU ms of one request's transport:
+    `/healthz`'s, or `GET stats`' with its actor call; the bench client's share included, as it
+    shares the cores), and a p50 ≥ the in-process work + the write's durable append + one
+    client's `GET stats` round trip."""
+    cores, work = os.cpu_count() or 1, r["in_process"]["write_work"]["cpu_ms_per_write"]
+    floors = r["in_process"]
+    minilm_work = work["total"] - work["encode_hash"] + floors["encode_one_text_cpu_ms"]
+    health_cpu = r["healthz_8_clients"]["cpu_ms_per_item"]["total"]
+    stats_cpu = r["stats_8_clients"]["cpu_ms_per_item"]["total"]
+    rows = []
+    for label, phase, own, target in (
+            ("hash", "observe_hash_8_clients", work["total"], 0.8 * r["healthz_8_clients"]["calls_per_s"]),
+            ("MiniLM", "observe_minilm_8_clients", minilm_work, 0.7 * floors["encode_batched_sentences_per_s"])):
+        bare, with_call = cores * 1000 / (own + health_cpu), cores * 1000 / (own + stats_cpu)
+        measured = r[phase]["items_per_s"]
+        rows.append((f"ceiling: observe, {label}, 8 clients ({cores} cores ÷ CPU per write: its own work "
+                     f"{own:.2f} ms + /healthz's {health_cpu} ms, or + GET stats' {stats_cpu} ms)",
+                     f"{bare:.0f}/s, or {with_call:.0f}/s with the actor call",
+                     f"measured {measured}/s = {measured / with_call:.2f}× the second",
+                     f"target {target:.0f}/s = {target / bare:.2f}× the first"))
+    one = floors["encode_and_observe_one_text_1_thread"]["p50_ms"]
+    latency = (one + work["weight_hash"] + floors["durable_wal_append_1_text"]["p50_ms"]
+               + r["stats_1_client"]["p50_ms"])
+    rest_p50 = r["rest_observe_1_client"]["p50_ms"]
+    rows.append(("ceiling: REST observe p50, 1 client (in-process encode + observe + weight hash + durable "
+                 "append, + one GET stats round trip)", f"{latency:.2f} ms",
+                 f"measured {rest_p50} ms = {rest_p50 / latency:.2f}× it",
+                 f"target {1.3 * one:.2f} ms = {1.3 * one / latency:.2f}× it"))
+    return rows
 
 
 def report(r: dict) -> str:
