@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -247,3 +248,12 @@ def test_an_encoder_looked_up_while_its_memory_was_deleted_is_not_cached():
         assert await service.encoder_of("acme", "notes") == "minilm"  # ... but did not cache it
 
     asyncio.run(run())
+
+
+def test_a_retryable_503_is_logged_as_a_warning_and_an_unexpected_5xx_as_an_error(caplog):
+    """A busy memory is an expected, retried state: an operator's error alerts are for faults."""
+    caplog.set_level(logging.WARNING, logger="serve.error_map")
+    assert problem_for(E.Busy("memory acme/x is busy"), "rid-2").status == 503
+    assert problem_for(RuntimeError("boom"), "rid-3").status == 500
+    levels = {record.getMessage().split(":")[0]: record.levelno for record in caplog.records}
+    assert levels == {"request rid-2": logging.WARNING, "request rid-3": logging.ERROR}
