@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 _OBSERVE_KEYS = ("surprise", "weight_delta", "patterns_activated", "step", "weight_hash")
 _STATS_KEYS = ("total_observations", "weight_parameters", "capacity_used", "avg_surprise", "domains",
-               "weight_hash", "patterns", "size_mb")
+               "weight_hash", "patterns", "episodes", "size_mb")
 
 
 @dataclass(frozen=True)

@@ -377,6 +377,9 @@ class StatsResponse(Response):
     domains: list[str]
     weight_hash: str
     patterns: int | None = Field(None, description="Learned patterns held (capacity_used × slots).")
+    episodes: int | None = Field(None, description=(
+        "Distinct texts stored, verbatim, in the episodic store: what a memory's size grows with, "
+        "never evicted (a text observed again is one record; total_observations counts it twice)."))
     size_mb: float | None = Field(
         None, description="Size of the newest auto-checkpoint, in MB: what the memory's saved state "
                           "weighed then. Writes since are in the log until the next one "

@@ -63,7 +63,10 @@ def test_6_2_pattern_recognition(api, fresh_name):
     assert "with" in attended or "context manager" in attended
 
     stats = ok(api.get(f"/v1/memories/{fresh_name}/stats"))
-    assert stats["total_observations"] == 3 and "python" in stats["domains"]
+    assert stats["total_observations"] == 3 and stats["episodes"] == 3 and "python" in stats["domains"]
+    ok(api.post(f"/v1/memories/{fresh_name}/observe", json={"context": PYTHON_PATTERN[0], "domain": "python"}))
+    again = ok(api.get(f"/v1/memories/{fresh_name}/stats"))  # told twice: one record, two observations
+    assert (again["total_observations"], again["episodes"]) == (4, 3)
     explained = ok(api.get(f"/v1/memories/{fresh_name}/explain", params={"top_k": 2}))
     assert 1 <= len(explained["patterns"]) <= 2 and explained["patterns"][0]["examples"]
     attention = ok(api.post(f"/v1/memories/{fresh_name}/attention_map", json={"query": related}))
