@@ -135,9 +135,10 @@ class Forbidden(NeuralMemoryError):
 
 
 class LimitExceeded(NeuralMemoryError):
-    """A limit refused the call; the message names the limit. Retry after `retry_after` seconds."""
+    """A limit refused the call; the message names the limit. Retry after `retry_after` seconds
+    (None: waiting alone will not lift it, e.g. a quota until something is deleted)."""
 
-    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+    def __init__(self, message: str, retry_after: float | None = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
@@ -150,7 +151,11 @@ class RateLimited(LimitExceeded):
 
 
 class QuotaExceeded(LimitExceeded):
-    """A tenant's quota (e.g. NMEM_MAX_MEMORIES_PER_TENANT) is used up."""
+    """A tenant's quota (e.g. NMEM_MAX_MEMORIES_PER_TENANT) is used up: no Retry-After, since
+    only a deletion frees it (a client honouring one would loop)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after)
 
 
 class Unavailable(NeuralMemoryError):

@@ -204,7 +204,7 @@ class MemoryCluster:
     def _over_quota(self) -> QuotaExceeded:
         limit = self.settings.max_memories_per_tenant
         return QuotaExceeded(f"quota: at most {limit} memories per tenant "
-                             "(NMEM_MAX_MEMORIES_PER_TENANT); delete some first", retry_after=60)
+                             "(NMEM_MAX_MEMORIES_PER_TENANT); delete some first")
 
     async def list_memories(self, tenant: str, cursor: str | None = None, limit: int = DEFAULT_PAGE,
                             prefix: str | None = None) -> dict:

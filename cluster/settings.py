@@ -105,10 +105,11 @@ class ClusterSettings(BaseSettings):
                     "checkpoints being written while the collector runs."
     )
     max_memories_per_tenant: int = Field(
-        1000, ge=1, le=10_000_000,
-        description="Memories one tenant may have; create, fork and image import beyond it are "
-                    "refused with 429 (checked in the same step as the registration, so concurrent "
-                    "creates never pass it)."
+        10_000, ge=1, le=10_000_000,
+        description="Memories one tenant may have (room for a base and a fork per user of a platform "
+                    "of 10,000 users); create, fork and image import beyond it are refused with 429 "
+                    "quota_exceeded, without Retry-After since only a deletion frees room (checked in the "
+                    "same step as the registration, so concurrent creates never pass it)."
     )
     storage: StorageSettings = Field(
         default_factory=StorageSettings,

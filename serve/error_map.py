@@ -153,7 +153,8 @@ def _public_message(exc: BaseException, status: int) -> str:
 
 def _retry_after(exc: BaseException, status: int) -> float | None:
     if status == 429:
-        return float(getattr(exc, "retry_after", 1.0))
+        wait = getattr(exc, "retry_after", 1.0)
+        return None if wait is None else float(wait)
     return RETRY_AFTER_S if status == 503 else None
 
 
