@@ -448,6 +448,18 @@ class MemoryActor(Rebinding, Forgetting):
                 self._auto_checkpoint()
             return dict(self._latest_auto)
 
+    def save_for_stop(self) -> bool:
+        """A graceful stop's save, by hibernation's rule: a tail longer than a wake-up replays
+        quickly is checkpointed; a short one stays in the WAL (a fork that learned a little costs
+        its log on every restart, not a new ~5 MB head). Whether it checkpointed."""
+        self._ready()
+        with self._ckpt_lock:
+            if not self._tail_too_long():
+                return False
+            self._confirm_owner()  # a superseded actor's state is no longer the memory's
+            self._auto_checkpoint()
+            return True
+
     # ---- reads ------------------------------------------------------------------------------
 
     def surprise(self, vector: Any, text: str) -> dict:

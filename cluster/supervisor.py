@@ -159,17 +159,19 @@ class Supervisor:
         return list(self._starts)
 
     async def checkpoint_live(self, timeout: float) -> dict:
-        """Save every live memory that has unsaved writes (graceful stop), all at once, each
-        within `timeout` seconds: {"saved": n, "failed": [qname, ...]}."""
+        """Before a graceful stop, save each live memory by hibernation's rule (a long unsaved
+        tail is checkpointed, a short one stays in the WAL: MemoryActor.save_for_stop), all at
+        once, each within `timeout` seconds: {"saved": n, "kept_as_log": n, "failed": [qname]}."""
         await self._boot()
         slots = {qname: self._actors[qname] for qname in list(self._live) if qname in self._actors}
         answers = await asyncio.gather(
-            *(asyncio.wait_for(slot.handle.snapshot.remote(), timeout) for slot in slots.values()),
+            *(asyncio.wait_for(slot.handle.save_for_stop.remote(), timeout) for slot in slots.values()),
             return_exceptions=True)
         failed = [qname for qname, answer in zip(slots, answers) if isinstance(answer, BaseException)]
         for qname in failed:
             log.warning("could not checkpoint %s before stopping; its WAL still holds every write", qname)
-        return {"saved": len(slots) - len(failed), "failed": failed}
+        saved = sum(1 for answer in answers if answer is True)
+        return {"saved": saved, "kept_as_log": len(slots) - len(failed) - saved, "failed": failed}
 
     async def stop_all(self) -> int:
         """Kill every memory actor and spare of the namespace (tests, teardown); returns how many

@@ -289,7 +289,8 @@ def _private_ray_token() -> None:
 
 
 def _checkpoint_live(namespace: str) -> None:
-    """Save every live memory before anything stops (the WAL holds every write regardless)."""
+    """Before anything stops, checkpoint each live memory with a long unsaved tail (the WAL holds
+    every write regardless; a short tail is replayed when the memory wakes)."""
     from cluster import checkpoint_live_memories
 
     began = time.monotonic()
@@ -300,8 +301,8 @@ def _checkpoint_live(namespace: str) -> None:
               "hold every write", file=sys.stderr, flush=True)
         return
     failed = f", {len(saved['failed'])} failed (their logs hold every write)" if saved["failed"] else ""
-    print(f"neural-memory: checkpointed {saved['saved']} live memories in "
-          f"{time.monotonic() - began:.1f} s{failed}", file=sys.stderr, flush=True)
+    print(f"neural-memory: checkpointed {saved['saved']} live memories, {saved['kept_as_log']} kept their "
+          f"short write-ahead log, in {time.monotonic() - began:.1f} s{failed}", file=sys.stderr, flush=True)
 
 
 def _within(seconds: float, step: Callable[[], Any]) -> bool:
