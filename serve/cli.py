@@ -74,6 +74,9 @@ def _add_gc_command(sub: argparse._SubParsersAction) -> None:
                     help="keep chunks written or reused this recently, in seconds, at least 60 "
                          "(NMEM_GC_GRACE_SECONDS, default 900)")
     gc.add_argument("--dry-run", action="store_true", help="count what would be deleted (`deleted`, with `dry_run`: true); delete nothing")
+    gc.add_argument("--wait", type=float, default=120.0,
+                    help="while another collection holds the lock (a forget deleting what it erased), try "
+                         "again for up to this many seconds (default 120; 0: once)")
 
 
 def _gc(args: argparse.Namespace) -> int:
@@ -101,7 +104,7 @@ def _gc(args: argparse.Namespace) -> int:
         return 2
     grace = settings.gc_grace_seconds if args.grace is None else args.grace
     try:
-        report = collect_once(storage, grace, dry_run=args.dry_run)
+        report = collect_once(storage, grace, dry_run=args.dry_run, wait=max(0.0, args.wait))
     except NeuralMemoryError as exc:
         print(f"neural-memory gc: {exc}", file=sys.stderr)
         return 2
@@ -113,7 +116,8 @@ def _gc(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     if not report.ran:
-        print(f"neural-memory gc: did not run: {report.busy}; run it again later", file=sys.stderr)
+        print(f"neural-memory gc: did not run within {args.wait:g} s: {report.busy}; run it again later "
+              "(or with a longer --wait)", file=sys.stderr)
         return 1
     return 0
 

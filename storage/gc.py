@@ -99,7 +99,9 @@ class GarbageCollector:
         self.content = content
         self._named: dict[str, frozenset[str]] = {}  # object key -> chunks its manifest names
 
-    def run(self, grace_seconds: float, *, dry_run: bool = False) -> GcReport:
+    def run(self, grace_seconds: float, *, dry_run: bool = False, wait_seconds: float = 0.0) -> GcReport:
+        """Collect, unless another collection (a GC run, or a forget deleting what it erased)
+        holds the lock for longer than `wait_seconds`: then `ran` is False and `busy` says why."""
         if not (isinstance(grace_seconds, (int, float)) and math.isfinite(grace_seconds) and grace_seconds >= 0):
             raise InvalidInput(f"the GC grace must be a number of seconds, got {grace_seconds!r}")
         if grace_seconds < MIN_GRACE_SECONDS:  # a dry run too: it counts what the same run would delete
@@ -107,7 +109,7 @@ class GarbageCollector:
                                "a checkpoint being written renews its chunks' claims every "
                                f"{REFRESH_CLAIMS_AFTER:.0f} s, and a shorter grace could delete them under it")
         meta = self.content.metadata
-        with collector_lock(meta) as held:
+        with collector_lock(meta, wait_seconds) as held:
             if held:
                 return self._collect(grace_seconds, dry_run)
         ttl = meta.gc_holder_ttl()

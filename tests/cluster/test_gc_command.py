@@ -80,3 +80,32 @@ def test_the_command_refuses_a_folder_without_server_data(tmp_path):
     assert done.returncode == 2 and "no server data at" in done.stderr and "--data-dir" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "elsewhere").exists()  # no empty store started in its place
+
+
+def test_a_collection_waits_for_one_holding_the_lock(tmp_path):
+    """A forget holds the collector lock while it deletes what it erased: under a stream of
+    them `neural-memory gc` exited 1 three times in four. It now waits (--wait) for the lock."""
+    import threading
+
+    from storage.gc import collector_lock
+
+    settings = StorageSettings(data_dir=tmp_path / "nmem")
+    with open_storage(settings) as running:
+        named = _orphan_chunks(running)
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with collector_lock(running.metadata) as taken:
+                assert taken
+                held.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(10)
+        once = collect_once(settings, 60.0)
+        assert not once.ran and "holds the lock" in once.busy and _chunks(running) > named
+        threading.Timer(1.5, release.set).start()
+        waited = collect_once(settings, 60.0, wait=30.0)
+        holder.join()
+        assert waited.ran and waited.deleted > 0 and _chunks(running) == named
