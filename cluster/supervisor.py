@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import OrderedDict, deque
 from typing import Any
 
@@ -76,7 +77,8 @@ class Supervisor:
         self._actors: dict[str, Slot] = {}  # qname -> the actor serving it (live or starting)
         self._live: OrderedDict[str, float] = OrderedDict()  # qname -> last use; LRU first
         self._starting: set[str] = set()
-        self._locks: dict[str, asyncio.Lock] = {}
+        # One lock per memory while someone holds or awaits it: a dict kept one per name ever used.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._cap_lock = asyncio.Lock()
         self._boot_lock = asyncio.Lock()
         self._gate = FairGate(settings.max_concurrent_starts)
