@@ -45,12 +45,13 @@ class Rebinding:
     _checkpointer: threading.Thread | None
     _trim_timer: threading.Timer | None
 
-    def release(self, if_idle: bool = False) -> dict:
+    def release(self, if_idle: bool = False, save: bool = True) -> dict:
         """Hibernate, wait for calls in flight, then forget the memory: this process is a spare
         again (imports and storage kept), ready for start(another). Unavailable if calls do not
         finish in time (the supervisor then kills the process instead). With `if_idle`, nothing
         is done while a call runs: {"busy": True} (an idle memory is not idle while a write
-        waits for its predecessor, and hibernating would refuse that write)."""
+        waits for its predecessor, and hibernating would refuse that write). `save` False: no
+        checkpoint of the tail (the memory is being deleted)."""
         phases = Phases()
         with self._start_lock:
             if if_idle:
@@ -58,7 +59,7 @@ class Rebinding:
                     if self._in_flight:
                         return {"busy": True}
                     self._releasing = True  # from here new calls are refused (retried elsewhere)
-            summary = self.prepare_hibernate() if self._started else {"step": None}
+            summary = self.prepare_hibernate(save) if self._started else {"step": None}
             phases.lap("hibernate")
             with self._calls:
                 self._releasing = True

@@ -220,11 +220,11 @@ class MemoryActor(Rebinding, Forgetting):
 
         return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
-    def prepare_hibernate(self) -> dict:
+    def prepare_hibernate(self, save: bool = True) -> dict:
         """Refuse new writes and stop checkpointing; the supervisor releases or kills the actor
         next. Unsaved writes stay in the WAL (replayed on wake) unless there are at least
         `wal_tail_writes` of them or `wal_tail_observations` observations in them: then they
-        are checkpointed, so wake-ups stay quick."""
+        are checkpointed, so wake-ups stay quick (unless not `save`: a deleted memory)."""
         mem = self._ready()
         self._stop_job()  # a running forget job resumes when the memory wakes
         with self._ckpt_lock:
@@ -233,7 +233,7 @@ class MemoryActor(Rebinding, Forgetting):
                 self._settle()  # a failed write leaves the log before the tail is kept as it is
             with self._applied:  # writes waiting for a predecessor stop waiting: refused, retried
                 self._applied.notify_all()
-            if self._tail_too_long():
+            if save and self._tail_too_long():
                 self._auto_checkpoint()
             self._stop.set()
             self._wake.set()

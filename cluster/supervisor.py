@@ -130,10 +130,13 @@ class Supervisor:
             return await self._hibernate(qname) is not None
 
     async def remove(self, qname: str) -> None:
-        """Kill `qname`'s actor without a checkpoint (the memory is being deleted)."""
+        """Stop serving `qname` without a checkpoint (the memory is being deleted): its process
+        becomes a spare, as a hibernating memory's does (killing it made every create-and-delete
+        cost a ~3 CPU-second process start, and Ray keeps each dead worker's log files and state
+        for the session), or is killed if it does not release cleanly."""
         await self._boot()
         async with self._lock(qname):
-            await self._kill(qname)
+            await self._hibernate(qname, save=False)
 
     async def identity(self) -> dict:
         """The code this supervisor runs (actors/code_id.py)."""
@@ -343,18 +346,18 @@ class Supervisor:
             await self._kill(qname)
             raise unwrap(exc) from None
 
-    async def _hibernate(self, qname: str, *, if_idle: bool = False) -> dict | None:
+    async def _hibernate(self, qname: str, *, if_idle: bool = False, save: bool = True) -> dict | None:
         """Release the memory from its actor and keep the process as a spare (or stop it);
         None if it was not live, else the release's timings. With `if_idle`, a memory whose
         actor still runs a call (say a write waiting for the one it names in after_request_id)
-        is left live, as used now: None."""
+        is left live, as used now: None. `save` False: no checkpoint (a deleted memory)."""
         slot = self._actors.get(qname)
         if slot is None:
             self._live.pop(qname, None)
             return None
         began = time.monotonic()
         try:
-            released = await asyncio.wait_for(slot.handle.release.remote(if_idle), self._timeout)
+            released = await asyncio.wait_for(slot.handle.release.remote(if_idle, save), self._timeout)
         except Exception as exc:  # noqa: BLE001 - stop it anyway: the WAL still holds every write
             log.warning("hibernating %s by stopping its actor: %s", qname, unwrap(exc))
             released = None

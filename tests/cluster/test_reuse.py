@@ -58,3 +58,28 @@ def test_a_start_with_no_warm_process_takes_an_idle_memorys(make_cluster, arun, 
     assert arun(cluster._routes().call(f"{tenant}/second", "where"))["pid"] == first_pid
     assert arun(cluster.live_actor_count()) == 1
     assert arun(cluster.stats(tenant, "first"))["weight_hash"] == first_hash
+
+
+def test_a_deleted_memorys_process_serves_the_next_memory_and_holds_nothing_of_it(make_cluster, arun, tenant):
+    """Delete hands the process back as hibernation does (it killed it: every create-and-delete
+    of a per-user memory cost a process start, and Ray keeps each dead worker's logs), without
+    saving the deleted memory's unsaved writes anywhere."""
+    cluster = make_cluster(spare_actors=0, spare_actors_max=1)
+    arun(cluster.create_memory(tenant, "gone", SMALL))
+    secret = "the deleted memory's door code is 4471"
+    arun(cluster.observe(tenant, "gone", encode([secret]), [secret]))
+    pid = arun(cluster._routes().call(f"{tenant}/gone", "where"))["pid"]
+    started = ray.get(cluster._supervisor.processes.remote(), timeout=120)["started"]
+
+    arun(cluster.delete_memory(tenant, "gone"))
+    assert not cluster.storage.checkpoints.list(f"{tenant}/gone/")  # its unsaved write saved nowhere
+    arun(cluster.create_memory(tenant, "next", SMALL))
+    assert arun(cluster._routes().call(f"{tenant}/next", "where"))["pid"] == pid
+    assert ray.get(cluster._supervisor.processes.remote(), timeout=120)["started"] == started
+    stats = arun(cluster.stats(tenant, "next"))
+    assert stats["total_observations"] == 0 and stats["episodes"] == 0
+    answer = arun(cluster.infer(tenant, "next", encode([secret])[0], secret))
+    assert secret not in answer["response"] and not answer["attention_weights"]
+    fact = "the next memory keeps bees"
+    observed = arun(cluster.observe(tenant, "next", encode([fact]), [fact]))
+    assert observed["weight_hash"] == reference_hash([fact], encode([fact]))  # as a fresh process's
