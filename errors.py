@@ -21,7 +21,7 @@ and it imports nothing of ours. Only `serve/` turns these into HTTP statuses or 
     │       └── CheckpointConflict  a create-only write lost the race (tag already taken)
     ├── AuthError                 401: no or unknown API key
     ├── Forbidden                 403
-    ├── LimitExceeded             429, with a `retry_after` (seconds)
+    ├── LimitExceeded             429, with a `retry_after` (seconds; None for a quota)
     │   ├── RateLimited           too many requests for one API key
     │   └── QuotaExceeded         a tenant's cap (e.g. memories) is reached
     └── Unavailable               503: the memory's actor could not be reached or started

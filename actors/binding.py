@@ -11,7 +11,7 @@ the wrong one.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from errors import InvalidInput, Unavailable
 
@@ -43,6 +43,7 @@ class Rebinding:
     _releasing: bool
     _started: bool
     _checkpointer: threading.Thread | None
+    _forget_work_running: Callable[[], bool]
     _trim_timer: threading.Timer | None
 
     def release(self, if_idle: bool = False, save: bool = True) -> dict:
@@ -68,6 +69,8 @@ class Rebinding:
             phases.lap("calls_in_flight")
             if self._checkpointer is not None:
                 self._checkpointer.join()
+            if self._forget_work_running():
+                raise Unavailable(f"a forget of {self._qname} is still finishing; this process is not reused")
             self._reset_binding(None)
             phases.lap("unbind")
             self._trim_if_still_unbound()

@@ -89,6 +89,7 @@ class Forgetting(Erasure):
 
     _job: dict | None
     _job_thread: threading.Thread | None
+    _cleanups: list[threading.Thread]
     _job_cancel: threading.Event
 
     # ---- calls ---------------------------------------------------------------------------------
@@ -181,7 +182,9 @@ class Forgetting(Erasure):
         for job in self._storage.metadata.jobs(self._qname):
             if job["status"] == "done" and (job.get("cleanup") or job.get("cleanup_chunks")):
                 # in the background: it may wait for another collection to finish
-                threading.Thread(target=self._finish_cleanup, args=(job,), name="forget-cleanup", daemon=True).start()
+                cleanup = threading.Thread(target=self._finish_cleanup, args=(job,), name="forget-cleanup", daemon=True)
+                self._cleanups.append(cleanup)
+                cleanup.start()
             elif job["status"] in ("pending", "running"):
                 self._delete_objects(job.get("staged", []))
                 job.update(staged=[], status="pending", progress=0.0, cut=None)  # cut: the log's end now
@@ -197,6 +200,13 @@ class Forgetting(Erasure):
             self._job_cancel.set()
             thread.join(timeout=60)
 
+    def _forget_work_running(self) -> bool:
+        """Whether a job or a clean-up thread of this memory still runs: one waiting for the
+        collector lock outlives _stop_job, and it writes to whatever memory `_qname` names when
+        it ends, so the process must not serve another memory (release refuses: it is killed)."""
+        threads = [self._job_thread, *self._cleanups]
+        return any(thread is not None and thread.is_alive() for thread in threads)
+
     def _job_main(self, job: dict) -> None:
         try:
             job.update(status="running", started_at=now_iso())
@@ -207,7 +217,7 @@ class Forgetting(Erasure):
             else:
                 self._forget_exactly(job, selector)
         except Cancelled:
-            log.warning("memory %s: forget job %s stopped; it resumes when the memory wakes",
+            log.warning("memory %s: forget job %s stopped; it resumes when the memory wakes (unless it was deleted)",
                         self._qname, job["job_id"])
         except Superseded:  # not failed: the actor that took the memory resumes it
             log.warning("memory %s: forget job %s left to the actor that took the memory",

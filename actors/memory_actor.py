@@ -125,6 +125,7 @@ class MemoryActor(Rebinding, Forgetting):
         self._latest_auto: dict | None = None
         self._job: dict | None = None  # the running forget job (actors/forgetting.py)
         self._job_thread: threading.Thread | None = None
+        self._cleanups: list[threading.Thread] = []  # forget clean-ups resumed at start
         self._job_cancel = threading.Event()
         # (step before, weights touched?, seq) of a write that failed after it was logged: its
         # entry must leave the log before anything else is logged or saved (see _settle).
@@ -454,6 +455,8 @@ class MemoryActor(Rebinding, Forgetting):
         its log on every restart, not a new ~5 MB head). Whether it checkpointed."""
         self._ready()
         with self._ckpt_lock:
+            with self._write_lock:
+                self._settle()  # a failed write leaves the log before a tail is kept as it is
             if not self._tail_too_long():
                 return False
             self._confirm_owner()  # a superseded actor's state is no longer the memory's

@@ -23,8 +23,9 @@ def start_storage(settings: ClusterSettings) -> tuple[ClusterSettings, Storage]:
 
 
 def checkpoint_live_memories(namespace: str, timeout: float = 30.0) -> dict:
-    """Graceful stop: every live memory of the deployment writes a checkpoint (those with unsaved
-    writes), in parallel, within `timeout` seconds in all. {"saved": n, "failed": [...]}."""
+    """Graceful stop: every live memory of the deployment with a long unsaved tail writes a
+    checkpoint (a short one stays in its WAL), in parallel, within `timeout` seconds in all.
+    {"saved": n, "kept_as_log": n, "failed": [...]}."""
     import ray  # noqa: PLC0415 - only the serving process gets here, with Ray running
 
     from cluster.supervisor import SUPERVISOR_NAME  # noqa: PLC0415
@@ -32,5 +33,5 @@ def checkpoint_live_memories(namespace: str, timeout: float = 30.0) -> dict:
     try:
         supervisor = ray.get_actor(SUPERVISOR_NAME, namespace=namespace)
     except ValueError:  # no supervisor: no memory was ever used
-        return {"saved": 0, "failed": []}
+        return {"saved": 0, "kept_as_log": 0, "failed": []}
     return ray.get(supervisor.checkpoint_live.remote(timeout * 0.9), timeout=timeout)

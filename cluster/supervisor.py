@@ -63,6 +63,10 @@ def unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+# Seconds a deleted memory's process has to release cleanly before it is killed instead.
+DELETE_RELEASE_WAIT = 10.0
+
+
 class Supervisor:
     """Live memory actors of one namespace: LRU order, cap, idle hibernation, (re)start, spares."""
 
@@ -357,7 +361,9 @@ class Supervisor:
             return None
         began = time.monotonic()
         try:
-            released = await asyncio.wait_for(slot.handle.release.remote(if_idle, save), self._timeout)
+            # A deleted memory's name may be taken again at once: its release gets a short wait.
+            wait = self._timeout if save else min(self._timeout, DELETE_RELEASE_WAIT)
+            released = await asyncio.wait_for(slot.handle.release.remote(if_idle, save), wait)
         except Exception as exc:  # noqa: BLE001 - stop it anyway: the WAL still holds every write
             log.warning("hibernating %s by stopping its actor: %s", qname, unwrap(exc))
             released = None

@@ -123,8 +123,8 @@ def problem_for(exc: BaseException, request_id: str | None = None, *, local: boo
     for cls, status in STATUS_TABLE:
         if isinstance(cause, cls):
             message = _first_line(cause) if local else _public_message(cause, status)
-            if status >= 500:  # a 503 is a retryable state (busy, restarting), not a fault
-                (logger.warning if status == 503 else logger.error)(
+            if status >= 500:  # a memory busy or restarting is a state, retried; a storage outage a fault
+                (logger.warning if isinstance(cause, E.Unavailable) else logger.error)(
                     "request %s: %s: %s", request_id, type(cause).__name__, _first_line(cause))
             return Problem(status, snake(_our_class(cause).__name__), message,
                            _retry_after(cause, status), request_id)

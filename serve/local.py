@@ -301,7 +301,7 @@ def _checkpoint_live(namespace: str) -> None:
               "hold every write", file=sys.stderr, flush=True)
         return
     failed = f", {len(saved['failed'])} failed (their logs hold every write)" if saved["failed"] else ""
-    print(f"neural-memory: checkpointed {saved['saved']} live memories, {saved['kept_as_log']} kept their "
+    print(f"neural-memory: checkpointed {saved['saved']} live memories, {saved.get('kept_as_log', 0)} kept their "
           f"short write-ahead log, in {time.monotonic() - began:.1f} s{failed}", file=sys.stderr, flush=True)
 
 

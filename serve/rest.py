@@ -34,7 +34,8 @@ ERRORS = {
         (413, "Request body too large"),
         (415, "A compressed body (Content-Encoding): send it uncompressed"),
         (422, "Request failed validation (field paths in details), or a stored checkpoint is unusable"),
-        (429, "A rate limit or quota was reached (the message names it); see Retry-After"),
+        (429, "A rate limit or quota was reached (the message names it); a rate limit's Retry-After says when "
+              "to retry, a quota has none (delete a memory first)"),
         (500, "Internal error (the server log has the details under the request id)"),
         (503, "A backing service is unavailable; retry after Retry-After seconds"),
     ]

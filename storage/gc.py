@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 MIN_GRACE_SECONDS = 60.0  # must exceed storage.cas.REFRESH_CLAIMS_AFTER
 # The collector lock is a lease its holder renews every LOCK_RENEW_SECONDS while it works: a
-# holder killed mid-way (a memory deleted while its forget swept) blocks the next one for at
+# holder killed mid-way (a process stopped while its forget swept) blocks the next one for at
 # most LOCK_SECONDS, not an hour.
 LOCK_SECONDS = 60
 LOCK_RENEW_SECONDS = 15.0

@@ -34,7 +34,7 @@ __all__ = [
 # writing into whatever takes the name next).
 # Every forget job of the memory that has not finished (pending or running) gets its final audit
 # record here, in the same step as the delete: status "failed", error "memory_deleted" (the
-# job's own failure write would find the memory gone, and a killed actor writes nothing). The
+# job's own failure write would find the memory gone, and its actor is released or killed). The
 # record has the fields of every other audit record (actors/forgetting.py `_audit`), never the
 # selector's texts. Records are built before the first write: a script error writes nothing.
 DELETE_MEMORY = """

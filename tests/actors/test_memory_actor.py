@@ -691,3 +691,19 @@ def test_a_read_beside_a_batch_sees_the_memory_before_or_after_it(local_storage,
     answers = [answer for _, answer in seen if answer is not None]
     assert len(answers) >= 4
     assert all(answer in answered.values() for answer in answers)
+
+
+def test_a_process_whose_forget_clean_up_still_runs_is_not_handed_to_another_memory(local_storage, make_actor):
+    """A forget's clean-up waiting for the collector lock outlives the job's stop, and it writes
+    to whatever memory the process serves when it ends: release refuses (the supervisor then
+    kills the process) rather than bind the next memory under it, another tenant's perhaps."""
+    actor = make_actor(local_storage, Q)
+    holding = threading.Event()
+    cleanup = threading.Thread(target=holding.wait, args=(30,), daemon=True)  # as one waiting for the lock
+    actor._cleanups.append(cleanup)
+    cleanup.start()
+    with pytest.raises(Unavailable, match="still finishing"):
+        actor.release(save=False)
+    assert actor.identity()["qname"] == Q  # not unbound: nothing else can be bound to it
+    holding.set()
+    cleanup.join(10)

@@ -257,5 +257,7 @@ def test_a_retryable_503_is_logged_as_a_warning_and_an_unexpected_5xx_as_an_erro
     caplog.set_level(logging.WARNING, logger="serve.error_map")
     assert problem_for(E.Busy("memory acme/x is busy"), "rid-2").status == 503
     assert problem_for(RuntimeError("boom"), "rid-3").status == 500
+    assert problem_for(E.MetadataError("Redis is unreachable"), "rid-4").status == 503  # an outage: a fault
     levels = {record.getMessage().split(":")[0]: record.levelno for record in caplog.records}
-    assert levels == {"request rid-2": logging.WARNING, "request rid-3": logging.ERROR}
+    assert levels == {"request rid-2": logging.WARNING, "request rid-3": logging.ERROR,
+                      "request rid-4": logging.ERROR}
