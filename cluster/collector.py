@@ -23,16 +23,16 @@ ROUND_AFTER_BUSY_SECONDS = 30.0
 
 
 def collect_once(settings: StorageSettings, grace_seconds: float, *, dry_run: bool = False,
-                 wait: float = 0.0) -> GcReport:
+                 wait_seconds: float = 0.0) -> GcReport:
     """One collection against the storage `settings` name; with the embedded default, against
     the Valkey a running server already holds (if any). While another collection holds the
-    lock it tries again for up to `wait` seconds (then the report says it did not run)."""
+    lock it waits up to `wait_seconds` (then the report says it did not run)."""
     if settings.redis_url is None:
         url = running_url(settings.valkey_dir.expanduser())
         if url is not None:
             settings = settings.model_copy(update={"redis_url": url})
     with open_storage(settings) as storage:
-        return GarbageCollector(storage.content).run(grace_seconds, dry_run=dry_run, wait_seconds=wait)
+        return GarbageCollector(storage.content).run(grace_seconds, dry_run=dry_run, wait_seconds=wait_seconds)
 
 
 async def run_collector(settings: StorageSettings, interval: float, grace_seconds: float) -> None:

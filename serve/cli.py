@@ -104,7 +104,7 @@ def _gc(args: argparse.Namespace) -> int:
         return 2
     grace = settings.gc_grace_seconds if args.grace is None else args.grace
     try:
-        report = collect_once(storage, grace, dry_run=args.dry_run, wait=max(0.0, args.wait))
+        report = collect_once(storage, grace, dry_run=args.dry_run, wait_seconds=max(0.0, args.wait))
     except NeuralMemoryError as exc:
         print(f"neural-memory gc: {exc}", file=sys.stderr)
         return 2

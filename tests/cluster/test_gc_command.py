@@ -106,6 +106,6 @@ def test_a_collection_waits_for_one_holding_the_lock(tmp_path):
         once = collect_once(settings, 60.0)
         assert not once.ran and "holds the lock" in once.busy and _chunks(running) > named
         threading.Timer(1.5, release.set).start()
-        waited = collect_once(settings, 60.0, wait=30.0)
+        waited = collect_once(settings, 60.0, wait_seconds=30.0)
         holder.join()
         assert waited.ran and waited.deleted > 0 and _chunks(running) == named
